@@ -1,0 +1,105 @@
+//! The application's shared state, built once from a validated configuration. Tests build it the same
+//! way `main` does, with their own environment lookup and usage sink.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::RngExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::http::body::BodyLimits;
+use crate::providers::Provider;
+use crate::routing::Catalog;
+use crate::secret::Secret;
+use crate::usage::{LogSink, UsageSink};
+
+pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// What the application takes from its surroundings.
+#[derive(Clone)]
+pub struct AppOptions {
+    /// Reads environment variables (provider keys, the master key).
+    pub env: EnvLookup,
+    pub usage_sink: Arc<dyn UsageSink>,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            env: Arc::new(|name| std::env::var(name).ok()),
+            usage_sink: Arc::new(LogSink),
+        }
+    }
+}
+
+pub struct AppState {
+    pub catalog: Catalog,
+    pub providers: Vec<Arc<Provider>>,
+    pub master_key: Secret,
+    pub usage: Arc<dyn UsageSink>,
+    pub body_limits: BodyLimits,
+    /// Set when shutdown begins: readiness turns 503.
+    pub draining: AtomicBool,
+    /// Fired at the drain deadline: streams still running end with an error event.
+    pub hard_stop: CancellationToken,
+    /// Reported as `created` for models.
+    pub created: u64,
+}
+
+/// The master key in force, and whether it was generated for this run.
+pub struct MasterKey {
+    pub key: Secret,
+    pub generated: bool,
+}
+
+impl AppState {
+    pub fn new(config: &Config, opts: &AppOptions) -> anyhow::Result<(Arc<AppState>, MasterKey)> {
+        let providers = config
+            .providers
+            .iter()
+            .map(|p| Provider::from_config(p, opts.env.as_ref()).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let catalog = Catalog::new(config, &providers);
+        let master = match (opts.env)(&config.auth.master_key_env).filter(|k| !k.trim().is_empty())
+        {
+            Some(key) => MasterKey {
+                key: Secret::new(key.trim()),
+                generated: false,
+            },
+            None => MasterKey {
+                key: generate_master_key(),
+                generated: true,
+            },
+        };
+        let state = AppState {
+            catalog,
+            providers,
+            master_key: master.key.clone(),
+            usage: opts.usage_sink.clone(),
+            body_limits: BodyLimits {
+                max_bytes: config.server.body_limit_bytes,
+                read_timeout: Duration::from_millis(config.server.body_read_timeout_ms),
+            },
+            draining: AtomicBool::new(false),
+            hard_stop: CancellationToken::new(),
+            created: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default(),
+        };
+        Ok((Arc::new(state), master))
+    }
+}
+
+const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+fn generate_master_key() -> Secret {
+    let mut rng = rand::rng();
+    let tail: String = (0..40)
+        .map(|_| char::from(BASE62[rng.random_range(0..BASE62.len())]))
+        .collect();
+    Secret::new(format!("sk-sy-master-{tail}"))
+}

@@ -1,0 +1,183 @@
+//! The command line: `serve` (the default), `check-config`, and `fake-upstream` for demos and benchmarks.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::app::{AppOptions, AppState};
+use crate::config::{Config, DEFAULT_LISTEN, FakeSettings};
+use crate::server::{ServeSettings, serve};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "An LLM gateway: one OpenAI-compatible endpoint, many providers."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Configuration file [default: config/switchyard.toml, else the embedded default].
+    #[arg(long, env = "SWITCHYARD_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: the config's server.listen, else 127.0.0.1:8080].
+    #[arg(long, env = "SWITCHYARD_LISTEN")]
+    listen: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Serve,
+    /// Validate a configuration file and print every problem found.
+    CheckConfig {
+        /// The file to check [default: --config, else config/switchyard.toml].
+        file: Option<PathBuf>,
+    },
+    /// Run the fake OpenAI-compatible model server on its own (for demos and benchmarks).
+    FakeUpstream {
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        listen: String,
+        /// Delay before each response or first streamed token, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        /// Streaming pace; 0 sends all tokens at once.
+        #[arg(long, default_value_t = 0.0)]
+        tokens_per_second: f64,
+        /// Tokens in each reply.
+        #[arg(long, default_value_t = 24)]
+        completion_tokens: u32,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => run_async(run_serve(cli.serve)),
+        Command::CheckConfig { file } => check_config(file.or(cli.serve.config)),
+        Command::FakeUpstream {
+            listen,
+            latency_ms,
+            tokens_per_second,
+            completion_tokens,
+        } => {
+            let settings = FakeSettings {
+                latency_ms,
+                tokens_per_second,
+                completion_tokens,
+            };
+            run_async(run_fake(listen, settings))
+        }
+    }
+}
+
+fn run_async(fut: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("switchyard: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchyard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(file: Option<PathBuf>) -> ExitCode {
+    match Config::load(file.as_deref()) {
+        Ok(config) => {
+            eprintln!(
+                "configuration is valid: {} providers, {} models",
+                config.providers.len(),
+                config.models.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.config.as_deref())?;
+    crate::logging::init(&config.log);
+    let (state, master) = AppState::new(&config, &AppOptions::default())?;
+    if master.generated {
+        // Printed once, to the terminal only: never through the logger.
+        eprintln!(
+            "\n  No master key was set ({} is empty), so this run uses a generated one:\n\n      {}\n\n  Send it as `Authorization: Bearer <key>`. Set {} to choose your own.\n",
+            config.auth.master_key_env,
+            master.key.expose(),
+            config.auth.master_key_env
+        );
+    }
+    for p in &state.providers {
+        if let Some(why) = p.unavailable_reason() {
+            tracing::info!(provider = %p.name, "{why}");
+        }
+    }
+    let listen = args
+        .listen
+        .or_else(|| config.listen_addr().map(str::to_owned))
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    tracing::info!(address = %listener.local_addr()?, models = state.catalog.models().len(), "switchyard is listening");
+    serve(
+        listener,
+        state,
+        ServeSettings::from_config(&config),
+        shutdown_signal(),
+    )
+    .await;
+    Ok(())
+}
+
+async fn run_fake(listen: String, settings: FakeSettings) -> anyhow::Result<()> {
+    crate::logging::init(&Default::default());
+    let listener = tokio::net::TcpListener::bind(&listen).await?;
+    tracing::info!(address = %listener.local_addr()?, "fake upstream is listening");
+    crate::fake::serve(listener, Arc::new(crate::fake::FakeState::new(settings))).await?;
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,524 @@
+//! The operator's configuration file: its schema, loading, and validation.
+//!
+//! Validation runs in two stages: TOML decoding (unknown keys rejected, types checked), then cross-field
+//! checks that report every problem at once, each with its path in the file (`providers[1].base_url: …`).
+//! Secrets never live here: the file names the environment variable that holds each one.
+//! Not here: anything that reads the environment for secrets or builds runtime objects (see `app`).
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The shipped default configuration, used when no file is given and `config/switchyard.toml` is absent.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../config/switchyard.toml");
+pub const DEFAULT_PATH: &str = "config/switchyard.toml";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+    #[serde(default)]
+    pub models: Vec<ModelConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Overridden by `--listen` / `SWITCHYARD_LISTEN`.
+    pub listen: Option<String>,
+    /// Largest request body accepted; larger ones get 413.
+    pub body_limit_bytes: usize,
+    /// How long a client may take to send the request line and headers.
+    pub header_read_timeout_ms: u64,
+    /// How long a client may take to send the whole request body.
+    pub body_read_timeout_ms: u64,
+    /// On SIGTERM, how long in-flight requests and streams may run before they are cut.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            body_limit_bytes: 32 * 1024 * 1024,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            drain_timeout_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The environment variable holding the master key. With none set, a key is generated at start.
+    pub master_key_env: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            master_key_env: "SWITCHYARD_MASTER_KEY".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `switchyard=debug`); `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Any OpenAI-compatible API.
+    Openai,
+    /// The built-in fake model server, answered in process.
+    Fake,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// The API root as the provider documents it, e.g. `https://api.openai.com/v1`.
+    pub base_url: Option<String>,
+    /// The environment variable holding the API key.
+    pub api_key_env: Option<String>,
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    /// Extra headers sent on every upstream request (not for credentials).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Behaviour of a `kind = "fake"` provider.
+    pub fake: Option<FakeSettings>,
+}
+
+/// Upstream deadlines in milliseconds; anything left out takes the default.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    pub connect_ms: Option<u64>,
+    pub first_byte_ms: Option<u64>,
+    pub idle_ms: Option<u64>,
+    pub total_ms: Option<u64>,
+}
+
+/// Resolved upstream deadlines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP and TLS connection set-up.
+    pub connect: Duration,
+    /// From sending the request to the response headers.
+    pub first_byte: Duration,
+    /// Longest silence between two pieces of a streamed body.
+    pub idle: Duration,
+    /// The whole upstream exchange.
+    pub total: Duration,
+}
+
+impl TimeoutsConfig {
+    pub fn resolve(&self) -> Timeouts {
+        let ms = |v: Option<u64>, d: u64| Duration::from_millis(v.unwrap_or(d));
+        Timeouts {
+            connect: ms(self.connect_ms, 10_000),
+            first_byte: ms(self.first_byte_ms, 120_000),
+            idle: ms(self.idle_ms, 60_000),
+            total: ms(self.total_ms, 600_000),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FakeSettings {
+    /// Delay before the response (or the first streamed token).
+    pub latency_ms: u64,
+    /// Streaming pace; 0 sends every token at once.
+    pub tokens_per_second: f64,
+    /// Length of a reply when the request sets no `max_tokens`.
+    pub completion_tokens: u32,
+}
+
+impl Default for FakeSettings {
+    fn default() -> Self {
+        Self {
+            latency_ms: 0,
+            tokens_per_second: 0.0,
+            completion_tokens: 24,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The public name clients send.
+    pub name: String,
+    pub provider: String,
+    /// The provider's model id; defaults to `name`.
+    pub upstream: Option<String>,
+}
+
+impl ModelConfig {
+    pub fn upstream_id(&self) -> &str {
+        self.upstream.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// One thing wrong with a configuration, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{source_name} is not a valid configuration:\n{}", list(.problems))]
+    Invalid {
+        source_name: String,
+        problems: Vec<ConfigProblem>,
+    },
+}
+
+fn list(problems: &[ConfigProblem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Config {
+    /// Loads `path`, or the default file, or the embedded default when neither exists.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (text, name) = match path {
+            Some(p) => (read(p)?, p.display().to_string()),
+            None if Path::new(DEFAULT_PATH).exists() => {
+                (read(Path::new(DEFAULT_PATH))?, DEFAULT_PATH.to_owned())
+            }
+            None => (
+                EMBEDDED_DEFAULT.to_owned(),
+                "embedded default configuration".to_owned(),
+            ),
+        };
+        Config::parse(&text).map_err(|problems| ConfigError::Invalid {
+            source_name: name,
+            problems,
+        })
+    }
+
+    /// Decodes and validates a TOML document, returning every problem found.
+    pub fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            vec![ConfigProblem {
+                path: String::new(),
+                message: e.to_string().trim_end().to_owned(),
+            }]
+        })?;
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
+    }
+
+    pub fn listen_addr(&self) -> Option<&str> {
+        self.server.listen.as_deref()
+    }
+
+    /// Every cross-field problem, each with its path.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        let mut bad = |path: String, message: String| out.push(ConfigProblem { path, message });
+
+        let s = &self.server;
+        if let Some(listen) = &s.listen
+            && listen.parse::<SocketAddr>().is_err()
+        {
+            bad(
+                "server.listen".into(),
+                format!("\"{listen}\" is not an address like 127.0.0.1:8080"),
+            );
+        }
+        if !(1024..=1 << 30).contains(&s.body_limit_bytes) {
+            bad(
+                "server.body_limit_bytes".into(),
+                "must be between 1024 and 1073741824".into(),
+            );
+        }
+        for (name, v) in [
+            ("header_read_timeout_ms", s.header_read_timeout_ms),
+            ("body_read_timeout_ms", s.body_read_timeout_ms),
+        ] {
+            if v == 0 {
+                bad(format!("server.{name}"), "must be greater than 0".into());
+            }
+        }
+        if !is_env_name(&self.auth.master_key_env) {
+            bad(
+                "auth.master_key_env".into(),
+                "must be an environment variable name".into(),
+            );
+        }
+
+        let mut provider_names = HashSet::new();
+        for (i, p) in self.providers.iter().enumerate() {
+            let at = |field: &str| format!("providers[{i}].{field}");
+            if !is_identifier(&p.name) {
+                bad(
+                    at("name"),
+                    format!(
+                        "\"{}\" must be 1-64 characters of a-z, 0-9, - and _",
+                        p.name
+                    ),
+                );
+            } else if !provider_names.insert(p.name.as_str()) {
+                bad(
+                    at("name"),
+                    format!("provider \"{}\" is defined twice", p.name),
+                );
+            }
+            match (p.kind, &p.base_url) {
+                (ProviderKind::Openai, None) => {
+                    bad(at("base_url"), "is required for kind \"openai\"".into())
+                }
+                (_, Some(url)) => {
+                    if let Err(why) = check_base_url(url) {
+                        bad(at("base_url"), why);
+                    }
+                }
+                (ProviderKind::Fake, None) => {}
+            }
+            if p.fake.is_some() && p.kind != ProviderKind::Fake {
+                bad(at("fake"), "only applies to kind \"fake\"".into());
+            }
+            if let Some(f) = &p.fake {
+                if !(f.tokens_per_second.is_finite() && f.tokens_per_second >= 0.0) {
+                    bad(
+                        at("fake.tokens_per_second"),
+                        "must be a number of at least 0".into(),
+                    );
+                }
+                if f.completion_tokens == 0 || f.completion_tokens > 100_000 {
+                    bad(
+                        at("fake.completion_tokens"),
+                        "must be between 1 and 100000".into(),
+                    );
+                }
+            }
+            if let Some(env) = &p.api_key_env
+                && !is_env_name(env)
+            {
+                bad(
+                    at("api_key_env"),
+                    format!("\"{env}\" is not an environment variable name"),
+                );
+            }
+            let t = &p.timeouts;
+            for (name, v) in [
+                ("connect_ms", t.connect_ms),
+                ("first_byte_ms", t.first_byte_ms),
+                ("idle_ms", t.idle_ms),
+                ("total_ms", t.total_ms),
+            ] {
+                if v == Some(0) {
+                    bad(
+                        at(&format!("timeouts.{name}")),
+                        "must be greater than 0".into(),
+                    );
+                }
+            }
+            for (name, value) in &p.headers {
+                let path = at(&format!("headers.{name}"));
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    bad(path, "is not a valid header name".into());
+                } else if is_credential_header(name) {
+                    bad(
+                        path,
+                        "credentials come from api_key_env, not from headers".into(),
+                    );
+                } else if http::HeaderValue::from_str(value).is_err() {
+                    bad(path, "is not a valid header value".into());
+                }
+            }
+        }
+
+        let mut model_names = HashSet::new();
+        for (i, m) in self.models.iter().enumerate() {
+            let at = |field: &str| format!("models[{i}].{field}");
+            if m.name.is_empty()
+                || m.name.len() > 256
+                || m.name.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                bad(at("name"), "must be 1-256 characters without spaces".into());
+            } else if !model_names.insert(m.name.as_str()) {
+                bad(at("name"), format!("model \"{}\" is defined twice", m.name));
+            }
+            if !self.providers.iter().any(|p| p.name == m.provider) {
+                bad(
+                    at("provider"),
+                    format!("provider \"{}\" is not defined", m.provider),
+                );
+            }
+            if m.upstream.as_deref() == Some("") {
+                bad(at("upstream"), "must not be empty".into());
+            }
+        }
+        out
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn is_env_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.as_bytes()[0].is_ascii_digit()
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn is_credential_header(name: &str) -> bool {
+    [
+        "authorization",
+        "x-api-key",
+        "api-key",
+        "x-goog-api-key",
+        "host",
+        "content-length",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+fn check_base_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("\"{url}\" is not a URL ({e})"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err("must start with http:// or https://".into());
+    }
+    if parsed.host().is_none() {
+        return Err("must name a host".into());
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("must not carry credentials; use api_key_env".into());
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err("must not have a query or fragment".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let cfg = Config::parse(EMBEDDED_DEFAULT).unwrap();
+        assert!(cfg.providers.iter().any(|p| p.kind == ProviderKind::Fake));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let text = r#"
+            [server]
+            listen = "nowhere"
+            [[providers]]
+            name = "a"
+            kind = "openai"
+            [[providers]]
+            name = "a"
+            kind = "openai"
+            base_url = "ftp://x"
+            headers = { Authorization = "Bearer x" }
+            [[models]]
+            name = "m"
+            provider = "missing"
+            [[models]]
+            name = "m"
+            provider = "a"
+        "#;
+        let problems: Vec<String> = Config::parse(text)
+            .unwrap_err()
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        let expected = [
+            "server.listen: \"nowhere\" is not an address like 127.0.0.1:8080",
+            "providers[0].base_url: is required for kind \"openai\"",
+            "providers[1].name: provider \"a\" is defined twice",
+            "providers[1].base_url: must start with http:// or https://",
+            "providers[1].headers.Authorization: credentials come from api_key_env, not from headers",
+            "models[0].provider: provider \"missing\" is not defined",
+            "models[1].name: model \"m\" is defined twice",
+        ];
+        assert_eq!(problems, expected);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_location() {
+        let err = Config::parse("[server]\nlisten = \"127.0.0.1:1\"\nbogus = 1\n").unwrap_err();
+        assert!(err[0].message.contains("bogus"), "{}", err[0].message);
+        assert!(err[0].message.contains("line 3"), "{}", err[0].message);
+    }
+}

@@ -1,0 +1,553 @@
+//! The fake model provider: an HTTP server that speaks the OpenAI chat-completions wire format.
+//!
+//! It answers deterministically (the same request always gets the same text, tool calls and usage),
+//! streams like a real model (headers at once, first token after `latency_ms`, then `tokens_per_second`),
+//! and reports usage the way OpenAI does. Tests, benchmarks and the built-in `fake` provider kind all use
+//! this one implementation: tests and benchmarks over a socket, the `fake` kind in process.
+//! Faults (error statuses, stalls, cut streams) are scripted through [`FakeState::push_fault`], never by
+//! anything a request says, so a caller of the built-in provider cannot trigger them.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::config::FakeSettings;
+use crate::sse::{DONE_FRAME, data_frame};
+
+/// A scripted misbehaviour, applied to the next matching request and then used up.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer with this status and an OpenAI-shaped error body.
+    Status {
+        status: u16,
+        retry_after_secs: Option<u64>,
+        code: Option<String>,
+        message: String,
+    },
+    /// Wait this long before sending any response headers.
+    StallBeforeHeaders(Duration),
+    /// Send `after_chunks` chunks of a stream, then go silent for `duration`.
+    StallMidStream {
+        after_chunks: usize,
+        duration: Duration,
+    },
+    /// Send `after_chunks` chunks of a stream, then break the connection.
+    CutMidStream { after_chunks: usize },
+    /// Send `after_chunks` chunks, then an in-band `data: {"error": …}` event, then end.
+    ErrorMidStream { after_chunks: usize },
+}
+
+impl Fault {
+    pub fn status(status: u16) -> Self {
+        Fault::Status {
+            status,
+            retry_after_secs: None,
+            code: None,
+            message: format!("fake upstream error {status}"),
+        }
+    }
+}
+
+/// Counters a test can wait on.
+#[derive(Debug, Default)]
+pub struct FakeStats {
+    pub requests: AtomicU64,
+    pub streams_started: AtomicU64,
+    pub streams_completed: AtomicU64,
+    /// Streams whose reader went away before the end.
+    pub streams_cancelled: AtomicU64,
+}
+
+/// What the fake received, for tests to inspect.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+pub struct FakeState {
+    settings: FakeSettings,
+    faults: Mutex<VecDeque<(Option<String>, Fault)>>,
+    requests: Mutex<VecDeque<RecordedRequest>>,
+    next_id: AtomicU64,
+    pub stats: FakeStats,
+}
+
+const RECORDED_REQUESTS: usize = 256;
+
+impl FakeState {
+    pub fn new(settings: FakeSettings) -> Self {
+        Self {
+            settings,
+            faults: Mutex::default(),
+            requests: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            stats: FakeStats::default(),
+        }
+    }
+
+    /// Queues a fault for the next request for `model` (any model when `None`).
+    pub fn push_fault(&self, model: Option<&str>, fault: Fault) {
+        lock(&self.faults).push_back((model.map(str::to_owned), fault));
+    }
+
+    /// The most recent requests received, oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.requests).iter().cloned().collect()
+    }
+
+    fn take_fault(&self, model: &str) -> Option<Fault> {
+        let mut faults = lock(&self.faults);
+        let i = faults
+            .iter()
+            .position(|(m, _)| m.as_deref().is_none_or(|m| m == model))?;
+        faults.remove(i).map(|(_, f)| f)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub fn router(state: Arc<FakeState>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(list_models))
+        .with_state(state)
+}
+
+/// Serves the fake on `listener` until the process ends (for `switchyard fake-upstream` and benchmarks).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<FakeState>,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).await
+}
+
+async fn list_models() -> Response {
+    axum::Json(json!({"object": "list", "data": [{"id": "fake", "object": "model", "created": 0, "owned_by": "switchyard"}]}))
+        .into_response()
+}
+
+async fn chat_completions(
+    State(state): State<Arc<FakeState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    state.stats.requests.fetch_add(1, Ordering::Relaxed);
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return error_response(400, None, Some("invalid_json"), "the body is not JSON");
+    };
+    {
+        let mut recorded = lock(&state.requests);
+        if recorded.len() == RECORDED_REQUESTS {
+            recorded.pop_front();
+        }
+        recorded.push_back(RecordedRequest {
+            headers,
+            body: body.clone(),
+        });
+    }
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("fake")
+        .to_owned();
+    let fault = state.take_fault(&model);
+    match &fault {
+        Some(Fault::Status {
+            status,
+            retry_after_secs,
+            code,
+            message,
+        }) => {
+            return error_response(*status, *retry_after_secs, code.as_deref(), message);
+        }
+        Some(Fault::StallBeforeHeaders(d)) => tokio::time::sleep(*d).await,
+        _ => {}
+    }
+    let id = format!(
+        "chatcmpl-fake-{}",
+        state.next_id.fetch_add(1, Ordering::Relaxed)
+    );
+    let reply = Reply::for_request(&body, &state.settings, &id);
+    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+        let include_usage = body
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            == Some(true);
+        return stream_reply(state, reply, model, include_usage, fault);
+    }
+    tokio::time::sleep(Duration::from_millis(state.settings.latency_ms)).await;
+    let body = reply.completion(&model);
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn error_response(
+    status: u16,
+    retry_after: Option<u64>,
+    code: Option<&str>,
+    message: &str,
+) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let kind = if status.is_server_error() {
+        "server_error"
+    } else {
+        "invalid_request_error"
+    };
+    let body = json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
+    let mut resp = (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response();
+    if let Some(secs) = retry_after {
+        resp.headers_mut().insert(header::RETRY_AFTER, secs.into());
+    }
+    resp
+}
+
+/// The deterministic answer to one request.
+struct Reply {
+    id: String,
+    created: u64,
+    /// Either text tokens or tool calls (name, arguments JSON).
+    tokens: Vec<String>,
+    tool_calls: Vec<(String, String)>,
+    finish_reason: &'static str,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+}
+
+const WORDS: &[&str] = &[
+    "switchyard",
+    "routes",
+    "every",
+    "request",
+    "to",
+    "the",
+    "right",
+    "model",
+    "and",
+    "streams",
+    "tokens",
+    "back",
+    "as",
+    "they",
+    "arrive",
+    "with",
+    "usage",
+    "counted",
+    "once",
+    "fast",
+    "lanes",
+    "signals",
+    "track",
+    "rails",
+];
+
+impl Reply {
+    fn for_request(body: &Value, settings: &FakeSettings, id: &str) -> Reply {
+        let messages = body
+            .get("messages")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let prompt_tokens = messages
+            .iter()
+            .map(|m| text_of(m).len().div_ceil(4) as u64 + 4)
+            .sum::<u64>()
+            + 3;
+        let last_text = messages.last().map(text_of).unwrap_or_default();
+        let seed = last_text
+            .bytes()
+            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        let limit = ["max_completion_tokens", "max_tokens"]
+            .iter()
+            .find_map(|k| body.get(*k).and_then(Value::as_u64))
+            .map(|n| n.min(u64::from(u32::MAX)) as u32);
+        let created = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let mut reply = Reply {
+            id: id.to_owned(),
+            created,
+            tokens: Vec::new(),
+            tool_calls: Vec::new(),
+            finish_reason: "stop",
+            prompt_tokens,
+            completion_tokens: 0,
+        };
+        let tool_calls = tool_calls_for(body, messages);
+        if !tool_calls.is_empty() {
+            reply.completion_tokens = tool_calls
+                .iter()
+                .map(|(n, a)| (n.len() + a.len()).div_ceil(4) as u64)
+                .sum();
+            reply.tool_calls = tool_calls;
+            reply.finish_reason = "tool_calls";
+            return reply;
+        }
+        let wanted = settings.completion_tokens;
+        let n = limit.map_or(wanted, |l| l.min(wanted)).max(1);
+        if limit.is_some_and(|l| l < wanted) {
+            reply.finish_reason = "length";
+        }
+        reply.tokens = (0..n)
+            .map(|i| {
+                let word = WORDS[((seed >> (i % 48)) as usize + i as usize) % WORDS.len()];
+                if i == 0 {
+                    capitalise(word)
+                } else {
+                    format!(" {word}")
+                }
+            })
+            .collect();
+        if let Some(last) = reply.tokens.last_mut() {
+            last.push('.');
+        }
+        reply.completion_tokens = u64::from(n);
+        reply
+    }
+
+    fn usage(&self) -> Value {
+        json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0}
+        })
+    }
+
+    fn call_id(&self, i: usize) -> String {
+        format!("call_{}_{i}", self.id.trim_start_matches("chatcmpl-"))
+    }
+
+    fn completion(&self, model: &str) -> Value {
+        let tool_calls: Vec<Value> = self
+            .tool_calls
+            .iter()
+            .enumerate()
+            .map(|(i, (name, args))| json!({"id": self.call_id(i), "type": "function", "function": {"name": name, "arguments": args}}))
+            .collect();
+        let mut message = json!({"role": "assistant", "content": null, "refusal": null});
+        if tool_calls.is_empty() {
+            message["content"] = Value::String(self.tokens.concat());
+        } else {
+            message["tool_calls"] = Value::Array(tool_calls);
+        }
+        json!({
+            "id": self.id, "object": "chat.completion", "created": self.created, "model": model,
+            "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": self.finish_reason}],
+            "usage": self.usage(),
+            "system_fingerprint": "fp_switchyard_fake",
+            "service_tier": "default"
+        })
+    }
+
+    /// The `data:` payloads of the stream, in order, without `[DONE]`.
+    fn chunks(&self, model: &str, include_usage: bool) -> Vec<Value> {
+        let chunk = |delta: Value, finish: Option<&str>| {
+            let mut c = json!({
+                "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": model,
+                "system_fingerprint": "fp_switchyard_fake",
+                "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]
+            });
+            if include_usage {
+                c["usage"] = Value::Null;
+            }
+            c
+        };
+        let mut out = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
+        for token in &self.tokens {
+            out.push(chunk(json!({"content": token}), None));
+        }
+        for (i, (name, args)) in self.tool_calls.iter().enumerate() {
+            out.push(chunk(
+                json!({"tool_calls": [{"index": i, "id": self.call_id(i), "type": "function", "function": {"name": name, "arguments": ""}}]}),
+                None,
+            ));
+            for piece in char_pieces(args, 7) {
+                out.push(chunk(
+                    json!({"tool_calls": [{"index": i, "function": {"arguments": piece}}]}),
+                    None,
+                ));
+            }
+        }
+        out.push(chunk(json!({}), Some(self.finish_reason)));
+        if include_usage {
+            out.push(json!({
+                "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": model,
+                "system_fingerprint": "fp_switchyard_fake", "choices": [], "usage": self.usage()
+            }));
+        }
+        out
+    }
+}
+
+fn text_of(message: &Value) -> String {
+    match message.get("content") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+fn capitalise(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+/// Splits `s` into pieces of at most `n` characters, never inside a character.
+fn char_pieces(s: &str, n: usize) -> Vec<String> {
+    let chars: Vec<char> = s.chars().collect();
+    chars.chunks(n).map(|c| c.iter().collect()).collect()
+}
+
+/// Tool calls the fake makes: when tools are offered, `tool_choice` is not "none" and the conversation
+/// does not end with a tool result. Two parallel calls when two or more tools are offered and parallel
+/// calls are not disabled; the named tool when `tool_choice` names one.
+fn tool_calls_for(body: &Value, messages: &[Value]) -> Vec<(String, String)> {
+    let tools = body
+        .get("tools")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let choice = body.get("tool_choice");
+    let ends_with_tool_result = messages
+        .last()
+        .and_then(|m| m.get("role"))
+        .and_then(Value::as_str)
+        == Some("tool");
+    if tools.is_empty() || choice.and_then(Value::as_str) == Some("none") || ends_with_tool_result {
+        return Vec::new();
+    }
+    let named = choice
+        .and_then(|c| c.pointer("/function/name"))
+        .and_then(Value::as_str);
+    let parallel = body.get("parallel_tool_calls").and_then(Value::as_bool) != Some(false);
+    let picked: Vec<&Value> = match named {
+        Some(name) => tools
+            .iter()
+            .filter(|t| t.pointer("/function/name").and_then(Value::as_str) == Some(name))
+            .collect(),
+        None if parallel => tools.iter().take(2).collect(),
+        None => tools.iter().take(1).collect(),
+    };
+    picked
+        .into_iter()
+        .filter_map(|t| {
+            let name = t.pointer("/function/name")?.as_str()?.to_owned();
+            let mut args = serde_json::Map::new();
+            if let Some(props) = t
+                .pointer("/function/parameters/properties")
+                .and_then(Value::as_object)
+            {
+                for (key, schema) in props {
+                    let value = match schema.get("type").and_then(Value::as_str) {
+                        Some("integer" | "number") => json!(42),
+                        Some("boolean") => json!(true),
+                        Some("array") => json!([]),
+                        Some("object") => json!({}),
+                        _ => json!(format!("fake {key} ü")),
+                    };
+                    args.insert(key.clone(), value);
+                }
+            }
+            Some((name, Value::Object(args).to_string()))
+        })
+        .collect()
+}
+
+fn stream_reply(
+    state: Arc<FakeState>,
+    reply: Reply,
+    model: String,
+    include_usage: bool,
+    fault: Option<Fault>,
+) -> Response {
+    state.stats.streams_started.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    let latency = Duration::from_millis(state.settings.latency_ms);
+    let gap = if state.settings.tokens_per_second > 0.0 {
+        Duration::from_secs_f64(1.0 / state.settings.tokens_per_second)
+    } else {
+        Duration::ZERO
+    };
+    tokio::spawn(async move {
+        let frames = reply.chunks(&model, include_usage);
+        let outcome = async {
+            pause(&tx, latency).await?;
+            for (i, frame) in frames.iter().enumerate() {
+                match &fault {
+                    Some(Fault::StallMidStream { after_chunks, duration }) if *after_chunks == i => pause(&tx, *duration).await?,
+                    Some(Fault::CutMidStream { after_chunks }) if *after_chunks == i => {
+                        let _ = tx.send(Err(std::io::Error::other("fake upstream cut the stream"))).await;
+                        return Some(());
+                    }
+                    Some(Fault::ErrorMidStream { after_chunks }) if *after_chunks == i => {
+                        let err = json!({"error": {"message": "fake upstream failed mid-stream", "type": "server_error", "param": null, "code": "server_error"}});
+                        tx.send(Ok(data_frame(err.to_string().as_bytes()))).await.ok()?;
+                        return Some(());
+                    }
+                    _ => {}
+                }
+                if i > 0 {
+                    pause(&tx, gap).await?;
+                }
+                tx.send(Ok(data_frame(frame.to_string().as_bytes()))).await.ok()?;
+            }
+            tx.send(Ok(Bytes::from_static(DONE_FRAME))).await.ok()
+        }
+        .await;
+        let counter = if outcome.is_some() {
+            &state.stats.streams_completed
+        } else {
+            &state.stats.streams_cancelled
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Waits `d`, or returns `None` at once if the reader has gone.
+async fn pause(tx: &mpsc::Sender<Result<Bytes, std::io::Error>>, d: Duration) -> Option<()> {
+    if d.is_zero() {
+        return (!tx.is_closed()).then_some(());
+    }
+    tokio::select! {
+        () = tokio::time::sleep(d) => Some(()),
+        () = tx.closed() => None,
+    }
+}

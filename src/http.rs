@@ -1,0 +1,62 @@
+//! The HTTP edge: routes, the middleware around them, and the rendering of errors.
+//!
+//! Handlers decode the caller's dialect, call into routing and providers, and encode the answer; they hold
+//! no business rules of their own. Tower is used only for edge concerns, each layer commented with why.
+
+pub mod auth;
+pub mod body;
+pub mod chat;
+pub mod error;
+pub mod health;
+pub mod models;
+pub mod observe;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::OriginalUri;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::Method;
+use tower_http::catch_panic::CatchPanicLayer;
+
+pub use error::GatewayError;
+
+use crate::app::AppState;
+
+/// Builds the whole HTTP application.
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/v1/chat/completions", post(chat::create_chat_completion))
+        .route("/v1/models", get(models::list_models))
+        .route("/v1/models/{*id}", get(models::retrieve_model))
+        // Only matched routes require a key, so an unknown path is a 404 whoever asks.
+        .route_layer(from_fn_with_state(state.clone(), auth::require_master_key));
+    Router::new()
+        .route("/health/liveness", get(health::liveness))
+        // LiteLLM's spelling, kept so probes written for it keep working.
+        .route("/health/liveliness", get(health::liveness))
+        .route("/health/readiness", get(health::readiness))
+        .merge(api)
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        // A panicking handler becomes a generic 500; the connection and the process carry on.
+        .layer(CatchPanicLayer::custom(panic_response))
+        // Outermost: every response, errors and panics included, carries the request id and is logged in its span.
+        .layer(from_fn(observe::request_context))
+}
+
+async fn route_not_found(method: Method, OriginalUri(uri): OriginalUri) -> GatewayError {
+    GatewayError::route_not_found(&method, uri.path())
+}
+
+async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> GatewayError {
+    GatewayError::method_not_allowed(&method, uri.path())
+}
+
+fn panic_response(_payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    GatewayError::internal().into_response()
+}

@@ -1,0 +1,260 @@
+//! `POST /v1/chat/completions`: decode, resolve, call the provider, and answer whole or as a stream.
+//!
+//! A stream is committed (200 and headers sent) only once the provider's first chunk is in hand, so every
+//! failure before that gets a proper HTTP status. After that, chunks are forwarded one by one as they
+//! arrive; a failure ends the stream with an error event and no `[DONE]`, never a silent stop.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::observe::RequestId;
+use super::{GatewayError, body};
+use crate::app::AppState;
+use crate::providers::exec::{self, ChunkStream};
+use crate::providers::{ErrorKind, ProviderError};
+use crate::routing::ModelEntry;
+use crate::schema::{ChatChunk, ChatRequest};
+use crate::sse::{DONE_FRAME, data_frame};
+use crate::usage::{Outcome, UsageGuard};
+
+/// How many rendered frames may wait for a slow client before the upstream is read no further.
+const STREAM_BUFFER: usize = 16;
+
+pub async fn create_chat_completion(
+    State(state): State<Arc<AppState>>,
+    Extension(request_id): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, GatewayError> {
+    let started = Instant::now();
+    let bytes = body::read(&headers, body, state.body_limits).await?;
+    let mut req: ChatRequest = body::decode(&bytes)?;
+    drop(bytes);
+    validate(&req)?;
+    let plan = state.catalog.resolve(&req.model)?;
+    let target = plan.targets[0].clone();
+    if let Some(why) = target.provider.unavailable_reason() {
+        return Err(GatewayError::provider_unavailable(why));
+    }
+
+    let mut usage = UsageGuard::new(state.usage.clone(), &request_id.0, &req, started.into_std());
+    usage.set_served(&target.name, &target.provider.name);
+    let deadline = Instant::now() + target.provider.timeouts.total;
+    let wants_usage = req.wants_stream_usage();
+    req.model.clone_from(&target.upstream);
+
+    if !req.is_streaming() {
+        let result = exec::complete(&target.provider, &req, deadline).await;
+        return match result {
+            Ok(mut resp) => {
+                resp.model.clone_from(&target.name);
+                if let Some(u) = &resp.usage {
+                    usage.provider_usage(u);
+                }
+                let json = serde_json::to_vec(&resp).map_err(|_| GatewayError::internal())?;
+                usage.finish(Outcome::Completed, 200, None);
+                let mut response =
+                    ([(header::CONTENT_TYPE, "application/json")], json).into_response();
+                served_headers(response.headers_mut(), &target);
+                Ok(response)
+            }
+            Err(e) => Err(failed(usage, &e)),
+        };
+    }
+
+    // Switchyard always learns a stream's usage; the caller's own choice is honoured when forwarding.
+    req.stream_options
+        .get_or_insert_with(Default::default)
+        .include_usage = Some(true);
+    let mut upstream = match exec::open_stream(&target.provider, &req, deadline).await {
+        Ok(s) => s,
+        Err(e) => return Err(failed(usage, &e)),
+    };
+    let first = match upstream.next().await {
+        Ok(first) => first,
+        Err(e) => return Err(failed(usage, &e)),
+    };
+    drop(req);
+
+    let (tx, rx) = mpsc::channel::<Bytes>(STREAM_BUFFER);
+    let relay = Relay {
+        public_model: target.name.clone(),
+        wants_usage,
+        usage,
+        hard_stop: state.hard_stop.clone(),
+    };
+    tokio::spawn(
+        relay
+            .run(upstream, first, tx)
+            .instrument(tracing::Span::current()),
+    );
+
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|frame| (Ok::<_, std::convert::Infallible>(frame), rx))
+    });
+    let mut response = Response::new(Body::from_stream(body));
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Tells nginx-style proxies in front of us not to buffer the stream.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    served_headers(h, &target);
+    Ok(response)
+}
+
+fn validate(req: &ChatRequest) -> Result<(), GatewayError> {
+    if req.messages.is_empty() {
+        return Err(GatewayError::invalid_value(
+            "'messages' must contain at least one message.",
+            "messages",
+        ));
+    }
+    if req.n == Some(0) {
+        return Err(GatewayError::invalid_value("'n' must be at least 1.", "n"));
+    }
+    Ok(())
+}
+
+fn served_headers(h: &mut HeaderMap, target: &ModelEntry) {
+    if let Ok(v) = HeaderValue::from_str(&target.name) {
+        h.insert("x-switchyard-model", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&target.provider.name) {
+        h.insert("x-switchyard-provider", v);
+    }
+}
+
+/// Records a failed attempt and turns it into the client's error.
+fn failed(usage: UsageGuard, e: &ProviderError) -> GatewayError {
+    let error = GatewayError::from_provider(e);
+    tracing::warn!(error = %e, status = error.status.as_u16(), "upstream attempt failed");
+    usage.finish(Outcome::Failed, error.status.as_u16(), Some(e.label()));
+    error
+}
+
+/// Moves one stream from the provider to the client, owning its accounting until the end.
+struct Relay {
+    public_model: String,
+    wants_usage: bool,
+    usage: UsageGuard,
+    hard_stop: tokio_util::sync::CancellationToken,
+}
+
+enum End {
+    Done,
+    ClientGone,
+    Failed(ProviderError),
+    ShutDown,
+}
+
+impl Relay {
+    async fn run(
+        mut self,
+        mut upstream: ChunkStream,
+        first: Option<ChatChunk>,
+        tx: mpsc::Sender<Bytes>,
+    ) {
+        let mut next = first;
+        let end = loop {
+            let chunk = match next.take() {
+                Some(chunk) => chunk,
+                None => tokio::select! {
+                    biased;
+                    () = self.hard_stop.cancelled() => break End::ShutDown,
+                    () = tx.closed() => break End::ClientGone,
+                    item = upstream.next() => match item {
+                        Ok(Some(chunk)) => chunk,
+                        Ok(None) => break End::Done,
+                        Err(e) => break End::Failed(e),
+                    },
+                },
+            };
+            if let Some(frame) = self.render(chunk)
+                && tx.send(frame).await.is_err()
+            {
+                break End::ClientGone;
+            }
+        };
+        drop(upstream); // Closes the upstream connection before the books are settled.
+        let (outcome, error) = match end {
+            End::Done => match tx.send(Bytes::from_static(DONE_FRAME)).await {
+                Ok(()) => (Outcome::Completed, None),
+                Err(_) => (
+                    Outcome::ClientDisconnected,
+                    Some("client_disconnected".to_owned()),
+                ),
+            },
+            End::ClientGone => (
+                Outcome::ClientDisconnected,
+                Some("client_disconnected".to_owned()),
+            ),
+            End::Failed(e) => {
+                tracing::warn!(error = %e, "stream failed after it started");
+                let _ = tx.send(error_frame(&stream_error(&e))).await;
+                (Outcome::Interrupted, Some(e.label()))
+            }
+            End::ShutDown => {
+                let _ = tx.send(error_frame(&GatewayError::shutting_down())).await;
+                (Outcome::ShutDown, Some("shutting_down".to_owned()))
+            }
+        };
+        self.usage.finish(outcome, 200, error);
+    }
+
+    /// Rewrites one chunk for the client; `None` when it must not be forwarded.
+    fn render(&mut self, mut chunk: ChatChunk) -> Option<Bytes> {
+        if let Some(u) = &chunk.usage {
+            self.usage.provider_usage(u);
+            if !self.wants_usage {
+                if chunk.choices.is_empty() {
+                    return None; // The usage chunk we asked for on our own account.
+                }
+                chunk.usage = None;
+            }
+        }
+        for choice in &chunk.choices {
+            let d = &choice.delta;
+            let text = d.content.as_ref().map_or(0, String::len);
+            let args: usize = d
+                .tool_calls
+                .iter()
+                .flatten()
+                .filter_map(|t| t.function.as_ref()?.arguments.as_ref())
+                .map(String::len)
+                .sum();
+            self.usage.streamed_text(text + args);
+        }
+        chunk.model.clone_from(&self.public_model);
+        let json = serde_json::to_vec(&chunk).ok()?;
+        self.usage.first_byte();
+        Some(data_frame(&json))
+    }
+}
+
+/// A stream that broke mid-way: the status is already sent, so only the classification matters.
+fn stream_error(e: &ProviderError) -> GatewayError {
+    let mut g = GatewayError::from_provider(e);
+    if !matches!(e.kind, ErrorKind::Timeout(_)) {
+        g.code = Some("stream_interrupted".to_owned());
+    }
+    g.status = StatusCode::OK;
+    g
+}
+
+fn error_frame(e: &GatewayError) -> Bytes {
+    data_frame(&e.to_json())
+}

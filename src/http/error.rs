@@ -1,0 +1,312 @@
+//! `GatewayError`: every failure a client can see, rendered in one place as OpenAI's error object
+//! `{"error":{"message","type","param","code"}}` with an honest status.
+//!
+//! The caller's own mistakes get a precise message (and `param`); internal causes get a generic one.
+//! Provider failures are translated here from their classification, never from upstream text alone.
+
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+
+use crate::providers::{ErrorKind, ProviderError};
+use crate::routing::RouteError;
+use crate::schema::{ErrorBody, ErrorObject};
+
+#[derive(Debug, Clone)]
+pub struct GatewayError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub code: Option<String>,
+    pub param: Option<String>,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+    /// Sent as `x-should-retry` so the OpenAI SDKs do not retry what cannot succeed.
+    pub should_retry: Option<bool>,
+}
+
+const INVALID_REQUEST: &str = "invalid_request_error";
+
+impl GatewayError {
+    fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: Option<&str>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            kind,
+            code: code.map(str::to_owned),
+            param: None,
+            message: message.into(),
+            retry_after: None,
+            should_retry: None,
+        }
+    }
+
+    fn with_param(mut self, param: Option<String>) -> Self {
+        self.param = param;
+        self
+    }
+
+    pub fn invalid_body(message: impl Into<String>, param: Option<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            INVALID_REQUEST,
+            Some("invalid_request_body"),
+            message,
+        )
+        .with_param(param)
+    }
+
+    pub fn invalid_value(message: impl Into<String>, param: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            INVALID_REQUEST,
+            Some("invalid_value"),
+            message,
+        )
+        .with_param(Some(param.to_owned()))
+    }
+
+    pub fn missing_key() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            INVALID_REQUEST,
+            Some("missing_api_key"),
+            "You didn't provide an API key. Send it as `Authorization: Bearer <key>`.",
+        )
+    }
+
+    pub fn invalid_key() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            INVALID_REQUEST,
+            Some("invalid_api_key"),
+            "Incorrect API key provided.",
+        )
+    }
+
+    pub fn body_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            INVALID_REQUEST,
+            Some("request_too_large"),
+            format!("The request body is larger than the limit of {limit} bytes."),
+        )
+    }
+
+    pub fn body_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            INVALID_REQUEST,
+            Some("request_timeout"),
+            "The request body was not received in time.",
+        )
+    }
+
+    pub fn route_not_found(method: &http::Method, path: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            INVALID_REQUEST,
+            Some("unknown_url"),
+            format!("Invalid URL ({method} {path})"),
+        )
+    }
+
+    pub fn method_not_allowed(method: &http::Method, path: &str) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            INVALID_REQUEST,
+            Some("method_not_allowed"),
+            format!("Method {method} is not allowed for {path}."),
+        )
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            Some("internal_error"),
+            "The server had an error while processing your request.",
+        )
+    }
+
+    pub fn provider_unavailable(message: &str) -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            Some("provider_unavailable"),
+            message,
+        );
+        e.should_retry = Some(false);
+        e
+    }
+
+    pub fn shutting_down() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            Some("shutting_down"),
+            "The gateway is shutting down.",
+        )
+    }
+
+    /// The client-facing form of an upstream failure.
+    pub fn from_provider(e: &ProviderError) -> Self {
+        let upstream_status = e.status.and_then(|s| StatusCode::from_u16(s).ok());
+        let mut out = match e.kind {
+            ErrorKind::RateLimited => {
+                let mut g = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    Some("rate_limit_exceeded"),
+                    &e.message,
+                );
+                g.retry_after = e.retry_after;
+                g
+            }
+            ErrorKind::Overloaded => {
+                let mut g = Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    Some("provider_overloaded"),
+                    &e.message,
+                );
+                g.retry_after = e.retry_after;
+                g
+            }
+            ErrorKind::QuotaExhausted => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                Some("provider_quota_exhausted"),
+                &e.message,
+            ),
+            ErrorKind::Authentication => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                Some("provider_authentication_failed"),
+                &e.message,
+            ),
+            ErrorKind::BadRequest | ErrorKind::NotFound => {
+                let status = upstream_status
+                    .filter(StatusCode::is_client_error)
+                    .unwrap_or(StatusCode::BAD_REQUEST);
+                Self::new(status, INVALID_REQUEST, e.code.as_deref(), &e.message)
+                    .with_param(e.param.clone())
+            }
+            ErrorKind::ContextTooLong => Self::new(
+                StatusCode::BAD_REQUEST,
+                INVALID_REQUEST,
+                Some("context_length_exceeded"),
+                &e.message,
+            )
+            .with_param(e.param.clone()),
+            ErrorKind::ContentPolicy => Self::new(
+                StatusCode::BAD_REQUEST,
+                INVALID_REQUEST,
+                Some("content_policy_violation"),
+                &e.message,
+            )
+            .with_param(e.param.clone()),
+            ErrorKind::ServerError => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                Some("upstream_error"),
+                &e.message,
+            ),
+            ErrorKind::Timeout(_) => Self::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_error",
+                Some("upstream_timeout"),
+                &e.message,
+            ),
+            ErrorKind::Connection => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                Some("upstream_connection_error"),
+                &e.message,
+            ),
+            ErrorKind::StreamInterrupted => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                Some("stream_interrupted"),
+                &e.message,
+            ),
+            ErrorKind::InvalidResponse => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                Some("invalid_upstream_response"),
+                &e.message,
+            ),
+            ErrorKind::Unavailable => Self::provider_unavailable(&e.message),
+        };
+        if out.status.is_client_error() && out.status != StatusCode::TOO_MANY_REQUESTS {
+            out.should_retry = Some(false);
+        }
+        out
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorObject {
+                message: self.message.clone(),
+                kind: self.kind.to_owned(),
+                param: self.param.clone(),
+                code: self.code.clone(),
+            },
+        }
+    }
+
+    /// The body serialised, for a terminal event inside a stream.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.body()).unwrap_or_default()
+    }
+}
+
+impl From<RouteError> for GatewayError {
+    fn from(e: RouteError) -> Self {
+        match &e {
+            RouteError::UnknownModel(_) => Self::new(
+                StatusCode::NOT_FOUND,
+                INVALID_REQUEST,
+                Some("model_not_found"),
+                e.to_string(),
+            )
+            .with_param(Some("model".to_owned())),
+        }
+    }
+}
+
+impl From<&ProviderError> for GatewayError {
+    fn from(e: &ProviderError) -> Self {
+        Self::from_provider(e)
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let mut resp = (
+            self.status,
+            [(header::CONTENT_TYPE, "application/json")],
+            self.to_json(),
+        )
+            .into_response();
+        let h = resp.headers_mut();
+        if let Some(d) = self.retry_after {
+            h.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(d.as_secs_f64().ceil() as u64),
+            );
+            h.insert("retry-after-ms", HeaderValue::from(d.as_millis() as u64));
+        }
+        if let Some(retry) = self.should_retry {
+            h.insert(
+                "x-should-retry",
+                HeaderValue::from_static(if retry { "true" } else { "false" }),
+            );
+        }
+        resp
+    }
+}

@@ -1,0 +1,19 @@
+//! Switchyard: a multi-tenant LLM gateway with one OpenAI-compatible endpoint in front of many providers.
+//!
+//! The request's path, top to bottom: `http` (decode, authenticate) → `routing` (which targets) →
+//! `providers` (adapters translate, `providers::exec` does the upstream I/O) → back through `http`
+//! (whole or streamed) → `usage` (one record per request). `schema` holds the canonical wire types.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod fake;
+pub mod http;
+pub mod logging;
+pub mod providers;
+pub mod routing;
+pub mod schema;
+pub mod secret;
+pub mod server;
+pub mod sse;
+pub mod usage;

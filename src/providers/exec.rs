@@ -1,0 +1,292 @@
+//! The executor: the one place that sends requests upstream and reads what comes back.
+//!
+//! It enforces every upstream deadline (connect in the client, first byte here, idle between body pieces,
+//! and the attempt's total deadline), decodes SSE, and hands bodies and events to the adapter. Errors leave
+//! here classified; credentials and request URLs never appear in their messages.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use http::{HeaderMap, StatusCode};
+use tokio::time::{Instant, timeout_at};
+use tower::ServiceExt;
+
+use super::error::{ErrorKind, ProviderError, TimeoutPhase};
+use super::{Provider, StreamMapper, StreamStep, Transport, UpstreamRequest};
+use crate::schema::{ChatChunk, ChatRequest, ChatResponse};
+use crate::sse::{SseDecoder, SseEvent};
+
+type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
+
+/// Largest successful non-streamed body we read, and the prefix of an error body we keep.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+const MAX_ERROR_BYTES: usize = 64 * 1024;
+
+struct UpstreamResponse {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: BodyStream,
+}
+
+/// Sends a non-streamed chat request and returns the parsed response.
+pub async fn complete(
+    provider: &Provider,
+    req: &ChatRequest,
+    deadline: Instant,
+) -> Result<ChatResponse, ProviderError> {
+    let upstream = provider
+        .adapter()
+        .chat_request(req, &provider.endpoint()?)?;
+    let resp = send(provider, upstream, deadline).await?;
+    let resp = reject_error_status(provider, resp, deadline).await?;
+    let body = read_body(resp.body, MAX_RESPONSE_BYTES, provider, deadline).await?;
+    provider.adapter().parse_chat_response(&body)
+}
+
+/// Sends a streamed chat request and returns its chunks once the provider has answered 2xx.
+pub async fn open_stream(
+    provider: &Provider,
+    req: &ChatRequest,
+    deadline: Instant,
+) -> Result<ChunkStream, ProviderError> {
+    let upstream = provider
+        .adapter()
+        .chat_request(req, &provider.endpoint()?)?;
+    let resp = send(provider, upstream, deadline).await?;
+    let resp = reject_error_status(provider, resp, deadline).await?;
+    Ok(ChunkStream {
+        body: resp.body,
+        decoder: SseDecoder::default(),
+        mapper: provider.adapter().stream_mapper(),
+        events: Vec::new(),
+        mapped: Vec::new(),
+        pending: VecDeque::new(),
+        idle: provider.timeouts.idle,
+        deadline,
+        done: false,
+        saw_finish: false,
+    })
+}
+
+async fn send(
+    provider: &Provider,
+    req: UpstreamRequest,
+    deadline: Instant,
+) -> Result<UpstreamResponse, ProviderError> {
+    let first_byte = Instant::now() + provider.timeouts.first_byte;
+    let (limit, phase) = if first_byte < deadline {
+        (first_byte, TimeoutPhase::FirstByte)
+    } else {
+        (deadline, TimeoutPhase::Total)
+    };
+    match &provider.transport {
+        Transport::Http(client) => {
+            let call = client
+                .post(&req.url)
+                .headers(req.headers)
+                .body(req.body)
+                .send();
+            let resp = match timeout_at(limit, call).await {
+                Err(_) => return Err(ProviderError::timeout(phase)),
+                Ok(Err(e)) => return Err(transport_error(provider, &e)),
+                Ok(Ok(resp)) => resp,
+            };
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let body = resp.bytes_stream().map_err(|e| e.without_url().to_string());
+            Ok(UpstreamResponse {
+                status,
+                headers,
+                body: Box::pin(body),
+            })
+        }
+        Transport::InProcess(router) => {
+            let path = req
+                .url
+                .splitn(4, '/')
+                .nth(3)
+                .map(|p| format!("/{p}"))
+                .unwrap_or_default();
+            let mut builder = http::Request::post(path);
+            if let Some(h) = builder.headers_mut() {
+                *h = req.headers;
+            }
+            let request = builder
+                .body(axum::body::Body::from(req.body))
+                .map_err(|e| ProviderError::new(ErrorKind::BadRequest, e.to_string()))?;
+            let resp = match timeout_at(limit, router.clone().oneshot(request)).await {
+                Err(_) => return Err(ProviderError::timeout(phase)),
+                Ok(Ok(resp)) => resp,
+                Ok(Err(never)) => match never {},
+            };
+            let (parts, body) = resp.into_parts();
+            let body = body.into_data_stream().map_err(|e| e.to_string());
+            Ok(UpstreamResponse {
+                status: parts.status,
+                headers: parts.headers,
+                body: Box::pin(body),
+            })
+        }
+    }
+}
+
+fn transport_error(provider: &Provider, e: &reqwest::Error) -> ProviderError {
+    let kind = match (e.is_connect(), e.is_timeout()) {
+        (true, true) => ErrorKind::Timeout(TimeoutPhase::Connect),
+        (_, true) => ErrorKind::Timeout(TimeoutPhase::Total),
+        _ => ErrorKind::Connection,
+    };
+    // Log the cause for operators (without the URL); the caller gets a summary.
+    let mut cause = String::new();
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(s) = source {
+        cause = s.to_string();
+        source = s.source();
+    }
+    tracing::warn!(provider = %provider.name, cause = %provider.redact(cause), "upstream transport error");
+    match kind {
+        ErrorKind::Timeout(phase) => ProviderError::timeout(phase),
+        _ => ProviderError::new(
+            kind,
+            format!("could not reach provider \"{}\"", provider.name),
+        ),
+    }
+}
+
+async fn reject_error_status(
+    provider: &Provider,
+    resp: UpstreamResponse,
+    deadline: Instant,
+) -> Result<UpstreamResponse, ProviderError> {
+    if resp.status.is_success() {
+        return Ok(resp);
+    }
+    // An unreadable error body still leaves the status to classify by.
+    let body = read_body(resp.body, MAX_ERROR_BYTES, provider, deadline)
+        .await
+        .unwrap_or_default();
+    let mut err = provider
+        .adapter()
+        .classify_error(resp.status, &resp.headers, &body);
+    err.message = provider.redact(err.message);
+    Err(err)
+}
+
+/// Reads a whole body, up to `limit` bytes (an error body is cut there, a success body is refused).
+async fn read_body(
+    mut body: BodyStream,
+    limit: usize,
+    provider: &Provider,
+    deadline: Instant,
+) -> Result<Bytes, ProviderError> {
+    let mut buf = BytesMut::new();
+    loop {
+        let (at, phase) = next_deadline(provider.timeouts.idle, deadline);
+        match timeout_at(at, body.next()).await {
+            Err(_) => return Err(ProviderError::timeout(phase)),
+            Ok(None) => return Ok(buf.freeze()),
+            Ok(Some(Err(e))) => {
+                tracing::warn!(provider = %provider.name, cause = %e, "upstream body broke");
+                return Err(ProviderError::new(
+                    ErrorKind::Connection,
+                    "the provider's response was cut off",
+                ));
+            }
+            Ok(Some(Ok(piece))) => {
+                if buf.len() + piece.len() > limit {
+                    if limit == MAX_ERROR_BYTES {
+                        buf.extend_from_slice(&piece[..limit - buf.len()]);
+                        return Ok(buf.freeze());
+                    }
+                    return Err(ProviderError::new(
+                        ErrorKind::InvalidResponse,
+                        "the provider's response is too large",
+                    ));
+                }
+                buf.extend_from_slice(&piece);
+            }
+        }
+    }
+}
+
+fn next_deadline(idle: std::time::Duration, deadline: Instant) -> (Instant, TimeoutPhase) {
+    let idle_at = Instant::now() + idle;
+    if idle_at < deadline {
+        (idle_at, TimeoutPhase::Idle)
+    } else {
+        (deadline, TimeoutPhase::Total)
+    }
+}
+
+/// The canonical chunks of one upstream stream, read lazily as the caller asks for them.
+pub struct ChunkStream {
+    body: BodyStream,
+    decoder: SseDecoder,
+    mapper: Box<dyn StreamMapper>,
+    events: Vec<SseEvent>,
+    mapped: Vec<ChatChunk>,
+    pending: VecDeque<ChatChunk>,
+    idle: std::time::Duration,
+    deadline: Instant,
+    done: bool,
+    saw_finish: bool,
+}
+
+impl ChunkStream {
+    /// The next chunk; `Ok(None)` once the provider has finished the stream properly.
+    pub async fn next(&mut self) -> Result<Option<ChatChunk>, ProviderError> {
+        loop {
+            if let Some(chunk) = self.pending.pop_front() {
+                return Ok(Some(chunk));
+            }
+            if self.done {
+                return Ok(None);
+            }
+            if !self.events.is_empty() {
+                for event in self.events.drain(..) {
+                    if self.mapper.map(&event, &mut self.mapped)? == StreamStep::Done {
+                        self.done = true;
+                        break;
+                    }
+                }
+                self.events.clear();
+                self.saw_finish |= self
+                    .mapped
+                    .iter()
+                    .any(|c| c.choices.iter().any(|ch| ch.finish_reason.is_some()));
+                self.pending.extend(self.mapped.drain(..));
+                continue;
+            }
+            let (at, phase) = next_deadline(self.idle, self.deadline);
+            match timeout_at(at, self.body.next()).await {
+                Err(_) => return Err(ProviderError::timeout(phase)),
+                Ok(Some(Ok(bytes))) => self
+                    .decoder
+                    .push(&bytes, &mut self.events)
+                    .map_err(|e| ProviderError::new(ErrorKind::InvalidResponse, e.to_string()))?,
+                Ok(Some(Err(cause))) => {
+                    tracing::warn!(%cause, "upstream stream broke");
+                    return Err(interrupted());
+                }
+                Ok(None) => {
+                    self.done = true;
+                    let partial = self.decoder.finish();
+                    // Some OpenAI-compatible servers close without `[DONE]` after the last chunk; that is
+                    // a finished stream. Anything else that just stops is a cut.
+                    if partial || !self.saw_finish {
+                        return Err(interrupted());
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn interrupted() -> ProviderError {
+    ProviderError::new(
+        ErrorKind::StreamInterrupted,
+        "the provider's stream ended unexpectedly",
+    )
+}

@@ -1,0 +1,286 @@
+//! The OpenAI wire protocol, spoken by OpenAI and by every OpenAI-compatible lab.
+//!
+//! Requests go out as the caller wrote them (the executor has already put the upstream model id in place),
+//! so fields Switchyard does not model pass through untouched. Responses and chunks are read into the
+//! canonical types, which keep unknown fields too. Reference: the OpenAI API reference for
+//! `POST /v1/chat/completions` and its streaming events; errors per the OpenAI error-codes guide.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::Deserialize;
+
+use super::error::{ErrorKind, ProviderError, retry_after};
+use super::{Adapter, Endpoint, StreamMapper, StreamStep, UpstreamRequest};
+use crate::schema::{ChatChunk, ChatRequest, ChatResponse};
+use crate::sse::SseEvent;
+
+#[derive(Debug, Default)]
+pub struct OpenAiAdapter;
+
+impl Adapter for OpenAiAdapter {
+    fn chat_request(
+        &self,
+        req: &ChatRequest,
+        endpoint: &Endpoint<'_>,
+    ) -> Result<UpstreamRequest, ProviderError> {
+        let body = serde_json::to_vec(req).map_err(|e| {
+            ProviderError::new(
+                ErrorKind::BadRequest,
+                format!("cannot encode the request: {e}"),
+            )
+        })?;
+        let mut headers = endpoint.headers.clone();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(key) = endpoint.api_key {
+            let mut value =
+                HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| {
+                    ProviderError::new(
+                        ErrorKind::Authentication,
+                        "the provider key is not a valid header value",
+                    )
+                })?;
+            value.set_sensitive(true);
+            headers.insert(header::AUTHORIZATION, value);
+        }
+        Ok(UpstreamRequest {
+            url: format!(
+                "{}/chat/completions",
+                endpoint.base_url.trim_end_matches('/')
+            ),
+            headers,
+            body: Bytes::from(body),
+        })
+    }
+
+    fn parse_chat_response(&self, body: &[u8]) -> Result<ChatResponse, ProviderError> {
+        serde_json::from_slice(body).map_err(|e| {
+            ProviderError::new(
+                ErrorKind::InvalidResponse,
+                format!("the provider's response is not a chat completion: {e}"),
+            )
+        })
+    }
+
+    fn stream_mapper(&self) -> Box<dyn StreamMapper> {
+        Box::new(OpenAiStream)
+    }
+
+    fn classify_error(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> ProviderError {
+        classify(status, headers, body)
+    }
+}
+
+struct OpenAiStream;
+
+impl StreamMapper for OpenAiStream {
+    fn map(
+        &mut self,
+        event: &SseEvent,
+        out: &mut Vec<ChatChunk>,
+    ) -> Result<StreamStep, ProviderError> {
+        let data = event.data.trim();
+        if data == "[DONE]" {
+            return Ok(StreamStep::Done);
+        }
+        if data.is_empty() {
+            return Ok(StreamStep::Continue);
+        }
+        let mut chunk = serde_json::from_str::<ChatChunk>(data).map_err(|e| {
+            ProviderError::new(
+                ErrorKind::InvalidResponse,
+                format!("unreadable stream event: {e}"),
+            )
+        })?;
+        // An error inside a 200 stream: `data: {"error": {...}}`.
+        if let Some(error) = chunk.extra.remove("error") {
+            let detail = serde_json::from_value::<WireErrorDetail>(error).ok();
+            let message = detail
+                .as_ref()
+                .map_or_else(|| FALLBACK.to_owned(), |d| d.message_or(FALLBACK));
+            let mut e = ProviderError::new(ErrorKind::StreamInterrupted, message);
+            e.code = detail.and_then(|d| d.code_string());
+            return Err(e);
+        }
+        out.push(chunk);
+        Ok(StreamStep::Continue)
+    }
+}
+
+const FALLBACK: &str = "the provider reported an error mid-stream";
+
+#[derive(Deserialize)]
+struct WireError {
+    error: Option<WireErrorDetail>,
+}
+
+#[derive(Deserialize)]
+struct WireErrorDetail {
+    message: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    code: Option<serde_json::Value>,
+    param: Option<String>,
+}
+
+impl WireErrorDetail {
+    fn message_or(&self, default: &str) -> String {
+        self.message
+            .clone()
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| default.to_owned())
+    }
+
+    fn code_string(&self) -> Option<String> {
+        match &self.code {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// Classifies an OpenAI-style error response.
+pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ProviderError {
+    let detail = serde_json::from_slice::<WireError>(body)
+        .ok()
+        .and_then(|w| w.error);
+    let code = detail.as_ref().and_then(WireErrorDetail::code_string);
+    let kind_text = detail
+        .as_ref()
+        .and_then(|d| d.kind.clone())
+        .unwrap_or_default();
+    let is = |needle: &str| code.as_deref() == Some(needle) || kind_text == needle;
+    let kind = match status.as_u16() {
+        429 if is("insufficient_quota") => ErrorKind::QuotaExhausted,
+        429 => ErrorKind::RateLimited,
+        401 | 403 => ErrorKind::Authentication,
+        402 => ErrorKind::QuotaExhausted,
+        404 => ErrorKind::NotFound,
+        408 => ErrorKind::Timeout(super::error::TimeoutPhase::Total),
+        413 => ErrorKind::ContextTooLong,
+        400..=499 if is("context_length_exceeded") => ErrorKind::ContextTooLong,
+        400..=499 if is("content_policy_violation") || is("content_filter") => {
+            ErrorKind::ContentPolicy
+        }
+        400..=499 => ErrorKind::BadRequest,
+        529 => ErrorKind::Overloaded,
+        _ => ErrorKind::ServerError,
+    };
+    let upstream_message = detail
+        .as_ref()
+        .and_then(|d| d.message.clone())
+        .filter(|m| !m.is_empty());
+    let message = match kind {
+        // The caller's own mistakes: the provider's words explain them best.
+        ErrorKind::BadRequest
+        | ErrorKind::NotFound
+        | ErrorKind::ContextTooLong
+        | ErrorKind::ContentPolicy => upstream_message
+            .unwrap_or_else(|| format!("the provider rejected the request ({status})")),
+        // Everything else is written by us: it may concern the gateway's account, not the caller.
+        ErrorKind::RateLimited => "the provider is rate limiting requests".to_owned(),
+        ErrorKind::QuotaExhausted => {
+            "the provider account's quota or credit is exhausted".to_owned()
+        }
+        ErrorKind::Authentication => "the provider rejected the gateway's credentials".to_owned(),
+        ErrorKind::Overloaded => "the provider is overloaded".to_owned(),
+        _ => format!("the provider failed with HTTP {}", status.as_u16()),
+    };
+    ProviderError {
+        kind,
+        status: Some(status.as_u16()),
+        retry_after: retry_after(headers),
+        message,
+        code,
+        param: detail.and_then(|d| d.param),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classify_json(status: u16, body: serde_json::Value) -> ProviderError {
+        classify(
+            StatusCode::from_u16(status).unwrap(),
+            &HeaderMap::new(),
+            body.to_string().as_bytes(),
+        )
+    }
+
+    #[test]
+    fn errors_are_classified_by_status_and_code() {
+        let quota = classify_json(
+            429,
+            serde_json::json!({"error": {"message": "You exceeded your current quota", "type": "insufficient_quota", "code": "insufficient_quota"}}),
+        );
+        assert_eq!(quota.kind, ErrorKind::QuotaExhausted);
+        let ctx = classify_json(
+            400,
+            serde_json::json!({"error": {"message": "too long", "type": "invalid_request_error", "code": "context_length_exceeded", "param": "messages"}}),
+        );
+        assert_eq!(
+            (ctx.kind, ctx.message.as_str(), ctx.param.as_deref()),
+            (ErrorKind::ContextTooLong, "too long", Some("messages"))
+        );
+        let auth = classify_json(
+            401,
+            serde_json::json!({"error": {"message": "Incorrect API key provided: sk-abc***xyz"}}),
+        );
+        assert_eq!(auth.kind, ErrorKind::Authentication);
+        assert!(
+            !auth.message.contains("sk-"),
+            "credential-bearing messages are not relayed"
+        );
+        assert_eq!(
+            classify_json(503, serde_json::json!({})).kind,
+            ErrorKind::ServerError
+        );
+    }
+
+    #[test]
+    fn retry_after_headers_are_read() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("2"));
+        let e = classify(StatusCode::TOO_MANY_REQUESTS, &h, b"not json");
+        assert_eq!(
+            (e.kind, e.retry_after),
+            (
+                ErrorKind::RateLimited,
+                Some(std::time::Duration::from_secs(2))
+            )
+        );
+        h.insert("retry-after-ms", HeaderValue::from_static("250"));
+        assert_eq!(retry_after(&h), Some(std::time::Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn in_band_stream_errors_are_failures() {
+        let mut out = Vec::new();
+        let ev = SseEvent {
+            data: r#"{"error":{"message":"overloaded","code":"server_error"}}"#.into(),
+            ..Default::default()
+        };
+        let err = OpenAiStream.map(&ev, &mut out).unwrap_err();
+        assert_eq!(
+            (err.kind, err.message.as_str()),
+            (ErrorKind::StreamInterrupted, "overloaded")
+        );
+        let done = SseEvent {
+            data: "[DONE]".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            OpenAiStream.map(&done, &mut out),
+            Ok(StreamStep::Done)
+        ));
+    }
+}

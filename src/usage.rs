@@ -1,0 +1,222 @@
+//! Usage accounting: one [`UsageRecord`] per request, whatever happened to it.
+//!
+//! A [`UsageGuard`] is created when a request is accepted for upstream work and travels with it; if the
+//! request ends without reaching [`UsageGuard::finish`] (the client went away and the handler or stream was
+//! dropped), its `Drop` still emits the record, marked as a disconnect. Records go to a [`UsageSink`],
+//! which must not block: the ledger writer batches them off the hot path.
+//! Not here: prices and money (the catalog), storage (`store`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::schema::{ChatRequest, Usage};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The response was delivered completely.
+    Completed,
+    /// The provider failed before anything was sent to the client.
+    Failed,
+    /// A stream broke after it started; the client got an error event.
+    Interrupted,
+    /// The client went away before the end.
+    ClientDisconnected,
+    /// The server's drain deadline cut the request.
+    ShutDown,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::Failed => "failed",
+            Outcome::Interrupted => "interrupted",
+            Outcome::ClientDisconnected => "client_disconnected",
+            Outcome::ShutDown => "shut_down",
+        }
+    }
+}
+
+/// Where the token counts came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageSource {
+    /// Reported by the provider: authoritative.
+    Provider,
+    /// Counted by us because the provider's report never came (a cut or abandoned stream).
+    Estimated,
+}
+
+#[derive(Debug, Clone)]
+pub struct UsageRecord {
+    pub request_id: String,
+    pub requested_model: String,
+    pub served_model: Option<String>,
+    pub provider: Option<String>,
+    pub streamed: bool,
+    pub outcome: Outcome,
+    /// The status the client saw (200 for any stream that started).
+    pub status: u16,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub usage_source: UsageSource,
+    pub latency_ms: u64,
+    pub ttft_ms: Option<u64>,
+    /// A short label of the failure, when there was one.
+    pub error: Option<String>,
+}
+
+/// Receives every usage record. Called from request tasks and from `Drop`, so it must return at once.
+pub trait UsageSink: Send + Sync {
+    fn record(&self, record: UsageRecord);
+}
+
+/// Writes records to the log. The default until a ledger is configured.
+#[derive(Debug, Default)]
+pub struct LogSink;
+
+impl UsageSink for LogSink {
+    fn record(&self, r: UsageRecord) {
+        tracing::info!(
+            target: "switchyard::usage",
+            request_id = %r.request_id,
+            requested_model = %r.requested_model,
+            served_model = r.served_model.as_deref().unwrap_or(""),
+            provider = r.provider.as_deref().unwrap_or(""),
+            streamed = r.streamed,
+            outcome = r.outcome.as_str(),
+            status = r.status,
+            prompt_tokens = r.prompt_tokens,
+            completion_tokens = r.completion_tokens,
+            cached_tokens = r.cached_tokens,
+            reasoning_tokens = r.reasoning_tokens,
+            estimated = r.usage_source == UsageSource::Estimated,
+            latency_ms = r.latency_ms,
+            ttft_ms = r.ttft_ms,
+            error = r.error.as_deref().unwrap_or(""),
+            "request finished"
+        );
+    }
+}
+
+/// Tracks one request's accounting and guarantees its record is emitted exactly once.
+pub struct UsageGuard {
+    sink: Arc<dyn UsageSink>,
+    record: Option<UsageRecord>,
+    started: Instant,
+    estimated_prompt_tokens: u64,
+    /// Characters of generated text seen so far, for an estimate when the provider's count never comes.
+    streamed_chars: usize,
+    provider_usage: Option<Usage>,
+}
+
+impl UsageGuard {
+    pub fn new(
+        sink: Arc<dyn UsageSink>,
+        request_id: &str,
+        req: &ChatRequest,
+        started: Instant,
+    ) -> Self {
+        Self {
+            sink,
+            record: Some(UsageRecord {
+                request_id: request_id.to_owned(),
+                requested_model: req.model.clone(),
+                served_model: None,
+                provider: None,
+                streamed: req.is_streaming(),
+                outcome: Outcome::ClientDisconnected,
+                status: 499,
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                cached_tokens: 0,
+                reasoning_tokens: 0,
+                usage_source: UsageSource::Estimated,
+                latency_ms: 0,
+                ttft_ms: None,
+                error: None,
+            }),
+            started,
+            estimated_prompt_tokens: estimate_prompt_tokens(req),
+            streamed_chars: 0,
+            provider_usage: None,
+        }
+    }
+
+    pub fn set_served(&mut self, model: &str, provider: &str) {
+        if let Some(r) = &mut self.record {
+            r.served_model = Some(model.to_owned());
+            r.provider = Some(provider.to_owned());
+        }
+    }
+
+    pub fn first_byte(&mut self) {
+        if let Some(r) = &mut self.record {
+            r.ttft_ms
+                .get_or_insert(self.started.elapsed().as_millis() as u64);
+        }
+    }
+
+    pub fn provider_usage(&mut self, usage: &Usage) {
+        self.provider_usage = Some(usage.clone());
+    }
+
+    pub fn streamed_text(&mut self, chars: usize) {
+        self.streamed_chars += chars;
+    }
+
+    /// Emits the record with its final outcome.
+    pub fn finish(mut self, outcome: Outcome, status: u16, error: Option<String>) {
+        self.emit(outcome, status, error);
+    }
+
+    fn emit(&mut self, outcome: Outcome, status: u16, error: Option<String>) {
+        let Some(mut r) = self.record.take() else {
+            return;
+        };
+        r.outcome = outcome;
+        r.status = status;
+        r.error = error;
+        r.latency_ms = self.started.elapsed().as_millis() as u64;
+        match &self.provider_usage {
+            Some(u) => {
+                r.prompt_tokens = u.prompt_tokens;
+                r.completion_tokens = u.completion_tokens;
+                r.cached_tokens = u.cached_tokens();
+                r.reasoning_tokens = u.reasoning_tokens();
+                r.usage_source = UsageSource::Provider;
+            }
+            // A request that never reached a provider consumed nothing.
+            None if r.served_model.is_none() => {}
+            None => {
+                r.prompt_tokens = self.estimated_prompt_tokens;
+                r.completion_tokens = self.streamed_chars.div_ceil(4) as u64;
+                r.usage_source = UsageSource::Estimated;
+            }
+        }
+        self.sink.record(r);
+    }
+}
+
+impl Drop for UsageGuard {
+    fn drop(&mut self) {
+        // Reached only when the request was abandoned before it finished: the client went away.
+        self.emit(
+            Outcome::ClientDisconnected,
+            499,
+            Some("client_disconnected".to_owned()),
+        );
+    }
+}
+
+/// A rough count of prompt tokens (about four characters a token), used only when a provider's own count
+/// is missing.
+pub fn estimate_prompt_tokens(req: &ChatRequest) -> u64 {
+    let text: usize = req
+        .messages
+        .iter()
+        .map(|m| m.content.as_ref().map_or(0, |c| c.text_len()).div_ceil(4) + 4)
+        .sum();
+    text as u64 + 3
+}
