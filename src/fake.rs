@@ -506,6 +506,8 @@ fn stream_reply(
                 match &fault {
                     Some(Fault::StallMidStream { after_chunks, duration }) if *after_chunks == i => pause(&tx, *duration).await?,
                     Some(Fault::CutMidStream { after_chunks }) if *after_chunks == i => {
+                        // Let what was sent reach the reader first: an error makes hyper drop unflushed data.
+                        pause(&tx, Duration::from_millis(50)).await?;
                         let _ = tx.send(Err(std::io::Error::other("fake upstream cut the stream"))).await;
                         return Some(());
                     }

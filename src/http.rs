@@ -33,7 +33,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models/{*id}", get(models::retrieve_model))
         // Only matched routes require a key, so an unknown path is a 404 whoever asks.
         .route_layer(from_fn_with_state(state.clone(), auth::require_master_key));
-    Router::new()
+    let app = Router::new()
         .route("/health/liveness", get(health::liveness))
         // LiteLLM's spelling, kept so probes written for it keep working.
         .route("/health/liveliness", get(health::liveness))
@@ -41,7 +41,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(api)
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
+        .with_state(state);
+    with_edge_layers(app)
+}
+
+/// The layers every route sits behind.
+fn with_edge_layers(app: Router) -> Router {
+    app
         // A panicking handler becomes a generic 500; the connection and the process carry on.
         .layer(CatchPanicLayer::custom(panic_response))
         // Outermost: every response, errors and panics included, carries the request id and is logged in its span.
@@ -59,4 +65,40 @@ async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> Ga
 fn panic_response(_payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
     GatewayError::internal().into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    async fn boom() -> String {
+        let nothing: Vec<String> = Vec::new();
+        nothing[0].clone() // handler bug
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_becomes_a_500_in_openai_shape() {
+        let app = with_edge_layers(Router::new().route("/boom", get(boom)));
+        let req = http::Request::get("/boom")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 500);
+        assert!(resp.headers().contains_key("x-request-id"));
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "internal_error");
+        assert!(
+            !body.to_string().contains("index out of bounds"),
+            "panic text is not shown to clients"
+        );
+        // The service still answers.
+        let req = http::Request::get("/boom")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        assert_eq!(app.oneshot(req).await.unwrap().status(), 500);
+    }
 }

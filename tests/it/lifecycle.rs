@@ -1,0 +1,154 @@
+//! The server's own behaviour: request ids, health, slow clients, and graceful shutdown.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::json;
+use switchyard::config::FakeSettings;
+use switchyard::usage::Outcome;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{Harness, MASTER_KEY, Setup, eventually, hello, payloads, sse_events};
+
+#[tokio::test]
+async fn request_ids_are_echoed_or_generated() {
+    let h = Harness::start().await;
+    let resp = h
+        .post("/v1/chat/completions")
+        .header("x-request-id", "req-abc_123")
+        .json(&hello("test-model"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "req-abc_123");
+    let resp = h.chat(hello("no-such-model")).await;
+    let generated = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(generated.len(), 36, "a UUID: {generated}");
+    // An id that could smuggle anything into logs or headers is replaced.
+    let resp = h
+        .post("/v1/chat/completions")
+        .header("x-request-id", "a b\"c")
+        .json(&hello("test-model"))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(resp.headers()["x-request-id"], "a b\"c");
+}
+
+#[tokio::test]
+async fn health_probes_need_no_key() {
+    let h = Harness::start().await;
+    let live = h
+        .client
+        .get(h.url("/health/liveness"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    let ready: serde_json::Value = h
+        .client
+        .get(h.url("/health/readiness"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "ready");
+}
+
+async fn read_until_closed(stream: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
+        .await
+        .expect("the server closed the connection")
+        .ok();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_or_too_slowly_is_closed() {
+    let h = Harness::with(Setup {
+        server_extra: "header_read_timeout_ms = 300\nbody_read_timeout_ms = 300".into(),
+        ..Setup::default()
+    })
+    .await;
+    let mut silent = TcpStream::connect(h.gateway.addr).await.unwrap();
+    read_until_closed(&mut silent).await;
+
+    let mut partial_headers = TcpStream::connect(h.gateway.addr).await.unwrap();
+    partial_headers
+        .write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    read_until_closed(&mut partial_headers).await;
+
+    let mut slow_body = TcpStream::connect(h.gateway.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {MASTER_KEY}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"model\":"
+    );
+    slow_body.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_until_closed(&mut slow_body).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"));
+}
+
+fn slow_stream_setup(drain_ms: u64, tokens: u32) -> Setup {
+    Setup {
+        fake: FakeSettings {
+            latency_ms: 0,
+            tokens_per_second: 40.0,
+            completion_tokens: tokens,
+        },
+        server_extra: format!("drain_timeout_ms = {drain_ms}"),
+        ..Setup::default()
+    }
+}
+
+#[tokio::test]
+async fn shutdown_lets_a_running_stream_finish() {
+    let mut h = Harness::with(slow_stream_setup(20_000, 20)).await;
+    let mut resp = h.chat(json!({"model": "test-model", "stream": true, "messages": [{"role": "user", "content": "hi"}]})).await;
+    let first = resp.chunk().await.unwrap().unwrap();
+    h.gateway.begin_shutdown();
+    eventually("readiness to report draining", || {
+        h.gateway.state.draining.load(Ordering::Relaxed)
+    })
+    .await;
+
+    let mut rest = first.to_vec();
+    while let Some(c) = resp.chunk().await.unwrap() {
+        rest.extend_from_slice(&c);
+    }
+    let text = String::from_utf8(rest).unwrap();
+    assert!(
+        text.ends_with("data: [DONE]\n\n"),
+        "the stream completed: {text}"
+    );
+    assert_eq!(h.usage.wait_for(1).await[0].outcome, Outcome::Completed);
+
+    // New connections are refused once shutdown has begun.
+    let addr = h.gateway.addr;
+    tokio::time::timeout(Duration::from_secs(10), h.gateway.stopped())
+        .await
+        .expect("the server stopped after the drain");
+    assert!(TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn the_drain_deadline_ends_remaining_streams_with_an_error_event() {
+    let mut h = Harness::with(slow_stream_setup(300, 10_000)).await;
+    let resp = h.chat(json!({"model": "test-model", "stream": true, "messages": [{"role": "user", "content": "hi"}]})).await;
+    assert_eq!(resp.status(), 200);
+    h.gateway.begin_shutdown();
+    let (chunks, done) = payloads(&sse_events(resp).await);
+    assert!(!done);
+    assert_eq!(chunks.last().unwrap()["error"]["code"], "shutting_down");
+    assert_eq!(h.usage.wait_for(1).await[0].outcome, Outcome::ShutDown);
+    let stats = &h.upstream.state.stats;
+    eventually("the upstream stream to be released", || {
+        stats.streams_cancelled.load(Ordering::Relaxed) == 1
+    })
+    .await;
+}

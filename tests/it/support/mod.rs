@@ -1,0 +1,227 @@
+//! Test support: a fake provider on a real socket, the gateway on port 0 pointed at it, an HTTP client,
+//! and a usage sink the tests can read. No fixed ports, no sleeps to wait for something.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use switchyard::app::AppOptions;
+use switchyard::config::{Config, FakeSettings};
+use switchyard::fake::FakeState;
+use switchyard::server::RunningServer;
+use switchyard::sse::{SseDecoder, SseEvent};
+use switchyard::usage::{UsageRecord, UsageSink};
+use tokio::net::TcpListener;
+
+pub const MASTER_KEY: &str = "sk-sy-master-test-key-0123456789";
+pub const PROVIDER_KEY: &str = "sk-upstream-canary-5f3a9c";
+
+/// The fake provider, served over HTTP on a random port.
+pub struct FakeUpstream {
+    pub state: Arc<FakeState>,
+    pub base_url: String,
+}
+
+impl FakeUpstream {
+    pub async fn start(settings: FakeSettings) -> FakeUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
+        let state = Arc::new(FakeState::new(settings));
+        tokio::spawn(switchyard::fake::serve(listener, state.clone()));
+        FakeUpstream { state, base_url }
+    }
+
+    pub fn last_request(&self) -> switchyard::fake::RecordedRequest {
+        self.state
+            .requests()
+            .pop()
+            .expect("the fake received no request")
+    }
+}
+
+/// Collects usage records, and lets a test wait for them.
+#[derive(Default)]
+pub struct CollectSink {
+    records: Mutex<Vec<UsageRecord>>,
+    changed: tokio::sync::Notify,
+}
+
+impl UsageSink for CollectSink {
+    fn record(&self, record: UsageRecord) {
+        self.records.lock().unwrap().push(record);
+        self.changed.notify_waiters();
+    }
+}
+
+impl CollectSink {
+    pub fn all(&self) -> Vec<UsageRecord> {
+        self.records.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` records exist (at most 10 s), and returns them.
+    pub async fn wait_for(&self, n: usize) -> Vec<UsageRecord> {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let notified = self.changed.notified();
+                if self.records.lock().unwrap().len() >= n {
+                    return self.all();
+                }
+                notified.await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("expected {n} usage records, have {:?}", self.all()))
+    }
+}
+
+/// A gateway on port 0 in front of one fake upstream, plus everything a test needs to drive it.
+pub struct Harness {
+    pub gateway: RunningServer,
+    pub upstream: FakeUpstream,
+    pub usage: Arc<CollectSink>,
+    pub client: reqwest::Client,
+}
+
+/// Knobs for the harness's configuration.
+#[derive(Default)]
+pub struct Setup {
+    pub fake: FakeSettings,
+    /// Extra TOML appended to the `[[providers]]` table of the upstream (e.g. timeouts).
+    pub provider_extra: String,
+    /// Extra TOML for the `[server]` table.
+    pub server_extra: String,
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Harness::with(Setup::default()).await
+    }
+
+    pub async fn with(setup: Setup) -> Harness {
+        let upstream = FakeUpstream::start(setup.fake).await;
+        let toml = format!(
+            r#"
+            [server]
+            {server_extra}
+            [[providers]]
+            name = "upstream"
+            kind = "openai"
+            base_url = "{base}"
+            api_key_env = "TEST_UPSTREAM_KEY"
+            {provider_extra}
+
+            [[providers]]
+            name = "nowhere"
+            kind = "openai"
+            base_url = "http://127.0.0.1:9/v1"
+            api_key_env = "TEST_UPSTREAM_KEY"
+            timeouts = {{ connect_ms = 2000 }}
+
+            [[providers]]
+            name = "unconfigured"
+            kind = "openai"
+            base_url = "https://api.example.com/v1"
+            api_key_env = "TEST_MISSING_KEY"
+
+            [[models]]
+            name = "test-model"
+            provider = "upstream"
+            upstream = "upstream-model-id"
+
+            [[models]]
+            name = "dead-model"
+            provider = "nowhere"
+
+            [[models]]
+            name = "keyless-model"
+            provider = "unconfigured"
+            "#,
+            base = upstream.base_url,
+            server_extra = setup.server_extra,
+            provider_extra = setup.provider_extra,
+        );
+        let config = Config::parse(&toml).unwrap_or_else(|p| panic!("test config invalid: {p:?}"));
+        let usage = Arc::new(CollectSink::default());
+        let opts = AppOptions {
+            env: Arc::new(|name| match name {
+                "SWITCHYARD_MASTER_KEY" => Some(MASTER_KEY.to_owned()),
+                "TEST_UPSTREAM_KEY" => Some(PROVIDER_KEY.to_owned()),
+                _ => None,
+            }),
+            usage_sink: usage.clone(),
+        };
+        let gateway = RunningServer::start(&config, &opts, "127.0.0.1:0")
+            .await
+            .unwrap();
+        Harness {
+            gateway,
+            upstream,
+            usage,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        self.gateway.url(path)
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.post(self.url(path)).bearer_auth(MASTER_KEY)
+    }
+
+    pub async fn chat(&self, body: Value) -> reqwest::Response {
+        self.post("/v1/chat/completions")
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+pub fn hello(model: &str) -> Value {
+    serde_json::json!({"model": model, "messages": [{"role": "user", "content": "Say hello"}]})
+}
+
+/// Reads a whole SSE response into events.
+pub async fn sse_events(resp: reqwest::Response) -> Vec<SseEvent> {
+    let mut decoder = SseDecoder::default();
+    let mut events = Vec::new();
+    let mut resp = resp;
+    while let Some(chunk) = resp.chunk().await.unwrap_or(None) {
+        decoder.push(&chunk, &mut events).unwrap();
+    }
+    events
+}
+
+/// The JSON payloads of a stream's events, `[DONE]` excluded; and whether `[DONE]` was last.
+pub fn payloads(events: &[SseEvent]) -> (Vec<Value>, bool) {
+    let done = events.last().is_some_and(|e| e.data == "[DONE]");
+    let values = events
+        .iter()
+        .filter(|e| e.data != "[DONE]")
+        .map(|e| serde_json::from_str(&e.data).unwrap())
+        .collect();
+    (values, done)
+}
+
+/// Polls `f` until it is true, failing after 10 s.
+pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub async fn error_of(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap();
+    let e = &body["error"];
+    for key in ["message", "type", "param", "code"] {
+        assert!(e.get(key).is_some(), "error body lacks {key}: {body}");
+    }
+    (status, body)
+}
