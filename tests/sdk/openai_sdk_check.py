@@ -1,0 +1,156 @@
+"""Drives a real Switchyard binary with the official OpenAI Python SDK.
+
+Usage: python openai_sdk_check.py PATH_TO_SWITCHYARD_BINARY
+
+Starts the gateway on a free port with the shipped default configuration (the built-in fake provider),
+then makes the calls SDK users make: a plain chat, a streamed chat, a stream with usage, tool calls,
+model listing, and the errors the SDK must map to its exception classes.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import openai
+from openai import OpenAI
+
+KEY = "sk-sy-master-sdk-check-0123456789abcdef"
+MODEL = "fake-chat"
+MESSAGES = [{"role": "user", "content": "Say hello to the SDK"}]
+results = {"passed": 0, "failed": 0}
+
+
+def check(name, fn):
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001 - report every failure, keep going
+        results["failed"] += 1
+        print(f"FAIL {name}: {type(e).__name__}: {e}")
+    else:
+        results["passed"] += 1
+        print(f"ok   {name}")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(base, proc):
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the gateway exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{base}/health/readiness", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("the gateway did not become ready")
+
+
+def main():
+    binary = sys.argv[1]
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, SWITCHYARD_MASTER_KEY=KEY, SWITCHYARD_LISTEN=f"127.0.0.1:{port}", RUST_LOG="warn")
+    proc = subprocess.Popen([binary, "serve"], env=env)
+    try:
+        wait_ready(base, proc)
+        run_checks(base)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    print(f"openai sdk {openai.__version__}: {results['passed']} passed, {results['failed']} failed")
+    sys.exit(1 if results["failed"] else 0)
+
+
+def run_checks(base):
+    client = OpenAI(api_key=KEY, base_url=f"{base}/v1", max_retries=0)
+    plain = {}
+
+    def plain_chat():
+        r = client.chat.completions.create(model=MODEL, messages=MESSAGES)
+        assert r.model == MODEL, r.model
+        assert r.choices[0].message.content, r
+        assert r.choices[0].finish_reason == "stop"
+        assert r.usage.completion_tokens > 0 and r.usage.prompt_tokens > 0
+        assert r._request_id, "x-request-id is exposed to the SDK"
+        plain["text"] = r.choices[0].message.content
+
+    def streamed_chat():
+        stream = client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)
+        chunks = list(stream)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == plain["text"], (text, plain["text"])
+        assert all(c.usage is None for c in chunks), "no usage chunk unless asked"
+        assert chunks[-1].choices[0].finish_reason == "stop"
+
+    def streamed_with_usage():
+        stream = client.chat.completions.create(
+            model=MODEL, messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )
+        chunks = list(stream)
+        assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+
+    def tool_calls():
+        tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+            "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+        r = client.chat.completions.create(model=MODEL, messages=MESSAGES, tools=tools)
+        call = r.choices[0].message.tool_calls[0]
+        assert call.function.name == "get_weather" and '"city"' in call.function.arguments
+        with client.chat.completions.stream(model=MODEL, messages=MESSAGES, tools=tools) as s:
+            final = s.get_final_completion()
+        streamed_call = final.choices[0].message.tool_calls[0]
+        assert streamed_call.function.arguments == call.function.arguments
+
+    def models():
+        ids = [m.id for m in client.models.list()]
+        assert MODEL in ids, ids
+        assert client.models.retrieve(MODEL).id == MODEL
+
+    def unknown_model_is_not_found():
+        try:
+            client.chat.completions.create(model="no-such-model", messages=MESSAGES)
+        except openai.NotFoundError as e:
+            assert e.code == "model_not_found", e.body
+        else:
+            raise AssertionError("expected NotFoundError")
+
+    def wrong_key_is_authentication_error():
+        bad = OpenAI(api_key="sk-wrong", base_url=f"{base}/v1", max_retries=0)
+        try:
+            bad.chat.completions.create(model=MODEL, messages=MESSAGES)
+        except openai.AuthenticationError:
+            pass
+        else:
+            raise AssertionError("expected AuthenticationError")
+
+    def bad_request_names_the_param():
+        try:
+            client.chat.completions.create(model=MODEL, messages=MESSAGES, temperature="hot")
+        except openai.BadRequestError as e:
+            assert e.param == "temperature", e.body
+        else:
+            raise AssertionError("expected BadRequestError")
+
+    for name, fn in [
+        ("plain chat", plain_chat),
+        ("streamed chat", streamed_chat),
+        ("streamed chat with usage", streamed_with_usage),
+        ("tool calls, plain and streamed", tool_calls),
+        ("models list and retrieve", models),
+        ("unknown model -> NotFoundError", unknown_model_is_not_found),
+        ("wrong key -> AuthenticationError", wrong_key_is_authentication_error),
+        ("bad field -> BadRequestError with param", bad_request_names_the_param),
+    ]:
+        check(name, fn)
+
+
+if __name__ == "__main__":
+    main()
