@@ -234,32 +234,10 @@ struct Reply {
     completion_tokens: u64,
 }
 
-const WORDS: &[&str] = &[
-    "switchyard",
-    "routes",
-    "every",
-    "request",
-    "to",
-    "the",
-    "right",
-    "model",
-    "and",
-    "streams",
-    "tokens",
-    "back",
-    "as",
-    "they",
-    "arrive",
-    "with",
-    "usage",
-    "counted",
-    "once",
-    "fast",
-    "lanes",
-    "signals",
-    "track",
-    "rails",
-];
+/// The fake's prose: replies are consecutive words of this text, starting at a place chosen by the prompt.
+const PROSE: &str = "Switchyard is answering from its built-in fake model. Every request is routed to the right \
+model, streamed back token by token as it arrives, and counted once. Point any OpenAI client at the gateway, \
+set a provider key, and the same call reaches a real model instead. Until then this text keeps the rails warm.";
 
 impl Reply {
     fn for_request(body: &Value, settings: &FakeSettings, id: &str) -> Reply {
@@ -309,9 +287,11 @@ impl Reply {
         if limit.is_some_and(|l| l < wanted) {
             reply.finish_reason = "length";
         }
-        reply.tokens = (0..n)
+        let words: Vec<&str> = PROSE.split(' ').collect();
+        let start = (seed % words.len() as u64) as usize;
+        reply.tokens = (0..n as usize)
             .map(|i| {
-                let word = WORDS[((seed >> (i % 48)) as usize + i as usize) % WORDS.len()];
+                let word = words[(start + i) % words.len()];
                 if i == 0 {
                     capitalise(word)
                 } else {
@@ -319,9 +299,6 @@ impl Reply {
                 }
             })
             .collect();
-        if let Some(last) = reply.tokens.last_mut() {
-            last.push('.');
-        }
         reply.completion_tokens = u64::from(n);
         reply
     }

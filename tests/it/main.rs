@@ -12,4 +12,5 @@ mod support;
 mod chat;
 mod errors;
 mod lifecycle;
+mod secrets;
 mod streaming;
