@@ -29,7 +29,7 @@ struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Address to listen on [default: the config's server.listen, else 127.0.0.1:8080].
-    #[arg(long, env = "SWITCHYARD_LISTEN")]
+    #[arg(long, env = "SWITCHYARD_LISTEN", global = true)]
     listen: Option<String>,
 }
 
