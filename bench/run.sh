@@ -14,6 +14,7 @@ DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-64}
 RATE=${RATE:-1000}
 STREAM_SAMPLES=${STREAM_SAMPLES:-200}
+REPEAT=${REPEAT:-3}   # throughput steps are repeated, alternating paths, and the median kept (shared machines are noisy)
 OUT=$PWD/bench/out
 UPSTREAM=127.0.0.1:19101 GATEWAY=127.0.0.1:19102 NGINX=127.0.0.1:19103
 KEY=sk-sy-master-bench-0123456789abcdefghij
@@ -62,22 +63,30 @@ for target in $UPSTREAM $NGINX $GATEWAY; do
 done
 
 declare -A RPS CPU_US P50 P99 TTFB
+median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
+url_of() { case $1 in direct) echo "http://$UPSTREAM/v1/chat/completions" ;; nginx) echo "http://$NGINX/v1/chat/completions" ;; switchyard) echo "http://$GATEWAY/v1/chat/completions" ;; esac; }
+hz=$(getconf CLK_TCK)
+declare -A RPS_RUNS CPU_RUNS
+for rep in $(seq "$REPEAT"); do
+  for name in direct nginx switchyard; do
+    before_gw=$(cpu_ticks $GW_PID); before_ng=$(nginx_ticks)
+    wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s bench/post.lua --latency "$(url_of $name)" >"$OUT/wrk-$name-$rep.txt"
+    after_gw=$(cpu_ticks $GW_PID); after_ng=$(nginx_ticks)
+    total=$(awk '/requests in/ {print $1}' "$OUT/wrk-$name-$rep.txt")
+    RPS_RUNS[$name]+=" $(awk '/Requests\/sec/ {print $2}' "$OUT/wrk-$name-$rep.txt")"
+    case $name in
+      switchyard) CPU_RUNS[$name]+=" $(python3 -c "print(($after_gw-$before_gw)/$hz*1e6/$total)")" ;;
+      nginx) CPU_RUNS[$name]+=" $(python3 -c "print(($after_ng-$before_ng)/$hz*1e6/$total)")" ;;
+    esac
+  done
+done
 for name in direct nginx switchyard; do
-  case $name in direct) target=$UPSTREAM ;; nginx) target=$NGINX ;; switchyard) target=$GATEWAY ;; esac
-  url="http://$target/v1/chat/completions"
+  RPS[$name]=$(median ${RPS_RUNS[$name]})
+  if [ -n "${CPU_RUNS[$name]:-}" ]; then CPU_US[$name]=$(python3 -c "print(round($(median ${CPU_RUNS[$name]}), 1))"); else CPU_US[$name]="-"; fi
+done
 
-  before_gw=$(cpu_ticks $GW_PID); before_ng=$(nginx_ticks)
-  wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s bench/post.lua --latency "$url" >"$OUT/wrk-$name.txt"
-  after_gw=$(cpu_ticks $GW_PID); after_ng=$(nginx_ticks)
-  RPS[$name]=$(awk '/Requests\/sec/ {print $2}' "$OUT/wrk-$name.txt")
-  total=$(awk '/requests in/ {print $1}' "$OUT/wrk-$name.txt")
-  hz=$(getconf CLK_TCK)
-  case $name in
-    switchyard) CPU_US[$name]=$(python3 -c "print(round(($after_gw-$before_gw)/$hz*1e6/$total, 1))") ;;
-    nginx) CPU_US[$name]=$(python3 -c "print(round(($after_ng-$before_ng)/$hz*1e6/$total, 1))") ;;
-    *) CPU_US[$name]="-" ;;
-  esac
-
+for name in direct nginx switchyard; do
+  url=$(url_of $name)
   oha -z "${DURATION}s" -q "$RATE" -c 32 --no-tui --output-format json -m POST \
     -H "Authorization: Bearer $KEY" -H "Content-Type: application/json" -d "$BODY" "$url" >"$OUT/oha-$name.json"
   read -r P50[$name] P99[$name] < <(python3 -c "
@@ -112,11 +121,12 @@ bars = [
 lines = [
     "# Benchmark results",
     "",
-    f"Produced by \`bench/run.sh\` (DURATION=$DURATION CONNECTIONS=$CONNECTIONS RATE=$RATE STREAM_SAMPLES=$STREAM_SAMPLES) "
+    f"Produced by \`bench/run.sh\` (DURATION=$DURATION CONNECTIONS=$CONNECTIONS RATE=$RATE STREAM_SAMPLES=$STREAM_SAMPLES REPEAT=$REPEAT) "
     f"at commit {rev} on {datetime.date.today()}, on this project's 2-core machine, everything on loopback: the fake "
     "upstream (\`switchyard fake-upstream\`, 16-token replies, no added latency), nginx 1.22 (\`proxy_pass\` with "
     "upstream keep-alive, access log on), and Switchyard (release build, info logging, one usage log line per request). "
-    "Load tools share the two cores with the servers, so absolute figures are pessimistic; compare within the run.",
+    "Load tools share the two cores with the servers, so absolute figures are pessimistic; compare within the run. "
+    "Throughput and CPU figures are the median of $REPEAT alternating runs.",
     "",
     "| path | req/s at $CONNECTIONS conns (wrk) | p50 ms at $RATE req/s (oha) | p99 ms | stream TTFB p50 ms (curl) | CPU us/request |",
     "|---|---|---|---|---|---|",

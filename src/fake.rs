@@ -18,6 +18,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -131,6 +132,10 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<FakeState>,
 ) -> std::io::Result<()> {
+    // Without TCP_NODELAY, a stream's first event waits on Nagle's algorithm and the reader's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(state)).await
 }
 

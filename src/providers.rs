@@ -4,8 +4,10 @@
 //! and classifies an error response, so it can be tested from fixture files alone. [`exec`] is the only
 //! code that does upstream I/O. This module never imports `http` (ours) or `store`.
 
+pub mod anthropic;
 pub mod error;
 pub mod exec;
+pub mod gemini;
 pub mod openai;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,7 +19,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 pub use error::{ErrorKind, ProviderError, TimeoutPhase};
 
 use crate::config::{ProviderConfig, ProviderKind, Timeouts};
-use crate::schema::{ChatChunk, ChatRequest, ChatResponse};
+use crate::schema::{
+    ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, ModerationRequest,
+};
 use crate::secret::Secret;
 use crate::sse::SseEvent;
 
@@ -55,15 +59,55 @@ pub trait Adapter: Send + Sync {
         endpoint: &Endpoint<'_>,
     ) -> Result<UpstreamRequest, ProviderError>;
 
-    /// Called with the body of a successful (2xx) non-streamed response.
-    fn parse_chat_response(&self, body: &[u8]) -> Result<ChatResponse, ProviderError>;
+    /// Called with the body of a successful (2xx) non-streamed response to `req`.
+    fn parse_chat_response(
+        &self,
+        req: &ChatRequest,
+        body: &[u8],
+    ) -> Result<ChatResponse, ProviderError>;
 
     /// Called once per streamed attempt; the mapper keeps whatever per-stream state the protocol needs.
-    fn stream_mapper(&self) -> Box<dyn StreamMapper>;
+    fn stream_mapper(&self, req: &ChatRequest) -> Box<dyn StreamMapper>;
 
     /// Called with a non-2xx response; the body may be cut to a bounded prefix.
     fn classify_error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8])
     -> ProviderError;
+
+    /// Builds an embeddings call (model already the upstream id). Providers without embeddings refuse.
+    fn embeddings_request(
+        &self,
+        _req: &EmbeddingRequest,
+        _endpoint: &Endpoint<'_>,
+    ) -> Result<UpstreamRequest, ProviderError> {
+        Err(bad_request(
+            "This model's provider does not offer embeddings.",
+            "model",
+        ))
+    }
+
+    /// Called with the body of a successful embeddings response to `req`.
+    fn parse_embeddings(
+        &self,
+        _req: &EmbeddingRequest,
+        _body: &[u8],
+    ) -> Result<EmbeddingResponse, ProviderError> {
+        Err(bad_request(
+            "This model's provider does not offer embeddings.",
+            "model",
+        ))
+    }
+
+    /// Builds a moderations call; only OpenAI offers them.
+    fn moderation_request(
+        &self,
+        _req: &ModerationRequest,
+        _endpoint: &Endpoint<'_>,
+    ) -> Result<UpstreamRequest, ProviderError> {
+        Err(bad_request(
+            "This model's provider does not offer moderations.",
+            "model",
+        ))
+    }
 }
 
 /// Maps one upstream SSE event to zero or more canonical chunks.
@@ -217,4 +261,13 @@ impl Provider {
             }
         })
     }
+}
+
+/// The caller asked for something this provider's protocol cannot express.
+pub(crate) fn bad_request(message: impl Into<String>, param: &str) -> ProviderError {
+    let mut e = ProviderError::new(ErrorKind::BadRequest, message);
+    e.status = Some(400);
+    e.param = Some(param.to_owned());
+    e.code = Some("unsupported_parameter".to_owned());
+    e
 }

@@ -108,6 +108,27 @@ pub enum Content {
     Parts(Vec<ContentPart>),
 }
 
+impl Delta {
+    /// Whether this delta carries anything a client would show or act on.
+    pub fn is_empty(&self) -> bool {
+        self.content.as_deref().is_none_or(str::is_empty)
+            && self.reasoning_content.as_deref().is_none_or(str::is_empty)
+            && self.tool_calls.as_ref().is_none_or(Vec::is_empty)
+            && self.extra.is_empty()
+    }
+}
+
+impl ChatChunk {
+    /// A chunk with nothing to show: only a role, or an empty first delta.
+    pub fn is_preamble(&self) -> bool {
+        self.usage.is_none()
+            && self
+                .choices
+                .iter()
+                .all(|c| c.finish_reason.is_none() && c.delta.is_empty())
+    }
+}
+
 impl Content {
     /// The text of the content, parts joined; images and other parts contribute nothing.
     pub fn text_len(&self) -> usize {
@@ -261,6 +282,9 @@ pub struct ResponseMessage {
     pub role: String,
     #[serde(default)]
     pub content: Option<String>,
+    /// Reasoning text, in the field OpenAI-compatible clients read (DeepSeek's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCall>>,
     #[serde(flatten)]
@@ -292,6 +316,13 @@ impl Usage {
             .unwrap_or(0)
     }
 
+    pub fn cache_write_tokens(&self) -> u64 {
+        self.prompt_tokens_details
+            .as_ref()
+            .and_then(|d| d.cache_write_tokens)
+            .unwrap_or(0)
+    }
+
     pub fn reasoning_tokens(&self) -> u64 {
         self.completion_tokens_details
             .as_ref()
@@ -302,8 +333,12 @@ impl Usage {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PromptTokensDetails {
+    /// Prompt tokens read from the provider's cache (included in `prompt_tokens`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_tokens: Option<u64>,
+    /// Prompt tokens written to the provider's cache (Anthropic's cache creation; included in `prompt_tokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_tokens: Option<u64>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -358,6 +393,8 @@ pub struct Delta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCallDelta>>,
     #[serde(flatten)]
     pub extra: Extra,
@@ -382,6 +419,114 @@ pub struct FunctionCallDelta {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arguments: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `POST /v1/embeddings` request body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EmbeddingRequest {
+    pub model: String,
+    pub input: EmbeddingInput,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding_format: Option<EncodingFormat>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<u32>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EmbeddingInput {
+    One(String),
+    Many(Vec<String>),
+    Tokens(Vec<u32>),
+    TokenBatches(Vec<Vec<u32>>),
+}
+
+impl EmbeddingInput {
+    /// The inputs as texts; token-id inputs have none.
+    pub fn texts(&self) -> Option<Vec<&str>> {
+        match self {
+            EmbeddingInput::One(s) => Some(vec![s.as_str()]),
+            EmbeddingInput::Many(v) => Some(v.iter().map(String::as_str).collect()),
+            EmbeddingInput::Tokens(_) | EmbeddingInput::TokenBatches(_) => None,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        match self {
+            EmbeddingInput::One(s) => s.is_empty(),
+            EmbeddingInput::Many(v) => v.is_empty() || v.iter().any(String::is_empty),
+            EmbeddingInput::Tokens(v) => v.is_empty(),
+            EmbeddingInput::TokenBatches(v) => v.is_empty() || v.iter().any(Vec::is_empty),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncodingFormat {
+    Float,
+    Base64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EmbeddingResponse {
+    #[serde(default = "list_object")]
+    pub object: String,
+    pub data: Vec<Embedding>,
+    #[serde(default)]
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<EmbeddingUsage>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+fn list_object() -> String {
+    "list".to_owned()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Embedding {
+    #[serde(default = "embedding_object")]
+    pub object: String,
+    pub index: u32,
+    pub embedding: EmbeddingVector,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+fn embedding_object() -> String {
+    "embedding".to_owned()
+}
+
+/// A vector as floats, or as base64 of little-endian `f32`s (what the OpenAI SDKs ask for by default).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EmbeddingVector {
+    Float(Vec<f64>),
+    Base64(String),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingUsage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub total_tokens: u64,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `POST /v1/moderations` request body; the response is relayed as the provider wrote it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModerationRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    pub input: Value,
     #[serde(flatten)]
     pub extra: Extra,
 }

@@ -42,7 +42,7 @@ pub async fn complete(
     let resp = send(provider, upstream, deadline).await?;
     let resp = reject_error_status(provider, resp, deadline).await?;
     let body = read_body(resp.body, MAX_RESPONSE_BYTES, provider, deadline).await?;
-    provider.adapter().parse_chat_response(&body)
+    provider.adapter().parse_chat_response(req, &body)
 }
 
 /// Sends a streamed chat request and returns its chunks once the provider has answered 2xx.
@@ -59,7 +59,7 @@ pub async fn open_stream(
     Ok(ChunkStream {
         body: resp.body,
         decoder: SseDecoder::default(),
-        mapper: provider.adapter().stream_mapper(),
+        mapper: provider.adapter().stream_mapper(req),
         events: Vec::new(),
         mapped: Vec::new(),
         pending: VecDeque::new(),

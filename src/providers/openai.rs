@@ -11,7 +11,9 @@ use serde::Deserialize;
 
 use super::error::{ErrorKind, ProviderError, retry_after};
 use super::{Adapter, Endpoint, StreamMapper, StreamStep, UpstreamRequest};
-use crate::schema::{ChatChunk, ChatRequest, ChatResponse};
+use crate::schema::{
+    ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, ModerationRequest,
+};
 use crate::sse::SseEvent;
 
 #[derive(Debug, Default)]
@@ -23,39 +25,14 @@ impl Adapter for OpenAiAdapter {
         req: &ChatRequest,
         endpoint: &Endpoint<'_>,
     ) -> Result<UpstreamRequest, ProviderError> {
-        let body = serde_json::to_vec(req).map_err(|e| {
-            ProviderError::new(
-                ErrorKind::BadRequest,
-                format!("cannot encode the request: {e}"),
-            )
-        })?;
-        let mut headers = endpoint.headers.clone();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        if let Some(key) = endpoint.api_key {
-            let mut value =
-                HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| {
-                    ProviderError::new(
-                        ErrorKind::Authentication,
-                        "the provider key is not a valid header value",
-                    )
-                })?;
-            value.set_sensitive(true);
-            headers.insert(header::AUTHORIZATION, value);
-        }
-        Ok(UpstreamRequest {
-            url: format!(
-                "{}/chat/completions",
-                endpoint.base_url.trim_end_matches('/')
-            ),
-            headers,
-            body: Bytes::from(body),
-        })
+        json_post(endpoint, "chat/completions", req)
     }
 
-    fn parse_chat_response(&self, body: &[u8]) -> Result<ChatResponse, ProviderError> {
+    fn parse_chat_response(
+        &self,
+        _req: &ChatRequest,
+        body: &[u8],
+    ) -> Result<ChatResponse, ProviderError> {
         serde_json::from_slice(body).map_err(|e| {
             ProviderError::new(
                 ErrorKind::InvalidResponse,
@@ -64,7 +41,7 @@ impl Adapter for OpenAiAdapter {
         })
     }
 
-    fn stream_mapper(&self) -> Box<dyn StreamMapper> {
+    fn stream_mapper(&self, _req: &ChatRequest) -> Box<dyn StreamMapper> {
         Box::new(OpenAiStream)
     }
 
@@ -76,6 +53,70 @@ impl Adapter for OpenAiAdapter {
     ) -> ProviderError {
         classify(status, headers, body)
     }
+
+    fn embeddings_request(
+        &self,
+        req: &EmbeddingRequest,
+        endpoint: &Endpoint<'_>,
+    ) -> Result<UpstreamRequest, ProviderError> {
+        json_post(endpoint, "embeddings", req)
+    }
+
+    fn parse_embeddings(
+        &self,
+        _req: &EmbeddingRequest,
+        body: &[u8],
+    ) -> Result<EmbeddingResponse, ProviderError> {
+        serde_json::from_slice(body).map_err(|e| {
+            ProviderError::new(
+                ErrorKind::InvalidResponse,
+                format!("the provider's response is not an embedding list: {e}"),
+            )
+        })
+    }
+
+    fn moderation_request(
+        &self,
+        req: &ModerationRequest,
+        endpoint: &Endpoint<'_>,
+    ) -> Result<UpstreamRequest, ProviderError> {
+        json_post(endpoint, "moderations", req)
+    }
+}
+
+/// A JSON POST to `{base_url}/{path}` with bearer authentication.
+fn json_post(
+    endpoint: &Endpoint<'_>,
+    path: &str,
+    body: &impl serde::Serialize,
+) -> Result<UpstreamRequest, ProviderError> {
+    let body = serde_json::to_vec(body).map_err(|e| {
+        ProviderError::new(
+            ErrorKind::BadRequest,
+            format!("cannot encode the request: {e}"),
+        )
+    })?;
+    let mut headers = endpoint.headers.clone();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(key) = endpoint.api_key {
+        let mut value =
+            HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| {
+                ProviderError::new(
+                    ErrorKind::Authentication,
+                    "the provider key is not a valid header value",
+                )
+            })?;
+        value.set_sensitive(true);
+        headers.insert(header::AUTHORIZATION, value);
+    }
+    Ok(UpstreamRequest {
+        url: format!("{}/{path}", endpoint.base_url.trim_end_matches('/')),
+        headers,
+        body: Bytes::from(body),
+    })
 }
 
 struct OpenAiStream;
