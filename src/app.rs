@@ -27,10 +27,7 @@ pub struct AppOptions {
 
 impl Default for AppOptions {
     fn default() -> Self {
-        Self {
-            env: Arc::new(|name| std::env::var(name).ok()),
-            usage_sink: Arc::new(LogSink),
-        }
+        Self { env: Arc::new(|name| std::env::var(name).ok()), usage_sink: Arc::new(LogSink) }
     }
 }
 
@@ -63,16 +60,9 @@ impl AppState {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| anyhow::anyhow!(e))?;
         let catalog = Catalog::new(config, &providers);
-        let master = match (opts.env)(&config.auth.master_key_env).filter(|k| !k.trim().is_empty())
-        {
-            Some(key) => MasterKey {
-                key: Secret::new(key.trim()),
-                generated: false,
-            },
-            None => MasterKey {
-                key: generate_master_key(),
-                generated: true,
-            },
+        let master = match (opts.env)(&config.auth.master_key_env).filter(|k| !k.trim().is_empty()) {
+            Some(key) => MasterKey { key: Secret::new(key.trim()), generated: false },
+            None => MasterKey { key: generate_master_key(), generated: true },
         };
         let state = AppState {
             catalog,
@@ -85,10 +75,7 @@ impl AppState {
             },
             draining: AtomicBool::new(false),
             hard_stop: CancellationToken::new(),
-            created: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or_default(),
+            created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default(),
         };
         Ok((Arc::new(state), master))
     }
@@ -98,8 +85,6 @@ const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrst
 
 fn generate_master_key() -> Secret {
     let mut rng = rand::rng();
-    let tail: String = (0..40)
-        .map(|_| char::from(BASE62[rng.random_range(0..BASE62.len())]))
-        .collect();
+    let tail: String = (0..40).map(|_| char::from(BASE62[rng.random_range(0..BASE62.len())])).collect();
     Secret::new(format!("sk-sy-master-{tail}"))
 }

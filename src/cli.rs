@@ -11,11 +11,7 @@ use crate::config::{Config, DEFAULT_LISTEN, FakeSettings};
 use crate::server::{ServeSettings, serve};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "switchyard",
-    version,
-    about = "An LLM gateway: one OpenAI-compatible endpoint, many providers."
-)]
+#[command(name = "switchyard", version, about = "An LLM gateway: one OpenAI-compatible endpoint, many providers.")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -63,27 +59,15 @@ pub fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => run_async(run_serve(cli.serve)),
         Command::CheckConfig { file } => check_config(file.or(cli.serve.config)),
-        Command::FakeUpstream {
-            listen,
-            latency_ms,
-            tokens_per_second,
-            completion_tokens,
-        } => {
-            let settings = FakeSettings {
-                latency_ms,
-                tokens_per_second,
-                completion_tokens,
-            };
+        Command::FakeUpstream { listen, latency_ms, tokens_per_second, completion_tokens } => {
+            let settings = FakeSettings { latency_ms, tokens_per_second, completion_tokens };
             run_async(run_fake(listen, settings))
         }
     }
 }
 
 fn run_async(fut: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("switchyard: cannot start the async runtime: {e}");
@@ -102,11 +86,7 @@ fn run_async(fut: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
 fn check_config(file: Option<PathBuf>) -> ExitCode {
     match Config::load(file.as_deref()) {
         Ok(config) => {
-            eprintln!(
-                "configuration is valid: {} providers, {} models",
-                config.providers.len(),
-                config.models.len()
-            );
+            eprintln!("configuration is valid: {} providers, {} models", config.providers.len(), config.models.len());
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -134,21 +114,12 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             tracing::info!(provider = %p.name, "{why}");
         }
     }
-    let listen = args
-        .listen
-        .or_else(|| config.listen_addr().map(str::to_owned))
-        .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let listen =
+        args.listen.or_else(|| config.listen_addr().map(str::to_owned)).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    let listener =
+        tokio::net::TcpListener::bind(&listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     tracing::info!(address = %listener.local_addr()?, models = state.catalog.models().len(), "switchyard is listening");
-    serve(
-        listener,
-        state,
-        ServeSettings::from_config(&config),
-        shutdown_signal(),
-    )
-    .await;
+    serve(listener, state, ServeSettings::from_config(&config), shutdown_signal()).await;
     Ok(())
 }
 

@@ -68,9 +68,7 @@ pub struct AuthConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self {
-            master_key_env: "SWITCHYARD_MASTER_KEY".to_owned(),
-        }
+        Self { master_key_env: "SWITCHYARD_MASTER_KEY".to_owned() }
     }
 }
 
@@ -84,10 +82,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            format: LogFormat::Pretty,
-            level: "info".to_owned(),
-        }
+        Self { format: LogFormat::Pretty, level: "info".to_owned() }
     }
 }
 
@@ -104,8 +99,26 @@ pub enum LogFormat {
 pub enum ProviderKind {
     /// Any OpenAI-compatible API.
     Openai,
+    /// Anthropic's Messages API.
+    Anthropic,
+    /// Google AI Studio's Gemini API.
+    Gemini,
+    /// Azure OpenAI deployments.
+    Azure,
     /// The built-in fake model server, answered in process.
     Fake,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
+            ProviderKind::Azure => "azure",
+            ProviderKind::Fake => "fake",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -113,8 +126,14 @@ pub enum ProviderKind {
 pub struct ProviderConfig {
     pub name: String,
     pub kind: ProviderKind,
+    /// For kind "openai": a known lab whose base URL and quirks to use (`groq`, `deepseek`, …).
+    pub preset: Option<String>,
     /// The API root as the provider documents it, e.g. `https://api.openai.com/v1`.
     pub base_url: Option<String>,
+    /// Azure's `api-version` query parameter, or Anthropic's `anthropic-version` header.
+    pub api_version: Option<String>,
+    /// For kind "openai": overrides of the preset's quirks.
+    pub quirks: Option<crate::providers::presets::QuirksConfig>,
     /// The environment variable holding the API key.
     pub api_key_env: Option<String>,
     #[serde(default)]
@@ -124,6 +143,23 @@ pub struct ProviderConfig {
     pub headers: BTreeMap<String, String>,
     /// Behaviour of a `kind = "fake"` provider.
     pub fake: Option<FakeSettings>,
+}
+
+impl ProviderConfig {
+    /// The API root: the configured one, else the preset's, else the kind's documented default.
+    pub fn effective_base_url(&self) -> Option<String> {
+        if let Some(url) = &self.base_url {
+            return Some(url.clone());
+        }
+        if let Some(preset) = self.preset.as_deref().and_then(crate::providers::presets::find) {
+            return Some(preset.base_url.to_owned());
+        }
+        match self.kind {
+            ProviderKind::Anthropic => Some("https://api.anthropic.com".to_owned()),
+            ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com".to_owned()),
+            ProviderKind::Openai | ProviderKind::Azure | ProviderKind::Fake => None,
+        }
+    }
 }
 
 /// Upstream deadlines in milliseconds; anything left out takes the default.
@@ -174,11 +210,7 @@ pub struct FakeSettings {
 
 impl Default for FakeSettings {
     fn default() -> Self {
-        Self {
-            latency_ms: 0,
-            tokens_per_second: 0.0,
-            completion_tokens: 24,
-        }
+        Self { latency_ms: 0, tokens_per_second: 0.0, completion_tokens: 24 }
     }
 }
 
@@ -207,34 +239,20 @@ pub struct ConfigProblem {
 
 impl std::fmt::Display for ConfigProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
+        if self.path.is_empty() { write!(f, "{}", self.message) } else { write!(f, "{}: {}", self.path, self.message) }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{source_name} is not a valid configuration:\n{}", list(.problems))]
-    Invalid {
-        source_name: String,
-        problems: Vec<ConfigProblem>,
-    },
+    Invalid { source_name: String, problems: Vec<ConfigProblem> },
 }
 
 fn list(problems: &[ConfigProblem]) -> String {
-    problems
-        .iter()
-        .map(|p| format!("  - {p}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
 }
 
 impl Config {
@@ -242,34 +260,18 @@ impl Config {
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let (text, name) = match path {
             Some(p) => (read(p)?, p.display().to_string()),
-            None if Path::new(DEFAULT_PATH).exists() => {
-                (read(Path::new(DEFAULT_PATH))?, DEFAULT_PATH.to_owned())
-            }
-            None => (
-                EMBEDDED_DEFAULT.to_owned(),
-                "embedded default configuration".to_owned(),
-            ),
+            None if Path::new(DEFAULT_PATH).exists() => (read(Path::new(DEFAULT_PATH))?, DEFAULT_PATH.to_owned()),
+            None => (EMBEDDED_DEFAULT.to_owned(), "embedded default configuration".to_owned()),
         };
-        Config::parse(&text).map_err(|problems| ConfigError::Invalid {
-            source_name: name,
-            problems,
-        })
+        Config::parse(&text).map_err(|problems| ConfigError::Invalid { source_name: name, problems })
     }
 
     /// Decodes and validates a TOML document, returning every problem found.
     pub fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
-        let config: Config = toml::from_str(text).map_err(|e| {
-            vec![ConfigProblem {
-                path: String::new(),
-                message: e.to_string().trim_end().to_owned(),
-            }]
-        })?;
+        let config: Config = toml::from_str(text)
+            .map_err(|e| vec![ConfigProblem { path: String::new(), message: e.to_string().trim_end().to_owned() }])?;
         let problems = config.problems();
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(problems)
-        }
+        if problems.is_empty() { Ok(config) } else { Err(problems) }
     }
 
     pub fn listen_addr(&self) -> Option<&str> {
@@ -285,84 +287,71 @@ impl Config {
         if let Some(listen) = &s.listen
             && listen.parse::<SocketAddr>().is_err()
         {
-            bad(
-                "server.listen".into(),
-                format!("\"{listen}\" is not an address like 127.0.0.1:8080"),
-            );
+            bad("server.listen".into(), format!("\"{listen}\" is not an address like 127.0.0.1:8080"));
         }
         if !(1024..=1 << 30).contains(&s.body_limit_bytes) {
-            bad(
-                "server.body_limit_bytes".into(),
-                "must be between 1024 and 1073741824".into(),
-            );
+            bad("server.body_limit_bytes".into(), "must be between 1024 and 1073741824".into());
         }
-        for (name, v) in [
-            ("header_read_timeout_ms", s.header_read_timeout_ms),
-            ("body_read_timeout_ms", s.body_read_timeout_ms),
-        ] {
+        for (name, v) in
+            [("header_read_timeout_ms", s.header_read_timeout_ms), ("body_read_timeout_ms", s.body_read_timeout_ms)]
+        {
             if v == 0 {
                 bad(format!("server.{name}"), "must be greater than 0".into());
             }
         }
         if !is_env_name(&self.auth.master_key_env) {
-            bad(
-                "auth.master_key_env".into(),
-                "must be an environment variable name".into(),
-            );
+            bad("auth.master_key_env".into(), "must be an environment variable name".into());
         }
 
         let mut provider_names = HashSet::new();
         for (i, p) in self.providers.iter().enumerate() {
             let at = |field: &str| format!("providers[{i}].{field}");
             if !is_identifier(&p.name) {
-                bad(
-                    at("name"),
-                    format!(
-                        "\"{}\" must be 1-64 characters of a-z, 0-9, - and _",
-                        p.name
-                    ),
-                );
+                bad(at("name"), format!("\"{}\" must be 1-64 characters of a-z, 0-9, - and _", p.name));
             } else if !provider_names.insert(p.name.as_str()) {
-                bad(
-                    at("name"),
-                    format!("provider \"{}\" is defined twice", p.name),
-                );
+                bad(at("name"), format!("provider \"{}\" is defined twice", p.name));
             }
-            match (p.kind, &p.base_url) {
-                (ProviderKind::Openai, None) => {
-                    bad(at("base_url"), "is required for kind \"openai\"".into())
+            if let Some(url) = &p.base_url
+                && let Err(why) = check_base_url(url)
+            {
+                bad(at("base_url"), why);
+            }
+            match (&p.preset, p.kind) {
+                (Some(name), ProviderKind::Openai) if crate::providers::presets::find(name).is_none() => {
+                    let known: Vec<&str> = crate::providers::presets::PRESETS.iter().map(|p| p.name).collect();
+                    bad(at("preset"), format!("unknown preset \"{name}\"; known: {}", known.join(", ")));
                 }
-                (_, Some(url)) => {
-                    if let Err(why) = check_base_url(url) {
-                        bad(at("base_url"), why);
-                    }
-                }
-                (ProviderKind::Fake, None) => {}
+                (Some(_), ProviderKind::Openai) | (None, _) => {}
+                (Some(_), _) => bad(at("preset"), "only applies to kind \"openai\"".into()),
+            }
+            if p.quirks.is_some() && p.kind != ProviderKind::Openai {
+                bad(at("quirks"), "only applies to kind \"openai\"".into());
+            }
+            if p.effective_base_url().is_none() && p.kind != ProviderKind::Fake {
+                let why = match p.kind {
+                    ProviderKind::Azure => "is required for kind \"azure\" (https://RESOURCE.openai.azure.com)",
+                    _ => "is required for kind \"openai\" unless a preset is given",
+                };
+                bad(at("base_url"), why.into());
+            }
+            if p.api_version.is_some() && !matches!(p.kind, ProviderKind::Azure | ProviderKind::Anthropic) {
+                bad(at("api_version"), "only applies to kinds \"azure\" and \"anthropic\"".into());
             }
             if p.fake.is_some() && p.kind != ProviderKind::Fake {
                 bad(at("fake"), "only applies to kind \"fake\"".into());
             }
             if let Some(f) = &p.fake {
                 if !(f.tokens_per_second.is_finite() && f.tokens_per_second >= 0.0) {
-                    bad(
-                        at("fake.tokens_per_second"),
-                        "must be a number of at least 0".into(),
-                    );
+                    bad(at("fake.tokens_per_second"), "must be a number of at least 0".into());
                 }
                 if f.completion_tokens == 0 || f.completion_tokens > 100_000 {
-                    bad(
-                        at("fake.completion_tokens"),
-                        "must be between 1 and 100000".into(),
-                    );
+                    bad(at("fake.completion_tokens"), "must be between 1 and 100000".into());
                 }
             }
             if let Some(env) = &p.api_key_env
                 && !is_env_name(env)
             {
-                bad(
-                    at("api_key_env"),
-                    format!("\"{env}\" is not an environment variable name"),
-                );
+                bad(at("api_key_env"), format!("\"{env}\" is not an environment variable name"));
             }
             let t = &p.timeouts;
             for (name, v) in [
@@ -372,10 +361,7 @@ impl Config {
                 ("total_ms", t.total_ms),
             ] {
                 if v == Some(0) {
-                    bad(
-                        at(&format!("timeouts.{name}")),
-                        "must be greater than 0".into(),
-                    );
+                    bad(at(&format!("timeouts.{name}")), "must be greater than 0".into());
                 }
             }
             for (name, value) in &p.headers {
@@ -383,10 +369,7 @@ impl Config {
                 if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
                     bad(path, "is not a valid header name".into());
                 } else if is_credential_header(name) {
-                    bad(
-                        path,
-                        "credentials come from api_key_env, not from headers".into(),
-                    );
+                    bad(path, "credentials come from api_key_env, not from headers".into());
                 } else if http::HeaderValue::from_str(value).is_err() {
                     bad(path, "is not a valid header value".into());
                 }
@@ -396,19 +379,13 @@ impl Config {
         let mut model_names = HashSet::new();
         for (i, m) in self.models.iter().enumerate() {
             let at = |field: &str| format!("models[{i}].{field}");
-            if m.name.is_empty()
-                || m.name.len() > 256
-                || m.name.chars().any(|c| c.is_whitespace() || c.is_control())
-            {
+            if m.name.is_empty() || m.name.len() > 256 || m.name.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 bad(at("name"), "must be 1-256 characters without spaces".into());
             } else if !model_names.insert(m.name.as_str()) {
                 bad(at("name"), format!("model \"{}\" is defined twice", m.name));
             }
             if !self.providers.iter().any(|p| p.name == m.provider) {
-                bad(
-                    at("provider"),
-                    format!("provider \"{}\" is not defined", m.provider),
-                );
+                bad(at("provider"), format!("provider \"{}\" is not defined", m.provider));
             }
             if m.upstream.as_deref() == Some("") {
                 bad(at("upstream"), "must not be empty".into());
@@ -419,36 +396,23 @@ impl Config {
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })
 }
 
 fn is_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 fn is_env_name(s: &str) -> bool {
-    !s.is_empty()
-        && !s.as_bytes()[0].is_ascii_digit()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    !s.is_empty() && !s.as_bytes()[0].is_ascii_digit() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 fn is_credential_header(name: &str) -> bool {
-    [
-        "authorization",
-        "x-api-key",
-        "api-key",
-        "x-goog-api-key",
-        "host",
-        "content-length",
-    ]
-    .iter()
-    .any(|h| name.eq_ignore_ascii_case(h))
+    ["authorization", "x-api-key", "api-key", "x-goog-api-key", "host", "content-length"]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
 }
 
 fn check_base_url(url: &str) -> Result<(), String> {
@@ -498,14 +462,10 @@ mod tests {
             name = "m"
             provider = "a"
         "#;
-        let problems: Vec<String> = Config::parse(text)
-            .unwrap_err()
-            .iter()
-            .map(|p| p.to_string())
-            .collect();
+        let problems: Vec<String> = Config::parse(text).unwrap_err().iter().map(|p| p.to_string()).collect();
         let expected = [
             "server.listen: \"nowhere\" is not an address like 127.0.0.1:8080",
-            "providers[0].base_url: is required for kind \"openai\"",
+            "providers[0].base_url: is required for kind \"openai\" unless a preset is given",
             "providers[1].name: provider \"a\" is defined twice",
             "providers[1].base_url: must start with http:// or https://",
             "providers[1].headers.Authorization: credentials come from api_key_env, not from headers",

@@ -23,25 +23,20 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::config::FakeSettings;
-use crate::sse::{DONE_FRAME, data_frame};
+use crate::sse::{DONE_FRAME, data_frame, named_frame};
+
+mod anthropic;
+mod gemini;
 
 /// A scripted misbehaviour, applied to the next matching request and then used up.
 #[derive(Debug, Clone)]
 pub enum Fault {
     /// Answer with this status and an OpenAI-shaped error body.
-    Status {
-        status: u16,
-        retry_after_secs: Option<u64>,
-        code: Option<String>,
-        message: String,
-    },
+    Status { status: u16, retry_after_secs: Option<u64>, code: Option<String>, message: String },
     /// Wait this long before sending any response headers.
     StallBeforeHeaders(Duration),
     /// Send `after_chunks` chunks of a stream, then go silent for `duration`.
-    StallMidStream {
-        after_chunks: usize,
-        duration: Duration,
-    },
+    StallMidStream { after_chunks: usize, duration: Duration },
     /// Send `after_chunks` chunks of a stream, then break the connection.
     CutMidStream { after_chunks: usize },
     /// Send `after_chunks` chunks, then an in-band `data: {"error": …}` event, then end.
@@ -50,12 +45,7 @@ pub enum Fault {
 
 impl Fault {
     pub fn status(status: u16) -> Self {
-        Fault::Status {
-            status,
-            retry_after_secs: None,
-            code: None,
-            message: format!("fake upstream error {status}"),
-        }
+        Fault::Status { status, retry_after_secs: None, code: None, message: format!("fake upstream error {status}") }
     }
 }
 
@@ -107,11 +97,13 @@ impl FakeState {
         lock(&self.requests).iter().cloned().collect()
     }
 
+    pub(crate) fn next_id(&self, prefix: &str) -> String {
+        format!("{prefix}-{}", self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
     fn take_fault(&self, model: &str) -> Option<Fault> {
         let mut faults = lock(&self.faults);
-        let i = faults
-            .iter()
-            .position(|(m, _)| m.as_deref().is_none_or(|m| m == model))?;
+        let i = faults.iter().position(|(m, _)| m.as_deref().is_none_or(|m| m == model))?;
         faults.remove(i).map(|(_, f)| f)
     }
 }
@@ -123,15 +115,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub fn router(state: Arc<FakeState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/moderations", post(moderations))
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1beta/models/{model_action}", post(gemini::dispatch))
         .route("/v1/models", get(list_models))
         .with_state(state)
 }
 
 /// Serves the fake on `listener` until the process ends (for `switchyard fake-upstream` and benchmarks).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: Arc<FakeState>,
-) -> std::io::Result<()> {
+pub async fn serve(listener: tokio::net::TcpListener, state: Arc<FakeState>) -> std::io::Result<()> {
     // Without TCP_NODELAY, a stream's first event waits on Nagle's algorithm and the reader's delayed ACK.
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
@@ -140,91 +133,220 @@ pub async fn serve(
 }
 
 async fn list_models() -> Response {
-    axum::Json(json!({"object": "list", "data": [{"id": "fake", "object": "model", "created": 0, "owned_by": "switchyard"}]}))
-        .into_response()
+    axum::Json(
+        json!({"object": "list", "data": [{"id": "fake", "object": "model", "created": 0, "owned_by": "switchyard"}]}),
+    )
+    .into_response()
 }
 
-async fn chat_completions(
-    State(state): State<Arc<FakeState>>,
+/// The wire protocol a fake endpoint speaks, for its error shapes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Dialect {
+    OpenAi,
+    Anthropic,
+    Gemini,
+}
+
+impl Dialect {
+    fn error_response(self, status: u16, retry_after: Option<u64>, code: Option<&str>, message: &str) -> Response {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = match self {
+            Dialect::OpenAi => {
+                let kind = if status.is_server_error() { "server_error" } else { "invalid_request_error" };
+                json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+            }
+            Dialect::Anthropic => {
+                let kind = code.map(str::to_owned).unwrap_or_else(|| {
+                    match status.as_u16() {
+                        400 | 413 => "invalid_request_error",
+                        401 => "authentication_error",
+                        403 => "permission_error",
+                        404 => "not_found_error",
+                        429 => "rate_limit_error",
+                        529 => "overloaded_error",
+                        _ => "api_error",
+                    }
+                    .to_owned()
+                });
+                json!({"type": "error", "error": {"type": kind, "message": message}})
+            }
+            Dialect::Gemini => {
+                let text = code.map(str::to_owned).unwrap_or_else(|| {
+                    match status.as_u16() {
+                        400 => "INVALID_ARGUMENT",
+                        401 => "UNAUTHENTICATED",
+                        403 => "PERMISSION_DENIED",
+                        404 => "NOT_FOUND",
+                        429 => "RESOURCE_EXHAUSTED",
+                        503 => "UNAVAILABLE",
+                        _ => "INTERNAL",
+                    }
+                    .to_owned()
+                });
+                json!({"error": {"code": status.as_u16(), "message": message, "status": text}})
+            }
+        };
+        let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+        if let Some(secs) = retry_after {
+            resp.headers_mut().insert(header::RETRY_AFTER, secs.into());
+        }
+        resp
+    }
+
+    /// The in-band error event this protocol uses inside a 200 stream.
+    fn mid_stream_error(self) -> Bytes {
+        match self {
+            Dialect::OpenAi => data_frame(
+                json!({"error": {"message": "fake upstream failed mid-stream", "type": "server_error", "param": null, "code": "server_error"}})
+                    .to_string()
+                    .as_bytes(),
+            ),
+            Dialect::Anthropic => named_frame(
+                "error",
+                json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}).to_string().as_bytes(),
+            ),
+            Dialect::Gemini => data_frame(
+                json!({"error": {"code": 500, "message": "fake upstream failed mid-stream", "status": "INTERNAL"}})
+                    .to_string()
+                    .as_bytes(),
+            ),
+        }
+    }
+}
+
+/// Records a request and takes the fault scripted for it. `Err` is the response to send instead.
+pub(crate) async fn intake(
+    state: &FakeState,
+    dialect: Dialect,
     headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+    body: &Value,
+    model: &str,
+) -> Result<Option<Fault>, Response> {
     state.stats.requests.fetch_add(1, Ordering::Relaxed);
-    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-        return error_response(400, None, Some("invalid_json"), "the body is not JSON");
-    };
     {
         let mut recorded = lock(&state.requests);
         if recorded.len() == RECORDED_REQUESTS {
             recorded.pop_front();
         }
-        recorded.push_back(RecordedRequest {
-            headers,
-            body: body.clone(),
-        });
+        recorded.push_back(RecordedRequest { headers, body: body.clone() });
     }
-    let model = body
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("fake")
-        .to_owned();
-    let fault = state.take_fault(&model);
+    let fault = state.take_fault(model);
     match &fault {
-        Some(Fault::Status {
-            status,
-            retry_after_secs,
-            code,
-            message,
-        }) => {
-            return error_response(*status, *retry_after_secs, code.as_deref(), message);
+        Some(Fault::Status { status, retry_after_secs, code, message }) => {
+            return Err(dialect.error_response(*status, *retry_after_secs, code.as_deref(), message));
         }
         Some(Fault::StallBeforeHeaders(d)) => tokio::time::sleep(*d).await,
         _ => {}
     }
-    let id = format!(
-        "chatcmpl-fake-{}",
-        state.next_id.fetch_add(1, Ordering::Relaxed)
-    );
-    let reply = Reply::for_request(&body, &state.settings, &id);
-    if body.get("stream").and_then(Value::as_bool) == Some(true) {
-        let include_usage = body
-            .pointer("/stream_options/include_usage")
-            .and_then(Value::as_bool)
-            == Some(true);
-        return stream_reply(state, reply, model, include_usage, fault);
-    }
-    tokio::time::sleep(Duration::from_millis(state.settings.latency_ms)).await;
-    let body = reply.completion(&model);
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    Ok(fault)
 }
 
-fn error_response(
-    status: u16,
-    retry_after: Option<u64>,
-    code: Option<&str>,
-    message: &str,
-) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let kind = if status.is_server_error() {
-        "server_error"
-    } else {
-        "invalid_request_error"
+#[expect(clippy::result_large_err, reason = "the error is the response to send, returned once per request")]
+pub(crate) fn parse_json(dialect: Dialect, body: &Bytes) -> Result<Value, Response> {
+    serde_json::from_slice::<Value>(body).map_err(|_| dialect.error_response(400, None, None, "the body is not JSON"))
+}
+
+async fn chat_completions(State(state): State<Arc<FakeState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let body = match parse_json(Dialect::OpenAi, &body) {
+        Ok(b) => b,
+        Err(resp) => return resp,
     };
-    let body = json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
-    let mut resp = (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response();
-    if let Some(secs) = retry_after {
-        resp.headers_mut().insert(header::RETRY_AFTER, secs.into());
+    let model = body.get("model").and_then(Value::as_str).unwrap_or("fake").to_owned();
+    let fault = match intake(&state, Dialect::OpenAi, headers, &body, &model).await {
+        Ok(f) => f,
+        Err(resp) => return resp,
+    };
+    let reply = Reply::for_request(&body, &state.settings, &state.next_id("chatcmpl-fake"));
+    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+        let include_usage = body.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true);
+        let mut frames: Vec<Bytes> =
+            reply.chunks(&model, include_usage).iter().map(|c| data_frame(c.to_string().as_bytes())).collect();
+        frames.push(Bytes::from_static(DONE_FRAME));
+        return stream_frames(state, frames, Dialect::OpenAi, fault);
     }
-    resp
+    tokio::time::sleep(Duration::from_millis(state.settings.latency_ms)).await;
+    json_response(&reply.completion(&model))
+}
+
+pub(crate) fn json_response(body: &Value) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+async fn embeddings(State(state): State<Arc<FakeState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let body = match parse_json(Dialect::OpenAi, &body) {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let model = body.get("model").and_then(Value::as_str).unwrap_or("fake").to_owned();
+    if let Err(resp) = intake(&state, Dialect::OpenAi, headers, &body, &model).await {
+        return resp;
+    }
+    let inputs: Vec<String> = match body.get("input") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => {
+            items.iter().map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned)).collect()
+        }
+        _ => return Dialect::OpenAi.error_response(400, None, None, "'input' is required"),
+    };
+    let dims = body.get("dimensions").and_then(Value::as_u64).unwrap_or(8) as usize;
+    let base64 = body.get("encoding_format").and_then(Value::as_str) == Some("base64");
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let v = fake_vector(text, dims);
+            let embedding = if base64 {
+                use base64::Engine;
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    let tokens: usize = inputs.iter().map(|t| t.len().div_ceil(4)).sum();
+    json_response(
+        &json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}),
+    )
+}
+
+/// A deterministic unit-length vector for `text`.
+pub(crate) fn fake_vector(text: &str, dims: usize) -> Vec<f32> {
+    let seed = text.bytes().fold(17u64, |h, b| h.wrapping_mul(131).wrapping_add(u64::from(b)));
+    let raw: Vec<f32> =
+        (0..dims.max(1)).map(|i| (((seed.wrapping_add(i as u64 * 7919)) % 2001) as f32 / 1000.0) - 1.0).collect();
+    let norm = raw.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::EPSILON);
+    raw.iter().map(|x| x / norm).collect()
+}
+
+async fn moderations(State(state): State<Arc<FakeState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let body = match parse_json(Dialect::OpenAi, &body) {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let model = body.get("model").and_then(Value::as_str).unwrap_or("omni-moderation-latest").to_owned();
+    if let Err(resp) = intake(&state, Dialect::OpenAi, headers, &body, &model).await {
+        return resp;
+    }
+    let texts: Vec<String> = match body.get("input") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items.iter().map(Value::to_string).collect(),
+        _ => return Dialect::OpenAi.error_response(400, None, None, "'input' is required"),
+    };
+    // "forbidden" in the input is flagged as violence, so tests can see both answers.
+    let results: Vec<Value> = texts
+        .iter()
+        .map(|t| {
+            let flagged = t.contains("forbidden");
+            json!({
+                "flagged": flagged,
+                "categories": {"violence": flagged, "hate": false, "sexual": false, "self-harm": false},
+                "category_scores": {"violence": if flagged { 0.97 } else { 0.001 }, "hate": 0.0001, "sexual": 0.0001, "self-harm": 0.0001}
+            })
+        })
+        .collect();
+    json_response(&json!({"id": state.next_id("modr-fake"), "model": model, "results": results}))
 }
 
 /// The deterministic answer to one request.
@@ -246,28 +368,15 @@ set a provider key, and the same call reaches a real model instead. Until then t
 
 impl Reply {
     fn for_request(body: &Value, settings: &FakeSettings, id: &str) -> Reply {
-        let messages = body
-            .get("messages")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        let prompt_tokens = messages
-            .iter()
-            .map(|m| text_of(m).len().div_ceil(4) as u64 + 4)
-            .sum::<u64>()
-            + 3;
+        let messages = body.get("messages").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        let prompt_tokens = messages.iter().map(|m| text_of(m).len().div_ceil(4) as u64 + 4).sum::<u64>() + 3;
         let last_text = messages.last().map(text_of).unwrap_or_default();
-        let seed = last_text
-            .bytes()
-            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        let seed = last_text.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
         let limit = ["max_completion_tokens", "max_tokens"]
             .iter()
             .find_map(|k| body.get(*k).and_then(Value::as_u64))
             .map(|n| n.min(u64::from(u32::MAX)) as u32);
-        let created = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
+        let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
         let mut reply = Reply {
             id: id.to_owned(),
             created,
@@ -279,10 +388,7 @@ impl Reply {
         };
         let tool_calls = tool_calls_for(body, messages);
         if !tool_calls.is_empty() {
-            reply.completion_tokens = tool_calls
-                .iter()
-                .map(|(n, a)| (n.len() + a.len()).div_ceil(4) as u64)
-                .sum();
+            reply.completion_tokens = tool_calls.iter().map(|(n, a)| (n.len() + a.len()).div_ceil(4) as u64).sum();
             reply.tool_calls = tool_calls;
             reply.finish_reason = "tool_calls";
             return reply;
@@ -297,11 +403,7 @@ impl Reply {
         reply.tokens = (0..n as usize)
             .map(|i| {
                 let word = words[(start + i) % words.len()];
-                if i == 0 {
-                    capitalise(word)
-                } else {
-                    format!(" {word}")
-                }
+                if i == 0 { capitalise(word) } else { format!(" {word}") }
             })
             .collect();
         reply.completion_tokens = u64::from(n);
@@ -367,10 +469,7 @@ impl Reply {
                 None,
             ));
             for piece in char_pieces(args, 7) {
-                out.push(chunk(
-                    json!({"tool_calls": [{"index": i, "function": {"arguments": piece}}]}),
-                    None,
-                ));
+                out.push(chunk(json!({"tool_calls": [{"index": i, "function": {"arguments": piece}}]}), None));
             }
         }
         out.push(chunk(json!({}), Some(self.finish_reason)));
@@ -387,21 +486,16 @@ impl Reply {
 fn text_of(message: &Value) -> String {
     match message.get("content") {
         Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
+        Some(Value::Array(parts)) => {
+            parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n")
+        }
         _ => String::new(),
     }
 }
 
 fn capitalise(word: &str) -> String {
     let mut chars = word.chars();
-    chars
-        .next()
-        .map(|c| c.to_uppercase().chain(chars).collect())
-        .unwrap_or_default()
+    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
 }
 
 /// Splits `s` into pieces of at most `n` characters, never inside a character.
@@ -414,29 +508,18 @@ fn char_pieces(s: &str, n: usize) -> Vec<String> {
 /// does not end with a tool result. Two parallel calls when two or more tools are offered and parallel
 /// calls are not disabled; the named tool when `tool_choice` names one.
 fn tool_calls_for(body: &Value, messages: &[Value]) -> Vec<(String, String)> {
-    let tools = body
-        .get("tools")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
+    let tools = body.get("tools").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     let choice = body.get("tool_choice");
-    let ends_with_tool_result = messages
-        .last()
-        .and_then(|m| m.get("role"))
-        .and_then(Value::as_str)
-        == Some("tool");
+    let ends_with_tool_result = messages.last().and_then(|m| m.get("role")).and_then(Value::as_str) == Some("tool");
     if tools.is_empty() || choice.and_then(Value::as_str) == Some("none") || ends_with_tool_result {
         return Vec::new();
     }
-    let named = choice
-        .and_then(|c| c.pointer("/function/name"))
-        .and_then(Value::as_str);
+    let named = choice.and_then(|c| c.pointer("/function/name")).and_then(Value::as_str);
     let parallel = body.get("parallel_tool_calls").and_then(Value::as_bool) != Some(false);
     let picked: Vec<&Value> = match named {
-        Some(name) => tools
-            .iter()
-            .filter(|t| t.pointer("/function/name").and_then(Value::as_str) == Some(name))
-            .collect(),
+        Some(name) => {
+            tools.iter().filter(|t| t.pointer("/function/name").and_then(Value::as_str) == Some(name)).collect()
+        }
         None if parallel => tools.iter().take(2).collect(),
         None => tools.iter().take(1).collect(),
     };
@@ -445,10 +528,7 @@ fn tool_calls_for(body: &Value, messages: &[Value]) -> Vec<(String, String)> {
         .filter_map(|t| {
             let name = t.pointer("/function/name")?.as_str()?.to_owned();
             let mut args = serde_json::Map::new();
-            if let Some(props) = t
-                .pointer("/function/parameters/properties")
-                .and_then(Value::as_object)
-            {
+            if let Some(props) = t.pointer("/function/parameters/properties").and_then(Value::as_object) {
                 for (key, schema) in props {
                     let value = match schema.get("type").and_then(Value::as_str) {
                         Some("integer" | "number") => json!(42),
@@ -465,11 +545,11 @@ fn tool_calls_for(body: &Value, messages: &[Value]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn stream_reply(
+/// Streams pre-rendered frames with the configured pacing, applying a mid-stream fault if one is scripted.
+pub(crate) fn stream_frames(
     state: Arc<FakeState>,
-    reply: Reply,
-    model: String,
-    include_usage: bool,
+    frames: Vec<Bytes>,
+    dialect: Dialect,
     fault: Option<Fault>,
 ) -> Response {
     state.stats.streams_started.fetch_add(1, Ordering::Relaxed);
@@ -481,12 +561,13 @@ fn stream_reply(
         Duration::ZERO
     };
     tokio::spawn(async move {
-        let frames = reply.chunks(&model, include_usage);
         let outcome = async {
             pause(&tx, latency).await?;
-            for (i, frame) in frames.iter().enumerate() {
+            for (i, frame) in frames.into_iter().enumerate() {
                 match &fault {
-                    Some(Fault::StallMidStream { after_chunks, duration }) if *after_chunks == i => pause(&tx, *duration).await?,
+                    Some(Fault::StallMidStream { after_chunks, duration }) if *after_chunks == i => {
+                        pause(&tx, *duration).await?
+                    }
                     Some(Fault::CutMidStream { after_chunks }) if *after_chunks == i => {
                         // Let what was sent reach the reader first: an error makes hyper drop unflushed data.
                         pause(&tx, Duration::from_millis(50)).await?;
@@ -494,8 +575,7 @@ fn stream_reply(
                         return Some(());
                     }
                     Some(Fault::ErrorMidStream { after_chunks }) if *after_chunks == i => {
-                        let err = json!({"error": {"message": "fake upstream failed mid-stream", "type": "server_error", "param": null, "code": "server_error"}});
-                        tx.send(Ok(data_frame(err.to_string().as_bytes()))).await.ok()?;
+                        tx.send(Ok(dialect.mid_stream_error())).await.ok()?;
                         return Some(());
                     }
                     _ => {}
@@ -503,21 +583,15 @@ fn stream_reply(
                 if i > 0 {
                     pause(&tx, gap).await?;
                 }
-                tx.send(Ok(data_frame(frame.to_string().as_bytes()))).await.ok()?;
+                tx.send(Ok(frame)).await.ok()?;
             }
-            tx.send(Ok(Bytes::from_static(DONE_FRAME))).await.ok()
+            Some(())
         }
         .await;
-        let counter = if outcome.is_some() {
-            &state.stats.streams_completed
-        } else {
-            &state.stats.streams_cancelled
-        };
+        let counter = if outcome.is_some() { &state.stats.streams_completed } else { &state.stats.streams_cancelled };
         counter.fetch_add(1, Ordering::Relaxed);
     });
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")

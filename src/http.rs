@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod body;
 pub mod chat;
+pub mod embeddings;
 pub mod error;
 pub mod health;
 pub mod models;
@@ -29,6 +30,8 @@ use crate::app::AppState;
 pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/v1/chat/completions", post(chat::create_chat_completion))
+        .route("/v1/embeddings", post(embeddings::create_embeddings))
+        .route("/v1/moderations", post(embeddings::create_moderation))
         .route("/v1/models", get(models::list_models))
         .route("/v1/models/{*id}", get(models::retrieve_model))
         // Only matched routes require a key, so an unknown path is a 404 whoever asks.
@@ -80,25 +83,16 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_handler_becomes_a_500_in_openai_shape() {
         let app = with_edge_layers(Router::new().route("/boom", get(boom)));
-        let req = http::Request::get("/boom")
-            .body(axum::body::Body::empty())
-            .unwrap();
+        let req = http::Request::get("/boom").body(axum::body::Body::empty()).unwrap();
         let resp = app.clone().oneshot(req).await.unwrap();
         assert_eq!(resp.status(), 500);
         assert!(resp.headers().contains_key("x-request-id"));
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
-            .await
-            .unwrap();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["error"]["code"], "internal_error");
-        assert!(
-            !body.to_string().contains("index out of bounds"),
-            "panic text is not shown to clients"
-        );
+        assert!(!body.to_string().contains("index out of bounds"), "panic text is not shown to clients");
         // The service still answers.
-        let req = http::Request::get("/boom")
-            .body(axum::body::Body::empty())
-            .unwrap();
+        let req = http::Request::get("/boom").body(axum::body::Body::empty()).unwrap();
         assert_eq!(app.oneshot(req).await.unwrap().status(), 500);
     }
 }

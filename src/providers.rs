@@ -5,12 +5,14 @@
 //! code that does upstream I/O. This module never imports `http` (ours) or `store`.
 
 pub mod anthropic;
+pub mod azure;
 pub mod error;
 pub mod exec;
 pub mod gemini;
 pub mod openai;
+pub mod presets;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,16 +21,19 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 pub use error::{ErrorKind, ProviderError, TimeoutPhase};
 
 use crate::config::{ProviderConfig, ProviderKind, Timeouts};
-use crate::schema::{
-    ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, ModerationRequest,
-};
+use crate::schema::{ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, ModerationRequest};
 use crate::secret::Secret;
 use crate::sse::SseEvent;
+
+/// How long a key the provider refused is left out of rotation.
+const KEY_SET_ASIDE: Duration = Duration::from_secs(300);
 
 /// Where and how to reach a provider for one attempt.
 pub struct Endpoint<'a> {
     pub base_url: &'a str,
     pub api_key: Option<&'a Secret>,
+    /// Which of the provider's keys this is, so a rejected one can be set aside.
+    pub key_index: Option<usize>,
     /// The operator's extra headers for this provider.
     pub headers: &'a HeaderMap,
 }
@@ -53,25 +58,16 @@ pub enum StreamStep {
 pub trait Adapter: Send + Sync {
     /// Called once per attempt with the request already carrying the upstream model id. Returns the call
     /// to make, or an error when the request cannot be expressed in this protocol.
-    fn chat_request(
-        &self,
-        req: &ChatRequest,
-        endpoint: &Endpoint<'_>,
-    ) -> Result<UpstreamRequest, ProviderError>;
+    fn chat_request(&self, req: &ChatRequest, endpoint: &Endpoint<'_>) -> Result<UpstreamRequest, ProviderError>;
 
     /// Called with the body of a successful (2xx) non-streamed response to `req`.
-    fn parse_chat_response(
-        &self,
-        req: &ChatRequest,
-        body: &[u8],
-    ) -> Result<ChatResponse, ProviderError>;
+    fn parse_chat_response(&self, req: &ChatRequest, body: &[u8]) -> Result<ChatResponse, ProviderError>;
 
     /// Called once per streamed attempt; the mapper keeps whatever per-stream state the protocol needs.
     fn stream_mapper(&self, req: &ChatRequest) -> Box<dyn StreamMapper>;
 
     /// Called with a non-2xx response; the body may be cut to a bounded prefix.
-    fn classify_error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8])
-    -> ProviderError;
+    fn classify_error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ProviderError;
 
     /// Builds an embeddings call (model already the upstream id). Providers without embeddings refuse.
     fn embeddings_request(
@@ -79,22 +75,12 @@ pub trait Adapter: Send + Sync {
         _req: &EmbeddingRequest,
         _endpoint: &Endpoint<'_>,
     ) -> Result<UpstreamRequest, ProviderError> {
-        Err(bad_request(
-            "This model's provider does not offer embeddings.",
-            "model",
-        ))
+        Err(bad_request("This model's provider does not offer embeddings.", "model"))
     }
 
     /// Called with the body of a successful embeddings response to `req`.
-    fn parse_embeddings(
-        &self,
-        _req: &EmbeddingRequest,
-        _body: &[u8],
-    ) -> Result<EmbeddingResponse, ProviderError> {
-        Err(bad_request(
-            "This model's provider does not offer embeddings.",
-            "model",
-        ))
+    fn parse_embeddings(&self, _req: &EmbeddingRequest, _body: &[u8]) -> Result<EmbeddingResponse, ProviderError> {
+        Err(bad_request("This model's provider does not offer embeddings.", "model"))
     }
 
     /// Builds a moderations call; only OpenAI offers them.
@@ -103,21 +89,14 @@ pub trait Adapter: Send + Sync {
         _req: &ModerationRequest,
         _endpoint: &Endpoint<'_>,
     ) -> Result<UpstreamRequest, ProviderError> {
-        Err(bad_request(
-            "This model's provider does not offer moderations.",
-            "model",
-        ))
+        Err(bad_request("This model's provider does not offer moderations.", "model"))
     }
 }
 
 /// Maps one upstream SSE event to zero or more canonical chunks.
 pub trait StreamMapper: Send {
     /// Appends the chunks this event yields to `out`. An `Err` is an in-band upstream failure.
-    fn map(
-        &mut self,
-        event: &SseEvent,
-        out: &mut Vec<ChatChunk>,
-    ) -> Result<StreamStep, ProviderError>;
+    fn map(&mut self, event: &SseEvent, out: &mut Vec<ChatChunk>) -> Result<StreamStep, ProviderError>;
 }
 
 enum Transport {
@@ -135,6 +114,9 @@ pub struct Provider {
     base_url: String,
     keys: Vec<Secret>,
     next_key: AtomicUsize,
+    /// Per key: until when (ms since `epoch`) it is set aside after the provider refused it.
+    set_aside_until: Vec<AtomicU64>,
+    epoch: std::time::Instant,
     /// Why the provider cannot be used, when it cannot (its key variable is unset).
     unavailable: Option<String>,
     headers: HeaderMap,
@@ -143,58 +125,36 @@ pub struct Provider {
 
 impl std::fmt::Debug for Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Provider")
-            .field("name", &self.name)
-            .field("kind", &self.kind)
-            .finish_non_exhaustive()
+        f.debug_struct("Provider").field("name", &self.name).field("kind", &self.kind).finish_non_exhaustive()
     }
 }
 
 impl Provider {
     /// Builds a provider from validated configuration. `env` looks up environment variables.
-    pub fn from_config(
-        cfg: &ProviderConfig,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Provider, String> {
+    pub fn from_config(cfg: &ProviderConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Provider, String> {
         let timeouts = cfg.timeouts.resolve();
         let mut headers = HeaderMap::new();
         for (name, value) in &cfg.headers {
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
-            headers.insert(
-                name,
-                HeaderValue::from_str(value).map_err(|e| e.to_string())?,
-            );
+            headers.insert(name, HeaderValue::from_str(value).map_err(|e| e.to_string())?);
         }
         let keys: Vec<Secret> = cfg
             .api_key_env
             .as_deref()
             .and_then(env)
-            .map(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|k| !k.is_empty())
-                    .map(Secret::new)
-                    .collect()
-            })
+            .map(|v| v.split(',').map(str::trim).filter(|k| !k.is_empty()).map(Secret::new).collect())
             .unwrap_or_default();
         let unavailable = match (&cfg.api_key_env, keys.is_empty()) {
-            (Some(var), true) => Some(format!(
-                "provider \"{}\" is not configured: set {var}",
-                cfg.name
-            )),
+            (Some(var), true) => Some(format!("provider \"{}\" is not configured: set {var}", cfg.name)),
             _ => None,
         };
         let (transport, base_url) = match cfg.kind {
             ProviderKind::Fake => {
                 let settings = cfg.fake.clone().unwrap_or_default();
-                let router =
-                    crate::fake::router(std::sync::Arc::new(crate::fake::FakeState::new(settings)));
-                (
-                    Transport::InProcess(router),
-                    "http://fake.invalid/v1".to_owned(),
-                )
+                let router = crate::fake::router(std::sync::Arc::new(crate::fake::FakeState::new(settings)));
+                (Transport::InProcess(router), "http://fake.invalid/v1".to_owned())
             }
-            ProviderKind::Openai => {
+            _ => {
                 let client = reqwest::Client::builder()
                     .connect_timeout(timeouts.connect)
                     .pool_idle_timeout(Duration::from_secs(90))
@@ -204,20 +164,37 @@ impl Provider {
                     .redirect(reqwest::redirect::Policy::none())
                     .build()
                     .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-                (
-                    Transport::Http(client),
-                    cfg.base_url.clone().unwrap_or_default(),
-                )
+                (Transport::Http(client), cfg.effective_base_url().unwrap_or_default())
             }
         };
+        let quirks = {
+            let preset = cfg.preset.as_deref().and_then(presets::find).map(|p| p.quirks);
+            let official = base_url.starts_with("https://api.openai.com");
+            let base = preset.unwrap_or(if official { presets::Quirks::OPENAI } else { presets::Quirks::COMPATIBLE });
+            cfg.quirks.map_or(base, |q| q.apply(base))
+        };
+        let adapter: Box<dyn Adapter> = match cfg.kind {
+            ProviderKind::Openai | ProviderKind::Fake => Box::new(openai::OpenAiAdapter { quirks }),
+            ProviderKind::Anthropic => Box::new(anthropic::AnthropicAdapter {
+                version: cfg.api_version.clone().unwrap_or_else(|| anthropic::DEFAULT_VERSION.to_owned()),
+            }),
+            ProviderKind::Gemini => Box::new(gemini::GeminiAdapter),
+            ProviderKind::Azure => Box::new(azure::AzureAdapter {
+                api_version: cfg.api_version.clone().unwrap_or_else(|| azure::DEFAULT_API_VERSION.to_owned()),
+                inner: openai::OpenAiAdapter { quirks },
+            }),
+        };
+        let key_count = keys.len();
         Ok(Provider {
             name: cfg.name.clone(),
             kind: cfg.kind,
             timeouts,
-            adapter: Box::new(openai::OpenAiAdapter),
+            adapter,
             base_url,
             keys,
             next_key: AtomicUsize::new(0),
+            set_aside_until: (0..key_count).map(|_| AtomicU64::new(0)).collect(),
+            epoch: std::time::Instant::now(),
             unavailable,
             headers,
             transport,
@@ -233,33 +210,60 @@ impl Provider {
         self.adapter.as_ref()
     }
 
-    /// The endpoint for the next attempt; keys are used in turn.
+    /// The endpoint for the next attempt; keys are used in turn, skipping any set aside.
     pub fn endpoint(&self) -> Result<Endpoint<'_>, ProviderError> {
         if let Some(why) = &self.unavailable {
             return Err(ProviderError::new(ErrorKind::Unavailable, why.clone()));
         }
-        let api_key = if self.keys.is_empty() {
-            None
-        } else {
-            let i = self.next_key.fetch_add(1, Ordering::Relaxed) % self.keys.len();
-            Some(&self.keys[i])
-        };
-        Ok(Endpoint {
+        let n = self.keys.len();
+        let endpoint = |key_index: Option<usize>| Endpoint {
             base_url: &self.base_url,
-            api_key,
+            api_key: key_index.map(|i| &self.keys[i]),
+            key_index,
             headers: &self.headers,
-        })
+        };
+        if n == 0 {
+            return Ok(endpoint(None));
+        }
+        let now = self.clock_ms();
+        let start = self.next_key.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| (start + i) % n)
+            .find(|&i| self.set_aside_until[i].load(Ordering::Relaxed) <= now)
+            .map(|i| endpoint(Some(i)))
+            .ok_or_else(|| {
+                ProviderError::new(
+                    ErrorKind::Unavailable,
+                    format!("every key of provider \"{}\" was rejected recently; check its credentials", self.name),
+                )
+            })
+    }
+
+    /// Called after a failed attempt: a key the provider refused (credentials, exhausted quota) is not
+    /// used again for a while. The log names the provider and the key's position, never the key.
+    pub fn note_failure(&self, key_index: Option<usize>, e: &ProviderError) {
+        let Some(i) = key_index else { return };
+        if !matches!(e.kind, ErrorKind::Authentication | ErrorKind::QuotaExhausted) {
+            return;
+        }
+        self.set_aside_until[i].store(self.clock_ms() + KEY_SET_ASIDE.as_millis() as u64, Ordering::Relaxed);
+        tracing::warn!(
+            provider = %self.name,
+            key_position = i + 1,
+            keys = self.keys.len(),
+            reason = e.label(),
+            set_aside_s = KEY_SET_ASIDE.as_secs(),
+            "a provider key was refused and is set aside"
+        );
+    }
+
+    fn clock_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
     }
 
     /// Removes any of this provider's credentials from text that may reach a client or a log.
     pub fn redact(&self, text: String) -> String {
-        self.keys.iter().fold(text, |t, k| {
-            if t.contains(k.expose()) {
-                t.replace(k.expose(), "*****")
-            } else {
-                t
-            }
-        })
+        self.keys.iter().fold(text, |t, k| if t.contains(k.expose()) { t.replace(k.expose(), "*****") } else { t })
     }
 }
 

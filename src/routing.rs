@@ -68,12 +68,7 @@ impl Catalog {
     }
 
     pub fn resolve(&self, requested: &str) -> Result<RoutePlan, RouteError> {
-        let entry = self
-            .get(requested)
-            .ok_or_else(|| RouteError::UnknownModel(requested.to_owned()))?;
-        Ok(RoutePlan {
-            requested: requested.to_owned(),
-            targets: vec![entry.clone()],
-        })
+        let entry = self.get(requested).ok_or_else(|| RouteError::UnknownModel(requested.to_owned()))?;
+        Ok(RoutePlan { requested: requested.to_owned(), targets: vec![entry.clone()] })
     }
 }

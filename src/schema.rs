@@ -121,11 +121,7 @@ impl Delta {
 impl ChatChunk {
     /// A chunk with nothing to show: only a role, or an empty first delta.
     pub fn is_preamble(&self) -> bool {
-        self.usage.is_none()
-            && self
-                .choices
-                .iter()
-                .all(|c| c.finish_reason.is_none() && c.delta.is_empty())
+        self.usage.is_none() && self.choices.iter().all(|c| c.finish_reason.is_none() && c.delta.is_empty())
     }
 }
 
@@ -134,22 +130,14 @@ impl Content {
     pub fn text_len(&self) -> usize {
         match self {
             Content::Text(t) => t.len(),
-            Content::Parts(parts) => parts
-                .iter()
-                .filter_map(|p| p.text.as_ref())
-                .map(String::len)
-                .sum(),
+            Content::Parts(parts) => parts.iter().filter_map(|p| p.text.as_ref()).map(String::len).sum(),
         }
     }
 
     pub fn to_text(&self) -> String {
         match self {
             Content::Text(t) => t.clone(),
-            Content::Parts(parts) => parts
-                .iter()
-                .filter_map(|p| p.text.as_deref())
-                .collect::<Vec<_>>()
-                .join("\n"),
+            Content::Parts(parts) => parts.iter().filter_map(|p| p.text.as_deref()).collect::<Vec<_>>().join("\n"),
         }
     }
 
@@ -310,24 +298,15 @@ pub struct Usage {
 
 impl Usage {
     pub fn cached_tokens(&self) -> u64 {
-        self.prompt_tokens_details
-            .as_ref()
-            .and_then(|d| d.cached_tokens)
-            .unwrap_or(0)
+        self.prompt_tokens_details.as_ref().and_then(|d| d.cached_tokens).unwrap_or(0)
     }
 
     pub fn cache_write_tokens(&self) -> u64 {
-        self.prompt_tokens_details
-            .as_ref()
-            .and_then(|d| d.cache_write_tokens)
-            .unwrap_or(0)
+        self.prompt_tokens_details.as_ref().and_then(|d| d.cache_write_tokens).unwrap_or(0)
     }
 
     pub fn reasoning_tokens(&self) -> u64 {
-        self.completion_tokens_details
-            .as_ref()
-            .and_then(|d| d.reasoning_tokens)
-            .unwrap_or(0)
+        self.completion_tokens_details.as_ref().and_then(|d| d.reasoning_tokens).unwrap_or(0)
     }
 }
 

@@ -49,10 +49,7 @@ pub async fn serve(
 ) {
     let app = crate::http::router(state.clone());
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -83,10 +80,7 @@ pub async fn serve(
                     return;
                 }
             }
-            let conn = builder.serve_connection_with_upgrades(
-                TokioIo::new(stream),
-                TowerToHyperService::new(app),
-            );
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(app));
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
@@ -100,10 +94,7 @@ pub async fn serve(
     );
     let drained = graceful.shutdown();
     tokio::pin!(drained);
-    if tokio::time::timeout(settings.drain_timeout, &mut drained)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(settings.drain_timeout, &mut drained).await.is_err() {
         tracing::warn!("drain deadline passed: ending the remaining streams");
         state.hard_stop.cancel();
         let _ = tokio::time::timeout(FINAL_FLUSH, &mut drained).await;
@@ -122,11 +113,7 @@ pub struct RunningServer {
 
 impl RunningServer {
     /// Builds the application from `config` and serves it on `listen` (port 0 picks a free port).
-    pub async fn start(
-        config: &Config,
-        opts: &AppOptions,
-        listen: &str,
-    ) -> anyhow::Result<RunningServer> {
+    pub async fn start(config: &Config, opts: &AppOptions, listen: &str) -> anyhow::Result<RunningServer> {
         let (state, master_key) = AppState::new(config, opts)?;
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
@@ -135,13 +122,7 @@ impl RunningServer {
         let task = tokio::spawn(serve(listener, state.clone(), settings, async move {
             let _ = stopped.await;
         }));
-        Ok(RunningServer {
-            addr,
-            state,
-            master_key,
-            stop: Some(stop),
-            task,
-        })
+        Ok(RunningServer { addr, state, master_key, stop: Some(stop), task })
     }
 
     pub fn url(&self, path: &str) -> String {

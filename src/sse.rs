@@ -109,9 +109,7 @@ impl SseDecoder {
 
     fn check_size(&self) -> Result<(), SseError> {
         if self.line.len() + self.data.len() > self.max_event_bytes {
-            return Err(SseError::EventTooLarge {
-                limit: self.max_event_bytes,
-            });
+            return Err(SseError::EventTooLarge { limit: self.max_event_bytes });
         }
         Ok(())
     }
@@ -210,20 +208,13 @@ mod tests {
     }
 
     fn ev(event: Option<&str>, data: &str) -> SseEvent {
-        SseEvent {
-            event: event.map(str::to_owned),
-            data: data.to_owned(),
-            id: None,
-        }
+        SseEvent { event: event.map(str::to_owned), data: data.to_owned(), id: None }
     }
 
     #[test]
     fn lf_crlf_and_cr_all_end_lines() {
         let got = decode_all(&[b"data: a\n\ndata: b\r\n\r\ndata: c\r\rdata: d\r\n\n"]);
-        assert_eq!(
-            got,
-            vec![ev(None, "a"), ev(None, "b"), ev(None, "c"), ev(None, "d")]
-        );
+        assert_eq!(got, vec![ev(None, "a"), ev(None, "b"), ev(None, "c"), ev(None, "d")]);
     }
 
     #[test]
@@ -234,24 +225,13 @@ mod tests {
 
     #[test]
     fn comments_multiline_data_and_event_names() {
-        let got = decode_all(&[
-            b": keep-alive\n\nevent: message_start\ndata: {\"a\":\ndata: 1}\n\ndata:no-space\n\n",
-        ]);
-        assert_eq!(
-            got,
-            vec![
-                ev(Some("message_start"), "{\"a\":\n1}"),
-                ev(None, "no-space")
-            ]
-        );
+        let got = decode_all(&[b": keep-alive\n\nevent: message_start\ndata: {\"a\":\ndata: 1}\n\ndata:no-space\n\n"]);
+        assert_eq!(got, vec![ev(Some("message_start"), "{\"a\":\n1}"), ev(None, "no-space")]);
     }
 
     #[test]
     fn bom_is_stripped_and_unknown_fields_ignored() {
-        let got = decode_all(&[
-            b"\xEF\xBB",
-            b"\xBFdata: x\nretry: 10\nfoo: bar\ndata : ignored\n\n",
-        ]);
+        let got = decode_all(&[b"\xEF\xBB", b"\xBFdata: x\nretry: 10\nfoo: bar\ndata : ignored\n\n"]);
         assert_eq!(got, vec![ev(None, "x")]);
     }
 
@@ -274,8 +254,7 @@ mod tests {
     fn unterminated_final_event_is_reported_not_dispatched() {
         let mut d = SseDecoder::default();
         let mut out = Vec::new();
-        d.push(b"data: complete\n\ndata: partial", &mut out)
-            .unwrap();
+        d.push(b"data: complete\n\ndata: partial", &mut out).unwrap();
         assert_eq!(out.len(), 1);
         assert!(d.finish());
     }
@@ -284,27 +263,14 @@ mod tests {
     fn oversized_event_is_an_error() {
         let mut d = SseDecoder::new(16);
         let mut out = Vec::new();
-        assert_eq!(
-            d.push(b"data: 0123456789abcdefghij", &mut out),
-            Err(SseError::EventTooLarge { limit: 16 })
-        );
+        assert_eq!(d.push(b"data: 0123456789abcdefghij", &mut out), Err(SseError::EventTooLarge { limit: 16 }));
         let mut d = SseDecoder::new(16);
-        assert!(
-            d.push(b"data: 0123456789\ndata: abcdefghij\n", &mut out)
-                .is_err()
-        );
+        assert!(d.push(b"data: 0123456789\ndata: abcdefghij\n", &mut out).is_err());
     }
 
     fn arb_event() -> impl Strategy<Value = SseEvent> {
-        (
-            proptest::option::of("[a-z_]{1,12}"),
-            proptest::collection::vec("[^\r\n]{0,20}", 1..4),
-        )
-            .prop_map(|(event, lines)| SseEvent {
-                event,
-                data: lines.join("\n"),
-                id: None,
-            })
+        (proptest::option::of("[a-z_]{1,12}"), proptest::collection::vec("[^\r\n]{0,20}", 1..4))
+            .prop_map(|(event, lines)| SseEvent { event, data: lines.join("\n"), id: None })
     }
 
     fn encode(events: &[SseEvent], endings: &[&str]) -> Vec<u8> {

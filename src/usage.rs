@@ -59,6 +59,7 @@ pub struct UsageRecord {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub cached_tokens: u64,
+    pub cache_write_tokens: u64,
     pub reasoning_tokens: u64,
     pub usage_source: UsageSource,
     pub latency_ms: u64,
@@ -90,6 +91,7 @@ impl UsageSink for LogSink {
             prompt_tokens = r.prompt_tokens,
             completion_tokens = r.completion_tokens,
             cached_tokens = r.cached_tokens,
+            cache_write_tokens = r.cache_write_tokens,
             reasoning_tokens = r.reasoning_tokens,
             estimated = r.usage_source == UsageSource::Estimated,
             latency_ms = r.latency_ms,
@@ -112,25 +114,33 @@ pub struct UsageGuard {
 }
 
 impl UsageGuard {
-    pub fn new(
+    pub fn new(sink: Arc<dyn UsageSink>, request_id: &str, req: &ChatRequest, started: Instant) -> Self {
+        Self::for_request(sink, request_id, &req.model, req.is_streaming(), estimate_prompt_tokens(req), started)
+    }
+
+    /// A guard for any kind of request: `estimated_prompt_tokens` is billed if the provider never reports.
+    pub fn for_request(
         sink: Arc<dyn UsageSink>,
         request_id: &str,
-        req: &ChatRequest,
+        requested_model: &str,
+        streamed: bool,
+        estimated_prompt_tokens: u64,
         started: Instant,
     ) -> Self {
         Self {
             sink,
             record: Some(UsageRecord {
                 request_id: request_id.to_owned(),
-                requested_model: req.model.clone(),
+                requested_model: requested_model.to_owned(),
                 served_model: None,
                 provider: None,
-                streamed: req.is_streaming(),
+                streamed,
                 outcome: Outcome::ClientDisconnected,
                 status: 499,
                 prompt_tokens: 0,
                 completion_tokens: 0,
                 cached_tokens: 0,
+                cache_write_tokens: 0,
                 reasoning_tokens: 0,
                 usage_source: UsageSource::Estimated,
                 latency_ms: 0,
@@ -138,7 +148,7 @@ impl UsageGuard {
                 error: None,
             }),
             started,
-            estimated_prompt_tokens: estimate_prompt_tokens(req),
+            estimated_prompt_tokens,
             streamed_chars: 0,
             provider_usage: None,
         }
@@ -153,8 +163,7 @@ impl UsageGuard {
 
     pub fn first_byte(&mut self) {
         if let Some(r) = &mut self.record {
-            r.ttft_ms
-                .get_or_insert(self.started.elapsed().as_millis() as u64);
+            r.ttft_ms.get_or_insert(self.started.elapsed().as_millis() as u64);
         }
     }
 
@@ -184,6 +193,7 @@ impl UsageGuard {
                 r.prompt_tokens = u.prompt_tokens;
                 r.completion_tokens = u.completion_tokens;
                 r.cached_tokens = u.cached_tokens();
+                r.cache_write_tokens = u.cache_write_tokens();
                 r.reasoning_tokens = u.reasoning_tokens();
                 r.usage_source = UsageSource::Provider;
             }
@@ -202,21 +212,13 @@ impl UsageGuard {
 impl Drop for UsageGuard {
     fn drop(&mut self) {
         // Reached only when the request was abandoned before it finished: the client went away.
-        self.emit(
-            Outcome::ClientDisconnected,
-            499,
-            Some("client_disconnected".to_owned()),
-        );
+        self.emit(Outcome::ClientDisconnected, 499, Some("client_disconnected".to_owned()));
     }
 }
 
 /// A rough count of prompt tokens (about four characters a token), used only when a provider's own count
 /// is missing.
 pub fn estimate_prompt_tokens(req: &ChatRequest) -> u64 {
-    let text: usize = req
-        .messages
-        .iter()
-        .map(|m| m.content.as_ref().map_or(0, |c| c.text_len()).div_ceil(4) + 4)
-        .sum();
+    let text: usize = req.messages.iter().map(|m| m.content.as_ref().map_or(0, |c| c.text_len()).div_ceil(4) + 4).sum();
     text as u64 + 3
 }

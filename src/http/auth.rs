@@ -10,11 +10,7 @@ use http::header;
 use super::GatewayError;
 use crate::app::AppState;
 
-pub async fn require_master_key(
-    State(state): State<Arc<AppState>>,
-    req: Request,
-    next: Next,
-) -> Response {
+pub async fn require_master_key(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     match bearer_token(&req) {
         None => GatewayError::missing_key().into_response(),
         Some(token) if state.master_key.matches(token) => next.run(req).await,

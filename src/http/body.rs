@@ -16,39 +16,22 @@ pub struct BodyLimits {
     pub read_timeout: Duration,
 }
 
-pub async fn read(
-    headers: &HeaderMap,
-    body: Body,
-    limits: BodyLimits,
-) -> Result<Bytes, GatewayError> {
+pub async fn read(headers: &HeaderMap, body: Body, limits: BodyLimits) -> Result<Bytes, GatewayError> {
     // A declared length over the limit is refused before reading a byte of it.
-    let declared = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limits.max_bytes as u64) {
         return Err(GatewayError::body_too_large(limits.max_bytes));
     }
-    match tokio::time::timeout(
-        limits.read_timeout,
-        axum::body::to_bytes(body, limits.max_bytes),
-    )
-    .await
-    {
+    match tokio::time::timeout(limits.read_timeout, axum::body::to_bytes(body, limits.max_bytes)).await {
         Err(_) => Err(GatewayError::body_timeout()),
         Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(e)) => {
             let inner = e.into_inner();
-            if inner
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
+            if inner.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
                 Err(GatewayError::body_too_large(limits.max_bytes))
             } else {
-                Err(GatewayError::invalid_body(
-                    "The request body could not be read.",
-                    None,
-                ))
+                Err(GatewayError::invalid_body("The request body could not be read.", None))
             }
         }
     }
@@ -57,10 +40,7 @@ pub async fn read(
 /// Decodes JSON into `T`; on failure, `param` is the path of the field at fault (`messages[0].role`).
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(GatewayError::invalid_body(
-            "The request body is empty; expected a JSON object.",
-            None,
-        ));
+        return Err(GatewayError::invalid_body("The request body is empty; expected a JSON object.", None));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -69,10 +49,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
         let mut param = (path != "." && !inner.is_syntax() && !inner.is_eof()).then_some(path);
         // serde reports a missing field at its parent; name the field itself.
         let text = inner.to_string();
-        if let Some(field) = text
-            .strip_prefix("missing field `")
-            .and_then(|r| r.split('`').next())
-        {
+        if let Some(field) = text.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
             param = Some(match param {
                 Some(parent) => format!("{parent}.{field}"),
                 None => field.to_owned(),
@@ -84,9 +61,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
         };
         GatewayError::invalid_body(message, param)
     })?;
-    de.end().map_err(|e| {
-        GatewayError::invalid_body(format!("The request body is not valid JSON: {e}"), None)
-    })?;
+    de.end().map_err(|e| GatewayError::invalid_body(format!("The request body is not valid JSON: {e}"), None))?;
     Ok(value)
 }
 
@@ -97,12 +72,9 @@ mod tests {
 
     #[test]
     fn type_errors_name_the_field() {
-        let e =
-            decode::<ChatRequest>(br#"{"model":"m","messages":[{"role":"robot","content":"x"}]}"#)
-                .unwrap_err();
+        let e = decode::<ChatRequest>(br#"{"model":"m","messages":[{"role":"robot","content":"x"}]}"#).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("messages[0].role"));
-        let e = decode::<ChatRequest>(br#"{"model":"m","messages":[],"temperature":"hot"}"#)
-            .unwrap_err();
+        let e = decode::<ChatRequest>(br#"{"model":"m","messages":[],"temperature":"hot"}"#).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("temperature"));
         let e = decode::<ChatRequest>(br#"{"messages":[]}"#).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("model"));

@@ -62,8 +62,7 @@ pub async fn create_chat_completion(
                 }
                 let json = serde_json::to_vec(&resp).map_err(|_| GatewayError::internal())?;
                 usage.finish(Outcome::Completed, 200, None);
-                let mut response =
-                    ([(header::CONTENT_TYPE, "application/json")], json).into_response();
+                let mut response = ([(header::CONTENT_TYPE, "application/json")], json).into_response();
                 served_headers(response.headers_mut(), &target);
                 Ok(response)
             }
@@ -72,9 +71,7 @@ pub async fn create_chat_completion(
     }
 
     // Switchyard always learns a stream's usage; the caller's own choice is honoured when forwarding.
-    req.stream_options
-        .get_or_insert_with(Default::default)
-        .include_usage = Some(true);
+    req.stream_options.get_or_insert_with(Default::default).include_usage = Some(true);
     let mut upstream = match exec::open_stream(&target.provider, &req, deadline).await {
         Ok(s) => s,
         Err(e) => return Err(failed(usage, &e)),
@@ -86,29 +83,15 @@ pub async fn create_chat_completion(
     drop(req);
 
     let (tx, rx) = mpsc::channel::<Bytes>(STREAM_BUFFER);
-    let relay = Relay {
-        public_model: target.name.clone(),
-        wants_usage,
-        usage,
-        hard_stop: state.hard_stop.clone(),
-    };
-    tokio::spawn(
-        relay
-            .run(upstream, first, tx)
-            .instrument(tracing::Span::current()),
-    );
+    let relay = Relay { public_model: target.name.clone(), wants_usage, usage, hard_stop: state.hard_stop.clone() };
+    tokio::spawn(relay.run(upstream, first, tx).instrument(tracing::Span::current()));
 
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|frame| (Ok::<_, std::convert::Infallible>(frame), rx))
+        rx.recv().await.map(|frame| (Ok::<_, std::convert::Infallible>(frame), rx))
     });
     let mut response = Response::new(Body::from_stream(body));
     let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Tells nginx-style proxies in front of us not to buffer the stream.
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
@@ -118,10 +101,7 @@ pub async fn create_chat_completion(
 
 fn validate(req: &ChatRequest) -> Result<(), GatewayError> {
     if req.messages.is_empty() {
-        return Err(GatewayError::invalid_value(
-            "'messages' must contain at least one message.",
-            "messages",
-        ));
+        return Err(GatewayError::invalid_value("'messages' must contain at least one message.", "messages"));
     }
     if req.n == Some(0) {
         return Err(GatewayError::invalid_value("'n' must be at least 1.", "n"));
@@ -162,12 +142,7 @@ enum End {
 }
 
 impl Relay {
-    async fn run(
-        mut self,
-        mut upstream: ChunkStream,
-        first: Option<ChatChunk>,
-        tx: mpsc::Sender<Bytes>,
-    ) {
+    async fn run(mut self, mut upstream: ChunkStream, first: Option<ChatChunk>, tx: mpsc::Sender<Bytes>) {
         let mut next = first;
         let end = loop {
             let chunk = match next.take() {
@@ -193,15 +168,9 @@ impl Relay {
         let (outcome, error) = match end {
             End::Done => match tx.send(Bytes::from_static(DONE_FRAME)).await {
                 Ok(()) => (Outcome::Completed, None),
-                Err(_) => (
-                    Outcome::ClientDisconnected,
-                    Some("client_disconnected".to_owned()),
-                ),
+                Err(_) => (Outcome::ClientDisconnected, Some("client_disconnected".to_owned())),
             },
-            End::ClientGone => (
-                Outcome::ClientDisconnected,
-                Some("client_disconnected".to_owned()),
-            ),
+            End::ClientGone => (Outcome::ClientDisconnected, Some("client_disconnected".to_owned())),
             End::Failed(e) => {
                 tracing::warn!(error = %e, "stream failed after it started");
                 let _ = tx.send(error_frame(&stream_error(&e))).await;

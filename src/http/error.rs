@@ -28,12 +28,7 @@ pub struct GatewayError {
 const INVALID_REQUEST: &str = "invalid_request_error";
 
 impl GatewayError {
-    fn new(
-        status: StatusCode,
-        kind: &'static str,
-        code: Option<&str>,
-        message: impl Into<String>,
-    ) -> Self {
+    fn new(status: StatusCode, kind: &'static str, code: Option<&str>, message: impl Into<String>) -> Self {
         Self {
             status,
             kind,
@@ -51,23 +46,12 @@ impl GatewayError {
     }
 
     pub fn invalid_body(message: impl Into<String>, param: Option<String>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            INVALID_REQUEST,
-            Some("invalid_request_body"),
-            message,
-        )
-        .with_param(param)
+        Self::new(StatusCode::BAD_REQUEST, INVALID_REQUEST, Some("invalid_request_body"), message).with_param(param)
     }
 
     pub fn invalid_value(message: impl Into<String>, param: &str) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            INVALID_REQUEST,
-            Some("invalid_value"),
-            message,
-        )
-        .with_param(Some(param.to_owned()))
+        Self::new(StatusCode::BAD_REQUEST, INVALID_REQUEST, Some("invalid_value"), message)
+            .with_param(Some(param.to_owned()))
     }
 
     pub fn missing_key() -> Self {
@@ -80,12 +64,7 @@ impl GatewayError {
     }
 
     pub fn invalid_key() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            INVALID_REQUEST,
-            Some("invalid_api_key"),
-            "Incorrect API key provided.",
-        )
+        Self::new(StatusCode::UNAUTHORIZED, INVALID_REQUEST, Some("invalid_api_key"), "Incorrect API key provided.")
     }
 
     pub fn body_too_large(limit: usize) -> Self {
@@ -107,12 +86,7 @@ impl GatewayError {
     }
 
     pub fn route_not_found(method: &http::Method, path: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            INVALID_REQUEST,
-            Some("unknown_url"),
-            format!("Invalid URL ({method} {path})"),
-        )
+        Self::new(StatusCode::NOT_FOUND, INVALID_REQUEST, Some("unknown_url"), format!("Invalid URL ({method} {path})"))
     }
 
     pub fn method_not_allowed(method: &http::Method, path: &str) -> Self {
@@ -134,12 +108,7 @@ impl GatewayError {
     }
 
     pub fn provider_unavailable(message: &str) -> Self {
-        let mut e = Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server_error",
-            Some("provider_unavailable"),
-            message,
-        );
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("provider_unavailable"), message);
         e.should_retry = Some(false);
         e
     }
@@ -168,78 +137,44 @@ impl GatewayError {
                 g
             }
             ErrorKind::Overloaded => {
-                let mut g = Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "server_error",
-                    Some("provider_overloaded"),
-                    &e.message,
-                );
+                let mut g =
+                    Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("provider_overloaded"), &e.message);
                 g.retry_after = e.retry_after;
                 g
             }
-            ErrorKind::QuotaExhausted => Self::new(
-                StatusCode::BAD_GATEWAY,
-                "upstream_error",
-                Some("provider_quota_exhausted"),
-                &e.message,
-            ),
-            ErrorKind::Authentication => Self::new(
-                StatusCode::BAD_GATEWAY,
-                "upstream_error",
-                Some("provider_authentication_failed"),
-                &e.message,
-            ),
+            ErrorKind::QuotaExhausted => {
+                Self::new(StatusCode::BAD_GATEWAY, "upstream_error", Some("provider_quota_exhausted"), &e.message)
+            }
+            ErrorKind::Authentication => {
+                Self::new(StatusCode::BAD_GATEWAY, "upstream_error", Some("provider_authentication_failed"), &e.message)
+            }
             ErrorKind::BadRequest | ErrorKind::NotFound => {
-                let status = upstream_status
-                    .filter(StatusCode::is_client_error)
-                    .unwrap_or(StatusCode::BAD_REQUEST);
-                Self::new(status, INVALID_REQUEST, e.code.as_deref(), &e.message)
+                let status = upstream_status.filter(StatusCode::is_client_error).unwrap_or(StatusCode::BAD_REQUEST);
+                Self::new(status, INVALID_REQUEST, e.code.as_deref(), &e.message).with_param(e.param.clone())
+            }
+            ErrorKind::ContextTooLong => {
+                Self::new(StatusCode::BAD_REQUEST, INVALID_REQUEST, Some("context_length_exceeded"), &e.message)
                     .with_param(e.param.clone())
             }
-            ErrorKind::ContextTooLong => Self::new(
-                StatusCode::BAD_REQUEST,
-                INVALID_REQUEST,
-                Some("context_length_exceeded"),
-                &e.message,
-            )
-            .with_param(e.param.clone()),
-            ErrorKind::ContentPolicy => Self::new(
-                StatusCode::BAD_REQUEST,
-                INVALID_REQUEST,
-                Some("content_policy_violation"),
-                &e.message,
-            )
-            .with_param(e.param.clone()),
-            ErrorKind::ServerError => Self::new(
-                StatusCode::BAD_GATEWAY,
-                "upstream_error",
-                Some("upstream_error"),
-                &e.message,
-            ),
-            ErrorKind::Timeout(_) => Self::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream_error",
-                Some("upstream_timeout"),
-                &e.message,
-            ),
-            ErrorKind::Connection => Self::new(
-                StatusCode::BAD_GATEWAY,
-                "upstream_error",
-                Some("upstream_connection_error"),
-                &e.message,
-            ),
-            ErrorKind::StreamInterrupted => Self::new(
-                StatusCode::BAD_GATEWAY,
-                "upstream_error",
-                Some("stream_interrupted"),
-                &e.message,
-            ),
-            ErrorKind::InvalidResponse => Self::new(
-                StatusCode::BAD_GATEWAY,
-                "upstream_error",
-                Some("invalid_upstream_response"),
-                &e.message,
-            ),
+            ErrorKind::ContentPolicy => {
+                Self::new(StatusCode::BAD_REQUEST, INVALID_REQUEST, Some("content_policy_violation"), &e.message)
+                    .with_param(e.param.clone())
+            }
+            ErrorKind::ServerError => {
+                Self::new(StatusCode::BAD_GATEWAY, "upstream_error", Some("upstream_error"), &e.message)
+            }
+            ErrorKind::Timeout(_) => {
+                Self::new(StatusCode::GATEWAY_TIMEOUT, "upstream_error", Some("upstream_timeout"), &e.message)
+            }
+            ErrorKind::Connection => {
+                Self::new(StatusCode::BAD_GATEWAY, "upstream_error", Some("upstream_connection_error"), &e.message)
+            }
+            ErrorKind::StreamInterrupted => {
+                Self::new(StatusCode::BAD_GATEWAY, "upstream_error", Some("stream_interrupted"), &e.message)
+            }
+            ErrorKind::InvalidResponse => {
+                Self::new(StatusCode::BAD_GATEWAY, "upstream_error", Some("invalid_upstream_response"), &e.message)
+            }
             ErrorKind::Unavailable => Self::provider_unavailable(&e.message),
         };
         if out.status.is_client_error() && out.status != StatusCode::TOO_MANY_REQUESTS {
@@ -268,13 +203,10 @@ impl GatewayError {
 impl From<RouteError> for GatewayError {
     fn from(e: RouteError) -> Self {
         match &e {
-            RouteError::UnknownModel(_) => Self::new(
-                StatusCode::NOT_FOUND,
-                INVALID_REQUEST,
-                Some("model_not_found"),
-                e.to_string(),
-            )
-            .with_param(Some("model".to_owned())),
+            RouteError::UnknownModel(_) => {
+                Self::new(StatusCode::NOT_FOUND, INVALID_REQUEST, Some("model_not_found"), e.to_string())
+                    .with_param(Some("model".to_owned()))
+            }
         }
     }
 }
@@ -287,25 +219,14 @@ impl From<&ProviderError> for GatewayError {
 
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
-        let mut resp = (
-            self.status,
-            [(header::CONTENT_TYPE, "application/json")],
-            self.to_json(),
-        )
-            .into_response();
+        let mut resp = (self.status, [(header::CONTENT_TYPE, "application/json")], self.to_json()).into_response();
         let h = resp.headers_mut();
         if let Some(d) = self.retry_after {
-            h.insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(d.as_secs_f64().ceil() as u64),
-            );
+            h.insert(header::RETRY_AFTER, HeaderValue::from(d.as_secs_f64().ceil() as u64));
             h.insert("retry-after-ms", HeaderValue::from(d.as_millis() as u64));
         }
         if let Some(retry) = self.should_retry {
-            h.insert(
-                "x-should-retry",
-                HeaderValue::from_static(if retry { "true" } else { "false" }),
-            );
+            h.insert("x-should-retry", HeaderValue::from_static(if retry { "true" } else { "false" }));
         }
         resp
     }

@@ -19,17 +19,9 @@ pub async fn liveness() -> Response {
 /// 200 while the gateway takes traffic; 503 from the moment shutdown begins, so load balancers drain it.
 pub async fn readiness(State(state): State<Arc<AppState>>) -> Response {
     if state.draining.load(Ordering::Relaxed) {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "draining"})),
-        )
-            .into_response();
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "draining"}))).into_response();
     }
-    let available = state
-        .providers
-        .iter()
-        .filter(|p| p.unavailable_reason().is_none())
-        .count();
+    let available = state.providers.iter().filter(|p| p.unavailable_reason().is_none()).count();
     Json(json!({"status": "ready", "providers_available": available, "providers_configured": state.providers.len()}))
         .into_response()
 }

@@ -25,39 +25,18 @@ pub struct ModelList<'a> {
 }
 
 fn object(entry: &ModelEntry, created: u64) -> ModelObject<'_> {
-    ModelObject {
-        id: &entry.name,
-        object: "model",
-        created,
-        owned_by: &entry.provider.name,
-    }
+    ModelObject { id: &entry.name, object: "model", created, owned_by: &entry.provider.name }
 }
 
 pub async fn list_models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    let data = state
-        .catalog
-        .models()
-        .iter()
-        .map(|m| object(m, state.created))
-        .collect();
-    Json(
-        serde_json::to_value(ModelList {
-            object: "list",
-            data,
-        })
-        .unwrap_or_default(),
-    )
+    let data = state.catalog.models().iter().map(|m| object(m, state.created)).collect();
+    Json(serde_json::to_value(ModelList { object: "list", data }).unwrap_or_default())
 }
 
 pub async fn retrieve_model(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, GatewayError> {
-    let entry = state
-        .catalog
-        .get(&id)
-        .ok_or_else(|| RouteError::UnknownModel(id.clone()))?;
-    Ok(Json(
-        serde_json::to_value(object(entry, state.created)).unwrap_or_default(),
-    ))
+    let entry = state.catalog.get(&id).ok_or_else(|| RouteError::UnknownModel(id.clone()))?;
+    Ok(Json(serde_json::to_value(object(entry, state.created)).unwrap_or_default()))
 }

@@ -42,7 +42,5 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
 
 /// Ids from callers are echoed into headers and logs, so only short printable tokens are taken.
 fn is_acceptable_id(v: &str) -> bool {
-    (1..=128).contains(&v.len())
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }

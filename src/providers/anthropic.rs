@@ -20,56 +20,41 @@ use serde_json::{Map, Value, json};
 use super::error::{ErrorKind, ProviderError, TimeoutPhase, retry_after};
 use super::{Adapter, Endpoint, StreamMapper, StreamStep, UpstreamRequest, bad_request};
 use crate::schema::{
-    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, CompletionTokensDetails, Content,
-    Delta, FunctionCall, FunctionCallDelta, Message, PromptTokensDetails, ResponseMessage, Role,
-    Stop, ToolCall, ToolCallDelta, ToolChoice, Usage,
+    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, CompletionTokensDetails, Content, Delta, FunctionCall,
+    FunctionCallDelta, Message, PromptTokensDetails, ResponseMessage, Role, Stop, ToolCall, ToolCallDelta, ToolChoice,
+    Usage,
 };
 use crate::sse::SseEvent;
 
 pub const DEFAULT_VERSION: &str = "2023-06-01";
 const DEFAULT_MAX_TOKENS: u32 = 4096;
 
-#[derive(Debug, Default)]
-pub struct AnthropicAdapter;
+#[derive(Debug)]
+pub struct AnthropicAdapter {
+    /// The `anthropic-version` header sent unless the operator's headers set one.
+    pub version: String,
+}
 
 /// The forced tool that carries a `json_schema` response, when one was requested.
 fn json_tool_name(req: &ChatRequest) -> Option<String> {
-    let format = req
-        .response_format
-        .as_ref()
-        .filter(|f| f.kind == "json_schema")?;
-    let name = format
-        .extra
-        .get("json_schema")
-        .and_then(|s| s.get("name"))
-        .and_then(Value::as_str);
+    let format = req.response_format.as_ref().filter(|f| f.kind == "json_schema")?;
+    let name = format.extra.get("json_schema").and_then(|s| s.get("name")).and_then(Value::as_str);
     Some(name.unwrap_or("json_response").to_owned())
 }
 
 impl Adapter for AnthropicAdapter {
-    fn chat_request(
-        &self,
-        req: &ChatRequest,
-        endpoint: &Endpoint<'_>,
-    ) -> Result<UpstreamRequest, ProviderError> {
+    fn chat_request(&self, req: &ChatRequest, endpoint: &Endpoint<'_>) -> Result<UpstreamRequest, ProviderError> {
         let body = translate_request(req)?;
         let mut headers = endpoint.headers.clone();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if !headers.contains_key("anthropic-version") {
-            headers.insert(
-                "anthropic-version",
-                HeaderValue::from_static(DEFAULT_VERSION),
-            );
+            let version = HeaderValue::from_str(&self.version)
+                .map_err(|_| ProviderError::new(ErrorKind::BadRequest, "api_version is not a valid header value"))?;
+            headers.insert("anthropic-version", version);
         }
         if let Some(key) = endpoint.api_key {
             let mut value = HeaderValue::from_str(key.expose()).map_err(|_| {
-                ProviderError::new(
-                    ErrorKind::Authentication,
-                    "the provider key is not a valid header value",
-                )
+                ProviderError::new(ErrorKind::Authentication, "the provider key is not a valid header value")
             })?;
             value.set_sensitive(true);
             headers.insert("x-api-key", value);
@@ -81,16 +66,9 @@ impl Adapter for AnthropicAdapter {
         })
     }
 
-    fn parse_chat_response(
-        &self,
-        req: &ChatRequest,
-        body: &[u8],
-    ) -> Result<ChatResponse, ProviderError> {
+    fn parse_chat_response(&self, req: &ChatRequest, body: &[u8]) -> Result<ChatResponse, ProviderError> {
         let msg: AnthropicMessage = serde_json::from_slice(body).map_err(|e| {
-            ProviderError::new(
-                ErrorKind::InvalidResponse,
-                format!("unreadable Anthropic message: {e}"),
-            )
+            ProviderError::new(ErrorKind::InvalidResponse, format!("unreadable Anthropic message: {e}"))
         })?;
         let json_tool = json_tool_name(req);
         let mut text = String::new();
@@ -107,11 +85,7 @@ impl Adapter for AnthropicAdapter {
                 Block::ToolUse { id, name, input } => calls.push(ToolCall {
                     id,
                     kind: "function".to_owned(),
-                    function: FunctionCall {
-                        name,
-                        arguments: input.to_string(),
-                        extra: Map::new(),
-                    },
+                    function: FunctionCall { name, arguments: input.to_string(), extra: Map::new() },
                     extra: Map::new(),
                 }),
                 Block::Other => {}
@@ -141,61 +115,35 @@ impl Adapter for AnthropicAdapter {
     }
 
     fn stream_mapper(&self, req: &ChatRequest) -> Box<dyn StreamMapper> {
-        Box::new(AnthropicStream {
-            json_tool: json_tool_name(req),
-            ..AnthropicStream::default()
-        })
+        Box::new(AnthropicStream { json_tool: json_tool_name(req), ..AnthropicStream::default() })
     }
 
-    fn classify_error(
-        &self,
-        status: StatusCode,
-        headers: &HeaderMap,
-        body: &[u8],
-    ) -> ProviderError {
-        let detail = serde_json::from_slice::<ErrorEnvelope>(body)
-            .ok()
-            .map(|e| e.error);
+    fn classify_error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ProviderError {
+        let detail = serde_json::from_slice::<ErrorEnvelope>(body).ok().map(|e| e.error);
         let kind_text = detail.as_ref().map(|d| d.kind.as_str()).unwrap_or_default();
-        let upstream = detail
-            .as_ref()
-            .map(|d| d.message.clone())
-            .unwrap_or_default();
+        let upstream = detail.as_ref().map(|d| d.message.clone()).unwrap_or_default();
         classify(status.as_u16(), kind_text, &upstream, retry_after(headers))
     }
 }
 
-fn classify(
-    status: u16,
-    kind_text: &str,
-    upstream: &str,
-    retry_after: Option<std::time::Duration>,
-) -> ProviderError {
+fn classify(status: u16, kind_text: &str, upstream: &str, retry_after: Option<std::time::Duration>) -> ProviderError {
     let lower = upstream.to_lowercase();
     let kind = match (status, kind_text) {
         (529, _) | (_, "overloaded_error") => ErrorKind::Overloaded,
         (429, _) | (_, "rate_limit_error") => ErrorKind::RateLimited,
-        (401 | 403, _) | (_, "authentication_error" | "permission_error") => {
-            ErrorKind::Authentication
-        }
+        (401 | 403, _) | (_, "authentication_error" | "permission_error") => ErrorKind::Authentication,
         (402, _) | (_, "billing_error") => ErrorKind::QuotaExhausted,
         _ if lower.contains("credit balance") => ErrorKind::QuotaExhausted,
         (404, _) | (_, "not_found_error") => ErrorKind::NotFound,
         (408 | 504, _) | (_, "timeout_error") => ErrorKind::Timeout(TimeoutPhase::Total),
-        (400 | 413, _)
-            if lower.contains("prompt is too long") || lower.contains("too many tokens") =>
-        {
+        (400 | 413, _) if lower.contains("prompt is too long") || lower.contains("too many tokens") => {
             ErrorKind::ContextTooLong
         }
-        (400..=499, _) | (_, "invalid_request_error" | "request_too_large") => {
-            ErrorKind::BadRequest
-        }
+        (400..=499, _) | (_, "invalid_request_error" | "request_too_large") => ErrorKind::BadRequest,
         _ => ErrorKind::ServerError,
     };
     let message = match kind {
-        ErrorKind::BadRequest | ErrorKind::NotFound | ErrorKind::ContextTooLong
-            if !upstream.is_empty() =>
-        {
+        ErrorKind::BadRequest | ErrorKind::NotFound | ErrorKind::ContextTooLong if !upstream.is_empty() => {
             upstream.to_owned()
         }
         ErrorKind::BadRequest | ErrorKind::NotFound | ErrorKind::ContextTooLong => {
@@ -207,22 +155,12 @@ fn classify(
         ErrorKind::QuotaExhausted => "the Anthropic account's credit is exhausted".to_owned(),
         _ => format!("Anthropic failed with HTTP {status}"),
     };
-    ProviderError {
-        kind,
-        status: Some(status),
-        retry_after,
-        message,
-        code: None,
-        param: None,
-    }
+    ProviderError { kind, status: Some(status), retry_after, message, code: None, param: None }
 }
 
 fn translate_request(req: &ChatRequest) -> Result<Value, ProviderError> {
     if req.n.is_some_and(|n| n > 1) {
-        return Err(bad_request(
-            "Anthropic models return one choice; 'n' must be 1.",
-            "n",
-        ));
+        return Err(bad_request("Anthropic models return one choice; 'n' must be 1.", "n"));
     }
     let mut system: Vec<Value> = Vec::new();
     let mut messages: Vec<Value> = Vec::new();
@@ -236,18 +174,13 @@ fn translate_request(req: &ChatRequest) -> Result<Value, ProviderError> {
                     None => Vec::new(),
                 };
                 for call in m.tool_calls.iter().flatten() {
-                    let input: Value = serde_json::from_str(&call.function.arguments)
-                        .unwrap_or_else(|_| json!({}));
+                    let input: Value = serde_json::from_str(&call.function.arguments).unwrap_or_else(|_| json!({}));
                     blocks.push(json!({"type": "tool_use", "id": call.id, "name": call.function.name, "input": input}));
                 }
                 push_turn(&mut messages, "assistant", blocks);
             }
             Role::Tool | Role::Function => {
-                let id = m
-                    .tool_call_id
-                    .clone()
-                    .or_else(|| m.name.clone())
-                    .unwrap_or_default();
+                let id = m.tool_call_id.clone().or_else(|| m.name.clone()).unwrap_or_default();
                 let content = m.content.as_ref().map(Content::to_text).unwrap_or_default();
                 push_turn(
                     &mut messages,
@@ -268,15 +201,14 @@ fn translate_request(req: &ChatRequest) -> Result<Value, ProviderError> {
             _ => 16384,
         };
         max_tokens = max_tokens.max(budget + 1024);
-        body.insert(
-            "thinking".into(),
-            json!({"type": "enabled", "budget_tokens": budget}),
-        );
+        body.insert("thinking".into(), json!({"type": "enabled", "budget_tokens": budget}));
     }
     body.insert("max_tokens".into(), json!(max_tokens));
     if let Some(format) = &req.response_format {
         match format.kind.as_str() {
-            "json_object" => system.push(json!({"type": "text", "text": "Respond with one valid JSON object and nothing else."})),
+            "json_object" => {
+                system.push(json!({"type": "text", "text": "Respond with one valid JSON object and nothing else."}))
+            }
             "json_schema" => {}
             _ => {}
         }
@@ -325,19 +257,12 @@ fn translate_request(req: &ChatRequest) -> Result<Value, ProviderError> {
             "required" => Some(json!({"type": "any"})),
             "none" => Some(json!({"type": "none"})),
             other => {
-                return Err(bad_request(
-                    format!("Unsupported tool_choice '{other}'."),
-                    "tool_choice",
-                ));
+                return Err(bad_request(format!("Unsupported tool_choice '{other}'."), "tool_choice"));
             }
         },
         Some(ToolChoice::Named(obj)) => {
-            let name = obj
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str);
-            let name = name
-                .ok_or_else(|| bad_request("tool_choice must name a function.", "tool_choice"))?;
+            let name = obj.get("function").and_then(|f| f.get("name")).and_then(Value::as_str);
+            let name = name.ok_or_else(|| bad_request("tool_choice must name a function.", "tool_choice"))?;
             Some(json!({"type": "tool", "name": name}))
         }
     };
@@ -353,9 +278,7 @@ fn translate_request(req: &ChatRequest) -> Result<Value, ProviderError> {
         tool_choice = Some(json!({"type": "tool", "name": name}));
     }
     if req.parallel_tool_calls == Some(false) && !tools.is_empty() {
-        let mut choice = tool_choice
-            .take()
-            .unwrap_or_else(|| json!({"type": "auto"}));
+        let mut choice = tool_choice.take().unwrap_or_else(|| json!({"type": "auto"}));
         choice["disable_parallel_tool_use"] = json!(true);
         tool_choice = Some(choice);
     }
@@ -385,10 +308,7 @@ fn push_turn(messages: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
 }
 
 fn text_blocks(m: &Message, i: usize) -> Result<Vec<Value>, ProviderError> {
-    Ok(content_blocks(m, i)?
-        .into_iter()
-        .filter(|b| b["type"] == "text")
-        .collect())
+    Ok(content_blocks(m, i)?.into_iter().filter(|b| b["type"] == "text").collect())
 }
 
 fn content_blocks(m: &Message, i: usize) -> Result<Vec<Value>, ProviderError> {
@@ -401,8 +321,12 @@ fn content_blocks(m: &Message, i: usize) -> Result<Vec<Value>, ProviderError> {
             .map(|(j, p)| {
                 let mut block = match (p.kind.as_str(), &p.text, &p.image_url) {
                     ("text", Some(t), _) => json!({"type": "text", "text": t}),
-                    ("image_url", _, Some(img)) => image_block(&img.url)
-                        .ok_or_else(|| bad_request("Images must be https URLs or base64 data: URLs.", &format!("messages[{i}].content[{j}].image_url")))?,
+                    ("image_url", _, Some(img)) => image_block(&img.url).ok_or_else(|| {
+                        bad_request(
+                            "Images must be https URLs or base64 data: URLs.",
+                            &format!("messages[{i}].content[{j}].image_url"),
+                        )
+                    })?,
                     (other, _, _) => {
                         return Err(bad_request(
                             format!("Content parts of type '{other}' cannot be sent to Anthropic models."),
@@ -424,12 +348,9 @@ fn image_block(url: &str) -> Option<Value> {
     if let Some(rest) = url.strip_prefix("data:") {
         let (meta, data) = rest.split_once(',')?;
         let media_type = meta.strip_suffix(";base64")?;
-        return Some(
-            json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}),
-        );
+        return Some(json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}));
     }
-    url.starts_with("https://")
-        .then(|| json!({"type": "image", "source": {"type": "url", "url": url}}))
+    url.starts_with("https://").then(|| json!({"type": "image", "source": {"type": "url", "url": url}}))
 }
 
 fn finish_reason(stop_reason: Option<&str>, json_mode: bool) -> &'static str {
@@ -443,10 +364,7 @@ fn finish_reason(stop_reason: Option<&str>, json_mode: bool) -> &'static str {
 }
 
 fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
 }
 
 #[derive(Deserialize)]
@@ -505,10 +423,7 @@ impl AnthropicUsage {
                 cache_write_tokens: Some(written),
                 extra: Map::new(),
             }),
-            completion_tokens_details: Some(CompletionTokensDetails {
-                reasoning_tokens: None,
-                extra: Map::new(),
-            }),
+            completion_tokens_details: Some(CompletionTokensDetails { reasoning_tokens: None, extra: Map::new() }),
             extra: Map::new(),
         }
     }
@@ -586,12 +501,7 @@ impl AnthropicStream {
             object: "chat.completion.chunk".to_owned(),
             created: self.created,
             model: self.model.clone(),
-            choices: vec![ChunkChoice {
-                index: 0,
-                delta,
-                finish_reason: finish.map(str::to_owned),
-                extra: Map::new(),
-            }],
+            choices: vec![ChunkChoice { index: 0, delta, finish_reason: finish.map(str::to_owned), extra: Map::new() }],
             usage: None,
             extra: Map::new(),
         }
@@ -599,16 +509,9 @@ impl AnthropicStream {
 }
 
 impl StreamMapper for AnthropicStream {
-    fn map(
-        &mut self,
-        event: &SseEvent,
-        out: &mut Vec<ChatChunk>,
-    ) -> Result<StreamStep, ProviderError> {
+    fn map(&mut self, event: &SseEvent, out: &mut Vec<ChatChunk>) -> Result<StreamStep, ProviderError> {
         let parsed: StreamEvent = serde_json::from_str(&event.data).map_err(|e| {
-            ProviderError::new(
-                ErrorKind::InvalidResponse,
-                format!("unreadable Anthropic stream event: {e}"),
-            )
+            ProviderError::new(ErrorKind::InvalidResponse, format!("unreadable Anthropic stream event: {e}"))
         })?;
         match parsed {
             StreamEvent::MessageStart { message } => {
@@ -617,23 +520,13 @@ impl StreamMapper for AnthropicStream {
                 self.created = now();
                 self.usage = message.usage;
                 out.push(self.chunk(
-                    Delta {
-                        role: Some("assistant".to_owned()),
-                        content: Some(String::new()),
-                        ..Delta::default()
-                    },
+                    Delta { role: Some("assistant".to_owned()), content: Some(String::new()), ..Delta::default() },
                     None,
                 ));
             }
-            StreamEvent::ContentBlockStart {
-                index,
-                content_block,
-            } => {
+            StreamEvent::ContentBlockStart { index, content_block } => {
                 if content_block["type"] == "tool_use" {
-                    let name = content_block["name"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned();
+                    let name = content_block["name"].as_str().unwrap_or_default().to_owned();
                     if Some(&name) == self.json_tool.as_ref() {
                         self.json_block = Some(index);
                         return Ok(StreamStep::Continue);
@@ -652,40 +545,23 @@ impl StreamMapper for AnthropicStream {
                         }),
                         extra: Map::new(),
                     };
-                    out.push(self.chunk(
-                        Delta {
-                            tool_calls: Some(vec![delta]),
-                            ..Delta::default()
-                        },
-                        None,
-                    ));
+                    out.push(self.chunk(Delta { tool_calls: Some(vec![delta]), ..Delta::default() }, None));
                 }
             }
             StreamEvent::ContentBlockDelta { index, delta } => {
                 let piece = |key: &str| delta[key].as_str().map(str::to_owned);
                 let d = match delta["type"].as_str() {
-                    Some("text_delta") => Delta {
-                        content: piece("text"),
-                        ..Delta::default()
-                    },
-                    Some("thinking_delta") => Delta {
-                        reasoning_content: piece("thinking"),
-                        ..Delta::default()
-                    },
-                    Some("input_json_delta") if self.json_block == Some(index) => Delta {
-                        content: piece("partial_json"),
-                        ..Delta::default()
-                    },
+                    Some("text_delta") => Delta { content: piece("text"), ..Delta::default() },
+                    Some("thinking_delta") => Delta { reasoning_content: piece("thinking"), ..Delta::default() },
+                    Some("input_json_delta") if self.json_block == Some(index) => {
+                        Delta { content: piece("partial_json"), ..Delta::default() }
+                    }
                     Some("input_json_delta") => {
-                        let Some(&(_, call)) = self.tool_blocks.iter().find(|(b, _)| *b == index)
-                        else {
+                        let Some(&(_, call)) = self.tool_blocks.iter().find(|(b, _)| *b == index) else {
                             return Ok(StreamStep::Continue);
                         };
-                        let args = FunctionCallDelta {
-                            name: None,
-                            arguments: piece("partial_json"),
-                            extra: Map::new(),
-                        };
+                        let args =
+                            FunctionCallDelta { name: None, arguments: piece("partial_json"), extra: Map::new() };
                         Delta {
                             tool_calls: Some(vec![ToolCallDelta {
                                 index: call,

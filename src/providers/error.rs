@@ -72,23 +72,13 @@ pub struct ProviderError {
 
 impl ProviderError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            status: None,
-            retry_after: None,
-            message: message.into(),
-            code: None,
-            param: None,
-        }
+        Self { kind, status: None, retry_after: None, message: message.into(), code: None, param: None }
     }
 
     pub fn timeout(phase: TimeoutPhase) -> Self {
         Self::new(
             ErrorKind::Timeout(phase),
-            format!(
-                "the provider did not answer within the {} deadline",
-                phase.as_str()
-            ),
+            format!("the provider did not answer within the {} deadline", phase.as_str()),
         )
     }
 
@@ -107,10 +97,7 @@ impl ProviderError {
             | ErrorKind::Unavailable => true,
             // The same request would fail the same way elsewhere; the router may still move a context
             // overflow to a larger window, which is its decision, not this one.
-            ErrorKind::BadRequest
-            | ErrorKind::NotFound
-            | ErrorKind::ContextTooLong
-            | ErrorKind::ContentPolicy => false,
+            ErrorKind::BadRequest | ErrorKind::NotFound | ErrorKind::ContextTooLong | ErrorKind::ContentPolicy => false,
         }
     }
 
@@ -138,12 +125,7 @@ impl std::error::Error for ProviderError {}
 
 /// Reads `retry-after-ms` (OpenAI) or `retry-after` in seconds. An HTTP-date form is ignored.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let get = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
     if let Some(ms) = get("retry-after-ms").and_then(|v| v.parse::<f64>().ok())
         && ms.is_finite()
         && ms >= 0.0

@@ -14,8 +14,10 @@ use tokio::time::{Instant, timeout_at};
 use tower::ServiceExt;
 
 use super::error::{ErrorKind, ProviderError, TimeoutPhase};
-use super::{Provider, StreamMapper, StreamStep, Transport, UpstreamRequest};
-use crate::schema::{ChatChunk, ChatRequest, ChatResponse};
+use super::{Endpoint, Provider, StreamMapper, StreamStep, Transport, UpstreamRequest};
+use serde_json::Value;
+
+use crate::schema::{ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, ModerationRequest};
 use crate::sse::{SseDecoder, SseEvent};
 
 type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
@@ -30,19 +32,53 @@ struct UpstreamResponse {
     body: BodyStream,
 }
 
+/// Sends one call built by `build` and returns the whole body of a 2xx answer. A key the provider
+/// rejected is set aside.
+async fn call_whole(
+    provider: &Provider,
+    build: impl FnOnce(&Endpoint<'_>) -> Result<UpstreamRequest, ProviderError>,
+    deadline: Instant,
+) -> Result<Bytes, ProviderError> {
+    let endpoint = provider.endpoint()?;
+    let key = endpoint.key_index;
+    let upstream = build(&endpoint)?;
+    let result = async {
+        let resp = send(provider, upstream, deadline).await?;
+        let resp = reject_error_status(provider, resp, deadline).await?;
+        read_body(resp.body, MAX_RESPONSE_BYTES, provider, deadline).await
+    }
+    .await;
+    if let Err(e) = &result {
+        provider.note_failure(key, e);
+    }
+    result
+}
+
 /// Sends a non-streamed chat request and returns the parsed response.
 pub async fn complete(
     provider: &Provider,
     req: &ChatRequest,
     deadline: Instant,
 ) -> Result<ChatResponse, ProviderError> {
-    let upstream = provider
-        .adapter()
-        .chat_request(req, &provider.endpoint()?)?;
-    let resp = send(provider, upstream, deadline).await?;
-    let resp = reject_error_status(provider, resp, deadline).await?;
-    let body = read_body(resp.body, MAX_RESPONSE_BYTES, provider, deadline).await?;
+    let body = call_whole(provider, |ep| provider.adapter().chat_request(req, ep), deadline).await?;
     provider.adapter().parse_chat_response(req, &body)
+}
+
+/// Sends an embeddings request and returns the parsed response.
+pub async fn embed(
+    provider: &Provider,
+    req: &EmbeddingRequest,
+    deadline: Instant,
+) -> Result<EmbeddingResponse, ProviderError> {
+    let body = call_whole(provider, |ep| provider.adapter().embeddings_request(req, ep), deadline).await?;
+    provider.adapter().parse_embeddings(req, &body)
+}
+
+/// Sends a moderations request and returns the provider's JSON answer as it is.
+pub async fn moderate(provider: &Provider, req: &ModerationRequest, deadline: Instant) -> Result<Value, ProviderError> {
+    let body = call_whole(provider, |ep| provider.adapter().moderation_request(req, ep), deadline).await?;
+    serde_json::from_slice(&body)
+        .map_err(|e| ProviderError::new(ErrorKind::InvalidResponse, format!("unreadable moderation result: {e}")))
 }
 
 /// Sends a streamed chat request and returns its chunks once the provider has answered 2xx.
@@ -51,11 +87,15 @@ pub async fn open_stream(
     req: &ChatRequest,
     deadline: Instant,
 ) -> Result<ChunkStream, ProviderError> {
-    let upstream = provider
-        .adapter()
-        .chat_request(req, &provider.endpoint()?)?;
-    let resp = send(provider, upstream, deadline).await?;
-    let resp = reject_error_status(provider, resp, deadline).await?;
+    let endpoint = provider.endpoint()?;
+    let key = endpoint.key_index;
+    let upstream = provider.adapter().chat_request(req, &endpoint)?;
+    let opened = async {
+        let resp = send(provider, upstream, deadline).await?;
+        reject_error_status(provider, resp, deadline).await
+    }
+    .await;
+    let resp = opened.inspect_err(|e| provider.note_failure(key, e))?;
     Ok(ChunkStream {
         body: resp.body,
         decoder: SseDecoder::default(),
@@ -70,24 +110,13 @@ pub async fn open_stream(
     })
 }
 
-async fn send(
-    provider: &Provider,
-    req: UpstreamRequest,
-    deadline: Instant,
-) -> Result<UpstreamResponse, ProviderError> {
+async fn send(provider: &Provider, req: UpstreamRequest, deadline: Instant) -> Result<UpstreamResponse, ProviderError> {
     let first_byte = Instant::now() + provider.timeouts.first_byte;
-    let (limit, phase) = if first_byte < deadline {
-        (first_byte, TimeoutPhase::FirstByte)
-    } else {
-        (deadline, TimeoutPhase::Total)
-    };
+    let (limit, phase) =
+        if first_byte < deadline { (first_byte, TimeoutPhase::FirstByte) } else { (deadline, TimeoutPhase::Total) };
     match &provider.transport {
         Transport::Http(client) => {
-            let call = client
-                .post(&req.url)
-                .headers(req.headers)
-                .body(req.body)
-                .send();
+            let call = client.post(&req.url).headers(req.headers).body(req.body).send();
             let resp = match timeout_at(limit, call).await {
                 Err(_) => return Err(ProviderError::timeout(phase)),
                 Ok(Err(e)) => return Err(transport_error(provider, &e)),
@@ -96,19 +125,10 @@ async fn send(
             let status = resp.status();
             let headers = resp.headers().clone();
             let body = resp.bytes_stream().map_err(|e| e.without_url().to_string());
-            Ok(UpstreamResponse {
-                status,
-                headers,
-                body: Box::pin(body),
-            })
+            Ok(UpstreamResponse { status, headers, body: Box::pin(body) })
         }
         Transport::InProcess(router) => {
-            let path = req
-                .url
-                .splitn(4, '/')
-                .nth(3)
-                .map(|p| format!("/{p}"))
-                .unwrap_or_default();
+            let path = req.url.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap_or_default();
             let mut builder = http::Request::post(path);
             if let Some(h) = builder.headers_mut() {
                 *h = req.headers;
@@ -123,11 +143,7 @@ async fn send(
             };
             let (parts, body) = resp.into_parts();
             let body = body.into_data_stream().map_err(|e| e.to_string());
-            Ok(UpstreamResponse {
-                status: parts.status,
-                headers: parts.headers,
-                body: Box::pin(body),
-            })
+            Ok(UpstreamResponse { status: parts.status, headers: parts.headers, body: Box::pin(body) })
         }
     }
 }
@@ -148,10 +164,7 @@ fn transport_error(provider: &Provider, e: &reqwest::Error) -> ProviderError {
     tracing::warn!(provider = %provider.name, cause = %provider.redact(cause), "upstream transport error");
     match kind {
         ErrorKind::Timeout(phase) => ProviderError::timeout(phase),
-        _ => ProviderError::new(
-            kind,
-            format!("could not reach provider \"{}\"", provider.name),
-        ),
+        _ => ProviderError::new(kind, format!("could not reach provider \"{}\"", provider.name)),
     }
 }
 
@@ -164,12 +177,8 @@ async fn reject_error_status(
         return Ok(resp);
     }
     // An unreadable error body still leaves the status to classify by.
-    let body = read_body(resp.body, MAX_ERROR_BYTES, provider, deadline)
-        .await
-        .unwrap_or_default();
-    let mut err = provider
-        .adapter()
-        .classify_error(resp.status, &resp.headers, &body);
+    let body = read_body(resp.body, MAX_ERROR_BYTES, provider, deadline).await.unwrap_or_default();
+    let mut err = provider.adapter().classify_error(resp.status, &resp.headers, &body);
     err.message = provider.redact(err.message);
     Err(err)
 }
@@ -189,10 +198,7 @@ async fn read_body(
             Ok(None) => return Ok(buf.freeze()),
             Ok(Some(Err(e))) => {
                 tracing::warn!(provider = %provider.name, cause = %e, "upstream body broke");
-                return Err(ProviderError::new(
-                    ErrorKind::Connection,
-                    "the provider's response was cut off",
-                ));
+                return Err(ProviderError::new(ErrorKind::Connection, "the provider's response was cut off"));
             }
             Ok(Some(Ok(piece))) => {
                 if buf.len() + piece.len() > limit {
@@ -200,10 +206,7 @@ async fn read_body(
                         buf.extend_from_slice(&piece[..limit - buf.len()]);
                         return Ok(buf.freeze());
                     }
-                    return Err(ProviderError::new(
-                        ErrorKind::InvalidResponse,
-                        "the provider's response is too large",
-                    ));
+                    return Err(ProviderError::new(ErrorKind::InvalidResponse, "the provider's response is too large"));
                 }
                 buf.extend_from_slice(&piece);
             }
@@ -213,11 +216,7 @@ async fn read_body(
 
 fn next_deadline(idle: std::time::Duration, deadline: Instant) -> (Instant, TimeoutPhase) {
     let idle_at = Instant::now() + idle;
-    if idle_at < deadline {
-        (idle_at, TimeoutPhase::Idle)
-    } else {
-        (deadline, TimeoutPhase::Total)
-    }
+    if idle_at < deadline { (idle_at, TimeoutPhase::Idle) } else { (deadline, TimeoutPhase::Total) }
 }
 
 /// The canonical chunks of one upstream stream, read lazily as the caller asks for them.
@@ -252,10 +251,7 @@ impl ChunkStream {
                     }
                 }
                 self.events.clear();
-                self.saw_finish |= self
-                    .mapped
-                    .iter()
-                    .any(|c| c.choices.iter().any(|ch| ch.finish_reason.is_some()));
+                self.saw_finish |= self.mapped.iter().any(|c| c.choices.iter().any(|ch| ch.finish_reason.is_some()));
                 self.pending.extend(self.mapped.drain(..));
                 continue;
             }
@@ -285,8 +281,5 @@ impl ChunkStream {
 }
 
 fn interrupted() -> ProviderError {
-    ProviderError::new(
-        ErrorKind::StreamInterrupted,
-        "the provider's stream ended unexpectedly",
-    )
+    ProviderError::new(ErrorKind::StreamInterrupted, "the provider's stream ended unexpectedly")
 }

@@ -21,10 +21,9 @@ use serde_json::{Map, Value, json};
 use super::error::{ErrorKind, ProviderError, TimeoutPhase, retry_after};
 use super::{Adapter, Endpoint, StreamMapper, StreamStep, UpstreamRequest, bad_request};
 use crate::schema::{
-    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, CompletionTokensDetails, Content,
-    Delta, Embedding, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage, EmbeddingVector,
-    FunctionCall, FunctionCallDelta, PromptTokensDetails, ResponseMessage, Role, Stop, ToolCall,
-    ToolCallDelta, ToolChoice, Usage,
+    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, CompletionTokensDetails, Content, Delta, Embedding,
+    EmbeddingRequest, EmbeddingResponse, EmbeddingUsage, EmbeddingVector, FunctionCall, FunctionCallDelta,
+    PromptTokensDetails, ResponseMessage, Role, Stop, ToolCall, ToolCallDelta, ToolChoice, Usage,
 };
 use crate::sse::SseEvent;
 
@@ -33,16 +32,10 @@ pub struct GeminiAdapter;
 
 fn auth_headers(endpoint: &Endpoint<'_>) -> Result<HeaderMap, ProviderError> {
     let mut headers = endpoint.headers.clone();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Some(key) = endpoint.api_key {
         let mut value = HeaderValue::from_str(key.expose()).map_err(|_| {
-            ProviderError::new(
-                ErrorKind::Authentication,
-                "the provider key is not a valid header value",
-            )
+            ProviderError::new(ErrorKind::Authentication, "the provider key is not a valid header value")
         })?;
         value.set_sensitive(true);
         headers.insert("x-goog-api-key", value);
@@ -52,24 +45,13 @@ fn auth_headers(endpoint: &Endpoint<'_>) -> Result<HeaderMap, ProviderError> {
 
 fn model_url(endpoint: &Endpoint<'_>, model: &str, action: &str) -> String {
     let model = model.strip_prefix("models/").unwrap_or(model);
-    format!(
-        "{}/v1beta/models/{model}:{action}",
-        endpoint.base_url.trim_end_matches('/')
-    )
+    format!("{}/v1beta/models/{model}:{action}", endpoint.base_url.trim_end_matches('/'))
 }
 
 impl Adapter for GeminiAdapter {
-    fn chat_request(
-        &self,
-        req: &ChatRequest,
-        endpoint: &Endpoint<'_>,
-    ) -> Result<UpstreamRequest, ProviderError> {
+    fn chat_request(&self, req: &ChatRequest, endpoint: &Endpoint<'_>) -> Result<UpstreamRequest, ProviderError> {
         let body = translate_request(req)?;
-        let action = if req.is_streaming() {
-            "streamGenerateContent?alt=sse"
-        } else {
-            "generateContent"
-        };
+        let action = if req.is_streaming() { "streamGenerateContent?alt=sse" } else { "generateContent" };
         Ok(UpstreamRequest {
             url: model_url(endpoint, &req.model, action),
             headers: auth_headers(endpoint)?,
@@ -77,29 +59,16 @@ impl Adapter for GeminiAdapter {
         })
     }
 
-    fn parse_chat_response(
-        &self,
-        req: &ChatRequest,
-        body: &[u8],
-    ) -> Result<ChatResponse, ProviderError> {
-        let resp: GenerateResponse = serde_json::from_slice(body).map_err(|e| {
-            ProviderError::new(
-                ErrorKind::InvalidResponse,
-                format!("unreadable Gemini response: {e}"),
-            )
-        })?;
+    fn parse_chat_response(&self, req: &ChatRequest, body: &[u8]) -> Result<ChatResponse, ProviderError> {
+        let resp: GenerateResponse = serde_json::from_slice(body)
+            .map_err(|e| ProviderError::new(ErrorKind::InvalidResponse, format!("unreadable Gemini response: {e}")))?;
         let mut choices = Vec::new();
         let mut call_counter = 0;
         for (i, cand) in resp.candidates.iter().enumerate() {
             let mut text = String::new();
             let mut reasoning = String::new();
             let mut calls = Vec::new();
-            for part in cand
-                .content
-                .as_ref()
-                .map(|c| c.parts.as_slice())
-                .unwrap_or_default()
-            {
+            for part in cand.content.as_ref().map(|c| c.parts.as_slice()).unwrap_or_default() {
                 if let Some(call) = &part.function_call {
                     calls.push(ToolCall {
                         id: call_id(&resp.response_id, call_counter),
@@ -113,11 +82,7 @@ impl Adapter for GeminiAdapter {
                     });
                     call_counter += 1;
                 } else if let Some(t) = &part.text {
-                    if part.thought {
-                        reasoning.push_str(t)
-                    } else {
-                        text.push_str(t)
-                    }
+                    if part.thought { reasoning.push_str(t) } else { text.push_str(t) }
                 }
             }
             let finish = finish_reason(cand.finish_reason.as_deref(), !calls.is_empty());
@@ -136,15 +101,8 @@ impl Adapter for GeminiAdapter {
         }
         if choices.is_empty() {
             // The prompt itself was blocked: no candidates, only `promptFeedback.blockReason`.
-            let reason = resp
-                .prompt_feedback
-                .as_ref()
-                .and_then(|f| f["blockReason"].as_str())
-                .unwrap_or("unknown");
-            let mut e = ProviderError::new(
-                ErrorKind::ContentPolicy,
-                format!("Gemini blocked the prompt ({reason})."),
-            );
+            let reason = resp.prompt_feedback.as_ref().and_then(|f| f["blockReason"].as_str()).unwrap_or("unknown");
+            let mut e = ProviderError::new(ErrorKind::ContentPolicy, format!("Gemini blocked the prompt ({reason})."));
             e.status = Some(400);
             return Err(e);
         }
@@ -152,50 +110,25 @@ impl Adapter for GeminiAdapter {
             id: response_id(&resp.response_id),
             object: "chat.completion".to_owned(),
             created: now(),
-            model: resp
-                .model_version
-                .clone()
-                .unwrap_or_else(|| req.model.clone()),
+            model: resp.model_version.clone().unwrap_or_else(|| req.model.clone()),
             choices,
-            usage: resp
-                .usage_metadata
-                .as_ref()
-                .map(UsageMetadata::to_canonical),
+            usage: resp.usage_metadata.as_ref().map(UsageMetadata::to_canonical),
             extra: Map::new(),
         })
     }
 
     fn stream_mapper(&self, req: &ChatRequest) -> Box<dyn StreamMapper> {
-        Box::new(GeminiStream {
-            model: req.model.clone(),
-            created: now(),
-            ..GeminiStream::default()
-        })
+        Box::new(GeminiStream { model: req.model.clone(), created: now(), ..GeminiStream::default() })
     }
 
-    fn classify_error(
-        &self,
-        status: StatusCode,
-        headers: &HeaderMap,
-        body: &[u8],
-    ) -> ProviderError {
-        let detail = serde_json::from_slice::<ErrorEnvelope>(body)
-            .ok()
-            .map(|e| e.error);
-        let status_text = detail
-            .as_ref()
-            .map(|d| d.status.as_str())
-            .unwrap_or_default();
-        let upstream = detail
-            .as_ref()
-            .map(|d| d.message.clone())
-            .unwrap_or_default();
+    fn classify_error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ProviderError {
+        let detail = serde_json::from_slice::<ErrorEnvelope>(body).ok().map(|e| e.error);
+        let status_text = detail.as_ref().map(|d| d.status.as_str()).unwrap_or_default();
+        let upstream = detail.as_ref().map(|d| d.message.clone()).unwrap_or_default();
         let lower = upstream.to_lowercase();
         let kind = match (status.as_u16(), status_text) {
             (429, _) | (_, "RESOURCE_EXHAUSTED") => ErrorKind::RateLimited,
-            (401 | 403, _) | (_, "UNAUTHENTICATED" | "PERMISSION_DENIED") => {
-                ErrorKind::Authentication
-            }
+            (401 | 403, _) | (_, "UNAUTHENTICATED" | "PERMISSION_DENIED") => ErrorKind::Authentication,
             (400, _) if lower.contains("api key not valid") => ErrorKind::Authentication,
             (404, _) | (_, "NOT_FOUND") => ErrorKind::NotFound,
             (504, _) | (_, "DEADLINE_EXCEEDED") => ErrorKind::Timeout(TimeoutPhase::Total),
@@ -207,11 +140,7 @@ impl Adapter for GeminiAdapter {
             _ => ErrorKind::ServerError,
         };
         let message = match kind {
-            ErrorKind::BadRequest | ErrorKind::NotFound | ErrorKind::ContextTooLong
-                if !upstream.is_empty() =>
-            {
-                upstream
-            }
+            ErrorKind::BadRequest | ErrorKind::NotFound | ErrorKind::ContextTooLong if !upstream.is_empty() => upstream,
             ErrorKind::RateLimited => "Gemini is rate limiting requests".to_owned(),
             ErrorKind::Authentication => "Gemini rejected the gateway's credentials".to_owned(),
             ErrorKind::Overloaded => "Gemini is overloaded".to_owned(),
@@ -232,13 +161,11 @@ impl Adapter for GeminiAdapter {
         req: &EmbeddingRequest,
         endpoint: &Endpoint<'_>,
     ) -> Result<UpstreamRequest, ProviderError> {
-        let texts = req.input.texts().ok_or_else(|| {
-            bad_request("Gemini embeddings take text input, not token ids.", "input")
-        })?;
-        let model = format!(
-            "models/{}",
-            req.model.strip_prefix("models/").unwrap_or(&req.model)
-        );
+        let texts = req
+            .input
+            .texts()
+            .ok_or_else(|| bad_request("Gemini embeddings take text input, not token ids.", "input"))?;
+        let model = format!("models/{}", req.model.strip_prefix("models/").unwrap_or(&req.model));
         let requests: Vec<Value> = texts
             .iter()
             .map(|t| {
@@ -256,11 +183,7 @@ impl Adapter for GeminiAdapter {
         })
     }
 
-    fn parse_embeddings(
-        &self,
-        req: &EmbeddingRequest,
-        body: &[u8],
-    ) -> Result<EmbeddingResponse, ProviderError> {
+    fn parse_embeddings(&self, req: &EmbeddingRequest, body: &[u8]) -> Result<EmbeddingResponse, ProviderError> {
         #[derive(Deserialize)]
         struct Batch {
             embeddings: Vec<Values>,
@@ -270,19 +193,10 @@ impl Adapter for GeminiAdapter {
             values: Vec<f64>,
         }
         let batch: Batch = serde_json::from_slice(body).map_err(|e| {
-            ProviderError::new(
-                ErrorKind::InvalidResponse,
-                format!("unreadable Gemini embeddings: {e}"),
-            )
+            ProviderError::new(ErrorKind::InvalidResponse, format!("unreadable Gemini embeddings: {e}"))
         })?;
         // Gemini reports no token count for embeddings; estimate it the way the gateway does elsewhere.
-        let tokens: u64 = req
-            .input
-            .texts()
-            .unwrap_or_default()
-            .iter()
-            .map(|t| t.len().div_ceil(4) as u64)
-            .sum();
+        let tokens: u64 = req.input.texts().unwrap_or_default().iter().map(|t| t.len().div_ceil(4) as u64).sum();
         Ok(EmbeddingResponse {
             object: "list".to_owned(),
             data: batch
@@ -297,11 +211,7 @@ impl Adapter for GeminiAdapter {
                 })
                 .collect(),
             model: req.model.clone(),
-            usage: Some(EmbeddingUsage {
-                prompt_tokens: tokens,
-                total_tokens: tokens,
-                extra: Map::new(),
-            }),
+            usage: Some(EmbeddingUsage { prompt_tokens: tokens, total_tokens: tokens, extra: Map::new() }),
             extra: Map::new(),
         })
     }
@@ -321,8 +231,7 @@ fn translate_request(req: &ChatRequest) -> Result<Value, ProviderError> {
             Role::Assistant => {
                 let mut parts = parts_of(m.content.as_ref(), i)?;
                 for call in m.tool_calls.iter().flatten() {
-                    let args: Value = serde_json::from_str(&call.function.arguments)
-                        .unwrap_or_else(|_| json!({}));
+                    let args: Value = serde_json::from_str(&call.function.arguments).unwrap_or_else(|_| json!({}));
                     parts.push(json!({"functionCall": {"name": call.function.name, "args": args}}));
                 }
                 push_content(&mut contents, "model", parts);
@@ -373,14 +282,8 @@ fn translate_request(req: &ChatRequest) -> Result<Value, ProviderError> {
     set("candidateCount", req.n.map(|v| json!(v)));
     set("maxOutputTokens", req.max_output_tokens().map(|v| json!(v)));
     set("seed", req.extra.get("seed").cloned());
-    set(
-        "presencePenalty",
-        req.extra.get("presence_penalty").cloned(),
-    );
-    set(
-        "frequencyPenalty",
-        req.extra.get("frequency_penalty").cloned(),
-    );
+    set("presencePenalty", req.extra.get("presence_penalty").cloned());
+    set("frequencyPenalty", req.extra.get("frequency_penalty").cloned());
     set(
         "stopSequences",
         match &req.stop {
@@ -394,14 +297,7 @@ fn translate_request(req: &ChatRequest) -> Result<Value, ProviderError> {
             "json_object" => set("responseMimeType", Some(json!("application/json"))),
             "json_schema" => {
                 set("responseMimeType", Some(json!("application/json")));
-                set(
-                    "responseJsonSchema",
-                    format
-                        .extra
-                        .get("json_schema")
-                        .and_then(|s| s.get("schema"))
-                        .cloned(),
-                );
+                set("responseJsonSchema", format.extra.get("json_schema").and_then(|s| s.get("schema")).cloned());
             }
             _ => {}
         }
@@ -413,10 +309,7 @@ fn translate_request(req: &ChatRequest) -> Result<Value, ProviderError> {
             "medium" => 8192,
             _ => 24576,
         };
-        set(
-            "thinkingConfig",
-            Some(json!({"thinkingBudget": budget, "includeThoughts": budget > 0})),
-        );
+        set("thinkingConfig", Some(json!({"thinkingBudget": budget, "includeThoughts": budget > 0})));
     }
     if !generation.is_empty() {
         body.insert("generationConfig".into(), Value::Object(generation));
@@ -438,10 +331,7 @@ fn translate_request(req: &ChatRequest) -> Result<Value, ProviderError> {
         })
         .collect();
     if !declarations.is_empty() {
-        body.insert(
-            "tools".into(),
-            json!([{"functionDeclarations": declarations}]),
-        );
+        body.insert("tools".into(), json!([{"functionDeclarations": declarations}]));
     }
     let config = match &req.tool_choice {
         None => None,
@@ -450,19 +340,12 @@ fn translate_request(req: &ChatRequest) -> Result<Value, ProviderError> {
             "required" => Some(json!({"mode": "ANY"})),
             "none" => Some(json!({"mode": "NONE"})),
             other => {
-                return Err(bad_request(
-                    format!("Unsupported tool_choice '{other}'."),
-                    "tool_choice",
-                ));
+                return Err(bad_request(format!("Unsupported tool_choice '{other}'."), "tool_choice"));
             }
         },
         Some(ToolChoice::Named(obj)) => {
-            let name = obj
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str);
-            let name = name
-                .ok_or_else(|| bad_request("tool_choice must name a function.", "tool_choice"))?;
+            let name = obj.get("function").and_then(|f| f.get("name")).and_then(Value::as_str);
+            let name = name.ok_or_else(|| bad_request("tool_choice must name a function.", "tool_choice"))?;
             Some(json!({"mode": "ANY", "allowedFunctionNames": [name]}))
         }
     };
@@ -534,19 +417,16 @@ fn image_part(url: &str) -> Option<Value> {
 fn finish_reason(reason: Option<&str>, has_calls: bool) -> &'static str {
     match reason {
         Some("MAX_TOKENS") => "length",
-        Some(
-            "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "IMAGE_SAFETY",
-        ) => "content_filter",
+        Some("SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "IMAGE_SAFETY") => {
+            "content_filter"
+        }
         _ if has_calls => "tool_calls",
         _ => "stop",
     }
 }
 
 fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
 }
 
 fn response_id(id: &Option<String>) -> String {
@@ -664,12 +544,7 @@ impl GeminiStream {
             object: "chat.completion.chunk".to_owned(),
             created: self.created,
             model: self.model.clone(),
-            choices: vec![ChunkChoice {
-                index,
-                delta,
-                finish_reason: finish.map(str::to_owned),
-                extra: Map::new(),
-            }],
+            choices: vec![ChunkChoice { index, delta, finish_reason: finish.map(str::to_owned), extra: Map::new() }],
             usage: None,
             extra: Map::new(),
         }
@@ -677,19 +552,11 @@ impl GeminiStream {
 }
 
 impl StreamMapper for GeminiStream {
-    fn map(
-        &mut self,
-        event: &SseEvent,
-        out: &mut Vec<ChatChunk>,
-    ) -> Result<StreamStep, ProviderError> {
+    fn map(&mut self, event: &SseEvent, out: &mut Vec<ChatChunk>) -> Result<StreamStep, ProviderError> {
         if let Ok(ErrorEnvelope { error }) = serde_json::from_str::<ErrorEnvelope>(&event.data) {
             let mut e = ProviderError::new(
                 ErrorKind::StreamInterrupted,
-                if error.message.is_empty() {
-                    "Gemini reported an error mid-stream".to_owned()
-                } else {
-                    error.message
-                },
+                if error.message.is_empty() { "Gemini reported an error mid-stream".to_owned() } else { error.message },
             );
             if error.status == "RESOURCE_EXHAUSTED" {
                 e.kind = ErrorKind::RateLimited;
@@ -697,10 +564,7 @@ impl StreamMapper for GeminiStream {
             return Err(e);
         }
         let resp: GenerateResponse = serde_json::from_str(&event.data).map_err(|e| {
-            ProviderError::new(
-                ErrorKind::InvalidResponse,
-                format!("unreadable Gemini stream event: {e}"),
-            )
+            ProviderError::new(ErrorKind::InvalidResponse, format!("unreadable Gemini stream event: {e}"))
         })?;
         if !self.started {
             self.started = true;
@@ -710,11 +574,7 @@ impl StreamMapper for GeminiStream {
             }
             out.push(self.chunk(
                 0,
-                Delta {
-                    role: Some("assistant".to_owned()),
-                    content: Some(String::new()),
-                    ..Delta::default()
-                },
+                Delta { role: Some("assistant".to_owned()), content: Some(String::new()), ..Delta::default() },
                 None,
             ));
         }
@@ -725,12 +585,7 @@ impl StreamMapper for GeminiStream {
         for (i, cand) in resp.candidates.iter().enumerate() {
             let index = cand.index.unwrap_or(i as u32);
             let mut has_calls = false;
-            for part in cand
-                .content
-                .as_ref()
-                .map(|c| c.parts.as_slice())
-                .unwrap_or_default()
-            {
+            for part in cand.content.as_ref().map(|c| c.parts.as_slice()).unwrap_or_default() {
                 let delta = if let Some(call) = &part.function_call {
                     has_calls = true;
                     let n = self.tool_calls;
@@ -750,15 +605,9 @@ impl StreamMapper for GeminiStream {
                         ..Delta::default()
                     }
                 } else if part.thought {
-                    Delta {
-                        reasoning_content: part.text.clone(),
-                        ..Delta::default()
-                    }
+                    Delta { reasoning_content: part.text.clone(), ..Delta::default() }
                 } else {
-                    Delta {
-                        content: part.text.clone(),
-                        ..Delta::default()
-                    }
+                    Delta { content: part.text.clone(), ..Delta::default() }
                 };
                 if !delta.is_empty() {
                     out.push(self.chunk(index, delta, None));

@@ -10,29 +10,57 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 
 use super::error::{ErrorKind, ProviderError, retry_after};
+use super::presets::{Quirks, STRICT_EXTRA_FIELDS, is_reasoning_model};
 use super::{Adapter, Endpoint, StreamMapper, StreamStep, UpstreamRequest};
-use crate::schema::{
-    ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, ModerationRequest,
-};
+use crate::schema::{ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, ModerationRequest};
 use crate::sse::SseEvent;
 
-#[derive(Debug, Default)]
-pub struct OpenAiAdapter;
+#[derive(Debug)]
+pub struct OpenAiAdapter {
+    pub quirks: Quirks,
+}
 
-impl Adapter for OpenAiAdapter {
-    fn chat_request(
-        &self,
-        req: &ChatRequest,
-        endpoint: &Endpoint<'_>,
-    ) -> Result<UpstreamRequest, ProviderError> {
-        json_post(endpoint, "chat/completions", req)
+impl OpenAiAdapter {
+    /// The request as this provider needs it, when its quirks call for changes (a copy is made only then).
+    fn adjusted(&self, req: &ChatRequest) -> Option<ChatRequest> {
+        let rename = self.quirks.max_completion_tokens && req.max_tokens.is_some() && is_reasoning_model(&req.model);
+        let drop_stream_options = !self.quirks.stream_options && req.stream_options.is_some();
+        let strict = self.quirks.strict_fields && req.extra.keys().any(|k| !STRICT_EXTRA_FIELDS.contains(&k.as_str()));
+        if !(rename || drop_stream_options || strict) {
+            return None;
+        }
+        let mut r = req.clone();
+        if rename {
+            r.max_completion_tokens = r.max_completion_tokens.or(r.max_tokens.take());
+        }
+        if drop_stream_options {
+            r.stream_options = None;
+        }
+        if strict {
+            r.extra.retain(|k, _| STRICT_EXTRA_FIELDS.contains(&k.as_str()));
+        }
+        Some(r)
     }
 
-    fn parse_chat_response(
-        &self,
-        _req: &ChatRequest,
-        body: &[u8],
-    ) -> Result<ChatResponse, ProviderError> {
+    /// The body to send for `req`: the caller's own request unless a quirk changes it.
+    pub fn chat_body(&self, req: &ChatRequest) -> Result<Bytes, ProviderError> {
+        match self.adjusted(req) {
+            Some(adjusted) => encode(&adjusted),
+            None => encode(req),
+        }
+    }
+}
+
+impl Adapter for OpenAiAdapter {
+    fn chat_request(&self, req: &ChatRequest, endpoint: &Endpoint<'_>) -> Result<UpstreamRequest, ProviderError> {
+        Ok(UpstreamRequest {
+            url: url(endpoint, "chat/completions"),
+            headers: bearer_headers(endpoint)?,
+            body: self.chat_body(req)?,
+        })
+    }
+
+    fn parse_chat_response(&self, _req: &ChatRequest, body: &[u8]) -> Result<ChatResponse, ProviderError> {
         serde_json::from_slice(body).map_err(|e| {
             ProviderError::new(
                 ErrorKind::InvalidResponse,
@@ -45,12 +73,7 @@ impl Adapter for OpenAiAdapter {
         Box::new(OpenAiStream)
     }
 
-    fn classify_error(
-        &self,
-        status: StatusCode,
-        headers: &HeaderMap,
-        body: &[u8],
-    ) -> ProviderError {
+    fn classify_error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ProviderError {
         classify(status, headers, body)
     }
 
@@ -59,14 +82,10 @@ impl Adapter for OpenAiAdapter {
         req: &EmbeddingRequest,
         endpoint: &Endpoint<'_>,
     ) -> Result<UpstreamRequest, ProviderError> {
-        json_post(endpoint, "embeddings", req)
+        Ok(UpstreamRequest { url: url(endpoint, "embeddings"), headers: bearer_headers(endpoint)?, body: encode(req)? })
     }
 
-    fn parse_embeddings(
-        &self,
-        _req: &EmbeddingRequest,
-        body: &[u8],
-    ) -> Result<EmbeddingResponse, ProviderError> {
+    fn parse_embeddings(&self, _req: &EmbeddingRequest, body: &[u8]) -> Result<EmbeddingResponse, ProviderError> {
         serde_json::from_slice(body).map_err(|e| {
             ProviderError::new(
                 ErrorKind::InvalidResponse,
@@ -80,53 +99,56 @@ impl Adapter for OpenAiAdapter {
         req: &ModerationRequest,
         endpoint: &Endpoint<'_>,
     ) -> Result<UpstreamRequest, ProviderError> {
-        json_post(endpoint, "moderations", req)
+        Ok(UpstreamRequest {
+            url: url(endpoint, "moderations"),
+            headers: bearer_headers(endpoint)?,
+            body: encode(req)?,
+        })
     }
 }
 
-/// A JSON POST to `{base_url}/{path}` with bearer authentication.
-fn json_post(
+fn url(endpoint: &Endpoint<'_>, path: &str) -> String {
+    format!("{}/{path}", endpoint.base_url.trim_end_matches('/'))
+}
+
+pub(super) fn encode(body: &impl serde::Serialize) -> Result<Bytes, ProviderError> {
+    serde_json::to_vec(body)
+        .map(Bytes::from)
+        .map_err(|e| ProviderError::new(ErrorKind::BadRequest, format!("cannot encode the request: {e}")))
+}
+
+/// JSON content type plus the key as `Authorization: Bearer`, or in `header_name` when given (Azure).
+pub(super) fn auth_headers(
     endpoint: &Endpoint<'_>,
-    path: &str,
-    body: &impl serde::Serialize,
-) -> Result<UpstreamRequest, ProviderError> {
-    let body = serde_json::to_vec(body).map_err(|e| {
-        ProviderError::new(
-            ErrorKind::BadRequest,
-            format!("cannot encode the request: {e}"),
-        )
-    })?;
+    header_name: Option<&'static str>,
+) -> Result<HeaderMap, ProviderError> {
     let mut headers = endpoint.headers.clone();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Some(key) = endpoint.api_key {
-        let mut value =
-            HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| {
-                ProviderError::new(
-                    ErrorKind::Authentication,
-                    "the provider key is not a valid header value",
-                )
-            })?;
+        let value = match header_name {
+            None => HeaderValue::try_from(format!("Bearer {}", key.expose())),
+            Some(_) => HeaderValue::try_from(key.expose()),
+        };
+        let mut value = value.map_err(|_| {
+            ProviderError::new(ErrorKind::Authentication, "the provider key is not a valid header value")
+        })?;
         value.set_sensitive(true);
-        headers.insert(header::AUTHORIZATION, value);
+        match header_name {
+            None => headers.insert(header::AUTHORIZATION, value),
+            Some(name) => headers.insert(name, value),
+        };
     }
-    Ok(UpstreamRequest {
-        url: format!("{}/{path}", endpoint.base_url.trim_end_matches('/')),
-        headers,
-        body: Bytes::from(body),
-    })
+    Ok(headers)
+}
+
+fn bearer_headers(endpoint: &Endpoint<'_>) -> Result<HeaderMap, ProviderError> {
+    auth_headers(endpoint, None)
 }
 
 struct OpenAiStream;
 
 impl StreamMapper for OpenAiStream {
-    fn map(
-        &mut self,
-        event: &SseEvent,
-        out: &mut Vec<ChatChunk>,
-    ) -> Result<StreamStep, ProviderError> {
+    fn map(&mut self, event: &SseEvent, out: &mut Vec<ChatChunk>) -> Result<StreamStep, ProviderError> {
         let data = event.data.trim();
         if data == "[DONE]" {
             return Ok(StreamStep::Done);
@@ -134,18 +156,12 @@ impl StreamMapper for OpenAiStream {
         if data.is_empty() {
             return Ok(StreamStep::Continue);
         }
-        let mut chunk = serde_json::from_str::<ChatChunk>(data).map_err(|e| {
-            ProviderError::new(
-                ErrorKind::InvalidResponse,
-                format!("unreadable stream event: {e}"),
-            )
-        })?;
+        let mut chunk = serde_json::from_str::<ChatChunk>(data)
+            .map_err(|e| ProviderError::new(ErrorKind::InvalidResponse, format!("unreadable stream event: {e}")))?;
         // An error inside a 200 stream: `data: {"error": {...}}`.
         if let Some(error) = chunk.extra.remove("error") {
             let detail = serde_json::from_value::<WireErrorDetail>(error).ok();
-            let message = detail
-                .as_ref()
-                .map_or_else(|| FALLBACK.to_owned(), |d| d.message_or(FALLBACK));
+            let message = detail.as_ref().map_or_else(|| FALLBACK.to_owned(), |d| d.message_or(FALLBACK));
             let mut e = ProviderError::new(ErrorKind::StreamInterrupted, message);
             e.code = detail.and_then(|d| d.code_string());
             return Err(e);
@@ -173,10 +189,7 @@ struct WireErrorDetail {
 
 impl WireErrorDetail {
     fn message_or(&self, default: &str) -> String {
-        self.message
-            .clone()
-            .filter(|m| !m.is_empty())
-            .unwrap_or_else(|| default.to_owned())
+        self.message.clone().filter(|m| !m.is_empty()).unwrap_or_else(|| default.to_owned())
     }
 
     fn code_string(&self) -> Option<String> {
@@ -190,14 +203,9 @@ impl WireErrorDetail {
 
 /// Classifies an OpenAI-style error response.
 pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ProviderError {
-    let detail = serde_json::from_slice::<WireError>(body)
-        .ok()
-        .and_then(|w| w.error);
+    let detail = serde_json::from_slice::<WireError>(body).ok().and_then(|w| w.error);
     let code = detail.as_ref().and_then(WireErrorDetail::code_string);
-    let kind_text = detail
-        .as_ref()
-        .and_then(|d| d.kind.clone())
-        .unwrap_or_default();
+    let kind_text = detail.as_ref().and_then(|d| d.kind.clone()).unwrap_or_default();
     let is = |needle: &str| code.as_deref() == Some(needle) || kind_text == needle;
     let kind = match status.as_u16() {
         429 if is("insufficient_quota") => ErrorKind::QuotaExhausted,
@@ -208,29 +216,20 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Provide
         408 => ErrorKind::Timeout(super::error::TimeoutPhase::Total),
         413 => ErrorKind::ContextTooLong,
         400..=499 if is("context_length_exceeded") => ErrorKind::ContextTooLong,
-        400..=499 if is("content_policy_violation") || is("content_filter") => {
-            ErrorKind::ContentPolicy
-        }
+        400..=499 if is("content_policy_violation") || is("content_filter") => ErrorKind::ContentPolicy,
         400..=499 => ErrorKind::BadRequest,
         529 => ErrorKind::Overloaded,
         _ => ErrorKind::ServerError,
     };
-    let upstream_message = detail
-        .as_ref()
-        .and_then(|d| d.message.clone())
-        .filter(|m| !m.is_empty());
+    let upstream_message = detail.as_ref().and_then(|d| d.message.clone()).filter(|m| !m.is_empty());
     let message = match kind {
         // The caller's own mistakes: the provider's words explain them best.
-        ErrorKind::BadRequest
-        | ErrorKind::NotFound
-        | ErrorKind::ContextTooLong
-        | ErrorKind::ContentPolicy => upstream_message
-            .unwrap_or_else(|| format!("the provider rejected the request ({status})")),
+        ErrorKind::BadRequest | ErrorKind::NotFound | ErrorKind::ContextTooLong | ErrorKind::ContentPolicy => {
+            upstream_message.unwrap_or_else(|| format!("the provider rejected the request ({status})"))
+        }
         // Everything else is written by us: it may concern the gateway's account, not the caller.
         ErrorKind::RateLimited => "the provider is rate limiting requests".to_owned(),
-        ErrorKind::QuotaExhausted => {
-            "the provider account's quota or credit is exhausted".to_owned()
-        }
+        ErrorKind::QuotaExhausted => "the provider account's quota or credit is exhausted".to_owned(),
         ErrorKind::Authentication => "the provider rejected the gateway's credentials".to_owned(),
         ErrorKind::Overloaded => "the provider is overloaded".to_owned(),
         _ => format!("the provider failed with HTTP {}", status.as_u16()),
@@ -250,11 +249,7 @@ mod tests {
     use super::*;
 
     fn classify_json(status: u16, body: serde_json::Value) -> ProviderError {
-        classify(
-            StatusCode::from_u16(status).unwrap(),
-            &HeaderMap::new(),
-            body.to_string().as_bytes(),
-        )
+        classify(StatusCode::from_u16(status).unwrap(), &HeaderMap::new(), body.to_string().as_bytes())
     }
 
     #[test]
@@ -272,19 +267,11 @@ mod tests {
             (ctx.kind, ctx.message.as_str(), ctx.param.as_deref()),
             (ErrorKind::ContextTooLong, "too long", Some("messages"))
         );
-        let auth = classify_json(
-            401,
-            serde_json::json!({"error": {"message": "Incorrect API key provided: sk-abc***xyz"}}),
-        );
+        let auth =
+            classify_json(401, serde_json::json!({"error": {"message": "Incorrect API key provided: sk-abc***xyz"}}));
         assert_eq!(auth.kind, ErrorKind::Authentication);
-        assert!(
-            !auth.message.contains("sk-"),
-            "credential-bearing messages are not relayed"
-        );
-        assert_eq!(
-            classify_json(503, serde_json::json!({})).kind,
-            ErrorKind::ServerError
-        );
+        assert!(!auth.message.contains("sk-"), "credential-bearing messages are not relayed");
+        assert_eq!(classify_json(503, serde_json::json!({})).kind, ErrorKind::ServerError);
     }
 
     #[test]
@@ -292,13 +279,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("retry-after", HeaderValue::from_static("2"));
         let e = classify(StatusCode::TOO_MANY_REQUESTS, &h, b"not json");
-        assert_eq!(
-            (e.kind, e.retry_after),
-            (
-                ErrorKind::RateLimited,
-                Some(std::time::Duration::from_secs(2))
-            )
-        );
+        assert_eq!((e.kind, e.retry_after), (ErrorKind::RateLimited, Some(std::time::Duration::from_secs(2))));
         h.insert("retry-after-ms", HeaderValue::from_static("250"));
         assert_eq!(retry_after(&h), Some(std::time::Duration::from_millis(250)));
     }
@@ -311,17 +292,8 @@ mod tests {
             ..Default::default()
         };
         let err = OpenAiStream.map(&ev, &mut out).unwrap_err();
-        assert_eq!(
-            (err.kind, err.message.as_str()),
-            (ErrorKind::StreamInterrupted, "overloaded")
-        );
-        let done = SseEvent {
-            data: "[DONE]".into(),
-            ..Default::default()
-        };
-        assert!(matches!(
-            OpenAiStream.map(&done, &mut out),
-            Ok(StreamStep::Done)
-        ));
+        assert_eq!((err.kind, err.message.as_str()), (ErrorKind::StreamInterrupted, "overloaded"));
+        let done = SseEvent { data: "[DONE]".into(), ..Default::default() };
+        assert!(matches!(OpenAiStream.map(&done, &mut out), Ok(StreamStep::Done)));
     }
 }

@@ -14,21 +14,13 @@ async fn a_plain_chat_round_trip_answers_with_the_public_model_name() {
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["object"], "chat.completion");
     assert_eq!(body["model"], "test-model");
-    assert!(
-        !body["choices"][0]["message"]["content"]
-            .as_str()
-            .unwrap()
-            .is_empty()
-    );
+    assert!(!body["choices"][0]["message"]["content"].as_str().unwrap().is_empty());
     assert_eq!(body["usage"]["completion_tokens"], 24);
 
     // The upstream saw its own model id and the provider key, never the caller's key.
     let seen = h.upstream.last_request();
     assert_eq!(seen.body["model"], "upstream-model-id");
-    assert_eq!(
-        seen.headers["authorization"],
-        format!("Bearer {PROVIDER_KEY}")
-    );
+    assert_eq!(seen.headers["authorization"], format!("Bearer {PROVIDER_KEY}"));
 }
 
 #[tokio::test]
@@ -47,11 +39,7 @@ async fn unknown_fields_are_forwarded_upstream_and_returned_to_the_client() {
 
     let mut expected = request;
     expected["model"] = json!("upstream-model-id");
-    assert_eq!(
-        h.upstream.last_request().body,
-        expected,
-        "every field reaches the provider untouched"
-    );
+    assert_eq!(h.upstream.last_request().body, expected, "every field reaches the provider untouched");
     // Fields the fake adds that Switchyard does not model come back too.
     assert_eq!(body["system_fingerprint"], "fp_switchyard_fake");
     assert_eq!(body["service_tier"], "default");
@@ -76,8 +64,7 @@ async fn tool_calls_come_back_whole() {
     let calls = choice["message"]["tool_calls"].as_array().unwrap();
     assert_eq!(calls.len(), 2);
     assert_eq!(calls[0]["function"]["name"], "get_weather");
-    let args: serde_json::Value =
-        serde_json::from_str(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap();
+    let args: serde_json::Value = serde_json::from_str(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap();
     assert!(args["city"].is_string());
 }
 
@@ -91,22 +78,12 @@ async fn usage_is_recorded_for_every_completed_request() {
     let r = &records[0];
     assert_eq!(r.request_id, request_id);
     assert_eq!(
-        (
-            r.requested_model.as_str(),
-            r.served_model.as_deref(),
-            r.provider.as_deref()
-        ),
+        (r.requested_model.as_str(), r.served_model.as_deref(), r.provider.as_deref()),
         ("test-model", Some("test-model"), Some("upstream"))
     );
     assert_eq!(r.outcome, switchyard::usage::Outcome::Completed);
-    assert_eq!(
-        r.prompt_tokens,
-        body["usage"]["prompt_tokens"].as_u64().unwrap()
-    );
-    assert_eq!(
-        r.completion_tokens,
-        body["usage"]["completion_tokens"].as_u64().unwrap()
-    );
+    assert_eq!(r.prompt_tokens, body["usage"]["prompt_tokens"].as_u64().unwrap());
+    assert_eq!(r.completion_tokens, body["usage"]["completion_tokens"].as_u64().unwrap());
     assert_eq!(r.usage_source, switchyard::usage::UsageSource::Provider);
 }
 
@@ -124,12 +101,7 @@ async fn models_are_listed_and_retrievable() {
         .await
         .unwrap();
     assert_eq!(list["object"], "list");
-    let ids: Vec<&str> = list["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = list["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["test-model", "dead-model", "keyless-model"]);
     assert_eq!(list["data"][0]["object"], "model");
     assert_eq!(list["data"][0]["owned_by"], "upstream");
@@ -145,16 +117,8 @@ async fn models_are_listed_and_retrievable() {
         .await
         .unwrap();
     assert_eq!(one["id"], "test-model");
-    let missing = h
-        .client
-        .get(h.url("/v1/models/nope/x"))
-        .bearer_auth(crate::support::MASTER_KEY)
-        .send()
-        .await
-        .unwrap();
+    let missing =
+        h.client.get(h.url("/v1/models/nope/x")).bearer_auth(crate::support::MASTER_KEY).send().await.unwrap();
     let (status, body) = crate::support::error_of(missing).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (404, Some("model_not_found"))
-    );
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("model_not_found")));
 }

@@ -10,16 +10,9 @@ use crate::support::{Harness, MASTER_KEY, PROVIDER_KEY, Setup, error_of, hello};
 
 async fn expect_error(resp: reqwest::Response, status: u16, code: &str) -> Value {
     let (got, body) = error_of(resp).await;
-    assert_eq!(
-        (got, body["error"]["code"].as_str()),
-        (status, Some(code)),
-        "{body}"
-    );
+    assert_eq!((got, body["error"]["code"].as_str()), (status, Some(code)), "{body}");
     let text = body.to_string();
-    assert!(
-        !text.contains(PROVIDER_KEY) && !text.contains(MASTER_KEY),
-        "no credential in {text}"
-    );
+    assert!(!text.contains(PROVIDER_KEY) && !text.contains(MASTER_KEY), "no credential in {text}");
     body
 }
 
@@ -36,12 +29,7 @@ async fn malformed_json_is_a_400_without_param() {
     let body = expect_error(resp, 400, "invalid_request_body").await;
     assert_eq!(body["error"]["type"], "invalid_request_error");
     assert_eq!(body["error"]["param"], Value::Null);
-    let resp = h
-        .post("/v1/chat/completions")
-        .body("")
-        .send()
-        .await
-        .unwrap();
+    let resp = h.post("/v1/chat/completions").body("").send().await.unwrap();
     expect_error(resp, 400, "invalid_request_body").await;
 }
 
@@ -49,32 +37,19 @@ async fn malformed_json_is_a_400_without_param() {
 async fn wrong_field_types_are_a_400_naming_the_field() {
     let h = Harness::start().await;
     for (body, param) in [
-        (
-            json!({"model": "test-model", "messages": [{"role": "robot", "content": "x"}]}),
-            "messages[0].role",
-        ),
+        (json!({"model": "test-model", "messages": [{"role": "robot", "content": "x"}]}), "messages[0].role"),
         (
             json!({"model": "test-model", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}),
             "temperature",
         ),
-        (
-            json!({"model": "test-model", "messages": "hello"}),
-            "messages",
-        ),
+        (json!({"model": "test-model", "messages": "hello"}), "messages"),
         (json!({"model": 5, "messages": []}), "model"),
-        (
-            json!({"messages": [{"role": "user", "content": "x"}]}),
-            "model",
-        ),
+        (json!({"messages": [{"role": "user", "content": "x"}]}), "model"),
         (json!({"model": "test-model", "messages": []}), "messages"),
     ] {
         let resp = h.chat(body.clone()).await;
         let (status, err) = error_of(resp).await;
-        assert_eq!(
-            (status, err["error"]["param"].as_str()),
-            (400, Some(param)),
-            "for {body}: {err}"
-        );
+        assert_eq!((status, err["error"]["param"].as_str()), (400, Some(param)), "for {body}: {err}");
     }
 }
 
@@ -82,22 +57,9 @@ async fn wrong_field_types_are_a_400_naming_the_field() {
 async fn a_missing_or_wrong_key_is_a_401() {
     let h = Harness::start().await;
     let url = h.url("/v1/chat/completions");
-    let resp = h
-        .client
-        .post(&url)
-        .json(&hello("test-model"))
-        .send()
-        .await
-        .unwrap();
+    let resp = h.client.post(&url).json(&hello("test-model")).send().await.unwrap();
     expect_error(resp, 401, "missing_api_key").await;
-    let resp = h
-        .client
-        .post(&url)
-        .bearer_auth("sk-wrong")
-        .json(&hello("test-model"))
-        .send()
-        .await
-        .unwrap();
+    let resp = h.client.post(&url).bearer_auth("sk-wrong").json(&hello("test-model")).send().await.unwrap();
     expect_error(resp, 401, "invalid_api_key").await;
     let resp = h
         .client
@@ -124,41 +86,22 @@ async fn an_unknown_model_is_a_404_model_not_found() {
 
 #[tokio::test]
 async fn a_body_over_the_limit_is_a_413() {
-    let h = Harness::with(Setup {
-        server_extra: "body_limit_bytes = 2048".into(),
-        ..Setup::default()
-    })
-    .await;
-    let big =
-        json!({"model": "test-model", "messages": [{"role": "user", "content": "x".repeat(4096)}]});
+    let h = Harness::with(Setup { server_extra: "body_limit_bytes = 2048".into(), ..Setup::default() }).await;
+    let big = json!({"model": "test-model", "messages": [{"role": "user", "content": "x".repeat(4096)}]});
     expect_error(h.chat(big.clone()).await, 413, "request_too_large").await;
     // Also when the length is not declared up front (chunked upload).
     let bytes = serde_json::to_vec(&big).unwrap();
-    let stream = futures_util::stream::iter(
-        bytes
-            .chunks(512)
-            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
-            .collect::<Vec<_>>(),
-    );
-    let resp = h
-        .post("/v1/chat/completions")
-        .body(reqwest::Body::wrap_stream(stream))
-        .send()
-        .await
-        .unwrap();
+    let stream =
+        futures_util::stream::iter(bytes.chunks(512).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>());
+    let resp = h.post("/v1/chat/completions").body(reqwest::Body::wrap_stream(stream)).send().await.unwrap();
     expect_error(resp, 413, "request_too_large").await;
 }
 
 #[tokio::test]
 async fn an_upstream_that_never_answers_is_a_504() {
-    let h = Harness::with(Setup {
-        provider_extra: "timeouts = { first_byte_ms = 300 }".into(),
-        ..Setup::default()
-    })
-    .await;
-    h.upstream
-        .state
-        .push_fault(None, Fault::StallBeforeHeaders(Duration::from_secs(30)));
+    let h =
+        Harness::with(Setup { provider_extra: "timeouts = { first_byte_ms = 300 }".into(), ..Setup::default() }).await;
+    h.upstream.state.push_fault(None, Fault::StallBeforeHeaders(Duration::from_secs(30)));
     let started = std::time::Instant::now();
     expect_error(h.chat(hello("test-model")).await, 504, "upstream_timeout").await;
     assert!(started.elapsed() < Duration::from_secs(20));
@@ -171,12 +114,7 @@ async fn upstream_server_errors_and_connection_failures_are_502() {
         h.upstream.state.push_fault(None, Fault::status(status));
         expect_error(h.chat(hello("test-model")).await, 502, "upstream_error").await;
     }
-    expect_error(
-        h.chat(hello("dead-model")).await,
-        502,
-        "upstream_connection_error",
-    )
-    .await;
+    expect_error(h.chat(hello("dead-model")).await, 502, "upstream_connection_error").await;
 }
 
 #[tokio::test]
@@ -195,18 +133,10 @@ async fn upstream_client_errors_pass_through_with_their_message() {
     assert_eq!(body["error"]["message"], "'top_p' must be at most 1");
     h.upstream.state.push_fault(
         None,
-        Fault::Status {
-            status: 422,
-            retry_after_secs: None,
-            code: None,
-            message: "unprocessable".into(),
-        },
+        Fault::Status { status: 422, retry_after_secs: None, code: None, message: "unprocessable".into() },
     );
     let (status, body) = error_of(h.chat(hello("test-model")).await).await;
-    assert_eq!(
-        (status, body["error"]["message"].as_str()),
-        (422, Some("unprocessable"))
-    );
+    assert_eq!((status, body["error"]["message"].as_str()), (422, Some("unprocessable")));
 }
 
 #[tokio::test]
@@ -227,24 +157,8 @@ async fn an_upstream_rate_limit_is_a_429_with_retry_after() {
 }
 
 #[tokio::test]
-async fn an_upstream_credential_failure_is_not_blamed_on_the_caller() {
+async fn an_upstream_credential_failure_is_not_blamed_on_the_caller_and_the_key_is_set_aside() {
     let h = Harness::start().await;
-    h.upstream.state.push_fault(
-        None,
-        Fault::Status {
-            status: 401,
-            retry_after_secs: None,
-            code: Some("invalid_api_key".into()),
-            message: format!("Incorrect API key provided: {PROVIDER_KEY}"),
-        },
-    );
-    let body = expect_error(
-        h.chat(hello("test-model")).await,
-        502,
-        "provider_authentication_failed",
-    )
-    .await;
-    assert!(!body.to_string().contains("sk-upstream"));
     // A provider that echoes its key in a client-error message has it redacted.
     h.upstream.state.push_fault(
         None,
@@ -255,10 +169,52 @@ async fn an_upstream_credential_failure_is_not_blamed_on_the_caller() {
             message: format!("bad request for key {PROVIDER_KEY}"),
         },
     );
-    let body = expect_error(h.chat(hello("test-model")).await, 400, "invalid_value")
-        .await
-        .to_string();
+    let body = expect_error(h.chat(hello("test-model")).await, 400, "invalid_value").await.to_string();
     assert!(body.contains("*****"));
+
+    h.upstream.state.push_fault(
+        None,
+        Fault::Status {
+            status: 401,
+            retry_after_secs: None,
+            code: Some("invalid_api_key".into()),
+            message: format!("Incorrect API key provided: {PROVIDER_KEY}"),
+        },
+    );
+    let body = expect_error(h.chat(hello("test-model")).await, 502, "provider_authentication_failed").await;
+    assert!(!body.to_string().contains("sk-upstream"));
+    // The only key was refused, so it is not tried again for a while.
+    let requests_before = h.upstream.state.requests().len();
+    expect_error(h.chat(hello("test-model")).await, 503, "provider_unavailable").await;
+    assert_eq!(h.upstream.state.requests().len(), requests_before, "the refused key was not sent again");
+}
+
+#[tokio::test]
+async fn several_keys_are_used_in_turn_and_a_refused_one_is_skipped() {
+    let h = Harness::with(Setup { keys: Some("sk-first-1111,sk-second-2222".into()), ..Setup::default() }).await;
+    let auth_of_last = |h: &Harness| h.upstream.last_request().headers["authorization"].to_str().unwrap().to_owned();
+    let _ = h.chat(hello("test-model")).await.bytes().await;
+    let first = auth_of_last(&h);
+    let _ = h.chat(hello("test-model")).await.bytes().await;
+    let second = auth_of_last(&h);
+    assert_ne!(first, second, "keys alternate");
+
+    h.upstream.state.push_fault(
+        None,
+        Fault::Status {
+            status: 429,
+            retry_after_secs: None,
+            code: Some("insufficient_quota".into()),
+            message: "You exceeded your current quota".into(),
+        },
+    );
+    let resp = h.chat(hello("test-model")).await;
+    assert_eq!(resp.status(), 502, "quota exhaustion is the gateway's problem, not the caller's");
+    let refused = auth_of_last(&h);
+    for _ in 0..4 {
+        assert_eq!(h.chat(hello("test-model")).await.status(), 200);
+        assert_ne!(auth_of_last(&h), refused, "the exhausted key is skipped");
+    }
 }
 
 #[tokio::test]
@@ -267,33 +223,16 @@ async fn a_provider_without_credentials_is_a_clear_503() {
     let resp = h.chat(hello("keyless-model")).await;
     assert_eq!(resp.headers()["x-should-retry"], "false");
     let body = expect_error(resp, 503, "provider_unavailable").await;
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("TEST_MISSING_KEY")
-    );
+    assert!(body["error"]["message"].as_str().unwrap().contains("TEST_MISSING_KEY"));
 }
 
 #[tokio::test]
 async fn unknown_routes_are_404_and_wrong_methods_are_405() {
     let h = Harness::start().await;
-    let resp = h
-        .client
-        .get(h.url("/v1/nothing-here"))
-        .bearer_auth(MASTER_KEY)
-        .send()
-        .await
-        .unwrap();
+    let resp = h.client.get(h.url("/v1/nothing-here")).bearer_auth(MASTER_KEY).send().await.unwrap();
     expect_error(resp, 404, "unknown_url").await;
     let resp = h.client.get(h.url("/elsewhere")).send().await.unwrap();
     expect_error(resp, 404, "unknown_url").await;
-    let resp = h
-        .client
-        .get(h.url("/v1/chat/completions"))
-        .bearer_auth(MASTER_KEY)
-        .send()
-        .await
-        .unwrap();
+    let resp = h.client.get(h.url("/v1/chat/completions")).bearer_auth(MASTER_KEY).send().await.unwrap();
     expect_error(resp, 405, "method_not_allowed").await;
 }

@@ -39,22 +39,9 @@ async fn request_ids_are_echoed_or_generated() {
 #[tokio::test]
 async fn health_probes_need_no_key() {
     let h = Harness::start().await;
-    let live = h
-        .client
-        .get(h.url("/health/liveness"))
-        .send()
-        .await
-        .unwrap();
+    let live = h.client.get(h.url("/health/liveness")).send().await.unwrap();
     assert_eq!(live.status(), 200);
-    let ready: serde_json::Value = h
-        .client
-        .get(h.url("/health/readiness"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: serde_json::Value = h.client.get(h.url("/health/readiness")).send().await.unwrap().json().await.unwrap();
     assert_eq!(ready["status"], "ready");
 }
 
@@ -78,10 +65,7 @@ async fn a_connection_that_sends_nothing_or_too_slowly_is_closed() {
     read_until_closed(&mut silent).await;
 
     let mut partial_headers = TcpStream::connect(h.gateway.addr).await.unwrap();
-    partial_headers
-        .write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
+    partial_headers.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n").await.unwrap();
     read_until_closed(&mut partial_headers).await;
 
     let mut slow_body = TcpStream::connect(h.gateway.addr).await.unwrap();
@@ -96,11 +80,7 @@ async fn a_connection_that_sends_nothing_or_too_slowly_is_closed() {
 
 fn slow_stream_setup(drain_ms: u64, tokens: u32) -> Setup {
     Setup {
-        fake: FakeSettings {
-            latency_ms: 0,
-            tokens_per_second: 40.0,
-            completion_tokens: tokens,
-        },
+        fake: FakeSettings { latency_ms: 0, tokens_per_second: 40.0, completion_tokens: tokens },
         server_extra: format!("drain_timeout_ms = {drain_ms}"),
         ..Setup::default()
     }
@@ -109,23 +89,18 @@ fn slow_stream_setup(drain_ms: u64, tokens: u32) -> Setup {
 #[tokio::test]
 async fn shutdown_lets_a_running_stream_finish() {
     let mut h = Harness::with(slow_stream_setup(20_000, 20)).await;
-    let mut resp = h.chat(json!({"model": "test-model", "stream": true, "messages": [{"role": "user", "content": "hi"}]})).await;
+    let mut resp =
+        h.chat(json!({"model": "test-model", "stream": true, "messages": [{"role": "user", "content": "hi"}]})).await;
     let first = resp.chunk().await.unwrap().unwrap();
     h.gateway.begin_shutdown();
-    eventually("readiness to report draining", || {
-        h.gateway.state.draining.load(Ordering::Relaxed)
-    })
-    .await;
+    eventually("readiness to report draining", || h.gateway.state.draining.load(Ordering::Relaxed)).await;
 
     let mut rest = first.to_vec();
     while let Some(c) = resp.chunk().await.unwrap() {
         rest.extend_from_slice(&c);
     }
     let text = String::from_utf8(rest).unwrap();
-    assert!(
-        text.ends_with("data: [DONE]\n\n"),
-        "the stream completed: {text}"
-    );
+    assert!(text.ends_with("data: [DONE]\n\n"), "the stream completed: {text}");
     assert_eq!(h.usage.wait_for(1).await[0].outcome, Outcome::Completed);
 
     // New connections are refused once shutdown has begun.
@@ -139,7 +114,8 @@ async fn shutdown_lets_a_running_stream_finish() {
 #[tokio::test]
 async fn the_drain_deadline_ends_remaining_streams_with_an_error_event() {
     let mut h = Harness::with(slow_stream_setup(300, 10_000)).await;
-    let resp = h.chat(json!({"model": "test-model", "stream": true, "messages": [{"role": "user", "content": "hi"}]})).await;
+    let resp =
+        h.chat(json!({"model": "test-model", "stream": true, "messages": [{"role": "user", "content": "hi"}]})).await;
     assert_eq!(resp.status(), 200);
     h.gateway.begin_shutdown();
     let (chunks, done) = payloads(&sse_events(resp).await);
@@ -147,8 +123,5 @@ async fn the_drain_deadline_ends_remaining_streams_with_an_error_event() {
     assert_eq!(chunks.last().unwrap()["error"]["code"], "shutting_down");
     assert_eq!(h.usage.wait_for(1).await[0].outcome, Outcome::ShutDown);
     let stats = &h.upstream.state.stats;
-    eventually("the upstream stream to be released", || {
-        stats.streams_cancelled.load(Ordering::Relaxed) == 1
-    })
-    .await;
+    eventually("the upstream stream to be released", || stats.streams_cancelled.load(Ordering::Relaxed) == 1).await;
 }

@@ -1,11 +1,7 @@
 //! Full-stack tests: the gateway on port 0, driven over HTTP, in front of a fake provider on another port.
 //! One test binary keeps link time down.
 
-#![expect(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "test setup fails loudly by design"
-)]
+#![expect(clippy::unwrap_used, clippy::expect_used, reason = "test setup fails loudly by design")]
 
 mod support;
 

@@ -3,24 +3,20 @@
 use serde_json::json;
 use switchyard::fake::Fault;
 
-use crate::support::{
-    Harness, MASTER_KEY, PROVIDER_KEY, capture_logs, captured_logs, hello, sse_events,
-};
+use crate::support::{Harness, MASTER_KEY, PROVIDER_KEY, capture_logs, captured_logs, hello, sse_events};
 
 #[tokio::test]
 async fn no_credential_ever_reaches_the_logs() {
     capture_logs();
     let h = Harness::start().await;
     let _ = h.chat(hello("test-model")).await.bytes().await;
-    let _ = sse_events(h.chat(json!({"model": "test-model", "stream": true, "messages": [{"role": "user", "content": "hi"}]})).await).await;
+    let _ = sse_events(
+        h.chat(json!({"model": "test-model", "stream": true, "messages": [{"role": "user", "content": "hi"}]})).await,
+    )
+    .await;
     h.upstream.state.push_fault(
         None,
-        Fault::Status {
-            status: 401,
-            retry_after_secs: None,
-            code: None,
-            message: format!("bad key {PROVIDER_KEY}"),
-        },
+        Fault::Status { status: 401, retry_after_secs: None, code: None, message: format!("bad key {PROVIDER_KEY}") },
     );
     let _ = h.chat(hello("test-model")).await.bytes().await;
     h.upstream.state.push_fault(None, Fault::status(500));

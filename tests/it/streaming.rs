@@ -16,10 +16,7 @@ fn streamed(mut body: Value) -> Value {
 }
 
 fn text_of(chunks: &[Value]) -> String {
-    chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect()
+    chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect()
 }
 
 #[tokio::test]
@@ -33,21 +30,9 @@ async fn a_stream_is_forwarded_with_the_public_model_and_ends_with_done() {
     let (chunks, done) = payloads(&sse_events(resp).await);
     assert!(done, "the stream ends with [DONE]");
     assert!(chunks.len() > 3);
-    assert!(
-        chunks
-            .iter()
-            .all(|c| c["model"] == "test-model" && c["object"] == "chat.completion.chunk")
-    );
-    assert!(
-        chunks
-            .iter()
-            .all(|c| c["system_fingerprint"] == "fp_switchyard_fake"),
-        "unknown chunk fields are kept"
-    );
-    assert_eq!(
-        text_of(&chunks),
-        plain["choices"][0]["message"]["content"].as_str().unwrap()
-    );
+    assert!(chunks.iter().all(|c| c["model"] == "test-model" && c["object"] == "chat.completion.chunk"));
+    assert!(chunks.iter().all(|c| c["system_fingerprint"] == "fp_switchyard_fake"), "unknown chunk fields are kept");
+    assert_eq!(text_of(&chunks), plain["choices"][0]["message"]["content"].as_str().unwrap());
 }
 
 #[tokio::test]
@@ -55,15 +40,8 @@ async fn usage_is_captured_even_when_the_client_did_not_ask_for_it() {
     let h = Harness::start().await;
     let (chunks, done) = payloads(&sse_events(h.chat(streamed(hello("test-model"))).await).await);
     assert!(done);
-    assert!(
-        chunks.iter().all(|c| c.get("usage").is_none()),
-        "no usage reaches a client that did not ask"
-    );
-    assert_eq!(
-        h.upstream.last_request().body["stream_options"]["include_usage"],
-        true,
-        "but the upstream was asked"
-    );
+    assert!(chunks.iter().all(|c| c.get("usage").is_none()), "no usage reaches a client that did not ask");
+    assert_eq!(h.upstream.last_request().body["stream_options"]["include_usage"], true, "but the upstream was asked");
 
     let records = h.usage.wait_for(1).await;
     assert_eq!(records[0].usage_source, UsageSource::Provider);
@@ -88,18 +66,10 @@ async fn a_client_that_asks_for_usage_gets_the_final_usage_chunk() {
 #[tokio::test]
 async fn streamed_and_unstreamed_requests_record_the_same_usage() {
     let h = Harness::start().await;
-    let _ = h
-        .chat(hello("test-model"))
-        .await
-        .json::<Value>()
-        .await
-        .unwrap();
+    let _ = h.chat(hello("test-model")).await.json::<Value>().await.unwrap();
     let _ = sse_events(h.chat(streamed(hello("test-model"))).await).await;
     let r = h.usage.wait_for(2).await;
-    assert_eq!(
-        (r[0].prompt_tokens, r[0].completion_tokens),
-        (r[1].prompt_tokens, r[1].completion_tokens)
-    );
+    assert_eq!((r[0].prompt_tokens, r[0].completion_tokens), (r[1].prompt_tokens, r[1].completion_tokens));
     assert!(!r[0].streamed && r[1].streamed);
 }
 
@@ -121,22 +91,12 @@ async fn tool_call_deltas_reassemble_to_the_unstreamed_calls() {
     // Reassemble as a client does: by index, id and name once, arguments appended.
     let mut calls: Vec<(String, String, String)> = Vec::new();
     for chunk in &chunks {
-        for delta in chunk["choices"][0]["delta"]["tool_calls"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
+        for delta in chunk["choices"][0]["delta"]["tool_calls"].as_array().into_iter().flatten() {
             let i = delta["index"].as_u64().unwrap() as usize;
             if calls.len() <= i {
                 calls.resize(i + 1, Default::default());
-                calls[i].0 = delta["id"]
-                    .as_str()
-                    .expect("the first delta of a call has its id")
-                    .to_owned();
-                calls[i].1 = delta["function"]["name"]
-                    .as_str()
-                    .expect("and its name")
-                    .to_owned();
+                calls[i].0 = delta["id"].as_str().expect("the first delta of a call has its id").to_owned();
+                calls[i].1 = delta["function"]["name"].as_str().expect("and its name").to_owned();
             } else {
                 assert!(delta.get("id").is_none(), "id is sent once");
             }
@@ -159,23 +119,13 @@ async fn tool_call_deltas_reassemble_to_the_unstreamed_calls() {
         calls.iter().map(|c| (&c.1, &c.2)).collect::<Vec<_>>(),
         expected.iter().map(|c| (&c.1, &c.2)).collect::<Vec<_>>()
     );
-    assert_eq!(
-        chunks
-            .iter()
-            .rev()
-            .find_map(|c| c["choices"][0]["finish_reason"].as_str()),
-        Some("tool_calls")
-    );
+    assert_eq!(chunks.iter().rev().find_map(|c| c["choices"][0]["finish_reason"].as_str()), Some("tool_calls"));
 }
 
 #[tokio::test]
 async fn a_client_that_disconnects_mid_stream_cancels_the_upstream_and_is_still_recorded() {
     let h = Harness::with(Setup {
-        fake: FakeSettings {
-            latency_ms: 0,
-            tokens_per_second: 20.0,
-            completion_tokens: 500,
-        },
+        fake: FakeSettings { latency_ms: 0, tokens_per_second: 20.0, completion_tokens: 500 },
         ..Setup::default()
     })
     .await;
@@ -186,10 +136,7 @@ async fn a_client_that_disconnects_mid_stream_cancels_the_upstream_and_is_still_
     drop(resp);
 
     let stats = &h.upstream.state.stats;
-    eventually("the upstream stream to be cancelled", || {
-        stats.streams_cancelled.load(Ordering::Relaxed) == 1
-    })
-    .await;
+    eventually("the upstream stream to be cancelled", || stats.streams_cancelled.load(Ordering::Relaxed) == 1).await;
     assert_eq!(stats.streams_completed.load(Ordering::Relaxed), 0);
     let r = h.usage.wait_for(1).await;
     assert_eq!(r[0].outcome, Outcome::ClientDisconnected);
@@ -208,53 +155,32 @@ async fn stream_failure(setup: Setup, fault: Fault) -> (Harness, Vec<Value>, boo
 
 #[tokio::test]
 async fn an_upstream_cut_mid_stream_ends_with_an_error_event_not_a_silent_stop() {
-    let (h, chunks, done) =
-        stream_failure(Setup::default(), Fault::CutMidStream { after_chunks: 3 }).await;
+    let (h, chunks, done) = stream_failure(Setup::default(), Fault::CutMidStream { after_chunks: 3 }).await;
     assert!(!done, "no [DONE] after a failure");
     let last = chunks.last().unwrap();
     assert_eq!(last["error"]["code"], "stream_interrupted");
     assert_eq!(last["error"]["type"], "upstream_error");
-    assert_eq!(
-        chunks.len(),
-        4,
-        "the three chunks that arrived, then the error"
-    );
+    assert_eq!(chunks.len(), 4, "the three chunks that arrived, then the error");
     let r = h.usage.wait_for(1).await;
     assert_eq!(r[0].outcome, Outcome::Interrupted);
 }
 
 #[tokio::test]
 async fn an_in_band_upstream_error_mid_stream_reaches_the_client_as_an_error_event() {
-    let (_h, chunks, done) =
-        stream_failure(Setup::default(), Fault::ErrorMidStream { after_chunks: 2 }).await;
+    let (_h, chunks, done) = stream_failure(Setup::default(), Fault::ErrorMidStream { after_chunks: 2 }).await;
     assert!(!done);
-    assert_eq!(
-        chunks.last().unwrap()["error"]["code"],
-        "stream_interrupted"
-    );
+    assert_eq!(chunks.last().unwrap()["error"]["code"], "stream_interrupted");
 }
 
 #[tokio::test]
 async fn an_upstream_that_stalls_mid_stream_is_cut_at_the_idle_timeout() {
-    let setup = Setup {
-        provider_extra: "timeouts = { idle_ms = 300 }".into(),
-        ..Setup::default()
-    };
+    let setup = Setup { provider_extra: "timeouts = { idle_ms = 300 }".into(), ..Setup::default() };
     let started = std::time::Instant::now();
-    let (_h, chunks, done) = stream_failure(
-        setup,
-        Fault::StallMidStream {
-            after_chunks: 2,
-            duration: Duration::from_secs(30),
-        },
-    )
-    .await;
+    let (_h, chunks, done) =
+        stream_failure(setup, Fault::StallMidStream { after_chunks: 2, duration: Duration::from_secs(30) }).await;
     assert!(!done);
     assert_eq!(chunks.last().unwrap()["error"]["code"], "upstream_timeout");
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "the stall was cut, not waited out"
-    );
+    assert!(started.elapsed() < Duration::from_secs(20), "the stall was cut, not waited out");
 }
 
 #[tokio::test]
@@ -263,17 +189,9 @@ async fn a_stream_that_fails_before_its_first_byte_gets_a_proper_status() {
     h.upstream.state.push_fault(None, Fault::status(500));
     let resp = h.chat(streamed(hello("test-model"))).await;
     let (status, body) = crate::support::error_of(resp).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (502, Some("upstream_error"))
-    );
+    assert_eq!((status, body["error"]["code"].as_str()), (502, Some("upstream_error")));
 
-    h.upstream
-        .state
-        .push_fault(None, Fault::ErrorMidStream { after_chunks: 0 });
+    h.upstream.state.push_fault(None, Fault::ErrorMidStream { after_chunks: 0 });
     let (status, _) = crate::support::error_of(h.chat(streamed(hello("test-model"))).await).await;
-    assert_eq!(
-        status, 502,
-        "an in-band error before the first chunk is a failed attempt"
-    );
+    assert_eq!(status, 502, "an in-band error before the first chunk is a failed attempt");
 }

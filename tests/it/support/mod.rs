@@ -32,10 +32,7 @@ impl FakeUpstream {
     }
 
     pub fn last_request(&self) -> switchyard::fake::RecordedRequest {
-        self.state
-            .requests()
-            .pop()
-            .expect("the fake received no request")
+        self.state.requests().pop().expect("the fake received no request")
     }
 }
 
@@ -90,6 +87,8 @@ pub struct Setup {
     pub provider_extra: String,
     /// Extra TOML for the `[server]` table.
     pub server_extra: String,
+    /// The provider key variable's value (several keys comma-separated); default [`PROVIDER_KEY`].
+    pub keys: Option<String>,
 }
 
 impl Harness {
@@ -142,23 +141,17 @@ impl Harness {
         );
         let config = Config::parse(&toml).unwrap_or_else(|p| panic!("test config invalid: {p:?}"));
         let usage = Arc::new(CollectSink::default());
+        let keys = setup.keys.unwrap_or_else(|| PROVIDER_KEY.to_owned());
         let opts = AppOptions {
-            env: Arc::new(|name| match name {
+            env: Arc::new(move |name| match name {
                 "SWITCHYARD_MASTER_KEY" => Some(MASTER_KEY.to_owned()),
-                "TEST_UPSTREAM_KEY" => Some(PROVIDER_KEY.to_owned()),
+                "TEST_UPSTREAM_KEY" => Some(keys.clone()),
                 _ => None,
             }),
             usage_sink: usage.clone(),
         };
-        let gateway = RunningServer::start(&config, &opts, "127.0.0.1:0")
-            .await
-            .unwrap();
-        Harness {
-            gateway,
-            upstream,
-            usage,
-            client: reqwest::Client::new(),
-        }
+        let gateway = RunningServer::start(&config, &opts, "127.0.0.1:0").await.unwrap();
+        Harness { gateway, upstream, usage, client: reqwest::Client::new() }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -170,11 +163,7 @@ impl Harness {
     }
 
     pub async fn chat(&self, body: Value) -> reqwest::Response {
-        self.post("/v1/chat/completions")
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
+        self.post("/v1/chat/completions").json(&body).send().await.unwrap()
     }
 }
 
@@ -196,11 +185,7 @@ pub async fn sse_events(resp: reqwest::Response) -> Vec<SseEvent> {
 /// The JSON payloads of a stream's events, `[DONE]` excluded; and whether `[DONE]` was last.
 pub fn payloads(events: &[SseEvent]) -> (Vec<Value>, bool) {
     let done = events.last().is_some_and(|e| e.data == "[DONE]");
-    let values = events
-        .iter()
-        .filter(|e| e.data != "[DONE]")
-        .map(|e| serde_json::from_str(&e.data).unwrap())
-        .collect();
+    let values = events.iter().filter(|e| e.data != "[DONE]").map(|e| serde_json::from_str(&e.data).unwrap()).collect();
     (values, done)
 }
 
@@ -208,10 +193,7 @@ pub fn payloads(events: &[SseEvent]) -> (Vec<Value>, bool) {
 pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !f() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -246,9 +228,7 @@ pub fn capture_logs() {
     static INIT: std::sync::Once = std::sync::Once::new();
     INIT.call_once(|| {
         tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "switchyard=trace,reqwest=debug,hyper=debug,info",
-            ))
+            .with_env_filter(tracing_subscriber::EnvFilter::new("switchyard=trace,reqwest=debug,hyper=debug,info"))
             .with_writer(|| LogCapture)
             .with_ansi(false)
             .init();

@@ -1,0 +1,158 @@
+//! `POST /v1/embeddings` and `POST /v1/moderations`.
+//!
+//! Embeddings honour `encoding_format`: the OpenAI SDKs ask for `base64` (little-endian `f32`) unless told
+//! otherwise, so vectors are converted to what the caller asked for whatever the provider returned.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use http::{HeaderMap, header};
+use tokio::time::Instant;
+
+use super::observe::RequestId;
+use super::{GatewayError, body};
+use crate::app::AppState;
+use crate::providers::{ProviderError, exec};
+use crate::schema::{EmbeddingRequest, EmbeddingVector, EncodingFormat, ModerationRequest, Usage};
+use crate::usage::{Outcome, UsageGuard};
+
+pub async fn create_embeddings(
+    State(state): State<Arc<AppState>>,
+    Extension(request_id): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, GatewayError> {
+    let started = Instant::now();
+    let bytes = body::read(&headers, body, state.body_limits).await?;
+    let mut req: EmbeddingRequest = body::decode(&bytes)?;
+    drop(bytes);
+    if req.input.is_empty() {
+        return Err(GatewayError::invalid_value("'input' must not be empty.", "input"));
+    }
+    if req.dimensions == Some(0) {
+        return Err(GatewayError::invalid_value("'dimensions' must be at least 1.", "dimensions"));
+    }
+    let plan = state.catalog.resolve(&req.model)?;
+    let target = plan.targets[0].clone();
+    if let Some(why) = target.provider.unavailable_reason() {
+        return Err(GatewayError::provider_unavailable(why));
+    }
+    let estimate = req.input.texts().map_or(0, |t| t.iter().map(|s| s.len().div_ceil(4) as u64).sum());
+    let mut usage =
+        UsageGuard::for_request(state.usage.clone(), &request_id.0, &req.model, false, estimate, started.into_std());
+    usage.set_served(&target.name, &target.provider.name);
+    let wanted = req.encoding_format.unwrap_or(EncodingFormat::Float);
+    req.model.clone_from(&target.upstream);
+    let deadline = Instant::now() + target.provider.timeouts.total;
+    let mut resp = match exec::embed(&target.provider, &req, deadline).await {
+        Ok(resp) => resp,
+        Err(e) => return Err(failed(usage, &e)),
+    };
+    for item in &mut resp.data {
+        convert(&mut item.embedding, wanted).map_err(|e| failed_ref(&e))?;
+    }
+    resp.model.clone_from(&target.name);
+    if let Some(u) = &resp.usage {
+        usage.provider_usage(&Usage {
+            prompt_tokens: u.prompt_tokens,
+            total_tokens: u.total_tokens,
+            ..Usage::default()
+        });
+    }
+    let json = serde_json::to_vec(&resp).map_err(|_| GatewayError::internal())?;
+    usage.finish(Outcome::Completed, 200, None);
+    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+}
+
+/// Rewrites a vector into the encoding the caller asked for.
+fn convert(v: &mut EmbeddingVector, wanted: EncodingFormat) -> Result<(), ProviderError> {
+    match (wanted, &*v) {
+        (EncodingFormat::Base64, EmbeddingVector::Float(values)) => {
+            let bytes: Vec<u8> = values.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect();
+            *v = EmbeddingVector::Base64(STANDARD.encode(bytes));
+        }
+        (EncodingFormat::Float, EmbeddingVector::Base64(text)) => {
+            let bytes = STANDARD.decode(text).map_err(|_| invalid("a base64 embedding that does not decode"))?;
+            if bytes.len() % 4 != 0 {
+                return Err(invalid("a base64 embedding that is not a whole number of floats"));
+            }
+            *v = EmbeddingVector::Float(
+                bytes.chunks_exact(4).map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect(),
+            );
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn invalid(what: &str) -> ProviderError {
+    ProviderError::new(crate::providers::ErrorKind::InvalidResponse, format!("the provider returned {what}"))
+}
+
+fn failed(usage: UsageGuard, e: &ProviderError) -> GatewayError {
+    let error = failed_ref(e);
+    usage.finish(Outcome::Failed, error.status.as_u16(), Some(e.label()));
+    error
+}
+
+fn failed_ref(e: &ProviderError) -> GatewayError {
+    let error = GatewayError::from_provider(e);
+    tracing::warn!(error = %e, status = error.status.as_u16(), "upstream attempt failed");
+    error
+}
+
+/// The model used when a moderations request names none, as OpenAI does.
+const DEFAULT_MODERATION_MODEL: &str = "omni-moderation-latest";
+
+pub async fn create_moderation(
+    State(state): State<Arc<AppState>>,
+    Extension(request_id): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, GatewayError> {
+    let started = Instant::now();
+    let bytes = body::read(&headers, body, state.body_limits).await?;
+    let mut req: ModerationRequest = body::decode(&bytes)?;
+    drop(bytes);
+    let requested = req.model.clone().unwrap_or_else(|| DEFAULT_MODERATION_MODEL.to_owned());
+    let plan = state.catalog.resolve(&requested)?;
+    let target = plan.targets[0].clone();
+    if let Some(why) = target.provider.unavailable_reason() {
+        return Err(GatewayError::provider_unavailable(why));
+    }
+    let mut usage =
+        UsageGuard::for_request(state.usage.clone(), &request_id.0, &requested, false, 0, started.into_std());
+    usage.set_served(&target.name, &target.provider.name);
+    req.model = Some(target.upstream.clone());
+    let deadline = Instant::now() + target.provider.timeouts.total;
+    let mut resp = match exec::moderate(&target.provider, &req, deadline).await {
+        Ok(resp) => resp,
+        Err(e) => return Err(failed(usage, &e)),
+    };
+    if let Some(obj) = resp.as_object_mut() {
+        obj.insert("model".to_owned(), serde_json::Value::String(target.name.clone()));
+    }
+    usage.finish(Outcome::Completed, 200, None);
+    Ok(([(header::CONTENT_TYPE, "application/json")], resp.to_string()).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vectors_convert_between_float_and_base64_losslessly_for_f32() {
+        let original = vec![0.5, -1.25, 3.0e-3_f32 as f64];
+        let mut v = EmbeddingVector::Float(original.clone());
+        convert(&mut v, EncodingFormat::Base64).unwrap();
+        let EmbeddingVector::Base64(text) = &v else { panic!("not base64") };
+        assert_eq!(STANDARD.decode(text).unwrap().len(), 12);
+        convert(&mut v, EncodingFormat::Float).unwrap();
+        assert_eq!(v, EmbeddingVector::Float(original));
+    }
+}

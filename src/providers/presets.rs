@@ -1,0 +1,108 @@
+//! Presets for OpenAI-compatible labs: each one's documented API root and the quirks the OpenAI adapter
+//! must respect for it. `preset = "groq"` in a provider's configuration picks one; `base_url` and
+//! `quirks` in the configuration still override it.
+
+use serde::Deserialize;
+
+/// Deviations from OpenAI's own behaviour that the OpenAI adapter compensates for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quirks {
+    /// Reasoning models (o-series, GPT-5) take `max_completion_tokens` and reject `max_tokens`.
+    pub max_completion_tokens: bool,
+    /// The API accepts `stream_options` (and so can report a stream's usage).
+    pub stream_options: bool,
+    /// The API rejects fields it does not know, so only documented OpenAI fields are sent.
+    pub strict_fields: bool,
+}
+
+impl Quirks {
+    pub const OPENAI: Quirks = Quirks { max_completion_tokens: true, stream_options: true, strict_fields: false };
+    pub const COMPATIBLE: Quirks = Quirks { max_completion_tokens: false, stream_options: true, strict_fields: false };
+}
+
+/// Operator overrides of a preset's quirks.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuirksConfig {
+    pub max_completion_tokens: Option<bool>,
+    pub stream_options: Option<bool>,
+    pub strict_fields: Option<bool>,
+}
+
+impl QuirksConfig {
+    pub fn apply(&self, base: Quirks) -> Quirks {
+        Quirks {
+            max_completion_tokens: self.max_completion_tokens.unwrap_or(base.max_completion_tokens),
+            stream_options: self.stream_options.unwrap_or(base.stream_options),
+            strict_fields: self.strict_fields.unwrap_or(base.strict_fields),
+        }
+    }
+}
+
+pub struct Preset {
+    pub name: &'static str,
+    pub base_url: &'static str,
+    pub quirks: Quirks,
+}
+
+const STRICT: Quirks = Quirks { max_completion_tokens: false, stream_options: true, strict_fields: true };
+
+/// Base URLs from each provider's API documentation.
+pub const PRESETS: &[Preset] = &[
+    Preset { name: "openai", base_url: "https://api.openai.com/v1", quirks: Quirks::OPENAI },
+    Preset { name: "groq", base_url: "https://api.groq.com/openai/v1", quirks: Quirks::COMPATIBLE },
+    Preset { name: "deepseek", base_url: "https://api.deepseek.com/v1", quirks: Quirks::COMPATIBLE },
+    Preset { name: "xai", base_url: "https://api.x.ai/v1", quirks: Quirks::COMPATIBLE },
+    Preset { name: "together", base_url: "https://api.together.xyz/v1", quirks: Quirks::COMPATIBLE },
+    Preset { name: "fireworks", base_url: "https://api.fireworks.ai/inference/v1", quirks: Quirks::COMPATIBLE },
+    Preset { name: "moonshot", base_url: "https://api.moonshot.ai/v1", quirks: Quirks::COMPATIBLE },
+    Preset {
+        name: "dashscope",
+        base_url: "https://dashscope-intl.aliyuncs.com/compatible-mode/v1",
+        quirks: Quirks::COMPATIBLE,
+    },
+    Preset { name: "zai", base_url: "https://api.z.ai/api/paas/v4", quirks: Quirks::COMPATIBLE },
+    // MiniMax and Mistral answer 4xx to fields outside their documented set.
+    Preset { name: "minimax", base_url: "https://api.minimax.io/v1", quirks: STRICT },
+    Preset { name: "mistral", base_url: "https://api.mistral.ai/v1", quirks: STRICT },
+    Preset { name: "openrouter", base_url: "https://openrouter.ai/api/v1", quirks: Quirks::COMPATIBLE },
+    Preset { name: "vllm", base_url: "http://127.0.0.1:8000/v1", quirks: Quirks::COMPATIBLE },
+    Preset { name: "ollama", base_url: "http://127.0.0.1:11434/v1", quirks: Quirks::COMPATIBLE },
+];
+
+pub fn find(name: &str) -> Option<&'static Preset> {
+    PRESETS.iter().find(|p| p.name == name)
+}
+
+/// OpenAI chat fields a strict provider is sent (besides the ones the canonical request types).
+pub const STRICT_EXTRA_FIELDS: &[&str] = &[
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "user",
+    "logprobs",
+    "top_logprobs",
+    "logit_bias",
+    "reasoning_effort",
+];
+
+/// Whether an OpenAI model id names a reasoning model (`o1`, `o3-mini`, `gpt-5.4`, …).
+pub fn is_reasoning_model(model: &str) -> bool {
+    let m = model.rsplit('/').next().unwrap_or(model);
+    m.starts_with("gpt-5") || (m.starts_with('o') && m[1..].starts_with(|c: char| c.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasoning_models_are_recognised() {
+        for m in ["o1", "o3-mini", "o4-mini", "gpt-5", "gpt-5.4-nano", "openai/o3"] {
+            assert!(is_reasoning_model(m), "{m}");
+        }
+        for m in ["gpt-4o", "gpt-4.1-mini", "omni-moderation-latest", "llama-3.1-8b"] {
+            assert!(!is_reasoning_model(m), "{m}");
+        }
+    }
+}
