@@ -115,6 +115,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub fn router(state: Arc<FakeState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
+        // Azure OpenAI addresses deployments; the wire format is OpenAI's.
+        .route("/openai/deployments/{deployment}/chat/completions", post(chat_completions))
+        .route("/openai/deployments/{deployment}/embeddings", post(embeddings))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/moderations", post(moderations))
         .route("/v1/messages", post(anthropic::messages))
@@ -393,6 +396,18 @@ impl Reply {
             reply.finish_reason = "tool_calls";
             return reply;
         }
+        // JSON mode: the answer is an object matching the schema, streamed a few characters at a time.
+        match body.pointer("/response_format/type").and_then(Value::as_str) {
+            Some(kind @ ("json_schema" | "json_object")) => {
+                let schema =
+                    if kind == "json_schema" { body.pointer("/response_format/json_schema/schema") } else { None };
+                let text = object_for_schema(schema).to_string();
+                reply.completion_tokens = text.len().div_ceil(4) as u64;
+                reply.tokens = char_pieces(&text, 4);
+                return reply;
+            }
+            _ => {}
+        }
         let wanted = settings.completion_tokens;
         let n = limit.map_or(wanted, |l| l.min(wanted)).max(1);
         if limit.is_some_and(|l| l < wanted) {
@@ -527,22 +542,27 @@ fn tool_calls_for(body: &Value, messages: &[Value]) -> Vec<(String, String)> {
         .into_iter()
         .filter_map(|t| {
             let name = t.pointer("/function/name")?.as_str()?.to_owned();
-            let mut args = serde_json::Map::new();
-            if let Some(props) = t.pointer("/function/parameters/properties").and_then(Value::as_object) {
-                for (key, schema) in props {
-                    let value = match schema.get("type").and_then(Value::as_str) {
-                        Some("integer" | "number") => json!(42),
-                        Some("boolean") => json!(true),
-                        Some("array") => json!([]),
-                        Some("object") => json!({}),
-                        _ => json!(format!("fake {key} ü")),
-                    };
-                    args.insert(key.clone(), value);
-                }
-            }
-            Some((name, Value::Object(args).to_string()))
+            Some((name, object_for_schema(t.pointer("/function/parameters")).to_string()))
         })
         .collect()
+}
+
+/// A JSON object with a value of the right type for each property of `schema`.
+fn object_for_schema(schema: Option<&Value>) -> Value {
+    let mut object = serde_json::Map::new();
+    if let Some(props) = schema.and_then(|s| s.get("properties")).and_then(Value::as_object) {
+        for (key, prop) in props {
+            let value = match prop.get("type").and_then(Value::as_str) {
+                Some("integer" | "number") => json!(42),
+                Some("boolean") => json!(true),
+                Some("array") => json!([]),
+                Some("object") => json!({}),
+                _ => json!(format!("fake {key} ü")),
+            };
+            object.insert(key.clone(), value);
+        }
+    }
+    Value::Object(object)
 }
 
 /// Streams pre-rendered frames with the configured pacing, applying a mid-stream fault if one is scripted.

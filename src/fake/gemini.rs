@@ -92,6 +92,10 @@ fn as_openai(body: &Value) -> Value {
         })
         .collect();
     let mut out = json!({"messages": messages, "tools": tools});
+    if body.pointer("/generationConfig/responseMimeType") == Some(&json!("application/json")) {
+        let schema = body.pointer("/generationConfig/responseJsonSchema").cloned().unwrap_or(Value::Null);
+        out["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "out", "schema": schema}});
+    }
     if let Some(max) = body.pointer("/generationConfig/maxOutputTokens") {
         out["max_tokens"] = max.clone();
     }

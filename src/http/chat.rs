@@ -4,6 +4,7 @@
 //! failure before that gets a proper HTTP status. After that, chunks are forwarded one by one as they
 //! arrive; a failure ends the stream with an error event and no `[DONE]`, never a silent stop.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use axum::Extension;
@@ -28,6 +29,8 @@ use crate::usage::{Outcome, UsageGuard};
 
 /// How many rendered frames may wait for a slow client before the upstream is read no further.
 const STREAM_BUFFER: usize = 16;
+/// How many content-free chunks are held back before the stream is committed anyway.
+const MAX_PREAMBLE: usize = 4;
 
 pub async fn create_chat_completion(
     State(state): State<Arc<AppState>>,
@@ -76,15 +79,25 @@ pub async fn create_chat_completion(
         Ok(s) => s,
         Err(e) => return Err(failed(usage, &e)),
     };
-    let first = match upstream.next().await {
-        Ok(first) => first,
-        Err(e) => return Err(failed(usage, &e)),
-    };
+    // Wait past the preamble (a role-only first chunk, Anthropic's message_start) for the first chunk with
+    // content: a provider that fails right after its preamble is still a failed attempt with a status.
+    let mut leading = VecDeque::new();
+    loop {
+        match upstream.next().await {
+            Ok(Some(chunk)) if chunk.is_preamble() && leading.len() < MAX_PREAMBLE => leading.push_back(chunk),
+            Ok(Some(chunk)) => {
+                leading.push_back(chunk);
+                break;
+            }
+            Ok(None) => break,
+            Err(e) => return Err(failed(usage, &e)),
+        }
+    }
     drop(req);
 
     let (tx, rx) = mpsc::channel::<Bytes>(STREAM_BUFFER);
     let relay = Relay { public_model: target.name.clone(), wants_usage, usage, hard_stop: state.hard_stop.clone() };
-    tokio::spawn(relay.run(upstream, first, tx).instrument(tracing::Span::current()));
+    tokio::spawn(relay.run(upstream, leading, tx).instrument(tracing::Span::current()));
 
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|frame| (Ok::<_, std::convert::Infallible>(frame), rx))
@@ -142,10 +155,9 @@ enum End {
 }
 
 impl Relay {
-    async fn run(mut self, mut upstream: ChunkStream, first: Option<ChatChunk>, tx: mpsc::Sender<Bytes>) {
-        let mut next = first;
+    async fn run(mut self, mut upstream: ChunkStream, mut leading: VecDeque<ChatChunk>, tx: mpsc::Sender<Bytes>) {
         let end = loop {
-            let chunk = match next.take() {
+            let chunk = match leading.pop_front() {
                 Some(chunk) => chunk,
                 None => tokio::select! {
                     biased;

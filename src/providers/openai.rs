@@ -275,6 +275,26 @@ mod tests {
     }
 
     #[test]
+    fn quirks_rewrite_only_what_a_provider_needs() {
+        let req: ChatRequest = serde_json::from_value(serde_json::json!({
+            "model": "o3-mini", "max_tokens": 50, "stream": true, "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "hi"}], "seed": 3, "vendor_field": 1
+        }))
+        .unwrap();
+        let body = |quirks| -> serde_json::Value {
+            serde_json::from_slice(&OpenAiAdapter { quirks }.chat_body(&req).unwrap()).unwrap()
+        };
+        let official = body(Quirks::OPENAI);
+        assert_eq!((official["max_completion_tokens"].as_u64(), official.get("max_tokens")), (Some(50), None));
+        assert_eq!(official["vendor_field"], 1);
+        let strict = body(Quirks { max_completion_tokens: false, stream_options: false, strict_fields: true });
+        assert_eq!(strict["max_tokens"], 50);
+        assert!(strict.get("vendor_field").is_none() && strict.get("stream_options").is_none());
+        assert_eq!(strict["seed"], 3);
+        assert_eq!(body(Quirks::COMPATIBLE), serde_json::to_value(&req).unwrap(), "no quirk, no change");
+    }
+
+    #[test]
     fn retry_after_headers_are_read() {
         let mut h = HeaderMap::new();
         h.insert("retry-after", HeaderValue::from_static("2"));

@@ -102,7 +102,8 @@ async fn models_are_listed_and_retrievable() {
         .unwrap();
     assert_eq!(list["object"], "list");
     let ids: Vec<&str> = list["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["test-model", "dead-model", "keyless-model"]);
+    assert_eq!(ids[..3], ["test-model", "claude-test", "gemini-test"]);
+    assert!(ids.contains(&"dead-model") && ids.contains(&"keyless-model"));
     assert_eq!(list["data"][0]["object"], "model");
     assert_eq!(list["data"][0]["owned_by"], "upstream");
 

@@ -8,5 +8,6 @@ mod support;
 mod chat;
 mod errors;
 mod lifecycle;
+mod providers;
 mod secrets;
 mod streaming;

@@ -122,10 +122,60 @@ impl Harness {
             base_url = "https://api.example.com/v1"
             api_key_env = "TEST_MISSING_KEY"
 
+            [[providers]]
+            name = "anthropic"
+            kind = "anthropic"
+            base_url = "{root}"
+            api_key_env = "TEST_UPSTREAM_KEY"
+            {provider_extra}
+
+            [[providers]]
+            name = "gemini"
+            kind = "gemini"
+            base_url = "{root}"
+            api_key_env = "TEST_UPSTREAM_KEY"
+            {provider_extra}
+
+            [[providers]]
+            name = "azure"
+            kind = "azure"
+            base_url = "{root}"
+            api_key_env = "TEST_UPSTREAM_KEY"
+            api_version = "2024-10-21"
+
             [[models]]
             name = "test-model"
             provider = "upstream"
             upstream = "upstream-model-id"
+
+            [[models]]
+            name = "claude-test"
+            provider = "anthropic"
+            upstream = "claude-sonnet-4-5"
+
+            [[models]]
+            name = "gemini-test"
+            provider = "gemini"
+            upstream = "gemini-2.5-flash"
+
+            [[models]]
+            name = "azure-test"
+            provider = "azure"
+            upstream = "my-gpt-deployment"
+
+            [[models]]
+            name = "embed-openai"
+            provider = "upstream"
+            upstream = "text-embedding-3-small"
+
+            [[models]]
+            name = "embed-gemini"
+            provider = "gemini"
+            upstream = "gemini-embedding-001"
+
+            [[models]]
+            name = "omni-moderation-latest"
+            provider = "upstream"
 
             [[models]]
             name = "dead-model"
@@ -136,6 +186,7 @@ impl Harness {
             provider = "unconfigured"
             "#,
             base = upstream.base_url,
+            root = upstream.base_url.trim_end_matches("/v1"),
             server_extra = setup.server_extra,
             provider_extra = setup.provider_extra,
         );
