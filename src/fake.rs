@@ -397,16 +397,14 @@ impl Reply {
             return reply;
         }
         // JSON mode: the answer is an object matching the schema, streamed a few characters at a time.
-        match body.pointer("/response_format/type").and_then(Value::as_str) {
-            Some(kind @ ("json_schema" | "json_object")) => {
-                let schema =
-                    if kind == "json_schema" { body.pointer("/response_format/json_schema/schema") } else { None };
-                let text = object_for_schema(schema).to_string();
-                reply.completion_tokens = text.len().div_ceil(4) as u64;
-                reply.tokens = char_pieces(&text, 4);
-                return reply;
-            }
-            _ => {}
+        if let Some(kind @ ("json_schema" | "json_object")) =
+            body.pointer("/response_format/type").and_then(Value::as_str)
+        {
+            let schema = if kind == "json_schema" { body.pointer("/response_format/json_schema/schema") } else { None };
+            let text = object_for_schema(schema).to_string();
+            reply.completion_tokens = text.len().div_ceil(4) as u64;
+            reply.tokens = char_pieces(&text, 4);
+            return reply;
         }
         let wanted = settings.completion_tokens;
         let n = limit.map_or(wanted, |l| l.min(wanted)).max(1);
