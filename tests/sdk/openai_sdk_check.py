@@ -139,12 +139,37 @@ def run_checks(base):
         else:
             raise AssertionError("expected BadRequestError")
 
+    def embeddings_default_base64():
+        # The SDK asks for base64 unless told otherwise, and decodes it itself.
+        r = client.embeddings.create(model="fake-embed", input=["hello", "world"])
+        assert len(r.data) == 2 and len(r.data[0].embedding) == 8, r
+        assert all(isinstance(x, float) for x in r.data[0].embedding)
+        f = client.embeddings.create(model="fake-embed", input=["hello", "world"], encoding_format="float")
+        assert all(abs(a - b) < 1e-6 for a, b in zip(r.data[0].embedding, f.data[0].embedding))
+        assert r.usage.prompt_tokens > 0
+
+    def json_schema_output():
+        r = client.chat.completions.create(model=MODEL, messages=MESSAGES, response_format={
+            "type": "json_schema", "json_schema": {"name": "greeting", "schema": {
+                "type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}}})
+        import json
+        assert "text" in json.loads(r.choices[0].message.content)
+
+    def image_input():
+        r = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": [
+            {"type": "text", "text": "What is this?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}])
+        assert r.choices[0].message.content
+
     for name, fn in [
         ("plain chat", plain_chat),
         ("streamed chat", streamed_chat),
         ("streamed chat with usage", streamed_with_usage),
         ("tool calls, plain and streamed", tool_calls),
         ("models list and retrieve", models),
+        ("embeddings, SDK default (base64) and float", embeddings_default_base64),
+        ("JSON schema output", json_schema_output),
+        ("image input", image_input),
         ("unknown model -> NotFoundError", unknown_model_is_not_found),
         ("wrong key -> AuthenticationError", wrong_key_is_authentication_error),
         ("bad field -> BadRequestError with param", bad_request_names_the_param),
