@@ -7,6 +7,7 @@ mod support;
 
 mod chat;
 mod errors;
+mod fixtures;
 mod lifecycle;
 mod providers;
 mod secrets;
