@@ -24,8 +24,9 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let span = tracing::info_span!("request", request_id = %id);
     let started = Instant::now();
+    tracing::debug!(parent: &span, method = %req.method(), path = %req.uri().path(), "request received");
     let mut resp = next.run(req).instrument(span.clone()).await;
     span.in_scope(|| {
         tracing::debug!(
