@@ -12,6 +12,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod catalog;
+
+pub use catalog::{AliasConfig, CatalogFile, CatalogSettings, Capability, ModelConfig, ModelStatus, ModelTier, TierConfig};
+
 /// The shipped default configuration, used when no file is given and `config/switchyard.toml` is absent.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../config/switchyard.toml");
 pub const DEFAULT_PATH: &str = "config/switchyard.toml";
@@ -29,7 +33,49 @@ pub struct Config {
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
     #[serde(default)]
+    pub router: RouterConfig,
+    #[serde(default)]
+    pub catalog: CatalogSettings,
+    #[serde(default)]
     pub models: Vec<ModelConfig>,
+    #[serde(default)]
+    pub aliases: Vec<AliasConfig>,
+    #[serde(default)]
+    pub tiers: Vec<TierConfig>,
+}
+
+/// How the router tries targets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterConfig {
+    /// Upstream attempts at most per client request, fallbacks included.
+    pub max_attempts: u32,
+    /// The whole request's deadline, across attempts.
+    pub request_timeout_ms: u64,
+    /// Consecutive failures that open a target's circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker keeps a target out before one probe is let through.
+    pub breaker_cooldown_ms: u64,
+    /// Retries (attempts after the first) may add at most this fraction of the request rate…
+    pub retry_budget_ratio: f64,
+    /// …plus this many per second, so an outage does not multiply traffic.
+    pub retry_budget_per_second: u32,
+    /// The longest `retry-after` waited out when no other target is left.
+    pub max_retry_after_wait_ms: u64,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 4,
+            request_timeout_ms: 600_000,
+            breaker_failures: 5,
+            breaker_cooldown_ms: 30_000,
+            retry_budget_ratio: 0.2,
+            retry_budget_per_second: 10,
+            max_retry_after_wait_ms: 5_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -214,22 +260,6 @@ impl Default for FakeSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelConfig {
-    /// The public name clients send.
-    pub name: String,
-    pub provider: String,
-    /// The provider's model id; defaults to `name`.
-    pub upstream: Option<String>,
-}
-
-impl ModelConfig {
-    pub fn upstream_id(&self) -> &str {
-        self.upstream.as_deref().unwrap_or(&self.name)
-    }
-}
-
 /// One thing wrong with a configuration, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigProblem {
@@ -268,8 +298,23 @@ impl Config {
 
     /// Decodes and validates a TOML document, returning every problem found.
     pub fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
-        let config: Config = toml::from_str(text)
+        let mut config: Config = toml::from_str(text)
             .map_err(|e| vec![ConfigProblem { path: String::new(), message: e.to_string().trim_end().to_owned() }])?;
+        let catalog_text = match config.catalog.file.as_deref() {
+            None => Some(catalog::EMBEDDED_CATALOG.to_owned()),
+            Some("") => None,
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                vec![ConfigProblem { path: "catalog.file".into(), message: format!("cannot read {path}: {e}") }]
+            })?),
+        };
+        if let Some(text) = catalog_text {
+            let file: CatalogFile = toml::from_str(&text).map_err(|e| {
+                vec![ConfigProblem { path: "catalog".into(), message: e.to_string().trim_end().to_owned() }]
+            })?;
+            catalog::merge(&mut config, file);
+        } else {
+            catalog::merge(&mut config, CatalogFile::default());
+        }
         let problems = config.problems();
         if problems.is_empty() { Ok(config) } else { Err(problems) }
     }
@@ -376,21 +421,17 @@ impl Config {
             }
         }
 
-        let mut model_names = HashSet::new();
-        for (i, m) in self.models.iter().enumerate() {
-            let at = |field: &str| format!("models[{i}].{field}");
-            if m.name.is_empty() || m.name.len() > 256 || m.name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                bad(at("name"), "must be 1-256 characters without spaces".into());
-            } else if !model_names.insert(m.name.as_str()) {
-                bad(at("name"), format!("model \"{}\" is defined twice", m.name));
-            }
-            if !self.providers.iter().any(|p| p.name == m.provider) {
-                bad(at("provider"), format!("provider \"{}\" is not defined", m.provider));
-            }
-            if m.upstream.as_deref() == Some("") {
-                bad(at("upstream"), "must not be empty".into());
-            }
+        let r = &self.router;
+        if r.max_attempts == 0 || r.max_attempts > 20 {
+            bad("router.max_attempts".into(), "must be between 1 and 20".into());
         }
+        if !(r.retry_budget_ratio.is_finite() && (0.0..=1.0).contains(&r.retry_budget_ratio)) {
+            bad("router.retry_budget_ratio".into(), "must be between 0 and 1".into());
+        }
+        if r.request_timeout_ms == 0 || r.breaker_failures == 0 {
+            bad("router".into(), "request_timeout_ms and breaker_failures must be greater than 0".into());
+        }
+        catalog::problems(self, &mut out);
         out
     }
 }
@@ -470,9 +511,73 @@ mod tests {
             "providers[1].base_url: must start with http:// or https://",
             "providers[1].headers.Authorization: credentials come from api_key_env, not from headers",
             "models[0].provider: provider \"missing\" is not defined",
-            "models[1].name: model \"m\" is defined twice",
+            "models[1].name: \"m\" is already defined at models[0]",
         ];
         assert_eq!(problems, expected);
+    }
+
+    #[test]
+    fn catalog_chains_are_checked_for_missing_targets_duplicates_cycles_and_prices() {
+        let text = r#"
+            [catalog]
+            file = ""
+            [[providers]]
+            name = "p"
+            kind = "fake"
+            [[models]]
+            name = "m1"
+            provider = "p"
+            input_per_mtok = -1.0
+            [[models]]
+            name = "m2"
+            provider = "p"
+            [[aliases]]
+            name = "a"
+            targets = ["m1", "m1", "ghost", "b"]
+            [[aliases]]
+            name = "b"
+            targets = ["a"]
+            [[aliases]]
+            name = "empty"
+            targets = []
+            [[tiers]]
+            name = "economy"
+            models = ["m2", "nope"]
+        "#;
+        let problems: Vec<String> = Config::parse(text).unwrap_err().iter().map(|p| p.to_string()).collect();
+        let expected = [
+            "models[0].input_per_mtok: -1 is not a price between 0 and 10000 USD per million tokens",
+            "aliases[0].targets[1]: \"m1\" is listed twice",
+            "aliases[0].targets[2]: \"ghost\" is not a model or alias",
+            "aliases[0].targets: aliases form a cycle: a -> b -> a",
+            "aliases[1].targets: aliases form a cycle: b -> a -> b",
+            "aliases[2].targets: must list at least one model or alias",
+            "tiers[0].models[1]: \"nope\" is not a model",
+        ];
+        assert_eq!(problems, expected);
+    }
+
+    #[test]
+    fn the_default_catalog_keeps_only_configured_providers_and_operators_override_it() {
+        let text = r#"
+            [[providers]]
+            name = "openai"
+            kind = "openai"
+            preset = "openai"
+            [[models]]
+            name = "gpt-4o"
+            provider = "openai"
+            input_per_mtok = 1.0
+        "#;
+        let cfg = Config::parse(text).unwrap();
+        assert!(cfg.models.iter().all(|m| m.provider == "openai"));
+        assert!(cfg.models.iter().any(|m| m.name == "gpt-5-mini"));
+        let gpt4o: Vec<_> = cfg.models.iter().filter(|m| m.name == "gpt-4o").collect();
+        assert_eq!((gpt4o.len(), gpt4o[0].input_per_mtok), (1, Some(1.0)), "the operator's entry replaces the catalog's");
+        // Aliases whose chains lose every model are dropped; others keep their OpenAI members.
+        let judge = cfg.aliases.iter().find(|a| a.name == "smooth-judge").unwrap();
+        assert_eq!(judge.targets, ["gpt-5-mini"]);
+        assert!(!cfg.aliases.iter().any(|a| a.name == "smooth-coding-qwen"));
     }
 
     #[test]

@@ -100,6 +100,9 @@ impl Harness {
         let upstream = FakeUpstream::start(setup.fake).await;
         let toml = format!(
             r#"
+            [catalog]
+            file = ""
+
             [server]
             {server_extra}
             [[providers]]
