@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::http::body::BodyLimits;
 use crate::providers::Provider;
-use crate::routing::Catalog;
+use crate::routing::{Catalog, Router};
 use crate::secret::Secret;
 use crate::usage::{LogSink, UsageSink};
 
@@ -33,6 +33,7 @@ impl Default for AppOptions {
 
 pub struct AppState {
     pub catalog: Catalog,
+    pub router: Router,
     pub providers: Vec<Arc<Provider>>,
     pub master_key: Secret,
     pub usage: Arc<dyn UsageSink>,
@@ -66,6 +67,7 @@ impl AppState {
         };
         let state = AppState {
             catalog,
+            router: Router::new(&config.router),
             providers,
             master_key: master.key.clone(),
             usage: opts.usage_sink.clone(),

@@ -100,6 +100,8 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref())?;
     crate::logging::init(&config.log);
     let (state, master) = AppState::new(&config, &AppOptions::default())?;
+    // The tokenizer takes a moment to build; do it now rather than in the first request that needs it.
+    tokio::task::spawn_blocking(crate::routing::tokens::warm_up);
     if master.generated {
         // Printed once, to the terminal only: never through the logger.
         eprintln!(

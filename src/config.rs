@@ -14,7 +14,9 @@ use serde::Deserialize;
 
 pub mod catalog;
 
-pub use catalog::{AliasConfig, CatalogFile, CatalogSettings, Capability, ModelConfig, ModelStatus, ModelTier, TierConfig};
+pub use catalog::{
+    AliasConfig, Capability, CatalogFile, CatalogSettings, ModelConfig, ModelStatus, ModelTier, TierConfig,
+};
 
 /// The shipped default configuration, used when no file is given and `config/switchyard.toml` is absent.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../config/switchyard.toml");
@@ -232,6 +234,17 @@ pub struct Timeouts {
 }
 
 impl TimeoutsConfig {
+    /// These deadlines where set, `base` elsewhere (a model's over its provider's).
+    pub fn resolve_over(&self, base: Timeouts) -> Timeouts {
+        let ms = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_millis);
+        Timeouts {
+            connect: ms(self.connect_ms, base.connect),
+            first_byte: ms(self.first_byte_ms, base.first_byte),
+            idle: ms(self.idle_ms, base.idle),
+            total: ms(self.total_ms, base.total),
+        }
+    }
+
     pub fn resolve(&self) -> Timeouts {
         let ms = |v: Option<u64>, d: u64| Duration::from_millis(v.unwrap_or(d));
         Timeouts {
@@ -573,7 +586,11 @@ mod tests {
         assert!(cfg.models.iter().all(|m| m.provider == "openai"));
         assert!(cfg.models.iter().any(|m| m.name == "gpt-5-mini"));
         let gpt4o: Vec<_> = cfg.models.iter().filter(|m| m.name == "gpt-4o").collect();
-        assert_eq!((gpt4o.len(), gpt4o[0].input_per_mtok), (1, Some(1.0)), "the operator's entry replaces the catalog's");
+        assert_eq!(
+            (gpt4o.len(), gpt4o[0].input_per_mtok),
+            (1, Some(1.0)),
+            "the operator's entry replaces the catalog's"
+        );
         // Aliases whose chains lose every model are dropped; others keep their OpenAI members.
         let judge = cfg.aliases.iter().find(|a| a.name == "smooth-judge").unwrap();
         assert_eq!(judge.targets, ["gpt-5-mini"]);

@@ -31,7 +31,7 @@ pub struct CatalogSettings {
     pub file: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Capability {
     Tools,
@@ -155,8 +155,12 @@ pub fn merge(config: &mut Config, catalog: CatalogFile) {
         })
         .collect();
     models.append(&mut config.models);
-    let known: HashSet<String> =
-        models.iter().map(|m| m.name.clone()).chain(catalog.aliases.iter().map(|a| a.name.clone())).chain(own_aliases.iter().cloned()).collect();
+    let known: HashSet<String> = models
+        .iter()
+        .map(|m| m.name.clone())
+        .chain(catalog.aliases.iter().map(|a| a.name.clone()))
+        .chain(own_aliases.iter().cloned())
+        .collect();
     let mut aliases: Vec<AliasConfig> = catalog
         .aliases
         .into_iter()
@@ -172,7 +176,12 @@ pub fn merge(config: &mut Config, catalog: CatalogFile) {
     // Pruning can empty an alias, which can empty an alias that pointed at it: repeat until stable.
     loop {
         let before = aliases.len();
-        let alive: HashSet<String> = models.iter().map(|m| m.name.clone()).chain(aliases.iter().map(|a| a.name.clone())).chain(own_aliases.iter().cloned()).collect();
+        let alive: HashSet<String> = models
+            .iter()
+            .map(|m| m.name.clone())
+            .chain(aliases.iter().map(|a| a.name.clone()))
+            .chain(own_aliases.iter().cloned())
+            .collect();
         for a in aliases.iter_mut().filter(|a| a.origin.starts_with("catalog")) {
             a.targets.retain(|t| alive.contains(t));
         }
@@ -219,9 +228,11 @@ pub fn problems(config: &Config, out: &mut Vec<ConfigProblem>) {
         if m.upstream.as_deref() == Some("") {
             bad(at("upstream"), "must not be empty".into());
         }
-        for (field, price) in
-            [("input_per_mtok", m.input_per_mtok), ("output_per_mtok", m.output_per_mtok), ("cached_input_per_mtok", m.cached_input_per_mtok)]
-        {
+        for (field, price) in [
+            ("input_per_mtok", m.input_per_mtok),
+            ("output_per_mtok", m.output_per_mtok),
+            ("cached_input_per_mtok", m.cached_input_per_mtok),
+        ] {
             if let Some(p) = price
                 && !(p.is_finite() && (0.0..=10_000.0).contains(&p))
             {

@@ -22,7 +22,7 @@ use super::{GatewayError, body};
 use crate::app::AppState;
 use crate::providers::exec::{self, ChunkStream};
 use crate::providers::{ErrorKind, ProviderError};
-use crate::routing::ModelEntry;
+use crate::routing::{Caller, Fallback, ModelEntry, RequestFeatures, RoutePlan};
 use crate::schema::{ChatChunk, ChatRequest};
 use crate::sse::{DONE_FRAME, data_frame};
 use crate::usage::{Outcome, UsageGuard};
@@ -43,73 +43,100 @@ pub async fn create_chat_completion(
     let mut req: ChatRequest = body::decode(&bytes)?;
     drop(bytes);
     validate(&req)?;
-    let plan = state.catalog.resolve(&req.model)?;
-    let target = plan.targets[0].clone();
-    if let Some(why) = target.provider.unavailable_reason() {
-        return Err(GatewayError::provider_unavailable(why));
-    }
+    let plan = {
+        let features = RequestFeatures::for_chat(&req)
+            .map_err(|field| GatewayError::invalid_value(format!("'{field}' has an invalid value."), &field))?;
+        state.catalog.plan(&req.model, &Caller::default(), &features)?
+    };
+    // Switchyard's own fields are not forwarded.
+    req.extra.remove("prefer");
+    req.extra.remove("models");
 
     let mut usage = UsageGuard::new(state.usage.clone(), &request_id.0, &req, started.into_std());
-    usage.set_served(&target.name, &target.provider.name);
-    let deadline = Instant::now() + target.provider.timeouts.total;
     let wants_usage = req.wants_stream_usage();
-    req.model.clone_from(&target.upstream);
-
-    if !req.is_streaming() {
-        let result = exec::complete(&target.provider, &req, deadline).await;
-        return match result {
-            Ok(mut resp) => {
-                resp.model.clone_from(&target.name);
-                if let Some(u) = &resp.usage {
-                    usage.provider_usage(u);
-                }
-                let json = serde_json::to_vec(&resp).map_err(|_| GatewayError::internal())?;
-                usage.finish(Outcome::Completed, 200, None);
-                let mut response = ([(header::CONTENT_TYPE, "application/json")], json).into_response();
-                served_headers(response.headers_mut(), &target);
-                Ok(response)
-            }
-            Err(e) => Err(failed(usage, &e)),
-        };
+    if req.is_streaming() {
+        // Switchyard always learns a stream's usage; the caller's own choice is honoured when forwarding.
+        req.stream_options.get_or_insert_with(Default::default).include_usage = Some(true);
     }
+    let mut fallback = Fallback::new(&plan, &state.router, started);
+    while let Some(target) = fallback.next().await {
+        usage.set_served(&target.name, &target.provider.name);
+        req.model.clone_from(&target.upstream);
+        let deadline = fallback.attempt_deadline(&target);
+        if !req.is_streaming() {
+            match exec::complete(&target.provider, &target.timeouts, &req, deadline).await {
+                Ok(mut resp) => {
+                    fallback.succeeded(&target);
+                    resp.model.clone_from(&target.name);
+                    if let Some(u) = &resp.usage {
+                        usage.provider_usage(u);
+                    }
+                    let json = serde_json::to_vec(&resp).map_err(|_| GatewayError::internal())?;
+                    usage.finish(Outcome::Completed, 200, None);
+                    let mut response = ([(header::CONTENT_TYPE, "application/json")], json).into_response();
+                    route_headers(response.headers_mut(), &plan, &fallback, &target);
+                    return Ok(response);
+                }
+                Err(e) => {
+                    tracing::warn!(model = %target.name, provider = %target.provider.name, error = %e, "upstream attempt failed");
+                    if !fallback.failed(&target, e) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        match open_committable_stream(&target, &req, deadline).await {
+            Ok((upstream, leading)) => {
+                fallback.succeeded(&target);
+                let (tx, rx) = mpsc::channel::<Bytes>(STREAM_BUFFER);
+                let relay =
+                    Relay { public_model: target.name.clone(), wants_usage, usage, hard_stop: state.hard_stop.clone() };
+                tokio::spawn(relay.run(upstream, leading, tx).instrument(tracing::Span::current()));
+                let body = futures_util::stream::unfold(rx, |mut rx| async move {
+                    rx.recv().await.map(|frame| (Ok::<_, std::convert::Infallible>(frame), rx))
+                });
+                let mut response = Response::new(Body::from_stream(body));
+                let h = response.headers_mut();
+                h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                // Tells nginx-style proxies in front of us not to buffer the stream.
+                h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+                route_headers(h, &plan, &fallback, &target);
+                return Ok(response);
+            }
+            Err(e) => {
+                tracing::warn!(model = %target.name, provider = %target.provider.name, error = %e, "upstream attempt failed");
+                if !fallback.failed(&target, e) {
+                    break;
+                }
+            }
+        }
+    }
+    Err(all_failed(usage, &fallback, &plan))
+}
 
-    // Switchyard always learns a stream's usage; the caller's own choice is honoured when forwarding.
-    req.stream_options.get_or_insert_with(Default::default).include_usage = Some(true);
-    let mut upstream = match exec::open_stream(&target.provider, &req, deadline).await {
-        Ok(s) => s,
-        Err(e) => return Err(failed(usage, &e)),
-    };
-    // Wait past the preamble (a role-only first chunk, Anthropic's message_start) for the first chunk with
-    // content: a provider that fails right after its preamble is still a failed attempt with a status.
+/// Opens a stream and reads past its preamble (a role-only first chunk, Anthropic's `message_start`) to
+/// the first chunk with content: until then nothing is sent, so a failure is still a failed attempt that
+/// can fall back invisibly.
+async fn open_committable_stream(
+    target: &ModelEntry,
+    req: &ChatRequest,
+    deadline: Instant,
+) -> Result<(ChunkStream, VecDeque<ChatChunk>), ProviderError> {
+    let mut upstream = exec::open_stream(&target.provider, &target.timeouts, req, deadline).await?;
     let mut leading = VecDeque::new();
     loop {
-        match upstream.next().await {
-            Ok(Some(chunk)) if chunk.is_preamble() && leading.len() < MAX_PREAMBLE => leading.push_back(chunk),
-            Ok(Some(chunk)) => {
+        match upstream.next().await? {
+            Some(chunk) if chunk.is_preamble() && leading.len() < MAX_PREAMBLE => leading.push_back(chunk),
+            Some(chunk) => {
                 leading.push_back(chunk);
                 break;
             }
-            Ok(None) => break,
-            Err(e) => return Err(failed(usage, &e)),
+            None => break,
         }
     }
-    drop(req);
-
-    let (tx, rx) = mpsc::channel::<Bytes>(STREAM_BUFFER);
-    let relay = Relay { public_model: target.name.clone(), wants_usage, usage, hard_stop: state.hard_stop.clone() };
-    tokio::spawn(relay.run(upstream, leading, tx).instrument(tracing::Span::current()));
-
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|frame| (Ok::<_, std::convert::Infallible>(frame), rx))
-    });
-    let mut response = Response::new(Body::from_stream(body));
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    // Tells nginx-style proxies in front of us not to buffer the stream.
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    served_headers(h, &target);
-    Ok(response)
+    Ok((upstream, leading))
 }
 
 fn validate(req: &ChatRequest) -> Result<(), GatewayError> {
@@ -122,19 +149,30 @@ fn validate(req: &ChatRequest) -> Result<(), GatewayError> {
     Ok(())
 }
 
-fn served_headers(h: &mut HeaderMap, target: &ModelEntry) {
-    if let Ok(v) = HeaderValue::from_str(&target.name) {
-        h.insert("x-switchyard-model", v);
+/// What answered and why: `x-switchyard-model`, `-provider`, `-routed-from`, `-attempts`.
+pub(super) fn route_headers(h: &mut HeaderMap, plan: &RoutePlan, fallback: &Fallback<'_>, served: &ModelEntry) {
+    let mut put = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name, v);
+        }
+    };
+    put("x-switchyard-model", &served.name);
+    put("x-switchyard-provider", &served.provider.name);
+    if plan.requested != served.name {
+        put("x-switchyard-routed-from", &plan.requested);
     }
-    if let Ok(v) = HeaderValue::from_str(&target.provider.name) {
-        h.insert("x-switchyard-provider", v);
+    put("x-switchyard-attempts", &fallback.header_value());
+    if let Some(instead) = &plan.deprecated {
+        put("x-switchyard-deprecated", instead);
     }
 }
 
-/// Records a failed attempt and turns it into the client's error.
-fn failed(usage: UsageGuard, e: &ProviderError) -> GatewayError {
-    let error = GatewayError::from_provider(e);
-    tracing::warn!(error = %e, status = error.status.as_u16(), "upstream attempt failed");
+/// Records the request's failure and turns it into the client's error.
+pub(super) fn all_failed(usage: UsageGuard, fallback: &Fallback<'_>, plan: &RoutePlan) -> GatewayError {
+    let e = fallback.failure();
+    let mut error = GatewayError::from_provider(&e);
+    error.attempts = Some(fallback.header_value().into_boxed_str());
+    tracing::warn!(requested = %plan.requested, attempts = %fallback.header_value(), status = error.status.as_u16(), "request failed");
     usage.finish(Outcome::Failed, error.status.as_u16(), Some(e.label()));
     error
 }
@@ -230,7 +268,7 @@ impl Relay {
 fn stream_error(e: &ProviderError) -> GatewayError {
     let mut g = GatewayError::from_provider(e);
     if !matches!(e.kind, ErrorKind::Timeout(_)) {
-        g.code = Some("stream_interrupted".to_owned());
+        g.code = Some("stream_interrupted".into());
     }
     g.status = StatusCode::OK;
     g

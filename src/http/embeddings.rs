@@ -14,10 +14,12 @@ use base64::engine::general_purpose::STANDARD;
 use http::{HeaderMap, header};
 use tokio::time::Instant;
 
+use super::chat::{all_failed, route_headers};
 use super::observe::RequestId;
 use super::{GatewayError, body};
 use crate::app::AppState;
 use crate::providers::{ProviderError, exec};
+use crate::routing::{Caller, Fallback, RequestFeatures};
 use crate::schema::{EmbeddingRequest, EmbeddingVector, EncodingFormat, ModerationRequest, Usage};
 use crate::usage::{Outcome, UsageGuard};
 
@@ -37,36 +39,48 @@ pub async fn create_embeddings(
     if req.dimensions == Some(0) {
         return Err(GatewayError::invalid_value("'dimensions' must be at least 1.", "dimensions"));
     }
-    let plan = state.catalog.resolve(&req.model)?;
-    let target = plan.targets[0].clone();
-    if let Some(why) = target.provider.unavailable_reason() {
-        return Err(GatewayError::provider_unavailable(why));
-    }
+    let plan = {
+        let texts = req.input.texts().unwrap_or_default();
+        state.catalog.plan(&req.model, &Caller::default(), &RequestFeatures::for_embeddings(texts))?
+    };
     let estimate = req.input.texts().map_or(0, |t| t.iter().map(|s| s.len().div_ceil(4) as u64).sum());
     let mut usage =
         UsageGuard::for_request(state.usage.clone(), &request_id.0, &req.model, false, estimate, started.into_std());
-    usage.set_served(&target.name, &target.provider.name);
     let wanted = req.encoding_format.unwrap_or(EncodingFormat::Float);
-    req.model.clone_from(&target.upstream);
-    let deadline = Instant::now() + target.provider.timeouts.total;
-    let mut resp = match exec::embed(&target.provider, &req, deadline).await {
-        Ok(resp) => resp,
-        Err(e) => return Err(failed(usage, &e)),
-    };
-    for item in &mut resp.data {
-        convert(&mut item.embedding, wanted).map_err(|e| failed_ref(&e))?;
+    let mut fallback = Fallback::new(&plan, &state.router, started);
+    while let Some(target) = fallback.next().await {
+        usage.set_served(&target.name, &target.provider.name);
+        req.model.clone_from(&target.upstream);
+        let deadline = fallback.attempt_deadline(&target);
+        let mut resp = match exec::embed(&target.provider, &target.timeouts, &req, deadline).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::warn!(model = %target.name, error = %e, "upstream attempt failed");
+                if fallback.failed(&target, e) {
+                    continue;
+                }
+                break;
+            }
+        };
+        fallback.succeeded(&target);
+        for item in &mut resp.data {
+            convert(&mut item.embedding, wanted).map_err(|e| GatewayError::from_provider(&e))?;
+        }
+        resp.model.clone_from(&target.name);
+        if let Some(u) = &resp.usage {
+            usage.provider_usage(&Usage {
+                prompt_tokens: u.prompt_tokens,
+                total_tokens: u.total_tokens,
+                ..Usage::default()
+            });
+        }
+        let json = serde_json::to_vec(&resp).map_err(|_| GatewayError::internal())?;
+        usage.finish(Outcome::Completed, 200, None);
+        let mut response = ([(header::CONTENT_TYPE, "application/json")], json).into_response();
+        route_headers(response.headers_mut(), &plan, &fallback, &target);
+        return Ok(response);
     }
-    resp.model.clone_from(&target.name);
-    if let Some(u) = &resp.usage {
-        usage.provider_usage(&Usage {
-            prompt_tokens: u.prompt_tokens,
-            total_tokens: u.total_tokens,
-            ..Usage::default()
-        });
-    }
-    let json = serde_json::to_vec(&resp).map_err(|_| GatewayError::internal())?;
-    usage.finish(Outcome::Completed, 200, None);
-    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+    Err(all_failed(usage, &fallback, &plan))
 }
 
 /// Rewrites a vector into the encoding the caller asked for.
@@ -94,18 +108,6 @@ fn invalid(what: &str) -> ProviderError {
     ProviderError::new(crate::providers::ErrorKind::InvalidResponse, format!("the provider returned {what}"))
 }
 
-fn failed(usage: UsageGuard, e: &ProviderError) -> GatewayError {
-    let error = failed_ref(e);
-    usage.finish(Outcome::Failed, error.status.as_u16(), Some(e.label()));
-    error
-}
-
-fn failed_ref(e: &ProviderError) -> GatewayError {
-    let error = GatewayError::from_provider(e);
-    tracing::warn!(error = %e, status = error.status.as_u16(), "upstream attempt failed");
-    error
-}
-
 /// The model used when a moderations request names none, as OpenAI does.
 const DEFAULT_MODERATION_MODEL: &str = "omni-moderation-latest";
 
@@ -120,25 +122,38 @@ pub async fn create_moderation(
     let mut req: ModerationRequest = body::decode(&bytes)?;
     drop(bytes);
     let requested = req.model.clone().unwrap_or_else(|| DEFAULT_MODERATION_MODEL.to_owned());
-    let plan = state.catalog.resolve(&requested)?;
-    let target = plan.targets[0].clone();
-    if let Some(why) = target.provider.unavailable_reason() {
-        return Err(GatewayError::provider_unavailable(why));
-    }
+    let plan = state.catalog.plan(
+        &requested,
+        &Caller::default(),
+        &RequestFeatures::for_embeddings(Vec::new()).moderation(),
+    )?;
     let mut usage =
         UsageGuard::for_request(state.usage.clone(), &request_id.0, &requested, false, 0, started.into_std());
-    usage.set_served(&target.name, &target.provider.name);
-    req.model = Some(target.upstream.clone());
-    let deadline = Instant::now() + target.provider.timeouts.total;
-    let mut resp = match exec::moderate(&target.provider, &req, deadline).await {
-        Ok(resp) => resp,
-        Err(e) => return Err(failed(usage, &e)),
-    };
-    if let Some(obj) = resp.as_object_mut() {
-        obj.insert("model".to_owned(), serde_json::Value::String(target.name.clone()));
+    let mut fallback = Fallback::new(&plan, &state.router, started);
+    while let Some(target) = fallback.next().await {
+        usage.set_served(&target.name, &target.provider.name);
+        req.model = Some(target.upstream.clone());
+        let deadline = fallback.attempt_deadline(&target);
+        match exec::moderate(&target.provider, &target.timeouts, &req, deadline).await {
+            Ok(mut resp) => {
+                fallback.succeeded(&target);
+                if let Some(obj) = resp.as_object_mut() {
+                    obj.insert("model".to_owned(), serde_json::Value::String(target.name.clone()));
+                }
+                usage.finish(Outcome::Completed, 200, None);
+                let mut response = ([(header::CONTENT_TYPE, "application/json")], resp.to_string()).into_response();
+                route_headers(response.headers_mut(), &plan, &fallback, &target);
+                return Ok(response);
+            }
+            Err(e) => {
+                tracing::warn!(model = %target.name, error = %e, "upstream attempt failed");
+                if !fallback.failed(&target, e) {
+                    break;
+                }
+            }
+        }
     }
-    usage.finish(Outcome::Completed, 200, None);
-    Ok(([(header::CONTENT_TYPE, "application/json")], resp.to_string()).into_response())
+    Err(all_failed(usage, &fallback, &plan))
 }
 
 #[cfg(test)]

@@ -17,12 +17,15 @@ use crate::schema::{ErrorBody, ErrorObject};
 pub struct GatewayError {
     pub status: StatusCode,
     pub kind: &'static str,
-    pub code: Option<String>,
-    pub param: Option<String>,
-    pub message: String,
+    // Boxed strings keep the error small: it travels in every handler's `Result`.
+    pub code: Option<Box<str>>,
+    pub param: Option<Box<str>>,
+    pub message: Box<str>,
     pub retry_after: Option<Duration>,
     /// Sent as `x-should-retry` so the OpenAI SDKs do not retry what cannot succeed.
     pub should_retry: Option<bool>,
+    /// Sent as `x-switchyard-attempts` when the router tried targets.
+    pub attempts: Option<Box<str>>,
 }
 
 const INVALID_REQUEST: &str = "invalid_request_error";
@@ -32,16 +35,17 @@ impl GatewayError {
         Self {
             status,
             kind,
-            code: code.map(str::to_owned),
+            code: code.map(Into::into),
             param: None,
-            message: message.into(),
+            message: message.into().into_boxed_str(),
             retry_after: None,
             should_retry: None,
+            attempts: None,
         }
     }
 
     fn with_param(mut self, param: Option<String>) -> Self {
-        self.param = param;
+        self.param = param.map(String::into_boxed_str);
         self
     }
 
@@ -186,10 +190,10 @@ impl GatewayError {
     pub fn body(&self) -> ErrorBody {
         ErrorBody {
             error: ErrorObject {
-                message: self.message.clone(),
+                message: self.message.to_string(),
                 kind: self.kind.to_owned(),
-                param: self.param.clone(),
-                code: self.code.clone(),
+                param: self.param.as_deref().map(str::to_owned),
+                code: self.code.as_deref().map(str::to_owned),
             },
         }
     }
@@ -203,6 +207,15 @@ impl GatewayError {
 impl From<RouteError> for GatewayError {
     fn from(e: RouteError) -> Self {
         match &e {
+            RouteError::ContextTooLong(_) => {
+                Self::new(StatusCode::BAD_REQUEST, INVALID_REQUEST, Some("context_length_exceeded"), e.to_string())
+                    .with_param(Some("messages".to_owned()))
+            }
+            RouteError::NoCapableModel(_) => {
+                Self::new(StatusCode::BAD_REQUEST, INVALID_REQUEST, Some("model_not_capable"), e.to_string())
+                    .with_param(Some("model".to_owned()))
+            }
+            RouteError::InvalidField(field) => Self::invalid_value(e.to_string(), field),
             RouteError::UnknownModel(_) => {
                 Self::new(StatusCode::NOT_FOUND, INVALID_REQUEST, Some("model_not_found"), e.to_string())
                     .with_param(Some("model".to_owned()))
@@ -224,6 +237,9 @@ impl IntoResponse for GatewayError {
         if let Some(d) = self.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(d.as_secs_f64().ceil() as u64));
             h.insert("retry-after-ms", HeaderValue::from(d.as_millis() as u64));
+        }
+        if let Some(attempts) = self.attempts.as_deref().and_then(|a| HeaderValue::from_str(a).ok()) {
+            h.insert("x-switchyard-attempts", attempts);
         }
         if let Some(retry) = self.should_retry {
             h.insert("x-should-retry", HeaderValue::from_static(if retry { "true" } else { "false" }));

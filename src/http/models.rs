@@ -1,42 +1,158 @@
-//! `GET /v1/models` and `GET /v1/models/{id}` in OpenAI's shape.
+//! `GET /v1/models`, `GET /v1/models/{id}` (OpenAI's shape; `?include_metadata=true` adds the catalog's
+//! facts and each alias's fallback chain) and `POST /v1/route/explain`.
 
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
-use serde::Serialize;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use http::HeaderMap;
+use serde::Deserialize;
+use serde_json::{Value, json};
 
-use super::GatewayError;
+use super::{GatewayError, body};
 use crate::app::AppState;
-use crate::routing::{ModelEntry, RouteError};
+use crate::config::ModelTier;
+use crate::routing::{AliasEntry, Caller, ModelEntry, RequestFeatures, RouteError};
+use crate::schema::ChatRequest;
 
-#[derive(Serialize)]
-pub struct ModelObject<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    owned_by: &'a str,
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    include_metadata: Option<String>,
 }
 
-#[derive(Serialize)]
-pub struct ModelList<'a> {
-    object: &'static str,
-    data: Vec<ModelObject<'a>>,
+impl ListQuery {
+    fn metadata(&self) -> bool {
+        matches!(self.include_metadata.as_deref(), Some("true" | "1" | "yes"))
+    }
 }
 
-fn object(entry: &ModelEntry, created: u64) -> ModelObject<'_> {
-    ModelObject { id: &entry.name, object: "model", created, owned_by: &entry.provider.name }
+fn tier_name(t: ModelTier) -> &'static str {
+    match t {
+        ModelTier::Frontier => "frontier",
+        ModelTier::Smart => "smart",
+        ModelTier::Fast => "fast",
+        ModelTier::Specialty => "specialty",
+        ModelTier::Embedding => "embedding",
+    }
 }
 
-pub async fn list_models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    let data = state.catalog.models().iter().map(|m| object(m, state.created)).collect();
-    Json(serde_json::to_value(ModelList { object: "list", data }).unwrap_or_default())
+fn model_object(m: &ModelEntry, created: u64, metadata: bool) -> Value {
+    let mut o = json!({"id": m.name, "object": "model", "created": created, "owned_by": m.provider.name});
+    if metadata {
+        let caps: Option<Vec<Value>> =
+            m.capabilities.as_ref().map(|c| c.iter().map(|c| serde_json::to_value(c).unwrap_or(Value::Null)).collect());
+        o["metadata"] = json!({
+            "type": "model",
+            "lab": m.lab,
+            "provider": m.provider.name,
+            "tier": tier_name(m.tier),
+            "context_window": m.context_window,
+            "max_output": m.max_output,
+            "pricing": {
+                "input_per_mtok": m.input_per_mtok,
+                "output_per_mtok": m.output_per_mtok,
+                "cached_input_per_mtok": m.cached_input_per_mtok,
+                "priced": m.input_per_mtok.is_some(),
+            },
+            "capabilities": caps,
+            "status": format!("{:?}", m.status).to_lowercase(),
+            "available": m.provider.unavailable_reason().is_none(),
+            "note": m.note,
+        });
+    }
+    o
+}
+
+fn alias_object(a: &AliasEntry, created: u64, metadata: bool) -> Value {
+    let mut o = json!({"id": a.name, "object": "model", "created": created, "owned_by": "switchyard"});
+    if metadata {
+        o["metadata"] = json!({
+            "type": "alias",
+            "targets": a.targets,
+            "fallback_chain": a.chain.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+            "content_policy_chain": a.content_policy_chain.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+            "deprecated": a.deprecated,
+            "note": a.note,
+        });
+    }
+    o
+}
+
+pub async fn list_models(State(state): State<Arc<AppState>>, Query(q): Query<ListQuery>) -> Json<Value> {
+    let meta = q.metadata();
+    let mut data: Vec<Value> = state.catalog.models().iter().map(|m| model_object(m, state.created, meta)).collect();
+    data.extend(state.catalog.aliases().iter().map(|a| alias_object(a, state.created, meta)));
+    let mut tiers: Vec<&str> = state.catalog.tier_names().collect();
+    tiers.sort_unstable();
+    for t in tiers {
+        let mut o = json!({"id": t, "object": "model", "created": state.created, "owned_by": "switchyard"});
+        if meta {
+            let models: Vec<&str> = state.catalog.tier(t).unwrap_or_default().iter().map(|m| m.name.as_str()).collect();
+            o["metadata"] =
+                json!({"type": "tier", "models": models, "prefer": ["cheap", "fast", "balanced", "quality", "coding"]});
+        }
+        data.push(o);
+    }
+    Json(json!({"object": "list", "data": data}))
 }
 
 pub async fn retrieve_model(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, GatewayError> {
-    let entry = state.catalog.get(&id).ok_or_else(|| RouteError::UnknownModel(id.clone()))?;
-    Ok(Json(serde_json::to_value(object(entry, state.created)).unwrap_or_default()))
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, GatewayError> {
+    if let Some(m) = state.catalog.model(&id) {
+        return Ok(Json(model_object(m, state.created, q.metadata())));
+    }
+    if let Some(a) = state.catalog.alias(&id) {
+        return Ok(Json(alias_object(a, state.created, q.metadata())));
+    }
+    Err(RouteError::UnknownModel(id).into())
+}
+
+/// The plan a chat request would get, and why, without calling any provider.
+pub async fn explain_route(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, GatewayError> {
+    let bytes = body::read(&headers, body, state.body_limits).await?;
+    let req: ChatRequest = body::decode(&bytes)?;
+    let features = RequestFeatures::for_chat(&req)
+        .map_err(|field| GatewayError::invalid_value(format!("'{field}' has an invalid value."), &field))?;
+    let plan = state.catalog.plan(&req.model, &Caller::default(), &features)?;
+    let now = tokio::time::Instant::now();
+    let targets: Vec<Value> = plan
+        .targets
+        .iter()
+        .map(|m| {
+            let breaker = match m.breaker.peek(now) {
+                crate::routing::breaker::Gate::Closed => "closed",
+                crate::routing::breaker::Gate::Probe => "half_open",
+                crate::routing::breaker::Gate::Open { .. } => "open",
+            };
+            json!({
+                "model": m.name, "provider": m.provider.name, "upstream": m.upstream, "tier": tier_name(m.tier),
+                "context_window": m.context_window, "breaker": breaker,
+                "available": m.provider.unavailable_reason().is_none(),
+                "input_per_mtok": m.input_per_mtok, "output_per_mtok": m.output_per_mtok,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "requested": plan.requested,
+        "resolution": plan.resolution,
+        "targets": targets,
+        "skipped": plan.skipped,
+        "content_policy_targets": plan.content_policy_targets.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+        "deprecated": plan.deprecated,
+        "features": {
+            "tools": features.tools, "images": features.images, "json_schema": features.json_schema,
+            "max_output": features.max_output, "prefer": features.prefer,
+            "estimated_prompt_tokens": features.prompt_tokens(),
+        },
+        "max_attempts": state.router.max_attempts,
+    })))
 }

@@ -17,6 +17,7 @@ use super::error::{ErrorKind, ProviderError, TimeoutPhase};
 use super::{Endpoint, Provider, StreamMapper, StreamStep, Transport, UpstreamRequest};
 use serde_json::Value;
 
+use crate::config::Timeouts;
 use crate::schema::{ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, ModerationRequest};
 use crate::sse::{SseDecoder, SseEvent};
 
@@ -36,6 +37,7 @@ struct UpstreamResponse {
 /// rejected is set aside.
 async fn call_whole(
     provider: &Provider,
+    timeouts: &Timeouts,
     build: impl FnOnce(&Endpoint<'_>) -> Result<UpstreamRequest, ProviderError>,
     deadline: Instant,
 ) -> Result<Bytes, ProviderError> {
@@ -43,9 +45,9 @@ async fn call_whole(
     let key = endpoint.key_index;
     let upstream = build(&endpoint)?;
     let result = async {
-        let resp = send(provider, upstream, deadline).await?;
-        let resp = reject_error_status(provider, resp, deadline).await?;
-        read_body(resp.body, MAX_RESPONSE_BYTES, provider, deadline).await
+        let resp = send(provider, timeouts, upstream, deadline).await?;
+        let resp = reject_error_status(provider, timeouts, resp, deadline).await?;
+        read_body(resp.body, MAX_RESPONSE_BYTES, provider, timeouts, deadline).await
     }
     .await;
     if let Err(e) = &result {
@@ -57,26 +59,33 @@ async fn call_whole(
 /// Sends a non-streamed chat request and returns the parsed response.
 pub async fn complete(
     provider: &Provider,
+    timeouts: &Timeouts,
     req: &ChatRequest,
     deadline: Instant,
 ) -> Result<ChatResponse, ProviderError> {
-    let body = call_whole(provider, |ep| provider.adapter().chat_request(req, ep), deadline).await?;
+    let body = call_whole(provider, timeouts, |ep| provider.adapter().chat_request(req, ep), deadline).await?;
     provider.adapter().parse_chat_response(req, &body)
 }
 
 /// Sends an embeddings request and returns the parsed response.
 pub async fn embed(
     provider: &Provider,
+    timeouts: &Timeouts,
     req: &EmbeddingRequest,
     deadline: Instant,
 ) -> Result<EmbeddingResponse, ProviderError> {
-    let body = call_whole(provider, |ep| provider.adapter().embeddings_request(req, ep), deadline).await?;
+    let body = call_whole(provider, timeouts, |ep| provider.adapter().embeddings_request(req, ep), deadline).await?;
     provider.adapter().parse_embeddings(req, &body)
 }
 
 /// Sends a moderations request and returns the provider's JSON answer as it is.
-pub async fn moderate(provider: &Provider, req: &ModerationRequest, deadline: Instant) -> Result<Value, ProviderError> {
-    let body = call_whole(provider, |ep| provider.adapter().moderation_request(req, ep), deadline).await?;
+pub async fn moderate(
+    provider: &Provider,
+    timeouts: &Timeouts,
+    req: &ModerationRequest,
+    deadline: Instant,
+) -> Result<Value, ProviderError> {
+    let body = call_whole(provider, timeouts, |ep| provider.adapter().moderation_request(req, ep), deadline).await?;
     serde_json::from_slice(&body)
         .map_err(|e| ProviderError::new(ErrorKind::InvalidResponse, format!("unreadable moderation result: {e}")))
 }
@@ -84,6 +93,7 @@ pub async fn moderate(provider: &Provider, req: &ModerationRequest, deadline: In
 /// Sends a streamed chat request and returns its chunks once the provider has answered 2xx.
 pub async fn open_stream(
     provider: &Provider,
+    timeouts: &Timeouts,
     req: &ChatRequest,
     deadline: Instant,
 ) -> Result<ChunkStream, ProviderError> {
@@ -91,8 +101,8 @@ pub async fn open_stream(
     let key = endpoint.key_index;
     let upstream = provider.adapter().chat_request(req, &endpoint)?;
     let opened = async {
-        let resp = send(provider, upstream, deadline).await?;
-        reject_error_status(provider, resp, deadline).await
+        let resp = send(provider, timeouts, upstream, deadline).await?;
+        reject_error_status(provider, timeouts, resp, deadline).await
     }
     .await;
     let resp = opened.inspect_err(|e| provider.note_failure(key, e))?;
@@ -103,15 +113,20 @@ pub async fn open_stream(
         events: Vec::new(),
         mapped: Vec::new(),
         pending: VecDeque::new(),
-        idle: provider.timeouts.idle,
+        idle: timeouts.idle,
         deadline,
         done: false,
         saw_finish: false,
     })
 }
 
-async fn send(provider: &Provider, req: UpstreamRequest, deadline: Instant) -> Result<UpstreamResponse, ProviderError> {
-    let first_byte = Instant::now() + provider.timeouts.first_byte;
+async fn send(
+    provider: &Provider,
+    timeouts: &Timeouts,
+    req: UpstreamRequest,
+    deadline: Instant,
+) -> Result<UpstreamResponse, ProviderError> {
+    let first_byte = Instant::now() + timeouts.first_byte;
     let (limit, phase) =
         if first_byte < deadline { (first_byte, TimeoutPhase::FirstByte) } else { (deadline, TimeoutPhase::Total) };
     match &provider.transport {
@@ -170,6 +185,7 @@ fn transport_error(provider: &Provider, e: &reqwest::Error) -> ProviderError {
 
 async fn reject_error_status(
     provider: &Provider,
+    timeouts: &Timeouts,
     resp: UpstreamResponse,
     deadline: Instant,
 ) -> Result<UpstreamResponse, ProviderError> {
@@ -177,7 +193,7 @@ async fn reject_error_status(
         return Ok(resp);
     }
     // An unreadable error body still leaves the status to classify by.
-    let body = read_body(resp.body, MAX_ERROR_BYTES, provider, deadline).await.unwrap_or_default();
+    let body = read_body(resp.body, MAX_ERROR_BYTES, provider, timeouts, deadline).await.unwrap_or_default();
     let mut err = provider.adapter().classify_error(resp.status, &resp.headers, &body);
     err.message = provider.redact(err.message);
     Err(err)
@@ -188,11 +204,12 @@ async fn read_body(
     mut body: BodyStream,
     limit: usize,
     provider: &Provider,
+    timeouts: &Timeouts,
     deadline: Instant,
 ) -> Result<Bytes, ProviderError> {
     let mut buf = BytesMut::new();
     loop {
-        let (at, phase) = next_deadline(provider.timeouts.idle, deadline);
+        let (at, phase) = next_deadline(timeouts.idle, deadline);
         match timeout_at(at, body.next()).await {
             Err(_) => return Err(ProviderError::timeout(phase)),
             Ok(None) => return Ok(buf.freeze()),

@@ -210,7 +210,7 @@ async fn provider_errors_become_the_right_openai_errors() {
     };
     let cases: Vec<(&str, Fault, u16, &str)> = vec![
         ("claude-test", status_fault(529, None, "Overloaded", None), 503, "provider_overloaded"),
-        ("claude-test", status_fault(429, None, "rate limited", Some(3)), 429, "rate_limit_exceeded"),
+        ("claude-test", status_fault(429, None, "rate limited", Some(30)), 429, "rate_limit_exceeded"),
         (
             "claude-test",
             status_fault(400, None, "prompt is too long: 250000 tokens > 200000 maximum", None),
@@ -219,7 +219,7 @@ async fn provider_errors_become_the_right_openai_errors() {
         ),
         ("claude-test", status_fault(400, None, "messages.0: bad role", None), 400, ""),
         ("claude-test", status_fault(500, None, "boom", None), 502, "upstream_error"),
-        ("gemini-test", status_fault(429, None, "Resource has been exhausted", Some(2)), 429, "rate_limit_exceeded"),
+        ("gemini-test", status_fault(429, None, "Resource has been exhausted", Some(20)), 429, "rate_limit_exceeded"),
         ("gemini-test", status_fault(400, None, "Invalid value at 'contents'", None), 400, ""),
         ("gemini-test", status_fault(503, None, "The model is overloaded.", None), 503, "provider_overloaded"),
         (

@@ -89,6 +89,8 @@ pub struct Setup {
     pub server_extra: String,
     /// The provider key variable's value (several keys comma-separated); default [`PROVIDER_KEY`].
     pub keys: Option<String>,
+    /// More configuration appended at the end; `{base}` is replaced by the fake's OpenAI base URL.
+    pub extra: String,
 }
 
 impl Harness {
@@ -187,11 +189,14 @@ impl Harness {
             [[models]]
             name = "keyless-model"
             provider = "unconfigured"
+
+            {extra}
             "#,
             base = upstream.base_url,
             root = upstream.base_url.trim_end_matches("/v1"),
             server_extra = setup.server_extra,
             provider_extra = setup.provider_extra,
+            extra = setup.extra.replace("{base}", &upstream.base_url),
         );
         let config = Config::parse(&toml).unwrap_or_else(|p| panic!("test config invalid: {p:?}"));
         let usage = Arc::new(CollectSink::default());

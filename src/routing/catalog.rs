@@ -1,0 +1,202 @@
+//! The catalog at run time: every servable model bound to its provider, aliases expanded to their
+//! ordered targets, and routing tiers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::{Capability, Config, ModelStatus, ModelTier, Timeouts};
+use crate::providers::Provider;
+
+use super::breaker::Breaker;
+
+/// One servable model: a public name bound to a provider's model id, with what we know about it.
+#[derive(Debug)]
+pub struct ModelEntry {
+    pub name: String,
+    pub lab: Option<String>,
+    pub provider: Arc<Provider>,
+    pub upstream: String,
+    pub tier: ModelTier,
+    pub context_window: Option<u64>,
+    pub max_output: Option<u64>,
+    pub input_per_mtok: Option<f64>,
+    pub output_per_mtok: Option<f64>,
+    pub cached_input_per_mtok: Option<f64>,
+    /// `None`: not declared, so assumed capable of anything.
+    pub capabilities: Option<Vec<Capability>>,
+    pub strengths: Vec<String>,
+    pub status: ModelStatus,
+    pub note: Option<String>,
+    pub timeouts: Timeouts,
+    pub breaker: Breaker,
+}
+
+impl ModelEntry {
+    pub fn has(&self, capability: Capability) -> bool {
+        self.capabilities.as_ref().is_none_or(|c| c.contains(&capability))
+    }
+
+    /// Input plus output price, for ordering by cost; unpriced models sort last.
+    pub fn blended_price(&self) -> f64 {
+        match (self.input_per_mtok, self.output_per_mtok) {
+            (Some(i), Some(o)) => i + o,
+            (Some(i), None) => i,
+            _ => f64::INFINITY,
+        }
+    }
+
+    pub fn is_strong_at(&self, strength: &str) -> bool {
+        self.strengths.iter().any(|s| s == strength)
+    }
+
+    /// An entry for a `provider/model` string naming a model the catalog does not list.
+    pub fn ad_hoc(provider: Arc<Provider>, upstream: &str) -> ModelEntry {
+        ModelEntry {
+            name: format!("{}/{upstream}", provider.name),
+            lab: None,
+            timeouts: provider.timeouts,
+            provider,
+            upstream: upstream.to_owned(),
+            tier: ModelTier::Smart,
+            context_window: None,
+            max_output: None,
+            input_per_mtok: None,
+            output_per_mtok: None,
+            cached_input_per_mtok: None,
+            capabilities: None,
+            strengths: Vec::new(),
+            status: ModelStatus::Ga,
+            note: None,
+            breaker: Breaker::default(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct AliasEntry {
+    pub name: String,
+    /// As written: models or other aliases.
+    pub targets: Vec<String>,
+    /// Flattened to models, in order, each once.
+    pub chain: Vec<Arc<ModelEntry>>,
+    pub content_policy_chain: Vec<Arc<ModelEntry>>,
+    pub deprecated: Option<String>,
+    pub note: Option<String>,
+}
+
+/// Every model, alias and tier a caller can ask for, in configuration order.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    models: Vec<Arc<ModelEntry>>,
+    by_name: HashMap<String, Arc<ModelEntry>>,
+    aliases: Vec<Arc<AliasEntry>>,
+    alias_by_name: HashMap<String, Arc<AliasEntry>>,
+    tiers: HashMap<String, Vec<Arc<ModelEntry>>>,
+    providers: HashMap<String, Arc<Provider>>,
+}
+
+impl Catalog {
+    /// Binds the validated configuration to its providers.
+    pub fn new(config: &Config, providers: &[Arc<Provider>]) -> Catalog {
+        let mut c = Catalog {
+            providers: providers.iter().map(|p| (p.name.clone(), p.clone())).collect(),
+            ..Catalog::default()
+        };
+        for m in &config.models {
+            let Some(provider) = c.providers.get(&m.provider).cloned() else { continue };
+            let timeouts = m.timeouts.map_or(provider.timeouts, |t| t.resolve_over(provider.timeouts));
+            let entry = Arc::new(ModelEntry {
+                name: m.name.clone(),
+                lab: m.lab.clone(),
+                provider,
+                upstream: m.upstream_id().to_owned(),
+                tier: m.tier,
+                context_window: m.context_window,
+                max_output: m.max_output,
+                input_per_mtok: m.input_per_mtok,
+                output_per_mtok: m.output_per_mtok,
+                cached_input_per_mtok: m.cached_input_per_mtok,
+                capabilities: m.capabilities.clone(),
+                strengths: m.strengths.clone(),
+                status: m.status,
+                note: m.note.clone(),
+                timeouts,
+                breaker: Breaker::default(),
+            });
+            c.by_name.insert(entry.name.clone(), entry.clone());
+            c.models.push(entry);
+        }
+        let raw: HashMap<&str, &crate::config::AliasConfig> =
+            config.aliases.iter().map(|a| (a.name.as_str(), a)).collect();
+        for a in &config.aliases {
+            let expand = |targets: &[String]| {
+                let mut chain: Vec<Arc<ModelEntry>> = Vec::new();
+                c.flatten(targets, &raw, &mut chain, 0);
+                chain
+            };
+            let entry = Arc::new(AliasEntry {
+                name: a.name.clone(),
+                targets: a.targets.clone(),
+                chain: expand(&a.targets),
+                content_policy_chain: expand(&a.content_policy_targets),
+                deprecated: a.deprecated.clone(),
+                note: a.note.clone(),
+            });
+            c.alias_by_name.insert(entry.name.clone(), entry.clone());
+            c.aliases.push(entry);
+        }
+        for t in &config.tiers {
+            let models = t.models.iter().filter_map(|m| c.by_name.get(m).cloned()).collect();
+            c.tiers.insert(t.name.clone(), models);
+        }
+        c
+    }
+
+    fn flatten(
+        &self,
+        targets: &[String],
+        raw: &HashMap<&str, &crate::config::AliasConfig>,
+        out: &mut Vec<Arc<ModelEntry>>,
+        depth: usize,
+    ) {
+        for t in targets {
+            if let Some(m) = self.by_name.get(t) {
+                if !out.iter().any(|x| Arc::ptr_eq(x, m)) {
+                    out.push(m.clone());
+                }
+            } else if let Some(a) = raw.get(t.as_str())
+                && depth < 8
+            {
+                self.flatten(&a.targets, raw, out, depth + 1);
+            }
+        }
+    }
+
+    pub fn models(&self) -> &[Arc<ModelEntry>] {
+        &self.models
+    }
+
+    pub fn aliases(&self) -> &[Arc<AliasEntry>] {
+        &self.aliases
+    }
+
+    pub fn model(&self, name: &str) -> Option<&Arc<ModelEntry>> {
+        self.by_name.get(name)
+    }
+
+    pub fn alias(&self, name: &str) -> Option<&Arc<AliasEntry>> {
+        self.alias_by_name.get(name)
+    }
+
+    pub fn tier(&self, name: &str) -> Option<&[Arc<ModelEntry>]> {
+        self.tiers.get(name).map(Vec::as_slice)
+    }
+
+    pub fn tier_names(&self) -> impl Iterator<Item = &str> {
+        self.tiers.keys().map(String::as_str)
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
+        self.providers.get(name)
+    }
+}

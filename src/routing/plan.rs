@@ -1,0 +1,304 @@
+//! Turning a model string into a [`RoutePlan`]: which targets, in which order, and which were left out
+//! and why. A pure function of the catalog, the caller, the request's features and target health.
+//!
+//! Model strings, in the order they are tried: a request-level `models` list (each entry any of the
+//! following), an exact catalog name, an alias (or per-lab variant), a tier name (`economy`, `standard`,
+//! `premium`) with `prefer`, then `provider/model`. Names match exactly: no case folding, no trimming.
+
+use std::cell::OnceCell;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::catalog::{Catalog, ModelEntry};
+use crate::config::Capability;
+use crate::schema::{ChatRequest, Content};
+
+/// Who is asking. Tenancy adds the key's plan, allowlist and blocked providers here.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {}
+
+/// How to order a tier's models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Prefer {
+    Cheap,
+    Fast,
+    Balanced,
+    Quality,
+    Coding,
+}
+
+/// What the request needs from a model.
+pub struct RequestFeatures<'a> {
+    pub tools: bool,
+    pub images: bool,
+    pub json_schema: bool,
+    pub embeddings: bool,
+    pub moderation: bool,
+    /// The caller's cap on generated tokens.
+    pub max_output: Option<u64>,
+    pub prefer: Option<Prefer>,
+    /// A request-level list of models to try in order (OpenRouter's `models`).
+    pub models: Vec<String>,
+    texts: Vec<&'a str>,
+    prompt_bytes: usize,
+    tokens: OnceCell<u64>,
+}
+
+impl<'a> RequestFeatures<'a> {
+    pub fn for_chat(req: &'a ChatRequest) -> Result<Self, String> {
+        let mut texts = Vec::with_capacity(req.messages.len());
+        let mut images = false;
+        for m in &req.messages {
+            match &m.content {
+                Some(Content::Text(t)) => texts.push(t.as_str()),
+                Some(Content::Parts(parts)) => {
+                    images |= parts.iter().any(|p| p.image_url.is_some());
+                    texts.extend(parts.iter().filter_map(|p| p.text.as_deref()));
+                }
+                None => {}
+            }
+            texts.extend(m.tool_calls.iter().flatten().map(|c| c.function.arguments.as_str()));
+        }
+        let prefer = match req.extra.get("prefer") {
+            None => None,
+            Some(v) => Some(serde_json::from_value(v.clone()).map_err(|_| "prefer".to_owned())?),
+        };
+        let models = match req.extra.get("models") {
+            None => Vec::new(),
+            Some(v) => serde_json::from_value::<Vec<String>>(v.clone()).map_err(|_| "models".to_owned())?,
+        };
+        Ok(RequestFeatures {
+            tools: req.tools.as_ref().is_some_and(|t| !t.is_empty())
+                && !req.tool_choice.as_ref().is_some_and(|c| c.is_none()),
+            images,
+            json_schema: req.response_format.as_ref().is_some_and(|f| f.kind == "json_schema"),
+            embeddings: false,
+            moderation: false,
+            max_output: req.max_output_tokens().map(u64::from),
+            prefer,
+            models,
+            prompt_bytes: texts.iter().map(|t| t.len()).sum(),
+            texts,
+            tokens: OnceCell::new(),
+        })
+    }
+
+    pub fn for_embeddings(texts: Vec<&'a str>) -> Self {
+        RequestFeatures {
+            tools: false,
+            images: false,
+            json_schema: false,
+            embeddings: true,
+            moderation: false,
+            max_output: None,
+            prefer: None,
+            models: Vec::new(),
+            prompt_bytes: texts.iter().map(|t| t.len()).sum(),
+            texts,
+            tokens: OnceCell::new(),
+        }
+    }
+
+    /// For moderations: no capability is required of the model.
+    pub fn moderation(mut self) -> Self {
+        self.embeddings = false;
+        self.moderation = true;
+        self
+    }
+
+    /// The prompt's tokens, counted with the tokenizer the first time they matter.
+    pub fn prompt_tokens(&self) -> u64 {
+        *self.tokens.get_or_init(|| super::tokens::count(&self.texts))
+    }
+
+    /// Whether the prompt plus the requested output fits `window`. Bytes bound tokens from above, so
+    /// the tokenizer runs only when the cheap bound cannot decide.
+    fn fits(&self, window: u64) -> bool {
+        let output = self.max_output.unwrap_or(0);
+        let framing = 3 + 4 * self.texts.len() as u64;
+        if self.prompt_bytes as u64 + framing + output <= window {
+            return true;
+        }
+        self.prompt_tokens() + output <= window
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolution {
+    Model,
+    Alias,
+    Tier,
+    ProviderModel,
+    ModelList,
+}
+
+/// A target left out of the plan, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    pub model: String,
+    pub reason: String,
+}
+
+/// The targets to try for one request, in order. Built once, then logged, shown and recorded.
+#[derive(Debug, Clone)]
+pub struct RoutePlan {
+    /// The model string exactly as the caller sent it.
+    pub requested: String,
+    pub resolution: Resolution,
+    pub targets: Vec<Arc<ModelEntry>>,
+    /// Tried instead of the remaining targets after a content-policy refusal.
+    pub content_policy_targets: Vec<Arc<ModelEntry>>,
+    pub skipped: Vec<Skipped>,
+    /// Set when the caller used a deprecated name: what to use instead.
+    pub deprecated: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RouteError {
+    #[error("The model `{0}` does not exist or you do not have access to it.")]
+    UnknownModel(String),
+    #[error("{0}")]
+    ContextTooLong(String),
+    #[error("{0}")]
+    NoCapableModel(String),
+    #[error("'{0}' has an invalid value.")]
+    InvalidField(String),
+}
+
+impl Catalog {
+    /// Resolves `requested` for `caller` into the targets to try, guards applied.
+    pub fn plan(
+        &self,
+        requested: &str,
+        _caller: &Caller,
+        features: &RequestFeatures<'_>,
+    ) -> Result<RoutePlan, RouteError> {
+        let (resolution, mut candidates, content_policy, deprecated) = if features.models.is_empty() {
+            self.candidates(requested, features)?
+        } else {
+            // The primary (when named) first, then the list, each entry resolved the same way.
+            let mut all: Vec<Arc<ModelEntry>> = Vec::new();
+            let primary = (!requested.is_empty()).then_some(requested);
+            for name in primary.into_iter().chain(features.models.iter().map(String::as_str)) {
+                for m in self.candidates(name, features)?.1 {
+                    if !all.iter().any(|x| Arc::ptr_eq(x, &m)) {
+                        all.push(m);
+                    }
+                }
+            }
+            (Resolution::ModelList, all, Vec::new(), None)
+        };
+        let mut skipped = Vec::new();
+        candidates.retain(|m| match self.unsuitable(m, features) {
+            None => true,
+            Some(reason) => {
+                skipped.push(Skipped { model: m.name.clone(), reason });
+                false
+            }
+        });
+        if candidates.is_empty() {
+            let reasons: Vec<String> = skipped.iter().map(|s| format!("{}: {}", s.model, s.reason)).collect();
+            let message = format!("No model for `{requested}` can serve this request ({}).", reasons.join("; "));
+            return Err(if skipped.iter().all(|s| s.reason.starts_with("context window")) {
+                RouteError::ContextTooLong(message)
+            } else {
+                RouteError::NoCapableModel(message)
+            });
+        }
+        Ok(RoutePlan {
+            requested: requested.to_owned(),
+            resolution,
+            targets: candidates,
+            content_policy_targets: content_policy,
+            skipped,
+            deprecated,
+        })
+    }
+
+    #[expect(clippy::type_complexity, reason = "a private tuple consumed right away by `plan`")]
+    fn candidates(
+        &self,
+        requested: &str,
+        features: &RequestFeatures<'_>,
+    ) -> Result<(Resolution, Vec<Arc<ModelEntry>>, Vec<Arc<ModelEntry>>, Option<String>), RouteError> {
+        if let Some(m) = self.model(requested) {
+            return Ok((Resolution::Model, vec![m.clone()], Vec::new(), None));
+        }
+        if let Some(a) = self.alias(requested) {
+            return Ok((Resolution::Alias, a.chain.clone(), a.content_policy_chain.clone(), a.deprecated.clone()));
+        }
+        if let Some(tier) = self.tier(requested) {
+            return Ok((
+                Resolution::Tier,
+                order_tier(tier, features.prefer.unwrap_or(Prefer::Balanced)),
+                Vec::new(),
+                None,
+            ));
+        }
+        if let Some((provider, model)) = requested.split_once('/')
+            && let Some(p) = self.provider(provider)
+            && !model.is_empty()
+        {
+            let known =
+                self.models().iter().find(|m| m.provider.name == provider && (m.upstream == model || m.name == model));
+            let entry = known.cloned().unwrap_or_else(|| Arc::new(ModelEntry::ad_hoc(p.clone(), model)));
+            return Ok((Resolution::ProviderModel, vec![entry], Vec::new(), None));
+        }
+        Err(RouteError::UnknownModel(requested.to_owned()))
+    }
+
+    /// Why `m` cannot serve this request, if it cannot.
+    fn unsuitable(&self, m: &ModelEntry, f: &RequestFeatures<'_>) -> Option<String> {
+        let needs = [
+            (f.tools, Capability::Tools, "does not support tools"),
+            (f.images, Capability::Vision, "does not accept images"),
+            (f.json_schema, Capability::JsonSchema, "does not support JSON schema output"),
+            (f.embeddings, Capability::Embeddings, "is not an embedding model"),
+        ];
+        if let Some((_, _, why)) = needs.iter().find(|(needed, cap, _)| *needed && !m.has(*cap)) {
+            return Some((*why).to_owned());
+        }
+        if f.moderation {
+            return None;
+        }
+        if !f.embeddings
+            && m.capabilities
+                .as_ref()
+                .is_some_and(|c| c.contains(&Capability::Embeddings) && !c.contains(&Capability::Tools))
+        {
+            return Some("is an embedding model".to_owned());
+        }
+        if let Some(window) = m.context_window
+            && !f.fits(window)
+        {
+            return Some(format!(
+                "context window of {window} tokens cannot hold the prompt (~{} tokens) plus {} output tokens",
+                f.prompt_tokens(),
+                f.max_output.unwrap_or(0)
+            ));
+        }
+        None
+    }
+}
+
+/// A tier's models in the order `prefer` asks for. The listed order is "balanced" and breaks ties.
+fn order_tier(models: &[Arc<ModelEntry>], prefer: Prefer) -> Vec<Arc<ModelEntry>> {
+    let mut out = models.to_vec();
+    let by_price = |a: &Arc<ModelEntry>, b: &Arc<ModelEntry>| a.blended_price().total_cmp(&b.blended_price());
+    match prefer {
+        Prefer::Balanced => {}
+        Prefer::Cheap => out.sort_by(by_price),
+        Prefer::Quality => out.sort_by(|a, b| {
+            let price = |m: &Arc<ModelEntry>| if m.blended_price().is_finite() { m.blended_price() } else { -1.0 };
+            price(b).total_cmp(&price(a))
+        }),
+        Prefer::Fast => {
+            out.sort_by(|a, b| b.is_strong_at("fast").cmp(&a.is_strong_at("fast")).then_with(|| by_price(a, b)))
+        }
+        Prefer::Coding => out.sort_by_key(|m| !m.is_strong_at("coding")),
+    }
+    out
+}
