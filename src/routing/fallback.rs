@@ -279,3 +279,22 @@ impl<'a> Fallback<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retry_budget_allows_a_few_free_retries_a_second_plus_a_share_of_traffic() {
+        let budget = RetryBudget::new(0.5, 2);
+        let t0 = Instant::now();
+        assert!(budget.withdraw(t0) && budget.withdraw(t0), "two free retries this second");
+        assert!(!budget.withdraw(t0), "then nothing is banked yet");
+        for _ in 0..4 {
+            budget.deposit(); // four requests earn two retries at 50%
+        }
+        assert!(budget.withdraw(t0) && budget.withdraw(t0));
+        assert!(!budget.withdraw(t0));
+        assert!(budget.withdraw(t0 + Duration::from_secs(1)), "a new second brings new free retries");
+    }
+}

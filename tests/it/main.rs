@@ -10,5 +10,6 @@ mod errors;
 mod fixtures;
 mod lifecycle;
 mod providers;
+mod routing;
 mod secrets;
 mod streaming;
