@@ -17,6 +17,12 @@ pub struct BodyLimits {
 }
 
 pub async fn read(headers: &HeaderMap, body: Body, limits: BodyLimits) -> Result<Bytes, GatewayError> {
+    // Compressed request bodies are not accepted: decoding them would bypass the size limit's intent.
+    if let Some(encoding) = headers.get(http::header::CONTENT_ENCODING)
+        && !encoding.as_bytes().eq_ignore_ascii_case(b"identity")
+    {
+        return Err(GatewayError::unsupported_encoding());
+    }
     // A declared length over the limit is refused before reading a byte of it.
     let declared =
         headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());

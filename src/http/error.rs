@@ -80,6 +80,15 @@ impl GatewayError {
         )
     }
 
+    pub fn unsupported_encoding() -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            INVALID_REQUEST,
+            Some("unsupported_content_encoding"),
+            "Compressed request bodies are not supported; send the body without Content-Encoding.",
+        )
+    }
+
     pub fn body_timeout() -> Self {
         Self::new(
             StatusCode::REQUEST_TIMEOUT,

@@ -85,6 +85,19 @@ async fn an_unknown_model_is_a_404_model_not_found() {
 }
 
 #[tokio::test]
+async fn a_compressed_body_is_refused_with_415() {
+    let h = Harness::start().await;
+    let resp = h
+        .post("/v1/chat/completions")
+        .header("content-encoding", "gzip")
+        .json(&hello("test-model"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 415, "unsupported_content_encoding").await;
+}
+
+#[tokio::test]
 async fn a_body_over_the_limit_is_a_413() {
     let h = Harness::with(Setup { server_extra: "body_limit_bytes = 2048".into(), ..Setup::default() }).await;
     let big = json!({"model": "test-model", "messages": [{"role": "user", "content": "x".repeat(4096)}]});
