@@ -74,9 +74,7 @@ fn run_async(fut: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(fut);
-    crate::logging::flush();
-    match result {
+    match runtime.block_on(fut) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("switchyard: {e:#}");
@@ -124,6 +122,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(&listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     tracing::info!(address = %listener.local_addr()?, models = state.catalog.models().len(), "switchyard is listening");
     serve(listener, state, ServeSettings::from_config(&config), shutdown_signal()).await;
+    crate::logging::flush();
     Ok(())
 }
 
