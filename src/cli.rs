@@ -122,7 +122,6 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(&listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     tracing::info!(address = %listener.local_addr()?, models = state.catalog.models().len(), "switchyard is listening");
     serve(listener, state, ServeSettings::from_config(&config), shutdown_signal()).await;
-    crate::logging::flush();
     Ok(())
 }
 
