@@ -12,6 +12,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -90,12 +91,16 @@ pub async fn create_chat_completion(
             Ok((upstream, leading)) => {
                 fallback.succeeded(&target);
                 let (tx, rx) = mpsc::channel::<Bytes>(STREAM_BUFFER);
-                let relay =
+                let mut relay =
                     Relay { public_model: target.name.clone(), wants_usage, usage, hard_stop: state.hard_stop.clone() };
-                tokio::spawn(relay.run(upstream, leading, tx).instrument(tracing::Span::current()));
-                let body = futures_util::stream::unfold(rx, |mut rx| async move {
+                // The frames in hand go out with the headers; the relay task forwards the rest.
+                let first: Vec<Result<Bytes, std::convert::Infallible>> =
+                    leading.into_iter().filter_map(|c| relay.render(c)).map(Ok).collect();
+                tokio::spawn(relay.run(upstream, tx).instrument(tracing::Span::current()));
+                let rest = futures_util::stream::unfold(rx, |mut rx| async move {
                     rx.recv().await.map(|frame| (Ok::<_, std::convert::Infallible>(frame), rx))
                 });
+                let body = futures_util::stream::iter(first).chain(rest);
                 let mut response = Response::new(Body::from_stream(body));
                 let h = response.headers_mut();
                 h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -193,19 +198,16 @@ enum End {
 }
 
 impl Relay {
-    async fn run(mut self, mut upstream: ChunkStream, mut leading: VecDeque<ChatChunk>, tx: mpsc::Sender<Bytes>) {
+    async fn run(mut self, mut upstream: ChunkStream, tx: mpsc::Sender<Bytes>) {
         let end = loop {
-            let chunk = match leading.pop_front() {
-                Some(chunk) => chunk,
-                None => tokio::select! {
-                    biased;
-                    () = self.hard_stop.cancelled() => break End::ShutDown,
-                    () = tx.closed() => break End::ClientGone,
-                    item = upstream.next() => match item {
-                        Ok(Some(chunk)) => chunk,
-                        Ok(None) => break End::Done,
-                        Err(e) => break End::Failed(e),
-                    },
+            let chunk = tokio::select! {
+                biased;
+                () = self.hard_stop.cancelled() => break End::ShutDown,
+                () = tx.closed() => break End::ClientGone,
+                item = upstream.next() => match item {
+                    Ok(Some(chunk)) => chunk,
+                    Ok(None) => break End::Done,
+                    Err(e) => break End::Failed(e),
                 },
             };
             if let Some(frame) = self.render(chunk)
