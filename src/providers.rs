@@ -275,3 +275,8 @@ pub(crate) fn bad_request(message: impl Into<String>, param: &str) -> ProviderEr
     e.code = Some("unsupported_parameter".to_owned());
     e
 }
+
+/// Seconds since the Unix epoch, for `created` fields of translated responses.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+}

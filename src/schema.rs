@@ -158,6 +158,12 @@ pub struct ContentPart {
     pub extra: Extra,
 }
 
+/// An image given inline as `data:<mime>;base64,<data>`: its MIME type and base64 payload.
+pub fn inline_image(url: &str) -> Option<(&str, &str)> {
+    let (meta, data) = url.strip_prefix("data:")?.split_once(',')?;
+    Some((meta.strip_suffix(";base64")?, data))
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImageUrl {
     pub url: String,
@@ -202,6 +208,32 @@ impl ToolChoice {
     pub fn is_none(&self) -> bool {
         matches!(self, ToolChoice::Mode(m) if m == "none")
     }
+
+    /// What the caller asked for, or the offending value when it is not one of OpenAI's forms.
+    pub fn mode(&self) -> Result<ToolChoiceMode<'_>, String> {
+        match self {
+            ToolChoice::Mode(m) => match m.as_str() {
+                "auto" => Ok(ToolChoiceMode::Auto),
+                "required" => Ok(ToolChoiceMode::Required),
+                "none" => Ok(ToolChoiceMode::None),
+                other => Err(format!("Unsupported tool_choice '{other}'.")),
+            },
+            ToolChoice::Named(obj) => obj
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+                .map(ToolChoiceMode::Function)
+                .ok_or_else(|| "tool_choice must name a function.".to_owned()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolChoiceMode<'a> {
+    Auto,
+    Required,
+    None,
+    Function(&'a str),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

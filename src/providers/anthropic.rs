@@ -22,7 +22,7 @@ use super::{Adapter, Endpoint, StreamMapper, StreamStep, UpstreamRequest, bad_re
 use crate::schema::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, CompletionTokensDetails, Content, Delta, FunctionCall,
     FunctionCallDelta, Message, PromptTokensDetails, ResponseMessage, Role, Stop, ToolCall, ToolCallDelta, ToolChoice,
-    Usage,
+    ToolChoiceMode, Usage, inline_image,
 };
 use crate::sse::SseEvent;
 
@@ -95,7 +95,7 @@ impl Adapter for AnthropicAdapter {
         Ok(ChatResponse {
             id: msg.id,
             object: "chat.completion".to_owned(),
-            created: now(),
+            created: super::unix_now(),
             model: msg.model,
             choices: vec![Choice {
                 index: 0,
@@ -250,21 +250,13 @@ fn translate_request(req: &ChatRequest) -> Result<Value, ProviderError> {
             tool
         })
         .collect();
-    let mut tool_choice = match &req.tool_choice {
-        None => None,
-        Some(ToolChoice::Mode(m)) => match m.as_str() {
-            "auto" => Some(json!({"type": "auto"})),
-            "required" => Some(json!({"type": "any"})),
-            "none" => Some(json!({"type": "none"})),
-            other => {
-                return Err(bad_request(format!("Unsupported tool_choice '{other}'."), "tool_choice"));
-            }
-        },
-        Some(ToolChoice::Named(obj)) => {
-            let name = obj.get("function").and_then(|f| f.get("name")).and_then(Value::as_str);
-            let name = name.ok_or_else(|| bad_request("tool_choice must name a function.", "tool_choice"))?;
-            Some(json!({"type": "tool", "name": name}))
-        }
+    let mut tool_choice = match req.tool_choice.as_ref().map(ToolChoice::mode).transpose() {
+        Err(why) => return Err(bad_request(why, "tool_choice")),
+        Ok(None) => None,
+        Ok(Some(ToolChoiceMode::Auto)) => Some(json!({"type": "auto"})),
+        Ok(Some(ToolChoiceMode::Required)) => Some(json!({"type": "any"})),
+        Ok(Some(ToolChoiceMode::None)) => Some(json!({"type": "none"})),
+        Ok(Some(ToolChoiceMode::Function(name))) => Some(json!({"type": "tool", "name": name})),
     };
     if let Some(name) = json_tool_name(req) {
         let schema = req
@@ -345,9 +337,8 @@ fn content_blocks(m: &Message, i: usize) -> Result<Vec<Value>, ProviderError> {
 
 /// Images are passed by reference or inline; the gateway never fetches a caller's URL itself.
 fn image_block(url: &str) -> Option<Value> {
-    if let Some(rest) = url.strip_prefix("data:") {
-        let (meta, data) = rest.split_once(',')?;
-        let media_type = meta.strip_suffix(";base64")?;
+    if url.starts_with("data:") {
+        let (media_type, data) = inline_image(url)?;
         return Some(json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}));
     }
     url.starts_with("https://").then(|| json!({"type": "image", "source": {"type": "url", "url": url}}))
@@ -361,10 +352,6 @@ fn finish_reason(stop_reason: Option<&str>, json_mode: bool) -> &'static str {
         Some("refusal") => "content_filter",
         _ => "stop",
     }
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
 }
 
 #[derive(Deserialize)]
@@ -517,7 +504,7 @@ impl StreamMapper for AnthropicStream {
             StreamEvent::MessageStart { message } => {
                 self.id = message.id;
                 self.model = message.model;
-                self.created = now();
+                self.created = super::unix_now();
                 self.usage = message.usage;
                 out.push(self.chunk(
                     Delta { role: Some("assistant".to_owned()), content: Some(String::new()), ..Delta::default() },

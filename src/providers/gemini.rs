@@ -23,7 +23,8 @@ use super::{Adapter, Endpoint, StreamMapper, StreamStep, UpstreamRequest, bad_re
 use crate::schema::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, CompletionTokensDetails, Content, Delta, Embedding,
     EmbeddingRequest, EmbeddingResponse, EmbeddingUsage, EmbeddingVector, FunctionCall, FunctionCallDelta,
-    PromptTokensDetails, ResponseMessage, Role, Stop, ToolCall, ToolCallDelta, ToolChoice, Usage,
+    PromptTokensDetails, ResponseMessage, Role, Stop, ToolCall, ToolCallDelta, ToolChoice, ToolChoiceMode, Usage,
+    inline_image,
 };
 use crate::sse::SseEvent;
 
@@ -109,7 +110,7 @@ impl Adapter for GeminiAdapter {
         Ok(ChatResponse {
             id: response_id(&resp.response_id),
             object: "chat.completion".to_owned(),
-            created: now(),
+            created: super::unix_now(),
             model: resp.model_version.clone().unwrap_or_else(|| req.model.clone()),
             choices,
             usage: resp.usage_metadata.as_ref().map(UsageMetadata::to_canonical),
@@ -118,7 +119,7 @@ impl Adapter for GeminiAdapter {
     }
 
     fn stream_mapper(&self, req: &ChatRequest) -> Box<dyn StreamMapper> {
-        Box::new(GeminiStream { model: req.model.clone(), created: now(), ..GeminiStream::default() })
+        Box::new(GeminiStream { model: req.model.clone(), created: super::unix_now(), ..GeminiStream::default() })
     }
 
     fn classify_error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ProviderError {
@@ -333,21 +334,13 @@ fn translate_request(req: &ChatRequest) -> Result<Value, ProviderError> {
     if !declarations.is_empty() {
         body.insert("tools".into(), json!([{"functionDeclarations": declarations}]));
     }
-    let config = match &req.tool_choice {
-        None => None,
-        Some(ToolChoice::Mode(m)) => match m.as_str() {
-            "auto" => Some(json!({"mode": "AUTO"})),
-            "required" => Some(json!({"mode": "ANY"})),
-            "none" => Some(json!({"mode": "NONE"})),
-            other => {
-                return Err(bad_request(format!("Unsupported tool_choice '{other}'."), "tool_choice"));
-            }
-        },
-        Some(ToolChoice::Named(obj)) => {
-            let name = obj.get("function").and_then(|f| f.get("name")).and_then(Value::as_str);
-            let name = name.ok_or_else(|| bad_request("tool_choice must name a function.", "tool_choice"))?;
-            Some(json!({"mode": "ANY", "allowedFunctionNames": [name]}))
-        }
+    let config = match req.tool_choice.as_ref().map(ToolChoice::mode).transpose() {
+        Err(why) => return Err(bad_request(why, "tool_choice")),
+        Ok(None) => None,
+        Ok(Some(ToolChoiceMode::Auto)) => Some(json!({"mode": "AUTO"})),
+        Ok(Some(ToolChoiceMode::Required)) => Some(json!({"mode": "ANY"})),
+        Ok(Some(ToolChoiceMode::None)) => Some(json!({"mode": "NONE"})),
+        Ok(Some(ToolChoiceMode::Function(name))) => Some(json!({"mode": "ANY", "allowedFunctionNames": [name]})),
     };
     if let Some(c) = config {
         body.insert("toolConfig".into(), json!({"functionCallingConfig": c}));
@@ -395,9 +388,8 @@ fn parts_of(content: Option<&Content>, i: usize) -> Result<Vec<Value>, ProviderE
 }
 
 fn image_part(url: &str) -> Option<Value> {
-    if let Some(rest) = url.strip_prefix("data:") {
-        let (meta, data) = rest.split_once(',')?;
-        let mime = meta.strip_suffix(";base64")?;
+    if url.starts_with("data:") {
+        let (mime, data) = inline_image(url)?;
         return Some(json!({"inlineData": {"mimeType": mime, "data": data}}));
     }
     if !url.starts_with("https://") {
@@ -423,10 +415,6 @@ fn finish_reason(reason: Option<&str>, has_calls: bool) -> &'static str {
         _ if has_calls => "tool_calls",
         _ => "stop",
     }
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
 }
 
 fn response_id(id: &Option<String>) -> String {
