@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod fake;
 pub mod http;
+pub mod keys;
 pub mod logging;
 pub mod providers;
 pub mod routing;

@@ -63,7 +63,16 @@ impl GatewayError {
             StatusCode::UNAUTHORIZED,
             INVALID_REQUEST,
             Some("missing_api_key"),
-            "You didn't provide an API key. Send it as `Authorization: Bearer <key>`.",
+            "You didn't provide an API key. Send it as `Authorization: Bearer <key>` (or `x-api-key`).",
+        )
+    }
+
+    pub fn conflicting_keys() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            INVALID_REQUEST,
+            Some("conflicting_api_keys"),
+            "The request carries two different API keys; send one.",
         )
     }
 

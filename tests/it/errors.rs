@@ -75,6 +75,26 @@ async fn a_missing_or_wrong_key_is_a_401() {
 }
 
 #[tokio::test]
+async fn the_key_may_come_in_any_sdk_header_but_two_different_keys_are_refused() {
+    let h = Harness::start().await;
+    let url = h.url("/v1/chat/completions");
+    for header in ["x-api-key", "x-goog-api-key", "api-key"] {
+        let resp = h.client.post(&url).header(header, MASTER_KEY).json(&hello("test-model")).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{header}");
+    }
+    let resp = h
+        .client
+        .post(&url)
+        .bearer_auth(MASTER_KEY)
+        .header("x-api-key", "sk-other")
+        .json(&hello("test-model"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 400, "conflicting_api_keys").await;
+}
+
+#[tokio::test]
 async fn an_unknown_model_is_a_404_model_not_found() {
     let h = Harness::start().await;
     let body = expect_error(h.chat(hello("no-such-model")).await, 404, "model_not_found").await;
