@@ -13,6 +13,8 @@ use crate::http::body::BodyLimits;
 use crate::providers::Provider;
 use crate::routing::{Catalog, Router};
 use crate::secret::Secret;
+use crate::store::Store;
+use crate::tenancy::KeyCache;
 use crate::usage::{LogSink, UsageSink};
 
 pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -23,15 +25,23 @@ pub struct AppOptions {
     /// Reads environment variables (provider keys, the master key).
     pub env: EnvLookup,
     pub usage_sink: Arc<dyn UsageSink>,
+    /// `postgres://…`, `sqlite://…`, or `None` for the default SQLite file.
+    pub database_url: Option<String>,
 }
 
 impl Default for AppOptions {
     fn default() -> Self {
-        Self { env: Arc::new(|name| std::env::var(name).ok()), usage_sink: Arc::new(LogSink) }
+        Self {
+            env: Arc::new(|name| std::env::var(name).ok()),
+            usage_sink: Arc::new(LogSink),
+            database_url: std::env::var("DATABASE_URL").ok(),
+        }
     }
 }
 
 pub struct AppState {
+    pub store: Store,
+    pub keys: KeyCache,
     pub catalog: Catalog,
     pub router: Router,
     pub providers: Vec<Arc<Provider>>,
@@ -53,7 +63,13 @@ pub struct MasterKey {
 }
 
 impl AppState {
-    pub fn new(config: &Config, opts: &AppOptions) -> anyhow::Result<(Arc<AppState>, MasterKey)> {
+    pub async fn new(config: &Config, opts: &AppOptions) -> anyhow::Result<(Arc<AppState>, MasterKey)> {
+        let store = Store::connect(opts.database_url.as_deref()).await?;
+        for plan in crate::tenancy::default_plans() {
+            store.seed_plan(&plan).await?;
+        }
+        let keys = KeyCache::default();
+        keys.reload(&store).await?;
         let providers = config
             .providers
             .iter()
@@ -66,6 +82,8 @@ impl AppState {
             None => MasterKey { key: generate_master_key(), generated: true },
         };
         let state = AppState {
+            store,
+            keys,
             catalog,
             router: Router::new(&config.router),
             providers,

@@ -33,6 +33,8 @@ struct ServeArgs {
 enum Command {
     /// Run the gateway (the default).
     Serve,
+    /// Apply the database migrations (`DATABASE_URL`, default the SQLite file) and exit.
+    Migrate,
     /// Validate a configuration file and print every problem found.
     CheckConfig {
         /// The file to check [default: --config, else config/switchyard.toml].
@@ -58,6 +60,11 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => run_async(run_serve(cli.serve)),
+        Command::Migrate => run_async(async {
+            let store = crate::store::Store::connect(std::env::var("DATABASE_URL").ok().as_deref()).await?;
+            eprintln!("migrations applied ({})", store.backend());
+            Ok(())
+        }),
         Command::CheckConfig { file } => check_config(file.or(cli.serve.config)),
         Command::FakeUpstream { listen, latency_ms, tokens_per_second, completion_tokens } => {
             let settings = FakeSettings { latency_ms, tokens_per_second, completion_tokens };
@@ -99,7 +106,7 @@ fn check_config(file: Option<PathBuf>) -> ExitCode {
 async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref())?;
     crate::logging::init(&config.log);
-    let (state, master) = AppState::new(&config, &AppOptions::default())?;
+    let (state, master) = AppState::new(&config, &AppOptions::default()).await?;
     // The tokenizer takes a moment to build; do it now rather than in the first request that needs it.
     tokio::task::spawn_blocking(crate::routing::tokens::warm_up);
     if master.generated {

@@ -3,6 +3,7 @@
 //! Handlers decode the caller's dialect, call into routing and providers, and encode the answer; they hold
 //! no business rules of their own. Tower is used only for edge concerns, each layer commented with why.
 
+pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod chat;
@@ -36,6 +37,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models/{*id}", get(models::retrieve_model))
         .route("/v1/route/explain", post(models::explain_route))
         // Only matched routes require a key, so an unknown path is a 404 whoever asks.
+        .route_layer(from_fn_with_state(state.clone(), auth::require_caller));
+    let admin = Router::new()
+        .route("/admin/v1/organizations", post(admin::create_organization).get(admin::list_organizations))
+        .route(
+            "/admin/v1/organizations/{id}",
+            get(admin::get_organization).patch(admin::update_organization).delete(admin::delete_organization),
+        )
+        .route("/admin/v1/plans", get(admin::list_plans))
+        .route("/admin/v1/plans/{name}", get(admin::get_plan))
+        .route("/admin/v1/keys", post(admin::create_key).get(admin::list_keys))
+        .route("/admin/v1/keys/{id}", get(admin::get_key))
+        .route("/admin/v1/keys/{id}/revoke", post(admin::revoke_key))
         .route_layer(from_fn_with_state(state.clone(), auth::require_master_key));
     let app = Router::new()
         .route("/health/liveness", get(health::liveness))
@@ -43,6 +56,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health/liveliness", get(health::liveness))
         .route("/health/readiness", get(health::readiness))
         .merge(api)
+        .merge(admin)
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);

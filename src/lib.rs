@@ -17,4 +17,6 @@ pub mod schema;
 pub mod secret;
 pub mod server;
 pub mod sse;
+pub mod store;
+pub mod tenancy;
 pub mod usage;

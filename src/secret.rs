@@ -21,7 +21,7 @@ impl Secret {
     pub fn matches(&self, candidate: &str) -> bool {
         let a = Sha256::digest(self.0.as_bytes());
         let b = Sha256::digest(candidate.as_bytes());
-        a.ct_eq(&b).into()
+        a.as_slice().ct_eq(b.as_slice()).into()
     }
 }
 

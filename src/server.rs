@@ -114,7 +114,7 @@ pub struct RunningServer {
 impl RunningServer {
     /// Builds the application from `config` and serves it on `listen` (port 0 picks a free port).
     pub async fn start(config: &Config, opts: &AppOptions, listen: &str) -> anyhow::Result<RunningServer> {
-        let (state, master_key) = AppState::new(config, opts)?;
+        let (state, master_key) = AppState::new(config, opts).await?;
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();

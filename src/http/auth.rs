@@ -11,6 +11,25 @@ use super::GatewayError;
 use crate::app::AppState;
 use crate::keys::{self, KeyError};
 
+/// The `/v1` API: the master key or an active virtual key. The key is resolved from memory, no I/O.
+pub async fn require_caller(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+    let key = match keys::from_headers(req.headers()) {
+        Err(KeyError::Conflicting) => return GatewayError::conflicting_keys().into_response(),
+        Ok(None) => return GatewayError::missing_key().into_response(),
+        Ok(Some(token)) if state.master_key.matches(token) => None,
+        Ok(Some(token)) => match state.keys.authenticate(token, crate::tenancy::now_ms()) {
+            Some(key) => Some(key),
+            None => return GatewayError::invalid_key().into_response(),
+        },
+    };
+    if let Some(key) = key {
+        tracing::Span::current().record("key_id", key.id.as_str());
+        req.extensions_mut().insert(key);
+    }
+    next.run(req).await
+}
+
+/// The admin API: the master key only.
 pub async fn require_master_key(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     match keys::from_headers(req.headers()) {
         Err(KeyError::Conflicting) => GatewayError::conflicting_keys().into_response(),

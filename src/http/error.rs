@@ -107,6 +107,10 @@ impl GatewayError {
         )
     }
 
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, INVALID_REQUEST, Some("not_found"), message)
+    }
+
     pub fn route_not_found(method: &http::Method, path: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, INVALID_REQUEST, Some("unknown_url"), format!("Invalid URL ({method} {path})"))
     }

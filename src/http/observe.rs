@@ -24,7 +24,7 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", request_id = %id);
+    let span = tracing::info_span!("request", request_id = %id, key_id = tracing::field::Empty);
     let started = Instant::now();
     tracing::debug!(parent: &span, method = %req.method(), path = %req.uri().path(), "request received");
     let mut resp = next.run(req).instrument(span.clone()).await;

@@ -13,3 +13,4 @@ mod providers;
 mod routing;
 mod secrets;
 mod streaming;
+mod tenancy;

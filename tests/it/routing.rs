@@ -323,10 +323,14 @@ async fn models_list_shows_aliases_tiers_and_metadata_with_prices_and_chains() {
 }
 
 /// The shipped configuration and catalog, with every provider's key set.
-fn default_state() -> Arc<AppState> {
+async fn default_state() -> Arc<AppState> {
     let config = Config::parse(switchyard::config::EMBEDDED_DEFAULT).unwrap();
-    let opts = AppOptions { env: Arc::new(|_| Some("sk-test".to_owned())), ..AppOptions::default() };
-    AppState::new(&config, &opts).unwrap().0
+    let opts = AppOptions {
+        env: Arc::new(|_| Some("sk-test".to_owned())),
+        database_url: Some(crate::support::database_url()),
+        ..AppOptions::default()
+    };
+    AppState::new(&config, &opts).await.unwrap().0
 }
 
 fn chain_of(state: &AppState, model: &str) -> Vec<String> {
@@ -335,9 +339,9 @@ fn chain_of(state: &AppState, model: &str) -> Vec<String> {
     state.catalog.plan(model, &Caller::default(), &features).unwrap().targets.iter().map(|m| m.name.clone()).collect()
 }
 
-#[test]
-fn every_seed_alias_resolves_to_its_seed_chain() {
-    let state = default_state();
+#[tokio::test]
+async fn every_seed_alias_resolves_to_its_seed_chain() {
+    let state = default_state().await;
     let expected: &[(&str, &[&str])] = &[
         ("smooth-coding", &["qwen3-coder-flash", "glm-5.1", "kimi-k2-thinking", "minimax-m2-direct"]),
         ("smooth-reasoning", &["deepseek-v4-flash", "kimi-k2-thinking", "qwen3-235b-thinking-2507"]),

@@ -208,6 +208,7 @@ impl Harness {
                 _ => None,
             }),
             usage_sink: usage.clone(),
+            database_url: Some(database_url()),
         };
         let gateway = RunningServer::start(&config, &opts, "127.0.0.1:0").await.unwrap();
         Harness { gateway, upstream, usage, client: reqwest::Client::new() }
@@ -223,6 +224,15 @@ impl Harness {
 
     pub async fn chat(&self, body: Value) -> reqwest::Response {
         self.post("/v1/chat/completions").json(&body).send().await.unwrap()
+    }
+}
+
+/// The database for one test: the Postgres of `DATABASE_URL` when it names one (CI runs the suite on both),
+/// otherwise a fresh SQLite file.
+pub fn database_url() -> String {
+    match std::env::var("DATABASE_URL") {
+        Ok(url) if url.starts_with("postgres") => url,
+        _ => format!("sqlite://{}/switchyard-test-{}.db", std::env::temp_dir().display(), uuid::Uuid::now_v7()),
     }
 }
 

@@ -1,0 +1,266 @@
+//! The admin API under `/admin/v1` (master key only): organisations, plans and virtual keys.
+//! Bodies reject unknown fields; lists are paginated; every change reloads the key cache.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{GatewayError, body};
+use crate::app::AppState;
+use crate::keys;
+use crate::store::{KeyRow, OrganizationRow, StoreError};
+use crate::tenancy::{new_id, now_ms};
+
+impl From<StoreError> for GatewayError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store failure");
+        GatewayError::internal()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Page {
+    search: Option<String>,
+    organization_id: Option<String>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+impl Page {
+    fn bounds(&self) -> (i64, i64) {
+        (self.limit.unwrap_or(50).clamp(1, 500), self.offset.unwrap_or(0).max(0))
+    }
+}
+
+fn check_name(name: &str, param: &str) -> Result<(), GatewayError> {
+    if name.trim().is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(GatewayError::invalid_value(format!("'{param}' must be 1-200 printable characters."), param));
+    }
+    Ok(())
+}
+
+fn created(value: Value) -> Response {
+    (StatusCode::CREATED, Json(value)).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrganization {
+    name: String,
+    #[serde(default)]
+    blocked_providers: Vec<String>,
+    #[serde(default)]
+    allow_cheaper_swaps: bool,
+}
+
+pub async fn create_organization(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, GatewayError> {
+    let req: NewOrganization = body::decode(&body::read(&headers, body, state.body_limits).await?)?;
+    check_name(&req.name, "name")?;
+    let now = now_ms();
+    let org = OrganizationRow {
+        id: new_id(),
+        name: req.name,
+        blocked_providers: serde_json::to_string(&req.blocked_providers).unwrap_or_else(|_| "[]".into()),
+        allow_cheaper_swaps: req.allow_cheaper_swaps,
+        created_at: now,
+        updated_at: now,
+    };
+    state.store.insert_organization(&org).await?;
+    Ok(created(organization_json(&org)))
+}
+
+fn organization_json(org: &OrganizationRow) -> Value {
+    json!({
+        "id": org.id, "object": "organization", "name": org.name,
+        "blocked_providers": serde_json::from_str::<Value>(&org.blocked_providers).unwrap_or(json!([])),
+        "allow_cheaper_swaps": org.allow_cheaper_swaps, "created_at": org.created_at, "updated_at": org.updated_at,
+    })
+}
+
+fn not_found(what: &str, id: &str) -> GatewayError {
+    GatewayError::not_found(format!("No {what} with id '{id}'."))
+}
+
+pub async fn list_organizations(
+    State(state): State<Arc<AppState>>,
+    Query(page): Query<Page>,
+) -> Result<Json<Value>, GatewayError> {
+    let (limit, offset) = page.bounds();
+    let orgs = state.store.organizations(page.search.as_deref(), limit, offset).await?;
+    Ok(Json(
+        json!({"object": "list", "data": orgs.iter().map(organization_json).collect::<Vec<_>>(), "limit": limit, "offset": offset}),
+    ))
+}
+
+pub async fn get_organization(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, GatewayError> {
+    let org = state.store.organization(&id).await?.ok_or_else(|| not_found("organization", &id))?;
+    Ok(Json(organization_json(&org)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationPatch {
+    name: Option<String>,
+    blocked_providers: Option<Vec<String>>,
+    allow_cheaper_swaps: Option<bool>,
+}
+
+pub async fn update_organization(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, GatewayError> {
+    let patch: OrganizationPatch = body::decode(&body::read(&headers, body, state.body_limits).await?)?;
+    let mut org = state.store.organization(&id).await?.ok_or_else(|| not_found("organization", &id))?;
+    if let Some(name) = patch.name {
+        check_name(&name, "name")?;
+        org.name = name;
+    }
+    if let Some(blocked) = patch.blocked_providers {
+        org.blocked_providers = serde_json::to_string(&blocked).unwrap_or_else(|_| "[]".into());
+    }
+    if let Some(allow) = patch.allow_cheaper_swaps {
+        org.allow_cheaper_swaps = allow;
+    }
+    org.updated_at = now_ms();
+    state.store.update_organization(&org).await?;
+    Ok(Json(organization_json(&org)))
+}
+
+pub async fn delete_organization(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, GatewayError> {
+    if !state.store.delete_organization(&id).await? {
+        return Err(not_found("organization", &id));
+    }
+    state.keys.reload(&state.store).await?;
+    Ok(Json(json!({"id": id, "object": "organization", "deleted": true})))
+}
+
+pub async fn list_plans(State(state): State<Arc<AppState>>) -> Result<Json<Value>, GatewayError> {
+    Ok(Json(json!({"object": "list", "data": state.store.plans().await?})))
+}
+
+pub async fn get_plan(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, GatewayError> {
+    let plan =
+        state.store.plan(&name).await?.ok_or_else(|| GatewayError::not_found(format!("No plan named '{name}'.")))?;
+    Ok(Json(serde_json::to_value(plan).unwrap_or_default()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    organization_id: String,
+    name: Option<String>,
+    plan: Option<String>,
+    models: Option<Vec<String>>,
+    expires_at: Option<i64>,
+    metadata: Option<serde_json::Map<String, Value>>,
+}
+
+fn key_json(k: &KeyRow) -> Value {
+    json!({
+        "id": k.id, "object": "api_key", "organization_id": k.organization_id, "name": k.name,
+        "display_prefix": k.display_prefix, "plan": k.plan, "status": k.status, "expires_at": k.expires_at,
+        "models": k.models.as_deref().and_then(|m| serde_json::from_str::<Value>(m).ok()),
+        "metadata": serde_json::from_str::<Value>(&k.metadata).unwrap_or(json!({})),
+        "created_at": k.created_at, "updated_at": k.updated_at, "revoked_at": k.revoked_at,
+    })
+}
+
+pub async fn create_key(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, GatewayError> {
+    let req: NewKey = body::decode(&body::read(&headers, body, state.body_limits).await?)?;
+    if state.store.organization(&req.organization_id).await?.is_none() {
+        return Err(GatewayError::invalid_value(
+            format!("No organization with id '{}'.", req.organization_id),
+            "organization_id",
+        ));
+    }
+    let plan = req.plan.unwrap_or_else(|| "free".to_owned());
+    if state.store.plan(&plan).await?.is_none() {
+        return Err(GatewayError::invalid_value(format!("No plan named '{plan}'."), "plan"));
+    }
+    let name = req.name.unwrap_or_else(|| "default".to_owned());
+    check_name(&name, "name")?;
+    let now = now_ms();
+    if req.expires_at.is_some_and(|at| at <= now) {
+        return Err(GatewayError::invalid_value(
+            "'expires_at' must be in the future (Unix milliseconds).",
+            "expires_at",
+        ));
+    }
+    let new = keys::generate();
+    let row = KeyRow {
+        id: new_id(),
+        organization_id: req.organization_id,
+        name,
+        key_hash: new.hash,
+        display_prefix: new.display_prefix,
+        plan,
+        status: "active".to_owned(),
+        expires_at: req.expires_at,
+        models: req.models.map(|m| serde_json::to_string(&m).unwrap_or_default()),
+        metadata: Value::Object(req.metadata.unwrap_or_default()).to_string(),
+        created_at: now,
+        updated_at: now,
+        revoked_at: None,
+    };
+    state.store.insert_key(&row).await?;
+    state.keys.reload(&state.store).await?;
+    let mut out = key_json(&row);
+    // The only time the secret is shown.
+    out["key"] = Value::String(new.secret.expose().to_owned());
+    Ok(created(out))
+}
+
+pub async fn list_keys(
+    State(state): State<Arc<AppState>>,
+    Query(page): Query<Page>,
+) -> Result<Json<Value>, GatewayError> {
+    let (limit, offset) = page.bounds();
+    let keys = state.store.keys(page.organization_id.as_deref(), limit, offset).await?;
+    Ok(Json(
+        json!({"object": "list", "data": keys.iter().map(key_json).collect::<Vec<_>>(), "limit": limit, "offset": offset}),
+    ))
+}
+
+pub async fn get_key(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Value>, GatewayError> {
+    let key = state.store.key(&id).await?.ok_or_else(|| not_found("key", &id))?;
+    Ok(Json(key_json(&key)))
+}
+
+pub async fn revoke_key(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, GatewayError> {
+    if state.store.key(&id).await?.is_none() {
+        return Err(not_found("key", &id));
+    }
+    state.store.revoke_key(&id, now_ms()).await?;
+    state.keys.reload(&state.store).await?;
+    let key = state.store.key(&id).await?.ok_or_else(|| not_found("key", &id))?;
+    Ok(Json(key_json(&key)))
+}

@@ -1,0 +1,341 @@
+//! All SQL. Postgres when `DATABASE_URL=postgres://…`, otherwise a SQLite file (`./data/switchyard.db` by
+//! default, created on first start). The same statements run on both: they are written with `$1`-style
+//! parameters, which SQLite reads as numbered parameters once `$` becomes `?`. Every value is bound, never
+//! formatted into SQL. Ids and timestamps are made by the caller (the domain layer), not by the database.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+pub const DEFAULT_SQLITE_PATH: &str = "data/switchyard.db";
+
+#[derive(Debug, Clone)]
+pub enum Store {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct OrganizationRow {
+    pub id: String,
+    pub name: String,
+    pub blocked_providers: String,
+    pub allow_cheaper_swaps: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct PlanRow {
+    pub name: String,
+    pub public_alias: Option<String>,
+    pub daily_prompt_quota: Option<i64>,
+    pub monthly_prompt_quota: Option<i64>,
+    pub monthly_token_allowance: Option<i64>,
+    pub rpm_limit: Option<i64>,
+    pub tpm_limit: Option<i64>,
+    pub max_parallel: Option<i64>,
+    pub budget_micros: Option<i64>,
+    pub budget_period: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct KeyRow {
+    pub id: String,
+    pub organization_id: String,
+    pub name: String,
+    #[serde(skip)]
+    pub key_hash: String,
+    pub display_prefix: String,
+    pub plan: String,
+    pub status: String,
+    pub expires_at: Option<i64>,
+    pub models: Option<String>,
+    pub metadata: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// Runs one statement on whichever backend is in use.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident, $sql:ident| $body:expr, $text:expr) => {
+        match $store {
+            Store::Sqlite($pool) => {
+                let owned = $text.replace('$', "?");
+                let $sql = sqlx::AssertSqlSafe(owned);
+                $body
+            }
+            Store::Postgres($pool) => {
+                let $sql = sqlx::AssertSqlSafe($text.to_owned());
+                $body
+            }
+        }
+    };
+}
+
+impl Store {
+    /// Connects (creating the SQLite file if needed) and applies the migrations.
+    pub async fn connect(database_url: Option<&str>) -> Result<Store, StoreError> {
+        let store = match database_url.filter(|u| !u.is_empty()) {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Store::Postgres(
+                PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(10)).connect(url).await?,
+            ),
+            other => {
+                let url = match other {
+                    Some(url) => url.to_owned(),
+                    None => {
+                        std::fs::create_dir_all("data")
+                            .map_err(|e| StoreError::Setup(format!("cannot create ./data: {e}")))?;
+                        format!("sqlite://{DEFAULT_SQLITE_PATH}")
+                    }
+                };
+                let options = SqliteConnectOptions::from_str(&url)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .busy_timeout(Duration::from_secs(5))
+                    .foreign_keys(true);
+                Store::Sqlite(SqlitePoolOptions::new().max_connections(8).connect_with(options).await?)
+            }
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
+            Store::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
+        }
+        Ok(())
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    // --- organisations ---
+
+    pub async fn insert_organization(&self, org: &OrganizationRow) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO organizations (id, name, blocked_providers, allow_cheaper_swaps, created_at, updated_at) \
+                           VALUES ($1, $2, $3, $4, $5, $6)";
+        on_pool!(
+            self,
+            |pool, sql| {
+                sqlx::query(sql)
+                    .bind(&org.id)
+                    .bind(&org.name)
+                    .bind(&org.blocked_providers)
+                    .bind(org.allow_cheaper_swaps)
+                    .bind(org.created_at)
+                    .bind(org.updated_at)
+                    .execute(pool)
+                    .await
+                    .map(|_| ())
+            },
+            SQL
+        )?;
+        Ok(())
+    }
+
+    pub async fn organization(&self, id: &str) -> Result<Option<OrganizationRow>, StoreError> {
+        const SQL: &str = "SELECT * FROM organizations WHERE id = $1";
+        Ok(on_pool!(
+            self,
+            |pool, sql| sqlx::query_as::<_, OrganizationRow>(sql).bind(id).fetch_optional(pool).await,
+            SQL
+        )?)
+    }
+
+    /// A page of organisations whose name contains `search` (matched literally: LIKE wildcards escaped).
+    pub async fn organizations(
+        &self,
+        search: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<OrganizationRow>, StoreError> {
+        const SQL: &str =
+            "SELECT * FROM organizations WHERE name LIKE $1 ESCAPE '\\' ORDER BY created_at, id LIMIT $2 OFFSET $3";
+        let pattern = format!("%{}%", escape_like(search.unwrap_or("")));
+        Ok(on_pool!(
+            self,
+            |pool, sql| sqlx::query_as::<_, OrganizationRow>(sql)
+                .bind(&pattern)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(pool)
+                .await,
+            SQL
+        )?)
+    }
+
+    pub async fn update_organization(&self, org: &OrganizationRow) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE organizations SET name = $2, blocked_providers = $3, allow_cheaper_swaps = $4, updated_at = $5 WHERE id = $1";
+        let done = on_pool!(
+            self,
+            |pool, sql| {
+                sqlx::query(sql)
+                    .bind(&org.id)
+                    .bind(&org.name)
+                    .bind(&org.blocked_providers)
+                    .bind(org.allow_cheaper_swaps)
+                    .bind(org.updated_at)
+                    .execute(pool)
+                    .await
+                    .map(|r| r.rows_affected())
+            },
+            SQL
+        )?;
+        Ok(done == 1)
+    }
+
+    pub async fn delete_organization(&self, id: &str) -> Result<bool, StoreError> {
+        const SQL: &str = "DELETE FROM organizations WHERE id = $1";
+        let done =
+            on_pool!(self, |pool, sql| sqlx::query(sql).bind(id).execute(pool).await.map(|r| r.rows_affected()), SQL)?;
+        Ok(done == 1)
+    }
+
+    // --- plans ---
+
+    /// Inserts a plan unless one of that name exists (seeding never overwrites an admin's edits).
+    pub async fn seed_plan(&self, plan: &PlanRow) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO plans (name, public_alias, daily_prompt_quota, monthly_prompt_quota, monthly_token_allowance, \
+                           rpm_limit, tpm_limit, max_parallel, budget_micros, budget_period, created_at, updated_at) \
+                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (name) DO NOTHING";
+        on_pool!(
+            self,
+            |pool, sql| {
+                sqlx::query(sql)
+                    .bind(&plan.name)
+                    .bind(&plan.public_alias)
+                    .bind(plan.daily_prompt_quota)
+                    .bind(plan.monthly_prompt_quota)
+                    .bind(plan.monthly_token_allowance)
+                    .bind(plan.rpm_limit)
+                    .bind(plan.tpm_limit)
+                    .bind(plan.max_parallel)
+                    .bind(plan.budget_micros)
+                    .bind(&plan.budget_period)
+                    .bind(plan.created_at)
+                    .bind(plan.updated_at)
+                    .execute(pool)
+                    .await
+                    .map(|_| ())
+            },
+            SQL
+        )?;
+        Ok(())
+    }
+
+    pub async fn plans(&self) -> Result<Vec<PlanRow>, StoreError> {
+        const SQL: &str = "SELECT * FROM plans ORDER BY created_at, name";
+        Ok(on_pool!(self, |pool, sql| sqlx::query_as::<_, PlanRow>(sql).fetch_all(pool).await, SQL)?)
+    }
+
+    pub async fn plan(&self, name: &str) -> Result<Option<PlanRow>, StoreError> {
+        const SQL: &str = "SELECT * FROM plans WHERE name = $1";
+        Ok(on_pool!(self, |pool, sql| sqlx::query_as::<_, PlanRow>(sql).bind(name).fetch_optional(pool).await, SQL)?)
+    }
+
+    // --- keys ---
+
+    pub async fn insert_key(&self, key: &KeyRow) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO api_keys (id, organization_id, name, key_hash, display_prefix, plan, status, expires_at, \
+                           models, metadata, created_at, updated_at, revoked_at) \
+                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+        on_pool!(
+            self,
+            |pool, sql| {
+                sqlx::query(sql)
+                    .bind(&key.id)
+                    .bind(&key.organization_id)
+                    .bind(&key.name)
+                    .bind(&key.key_hash)
+                    .bind(&key.display_prefix)
+                    .bind(&key.plan)
+                    .bind(&key.status)
+                    .bind(key.expires_at)
+                    .bind(&key.models)
+                    .bind(&key.metadata)
+                    .bind(key.created_at)
+                    .bind(key.updated_at)
+                    .bind(key.revoked_at)
+                    .execute(pool)
+                    .await
+                    .map(|_| ())
+            },
+            SQL
+        )?;
+        Ok(())
+    }
+
+    pub async fn key(&self, id: &str) -> Result<Option<KeyRow>, StoreError> {
+        const SQL: &str = "SELECT * FROM api_keys WHERE id = $1";
+        Ok(on_pool!(self, |pool, sql| sqlx::query_as::<_, KeyRow>(sql).bind(id).fetch_optional(pool).await, SQL)?)
+    }
+
+    pub async fn keys(
+        &self,
+        organization_id: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<KeyRow>, StoreError> {
+        const SQL: &str = "SELECT * FROM api_keys WHERE ($1 IS NULL OR organization_id = $1) ORDER BY created_at, id LIMIT $2 OFFSET $3";
+        Ok(on_pool!(
+            self,
+            |pool, sql| sqlx::query_as::<_, KeyRow>(sql)
+                .bind(organization_id)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(pool)
+                .await,
+            SQL
+        )?)
+    }
+
+    /// Every key that can still authenticate, for the in-memory cache.
+    pub async fn active_keys(&self) -> Result<Vec<KeyRow>, StoreError> {
+        const SQL: &str = "SELECT * FROM api_keys WHERE status = 'active'";
+        Ok(on_pool!(self, |pool, sql| sqlx::query_as::<_, KeyRow>(sql).fetch_all(pool).await, SQL)?)
+    }
+
+    pub async fn revoke_key(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE api_keys SET status = 'revoked', revoked_at = $2, updated_at = $2 WHERE id = $1 AND status <> 'revoked'";
+        let done = on_pool!(
+            self,
+            |pool, sql| sqlx::query(sql).bind(id).bind(now).execute(pool).await.map(|r| r.rows_affected()),
+            SQL
+        )?;
+        Ok(done == 1)
+    }
+}
+
+/// Escapes `%`, `_` and the escape character itself, so a search matches literally.
+pub fn escape_like(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}

@@ -1,0 +1,156 @@
+//! Organisations and virtual keys through the admin API, on SQLite (and on Postgres when DATABASE_URL
+//! names one).
+
+use serde_json::{Value, json};
+
+use crate::support::{Harness, MASTER_KEY, error_of, hello};
+
+async fn admin(h: &Harness, method: reqwest::Method, path: &str, body: Option<Value>) -> reqwest::Response {
+    let mut req = h.client.request(method, h.url(path)).bearer_auth(MASTER_KEY);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    req.send().await.unwrap()
+}
+
+async fn new_org(h: &Harness, name: &str) -> Value {
+    let resp = admin(h, reqwest::Method::POST, "/admin/v1/organizations", Some(json!({"name": name}))).await;
+    assert_eq!(resp.status(), 201);
+    resp.json().await.unwrap()
+}
+
+async fn new_key(h: &Harness, org: &str, plan: &str) -> Value {
+    let resp = admin(
+        h,
+        reqwest::Method::POST,
+        "/admin/v1/keys",
+        Some(json!({"organization_id": org, "plan": plan, "name": "ci"})),
+    )
+    .await;
+    assert_eq!(resp.status(), 201);
+    resp.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn an_admin_creates_an_organisation_and_a_key_that_then_serves_requests_until_revoked() {
+    let h = Harness::start().await;
+    let org = new_org(&h, "Acme").await;
+    let key = new_key(&h, org["id"].as_str().unwrap(), "free").await;
+    let secret = key["key"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("sk-sy-") && secret.len() >= 6 + 32);
+    assert!(secret.starts_with(key["display_prefix"].as_str().unwrap()));
+    assert_eq!(key["plan"], "free");
+
+    let chat = |k: String| {
+        let req = h.client.post(h.url("/v1/chat/completions")).bearer_auth(k).json(&hello("test-model"));
+        async move { req.send().await.unwrap() }
+    };
+    assert_eq!(chat(secret.clone()).await.status(), 200);
+    let via_anthropic_header = h
+        .client
+        .post(h.url("/v1/chat/completions"))
+        .header("x-api-key", &secret)
+        .json(&hello("test-model"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(via_anthropic_header.status(), 200);
+
+    // The secret is shown once: never in reads or lists, and stored only as its hash.
+    let id = key["id"].as_str().unwrap();
+    let read: Value =
+        admin(&h, reqwest::Method::GET, &format!("/admin/v1/keys/{id}"), None).await.json().await.unwrap();
+    assert!(read.get("key").is_none());
+    let listed = admin(&h, reqwest::Method::GET, "/admin/v1/keys", None).await.text().await.unwrap();
+    assert!(!listed.contains(&secret));
+    let row = h.gateway.state.store.key(id).await.unwrap().unwrap();
+    assert_eq!(row.key_hash, switchyard::keys::hash(&secret));
+    assert!(!format!("{row:?}").contains(&secret));
+
+    let revoked: Value =
+        admin(&h, reqwest::Method::POST, &format!("/admin/v1/keys/{id}/revoke"), None).await.json().await.unwrap();
+    assert_eq!(revoked["status"], "revoked");
+    let (status, body) = error_of(chat(secret).await).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("invalid_api_key")),
+        "revocation takes effect at once"
+    );
+}
+
+#[tokio::test]
+async fn malformed_or_unknown_keys_are_refused_and_virtual_keys_cannot_administer() {
+    let h = Harness::start().await;
+    let org = new_org(&h, "Beta").await;
+    let key = new_key(&h, org["id"].as_str().unwrap(), "pro").await;
+    let secret = key["key"].as_str().unwrap();
+    let mut tampered = secret.to_owned();
+    tampered.replace_range(10..11, if &secret[10..11] == "a" { "b" } else { "a" });
+    for bad in [tampered.as_str(), "sk-sy-tooshort", "sk-proj-somebodyelseskey"] {
+        let resp = h
+            .client
+            .post(h.url("/v1/chat/completions"))
+            .bearer_auth(bad)
+            .json(&hello("test-model"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401, "{bad}");
+    }
+    let resp = h.client.get(h.url("/admin/v1/organizations")).bearer_auth(secret).send().await.unwrap();
+    assert_eq!(resp.status(), 401, "a virtual key is not the master key");
+}
+
+#[tokio::test]
+async fn admin_input_is_validated_and_stored_literally() {
+    let h = Harness::start().await;
+    let injection = "x'); DROP TABLE organizations; --";
+    let org = new_org(&h, injection).await;
+    let read: Value =
+        admin(&h, reqwest::Method::GET, &format!("/admin/v1/organizations/{}", org["id"].as_str().unwrap()), None)
+            .await
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(read["name"], injection);
+    // LIKE wildcards in a search are matched literally (names are unique per run: Postgres keeps rows).
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    new_org(&h, &format!("100%{run}")).await;
+    new_org(&h, &format!("plain{run}")).await;
+    let found: Value = admin(&h, reqwest::Method::GET, &format!("/admin/v1/organizations?search=%25{run}"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = found["data"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();
+    assert_eq!(names, [format!("100%{run}")]);
+
+    let (status, body) = error_of(
+        admin(&h, reqwest::Method::POST, "/admin/v1/organizations", Some(json!({"name": "x", "owner": "me"}))).await,
+    )
+    .await;
+    assert_eq!(status, 400, "unknown fields are rejected: {body}");
+    let (status, _) =
+        error_of(admin(&h, reqwest::Method::POST, "/admin/v1/organizations", Some(json!({"name": " "}))).await).await;
+    assert_eq!(status, 400);
+    let (status, body) = error_of(
+        admin(&h, reqwest::Method::POST, "/admin/v1/keys", Some(json!({"organization_id": org["id"], "plan": "gold"})))
+            .await,
+    )
+    .await;
+    assert_eq!((status, body["error"]["param"].as_str()), (400, Some("plan")));
+    let (status, _) = error_of(admin(&h, reqwest::Method::GET, "/admin/v1/organizations/nope", None).await).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn the_product_plans_are_seeded_with_their_quotas() {
+    let h = Harness::start().await;
+    let plans: Value = admin(&h, reqwest::Method::GET, "/admin/v1/plans", None).await.json().await.unwrap();
+    let free = plans["data"].as_array().unwrap().iter().find(|p| p["name"] == "free").unwrap().clone();
+    assert_eq!((free["daily_prompt_quota"].as_i64(), free["monthly_prompt_quota"].as_i64()), (Some(200), Some(1000)));
+    assert_eq!(free["public_alias"], "smart-route-mini");
+    let unlimited: Value =
+        admin(&h, reqwest::Method::GET, "/admin/v1/plans/unlimited", None).await.json().await.unwrap();
+    assert_eq!(unlimited["daily_prompt_quota"], Value::Null);
+}
