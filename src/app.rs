@@ -10,11 +10,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::http::body::BodyLimits;
+use crate::limits::Quotas;
 use crate::providers::Provider;
 use crate::routing::{Catalog, Router};
 use crate::secret::Secret;
 use crate::store::Store;
 use crate::tenancy::KeyCache;
+use crate::usage::ledger::{Ledger, Tee};
 use crate::usage::{LogSink, UsageSink};
 
 pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -27,6 +29,8 @@ pub struct AppOptions {
     pub usage_sink: Arc<dyn UsageSink>,
     /// `postgres://…`, `sqlite://…`, or `None` for the default SQLite file.
     pub database_url: Option<String>,
+    /// Milliseconds since the epoch (tests move it across midnight).
+    pub clock: crate::limits::Clock,
 }
 
 impl Default for AppOptions {
@@ -35,6 +39,7 @@ impl Default for AppOptions {
             env: Arc::new(|name| std::env::var(name).ok()),
             usage_sink: Arc::new(LogSink),
             database_url: std::env::var("DATABASE_URL").ok(),
+            clock: Arc::new(crate::tenancy::now_ms),
         }
     }
 }
@@ -42,6 +47,8 @@ impl Default for AppOptions {
 pub struct AppState {
     pub store: Store,
     pub keys: KeyCache,
+    pub quotas: Arc<Quotas>,
+    pub ledger: Arc<Ledger>,
     pub catalog: Catalog,
     pub router: Router,
     pub providers: Vec<Arc<Provider>>,
@@ -70,6 +77,9 @@ impl AppState {
         }
         let keys = KeyCache::default();
         keys.reload(&store).await?;
+        let quotas = Arc::new(Quotas::new(opts.clock.clone()));
+        quotas.load(&store).await?;
+        let ledger = Arc::new(Ledger::start(store.clone()));
         let providers = config
             .providers
             .iter()
@@ -84,11 +94,13 @@ impl AppState {
         let state = AppState {
             store,
             keys,
+            quotas,
+            ledger: ledger.clone(),
             catalog,
             router: Router::new(&config.router),
             providers,
             master_key: master.key.clone(),
-            usage: opts.usage_sink.clone(),
+            usage: Arc::new(Tee(ledger, opts.usage_sink.clone())),
             body_limits: BodyLimits {
                 max_bytes: config.server.body_limit_bytes,
                 read_timeout: Duration::from_millis(config.server.body_read_timeout_ms),

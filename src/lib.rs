@@ -10,6 +10,7 @@ pub mod config;
 pub mod fake;
 pub mod http;
 pub mod keys;
+pub mod limits;
 pub mod logging;
 pub mod providers;
 pub mod routing;

@@ -99,6 +99,8 @@ pub async fn serve(
         state.hard_stop.cancel();
         let _ = tokio::time::timeout(FINAL_FLUSH, &mut drained).await;
     }
+    // Every usage record of the drained requests reaches the ledger before the process ends.
+    state.ledger.close().await;
     tracing::info!("stopped");
 }
 

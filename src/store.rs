@@ -328,6 +328,88 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Writes a batch of ledger rows in one transaction; a request id already present is left as it is.
+    pub async fn insert_usage(&self, rows: &[crate::usage::UsageRecord]) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO usage_events (request_id, created_at, organization_id, key_id, requested_model, served_model, \
+                           provider, attempts, streamed, outcome, status, prompt_tokens, completion_tokens, cached_tokens, \
+                           cache_write_tokens, reasoning_tokens, usage_source, cost_micros, latency_ms, ttft_ms, error, prompt_counted) \
+                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22) \
+                           ON CONFLICT (request_id) DO NOTHING";
+        macro_rules! insert_all {
+            ($pool:expr, $sql:expr) => {{
+                let mut tx = $pool.begin().await?;
+                for r in rows {
+                    sqlx::query(sqlx::AssertSqlSafe($sql.clone()))
+                        .bind(&r.request_id)
+                        .bind(r.created_at)
+                        .bind(&r.organization_id)
+                        .bind(&r.key_id)
+                        .bind(&r.requested_model)
+                        .bind(&r.served_model)
+                        .bind(&r.provider)
+                        .bind(i64::from(r.attempts))
+                        .bind(r.streamed)
+                        .bind(r.outcome.as_str())
+                        .bind(i64::from(r.status))
+                        .bind(r.prompt_tokens as i64)
+                        .bind(r.completion_tokens as i64)
+                        .bind(r.cached_tokens as i64)
+                        .bind(r.cache_write_tokens as i64)
+                        .bind(r.reasoning_tokens as i64)
+                        .bind(if r.usage_source == crate::usage::UsageSource::Provider {
+                            "provider"
+                        } else {
+                            "estimated"
+                        })
+                        .bind(r.cost_micros)
+                        .bind(r.latency_ms as i64)
+                        .bind(r.ttft_ms.map(|t| t as i64))
+                        .bind(&r.error)
+                        .bind(r.prompt_counted)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+            }};
+        }
+        match self {
+            Store::Sqlite(pool) => insert_all!(pool, SQL.replace('$', "?")),
+            Store::Postgres(pool) => insert_all!(pool, SQL.to_owned()),
+        }
+        Ok(())
+    }
+
+    /// Ledger rows for one request id (tests and support use this).
+    pub async fn usage_rows(&self, request_id: &str) -> Result<Vec<UsageRow>, StoreError> {
+        const SQL: &str = "SELECT request_id, key_id, outcome, prompt_tokens, completion_tokens, cost_micros, prompt_counted \
+                           FROM usage_events WHERE request_id = $1";
+        Ok(on_pool!(self, |pool, sql| sqlx::query_as::<_, UsageRow>(sql).bind(request_id).fetch_all(pool).await, SQL)?)
+    }
+
+    /// Prompts each key used since `since_ms`, from the ledger (the source of truth for quotas).
+    pub async fn prompts_since(&self, since_ms: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        const SQL: &str = "SELECT key_id, COUNT(*) FROM usage_events WHERE key_id IS NOT NULL AND prompt_counted = TRUE \
+                           AND created_at >= $1 GROUP BY key_id";
+        Ok(on_pool!(
+            self,
+            |pool, sql| sqlx::query_as::<_, (String, i64)>(sql).bind(since_ms).fetch_all(pool).await,
+            SQL
+        )?)
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UsageRow {
+    pub request_id: String,
+    pub key_id: Option<String>,
+    pub outcome: String,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost_micros: Option<i64>,
+    pub prompt_counted: bool,
+}
+
 /// Escapes `%`, `_` and the escape character itself, so a search matches literally.
 pub fn escape_like(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

@@ -54,6 +54,7 @@ pub struct ActiveKey {
     pub id: String,
     pub organization_id: String,
     pub plan: String,
+    pub limits: crate::limits::PromptLimits,
     pub expires_at: Option<i64>,
     pub models: Option<Vec<String>>,
 }
@@ -67,8 +68,9 @@ impl KeyCache {
     /// Replaces the cache's contents with the store's active keys.
     pub async fn reload(&self, store: &Store) -> Result<usize, StoreError> {
         let rows = store.active_keys().await?;
+        let plans: HashMap<String, PlanRow> = store.plans().await?.into_iter().map(|p| (p.name.clone(), p)).collect();
         let map: HashMap<String, Arc<ActiveKey>> =
-            rows.into_iter().map(|r| (r.key_hash.clone(), Arc::new(active(r)))).collect();
+            rows.into_iter().map(|r| (r.key_hash.clone(), Arc::new(active(r, &plans)))).collect();
         let n = map.len();
         *self.by_hash.write().unwrap_or_else(|p| p.into_inner()) = map;
         Ok(n)
@@ -84,10 +86,15 @@ impl KeyCache {
     }
 }
 
-fn active(r: KeyRow) -> ActiveKey {
+fn active(r: KeyRow, plans: &HashMap<String, PlanRow>) -> ActiveKey {
+    let plan = plans.get(&r.plan);
     ActiveKey {
         id: r.id,
         organization_id: r.organization_id,
+        limits: crate::limits::PromptLimits {
+            daily: plan.and_then(|p| p.daily_prompt_quota),
+            monthly: plan.and_then(|p| p.monthly_prompt_quota),
+        },
         plan: r.plan,
         expires_at: r.expires_at,
         models: r.models.and_then(|m| serde_json::from_str(&m).ok()),

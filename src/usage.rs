@@ -6,6 +6,8 @@
 //! which must not block: the ledger writer batches them off the hot path.
 //! Not here: prices and money (the catalog), storage (`store`).
 
+pub mod ledger;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -49,6 +51,16 @@ pub enum UsageSource {
 #[derive(Debug, Clone)]
 pub struct UsageRecord {
     pub request_id: String,
+    /// Unix milliseconds when the request arrived.
+    pub created_at: i64,
+    pub organization_id: Option<String>,
+    pub key_id: Option<String>,
+    /// Upstream calls made for it.
+    pub attempts: u32,
+    /// Integer micro-USD at catalog prices; `None` when the model is not priced.
+    pub cost_micros: Option<i64>,
+    /// Whether the request used one of its key's prompts (a request nothing answered does not).
+    pub prompt_counted: bool,
     pub requested_model: String,
     pub served_model: Option<String>,
     pub provider: Option<String>,
@@ -96,6 +108,8 @@ impl UsageSink for LogSink {
             estimated = r.usage_source == UsageSource::Estimated,
             latency_ms = r.latency_ms,
             ttft_ms = r.ttft_ms,
+            cost_micros = r.cost_micros,
+            key_id = r.key_id.as_deref().unwrap_or(""),
             error = r.error.as_deref().unwrap_or(""),
             "request finished"
         );
@@ -111,6 +125,37 @@ pub struct UsageGuard {
     /// Characters of generated text seen so far, for an estimate when the provider's count never comes.
     streamed_chars: usize,
     provider_usage: Option<Usage>,
+    prices: Prices,
+    /// The prompt this request took from its key's quotas, refunded if nothing served it.
+    reservation: Option<(Arc<crate::limits::Quotas>, crate::limits::Reservation)>,
+}
+
+/// A model's prices as integer pico-USD per token (USD per million tokens × 10⁶), so costs are computed
+/// in integers: a price of $0.15 per million tokens is 150 000 pico-USD per token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Prices {
+    pub input: Option<i64>,
+    pub output: Option<i64>,
+    pub cached_input: Option<i64>,
+}
+
+impl Prices {
+    pub fn from_per_mtok(input: Option<f64>, output: Option<f64>, cached_input: Option<f64>) -> Prices {
+        let pico = |p: Option<f64>| p.filter(|p| p.is_finite() && *p >= 0.0).map(|p| (p * 1e6).round() as i64);
+        Prices { input: pico(input), output: pico(output), cached_input: pico(cached_input) }
+    }
+
+    /// Integer micro-USD for the tokens, rounded half up; `None` when the model is not priced.
+    pub fn cost_micros(&self, prompt: u64, cached: u64, completion: u64) -> Option<i64> {
+        let input = self.input?;
+        let output = self.output.unwrap_or(0);
+        let cached_price = self.cached_input.unwrap_or(input);
+        let cached = cached.min(prompt);
+        let pico = i128::from(prompt - cached) * i128::from(input)
+            + i128::from(cached) * i128::from(cached_price)
+            + i128::from(completion) * i128::from(output);
+        i64::try_from((pico + 500_000) / 1_000_000).ok()
+    }
 }
 
 impl UsageGuard {
@@ -131,6 +176,12 @@ impl UsageGuard {
             sink,
             record: Some(UsageRecord {
                 request_id: request_id.to_owned(),
+                created_at: crate::tenancy::now_ms(),
+                organization_id: None,
+                key_id: None,
+                attempts: 0,
+                cost_micros: None,
+                prompt_counted: false,
                 requested_model: requested_model.to_owned(),
                 served_model: None,
                 provider: None,
@@ -151,13 +202,30 @@ impl UsageGuard {
             estimated_prompt_tokens,
             streamed_chars: 0,
             provider_usage: None,
+            prices: Prices::default(),
+            reservation: None,
         }
     }
 
-    pub fn set_served(&mut self, model: &str, provider: &str) {
+    pub fn set_served(&mut self, model: &str, provider: &str, prices: Prices) {
         if let Some(r) = &mut self.record {
             r.served_model = Some(model.to_owned());
             r.provider = Some(provider.to_owned());
+            r.attempts += 1;
+        }
+        self.prices = prices;
+    }
+
+    /// The quota reservation to settle with this request.
+    pub fn hold(&mut self, quotas: Arc<crate::limits::Quotas>, reservation: crate::limits::Reservation) {
+        self.reservation = Some((quotas, reservation));
+    }
+
+    /// Who is paying: set once the caller is known.
+    pub fn set_caller(&mut self, organization_id: &str, key_id: &str) {
+        if let Some(r) = &mut self.record {
+            r.organization_id = Some(organization_id.to_owned());
+            r.key_id = Some(key_id.to_owned());
         }
     }
 
@@ -204,6 +272,14 @@ impl UsageGuard {
                 r.completion_tokens = self.streamed_chars.div_ceil(4) as u64;
                 r.usage_source = UsageSource::Estimated;
             }
+        }
+        r.cost_micros = self.prices.cost_micros(r.prompt_tokens, r.cached_tokens, r.completion_tokens);
+        // A prompt is used when a provider took the request on, whether or not the client stayed.
+        r.prompt_counted = r.served_model.is_some() && outcome != Outcome::Failed;
+        if let Some((quotas, reservation)) = self.reservation.take()
+            && !r.prompt_counted
+        {
+            quotas.refund(&reservation);
         }
         self.sink.record(r);
     }

@@ -26,6 +26,7 @@ use crate::providers::{ErrorKind, ProviderError};
 use crate::routing::{Caller, Fallback, ModelEntry, RequestFeatures, RoutePlan};
 use crate::schema::{ChatChunk, ChatRequest};
 use crate::sse::{DONE_FRAME, data_frame};
+use crate::tenancy::ActiveKey;
 use crate::usage::{Outcome, UsageGuard};
 
 /// How many rendered frames may wait for a slow client before the upstream is read no further.
@@ -36,6 +37,7 @@ const MAX_PREAMBLE: usize = 4;
 pub async fn create_chat_completion(
     State(state): State<Arc<AppState>>,
     Extension(request_id): Extension<RequestId>,
+    key: Option<Extension<Arc<ActiveKey>>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, GatewayError> {
@@ -53,7 +55,26 @@ pub async fn create_chat_completion(
     req.extra.remove("prefer");
     req.extra.remove("models");
 
+    // Admission: one prompt from the key's daily and monthly quotas, taken atomically (refunded if
+    // nothing serves the request).
+    let reservation = match &key {
+        Some(Extension(key)) => {
+            let r = state
+                .quotas
+                .reserve(&key.id, key.limits)
+                .map_err(|e| GatewayError::quota_exceeded(&e, state.quotas.now_ms()))?;
+            Some(r)
+        }
+        None => None,
+    };
     let mut usage = UsageGuard::new(state.usage.clone(), &request_id.0, &req, started.into_std());
+    if let Some(Extension(key)) = &key {
+        usage.set_caller(&key.organization_id, &key.id);
+    }
+    let quota_headers = reservation.as_ref().map(|r| (r.remaining_day, r.remaining_month));
+    if let Some(r) = reservation {
+        usage.hold(state.quotas.clone(), r);
+    }
     let wants_usage = req.wants_stream_usage();
     if req.is_streaming() {
         // Switchyard always learns a stream's usage; the caller's own choice is honoured when forwarding.
@@ -61,7 +82,7 @@ pub async fn create_chat_completion(
     }
     let mut fallback = Fallback::new(&plan, &state.router, started);
     while let Some(target) = fallback.next().await {
-        usage.set_served(&target.name, &target.provider.name);
+        usage.set_served(&target.name, &target.provider.name, target.prices());
         req.model.clone_from(&target.upstream);
         let deadline = fallback.attempt_deadline(&target);
         if !req.is_streaming() {
@@ -76,6 +97,7 @@ pub async fn create_chat_completion(
                     usage.finish(Outcome::Completed, 200, None);
                     let mut response = ([(header::CONTENT_TYPE, "application/json")], json).into_response();
                     route_headers(response.headers_mut(), &plan, &fallback, &target);
+                    quota_remaining_headers(response.headers_mut(), quota_headers);
                     return Ok(response);
                 }
                 Err(e) => {
@@ -108,6 +130,7 @@ pub async fn create_chat_completion(
                 // Tells nginx-style proxies in front of us not to buffer the stream.
                 h.insert("x-accel-buffering", HeaderValue::from_static("no"));
                 route_headers(h, &plan, &fallback, &target);
+                quota_remaining_headers(h, quota_headers);
                 return Ok(response);
             }
             Err(e) => {
@@ -169,6 +192,18 @@ pub(super) fn route_headers(h: &mut HeaderMap, plan: &RoutePlan, fallback: &Fall
     put("x-switchyard-attempts", &fallback.header_value());
     if let Some(instead) = &plan.deprecated {
         put("x-switchyard-deprecated", instead);
+    }
+}
+
+/// The prompts a key has left today and this month, after this request.
+fn quota_remaining_headers(h: &mut HeaderMap, remaining: Option<(Option<i64>, Option<i64>)>) {
+    let Some((day, month)) = remaining else { return };
+    for (name, value) in [("x-switchyard-prompts-remaining-day", day), ("x-switchyard-prompts-remaining-month", month)]
+    {
+        let text = value.map_or_else(|| "unlimited".to_owned(), |v| v.to_string());
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            h.insert(name, v);
+        }
     }
 }
 

@@ -49,7 +49,7 @@ pub async fn create_embeddings(
     let wanted = req.encoding_format.unwrap_or(EncodingFormat::Float);
     let mut fallback = Fallback::new(&plan, &state.router, started);
     while let Some(target) = fallback.next().await {
-        usage.set_served(&target.name, &target.provider.name);
+        usage.set_served(&target.name, &target.provider.name, target.prices());
         req.model.clone_from(&target.upstream);
         let deadline = fallback.attempt_deadline(&target);
         let mut resp = match exec::embed(&target.provider, &target.timeouts, &req, deadline).await {
@@ -131,7 +131,7 @@ pub async fn create_moderation(
         UsageGuard::for_request(state.usage.clone(), &request_id.0, &requested, false, 0, started.into_std());
     let mut fallback = Fallback::new(&plan, &state.router, started);
     while let Some(target) = fallback.next().await {
-        usage.set_served(&target.name, &target.provider.name);
+        usage.set_served(&target.name, &target.provider.name, target.prices());
         req.model = Some(target.upstream.clone());
         let deadline = fallback.attempt_deadline(&target);
         match exec::moderate(&target.provider, &target.timeouts, &req, deadline).await {

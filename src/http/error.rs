@@ -98,6 +98,25 @@ impl GatewayError {
         )
     }
 
+    /// A key's prompt quota is used up: waiting helps only at the window's end, so SDKs are told not to retry.
+    pub fn quota_exceeded(e: &crate::limits::QuotaExceeded, now_ms: i64) -> Self {
+        let mut g = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "insufficient_quota",
+            Some("insufficient_quota"),
+            format!(
+                "This key's {} prompt quota of {} is used up; it resets in {} seconds (at the start of the next UTC {}).",
+                e.window,
+                e.limit,
+                ((e.resets_at_ms - now_ms).max(0) as u64).div_ceil(1000),
+                if e.window == "daily" { "day" } else { "month" },
+            ),
+        );
+        g.retry_after = Some(std::time::Duration::from_millis((e.resets_at_ms - now_ms).max(0) as u64));
+        g.should_retry = Some(false);
+        g
+    }
+
     pub fn body_timeout() -> Self {
         Self::new(
             StatusCode::REQUEST_TIMEOUT,

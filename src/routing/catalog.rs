@@ -45,6 +45,10 @@ impl ModelEntry {
         }
     }
 
+    pub fn prices(&self) -> crate::usage::Prices {
+        crate::usage::Prices::from_per_mtok(self.input_per_mtok, self.output_per_mtok, self.cached_input_per_mtok)
+    }
+
     pub fn is_strong_at(&self, strength: &str) -> bool {
         self.strengths.iter().any(|s| s == strength)
     }

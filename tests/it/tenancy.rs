@@ -154,3 +154,61 @@ async fn the_product_plans_are_seeded_with_their_quotas() {
         admin(&h, reqwest::Method::GET, "/admin/v1/plans/unlimited", None).await.json().await.unwrap();
     assert_eq!(unlimited["daily_prompt_quota"], Value::Null);
 }
+
+#[tokio::test]
+async fn a_free_keys_201st_prompt_of_the_day_is_refused_while_a_pro_key_carries_on_and_the_ledger_has_every_request() {
+    let h = Harness::start().await;
+    let org = new_org(&h, "Gamma").await;
+    let org_id = org["id"].as_str().unwrap();
+    let free = new_key(&h, org_id, "free").await["key"].as_str().unwrap().to_owned();
+    let pro = new_key(&h, org_id, "pro").await["key"].as_str().unwrap().to_owned();
+
+    // 210 requests at once against 200 prompts: exactly 200 get through.
+    let sends = (0..210).map(|_| {
+        let req = h.client.post(h.url("/v1/chat/completions")).bearer_auth(&free).json(&hello("test-model"));
+        async move { req.send().await.unwrap() }
+    });
+    let responses = futures_util::future::join_all(sends).await;
+    let mut ok_ids = Vec::new();
+    let mut refused = 0;
+    for resp in responses {
+        match resp.status().as_u16() {
+            200 => ok_ids.push(resp.headers()["x-request-id"].to_str().unwrap().to_owned()),
+            429 => {
+                assert_eq!(resp.headers()["x-should-retry"], "false");
+                assert!(resp.headers().contains_key("retry-after"));
+                let (_, body) = error_of(resp).await;
+                assert_eq!(body["error"]["code"], "insufficient_quota");
+                assert!(body["error"]["message"].as_str().unwrap().contains("daily prompt quota of 200"));
+                refused += 1;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((ok_ids.len(), refused), (200, 10));
+
+    let resp =
+        h.client.post(h.url("/v1/chat/completions")).bearer_auth(&pro).json(&hello("test-model")).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "another plan's key carries on");
+    assert_eq!(resp.headers()["x-switchyard-prompts-remaining-day"], "2999");
+
+    // Every served request is in the ledger exactly once, with its cost in micro-dollars.
+    let store = &h.gateway.state.store;
+    for id in [&ok_ids[0], &ok_ids[199]] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let rows = loop {
+            let rows = store.usage_rows(id).await.unwrap();
+            if !rows.is_empty() || std::time::Instant::now() > deadline {
+                break rows;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        assert_eq!(rows.len(), 1, "{id}");
+        let row = &rows[0];
+        assert_eq!(row.outcome, "completed");
+        assert!(row.prompt_counted);
+        // test-model costs $1 per million prompt tokens and $2 per million completion tokens.
+        assert!(row.prompt_tokens > 0 && row.completion_tokens > 0);
+        assert_eq!(row.cost_micros, Some(row.prompt_tokens + 2 * row.completion_tokens));
+    }
+}

@@ -152,6 +152,8 @@ impl Harness {
             name = "test-model"
             provider = "upstream"
             upstream = "upstream-model-id"
+            input_per_mtok = 1.0
+            output_per_mtok = 2.0
 
             [[models]]
             name = "claude-test"
@@ -209,6 +211,7 @@ impl Harness {
             }),
             usage_sink: usage.clone(),
             database_url: Some(database_url()),
+            clock: Arc::new(switchyard::tenancy::now_ms),
         };
         let gateway = RunningServer::start(&config, &opts, "127.0.0.1:0").await.unwrap();
         Harness { gateway, upstream, usage, client: reqwest::Client::new() }
