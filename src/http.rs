@@ -36,6 +36,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(models::list_models))
         .route("/v1/models/{*id}", get(models::retrieve_model))
         .route("/v1/route/explain", post(models::explain_route))
+        .route("/v1/key", get(admin::own_key))
         // Only matched routes require a key, so an unknown path is a 404 whoever asks.
         .route_layer(from_fn_with_state(state.clone(), auth::require_caller));
     let admin = Router::new()

@@ -173,6 +173,15 @@ impl Quotas {
         }
     }
 
+    /// Prompts used today and this month (without taking one).
+    pub fn used(&self, key_id: &str) -> (i64, i64) {
+        let w = Windows::at((self.clock)());
+        let counts = self.lock();
+        counts.get(key_id).map_or((0, 0), |c| {
+            (if c.day == w.day { c.day_used } else { 0 }, if c.month == w.month { c.month_used } else { 0 })
+        })
+    }
+
     pub fn now_ms(&self) -> i64 {
         (self.clock)()
     }

@@ -264,3 +264,22 @@ pub async fn revoke_key(
     let key = state.store.key(&id).await?.ok_or_else(|| not_found("key", &id))?;
     Ok(Json(key_json(&key)))
 }
+
+/// `GET /v1/key`: what a virtual key may do and how much of it is left.
+pub async fn own_key(
+    State(state): State<Arc<AppState>>,
+    key: Option<axum::Extension<Arc<crate::tenancy::ActiveKey>>>,
+) -> Json<Value> {
+    let Some(axum::Extension(key)) = key else {
+        return Json(json!({"object": "key", "master": true, "limits": null}));
+    };
+    let (day, month) = state.quotas.used(&key.id);
+    let left = |limit: Option<i64>, used: i64| limit.map(|l| (l - used).max(0));
+    Json(json!({
+        "object": "key", "id": key.id, "organization_id": key.organization_id, "plan": key.plan,
+        "expires_at": key.expires_at, "models": key.models,
+        "limits": {"daily_prompt_quota": key.limits.daily, "monthly_prompt_quota": key.limits.monthly},
+        "used": {"prompts_today": day, "prompts_this_month": month},
+        "remaining": {"prompts_today": left(key.limits.daily, day), "prompts_this_month": left(key.limits.monthly, month)},
+    }))
+}

@@ -24,10 +24,10 @@ use crate::app::AppState;
 use crate::providers::exec::{self, ChunkStream};
 use crate::providers::{ErrorKind, ProviderError};
 use crate::routing::{Caller, Fallback, ModelEntry, RequestFeatures, RoutePlan};
-use crate::schema::{ChatChunk, ChatRequest};
+use crate::schema::{ChatChunk, ChatRequest, Usage};
 use crate::sse::{DONE_FRAME, data_frame};
 use crate::tenancy::ActiveKey;
-use crate::usage::{Outcome, UsageGuard};
+use crate::usage::{Outcome, Prices, UsageGuard};
 
 /// How many rendered frames may wait for a slow client before the upstream is read no further.
 const STREAM_BUFFER: usize = 16;
@@ -90,12 +90,16 @@ pub async fn create_chat_completion(
                 Ok(mut resp) => {
                     fallback.succeeded(&target);
                     resp.model.clone_from(&target.name);
-                    if let Some(u) = &resp.usage {
+                    let cost = resp.usage.as_mut().and_then(|u| {
                         usage.provider_usage(u);
-                    }
+                        add_cost(u, target.prices())
+                    });
                     let json = serde_json::to_vec(&resp).map_err(|_| GatewayError::internal())?;
                     usage.finish(Outcome::Completed, 200, None);
                     let mut response = ([(header::CONTENT_TYPE, "application/json")], json).into_response();
+                    if let Some(micros) = cost {
+                        response.headers_mut().insert("x-switchyard-cost-micros", HeaderValue::from(micros));
+                    }
                     route_headers(response.headers_mut(), &plan, &fallback, &target);
                     quota_remaining_headers(response.headers_mut(), quota_headers);
                     return Ok(response);
@@ -113,8 +117,13 @@ pub async fn create_chat_completion(
             Ok((upstream, leading)) => {
                 fallback.succeeded(&target);
                 let (tx, rx) = mpsc::channel::<Bytes>(STREAM_BUFFER);
-                let mut relay =
-                    Relay { public_model: target.name.clone(), wants_usage, usage, hard_stop: state.hard_stop.clone() };
+                let mut relay = Relay {
+                    public_model: target.name.clone(),
+                    prices: target.prices(),
+                    wants_usage,
+                    usage,
+                    hard_stop: state.hard_stop.clone(),
+                };
                 // The frames in hand go out with the headers; the relay task forwards the rest.
                 let first: Vec<Result<Bytes, std::convert::Infallible>> =
                     leading.into_iter().filter_map(|c| relay.render(c)).map(Ok).collect();
@@ -195,6 +204,14 @@ pub(super) fn route_headers(h: &mut HeaderMap, plan: &RoutePlan, fallback: &Fall
     }
 }
 
+/// Adds `usage.cost` (USD at catalog prices, as OpenRouter reports it) and returns it in micro-dollars.
+fn add_cost(u: &mut Usage, prices: Prices) -> Option<i64> {
+    let micros = prices.cost_micros(u.prompt_tokens, u.cached_tokens(), u.completion_tokens)?;
+    let usd = serde_json::Number::from_f64(micros as f64 / 1e6)?;
+    u.extra.insert("cost".to_owned(), serde_json::Value::Number(usd));
+    Some(micros)
+}
+
 /// The prompts a key has left today and this month, after this request.
 fn quota_remaining_headers(h: &mut HeaderMap, remaining: Option<(Option<i64>, Option<i64>)>) {
     let Some((day, month)) = remaining else { return };
@@ -220,6 +237,7 @@ pub(super) fn all_failed(usage: UsageGuard, fallback: &Fallback<'_>, plan: &Rout
 /// Moves one stream from the provider to the client, owning its accounting until the end.
 struct Relay {
     public_model: String,
+    prices: Prices,
     wants_usage: bool,
     usage: UsageGuard,
     hard_stop: tokio_util::sync::CancellationToken,
@@ -273,8 +291,9 @@ impl Relay {
 
     /// Rewrites one chunk for the client; `None` when it must not be forwarded.
     fn render(&mut self, mut chunk: ChatChunk) -> Option<Bytes> {
-        if let Some(u) = &chunk.usage {
+        if let Some(u) = &mut chunk.usage {
             self.usage.provider_usage(u);
+            add_cost(u, self.prices);
             if !self.wants_usage {
                 if chunk.choices.is_empty() {
                     return None; // The usage chunk we asked for on our own account.
