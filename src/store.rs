@@ -69,6 +69,9 @@ pub struct KeyRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub revoked_at: Option<i64>,
+    #[serde(skip)]
+    pub previous_hash: Option<String>,
+    pub previous_expires_at: Option<i64>,
 }
 
 /// Runs one statement on whichever backend is in use.
@@ -317,8 +320,38 @@ impl Store {
         Ok(on_pool!(self, |pool, sql| sqlx::query_as::<_, KeyRow>(sql).fetch_all(pool).await, SQL)?)
     }
 
+    /// Gives a key a new secret; the old one keeps working until `grace_until`.
+    pub async fn rotate_key(
+        &self,
+        id: &str,
+        new_hash: &str,
+        display_prefix: &str,
+        grace_until: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE api_keys SET previous_hash = key_hash, previous_expires_at = $4, key_hash = $2, \
+                           display_prefix = $3, updated_at = $5 WHERE id = $1 AND status = 'active'";
+        let done = on_pool!(
+            self,
+            |pool, sql| {
+                sqlx::query(sql)
+                    .bind(id)
+                    .bind(new_hash)
+                    .bind(display_prefix)
+                    .bind(grace_until)
+                    .bind(now)
+                    .execute(pool)
+                    .await
+                    .map(|r| r.rows_affected())
+            },
+            SQL
+        )?;
+        Ok(done == 1)
+    }
+
     pub async fn revoke_key(&self, id: &str, now: i64) -> Result<bool, StoreError> {
-        const SQL: &str = "UPDATE api_keys SET status = 'revoked', revoked_at = $2, updated_at = $2 WHERE id = $1 AND status <> 'revoked'";
+        const SQL: &str = "UPDATE api_keys SET status = 'revoked', revoked_at = $2, updated_at = $2, previous_hash = NULL \
+                           WHERE id = $1 AND status <> 'revoked'";
         let done = on_pool!(
             self,
             |pool, sql| sqlx::query(sql).bind(id).bind(now).execute(pool).await.map(|r| r.rows_affected()),

@@ -69,8 +69,18 @@ impl KeyCache {
     pub async fn reload(&self, store: &Store) -> Result<usize, StoreError> {
         let rows = store.active_keys().await?;
         let plans: HashMap<String, PlanRow> = store.plans().await?.into_iter().map(|p| (p.name.clone(), p)).collect();
-        let map: HashMap<String, Arc<ActiveKey>> =
-            rows.into_iter().map(|r| (r.key_hash.clone(), Arc::new(active(r, &plans)))).collect();
+        let mut map: HashMap<String, Arc<ActiveKey>> = HashMap::new();
+        for r in rows {
+            let previous = r.previous_hash.clone().zip(r.previous_expires_at);
+            let key = Arc::new(active(r.clone(), &plans));
+            map.insert(r.key_hash.clone(), key.clone());
+            // During a rotation's grace period the old secret still works, until its own deadline.
+            if let Some((hash, until)) = previous {
+                let old =
+                    ActiveKey { expires_at: Some(key.expires_at.map_or(until, |e| e.min(until))), ..(*key).clone() };
+                map.insert(hash, Arc::new(old));
+            }
+        }
         let n = map.len();
         *self.by_hash.write().unwrap_or_else(|p| p.into_inner()) = map;
         Ok(n)

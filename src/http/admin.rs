@@ -227,6 +227,8 @@ pub async fn create_key(
         created_at: now,
         updated_at: now,
         revoked_at: None,
+        previous_hash: None,
+        previous_expires_at: None,
     };
     state.store.insert_key(&row).await?;
     state.keys.reload(&state.store).await?;
@@ -282,4 +284,38 @@ pub async fn own_key(
         "used": {"prompts_today": day, "prompts_this_month": month},
         "remaining": {"prompts_today": left(key.limits.daily, day), "prompts_this_month": left(key.limits.monthly, month)},
     }))
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Regenerate {
+    /// How long the old secret keeps working; 0 ends it at once.
+    #[serde(default)]
+    grace_seconds: Option<i64>,
+}
+
+/// `POST /admin/v1/keys/{id}/regenerate`: a new secret, shown once; the old one works for the grace period.
+pub async fn regenerate_key(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, GatewayError> {
+    let bytes = body::read(&headers, body, state.body_limits).await?;
+    let req: Regenerate =
+        if bytes.iter().all(u8::is_ascii_whitespace) { Regenerate::default() } else { body::decode(&bytes)? };
+    let grace = req.grace_seconds.unwrap_or(0);
+    if !(0..=30 * 86_400).contains(&grace) {
+        return Err(GatewayError::invalid_value("'grace_seconds' must be between 0 and 2592000.", "grace_seconds"));
+    }
+    let now = now_ms();
+    let new = keys::generate();
+    if !state.store.rotate_key(&id, &new.hash, &new.display_prefix, now + grace * 1000, now).await? {
+        return Err(not_found("active key", &id));
+    }
+    state.keys.reload(&state.store).await?;
+    let row = state.store.key(&id).await?.ok_or_else(|| not_found("key", &id))?;
+    let mut out = key_json(&row);
+    out["key"] = Value::String(new.secret.expose().to_owned());
+    Ok(Json(out))
 }

@@ -212,3 +212,28 @@ async fn a_free_keys_201st_prompt_of_the_day_is_refused_while_a_pro_key_carries_
         assert_eq!(row.cost_micros, Some(row.prompt_tokens + 2 * row.completion_tokens));
     }
 }
+
+#[tokio::test]
+async fn a_regenerated_key_keeps_the_old_secret_working_for_the_grace_period_only() {
+    let h = Harness::start().await;
+    let org = new_org(&h, "Delta").await;
+    let key = new_key(&h, org["id"].as_str().unwrap(), "pro").await;
+    let (id, old) = (key["id"].as_str().unwrap().to_owned(), key["key"].as_str().unwrap().to_owned());
+    let works = |k: String| {
+        let req = h.client.post(h.url("/v1/chat/completions")).bearer_auth(k).json(&hello("test-model"));
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    let path = format!("/admin/v1/keys/{id}/regenerate");
+    let rotated: Value =
+        admin(&h, reqwest::Method::POST, &path, Some(json!({"grace_seconds": 3600}))).await.json().await.unwrap();
+    let new = rotated["key"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    assert_eq!((works(old.clone()).await, works(new.clone()).await), (200, 200), "both work during the grace period");
+
+    let rotated: Value =
+        admin(&h, reqwest::Method::POST, &path, Some(json!({"grace_seconds": 0}))).await.json().await.unwrap();
+    let newest = rotated["key"].as_str().unwrap().to_owned();
+    assert_eq!(works(new).await, 401, "no grace: the previous secret stops at once");
+    assert_eq!(works(old).await, 401, "the first secret is long gone");
+    assert_eq!(works(newest).await, 200);
+}
