@@ -35,6 +35,11 @@ enum Command {
     Serve,
     /// Apply the database migrations (`DATABASE_URL`, default the SQLite file) and exit.
     Migrate,
+    /// Manage virtual keys in the database (`DATABASE_URL`, default the SQLite file).
+    Keys {
+        #[command(subcommand)]
+        action: KeysCommand,
+    },
     /// Validate a configuration file and print every problem found.
     CheckConfig {
         /// The file to check [default: --config, else config/switchyard.toml].
@@ -56,10 +61,32 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key and print its secret (shown this once).
+    Create {
+        /// The organisation's id or exact name; an organisation of that name is created if none exists.
+        #[arg(long)]
+        org: String,
+        #[arg(long, default_value = "free")]
+        plan: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List keys (never their secrets).
+    List {
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Revoke a key by id; it stops working at once for gateways that reload their keys.
+    Revoke { id: String },
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => run_async(run_serve(cli.serve)),
+        Command::Keys { action } => run_async(keys_command(action)),
         Command::Migrate => run_async(async {
             let store = crate::store::Store::connect(std::env::var("DATABASE_URL").ok().as_deref()).await?;
             eprintln!("migrations applied ({})", store.backend());
@@ -160,4 +187,65 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
+}
+
+/// Writes a line for the operator on stdout (the CLI's output proper, not a log).
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
+async fn keys_command(action: KeysCommand) -> anyhow::Result<()> {
+    let store = crate::store::Store::connect(std::env::var("DATABASE_URL").ok().as_deref()).await?;
+    for plan in crate::tenancy::default_plans() {
+        store.seed_plan(&plan).await?;
+    }
+    match action {
+        KeysCommand::Create { org, plan, name } => {
+            let org_id = match store.organization(&org).await? {
+                Some(o) => o.id,
+                None => {
+                    let found = store.organizations(Some(&org), 500, 0).await?.into_iter().find(|o| o.name == org);
+                    match found {
+                        Some(o) => o.id,
+                        None => {
+                            let now = crate::tenancy::now_ms();
+                            let row = crate::store::OrganizationRow {
+                                id: crate::tenancy::new_id(),
+                                name: org.clone(),
+                                blocked_providers: "[]".into(),
+                                allow_cheaper_swaps: false,
+                                created_at: now,
+                                updated_at: now,
+                            };
+                            store.insert_organization(&row).await?;
+                            say(&format!("created organization {} ({})", row.name, row.id));
+                            row.id
+                        }
+                    }
+                }
+            };
+            let spec =
+                crate::tenancy::KeySpec { organization_id: org_id, name, plan: Some(plan), ..Default::default() };
+            let (row, secret) = crate::tenancy::create_key(&store, spec).await?;
+            say(&format!("key {} (plan {}, organization {})", row.id, row.plan, row.organization_id));
+            say(secret.expose());
+        }
+        KeysCommand::List { org } => {
+            for k in store.keys(org.as_deref(), 500, 0).await? {
+                say(&format!(
+                    "{}  {}…  {:8}  {:10}  {}  {}",
+                    k.id, k.display_prefix, k.status, k.plan, k.organization_id, k.name
+                ));
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            if store.revoke_key(&id, crate::tenancy::now_ms()).await? {
+                say(&format!("revoked {id}"));
+            } else {
+                anyhow::bail!("no active key with id {id}");
+            }
+        }
+    }
+    Ok(())
 }

@@ -37,6 +37,9 @@ impl ServeSettings {
     }
 }
 
+/// How often the key cache is reloaded from the database.
+const KEY_RELOAD: Duration = Duration::from_secs(15);
+
 /// How long to wait, after the drain deadline, for streams to flush their final error event.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
 
@@ -52,6 +55,21 @@ pub async fn serve(
     builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
+    // Keys changed elsewhere (the CLI, another replica's admin API) are picked up within this interval;
+    // this replica's own admin changes take effect at once.
+    let reloader = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(KEY_RELOAD);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = state.keys.reload(&state.store).await {
+                    tracing::warn!(error = %e, "key cache reload failed; keeping the previous keys");
+                }
+            }
+        })
+    };
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -87,6 +105,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    reloader.abort();
     state.draining.store(true, Ordering::Relaxed);
     tracing::info!(
         drain_timeout_ms = settings.drain_timeout.as_millis() as u64,

@@ -110,3 +110,74 @@ fn active(r: KeyRow, plans: &HashMap<String, PlanRow>) -> ActiveKey {
         models: r.models.and_then(|m| serde_json::from_str(&m).ok()),
     }
 }
+
+/// What a new key needs; everything but the organisation has a default.
+#[derive(Debug, Default)]
+pub struct KeySpec {
+    pub organization_id: String,
+    pub name: Option<String>,
+    pub plan: Option<String>,
+    pub models: Option<Vec<String>>,
+    pub expires_at: Option<i64>,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Why a key could not be made: a field the caller must fix.
+#[derive(Debug, thiserror::Error)]
+pub enum KeySpecError {
+    #[error("No organization with id '{0}'.")]
+    UnknownOrganization(String),
+    #[error("No plan named '{0}'.")]
+    UnknownPlan(String),
+    #[error("'expires_at' must be in the future (Unix milliseconds).")]
+    ExpiryInThePast,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl KeySpecError {
+    pub fn param(&self) -> &'static str {
+        match self {
+            KeySpecError::UnknownOrganization(_) => "organization_id",
+            KeySpecError::UnknownPlan(_) => "plan",
+            KeySpecError::ExpiryInThePast => "expires_at",
+            KeySpecError::Store(_) => "",
+        }
+    }
+}
+
+/// Creates a key (the admin API and the CLI both come here) and returns its row and its secret, which is
+/// never stored and never shown again.
+pub async fn create_key(store: &Store, spec: KeySpec) -> Result<(KeyRow, crate::secret::Secret), KeySpecError> {
+    if store.organization(&spec.organization_id).await?.is_none() {
+        return Err(KeySpecError::UnknownOrganization(spec.organization_id));
+    }
+    let plan = spec.plan.unwrap_or_else(|| "free".to_owned());
+    if store.plan(&plan).await?.is_none() {
+        return Err(KeySpecError::UnknownPlan(plan));
+    }
+    let now = now_ms();
+    if spec.expires_at.is_some_and(|at| at <= now) {
+        return Err(KeySpecError::ExpiryInThePast);
+    }
+    let new = keys::generate();
+    let row = KeyRow {
+        id: new_id(),
+        organization_id: spec.organization_id,
+        name: spec.name.unwrap_or_else(|| "default".to_owned()),
+        key_hash: new.hash,
+        display_prefix: new.display_prefix,
+        plan,
+        status: "active".to_owned(),
+        expires_at: spec.expires_at,
+        models: spec.models.map(|m| serde_json::to_string(&m).unwrap_or_default()),
+        metadata: serde_json::Value::Object(spec.metadata).to_string(),
+        created_at: now,
+        updated_at: now,
+        revoked_at: None,
+        previous_hash: None,
+        previous_expires_at: None,
+    };
+    store.insert_key(&row).await?;
+    Ok((row, new.secret))
+}

@@ -15,7 +15,7 @@ use super::{GatewayError, body};
 use crate::app::AppState;
 use crate::keys;
 use crate::store::{KeyRow, OrganizationRow, StoreError};
-use crate::tenancy::{new_id, now_ms};
+use crate::tenancy::{KeySpec, KeySpecError, create_key as create_key_in, new_id, now_ms};
 
 impl From<StoreError> for GatewayError {
     fn from(e: StoreError) -> Self {
@@ -193,48 +193,26 @@ pub async fn create_key(
     body: Body,
 ) -> Result<Response, GatewayError> {
     let req: NewKey = body::decode(&body::read(&headers, body, state.body_limits).await?)?;
-    if state.store.organization(&req.organization_id).await?.is_none() {
-        return Err(GatewayError::invalid_value(
-            format!("No organization with id '{}'.", req.organization_id),
-            "organization_id",
-        ));
+    if let Some(name) = &req.name {
+        check_name(name, "name")?;
     }
-    let plan = req.plan.unwrap_or_else(|| "free".to_owned());
-    if state.store.plan(&plan).await?.is_none() {
-        return Err(GatewayError::invalid_value(format!("No plan named '{plan}'."), "plan"));
-    }
-    let name = req.name.unwrap_or_else(|| "default".to_owned());
-    check_name(&name, "name")?;
-    let now = now_ms();
-    if req.expires_at.is_some_and(|at| at <= now) {
-        return Err(GatewayError::invalid_value(
-            "'expires_at' must be in the future (Unix milliseconds).",
-            "expires_at",
-        ));
-    }
-    let new = keys::generate();
-    let row = KeyRow {
-        id: new_id(),
+    let spec = KeySpec {
         organization_id: req.organization_id,
-        name,
-        key_hash: new.hash,
-        display_prefix: new.display_prefix,
-        plan,
-        status: "active".to_owned(),
+        name: req.name,
+        plan: req.plan,
+        models: req.models,
         expires_at: req.expires_at,
-        models: req.models.map(|m| serde_json::to_string(&m).unwrap_or_default()),
-        metadata: Value::Object(req.metadata.unwrap_or_default()).to_string(),
-        created_at: now,
-        updated_at: now,
-        revoked_at: None,
-        previous_hash: None,
-        previous_expires_at: None,
+        metadata: req.metadata.unwrap_or_default(),
     };
-    state.store.insert_key(&row).await?;
+    let (row, secret) = match create_key_in(&state.store, spec).await {
+        Ok(made) => made,
+        Err(KeySpecError::Store(e)) => return Err(e.into()),
+        Err(e) => return Err(GatewayError::invalid_value(e.to_string(), e.param())),
+    };
     state.keys.reload(&state.store).await?;
     let mut out = key_json(&row);
     // The only time the secret is shown.
-    out["key"] = Value::String(new.secret.expose().to_owned());
+    out["key"] = Value::String(secret.expose().to_owned());
     Ok(created(out))
 }
 
