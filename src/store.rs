@@ -189,6 +189,12 @@ impl Store {
         )?)
     }
 
+    /// Every organisation (for the key cache's view of blocked providers).
+    pub async fn all_organizations(&self) -> Result<Vec<OrganizationRow>, StoreError> {
+        const SQL: &str = "SELECT * FROM organizations";
+        Ok(on_pool!(self, |pool, sql| sqlx::query_as::<_, OrganizationRow>(sql).fetch_all(pool).await, SQL)?)
+    }
+
     pub async fn update_organization(&self, org: &OrganizationRow) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE organizations SET name = $2, blocked_providers = $3, allow_cheaper_swaps = $4, updated_at = $5 WHERE id = $1";
         let done = on_pool!(

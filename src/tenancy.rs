@@ -52,6 +52,8 @@ pub fn default_plans() -> Vec<PlanRow> {
 #[derive(Debug, Clone)]
 pub struct ActiveKey {
     pub id: String,
+    /// What routing must respect for this key (its allowlist, its organisation's blocked providers).
+    pub caller: crate::routing::Caller,
     pub organization_id: String,
     pub plan: String,
     pub limits: crate::limits::PromptLimits,
@@ -69,10 +71,18 @@ impl KeyCache {
     pub async fn reload(&self, store: &Store) -> Result<usize, StoreError> {
         let rows = store.active_keys().await?;
         let plans: HashMap<String, PlanRow> = store.plans().await?.into_iter().map(|p| (p.name.clone(), p)).collect();
+        let blocked: HashMap<String, Vec<String>> = store
+            .all_organizations()
+            .await?
+            .into_iter()
+            .map(|o| (o.id, serde_json::from_str(&o.blocked_providers).unwrap_or_default()))
+            .collect();
         let mut map: HashMap<String, Arc<ActiveKey>> = HashMap::new();
         for r in rows {
             let previous = r.previous_hash.clone().zip(r.previous_expires_at);
-            let key = Arc::new(active(r.clone(), &plans));
+            let mut key = active(r.clone(), &plans);
+            key.caller.blocked_providers = blocked.get(&key.organization_id).cloned().unwrap_or_default();
+            let key = Arc::new(key);
             map.insert(r.key_hash.clone(), key.clone());
             // During a rotation's grace period the old secret still works, until its own deadline.
             if let Some((hash, until)) = previous {
@@ -98,8 +108,10 @@ impl KeyCache {
 
 fn active(r: KeyRow, plans: &HashMap<String, PlanRow>) -> ActiveKey {
     let plan = plans.get(&r.plan);
+    let models: Option<Vec<String>> = r.models.and_then(|m| serde_json::from_str(&m).ok());
     ActiveKey {
         id: r.id,
+        caller: crate::routing::Caller { allowed_models: models.clone(), blocked_providers: Vec::new() },
         organization_id: r.organization_id,
         limits: crate::limits::PromptLimits {
             daily: plan.and_then(|p| p.daily_prompt_quota),
@@ -107,7 +119,7 @@ fn active(r: KeyRow, plans: &HashMap<String, PlanRow>) -> ActiveKey {
         },
         plan: r.plan,
         expires_at: r.expires_at,
-        models: r.models.and_then(|m| serde_json::from_str(&m).ok()),
+        models,
     }
 }
 

@@ -139,6 +139,8 @@ pub async fn update_organization(
     }
     org.updated_at = now_ms();
     state.store.update_organization(&org).await?;
+    // Blocked providers travel with the cached keys.
+    state.keys.reload(&state.store).await?;
     Ok(Json(organization_json(&org)))
 }
 

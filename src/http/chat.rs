@@ -49,7 +49,8 @@ pub async fn create_chat_completion(
     let plan = {
         let features = RequestFeatures::for_chat(&req)
             .map_err(|field| GatewayError::invalid_value(format!("'{field}' has an invalid value."), &field))?;
-        state.catalog.plan(&req.model, &Caller::default(), &features)?
+        let caller = key.as_ref().map_or_else(Caller::default, |Extension(k)| k.caller.clone());
+        state.catalog.plan(&req.model, &caller, &features)?
     };
     // Switchyard's own fields are not forwarded.
     req.extra.remove("prefer");

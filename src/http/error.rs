@@ -257,6 +257,13 @@ impl From<RouteError> for GatewayError {
                     .with_param(Some("model".to_owned()))
             }
             RouteError::InvalidField(field) => Self::invalid_value(e.to_string(), field),
+            RouteError::NotAllowed(_) => {
+                let mut g =
+                    Self::new(StatusCode::FORBIDDEN, "permission_error", Some("model_not_allowed"), e.to_string())
+                        .with_param(Some("model".to_owned()));
+                g.should_retry = Some(false);
+                g
+            }
             RouteError::UnknownModel(_) => {
                 Self::new(StatusCode::NOT_FOUND, INVALID_REQUEST, Some("model_not_found"), e.to_string())
                     .with_param(Some("model".to_owned()))

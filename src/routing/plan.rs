@@ -14,9 +14,15 @@ use super::catalog::{Catalog, ModelEntry};
 use crate::config::Capability;
 use crate::schema::{ChatRequest, Content};
 
-/// Who is asking. Tenancy adds the key's plan, allowlist and blocked providers here.
+/// Who is asking, as far as routing cares. The master key is the default: everything allowed.
 #[derive(Debug, Clone, Default)]
-pub struct Caller {}
+pub struct Caller {
+    /// The key's model allowlist: a target is allowed when the list names it or the string the caller
+    /// sent (so allowing an alias allows its chain).
+    pub allowed_models: Option<Vec<String>>,
+    /// Providers the caller's organisation will not send traffic to.
+    pub blocked_providers: Vec<String>,
+}
 
 /// How to order a tier's models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -166,6 +172,8 @@ pub enum RouteError {
     NoCapableModel(String),
     #[error("'{0}' has an invalid value.")]
     InvalidField(String),
+    #[error("{0}")]
+    NotAllowed(String),
 }
 
 impl Catalog {
@@ -173,7 +181,7 @@ impl Catalog {
     pub fn plan(
         &self,
         requested: &str,
-        _caller: &Caller,
+        caller: &Caller,
         features: &RequestFeatures<'_>,
     ) -> Result<RoutePlan, RouteError> {
         let (resolution, mut candidates, content_policy, deprecated) = if features.models.is_empty() {
@@ -192,6 +200,31 @@ impl Catalog {
             (Resolution::ModelList, all, Vec::new(), None)
         };
         let mut skipped = Vec::new();
+        let allowed = |m: &ModelEntry| {
+            caller.allowed_models.as_ref().is_none_or(|list| list.iter().any(|a| a == requested || *a == m.name))
+        };
+        candidates.retain(|m| {
+            let reason = if !allowed(m) {
+                Some("not allowed for this key".to_owned())
+            } else if caller.blocked_providers.contains(&m.provider.name) {
+                Some(format!("provider {} is blocked for this organization", m.provider.name))
+            } else {
+                None
+            };
+            match reason {
+                None => true,
+                Some(reason) => {
+                    skipped.push(Skipped { model: m.name.clone(), reason });
+                    false
+                }
+            }
+        });
+        if candidates.is_empty() && !skipped.is_empty() {
+            return Err(RouteError::NotAllowed(format!(
+                "This key may not use `{requested}` ({}).",
+                skipped.iter().map(|s| format!("{}: {}", s.model, s.reason)).collect::<Vec<_>>().join("; ")
+            )));
+        }
         candidates.retain(|m| match self.unsuitable(m, features) {
             None => true,
             Some(reason) => {

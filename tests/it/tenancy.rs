@@ -237,3 +237,32 @@ async fn a_regenerated_key_keeps_the_old_secret_working_for_the_grace_period_onl
     assert_eq!(works(old).await, 401, "the first secret is long gone");
     assert_eq!(works(newest).await, 200);
 }
+
+#[tokio::test]
+async fn a_keys_allowlist_and_its_organisations_blocked_providers_are_respected() {
+    let h = Harness::start().await;
+    let org = new_org(&h, "Epsilon").await;
+    let org_id = org["id"].as_str().unwrap();
+    let resp = admin(
+        &h,
+        reqwest::Method::POST,
+        "/admin/v1/keys",
+        Some(json!({"organization_id": org_id, "models": ["test-model"]})),
+    )
+    .await;
+    let key = resp.json::<Value>().await.unwrap()["key"].as_str().unwrap().to_owned();
+    let chat = |model: &str| {
+        let req = h.client.post(h.url("/v1/chat/completions")).bearer_auth(&key).json(&hello(model));
+        async move { req.send().await.unwrap() }
+    };
+    assert_eq!(chat("test-model").await.status(), 200);
+    let (status, body) = error_of(chat("claude-test").await).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("model_not_allowed")));
+
+    let path = format!("/admin/v1/organizations/{org_id}");
+    let patched = admin(&h, reqwest::Method::PATCH, &path, Some(json!({"blocked_providers": ["upstream"]}))).await;
+    assert_eq!(patched.status(), 200);
+    let (status, body) = error_of(chat("test-model").await).await;
+    assert_eq!(status, 403);
+    assert!(body["error"]["message"].as_str().unwrap().contains("blocked"), "{body}");
+}
