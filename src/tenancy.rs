@@ -111,7 +111,11 @@ fn active(r: KeyRow, plans: &HashMap<String, PlanRow>) -> ActiveKey {
     let models: Option<Vec<String>> = r.models.and_then(|m| serde_json::from_str(&m).ok());
     ActiveKey {
         id: r.id,
-        caller: crate::routing::Caller { allowed_models: models.clone(), blocked_providers: Vec::new() },
+        caller: crate::routing::Caller {
+            allowed_models: models.clone(),
+            blocked_providers: Vec::new(),
+            plan_alias: plan.and_then(|p| p.public_alias.clone()),
+        },
         organization_id: r.organization_id,
         limits: crate::limits::PromptLimits {
             daily: plan.and_then(|p| p.daily_prompt_quota),

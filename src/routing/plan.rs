@@ -22,7 +22,12 @@ pub struct Caller {
     pub allowed_models: Option<Vec<String>>,
     /// Providers the caller's organisation will not send traffic to.
     pub blocked_providers: Vec<String>,
+    /// The public alias of the caller's plan: any `smart-route*` name resolves to it.
+    pub plan_alias: Option<String>,
 }
+
+/// The prefix of plan routing profiles (`smart-route`, `smart-route-mini`, …).
+pub const PLAN_ALIAS_PREFIX: &str = "smart-route";
 
 /// How to order a tier's models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -184,8 +189,13 @@ impl Catalog {
         caller: &Caller,
         features: &RequestFeatures<'_>,
     ) -> Result<RoutePlan, RouteError> {
+        // A key's plan decides what a plan alias means for it.
+        let effective = match &caller.plan_alias {
+            Some(own) if requested.starts_with(PLAN_ALIAS_PREFIX) && self.alias(own).is_some() => own.as_str(),
+            _ => requested,
+        };
         let (resolution, mut candidates, content_policy, deprecated) = if features.models.is_empty() {
-            self.candidates(requested, features)?
+            self.candidates(effective, features)?
         } else {
             // The primary (when named) first, then the list, each entry resolved the same way.
             let mut all: Vec<Arc<ModelEntry>> = Vec::new();

@@ -266,3 +266,36 @@ async fn a_keys_allowlist_and_its_organisations_blocked_providers_are_respected(
     assert_eq!(status, 403);
     assert!(body["error"]["message"].as_str().unwrap().contains("blocked"), "{body}");
 }
+
+#[tokio::test]
+async fn a_plan_alias_resolves_to_the_keys_own_plan_profile() {
+    let profiles = r#"
+[[aliases]]
+name = "smart-route-mini"
+targets = ["test-model"]
+
+[[aliases]]
+name = "smart-route-deep"
+targets = ["claude-test"]
+"#;
+    let h = Harness::with(crate::support::Setup { extra: profiles.into(), ..Default::default() }).await;
+    let org = new_org(&h, "Zeta").await;
+    let org_id = org["id"].as_str().unwrap();
+    let free = new_key(&h, org_id, "free").await["key"].as_str().unwrap().to_owned();
+    let pro = new_key(&h, org_id, "pro").await["key"].as_str().unwrap().to_owned();
+    let served = |key: String, model: &'static str| {
+        let req = h.client.post(h.url("/v1/chat/completions")).bearer_auth(key).json(&hello(model));
+        async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.headers()["x-switchyard-model"].to_str().unwrap().to_owned()
+        }
+    };
+    assert_eq!(served(free.clone(), "smart-route-deep").await, "test-model", "a Free key gets its own profile");
+    assert_eq!(served(pro.clone(), "smart-route").await, "claude-test", "a Pro key gets the deep profile");
+    assert_eq!(
+        served(MASTER_KEY.to_owned(), "smart-route-deep").await,
+        "claude-test",
+        "the master key gets what it names"
+    );
+}
