@@ -45,10 +45,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/admin/v1/organizations/{id}",
             get(admin::get_organization).patch(admin::update_organization).delete(admin::delete_organization),
         )
-        .route("/admin/v1/plans", get(admin::list_plans))
-        .route("/admin/v1/plans/{name}", get(admin::get_plan))
+        .route("/admin/v1/plans", get(admin::list_plans).post(admin::create_plan))
+        .route("/admin/v1/plans/{name}", get(admin::get_plan).patch(admin::update_plan).delete(admin::delete_plan))
         .route("/admin/v1/keys", post(admin::create_key).get(admin::list_keys))
-        .route("/admin/v1/keys/{id}", get(admin::get_key))
+        .route("/admin/v1/keys/{id}", get(admin::get_key).patch(admin::update_key))
         .route("/admin/v1/keys/{id}/revoke", post(admin::revoke_key))
         .route("/admin/v1/keys/{id}/regenerate", post(admin::regenerate_key))
         .route_layer(from_fn_with_state(state.clone(), auth::require_master_key));

@@ -326,6 +326,73 @@ impl Store {
         Ok(on_pool!(self, |pool, sql| sqlx::query_as::<_, KeyRow>(sql).fetch_all(pool).await, SQL)?)
     }
 
+    /// Saves a key's editable fields (name, plan, models, expiry, metadata).
+    pub async fn update_key(&self, k: &KeyRow) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE api_keys SET name = $2, plan = $3, models = $4, expires_at = $5, metadata = $6, updated_at = $7 \
+                           WHERE id = $1";
+        let done = on_pool!(
+            self,
+            |pool, sql| {
+                sqlx::query(sql)
+                    .bind(&k.id)
+                    .bind(&k.name)
+                    .bind(&k.plan)
+                    .bind(&k.models)
+                    .bind(k.expires_at)
+                    .bind(&k.metadata)
+                    .bind(k.updated_at)
+                    .execute(pool)
+                    .await
+                    .map(|r| r.rows_affected())
+            },
+            SQL
+        )?;
+        Ok(done == 1)
+    }
+
+    /// Saves a plan's limits (insert or replace).
+    pub async fn upsert_plan(&self, plan: &PlanRow) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO plans (name, public_alias, daily_prompt_quota, monthly_prompt_quota, monthly_token_allowance, \
+                           rpm_limit, tpm_limit, max_parallel, budget_micros, budget_period, created_at, updated_at) \
+                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (name) DO UPDATE SET \
+                           public_alias = $2, daily_prompt_quota = $3, monthly_prompt_quota = $4, monthly_token_allowance = $5, \
+                           rpm_limit = $6, tpm_limit = $7, max_parallel = $8, budget_micros = $9, budget_period = $10, updated_at = $12";
+        on_pool!(
+            self,
+            |pool, sql| {
+                sqlx::query(sql)
+                    .bind(&plan.name)
+                    .bind(&plan.public_alias)
+                    .bind(plan.daily_prompt_quota)
+                    .bind(plan.monthly_prompt_quota)
+                    .bind(plan.monthly_token_allowance)
+                    .bind(plan.rpm_limit)
+                    .bind(plan.tpm_limit)
+                    .bind(plan.max_parallel)
+                    .bind(plan.budget_micros)
+                    .bind(&plan.budget_period)
+                    .bind(plan.created_at)
+                    .bind(plan.updated_at)
+                    .execute(pool)
+                    .await
+                    .map(|_| ())
+            },
+            SQL
+        )?;
+        Ok(())
+    }
+
+    /// Deletes a plan no key uses; `false` when it does not exist or is in use.
+    pub async fn delete_plan(&self, name: &str) -> Result<bool, StoreError> {
+        const SQL: &str = "DELETE FROM plans WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM api_keys WHERE plan = $1)";
+        let done = on_pool!(
+            self,
+            |pool, sql| sqlx::query(sql).bind(name).execute(pool).await.map(|r| r.rows_affected()),
+            SQL
+        )?;
+        Ok(done == 1)
+    }
+
     /// Gives a key a new secret; the old one keeps working until `grace_until`.
     pub async fn rotate_key(
         &self,

@@ -299,3 +299,163 @@ pub async fn regenerate_key(
     out["key"] = Value::String(new.secret.expose().to_owned());
     Ok(Json(out))
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPatch {
+    name: Option<String>,
+    plan: Option<String>,
+    models: Option<Option<Vec<String>>>,
+    expires_at: Option<Option<i64>>,
+    metadata: Option<serde_json::Map<String, Value>>,
+}
+
+/// `PATCH /admin/v1/keys/{id}`: name, plan, models (null: any), expiry (null: never), metadata.
+pub async fn update_key(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, GatewayError> {
+    let patch: KeyPatch = body::decode(&body::read(&headers, body, state.body_limits).await?)?;
+    let mut key = state.store.key(&id).await?.ok_or_else(|| not_found("key", &id))?;
+    if let Some(name) = patch.name {
+        check_name(&name, "name")?;
+        key.name = name;
+    }
+    if let Some(plan) = patch.plan {
+        if state.store.plan(&plan).await?.is_none() {
+            return Err(GatewayError::invalid_value(format!("No plan named '{plan}'."), "plan"));
+        }
+        key.plan = plan;
+    }
+    if let Some(models) = patch.models {
+        key.models = models.map(|m| serde_json::to_string(&m).unwrap_or_default());
+    }
+    let now = now_ms();
+    if let Some(expires_at) = patch.expires_at {
+        if expires_at.is_some_and(|at| at <= now) {
+            return Err(GatewayError::invalid_value(
+                "'expires_at' must be in the future (Unix milliseconds).",
+                "expires_at",
+            ));
+        }
+        key.expires_at = expires_at;
+    }
+    if let Some(metadata) = patch.metadata {
+        key.metadata = Value::Object(metadata).to_string();
+    }
+    key.updated_at = now;
+    state.store.update_key(&key).await?;
+    state.keys.reload(&state.store).await?;
+    Ok(Json(key_json(&key)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanBody {
+    name: Option<String>,
+    public_alias: Option<String>,
+    daily_prompt_quota: Option<i64>,
+    monthly_prompt_quota: Option<i64>,
+    monthly_token_allowance: Option<i64>,
+    rpm_limit: Option<i64>,
+    tpm_limit: Option<i64>,
+    max_parallel: Option<i64>,
+    budget_usd: Option<f64>,
+    budget_period: Option<String>,
+}
+
+impl PlanBody {
+    /// Checks every limit (non-negative, not absurd) and turns the budget into micro-USD.
+    fn into_row(self, name: String, created_at: i64) -> Result<crate::store::PlanRow, GatewayError> {
+        for (field, v) in [
+            ("daily_prompt_quota", self.daily_prompt_quota),
+            ("monthly_prompt_quota", self.monthly_prompt_quota),
+            ("monthly_token_allowance", self.monthly_token_allowance),
+            ("rpm_limit", self.rpm_limit),
+            ("tpm_limit", self.tpm_limit),
+            ("max_parallel", self.max_parallel),
+        ] {
+            if v.is_some_and(|v| !(0..=1_000_000_000_000).contains(&v)) {
+                return Err(GatewayError::invalid_value(
+                    format!("'{field}' must be between 0 and 10^12, or null for unlimited."),
+                    field,
+                ));
+            }
+        }
+        let budget_micros = match self.budget_usd {
+            None => None,
+            Some(usd) if usd.is_finite() && (0.0..=1e9).contains(&usd) => Some((usd * 1e6).round() as i64),
+            Some(_) => {
+                return Err(GatewayError::invalid_value("'budget_usd' must be between 0 and 10^9 USD.", "budget_usd"));
+            }
+        };
+        if let Some(p) = &self.budget_period
+            && !matches!(p.as_str(), "day" | "week" | "month")
+        {
+            return Err(GatewayError::invalid_value("'budget_period' must be day, week or month.", "budget_period"));
+        }
+        let now = now_ms();
+        Ok(crate::store::PlanRow {
+            name,
+            public_alias: self.public_alias,
+            daily_prompt_quota: self.daily_prompt_quota,
+            monthly_prompt_quota: self.monthly_prompt_quota,
+            monthly_token_allowance: self.monthly_token_allowance,
+            rpm_limit: self.rpm_limit,
+            tpm_limit: self.tpm_limit,
+            max_parallel: self.max_parallel,
+            budget_micros,
+            budget_period: self.budget_period,
+            created_at,
+            updated_at: now,
+        })
+    }
+}
+
+/// `POST /admin/v1/plans`: a new plan (its name must be new).
+pub async fn create_plan(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, GatewayError> {
+    let req: PlanBody = body::decode(&body::read(&headers, body, state.body_limits).await?)?;
+    let name = req.name.clone().ok_or_else(|| GatewayError::invalid_value("'name' is required.", "name"))?;
+    check_name(&name, "name")?;
+    if state.store.plan(&name).await?.is_some() {
+        return Err(GatewayError::invalid_value(format!("A plan named '{name}' exists; PATCH it instead."), "name"));
+    }
+    let row = req.into_row(name, now_ms())?;
+    state.store.upsert_plan(&row).await?;
+    Ok(created(serde_json::to_value(&row).unwrap_or_default()))
+}
+
+/// `PATCH /admin/v1/plans/{name}`: replaces the plan's limits with those given (absent: unlimited).
+pub async fn update_plan(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, GatewayError> {
+    let req: PlanBody = body::decode(&body::read(&headers, body, state.body_limits).await?)?;
+    let existing =
+        state.store.plan(&name).await?.ok_or_else(|| GatewayError::not_found(format!("No plan named '{name}'.")))?;
+    if req.name.as_ref().is_some_and(|n| *n != name) {
+        return Err(GatewayError::invalid_value("A plan cannot be renamed.", "name"));
+    }
+    let row = req.into_row(name, existing.created_at)?;
+    state.store.upsert_plan(&row).await?;
+    state.keys.reload(&state.store).await?;
+    Ok(Json(serde_json::to_value(&row).unwrap_or_default()))
+}
+
+pub async fn delete_plan(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, GatewayError> {
+    if !state.store.delete_plan(&name).await? {
+        return Err(GatewayError::invalid_value(format!("Plan '{name}' does not exist or keys still use it."), "name"));
+    }
+    Ok(Json(json!({"name": name, "object": "plan", "deleted": true})))
+}

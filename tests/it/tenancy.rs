@@ -299,3 +299,50 @@ targets = ["claude-test"]
         "the master key gets what it names"
     );
 }
+
+#[tokio::test]
+async fn plans_and_keys_can_be_edited_and_limits_are_validated() {
+    let h = Harness::start().await;
+    let plan = format!("tiny-{}", uuid::Uuid::now_v7().simple());
+    let resp =
+        admin(&h, reqwest::Method::POST, "/admin/v1/plans", Some(json!({"name": plan, "daily_prompt_quota": 2}))).await;
+    assert_eq!(resp.status(), 201);
+    for bad in [
+        json!({"name": "x-neg", "rpm_limit": -1}),
+        json!({"name": "x-budget", "budget_usd": -5.0}),
+        json!({"name": "x-period", "budget_period": "year"}),
+    ] {
+        let (status, _) = error_of(admin(&h, reqwest::Method::POST, "/admin/v1/plans", Some(bad.clone())).await).await;
+        assert_eq!(status, 400, "{bad}");
+    }
+    let org = new_org(&h, "Eta").await;
+    let key = new_key(&h, org["id"].as_str().unwrap(), &plan).await;
+    let (id, secret) = (key["id"].as_str().unwrap().to_owned(), key["key"].as_str().unwrap().to_owned());
+    let chat = || {
+        let req = h.client.post(h.url("/v1/chat/completions")).bearer_auth(&secret).json(&hello("test-model"));
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!((chat().await, chat().await, chat().await), (200, 200, 429));
+
+    let resp =
+        admin(&h, reqwest::Method::PATCH, &format!("/admin/v1/plans/{plan}"), Some(json!({"daily_prompt_quota": 3})))
+            .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!((chat().await, chat().await), (200, 429), "a raised quota applies at once");
+
+    let resp = admin(
+        &h,
+        reqwest::Method::PATCH,
+        &format!("/admin/v1/keys/{id}"),
+        Some(json!({"plan": "pro", "name": "renamed"})),
+    )
+    .await;
+    let patched: Value = resp.json().await.unwrap();
+    assert_eq!((patched["plan"].as_str(), patched["name"].as_str()), (Some("pro"), Some("renamed")));
+    assert_eq!(chat().await, 200, "moved to a larger plan");
+
+    let (status, _) = error_of(admin(&h, reqwest::Method::DELETE, "/admin/v1/plans/pro", None).await).await;
+    assert_eq!(status, 400, "a plan in use is not deleted");
+    let resp = admin(&h, reqwest::Method::DELETE, &format!("/admin/v1/plans/{plan}"), None).await;
+    assert_eq!(resp.status(), 200, "an unused plan is");
+}
