@@ -505,6 +505,69 @@ impl Store {
     }
 }
 
+/// How `usage_summary` groups rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UsageGroup {
+    Day,
+    Model,
+    Key,
+}
+
+/// Filters for `usage_summary`; times are Unix milliseconds, `to` exclusive.
+#[derive(Debug, Clone, Default)]
+pub struct UsageFilter {
+    pub organization_id: Option<String>,
+    pub key_id: Option<String>,
+    pub model: Option<String>,
+    pub from: i64,
+    pub to: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct UsageSummaryRow {
+    pub group_key: Option<String>,
+    pub requests: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost_micros: i64,
+}
+
+impl Store {
+    /// Requests, tokens and spend grouped by day, model or key.
+    pub async fn usage_summary(
+        &self,
+        filter: &UsageFilter,
+        group: UsageGroup,
+    ) -> Result<Vec<UsageSummaryRow>, StoreError> {
+        // The grouping expression comes from this fixed list, never from the request.
+        let expr = match group {
+            UsageGroup::Day => "CAST(created_at / 86400000 AS TEXT)",
+            UsageGroup::Model => "served_model",
+            UsageGroup::Key => "key_id",
+        };
+        let text = format!(
+            "SELECT {expr} AS group_key, COUNT(*) AS requests, CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS prompt_tokens, \
+             CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) AS completion_tokens, \
+             CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS cost_micros FROM usage_events \
+             WHERE ($1 IS NULL OR organization_id = $1) AND ($2 IS NULL OR key_id = $2) AND ($3 IS NULL OR served_model = $3) \
+             AND created_at >= $4 AND created_at < $5 GROUP BY {expr} ORDER BY {expr}"
+        );
+        Ok(on_pool!(
+            self,
+            |pool, sql| sqlx::query_as::<_, UsageSummaryRow>(sql)
+                .bind(&filter.organization_id)
+                .bind(&filter.key_id)
+                .bind(&filter.model)
+                .bind(filter.from)
+                .bind(filter.to)
+                .fetch_all(pool)
+                .await,
+            text
+        )?)
+    }
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UsageRow {
     pub request_id: String,

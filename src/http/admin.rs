@@ -5,12 +5,13 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::body::Query;
 use super::{GatewayError, body};
 use crate::app::AppState;
 use crate::keys;
@@ -458,4 +459,47 @@ pub async fn delete_plan(
         return Err(GatewayError::invalid_value(format!("Plan '{name}' does not exist or keys still use it."), "name"));
     }
     Ok(Json(json!({"name": name, "object": "plan", "deleted": true})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    organization_id: Option<String>,
+    key_id: Option<String>,
+    model: Option<String>,
+    /// Unix milliseconds, inclusive; default 30 days ago.
+    from: Option<i64>,
+    /// Unix milliseconds, exclusive; default now.
+    to: Option<i64>,
+    group_by: Option<crate::store::UsageGroup>,
+}
+
+/// `GET /admin/v1/usage`: requests, tokens and spend by day, model or key.
+pub async fn usage(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<UsageQuery>,
+) -> Result<Json<Value>, GatewayError> {
+    let now = now_ms();
+    let filter = crate::store::UsageFilter {
+        organization_id: q.organization_id,
+        key_id: q.key_id,
+        model: q.model,
+        from: q.from.unwrap_or(now - 30 * 86_400_000),
+        to: q.to.unwrap_or(now + 1),
+    };
+    let group = q.group_by.unwrap_or(crate::store::UsageGroup::Day);
+    let rows = state.store.usage_summary(&filter, group).await?;
+    let data: Vec<Value> = rows
+        .into_iter()
+        .map(|r| {
+            let key = match (group, r.group_key.as_deref().and_then(|k| k.parse::<i64>().ok())) {
+                (crate::store::UsageGroup::Day, Some(day)) => Value::String(crate::limits::date_string(day)),
+                _ => json!(r.group_key),
+            };
+            json!({"group": key, "requests": r.requests, "prompt_tokens": r.prompt_tokens,
+                   "completion_tokens": r.completion_tokens, "cost_micros": r.cost_micros,
+                   "cost_usd": r.cost_micros as f64 / 1e6})
+        })
+        .collect();
+    Ok(Json(json!({"object": "list", "group_by": group, "from": filter.from, "to": filter.to, "data": data})))
 }

@@ -71,6 +71,23 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
     Ok(value)
 }
 
+/// Query-string parameters, with a bad query answered by an OpenAI-shaped 400 like every other error.
+pub struct Query<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = GatewayError;
+
+    async fn from_request_parts(parts: &mut http::request::Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| Query(q.0))
+            .map_err(|e| GatewayError::invalid_body(format!("Invalid query string: {}", e.body_text()), None))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::body::Query;
 use super::{GatewayError, body};
 use crate::app::AppState;
 use crate::config::ModelTier;

@@ -346,3 +346,47 @@ async fn plans_and_keys_can_be_edited_and_limits_are_validated() {
     let resp = admin(&h, reqwest::Method::DELETE, &format!("/admin/v1/plans/{plan}"), None).await;
     assert_eq!(resp.status(), 200, "an unused plan is");
 }
+
+#[tokio::test]
+async fn usage_and_spend_are_reported_by_key_model_and_day() {
+    let h = Harness::start().await;
+    let org = new_org(&h, "Theta").await;
+    let key = new_key(&h, org["id"].as_str().unwrap(), "pro").await;
+    let (id, secret) = (key["id"].as_str().unwrap().to_owned(), key["key"].as_str().unwrap().to_owned());
+    for _ in 0..3 {
+        let resp = h
+            .client
+            .post(h.url("/v1/chat/completions"))
+            .bearer_auth(&secret)
+            .json(&hello("test-model"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let by_model = loop {
+        let v: Value = admin(&h, reqwest::Method::GET, &format!("/admin/v1/usage?key_id={id}&group_by=model"), None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if v["data"][0]["requests"] == 3 || std::time::Instant::now() > deadline {
+            break v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(by_model["data"].as_array().unwrap().len(), 1, "{by_model}");
+    let row = &by_model["data"][0];
+    assert_eq!((row["group"].as_str(), row["requests"].as_i64()), (Some("test-model"), Some(3)));
+    assert!(row["cost_micros"].as_i64().unwrap() > 0);
+    let by_day: Value = admin(&h, reqwest::Method::GET, &format!("/admin/v1/usage?key_id={id}&group_by=day"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let day = by_day["data"][0]["group"].as_str().unwrap();
+    assert_eq!(day.len(), 10, "a YYYY-MM-DD date: {day}");
+    let (status, _) = error_of(admin(&h, reqwest::Method::GET, "/admin/v1/usage?group_by=provider", None).await).await;
+    assert_eq!(status, 400, "grouping comes from a fixed list");
+}
