@@ -505,6 +505,54 @@ impl Store {
     }
 }
 
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct AuditRow {
+    pub id: String,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub target_type: String,
+    pub target_id: String,
+    pub before_state: Option<String>,
+    pub after_state: Option<String>,
+}
+
+impl Store {
+    pub async fn insert_audit(&self, row: &AuditRow) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO audit_log (id, at, actor, action, target_type, target_id, before_state, after_state) \
+                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+        on_pool!(
+            self,
+            |pool, sql| {
+                sqlx::query(sql)
+                    .bind(&row.id)
+                    .bind(row.at)
+                    .bind(&row.actor)
+                    .bind(&row.action)
+                    .bind(&row.target_type)
+                    .bind(&row.target_id)
+                    .bind(&row.before_state)
+                    .bind(&row.after_state)
+                    .execute(pool)
+                    .await
+                    .map(|_| ())
+            },
+            SQL
+        )?;
+        Ok(())
+    }
+
+    /// The newest admin actions first.
+    pub async fn audit(&self, limit: i64, offset: i64) -> Result<Vec<AuditRow>, StoreError> {
+        const SQL: &str = "SELECT * FROM audit_log ORDER BY at DESC, id DESC LIMIT $1 OFFSET $2";
+        Ok(on_pool!(
+            self,
+            |pool, sql| sqlx::query_as::<_, AuditRow>(sql).bind(limit).bind(offset).fetch_all(pool).await,
+            SQL
+        )?)
+    }
+}
+
 /// How `usage_summary` groups rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

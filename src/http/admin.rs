@@ -47,6 +47,47 @@ fn check_name(name: &str, param: &str) -> Result<(), GatewayError> {
     Ok(())
 }
 
+/// Records an admin action. The JSON given is the public view of the object, which never holds a secret.
+async fn audit(
+    state: &AppState,
+    action: &str,
+    target_type: &str,
+    target_id: &str,
+    before: Option<&Value>,
+    after: Option<&Value>,
+) {
+    let row = crate::store::AuditRow {
+        id: new_id(),
+        at: now_ms(),
+        actor: "master_key".to_owned(),
+        action: action.to_owned(),
+        target_type: target_type.to_owned(),
+        target_id: target_id.to_owned(),
+        before_state: before.map(Value::to_string),
+        after_state: after.map(Value::to_string),
+    };
+    if let Err(e) = state.store.insert_audit(&row).await {
+        tracing::error!(error = %e, action, target_id, "audit log write failed");
+    }
+}
+
+pub async fn list_audit(
+    State(state): State<Arc<AppState>>,
+    Query(page): Query<Page>,
+) -> Result<Json<Value>, GatewayError> {
+    let (limit, offset) = page.bounds();
+    let rows = state.store.audit(limit, offset).await?;
+    let data: Vec<Value> = rows
+        .into_iter()
+        .map(|r| {
+            let parse = |s: Option<String>| s.and_then(|s| serde_json::from_str::<Value>(&s).ok());
+            json!({"id": r.id, "at": r.at, "actor": r.actor, "action": r.action, "target_type": r.target_type,
+                   "target_id": r.target_id, "before": parse(r.before_state), "after": parse(r.after_state)})
+        })
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data, "limit": limit, "offset": offset})))
+}
+
 fn created(value: Value) -> Response {
     (StatusCode::CREATED, Json(value)).into_response()
 }
@@ -78,7 +119,9 @@ pub async fn create_organization(
         updated_at: now,
     };
     state.store.insert_organization(&org).await?;
-    Ok(created(organization_json(&org)))
+    let view = organization_json(&org);
+    audit(&state, "organization.create", "organization", &org.id, None, Some(&view)).await;
+    Ok(created(view))
 }
 
 fn organization_json(org: &OrganizationRow) -> Value {
@@ -128,6 +171,7 @@ pub async fn update_organization(
 ) -> Result<Json<Value>, GatewayError> {
     let patch: OrganizationPatch = body::decode(&body::read(&headers, body, state.body_limits).await?)?;
     let mut org = state.store.organization(&id).await?.ok_or_else(|| not_found("organization", &id))?;
+    let before = organization_json(&org);
     if let Some(name) = patch.name {
         check_name(&name, "name")?;
         org.name = name;
@@ -142,16 +186,20 @@ pub async fn update_organization(
     state.store.update_organization(&org).await?;
     // Blocked providers travel with the cached keys.
     state.keys.reload(&state.store).await?;
-    Ok(Json(organization_json(&org)))
+    let after = organization_json(&org);
+    audit(&state, "organization.update", "organization", &id, Some(&before), Some(&after)).await;
+    Ok(Json(after))
 }
 
 pub async fn delete_organization(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, GatewayError> {
+    let before = state.store.organization(&id).await?.ok_or_else(|| not_found("organization", &id))?;
     if !state.store.delete_organization(&id).await? {
         return Err(not_found("organization", &id));
     }
+    audit(&state, "organization.delete", "organization", &id, Some(&organization_json(&before)), None).await;
     state.keys.reload(&state.store).await?;
     Ok(Json(json!({"id": id, "object": "organization", "deleted": true})))
 }
@@ -213,7 +261,9 @@ pub async fn create_key(
         Err(e) => return Err(GatewayError::invalid_value(e.to_string(), e.param())),
     };
     state.keys.reload(&state.store).await?;
-    let mut out = key_json(&row);
+    let view = key_json(&row);
+    audit(&state, "key.create", "api_key", &row.id, None, Some(&view)).await;
+    let mut out = view;
     // The only time the secret is shown.
     out["key"] = Value::String(secret.expose().to_owned());
     Ok(created(out))
@@ -239,12 +289,11 @@ pub async fn revoke_key(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, GatewayError> {
-    if state.store.key(&id).await?.is_none() {
-        return Err(not_found("key", &id));
-    }
+    let before = state.store.key(&id).await?.ok_or_else(|| not_found("key", &id))?;
     state.store.revoke_key(&id, now_ms()).await?;
     state.keys.reload(&state.store).await?;
     let key = state.store.key(&id).await?.ok_or_else(|| not_found("key", &id))?;
+    audit(&state, "key.revoke", "api_key", &id, Some(&key_json(&before)), Some(&key_json(&key))).await;
     Ok(Json(key_json(&key)))
 }
 
@@ -297,6 +346,15 @@ pub async fn regenerate_key(
     state.keys.reload(&state.store).await?;
     let row = state.store.key(&id).await?.ok_or_else(|| not_found("key", &id))?;
     let mut out = key_json(&row);
+    audit(
+        &state,
+        "key.regenerate",
+        "api_key",
+        &id,
+        None,
+        Some(&json!({"display_prefix": row.display_prefix, "grace_seconds": grace})),
+    )
+    .await;
     out["key"] = Value::String(new.secret.expose().to_owned());
     Ok(Json(out))
 }
@@ -320,6 +378,7 @@ pub async fn update_key(
 ) -> Result<Json<Value>, GatewayError> {
     let patch: KeyPatch = body::decode(&body::read(&headers, body, state.body_limits).await?)?;
     let mut key = state.store.key(&id).await?.ok_or_else(|| not_found("key", &id))?;
+    let before = key_json(&key);
     if let Some(name) = patch.name {
         check_name(&name, "name")?;
         key.name = name;
@@ -349,7 +408,9 @@ pub async fn update_key(
     key.updated_at = now;
     state.store.update_key(&key).await?;
     state.keys.reload(&state.store).await?;
-    Ok(Json(key_json(&key)))
+    let after = key_json(&key);
+    audit(&state, "key.update", "api_key", &id, Some(&before), Some(&after)).await;
+    Ok(Json(after))
 }
 
 #[derive(Debug, Deserialize)]
@@ -429,7 +490,9 @@ pub async fn create_plan(
     }
     let row = req.into_row(name, now_ms())?;
     state.store.upsert_plan(&row).await?;
-    Ok(created(serde_json::to_value(&row).unwrap_or_default()))
+    let view = serde_json::to_value(&row).unwrap_or_default();
+    audit(&state, "plan.create", "plan", &row.name, None, Some(&view)).await;
+    Ok(created(view))
 }
 
 /// `PATCH /admin/v1/plans/{name}`: replaces the plan's limits with those given (absent: unlimited).
@@ -448,7 +511,10 @@ pub async fn update_plan(
     let row = req.into_row(name, existing.created_at)?;
     state.store.upsert_plan(&row).await?;
     state.keys.reload(&state.store).await?;
-    Ok(Json(serde_json::to_value(&row).unwrap_or_default()))
+    let (before, after) =
+        (serde_json::to_value(&existing).unwrap_or_default(), serde_json::to_value(&row).unwrap_or_default());
+    audit(&state, "plan.update", "plan", &row.name, Some(&before), Some(&after)).await;
+    Ok(Json(after))
 }
 
 pub async fn delete_plan(
@@ -458,6 +524,7 @@ pub async fn delete_plan(
     if !state.store.delete_plan(&name).await? {
         return Err(GatewayError::invalid_value(format!("Plan '{name}' does not exist or keys still use it."), "name"));
     }
+    audit(&state, "plan.delete", "plan", &name, None, None).await;
     Ok(Json(json!({"name": name, "object": "plan", "deleted": true})))
 }
 
