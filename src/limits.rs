@@ -78,6 +78,8 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 pub struct PromptLimits {
     pub daily: Option<i64>,
     pub monthly: Option<i64>,
+    /// Requests per minute (a fixed window aligned to the UTC minute).
+    pub rpm: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -86,6 +88,8 @@ struct Counts {
     day_used: i64,
     month: i64,
     month_used: i64,
+    minute: i64,
+    minute_used: i64,
 }
 
 /// Why a request was not admitted.
@@ -104,6 +108,8 @@ pub struct Reservation {
     /// What is left after this reservation (for headers).
     pub remaining_day: Option<i64>,
     pub remaining_month: Option<i64>,
+    /// The request-rate window: limit, remaining, and milliseconds until it resets.
+    pub rate: Option<(i64, i64, i64)>,
 }
 
 pub struct Quotas {
@@ -124,7 +130,7 @@ impl Quotas {
         let mut counts = self.lock();
         for (key, month_used) in monthly {
             let day_used = daily.get(&key).copied().unwrap_or(0);
-            counts.insert(key, Counts { day: w.day, day_used, month: w.month, month_used });
+            counts.insert(key, Counts { day: w.day, day_used, month: w.month, month_used, ..Counts::default() });
         }
         Ok(())
     }
@@ -146,6 +152,17 @@ impl Quotas {
             c.month = w.month;
             c.month_used = 0;
         }
+        let now = (self.clock)();
+        let minute = now.div_euclid(60_000);
+        if c.minute != minute {
+            c.minute = minute;
+            c.minute_used = 0;
+        }
+        if let Some(limit) = limits.rpm
+            && c.minute_used >= limit
+        {
+            return Err(QuotaExceeded { window: "per-minute", limit, resets_at_ms: (minute + 1) * 60_000 });
+        }
         if let Some(limit) = limits.daily
             && c.day_used >= limit
         {
@@ -158,11 +175,13 @@ impl Quotas {
         }
         c.day_used += 1;
         c.month_used += 1;
+        c.minute_used += 1;
         Ok(Reservation {
             key_id: key_id.to_owned(),
             windows: w,
             remaining_day: limits.daily.map(|l| l - c.day_used),
             remaining_month: limits.monthly.map(|l| l - c.month_used),
+            rate: limits.rpm.map(|l| (l, l - c.minute_used, (minute + 1) * 60_000 - now)),
         })
     }
 
@@ -221,7 +240,7 @@ mod tests {
         let now = Arc::new(AtomicI64::new(ms(2026, 11, 30, 22)));
         let clock = now.clone();
         let q = Quotas::new(Arc::new(move || clock.load(Ordering::SeqCst)));
-        let limits = PromptLimits { daily: Some(2), monthly: Some(3) };
+        let limits = PromptLimits { daily: Some(2), monthly: Some(3), rpm: None };
         assert!(q.reserve("k", limits).is_ok());
         assert!(q.reserve("k", limits).is_ok());
         let e = q.reserve("k", limits).unwrap_err();
@@ -240,9 +259,24 @@ mod tests {
     }
 
     #[test]
+    fn a_per_minute_limit_resets_with_the_minute() {
+        let now = Arc::new(AtomicI64::new(ms(2026, 11, 22, 12) + 59_000));
+        let clock = now.clone();
+        let q = Quotas::new(Arc::new(move || clock.load(Ordering::SeqCst)));
+        let limits = PromptLimits { daily: None, monthly: None, rpm: Some(2) };
+        let r = q.reserve("k", limits).unwrap();
+        assert_eq!(r.rate, Some((2, 1, 1000)));
+        q.reserve("k", limits).unwrap();
+        let e = q.reserve("k", limits).unwrap_err();
+        assert_eq!((e.window, e.resets_at_ms - now.load(Ordering::SeqCst)), ("per-minute", 1000));
+        now.fetch_add(1000, Ordering::SeqCst);
+        assert!(q.reserve("k", limits).is_ok());
+    }
+
+    #[test]
     fn with_r_prompts_left_exactly_r_of_many_concurrent_requests_are_admitted() {
         let q = Arc::new(Quotas::new(Arc::new(|| ms(2026, 11, 22, 12))));
-        let limits = PromptLimits { daily: Some(50), monthly: None };
+        let limits = PromptLimits { daily: Some(50), monthly: None, rpm: None };
         let admitted = Arc::new(AtomicI64::new(0));
         let threads: Vec<_> = (0..8)
             .map(|_| {

@@ -120,6 +120,7 @@ fn active(r: KeyRow, plans: &HashMap<String, PlanRow>) -> ActiveKey {
         limits: crate::limits::PromptLimits {
             daily: plan.and_then(|p| p.daily_prompt_quota),
             monthly: plan.and_then(|p| p.monthly_prompt_quota),
+            rpm: plan.and_then(|p| p.rpm_limit),
         },
         plan: r.plan,
         expires_at: r.expires_at,

@@ -21,6 +21,7 @@ use tracing::Instrument;
 use super::observe::RequestId;
 use super::{GatewayError, body};
 use crate::app::AppState;
+use crate::limits::Reservation;
 use crate::providers::exec::{self, ChunkStream};
 use crate::providers::{ErrorKind, ProviderError};
 use crate::routing::{Caller, Fallback, ModelEntry, RequestFeatures, RoutePlan};
@@ -72,7 +73,7 @@ pub async fn create_chat_completion(
     if let Some(Extension(key)) = &key {
         usage.set_caller(&key.organization_id, &key.id);
     }
-    let quota_headers = reservation.as_ref().map(|r| (r.remaining_day, r.remaining_month));
+    let quota_headers = reservation.clone();
     if let Some(r) = reservation {
         usage.hold(state.quotas.clone(), r);
     }
@@ -102,7 +103,7 @@ pub async fn create_chat_completion(
                         response.headers_mut().insert("x-switchyard-cost-micros", HeaderValue::from(micros));
                     }
                     route_headers(response.headers_mut(), &plan, &fallback, &target);
-                    quota_remaining_headers(response.headers_mut(), quota_headers);
+                    quota_remaining_headers(response.headers_mut(), &quota_headers);
                     return Ok(response);
                 }
                 Err(e) => {
@@ -140,7 +141,7 @@ pub async fn create_chat_completion(
                 // Tells nginx-style proxies in front of us not to buffer the stream.
                 h.insert("x-accel-buffering", HeaderValue::from_static("no"));
                 route_headers(h, &plan, &fallback, &target);
-                quota_remaining_headers(h, quota_headers);
+                quota_remaining_headers(h, &quota_headers);
                 return Ok(response);
             }
             Err(e) => {
@@ -214,8 +215,16 @@ fn add_cost(u: &mut Usage, prices: Prices) -> Option<i64> {
 }
 
 /// The prompts a key has left today and this month, after this request.
-fn quota_remaining_headers(h: &mut HeaderMap, remaining: Option<(Option<i64>, Option<i64>)>) {
-    let Some((day, month)) = remaining else { return };
+fn quota_remaining_headers(h: &mut HeaderMap, reservation: &Option<Reservation>) {
+    let Some(Reservation { remaining_day: day, remaining_month: month, rate, .. }) = reservation else { return };
+    // OpenAI's request-rate headers, which the SDKs and many clients read.
+    if let Some((limit, left, reset_ms)) = *rate {
+        h.insert("x-ratelimit-limit-requests", HeaderValue::from(limit));
+        h.insert("x-ratelimit-remaining-requests", HeaderValue::from(left.max(0)));
+        if let Ok(v) = HeaderValue::from_str(&format!("{}ms", reset_ms.max(0))) {
+            h.insert("x-ratelimit-reset-requests", v);
+        }
+    }
     for (name, value) in [("x-switchyard-prompts-remaining-day", day), ("x-switchyard-prompts-remaining-month", month)]
     {
         let text = value.map_or_else(|| "unlimited".to_owned(), |v| v.to_string());

@@ -100,6 +100,22 @@ impl GatewayError {
 
     /// A key's prompt quota is used up: waiting helps only at the window's end, so SDKs are told not to retry.
     pub fn quota_exceeded(e: &crate::limits::QuotaExceeded, now_ms: i64) -> Self {
+        let wait = std::time::Duration::from_millis((e.resets_at_ms - now_ms).max(0) as u64);
+        if e.window == "per-minute" {
+            // A rate limit: waiting helps, and soon, so the SDKs may retry after the window.
+            let mut g = Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                Some("rate_limit_exceeded"),
+                format!(
+                    "Rate limit of {} requests per minute reached for this key; retry in {} ms.",
+                    e.limit,
+                    wait.as_millis()
+                ),
+            );
+            g.retry_after = Some(wait);
+            return g;
+        }
         let mut g = Self::new(
             StatusCode::TOO_MANY_REQUESTS,
             "insufficient_quota",

@@ -390,3 +390,36 @@ async fn usage_and_spend_are_reported_by_key_model_and_day() {
     let (status, _) = error_of(admin(&h, reqwest::Method::GET, "/admin/v1/usage?group_by=provider", None).await).await;
     assert_eq!(status, 400, "grouping comes from a fixed list");
 }
+
+#[tokio::test]
+async fn a_per_minute_rate_limit_answers_with_openai_rate_limit_headers() {
+    let h = Harness::start().await;
+    let org = new_org(&h, "Iota").await;
+    // Three requests must fall in one UTC minute; if a minute boundary splits them, try once more.
+    for attempt in 0..2 {
+        let plan = format!("rpm-{}", uuid::Uuid::now_v7().simple());
+        let resp =
+            admin(&h, reqwest::Method::POST, "/admin/v1/plans", Some(json!({"name": plan, "rpm_limit": 2}))).await;
+        assert_eq!(resp.status(), 201);
+        let secret = new_key(&h, org["id"].as_str().unwrap(), &plan).await["key"].as_str().unwrap().to_owned();
+        let send = || {
+            let req = h.client.post(h.url("/v1/chat/completions")).bearer_auth(&secret).json(&hello("test-model"));
+            async move { req.send().await.unwrap() }
+        };
+        let first = send().await;
+        assert_eq!(first.status(), 200);
+        assert_eq!(first.headers()["x-ratelimit-limit-requests"], "2");
+        assert_eq!(first.headers()["x-ratelimit-remaining-requests"], "1");
+        assert!(first.headers()["x-ratelimit-reset-requests"].to_str().unwrap().ends_with("ms"));
+        assert_eq!(send().await.status(), 200);
+        let third = send().await;
+        if third.status() == 200 && attempt == 0 {
+            continue;
+        }
+        assert!(third.headers().contains_key("retry-after-ms"));
+        assert!(third.headers().get("x-should-retry").is_none(), "waiting helps, so the SDKs may retry");
+        let (status, body) = error_of(third).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (429, Some("rate_limit_exceeded")));
+        return;
+    }
+}
