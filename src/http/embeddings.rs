@@ -21,11 +21,13 @@ use crate::app::AppState;
 use crate::providers::{ProviderError, exec};
 use crate::routing::{Caller, Fallback, RequestFeatures};
 use crate::schema::{EmbeddingRequest, EmbeddingVector, EncodingFormat, ModerationRequest, Usage};
+use crate::tenancy::ActiveKey;
 use crate::usage::{Outcome, UsageGuard};
 
 pub async fn create_embeddings(
     State(state): State<Arc<AppState>>,
     Extension(request_id): Extension<RequestId>,
+    key: Option<Extension<Arc<ActiveKey>>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, GatewayError> {
@@ -41,7 +43,7 @@ pub async fn create_embeddings(
     }
     let plan = {
         let texts = req.input.texts().unwrap_or_default();
-        state.catalog.plan(&req.model, &Caller::default(), &RequestFeatures::for_embeddings(texts))?
+        state.catalog.plan(&req.model, &caller_of(&key), &RequestFeatures::for_embeddings(texts))?
     };
     let estimate = req.input.texts().map_or(0, |t| t.iter().map(|s| s.len().div_ceil(4) as u64).sum());
     let mut usage =
@@ -83,6 +85,11 @@ pub async fn create_embeddings(
     Err(all_failed(usage, &fallback, &plan))
 }
 
+/// What routing must respect for the calling key (nothing for the master key).
+fn caller_of(key: &Option<Extension<Arc<ActiveKey>>>) -> Caller {
+    key.as_ref().map_or_else(Caller::default, |Extension(k)| k.caller.clone())
+}
+
 /// Rewrites a vector into the encoding the caller asked for.
 fn convert(v: &mut EmbeddingVector, wanted: EncodingFormat) -> Result<(), ProviderError> {
     match (wanted, &*v) {
@@ -114,6 +121,7 @@ const DEFAULT_MODERATION_MODEL: &str = "omni-moderation-latest";
 pub async fn create_moderation(
     State(state): State<Arc<AppState>>,
     Extension(request_id): Extension<RequestId>,
+    key: Option<Extension<Arc<ActiveKey>>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, GatewayError> {
@@ -122,11 +130,8 @@ pub async fn create_moderation(
     let mut req: ModerationRequest = body::decode(&bytes)?;
     drop(bytes);
     let requested = req.model.clone().unwrap_or_else(|| DEFAULT_MODERATION_MODEL.to_owned());
-    let plan = state.catalog.plan(
-        &requested,
-        &Caller::default(),
-        &RequestFeatures::for_embeddings(Vec::new()).moderation(),
-    )?;
+    let plan =
+        state.catalog.plan(&requested, &caller_of(&key), &RequestFeatures::for_embeddings(Vec::new()).moderation())?;
     let mut usage =
         UsageGuard::for_request(state.usage.clone(), &request_id.0, &requested, false, 0, started.into_std());
     let mut fallback = Fallback::new(&plan, &state.router, started);

@@ -258,6 +258,15 @@ async fn a_keys_allowlist_and_its_organisations_blocked_providers_are_respected(
     assert_eq!(chat("test-model").await.status(), 200);
     let (status, body) = error_of(chat("claude-test").await).await;
     assert_eq!((status, body["error"]["code"].as_str()), (403, Some("model_not_allowed")));
+    let embed = h
+        .client
+        .post(h.url("/v1/embeddings"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "embed-openai", "input": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(embed.status(), 403, "the allowlist covers every route");
 
     let path = format!("/admin/v1/organizations/{org_id}");
     let patched = admin(&h, reqwest::Method::PATCH, &path, Some(json!({"blocked_providers": ["upstream"]}))).await;
