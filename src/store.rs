@@ -72,6 +72,20 @@ pub struct KeyRow {
     #[serde(skip)]
     pub previous_hash: Option<String>,
     pub previous_expires_at: Option<i64>,
+    /// Per-key limits; `None` falls back to the plan's.
+    #[sqlx(flatten)]
+    pub limits: KeyLimits,
+}
+
+#[derive(Debug, Clone, Default, sqlx::FromRow, serde::Serialize)]
+pub struct KeyLimits {
+    pub daily_prompt_quota: Option<i64>,
+    pub monthly_prompt_quota: Option<i64>,
+    pub rpm_limit: Option<i64>,
+    pub tpm_limit: Option<i64>,
+    pub max_parallel: Option<i64>,
+    pub budget_micros: Option<i64>,
+    pub budget_period: Option<String>,
 }
 
 /// Runs one statement on whichever backend is in use.
@@ -268,8 +282,9 @@ impl Store {
 
     pub async fn insert_key(&self, key: &KeyRow) -> Result<(), StoreError> {
         const SQL: &str = "INSERT INTO api_keys (id, organization_id, name, key_hash, display_prefix, plan, status, expires_at, \
-                           models, metadata, created_at, updated_at, revoked_at) \
-                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+                           models, metadata, created_at, updated_at, revoked_at, daily_prompt_quota, monthly_prompt_quota, \
+                           rpm_limit, tpm_limit, max_parallel, budget_micros, budget_period) \
+                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)";
         on_pool!(
             self,
             |pool, sql| {
@@ -287,6 +302,13 @@ impl Store {
                     .bind(key.created_at)
                     .bind(key.updated_at)
                     .bind(key.revoked_at)
+                    .bind(key.limits.daily_prompt_quota)
+                    .bind(key.limits.monthly_prompt_quota)
+                    .bind(key.limits.rpm_limit)
+                    .bind(key.limits.tpm_limit)
+                    .bind(key.limits.max_parallel)
+                    .bind(key.limits.budget_micros)
+                    .bind(&key.limits.budget_period)
                     .execute(pool)
                     .await
                     .map(|_| ())
@@ -328,8 +350,9 @@ impl Store {
 
     /// Saves a key's editable fields (name, plan, models, expiry, metadata).
     pub async fn update_key(&self, k: &KeyRow) -> Result<bool, StoreError> {
-        const SQL: &str = "UPDATE api_keys SET name = $2, plan = $3, models = $4, expires_at = $5, metadata = $6, updated_at = $7 \
-                           WHERE id = $1";
+        const SQL: &str = "UPDATE api_keys SET name = $2, plan = $3, models = $4, expires_at = $5, metadata = $6, updated_at = $7, \
+                           daily_prompt_quota = $8, monthly_prompt_quota = $9, rpm_limit = $10, tpm_limit = $11, \
+                           max_parallel = $12, budget_micros = $13, budget_period = $14 WHERE id = $1";
         let done = on_pool!(
             self,
             |pool, sql| {
@@ -341,6 +364,13 @@ impl Store {
                     .bind(k.expires_at)
                     .bind(&k.metadata)
                     .bind(k.updated_at)
+                    .bind(k.limits.daily_prompt_quota)
+                    .bind(k.limits.monthly_prompt_quota)
+                    .bind(k.limits.rpm_limit)
+                    .bind(k.limits.tpm_limit)
+                    .bind(k.limits.max_parallel)
+                    .bind(k.limits.budget_micros)
+                    .bind(&k.limits.budget_period)
                     .execute(pool)
                     .await
                     .map(|r| r.rows_affected())

@@ -118,9 +118,9 @@ fn active(r: KeyRow, plans: &HashMap<String, PlanRow>) -> ActiveKey {
         },
         organization_id: r.organization_id,
         limits: crate::limits::PromptLimits {
-            daily: plan.and_then(|p| p.daily_prompt_quota),
-            monthly: plan.and_then(|p| p.monthly_prompt_quota),
-            rpm: plan.and_then(|p| p.rpm_limit),
+            daily: r.limits.daily_prompt_quota.or(plan.and_then(|p| p.daily_prompt_quota)),
+            monthly: r.limits.monthly_prompt_quota.or(plan.and_then(|p| p.monthly_prompt_quota)),
+            rpm: r.limits.rpm_limit.or(plan.and_then(|p| p.rpm_limit)),
         },
         plan: r.plan,
         expires_at: r.expires_at,
@@ -137,6 +137,8 @@ pub struct KeySpec {
     pub models: Option<Vec<String>>,
     pub expires_at: Option<i64>,
     pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// Overrides of the plan's limits.
+    pub limits: crate::store::KeyLimits,
 }
 
 /// Why a key could not be made: a field the caller must fix.
@@ -194,6 +196,7 @@ pub async fn create_key(store: &Store, spec: KeySpec) -> Result<(KeyRow, crate::
         revoked_at: None,
         previous_hash: None,
         previous_expires_at: None,
+        limits: spec.limits,
     };
     store.insert_key(&row).await?;
     Ok((row, new.secret))

@@ -226,6 +226,67 @@ pub struct NewKey {
     models: Option<Vec<String>>,
     expires_at: Option<i64>,
     metadata: Option<serde_json::Map<String, Value>>,
+    // The limit fields are listed here, not flattened: serde cannot reject unknown fields across a flatten.
+    daily_prompt_quota: Option<i64>,
+    monthly_prompt_quota: Option<i64>,
+    rpm_limit: Option<i64>,
+    tpm_limit: Option<i64>,
+    max_parallel: Option<i64>,
+    budget_usd: Option<f64>,
+    budget_period: Option<String>,
+}
+
+/// A key's own limits as the admin API writes them; left out means "the plan's".
+#[derive(Debug, Default)]
+pub struct LimitFields {
+    daily_prompt_quota: Option<i64>,
+    monthly_prompt_quota: Option<i64>,
+    rpm_limit: Option<i64>,
+    tpm_limit: Option<i64>,
+    max_parallel: Option<i64>,
+    budget_usd: Option<f64>,
+    budget_period: Option<String>,
+}
+
+impl LimitFields {
+    /// Checks every value (no negative, NaN or absurd numbers) and turns the budget into micro-USD.
+    fn validate(self) -> Result<crate::store::KeyLimits, GatewayError> {
+        for (field, v) in [
+            ("daily_prompt_quota", self.daily_prompt_quota),
+            ("monthly_prompt_quota", self.monthly_prompt_quota),
+            ("rpm_limit", self.rpm_limit),
+            ("tpm_limit", self.tpm_limit),
+            ("max_parallel", self.max_parallel),
+        ] {
+            if v.is_some_and(|v| !(0..=1_000_000_000_000).contains(&v)) {
+                return Err(GatewayError::invalid_value(
+                    format!("'{field}' must be between 0 and 10^12, or null."),
+                    field,
+                ));
+            }
+        }
+        let budget_micros = match self.budget_usd {
+            None => None,
+            Some(usd) if usd.is_finite() && (0.0..=1e9).contains(&usd) => Some((usd * 1e6).round() as i64),
+            Some(_) => {
+                return Err(GatewayError::invalid_value("'budget_usd' must be between 0 and 10^9 USD.", "budget_usd"));
+            }
+        };
+        if let Some(p) = &self.budget_period
+            && !matches!(p.as_str(), "day" | "week" | "month")
+        {
+            return Err(GatewayError::invalid_value("'budget_period' must be day, week or month.", "budget_period"));
+        }
+        Ok(crate::store::KeyLimits {
+            daily_prompt_quota: self.daily_prompt_quota,
+            monthly_prompt_quota: self.monthly_prompt_quota,
+            rpm_limit: self.rpm_limit,
+            tpm_limit: self.tpm_limit,
+            max_parallel: self.max_parallel,
+            budget_micros,
+            budget_period: self.budget_period,
+        })
+    }
 }
 
 fn key_json(k: &KeyRow) -> Value {
@@ -234,6 +295,9 @@ fn key_json(k: &KeyRow) -> Value {
         "display_prefix": k.display_prefix, "plan": k.plan, "status": k.status, "expires_at": k.expires_at,
         "models": k.models.as_deref().and_then(|m| serde_json::from_str::<Value>(m).ok()),
         "metadata": serde_json::from_str::<Value>(&k.metadata).unwrap_or(json!({})),
+        "daily_prompt_quota": k.limits.daily_prompt_quota, "monthly_prompt_quota": k.limits.monthly_prompt_quota,
+        "rpm_limit": k.limits.rpm_limit, "tpm_limit": k.limits.tpm_limit, "max_parallel": k.limits.max_parallel,
+        "budget_usd": k.limits.budget_micros.map(|m| m as f64 / 1e6), "budget_period": k.limits.budget_period,
         "created_at": k.created_at, "updated_at": k.updated_at, "revoked_at": k.revoked_at,
     })
 }
@@ -254,6 +318,16 @@ pub async fn create_key(
         models: req.models,
         expires_at: req.expires_at,
         metadata: req.metadata.unwrap_or_default(),
+        limits: LimitFields {
+            daily_prompt_quota: req.daily_prompt_quota,
+            monthly_prompt_quota: req.monthly_prompt_quota,
+            rpm_limit: req.rpm_limit,
+            tpm_limit: req.tpm_limit,
+            max_parallel: req.max_parallel,
+            budget_usd: req.budget_usd,
+            budget_period: req.budget_period,
+        }
+        .validate()?,
     };
     let (row, secret) = match create_key_in(&state.store, spec).await {
         Ok(made) => made,

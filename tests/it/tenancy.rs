@@ -350,6 +350,35 @@ async fn plans_and_keys_can_be_edited_and_limits_are_validated() {
     assert_eq!((patched["plan"].as_str(), patched["name"].as_str()), (Some("pro"), Some("renamed")));
     assert_eq!(chat().await, 200, "moved to a larger plan");
 
+    // A key's own limits override its plan's.
+    let resp = admin(&h, reqwest::Method::POST, "/admin/v1/keys", Some(json!({"organization_id": org["id"], "plan": "pro", "daily_prompt_quota": 1, "budget_usd": 5.5, "budget_period": "month"}))).await;
+    assert_eq!(resp.status(), 201);
+    let own: Value = resp.json().await.unwrap();
+    assert_eq!((own["daily_prompt_quota"].as_i64(), own["budget_usd"].as_f64()), (Some(1), Some(5.5)));
+    let own_secret = own["key"].as_str().unwrap().to_owned();
+    let own_chat = || {
+        let req = h.client.post(h.url("/v1/chat/completions")).bearer_auth(&own_secret).json(&hello("test-model"));
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!((own_chat().await, own_chat().await), (200, 429));
+    let (status, body) = error_of(
+        admin(
+            &h,
+            reqwest::Method::POST,
+            "/admin/v1/keys",
+            Some(json!({"organization_id": org["id"], "max_parallel": -3})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, body["error"]["param"].as_str()), (400, Some("max_parallel")));
+    let (status, _) = error_of(
+        admin(&h, reqwest::Method::POST, "/admin/v1/keys", Some(json!({"organization_id": org["id"], "bogus": 1})))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 400, "unknown fields are rejected");
+
     let (status, _) = error_of(admin(&h, reqwest::Method::DELETE, "/admin/v1/plans/pro", None).await).await;
     assert_eq!(status, 400, "a plan in use is not deleted");
     let resp = admin(&h, reqwest::Method::DELETE, &format!("/admin/v1/plans/{plan}"), None).await;
