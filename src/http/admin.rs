@@ -505,47 +505,36 @@ pub struct PlanBody {
 impl PlanBody {
     /// Checks every limit (non-negative, not absurd) and turns the budget into micro-USD.
     fn into_row(self, name: String, created_at: i64) -> Result<crate::store::PlanRow, GatewayError> {
-        for (field, v) in [
-            ("daily_prompt_quota", self.daily_prompt_quota),
-            ("monthly_prompt_quota", self.monthly_prompt_quota),
-            ("monthly_token_allowance", self.monthly_token_allowance),
-            ("rpm_limit", self.rpm_limit),
-            ("tpm_limit", self.tpm_limit),
-            ("max_parallel", self.max_parallel),
-        ] {
-            if v.is_some_and(|v| !(0..=1_000_000_000_000).contains(&v)) {
-                return Err(GatewayError::invalid_value(
-                    format!("'{field}' must be between 0 and 10^12, or null for unlimited."),
-                    field,
-                ));
-            }
+        if self.monthly_token_allowance.is_some_and(|v| !(0..=1_000_000_000_000).contains(&v)) {
+            return Err(GatewayError::invalid_value(
+                "'monthly_token_allowance' must be between 0 and 10^12, or null.",
+                "monthly_token_allowance",
+            ));
         }
-        let budget_micros = match self.budget_usd {
-            None => None,
-            Some(usd) if usd.is_finite() && (0.0..=1e9).contains(&usd) => Some((usd * 1e6).round() as i64),
-            Some(_) => {
-                return Err(GatewayError::invalid_value("'budget_usd' must be between 0 and 10^9 USD.", "budget_usd"));
-            }
-        };
-        if let Some(p) = &self.budget_period
-            && !matches!(p.as_str(), "day" | "week" | "month")
-        {
-            return Err(GatewayError::invalid_value("'budget_period' must be day, week or month.", "budget_period"));
-        }
-        let now = now_ms();
-        Ok(crate::store::PlanRow {
-            name,
-            public_alias: self.public_alias,
+        // Plans and keys share one set of limit checks.
+        let limits = LimitFields {
             daily_prompt_quota: self.daily_prompt_quota,
             monthly_prompt_quota: self.monthly_prompt_quota,
-            monthly_token_allowance: self.monthly_token_allowance,
             rpm_limit: self.rpm_limit,
             tpm_limit: self.tpm_limit,
             max_parallel: self.max_parallel,
-            budget_micros,
+            budget_usd: self.budget_usd,
             budget_period: self.budget_period,
+        }
+        .validate()?;
+        Ok(crate::store::PlanRow {
+            name,
+            public_alias: self.public_alias,
+            daily_prompt_quota: limits.daily_prompt_quota,
+            monthly_prompt_quota: limits.monthly_prompt_quota,
+            monthly_token_allowance: self.monthly_token_allowance,
+            rpm_limit: limits.rpm_limit,
+            tpm_limit: limits.tpm_limit,
+            max_parallel: limits.max_parallel,
+            budget_micros: limits.budget_micros,
+            budget_period: limits.budget_period,
             created_at,
-            updated_at: now,
+            updated_at: now_ms(),
         })
     }
 }
