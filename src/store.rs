@@ -240,9 +240,16 @@ impl Store {
 
     /// Inserts a plan unless one of that name exists (seeding never overwrites an admin's edits).
     pub async fn seed_plan(&self, plan: &PlanRow) -> Result<(), StoreError> {
-        const SQL: &str = "INSERT INTO plans (name, public_alias, daily_prompt_quota, monthly_prompt_quota, monthly_token_allowance, \
-                           rpm_limit, tpm_limit, max_parallel, budget_micros, budget_period, created_at, updated_at) \
-                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (name) DO NOTHING";
+        self.write_plan(plan, "DO NOTHING").await
+    }
+
+    /// One insert for seeding and saving plans; `on_conflict` is one of the two fixed clauses above.
+    async fn write_plan(&self, plan: &PlanRow, on_conflict: &'static str) -> Result<(), StoreError> {
+        let text = format!(
+            "INSERT INTO plans (name, public_alias, daily_prompt_quota, monthly_prompt_quota, monthly_token_allowance, \
+             rpm_limit, tpm_limit, max_parallel, budget_micros, budget_period, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (name) {on_conflict}"
+        );
         on_pool!(
             self,
             |pool, sql| {
@@ -263,7 +270,7 @@ impl Store {
                     .await
                     .map(|_| ())
             },
-            SQL
+            text
         )?;
         Ok(())
     }
@@ -382,34 +389,13 @@ impl Store {
 
     /// Saves a plan's limits (insert or replace).
     pub async fn upsert_plan(&self, plan: &PlanRow) -> Result<(), StoreError> {
-        const SQL: &str = "INSERT INTO plans (name, public_alias, daily_prompt_quota, monthly_prompt_quota, monthly_token_allowance, \
-                           rpm_limit, tpm_limit, max_parallel, budget_micros, budget_period, created_at, updated_at) \
-                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (name) DO UPDATE SET \
-                           public_alias = $2, daily_prompt_quota = $3, monthly_prompt_quota = $4, monthly_token_allowance = $5, \
-                           rpm_limit = $6, tpm_limit = $7, max_parallel = $8, budget_micros = $9, budget_period = $10, updated_at = $12";
-        on_pool!(
-            self,
-            |pool, sql| {
-                sqlx::query(sql)
-                    .bind(&plan.name)
-                    .bind(&plan.public_alias)
-                    .bind(plan.daily_prompt_quota)
-                    .bind(plan.monthly_prompt_quota)
-                    .bind(plan.monthly_token_allowance)
-                    .bind(plan.rpm_limit)
-                    .bind(plan.tpm_limit)
-                    .bind(plan.max_parallel)
-                    .bind(plan.budget_micros)
-                    .bind(&plan.budget_period)
-                    .bind(plan.created_at)
-                    .bind(plan.updated_at)
-                    .execute(pool)
-                    .await
-                    .map(|_| ())
-            },
-            SQL
-        )?;
-        Ok(())
+        self.write_plan(
+            plan,
+            "DO UPDATE SET public_alias = $2, daily_prompt_quota = $3, monthly_prompt_quota = $4, \
+             monthly_token_allowance = $5, rpm_limit = $6, tpm_limit = $7, max_parallel = $8, budget_micros = $9, \
+             budget_period = $10, updated_at = $12",
+        )
+        .await
     }
 
     /// Deletes a plan no key uses; `false` when it does not exist or is in use.
