@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::http::body::BodyLimits;
-use crate::limits::Quotas;
+use crate::limits::Limiter;
 use crate::providers::Provider;
 use crate::routing::{Catalog, Router};
 use crate::secret::Secret;
@@ -29,6 +29,8 @@ pub struct AppOptions {
     pub usage_sink: Arc<dyn UsageSink>,
     /// `postgres://…`, `sqlite://…`, or `None` for the default SQLite file.
     pub database_url: Option<String>,
+    /// `redis://…` to share counters (and key-cache invalidation) between replicas; `None` keeps them here.
+    pub redis_url: Option<String>,
     /// Milliseconds since the epoch (tests move it across midnight).
     pub clock: crate::limits::Clock,
 }
@@ -39,6 +41,7 @@ impl Default for AppOptions {
             env: Arc::new(|name| std::env::var(name).ok()),
             usage_sink: Arc::new(LogSink),
             database_url: std::env::var("DATABASE_URL").ok(),
+            redis_url: std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()),
             clock: Arc::new(crate::tenancy::now_ms),
         }
     }
@@ -47,7 +50,9 @@ impl Default for AppOptions {
 pub struct AppState {
     pub store: Store,
     pub keys: KeyCache,
-    pub quotas: Arc<Quotas>,
+    pub limiter: Arc<Limiter>,
+    /// Key-cache invalidation between replicas (with Redis).
+    pub bus: Option<Arc<crate::bus::Bus>>,
     pub ledger: Arc<Ledger>,
     pub catalog: Catalog,
     pub router: Router,
@@ -77,8 +82,16 @@ impl AppState {
         }
         let keys = KeyCache::default();
         keys.reload(&store).await?;
-        let quotas = Arc::new(Quotas::new(opts.clock.clone()));
-        quotas.load(&store).await?;
+        let limiter = match &opts.redis_url {
+            Some(url) => Limiter::redis(url, opts.clock.clone()).await.map_err(|e| anyhow::anyhow!(e))?,
+            None => Limiter::in_memory(opts.clock.clone()),
+        };
+        limiter.load(&store).await.map_err(|e| anyhow::anyhow!(e))?;
+        let limiter = Arc::new(limiter);
+        let bus = match &opts.redis_url {
+            Some(url) => Some(Arc::new(crate::bus::Bus::connect(url).await.map_err(|e| anyhow::anyhow!(e))?)),
+            None => None,
+        };
         let ledger = Arc::new(Ledger::start(store.clone()));
         let providers = config
             .providers
@@ -94,7 +107,8 @@ impl AppState {
         let state = AppState {
             store,
             keys,
-            quotas,
+            limiter,
+            bus,
             ledger: ledger.clone(),
             catalog,
             router: Router::new(&config.router),
@@ -110,6 +124,18 @@ impl AppState {
             created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default(),
         };
         Ok((Arc::new(state), master))
+    }
+}
+
+impl AppState {
+    /// After an admin change to keys, plans or organisations: reload this replica's key cache now and
+    /// tell the other replicas to do the same.
+    pub async fn keys_changed(&self) -> Result<(), crate::store::StoreError> {
+        self.keys.reload(&self.store).await?;
+        if let Some(bus) = &self.bus {
+            bus.keys_changed();
+        }
+        Ok(())
     }
 }
 

@@ -4,6 +4,7 @@
 //! no business rules of their own. Tower is used only for edge concerns, each layer commented with why.
 
 pub mod admin;
+pub mod admission;
 pub mod auth;
 pub mod body;
 pub mod chat;
@@ -49,6 +50,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/v1/plans/{name}", get(admin::get_plan).patch(admin::update_plan).delete(admin::delete_plan))
         .route("/admin/v1/keys", post(admin::create_key).get(admin::list_keys))
         .route("/admin/v1/usage", get(admin::usage))
+        .route("/admin/v1/usage/requests", get(admin::usage_events))
         .route("/admin/v1/audit", get(admin::list_audit))
         .route("/admin/v1/keys/{id}", get(admin::get_key).patch(admin::update_key))
         .route("/admin/v1/keys/{id}/revoke", post(admin::revoke_key))

@@ -5,6 +5,7 @@
 //! (whole or streamed) → `usage` (one record per request). `schema` holds the canonical wire types.
 
 pub mod app;
+pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod fake;

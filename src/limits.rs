@@ -9,7 +9,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::store::{Store, StoreError};
+mod redis_store;
+
+use crate::store::Store;
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -73,142 +75,436 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// A key's prompt limits; `None` is unlimited.
+/// The calendar period of a USD budget, aligned in UTC (weeks start on Monday).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PromptLimits {
+pub enum Period {
+    Day,
+    Week,
+    #[default]
+    Month,
+}
+
+impl Period {
+    pub fn parse(s: &str) -> Option<Period> {
+        match s {
+            "day" | "daily" => Some(Period::Day),
+            "week" | "weekly" => Some(Period::Week),
+            "month" | "monthly" => Some(Period::Month),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Period::Day => "day",
+            Period::Week => "week",
+            Period::Month => "month",
+        }
+    }
+}
+
+/// A key's limits (its own settings over its plan's); `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
     pub daily: Option<i64>,
     pub monthly: Option<i64>,
     /// Requests per minute (a fixed window aligned to the UTC minute).
     pub rpm: Option<i64>,
+    /// Tokens per minute: prompt and completion, held at admission and settled to the actual.
+    pub tpm: Option<i64>,
+    pub max_parallel: Option<i64>,
+    pub budget_micros: Option<i64>,
+    pub budget_period: Period,
+    /// Tokens a month included in the plan; more is metered as overage, never refused.
+    pub monthly_token_allowance: Option<i64>,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Counts {
-    day: i64,
-    day_used: i64,
-    month: i64,
-    month_used: i64,
-    minute: i64,
-    minute_used: i64,
+/// What one request holds while it runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ask {
+    /// 1 for a chat prompt; 0 for requests that use no prompt quota (embeddings, moderations).
+    pub prompts: i64,
+    /// Held against tokens per minute: the prompt estimate plus the output asked for.
+    pub tokens: i64,
+    /// The worst-case cost in micro-USD, held against the budget.
+    pub cost_micros: i64,
+}
+
+/// What a request used in the end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Used {
+    /// Whether it used its prompt (a provider took it on); otherwise the prompt is given back.
+    pub prompt_counted: bool,
+    pub tokens: i64,
+    pub cost_micros: i64,
+}
+
+/// Which limit refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Parallel,
+    Rpm,
+    Tpm,
+    DailyPrompts,
+    MonthlyPrompts,
+    Budget(Period),
 }
 
 /// Why a request was not admitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QuotaExceeded {
-    pub window: &'static str,
+pub struct Exceeded {
+    pub limit: Limit,
+    /// The limit's value.
+    pub max: i64,
+    /// What was in use when the request came.
+    pub used: i64,
+    /// What the request asked for.
+    pub asked: i64,
+    /// When the window ends (`None` for max parallel, which frees up as requests finish).
+    pub resets_at_ms: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdmitError {
+    #[error("limit reached")]
+    Exceeded(Exceeded),
+    /// The shared counters (Redis) could not be reached; limits are not waived, so the request is refused.
+    #[error("the limits store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+// One request touches these counters of its key, in this order (the order limits are checked in).
+const PAR: usize = 0;
+const RPM: usize = 1;
+const TPM: usize = 2;
+const PROMPTS_DAY: usize = 3;
+const PROMPTS_MONTH: usize = 4;
+const SPEND_DAY: usize = 5;
+const SPEND_WEEK: usize = 6;
+const SPEND_MONTH: usize = 7;
+const TOKENS_MONTH: usize = 8;
+pub(crate) const COUNTERS: usize = 9;
+
+/// How long an in-flight counter outlives its last use in a shared store, so slots held by a replica
+/// that died come back on their own.
+const PARALLEL_TTL_MS: i64 = 3_600_000;
+
+/// One counter of one reservation: its name, the amount taken, the limit (`None`: count only) and when the
+/// counter's window ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Counter {
+    pub name: String,
+    pub amount: i64,
+    pub limit: Option<i64>,
+    pub expires_at_ms: i64,
+}
+
+/// A key's counters at one moment: names carry their window, so a new window starts from nothing.
+fn counters(key_id: &str, now: i64, limits: &Limits, ask: Ask) -> (Vec<Counter>, Windows) {
+    let w = Windows::at(now);
+    let minute = now.div_euclid(60_000);
+    let week = (w.day + 3).div_euclid(7); // 1970-01-01 was a Thursday; weeks start on Monday.
+    let week_ends_ms = (week * 7 - 3 + 7) * DAY_MS;
+    let budget = |p: Period| limits.budget_micros.filter(|_| limits.budget_period == p);
+    // `{id}` is a Redis Cluster hash tag: all of a key's counters live in one slot, so one script sees them.
+    let c = |kind: &str, window: i64, amount: i64, limit: Option<i64>, expires_at_ms: i64| Counter {
+        name: format!("sy:{{{key_id}}}:{kind}:{window}"),
+        amount,
+        limit,
+        expires_at_ms,
+    };
+    let minute_ends = (minute + 1) * 60_000;
+    let list = vec![
+        c("par", 0, 1, limits.max_parallel, now + PARALLEL_TTL_MS),
+        c("rpm", minute, 1, limits.rpm, minute_ends),
+        c("tpm", minute, ask.tokens, limits.tpm, minute_ends),
+        c("pd", w.day, ask.prompts, limits.daily, w.day_ends_ms),
+        c("pm", w.month, ask.prompts, limits.monthly, w.month_ends_ms),
+        c("sd", w.day, ask.cost_micros, budget(Period::Day), w.day_ends_ms),
+        c("sw", week, ask.cost_micros, budget(Period::Week), week_ends_ms),
+        c("sm", w.month, ask.cost_micros, budget(Period::Month), w.month_ends_ms),
+        c("tk", w.month, 0, None, w.month_ends_ms),
+    ];
+    (list, w)
+}
+
+fn refusal(index: usize, counter: &Counter, used: i64, limits: &Limits) -> Exceeded {
+    let limit = match index {
+        PAR => Limit::Parallel,
+        RPM => Limit::Rpm,
+        TPM => Limit::Tpm,
+        PROMPTS_DAY => Limit::DailyPrompts,
+        PROMPTS_MONTH => Limit::MonthlyPrompts,
+        _ => Limit::Budget(limits.budget_period),
+    };
+    Exceeded {
+        limit,
+        max: counter.limit.unwrap_or_default(),
+        used,
+        asked: counter.amount,
+        resets_at_ms: (index != PAR).then_some(counter.expires_at_ms),
+    }
+}
+
+/// A window's limit, what is left of it, and milliseconds until it resets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Remaining {
     pub limit: i64,
-    pub resets_at_ms: i64,
+    pub remaining: i64,
+    pub reset_ms: i64,
 }
 
-/// A prompt taken from a key's quotas; give it back with [`Quotas::refund`] if nothing was served.
-#[derive(Debug, Clone)]
-pub struct Reservation {
-    pub key_id: String,
-    pub windows: Windows,
-    /// What is left after this reservation (for headers).
-    pub remaining_day: Option<i64>,
-    pub remaining_month: Option<i64>,
-    /// The request-rate window: limit, remaining, and milliseconds until it resets.
-    pub rate: Option<(i64, i64, i64)>,
+/// What a key has left after admitting a request (for response headers).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct View {
+    pub requests: Option<Remaining>,
+    pub tokens: Option<Remaining>,
+    pub prompts_day: Option<i64>,
+    pub prompts_month: Option<i64>,
+    /// The budget and what is left of it, in micro-USD, with the worst case of running requests held.
+    pub budget: Option<(i64, i64, Period)>,
 }
 
-pub struct Quotas {
-    counts: Mutex<HashMap<String, Counts>>,
+/// What one admitted request holds; hand it back with [`Limiter::settle`].
+#[derive(Debug)]
+pub struct Admission {
+    names: Vec<String>,
+    ask: Ask,
+    pub view: View,
+}
+
+/// Usage of one key in the current windows, without taking anything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub in_flight: i64,
+    pub prompts_day: i64,
+    pub prompts_month: i64,
+    pub spend_day_micros: i64,
+    pub spend_week_micros: i64,
+    pub spend_month_micros: i64,
+    pub tokens_month: i64,
+}
+
+/// Where counters live: this process, or Redis when several replicas share the limits.
+enum Backend {
+    Memory(Memory),
+    Redis(redis_store::RedisCounters),
+}
+
+/// Admission control for every limit of a key: one atomic reserve of all its counters (checked and taken
+/// together, or not at all) and a settle that turns the holds into what was actually used.
+pub struct Limiter {
+    backend: Backend,
     clock: Clock,
 }
 
-impl Quotas {
-    pub fn new(clock: Clock) -> Quotas {
-        Quotas { counts: Mutex::default(), clock }
+impl Limiter {
+    /// Counters in this process (one replica).
+    pub fn in_memory(clock: Clock) -> Limiter {
+        Limiter { backend: Backend::Memory(Memory::default()), clock }
     }
 
-    /// Rebuilds today's and this month's counts from the ledger.
-    pub async fn load(&self, store: &Store) -> Result<(), StoreError> {
-        let w = Windows::at((self.clock)());
-        let monthly = store.prompts_since(w.month_start_ms()).await?;
-        let daily: HashMap<String, i64> = store.prompts_since(w.day * DAY_MS).await?.into_iter().collect();
-        let mut counts = self.lock();
-        for (key, month_used) in monthly {
-            let day_used = daily.get(&key).copied().unwrap_or(0);
-            counts.insert(key, Counts { day: w.day, day_used, month: w.month, month_used, ..Counts::default() });
-        }
-        Ok(())
+    /// Counters in Redis, shared by every replica that uses the same Redis.
+    pub async fn redis(url: &str, clock: Clock) -> Result<Limiter, String> {
+        Ok(Limiter { backend: Backend::Redis(redis_store::RedisCounters::connect(url).await?), clock })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Counts>> {
-        self.counts.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Takes one prompt from both windows at once, or neither.
-    pub fn reserve(&self, key_id: &str, limits: PromptLimits) -> Result<Reservation, QuotaExceeded> {
-        let w = Windows::at((self.clock)());
-        let mut counts = self.lock();
-        let c = counts.entry(key_id.to_owned()).or_default();
-        if c.day != w.day {
-            c.day = w.day;
-            c.day_used = 0;
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Memory(_) => "memory",
+            Backend::Redis(_) => "redis",
         }
-        if c.month != w.month {
-            c.month = w.month;
-            c.month_used = 0;
-        }
-        let now = (self.clock)();
-        let minute = now.div_euclid(60_000);
-        if c.minute != minute {
-            c.minute = minute;
-            c.minute_used = 0;
-        }
-        if let Some(limit) = limits.rpm
-            && c.minute_used >= limit
-        {
-            return Err(QuotaExceeded { window: "per-minute", limit, resets_at_ms: (minute + 1) * 60_000 });
-        }
-        if let Some(limit) = limits.daily
-            && c.day_used >= limit
-        {
-            return Err(QuotaExceeded { window: "daily", limit, resets_at_ms: w.day_ends_ms });
-        }
-        if let Some(limit) = limits.monthly
-            && c.month_used >= limit
-        {
-            return Err(QuotaExceeded { window: "monthly", limit, resets_at_ms: w.month_ends_ms });
-        }
-        c.day_used += 1;
-        c.month_used += 1;
-        c.minute_used += 1;
-        Ok(Reservation {
-            key_id: key_id.to_owned(),
-            windows: w,
-            remaining_day: limits.daily.map(|l| l - c.day_used),
-            remaining_month: limits.monthly.map(|l| l - c.month_used),
-            rate: limits.rpm.map(|l| (l, l - c.minute_used, (minute + 1) * 60_000 - now)),
-        })
-    }
-
-    /// Gives a prompt back (the request was never served), if its windows are still current.
-    pub fn refund(&self, r: &Reservation) {
-        let mut counts = self.lock();
-        if let Some(c) = counts.get_mut(&r.key_id) {
-            if c.day == r.windows.day && c.day_used > 0 {
-                c.day_used -= 1;
-            }
-            if c.month == r.windows.month && c.month_used > 0 {
-                c.month_used -= 1;
-            }
-        }
-    }
-
-    /// Prompts used today and this month (without taking one).
-    pub fn used(&self, key_id: &str) -> (i64, i64) {
-        let w = Windows::at((self.clock)());
-        let counts = self.lock();
-        counts.get(key_id).map_or((0, 0), |c| {
-            (if c.day == w.day { c.day_used } else { 0 }, if c.month == w.month { c.month_used } else { 0 })
-        })
     }
 
     pub fn now_ms(&self) -> i64 {
         (self.clock)()
+    }
+
+    /// Seeds the counters of the current windows from the ledger, the source of truth: in memory they are
+    /// rebuilt (so reservations of a process that stopped are settled: they were never written); in Redis
+    /// a counter is written only where none exists (a fresh or flushed Redis), since live replicas own it.
+    pub async fn load(&self, store: &Store) -> Result<(), String> {
+        let now = self.now_ms();
+        let w = Windows::at(now);
+        let week_start = ((w.day + 3).div_euclid(7) * 7 - 3) * DAY_MS;
+        let since = [w.month_start_ms(), week_start, w.day * DAY_MS];
+        let mut seeds: Vec<Counter> = Vec::new();
+        let [month, week, day] = since;
+        let monthly = store.ledger_totals_since(month).await.map_err(|e| e.to_string())?;
+        let weekly: HashMap<String, crate::store::LedgerTotals> =
+            store.ledger_totals_since(week).await.map_err(|e| e.to_string())?.into_iter().collect();
+        let daily: HashMap<String, crate::store::LedgerTotals> =
+            store.ledger_totals_since(day).await.map_err(|e| e.to_string())?.into_iter().collect();
+        for (key, m) in monthly {
+            let (list, _) = counters(&key, now, &Limits::default(), Ask::default());
+            let d = daily.get(&key).copied().unwrap_or_default();
+            let wk = weekly.get(&key).copied().unwrap_or_default();
+            for (i, value) in [
+                (PROMPTS_DAY, d.prompts),
+                (PROMPTS_MONTH, m.prompts),
+                (SPEND_DAY, d.cost_micros),
+                (SPEND_WEEK, wk.cost_micros),
+                (SPEND_MONTH, m.cost_micros),
+                (TOKENS_MONTH, m.tokens),
+            ] {
+                if value != 0 {
+                    seeds.push(Counter { amount: value, ..list[i].clone() });
+                }
+            }
+        }
+        match &self.backend {
+            Backend::Memory(m) => {
+                m.seed(&seeds);
+                Ok(())
+            }
+            Backend::Redis(r) => r.seed(&seeds, now).await,
+        }
+    }
+
+    /// Takes what `ask` needs from every counter of the key at once, or nothing if any limit would be passed.
+    pub async fn admit(&self, key_id: &str, limits: &Limits, ask: Ask) -> Result<Admission, AdmitError> {
+        let now = self.now_ms();
+        let (list, _) = counters(key_id, now, limits, ask);
+        let result = match &self.backend {
+            Backend::Memory(m) => Ok(m.reserve(&list, now)),
+            Backend::Redis(r) => r.reserve(&list, now).await,
+        };
+        let after = match result.map_err(AdmitError::Unavailable)? {
+            Ok(after) => after,
+            Err((index, used)) => return Err(AdmitError::Exceeded(refusal(index, &list[index], used, limits))),
+        };
+        let remaining = |i: usize| list[i].limit.map(|l| (l - after[i]).max(0));
+        let window = |i: usize| {
+            list[i].limit.map(|l| Remaining {
+                limit: l,
+                remaining: (l - after[i]).max(0),
+                reset_ms: (list[i].expires_at_ms - now).max(0),
+            })
+        };
+        let budget_index = match limits.budget_period {
+            Period::Day => SPEND_DAY,
+            Period::Week => SPEND_WEEK,
+            Period::Month => SPEND_MONTH,
+        };
+        let view = View {
+            requests: window(RPM),
+            tokens: window(TPM),
+            prompts_day: remaining(PROMPTS_DAY),
+            prompts_month: remaining(PROMPTS_MONTH),
+            budget: limits.budget_micros.map(|b| (b, (b - after[budget_index]).max(0), limits.budget_period)),
+        };
+        Ok(Admission { names: list.into_iter().map(|c| c.name).collect(), ask, view })
+    }
+
+    /// Turns a request's holds into what it used: frees its parallel slot, gives back an unused prompt and
+    /// moves tokens and spend from the worst case to the actual. Never blocks (Redis work is spawned).
+    /// Counters of windows that have ended are left alone.
+    pub fn settle(&self, admission: Admission, used: Used) {
+        let Admission { names, ask, .. } = admission;
+        let mut deltas = [0i64; COUNTERS];
+        deltas[PAR] = -1;
+        deltas[TPM] = used.tokens - ask.tokens;
+        if !used.prompt_counted {
+            deltas[PROMPTS_DAY] = -ask.prompts;
+            deltas[PROMPTS_MONTH] = -ask.prompts;
+        }
+        for i in [SPEND_DAY, SPEND_WEEK, SPEND_MONTH] {
+            deltas[i] = used.cost_micros - ask.cost_micros;
+        }
+        deltas[TOKENS_MONTH] = used.tokens;
+        let changes: Vec<(String, i64)> = names.into_iter().zip(deltas).filter(|(_, d)| *d != 0).collect();
+        match &self.backend {
+            Backend::Memory(m) => m.adjust(&changes),
+            Backend::Redis(r) => r.adjust(changes),
+        }
+    }
+
+    /// A key's use of its current windows.
+    pub async fn snapshot(&self, key_id: &str) -> Result<Snapshot, String> {
+        let (list, _) = counters(key_id, self.now_ms(), &Limits::default(), Ask::default());
+        let names: Vec<&str> = list.iter().map(|c| c.name.as_str()).collect();
+        let v = match &self.backend {
+            Backend::Memory(m) => m.values(&names),
+            Backend::Redis(r) => r.values(&names).await?,
+        };
+        Ok(Snapshot {
+            in_flight: v[PAR],
+            prompts_day: v[PROMPTS_DAY],
+            prompts_month: v[PROMPTS_MONTH],
+            spend_day_micros: v[SPEND_DAY],
+            spend_week_micros: v[SPEND_WEEK],
+            spend_month_micros: v[SPEND_MONTH],
+            tokens_month: v[TOKENS_MONTH],
+        })
+    }
+}
+
+/// Counters in this process: one mutex around check-and-take, so concurrent requests never both see the
+/// last unit free.
+#[derive(Default)]
+struct Memory {
+    inner: Mutex<MemoryInner>,
+}
+
+#[derive(Default)]
+struct MemoryInner {
+    values: HashMap<String, (i64, i64)>,
+    next_sweep_ms: i64,
+}
+
+impl Memory {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `Ok(values after)` or `Err((index of the limit that would be passed, its value))`.
+    fn reserve(&self, list: &[Counter], now: i64) -> Result<Vec<i64>, (usize, i64)> {
+        let mut inner = self.lock();
+        if now >= inner.next_sweep_ms {
+            inner.values.retain(|_, (v, expires)| *expires > now && (*expires != i64::MAX || *v != 0));
+            inner.next_sweep_ms = now + 60_000;
+        }
+        let current = |inner: &MemoryInner, c: &Counter| {
+            inner.values.get(&c.name).filter(|(_, expires)| *expires > now).map_or(0, |(v, _)| *v)
+        };
+        for (i, c) in list.iter().enumerate() {
+            if let Some(limit) = c.limit {
+                let v = current(&inner, c);
+                if c.amount > 0 && v + c.amount > limit {
+                    return Err((i, v));
+                }
+            }
+        }
+        let mut after = Vec::with_capacity(list.len());
+        for c in list {
+            let v = current(&inner, c) + c.amount;
+            // In-flight counts have no window here: the process that holds them is the one that frees them.
+            let expires = if c.name.contains(":par:") { i64::MAX } else { c.expires_at_ms };
+            inner.values.insert(c.name.clone(), (v, expires));
+            after.push(v);
+        }
+        Ok(after)
+    }
+
+    fn adjust(&self, changes: &[(String, i64)]) {
+        let mut inner = self.lock();
+        for (name, delta) in changes {
+            if let Some((v, _)) = inner.values.get_mut(name) {
+                *v = (*v + delta).max(0);
+            }
+        }
+    }
+
+    fn seed(&self, seeds: &[Counter]) {
+        let mut inner = self.lock();
+        for c in seeds {
+            inner.values.insert(c.name.clone(), (c.amount, c.expires_at_ms));
+        }
+    }
+
+    fn values(&self, names: &[&str]) -> Vec<i64> {
+        let inner = self.lock();
+        names.iter().map(|n| inner.values.get(*n).map_or(0, |(v, _)| *v)).collect()
     }
 }
 
@@ -235,64 +531,192 @@ mod tests {
         }
     }
 
-    #[test]
-    fn quotas_reset_at_utc_day_and_month_boundaries() {
-        let now = Arc::new(AtomicI64::new(ms(2026, 11, 30, 22)));
-        let clock = now.clone();
-        let q = Quotas::new(Arc::new(move || clock.load(Ordering::SeqCst)));
-        let limits = PromptLimits { daily: Some(2), monthly: Some(3), rpm: None };
-        assert!(q.reserve("k", limits).is_ok());
-        assert!(q.reserve("k", limits).is_ok());
-        let e = q.reserve("k", limits).unwrap_err();
-        assert_eq!((e.window, e.limit, e.resets_at_ms), ("daily", 2, ms(2026, 12, 1, 0)));
-        // Past midnight UTC, on a new month too: both windows start over.
-        now.store(ms(2026, 12, 1, 0) + 1, Ordering::SeqCst);
-        let r = q.reserve("k", limits).unwrap();
-        assert_eq!((r.remaining_day, r.remaining_month), (Some(1), Some(2)));
-        q.refund(&r);
-        assert_eq!(q.reserve("k", limits).unwrap().remaining_day, Some(1), "a refund gives the prompt back");
-        q.reserve("k", limits).unwrap();
-        now.store(ms(2026, 12, 2, 9), Ordering::SeqCst);
-        q.reserve("k", limits).unwrap();
-        let e = q.reserve("k", limits).unwrap_err();
-        assert_eq!(e.window, "monthly", "a new day does not reset the month");
-    }
+    type Now = Arc<AtomicI64>;
 
-    #[test]
-    fn a_per_minute_limit_resets_with_the_minute() {
-        let now = Arc::new(AtomicI64::new(ms(2026, 11, 22, 12) + 59_000));
+    /// The limiters to test: in memory always, and Redis too when `REDIS_URL` is set (CI sets it).
+    async fn limiters(at: i64) -> Vec<(Limiter, Now)> {
+        let mut out = Vec::new();
+        let now: Now = Arc::new(AtomicI64::new(at));
         let clock = now.clone();
-        let q = Quotas::new(Arc::new(move || clock.load(Ordering::SeqCst)));
-        let limits = PromptLimits { daily: None, monthly: None, rpm: Some(2) };
-        let r = q.reserve("k", limits).unwrap();
-        assert_eq!(r.rate, Some((2, 1, 1000)));
-        q.reserve("k", limits).unwrap();
-        let e = q.reserve("k", limits).unwrap_err();
-        assert_eq!((e.window, e.resets_at_ms - now.load(Ordering::SeqCst)), ("per-minute", 1000));
-        now.fetch_add(1000, Ordering::SeqCst);
-        assert!(q.reserve("k", limits).is_ok());
-    }
-
-    #[test]
-    fn with_r_prompts_left_exactly_r_of_many_concurrent_requests_are_admitted() {
-        let q = Arc::new(Quotas::new(Arc::new(|| ms(2026, 11, 22, 12))));
-        let limits = PromptLimits { daily: Some(50), monthly: None, rpm: None };
-        let admitted = Arc::new(AtomicI64::new(0));
-        let threads: Vec<_> = (0..8)
-            .map(|_| {
-                let (q, admitted) = (q.clone(), admitted.clone());
-                std::thread::spawn(move || {
-                    for _ in 0..25 {
-                        if q.reserve("k", limits).is_ok() {
-                            admitted.fetch_add(1, Ordering::SeqCst);
-                        }
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
+        out.push((Limiter::in_memory(Arc::new(move || clock.load(Ordering::SeqCst))), now));
+        if let Some(url) = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()) {
+            let now: Now = Arc::new(AtomicI64::new(at));
+            let clock = now.clone();
+            let limiter = Limiter::redis(&url, Arc::new(move || clock.load(Ordering::SeqCst))).await.unwrap();
+            out.push((limiter, now));
         }
-        assert_eq!(admitted.load(Ordering::SeqCst), 50, "200 attempts, 50 prompts");
+        out
+    }
+
+    /// A key id no earlier run has used (Redis outlives test runs).
+    fn fresh_key() -> String {
+        crate::tenancy::new_id()
+    }
+
+    const PROMPT: Ask = Ask { prompts: 1, tokens: 0, cost_micros: 0 };
+
+    fn exceeded(r: Result<Admission, AdmitError>) -> Exceeded {
+        match r {
+            Err(AdmitError::Exceeded(e)) => e,
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("admitted"),
+        }
+    }
+
+    /// Settles happen in the background with Redis; this waits until `check` holds.
+    async fn eventually(mut check: impl AsyncFnMut() -> bool) {
+        for _ in 0..200 {
+            if check().await {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("condition never held");
+    }
+
+    #[tokio::test]
+    async fn quotas_reset_at_utc_day_and_month_boundaries() {
+        for (q, now) in limiters(ms(2026, 11, 30, 22)).await {
+            let key = fresh_key();
+            let limits = Limits { daily: Some(2), monthly: Some(3), ..Limits::default() };
+            q.admit(&key, &limits, PROMPT).await.unwrap();
+            q.admit(&key, &limits, PROMPT).await.unwrap();
+            let e = exceeded(q.admit(&key, &limits, PROMPT).await);
+            assert_eq!((e.limit, e.max, e.resets_at_ms), (Limit::DailyPrompts, 2, Some(ms(2026, 12, 1, 0))));
+            // Past midnight UTC, on a new month too: both windows start over.
+            now.store(ms(2026, 12, 1, 0) + 1, Ordering::SeqCst);
+            let a = q.admit(&key, &limits, PROMPT).await.unwrap();
+            assert_eq!((a.view.prompts_day, a.view.prompts_month), (Some(1), Some(2)));
+            q.settle(a, Used::default());
+            eventually(async || q.snapshot(&key).await.unwrap().prompts_day == 0).await;
+            let a = q.admit(&key, &limits, PROMPT).await.unwrap();
+            assert_eq!(a.view.prompts_day, Some(1), "a prompt nothing served is given back");
+            q.admit(&key, &limits, PROMPT).await.unwrap();
+            now.store(ms(2026, 12, 2, 9), Ordering::SeqCst);
+            q.admit(&key, &limits, PROMPT).await.unwrap();
+            let e = exceeded(q.admit(&key, &limits, PROMPT).await);
+            assert_eq!(e.limit, Limit::MonthlyPrompts, "a new day does not reset the month");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_per_minute_limit_resets_with_the_minute() {
+        for (q, now) in limiters(ms(2026, 11, 22, 12) + 59_000).await {
+            let key = fresh_key();
+            let limits = Limits { rpm: Some(2), ..Limits::default() };
+            let a = q.admit(&key, &limits, PROMPT).await.unwrap();
+            assert_eq!(a.view.requests, Some(Remaining { limit: 2, remaining: 1, reset_ms: 1000 }));
+            q.admit(&key, &limits, PROMPT).await.unwrap();
+            let e = exceeded(q.admit(&key, &limits, PROMPT).await);
+            assert_eq!((e.limit, e.resets_at_ms.unwrap() - now.load(Ordering::SeqCst)), (Limit::Rpm, 1000));
+            now.fetch_add(1000, Ordering::SeqCst);
+            assert!(q.admit(&key, &limits, PROMPT).await.is_ok());
+        }
+    }
+
+    #[tokio::test]
+    async fn tokens_per_minute_hold_the_estimate_and_settle_to_the_actual() {
+        for (q, _) in limiters(ms(2026, 11, 22, 12)).await {
+            let key = fresh_key();
+            let limits = Limits { tpm: Some(1000), ..Limits::default() };
+            let ask = Ask { prompts: 1, tokens: 600, cost_micros: 0 };
+            let a = q.admit(&key, &limits, ask).await.unwrap();
+            assert_eq!(a.view.tokens.map(|t| t.remaining), Some(400));
+            let e = exceeded(q.admit(&key, &limits, ask).await);
+            assert_eq!((e.limit, e.used, e.asked), (Limit::Tpm, 600, 600));
+            // It used 100 tokens in the end: 900 are free again.
+            q.settle(a, Used { prompt_counted: true, tokens: 100, cost_micros: 0 });
+            let b = loop {
+                if let Ok(b) = q.admit(&key, &limits, ask).await {
+                    break b;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            };
+            assert_eq!(b.view.tokens.map(|t| t.remaining), Some(300));
+            let too_big = exceeded(q.admit(&key, &limits, Ask { tokens: 5000, ..ask }).await);
+            assert_eq!((too_big.limit, too_big.asked), (Limit::Tpm, 5000));
+        }
+    }
+
+    #[tokio::test]
+    async fn max_parallel_frees_a_slot_when_a_request_ends() {
+        for (q, _) in limiters(ms(2026, 11, 22, 12)).await {
+            let key = fresh_key();
+            let limits = Limits { max_parallel: Some(2), ..Limits::default() };
+            let a = q.admit(&key, &limits, PROMPT).await.unwrap();
+            let _b = q.admit(&key, &limits, PROMPT).await.unwrap();
+            let e = exceeded(q.admit(&key, &limits, PROMPT).await);
+            assert_eq!((e.limit, e.max, e.resets_at_ms), (Limit::Parallel, 2, None));
+            q.settle(a, Used { prompt_counted: true, tokens: 10, cost_micros: 0 });
+            eventually(async || q.snapshot(&key).await.unwrap().in_flight == 1).await;
+            assert!(q.admit(&key, &limits, PROMPT).await.is_ok());
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_budget_is_never_passed_by_concurrent_requests_and_settles_to_the_actual_cost() {
+        for (q, _) in limiters(ms(2026, 11, 25, 12)).await {
+            let q = Arc::new(q);
+            let key = fresh_key();
+            let limits = Limits { budget_micros: Some(1_000), budget_period: Period::Week, ..Limits::default() };
+            let ask = Ask { prompts: 1, tokens: 10, cost_micros: 100 };
+            let tries: Vec<_> = (0..50)
+                .map(|_| {
+                    let (q, key) = (q.clone(), key.clone());
+                    tokio::spawn(async move { q.admit(&key, &limits, ask).await })
+                })
+                .collect();
+            let mut admitted = Vec::new();
+            for t in tries {
+                match t.await.unwrap() {
+                    Ok(a) => admitted.push(a),
+                    Err(AdmitError::Exceeded(e)) => assert_eq!(e.limit, Limit::Budget(Period::Week)),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            assert_eq!(admitted.len(), 10, "$0.001 of budget holds ten worst cases of $0.0001");
+            for a in admitted {
+                q.settle(a, Used { prompt_counted: true, tokens: 5, cost_micros: 60 });
+            }
+            eventually(async || q.snapshot(&key).await.unwrap().spend_week_micros == 600).await;
+            let mut n = 0;
+            while q.admit(&key, &limits, ask).await.is_ok() {
+                n += 1;
+            }
+            assert_eq!(n, 4, "$0.0004 left after settling: four more worst cases");
+        }
+    }
+
+    #[test]
+    fn weeks_start_on_monday_utc() {
+        let key = "k";
+        // 2026-11-22 is a Sunday; 2026-11-23 a Monday.
+        let (sunday, _) = counters(key, ms(2026, 11, 22, 23), &Limits::default(), Ask::default());
+        let (monday, _) = counters(key, ms(2026, 11, 23, 0), &Limits::default(), Ask::default());
+        let (friday, _) = counters(key, ms(2026, 11, 27, 12), &Limits::default(), Ask::default());
+        assert_eq!(sunday[SPEND_WEEK].expires_at_ms, ms(2026, 11, 23, 0));
+        assert_ne!(sunday[SPEND_WEEK].name, monday[SPEND_WEEK].name);
+        assert_eq!(monday[SPEND_WEEK].name, friday[SPEND_WEEK].name);
+        assert_eq!(friday[SPEND_WEEK].expires_at_ms, ms(2026, 11, 30, 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn with_r_prompts_left_exactly_r_of_many_concurrent_requests_are_admitted() {
+        for (q, _) in limiters(ms(2026, 11, 22, 12)).await {
+            let q = Arc::new(q);
+            let key = fresh_key();
+            let limits = Limits { daily: Some(50), ..Limits::default() };
+            let tries: Vec<_> = (0..200)
+                .map(|_| {
+                    let (q, key) = (q.clone(), key.clone());
+                    tokio::spawn(async move { q.admit(&key, &limits, PROMPT).await.is_ok() })
+                })
+                .collect();
+            let mut admitted = 0;
+            for t in tries {
+                admitted += i32::from(t.await.unwrap());
+            }
+            assert_eq!(admitted, 50, "200 attempts, 50 prompts ({})", q.backend_name());
+        }
     }
 }

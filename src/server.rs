@@ -70,6 +70,18 @@ pub async fn serve(
             }
         })
     };
+    // With Redis, other replicas' admin changes arrive at once as notices.
+    let listener_task = state.bus.clone().map(|bus| {
+        let state = state.clone();
+        tokio::spawn(bus.listen(move || {
+            let state = state.clone();
+            async move {
+                if let Err(e) = state.keys.reload(&state.store).await {
+                    tracing::warn!(error = %e, "key cache reload failed; keeping the previous keys");
+                }
+            }
+        }))
+    });
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -106,6 +118,9 @@ pub async fn serve(
     }
     drop(listener);
     reloader.abort();
+    if let Some(task) = listener_task {
+        task.abort();
+    }
     state.draining.store(true, Ordering::Relaxed);
     tracing::info!(
         drain_timeout_ms = settings.drain_timeout.as_millis() as u64,

@@ -509,16 +509,31 @@ impl Store {
         Ok(on_pool!(self, |pool, sql| sqlx::query_as::<_, UsageRow>(sql).bind(request_id).fetch_all(pool).await, SQL)?)
     }
 
-    /// Prompts each key used since `since_ms`, from the ledger (the source of truth for quotas).
-    pub async fn prompts_since(&self, since_ms: i64) -> Result<Vec<(String, i64)>, StoreError> {
-        const SQL: &str = "SELECT key_id, COUNT(*) FROM usage_events WHERE key_id IS NOT NULL AND prompt_counted = TRUE \
-                           AND created_at >= $1 GROUP BY key_id";
-        Ok(on_pool!(
+    /// What each key used since `since_ms`, from the ledger (the source of truth for quotas and budgets).
+    pub async fn ledger_totals_since(&self, since_ms: i64) -> Result<Vec<(String, LedgerTotals)>, StoreError> {
+        const SQL: &str = "SELECT key_id, \
+                           CAST(SUM(CASE WHEN prompt_counted THEN 1 ELSE 0 END) AS BIGINT), \
+                           CAST(SUM(COALESCE(cost_micros, 0)) AS BIGINT), \
+                           CAST(SUM(prompt_tokens + completion_tokens) AS BIGINT) \
+                           FROM usage_events WHERE key_id IS NOT NULL AND created_at >= $1 GROUP BY key_id";
+        let rows = on_pool!(
             self,
-            |pool, sql| sqlx::query_as::<_, (String, i64)>(sql).bind(since_ms).fetch_all(pool).await,
+            |pool, sql| sqlx::query_as::<_, (String, i64, i64, i64)>(sql).bind(since_ms).fetch_all(pool).await,
             SQL
-        )?)
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, prompts, cost_micros, tokens)| (key, LedgerTotals { prompts, cost_micros, tokens }))
+            .collect())
     }
+}
+
+/// A key's totals over a span of the ledger.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LedgerTotals {
+    pub prompts: i64,
+    pub cost_micros: i64,
+    pub tokens: i64,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
@@ -628,6 +643,64 @@ impl Store {
                 .fetch_all(pool)
                 .await,
             text
+        )?)
+    }
+}
+
+/// One ledger row as the admin API shows it.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct UsageEvent {
+    pub request_id: String,
+    pub created_at: i64,
+    pub organization_id: Option<String>,
+    pub key_id: Option<String>,
+    pub requested_model: String,
+    pub served_model: Option<String>,
+    pub provider: Option<String>,
+    pub attempts: i32,
+    pub streamed: bool,
+    pub outcome: String,
+    pub status: i32,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cached_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub usage_source: String,
+    pub cost_micros: Option<i64>,
+    pub latency_ms: i64,
+    pub ttft_ms: Option<i64>,
+    pub error: Option<String>,
+    pub prompt_counted: bool,
+}
+
+impl Store {
+    /// Ledger rows matching the filter, newest first.
+    pub async fn usage_events(
+        &self,
+        filter: &UsageFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<UsageEvent>, StoreError> {
+        const SQL: &str = "SELECT request_id, created_at, organization_id, key_id, requested_model, served_model, \
+             provider, attempts, streamed, outcome, status, prompt_tokens, completion_tokens, cached_tokens, \
+             cache_write_tokens, reasoning_tokens, usage_source, cost_micros, latency_ms, ttft_ms, error, prompt_counted \
+             FROM usage_events \
+             WHERE ($1 IS NULL OR organization_id = $1) AND ($2 IS NULL OR key_id = $2) AND ($3 IS NULL OR served_model = $3) \
+             AND created_at >= $4 AND created_at < $5 ORDER BY created_at DESC, request_id DESC LIMIT $6 OFFSET $7";
+        Ok(on_pool!(
+            self,
+            |pool, sql| sqlx::query_as::<_, UsageEvent>(sql)
+                .bind(&filter.organization_id)
+                .bind(&filter.key_id)
+                .bind(&filter.model)
+                .bind(filter.from)
+                .bind(filter.to)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(pool)
+                .await,
+            SQL
         )?)
     }
 }

@@ -56,7 +56,7 @@ pub struct ActiveKey {
     pub caller: crate::routing::Caller,
     pub organization_id: String,
     pub plan: String,
-    pub limits: crate::limits::PromptLimits,
+    pub limits: crate::limits::Limits,
     pub expires_at: Option<i64>,
     pub models: Option<Vec<String>>,
 }
@@ -117,14 +117,28 @@ fn active(r: KeyRow, plans: &HashMap<String, PlanRow>) -> ActiveKey {
             plan_alias: plan.and_then(|p| p.public_alias.clone()),
         },
         organization_id: r.organization_id,
-        limits: crate::limits::PromptLimits {
-            daily: r.limits.daily_prompt_quota.or(plan.and_then(|p| p.daily_prompt_quota)),
-            monthly: r.limits.monthly_prompt_quota.or(plan.and_then(|p| p.monthly_prompt_quota)),
-            rpm: r.limits.rpm_limit.or(plan.and_then(|p| p.rpm_limit)),
-        },
+        limits: limits(&r.limits, plan),
         plan: r.plan,
         expires_at: r.expires_at,
         models,
+    }
+}
+
+/// A key's limits: each of its own settings, or its plan's. The budget and its period go together.
+fn limits(own: &crate::store::KeyLimits, plan: Option<&PlanRow>) -> crate::limits::Limits {
+    let (budget_micros, period) = match own.budget_micros {
+        Some(b) => (Some(b), own.budget_period.as_deref()),
+        None => (plan.and_then(|p| p.budget_micros), plan.and_then(|p| p.budget_period.as_deref())),
+    };
+    crate::limits::Limits {
+        daily: own.daily_prompt_quota.or(plan.and_then(|p| p.daily_prompt_quota)),
+        monthly: own.monthly_prompt_quota.or(plan.and_then(|p| p.monthly_prompt_quota)),
+        rpm: own.rpm_limit.or(plan.and_then(|p| p.rpm_limit)),
+        tpm: own.tpm_limit.or(plan.and_then(|p| p.tpm_limit)),
+        max_parallel: own.max_parallel.or(plan.and_then(|p| p.max_parallel)),
+        budget_micros,
+        budget_period: period.and_then(crate::limits::Period::parse).unwrap_or_default(),
+        monthly_token_allowance: plan.and_then(|p| p.monthly_token_allowance),
     }
 }
 

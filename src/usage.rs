@@ -25,6 +25,8 @@ pub enum Outcome {
     ClientDisconnected,
     /// The server's drain deadline cut the request.
     ShutDown,
+    /// Refused at admission by one of its key's limits; nothing was sent upstream.
+    Rejected,
 }
 
 impl Outcome {
@@ -35,6 +37,7 @@ impl Outcome {
             Outcome::Interrupted => "interrupted",
             Outcome::ClientDisconnected => "client_disconnected",
             Outcome::ShutDown => "shut_down",
+            Outcome::Rejected => "rejected",
         }
     }
 }
@@ -126,8 +129,8 @@ pub struct UsageGuard {
     streamed_chars: usize,
     provider_usage: Option<Usage>,
     prices: Prices,
-    /// The prompt this request took from its key's quotas, refunded if nothing served it.
-    reservation: Option<(Arc<crate::limits::Quotas>, crate::limits::Reservation)>,
+    /// What this request holds of its key's limits, settled to what it used when the record is emitted.
+    admission: Option<(Arc<crate::limits::Limiter>, crate::limits::Admission)>,
 }
 
 /// A model's prices as integer pico-USD per token (USD per million tokens × 10⁶), so costs are computed
@@ -203,7 +206,7 @@ impl UsageGuard {
             streamed_chars: 0,
             provider_usage: None,
             prices: Prices::default(),
-            reservation: None,
+            admission: None,
         }
     }
 
@@ -216,9 +219,9 @@ impl UsageGuard {
         self.prices = prices;
     }
 
-    /// The quota reservation to settle with this request.
-    pub fn hold(&mut self, quotas: Arc<crate::limits::Quotas>, reservation: crate::limits::Reservation) {
-        self.reservation = Some((quotas, reservation));
+    /// The limits this request holds, to settle when it ends.
+    pub fn hold(&mut self, limiter: Arc<crate::limits::Limiter>, admission: crate::limits::Admission) {
+        self.admission = Some((limiter, admission));
     }
 
     /// Who is paying: set once the caller is known.
@@ -276,10 +279,16 @@ impl UsageGuard {
         r.cost_micros = self.prices.cost_micros(r.prompt_tokens, r.cached_tokens, r.completion_tokens);
         // A prompt is used when a provider took the request on, whether or not the client stayed.
         r.prompt_counted = r.served_model.is_some() && outcome != Outcome::Failed;
-        if let Some((quotas, reservation)) = self.reservation.take()
-            && !r.prompt_counted
-        {
-            quotas.refund(&reservation);
+        if let Some((limiter, admission)) = self.admission.take() {
+            let tokens = r.prompt_tokens.saturating_add(r.completion_tokens);
+            limiter.settle(
+                admission,
+                crate::limits::Used {
+                    prompt_counted: r.prompt_counted,
+                    tokens: i64::try_from(tokens).unwrap_or(i64::MAX),
+                    cost_micros: r.cost_micros.unwrap_or(0),
+                },
+            );
         }
         self.sink.record(r);
     }

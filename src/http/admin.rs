@@ -185,7 +185,7 @@ pub async fn update_organization(
     org.updated_at = now_ms();
     state.store.update_organization(&org).await?;
     // Blocked providers travel with the cached keys.
-    state.keys.reload(&state.store).await?;
+    state.keys_changed().await?;
     let after = organization_json(&org);
     audit(&state, "organization.update", "organization", &id, Some(&before), Some(&after)).await;
     Ok(Json(after))
@@ -200,7 +200,7 @@ pub async fn delete_organization(
         return Err(not_found("organization", &id));
     }
     audit(&state, "organization.delete", "organization", &id, Some(&organization_json(&before)), None).await;
-    state.keys.reload(&state.store).await?;
+    state.keys_changed().await?;
     Ok(Json(json!({"id": id, "object": "organization", "deleted": true})))
 }
 
@@ -334,7 +334,7 @@ pub async fn create_key(
         Err(KeySpecError::Store(e)) => return Err(e.into()),
         Err(e) => return Err(GatewayError::invalid_value(e.to_string(), e.param())),
     };
-    state.keys.reload(&state.store).await?;
+    state.keys_changed().await?;
     let view = key_json(&row);
     audit(&state, "key.create", "api_key", &row.id, None, Some(&view)).await;
     let mut out = view;
@@ -365,7 +365,7 @@ pub async fn revoke_key(
 ) -> Result<Json<Value>, GatewayError> {
     let before = state.store.key(&id).await?.ok_or_else(|| not_found("key", &id))?;
     state.store.revoke_key(&id, now_ms()).await?;
-    state.keys.reload(&state.store).await?;
+    state.keys_changed().await?;
     let key = state.store.key(&id).await?.ok_or_else(|| not_found("key", &id))?;
     audit(&state, "key.revoke", "api_key", &id, Some(&key_json(&before)), Some(&key_json(&key))).await;
     Ok(Json(key_json(&key)))
@@ -375,19 +375,45 @@ pub async fn revoke_key(
 pub async fn own_key(
     State(state): State<Arc<AppState>>,
     key: Option<axum::Extension<Arc<crate::tenancy::ActiveKey>>>,
-) -> Json<Value> {
+) -> Result<Json<Value>, GatewayError> {
     let Some(axum::Extension(key)) = key else {
-        return Json(json!({"object": "key", "master": true, "limits": null}));
+        return Ok(Json(json!({"object": "key", "master": true, "limits": null})));
     };
-    let (day, month) = state.quotas.used(&key.id);
+    let used = state.limiter.snapshot(&key.id).await.map_err(|e| {
+        tracing::error!(error = %e, "limits store unavailable");
+        GatewayError::limits_unavailable()
+    })?;
+    let l = &key.limits;
     let left = |limit: Option<i64>, used: i64| limit.map(|l| (l - used).max(0));
-    Json(json!({
+    let spent = match l.budget_period {
+        crate::limits::Period::Day => used.spend_day_micros,
+        crate::limits::Period::Week => used.spend_week_micros,
+        crate::limits::Period::Month => used.spend_month_micros,
+    };
+    let usd = |m: i64| m as f64 / 1e6;
+    Ok(Json(json!({
         "object": "key", "id": key.id, "organization_id": key.organization_id, "plan": key.plan,
         "expires_at": key.expires_at, "models": key.models,
-        "limits": {"daily_prompt_quota": key.limits.daily, "monthly_prompt_quota": key.limits.monthly},
-        "used": {"prompts_today": day, "prompts_this_month": month},
-        "remaining": {"prompts_today": left(key.limits.daily, day), "prompts_this_month": left(key.limits.monthly, month)},
-    }))
+        "limits": {
+            "daily_prompt_quota": l.daily, "monthly_prompt_quota": l.monthly, "rpm_limit": l.rpm,
+            "tpm_limit": l.tpm, "max_parallel": l.max_parallel, "budget_usd": l.budget_micros.map(usd),
+            "budget_period": l.budget_micros.map(|_| l.budget_period.as_str()),
+            "monthly_token_allowance": l.monthly_token_allowance,
+        },
+        "used": {
+            "prompts_today": used.prompts_day, "prompts_this_month": used.prompts_month,
+            "in_flight": used.in_flight, "tokens_this_month": used.tokens_month,
+            "spend_today_usd": usd(used.spend_day_micros), "spend_this_week_usd": usd(used.spend_week_micros),
+            "spend_this_month_usd": usd(used.spend_month_micros),
+        },
+        "remaining": {
+            "prompts_today": left(l.daily, used.prompts_day),
+            "prompts_this_month": left(l.monthly, used.prompts_month),
+            "budget_usd": l.budget_micros.map(|b| usd((b - spent).max(0))),
+            "included_tokens_this_month": left(l.monthly_token_allowance, used.tokens_month),
+        },
+        "overage_tokens_this_month": l.monthly_token_allowance.map(|a| (used.tokens_month - a).max(0)),
+    })))
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -417,7 +443,7 @@ pub async fn regenerate_key(
     if !state.store.rotate_key(&id, &new.hash, &new.display_prefix, now + grace * 1000, now).await? {
         return Err(not_found("active key", &id));
     }
-    state.keys.reload(&state.store).await?;
+    state.keys_changed().await?;
     let row = state.store.key(&id).await?.ok_or_else(|| not_found("key", &id))?;
     let mut out = key_json(&row);
     audit(
@@ -433,17 +459,40 @@ pub async fn regenerate_key(
     Ok(Json(out))
 }
 
+/// For PATCH bodies: a field left out is `None` (unchanged), `null` is `Some(None)` (cleared).
+fn nullable<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyPatch {
     name: Option<String>,
     plan: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
     models: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "nullable")]
     expires_at: Option<Option<i64>>,
     metadata: Option<serde_json::Map<String, Value>>,
+    // A key's own limits; null goes back to the plan's.
+    #[serde(default, deserialize_with = "nullable")]
+    daily_prompt_quota: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    monthly_prompt_quota: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    rpm_limit: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    tpm_limit: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    max_parallel: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    budget_usd: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    budget_period: Option<Option<String>>,
 }
 
-/// `PATCH /admin/v1/keys/{id}`: name, plan, models (null: any), expiry (null: never), metadata.
+/// `PATCH /admin/v1/keys/{id}`: name, plan, models (null: any), expiry (null: never), metadata, and the
+/// key's own limits (null: the plan's).
 pub async fn update_key(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -479,9 +528,42 @@ pub async fn update_key(
     if let Some(metadata) = patch.metadata {
         key.metadata = Value::Object(metadata).to_string();
     }
+    // The new values are checked as a whole, then each one given replaces the key's own.
+    let given = LimitFields {
+        daily_prompt_quota: patch.daily_prompt_quota.flatten(),
+        monthly_prompt_quota: patch.monthly_prompt_quota.flatten(),
+        rpm_limit: patch.rpm_limit.flatten(),
+        tpm_limit: patch.tpm_limit.flatten(),
+        max_parallel: patch.max_parallel.flatten(),
+        budget_usd: patch.budget_usd.flatten(),
+        budget_period: patch.budget_period.clone().flatten(),
+    }
+    .validate()?;
+    let l = &mut key.limits;
+    if patch.daily_prompt_quota.is_some() {
+        l.daily_prompt_quota = given.daily_prompt_quota;
+    }
+    if patch.monthly_prompt_quota.is_some() {
+        l.monthly_prompt_quota = given.monthly_prompt_quota;
+    }
+    if patch.rpm_limit.is_some() {
+        l.rpm_limit = given.rpm_limit;
+    }
+    if patch.tpm_limit.is_some() {
+        l.tpm_limit = given.tpm_limit;
+    }
+    if patch.max_parallel.is_some() {
+        l.max_parallel = given.max_parallel;
+    }
+    if patch.budget_usd.is_some() {
+        l.budget_micros = given.budget_micros;
+    }
+    if patch.budget_period.is_some() {
+        l.budget_period = given.budget_period;
+    }
     key.updated_at = now;
     state.store.update_key(&key).await?;
-    state.keys.reload(&state.store).await?;
+    state.keys_changed().await?;
     let after = key_json(&key);
     audit(&state, "key.update", "api_key", &id, Some(&before), Some(&after)).await;
     Ok(Json(after))
@@ -573,7 +655,7 @@ pub async fn update_plan(
     }
     let row = req.into_row(name, existing.created_at)?;
     state.store.upsert_plan(&row).await?;
-    state.keys.reload(&state.store).await?;
+    state.keys_changed().await?;
     let (before, after) =
         (serde_json::to_value(&existing).unwrap_or_default(), serde_json::to_value(&row).unwrap_or_default());
     audit(&state, "plan.update", "plan", &row.name, Some(&before), Some(&after)).await;
@@ -602,6 +684,36 @@ pub struct UsageQuery {
     /// Unix milliseconds, exclusive; default now.
     to: Option<i64>,
     group_by: Option<crate::store::UsageGroup>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageEventsQuery {
+    organization_id: Option<String>,
+    key_id: Option<String>,
+    model: Option<String>,
+    from: Option<i64>,
+    to: Option<i64>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+/// `GET /admin/v1/usage/requests`: the ledger's rows, one per request, newest first.
+pub async fn usage_events(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<UsageEventsQuery>,
+) -> Result<Json<Value>, GatewayError> {
+    let now = now_ms();
+    let filter = crate::store::UsageFilter {
+        organization_id: q.organization_id,
+        key_id: q.key_id,
+        model: q.model,
+        from: q.from.unwrap_or(now - 30 * 86_400_000),
+        to: q.to.unwrap_or(now + 1),
+    };
+    let (limit, offset) = (q.limit.unwrap_or(50).clamp(1, 500), q.offset.unwrap_or(0).max(0));
+    let rows = state.store.usage_events(&filter, limit, offset).await?;
+    Ok(Json(json!({"object": "list", "data": rows, "limit": limit, "offset": offset})))
 }
 
 /// `GET /admin/v1/usage`: requests, tokens and spend by day, model or key.

@@ -19,9 +19,8 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::observe::RequestId;
-use super::{GatewayError, body};
+use super::{GatewayError, admission, body};
 use crate::app::AppState;
-use crate::limits::Reservation;
 use crate::providers::exec::{self, ChunkStream};
 use crate::providers::{ErrorKind, ProviderError};
 use crate::routing::{Caller, Fallback, ModelEntry, RequestFeatures, RoutePlan};
@@ -47,36 +46,24 @@ pub async fn create_chat_completion(
     let mut req: ChatRequest = body::decode(&bytes)?;
     drop(bytes);
     validate(&req)?;
-    let plan = {
+    let (plan, ask) = {
         let features = RequestFeatures::for_chat(&req)
             .map_err(|field| GatewayError::invalid_value(format!("'{field}' has an invalid value."), &field))?;
         let caller = key.as_ref().map_or_else(Caller::default, |Extension(k)| k.caller.clone());
-        state.catalog.plan(&req.model, &caller, &features)?
+        let plan = state.catalog.plan(&req.model, &caller, &features)?;
+        let ask = admission::ask(&features, &plan, 1, req.n.unwrap_or(1));
+        (plan, ask)
     };
     // Switchyard's own fields are not forwarded.
     req.extra.remove("prefer");
     req.extra.remove("models");
 
-    // Admission: one prompt from the key's daily and monthly quotas, taken atomically (refunded if
-    // nothing serves the request).
-    let reservation = match &key {
-        Some(Extension(key)) => {
-            let r = state
-                .quotas
-                .reserve(&key.id, key.limits)
-                .map_err(|e| GatewayError::quota_exceeded(&e, state.quotas.now_ms()))?;
-            Some(r)
-        }
-        None => None,
-    };
     let mut usage = UsageGuard::new(state.usage.clone(), &request_id.0, &req, started.into_std());
     if let Some(Extension(key)) = &key {
         usage.set_caller(&key.organization_id, &key.id);
     }
-    let quota_headers = reservation.clone();
-    if let Some(r) = reservation {
-        usage.hold(state.quotas.clone(), r);
-    }
+    // Admission: every limit of the key at once; the guard settles the holds whatever happens next.
+    let (mut usage, limits_view) = admission::admit(&state, key.as_ref().map(|Extension(k)| k), ask, usage).await?;
     let wants_usage = req.wants_stream_usage();
     if req.is_streaming() {
         // Switchyard always learns a stream's usage; the caller's own choice is honoured when forwarding.
@@ -103,7 +90,7 @@ pub async fn create_chat_completion(
                         response.headers_mut().insert("x-switchyard-cost-micros", HeaderValue::from(micros));
                     }
                     route_headers(response.headers_mut(), &plan, &fallback, &target);
-                    quota_remaining_headers(response.headers_mut(), &quota_headers);
+                    admission::headers(response.headers_mut(), limits_view.as_ref());
                     return Ok(response);
                 }
                 Err(e) => {
@@ -141,7 +128,7 @@ pub async fn create_chat_completion(
                 // Tells nginx-style proxies in front of us not to buffer the stream.
                 h.insert("x-accel-buffering", HeaderValue::from_static("no"));
                 route_headers(h, &plan, &fallback, &target);
-                quota_remaining_headers(h, &quota_headers);
+                admission::headers(h, limits_view.as_ref());
                 return Ok(response);
             }
             Err(e) => {
@@ -212,26 +199,6 @@ fn add_cost(u: &mut Usage, prices: Prices) -> Option<i64> {
     let usd = serde_json::Number::from_f64(micros as f64 / 1e6)?;
     u.extra.insert("cost".to_owned(), serde_json::Value::Number(usd));
     Some(micros)
-}
-
-/// The prompts a key has left today and this month, after this request.
-fn quota_remaining_headers(h: &mut HeaderMap, reservation: &Option<Reservation>) {
-    let Some(Reservation { remaining_day: day, remaining_month: month, rate, .. }) = reservation else { return };
-    // OpenAI's request-rate headers, which the SDKs and many clients read.
-    if let Some((limit, left, reset_ms)) = *rate {
-        h.insert("x-ratelimit-limit-requests", HeaderValue::from(limit));
-        h.insert("x-ratelimit-remaining-requests", HeaderValue::from(left.max(0)));
-        if let Ok(v) = HeaderValue::from_str(&format!("{}ms", reset_ms.max(0))) {
-            h.insert("x-ratelimit-reset-requests", v);
-        }
-    }
-    for (name, value) in [("x-switchyard-prompts-remaining-day", day), ("x-switchyard-prompts-remaining-month", month)]
-    {
-        let text = value.map_or_else(|| "unlimited".to_owned(), |v| v.to_string());
-        if let Ok(v) = HeaderValue::from_str(&text) {
-            h.insert(name, v);
-        }
-    }
 }
 
 /// Records the request's failure and turns it into the client's error.

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::chat::{all_failed, route_headers};
 use super::observe::RequestId;
-use super::{GatewayError, body};
+use super::{GatewayError, admission, body};
 use crate::app::AppState;
 use crate::providers::{ProviderError, exec};
 use crate::routing::{Caller, Fallback, RequestFeatures};
@@ -41,13 +41,17 @@ pub async fn create_embeddings(
     if req.dimensions == Some(0) {
         return Err(GatewayError::invalid_value("'dimensions' must be at least 1.", "dimensions"));
     }
-    let plan = {
+    let (plan, ask) = {
         let texts = req.input.texts().unwrap_or_default();
-        state.catalog.plan(&req.model, &caller_of(&key), &RequestFeatures::for_embeddings(texts))?
+        let features = RequestFeatures::for_embeddings(texts);
+        let plan = state.catalog.plan(&req.model, &caller_of(&key), &features)?;
+        let ask = admission::ask(&features, &plan, 0, 1);
+        (plan, ask)
     };
     let estimate = req.input.texts().map_or(0, |t| t.iter().map(|s| s.len().div_ceil(4) as u64).sum());
-    let mut usage =
+    let usage =
         UsageGuard::for_request(state.usage.clone(), &request_id.0, &req.model, false, estimate, started.into_std());
+    let (mut usage, limits_view) = admit(&state, &key, ask, usage).await?;
     let wanted = req.encoding_format.unwrap_or(EncodingFormat::Float);
     let mut fallback = Fallback::new(&plan, &state.router, started);
     while let Some(target) = fallback.next().await {
@@ -80,9 +84,24 @@ pub async fn create_embeddings(
         usage.finish(Outcome::Completed, 200, None);
         let mut response = ([(header::CONTENT_TYPE, "application/json")], json).into_response();
         route_headers(response.headers_mut(), &plan, &fallback, &target);
+        admission::headers(response.headers_mut(), limits_view.as_ref());
         return Ok(response);
     }
     Err(all_failed(usage, &fallback, &plan))
+}
+
+/// Records who pays, then admits the request against the key's limits (no prompt is used).
+async fn admit(
+    state: &AppState,
+    key: &Option<Extension<Arc<ActiveKey>>>,
+    ask: crate::limits::Ask,
+    mut usage: UsageGuard,
+) -> Result<(UsageGuard, Option<crate::limits::View>), GatewayError> {
+    let key = key.as_ref().map(|Extension(k)| k);
+    if let Some(k) = key {
+        usage.set_caller(&k.organization_id, &k.id);
+    }
+    admission::admit(state, key, ask, usage).await
 }
 
 /// What routing must respect for the calling key (nothing for the master key).
@@ -130,10 +149,11 @@ pub async fn create_moderation(
     let mut req: ModerationRequest = body::decode(&bytes)?;
     drop(bytes);
     let requested = req.model.clone().unwrap_or_else(|| DEFAULT_MODERATION_MODEL.to_owned());
-    let plan =
-        state.catalog.plan(&requested, &caller_of(&key), &RequestFeatures::for_embeddings(Vec::new()).moderation())?;
-    let mut usage =
-        UsageGuard::for_request(state.usage.clone(), &request_id.0, &requested, false, 0, started.into_std());
+    let features = RequestFeatures::for_embeddings(Vec::new()).moderation();
+    let plan = state.catalog.plan(&requested, &caller_of(&key), &features)?;
+    let ask = admission::ask(&features, &plan, 0, 1);
+    let usage = UsageGuard::for_request(state.usage.clone(), &request_id.0, &requested, false, 0, started.into_std());
+    let (mut usage, limits_view) = admit(&state, &key, ask, usage).await?;
     let mut fallback = Fallback::new(&plan, &state.router, started);
     while let Some(target) = fallback.next().await {
         usage.set_served(&target.name, &target.provider.name, target.prices());
@@ -148,6 +168,7 @@ pub async fn create_moderation(
                 usage.finish(Outcome::Completed, 200, None);
                 let mut response = ([(header::CONTENT_TYPE, "application/json")], resp.to_string()).into_response();
                 route_headers(response.headers_mut(), &plan, &fallback, &target);
+                admission::headers(response.headers_mut(), limits_view.as_ref());
                 return Ok(response);
             }
             Err(e) => {

@@ -98,38 +98,85 @@ impl GatewayError {
         )
     }
 
-    /// A key's prompt quota is used up: waiting helps only at the window's end, so SDKs are told not to retry.
-    pub fn quota_exceeded(e: &crate::limits::QuotaExceeded, now_ms: i64) -> Self {
-        let wait = std::time::Duration::from_millis((e.resets_at_ms - now_ms).max(0) as u64);
-        if e.window == "per-minute" {
-            // A rate limit: waiting helps, and soon, so the SDKs may retry after the window.
-            let mut g = Self::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                Some("rate_limit_exceeded"),
-                format!(
-                    "Rate limit of {} requests per minute reached for this key; retry in {} ms.",
-                    e.limit,
-                    wait.as_millis()
-                ),
-            );
-            g.retry_after = Some(wait);
-            return g;
-        }
-        let mut g = Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "insufficient_quota",
-            Some("insufficient_quota"),
-            format!(
-                "This key's {} prompt quota of {} is used up; it resets in {} seconds (at the start of the next UTC {}).",
-                e.window,
-                e.limit,
-                ((e.resets_at_ms - now_ms).max(0) as u64).div_ceil(1000),
-                if e.window == "daily" { "day" } else { "month" },
+    /// A key's limit was reached. Rate limits (per minute, in flight) pass soon, so the SDKs may retry after
+    /// `retry-after`; quotas and budgets pass only at their window's end, so the SDKs are told not to retry.
+    pub fn limit_exceeded(e: &crate::limits::Exceeded, now_ms: i64) -> Self {
+        use crate::limits::Limit;
+        let wait_ms = e.resets_at_ms.map_or(1_000, |at| (at - now_ms).max(0));
+        let seconds = (wait_ms as u64).div_ceil(1000);
+        let usd = super::admission::usd;
+        let (rate_limit, message) = match e.limit {
+            Limit::Parallel => {
+                (true, format!("This key may have {} requests in flight at once; wait for one to finish.", e.max))
+            }
+            Limit::Rpm => (
+                true,
+                format!("Rate limit of {} requests per minute reached for this key; retry in {wait_ms} ms.", e.max),
             ),
+            Limit::Tpm if e.asked > e.max => (
+                false,
+                format!(
+                    "This request needs about {} tokens, more than this key's limit of {} tokens per minute; \
+                     lower max_tokens or shorten the prompt.",
+                    e.asked, e.max
+                ),
+            ),
+            Limit::Tpm => (
+                true,
+                format!(
+                    "Rate limit of {} tokens per minute reached for this key ({} used, this request needs about {}); \
+                     retry in {wait_ms} ms.",
+                    e.max, e.used, e.asked
+                ),
+            ),
+            Limit::DailyPrompts | Limit::MonthlyPrompts => {
+                let (window, unit) =
+                    if e.limit == Limit::DailyPrompts { ("daily", "day") } else { ("monthly", "month") };
+                (
+                    false,
+                    format!(
+                        "This key's {window} prompt quota of {} is used up; it resets in {seconds} seconds \
+                         (at the start of the next UTC {unit}).",
+                        e.max
+                    ),
+                )
+            }
+            Limit::Budget(period) => (
+                false,
+                format!(
+                    "This key's budget of ${} per {} would be exceeded: ${} is spent or held by running requests, \
+                     and this request may cost up to ${} (set max_tokens to lower that). It resets in {seconds} seconds.",
+                    usd(e.max),
+                    period.as_str(),
+                    usd(e.used),
+                    usd(e.asked)
+                ),
+            ),
+        };
+        let too_large = e.limit == Limit::Tpm && e.asked > e.max;
+        let mut g = if rate_limit || too_large {
+            Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", Some("rate_limit_exceeded"), message)
+        } else {
+            Self::new(StatusCode::TOO_MANY_REQUESTS, "insufficient_quota", Some("insufficient_quota"), message)
+        };
+        if !too_large {
+            g.retry_after = Some(std::time::Duration::from_millis(wait_ms as u64));
+        }
+        if !rate_limit {
+            g.should_retry = Some(false);
+        }
+        g
+    }
+
+    /// The shared counters cannot be reached: limits are not waived, so the request is refused for now.
+    pub fn limits_unavailable() -> Self {
+        let mut g = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api_error",
+            Some("limits_unavailable"),
+            "Switchyard cannot check this key's limits right now; retry shortly.",
         );
-        g.retry_after = Some(std::time::Duration::from_millis((e.resets_at_ms - now_ms).max(0) as u64));
-        g.should_retry = Some(false);
+        g.retry_after = Some(std::time::Duration::from_secs(1));
         g
     }
 

@@ -54,18 +54,19 @@ pub struct RequestFeatures<'a> {
     pub models: Vec<String>,
     texts: Vec<&'a str>,
     prompt_bytes: usize,
+    image_parts: usize,
     tokens: OnceCell<u64>,
 }
 
 impl<'a> RequestFeatures<'a> {
     pub fn for_chat(req: &'a ChatRequest) -> Result<Self, String> {
         let mut texts = Vec::with_capacity(req.messages.len());
-        let mut images = false;
+        let mut image_parts = 0;
         for m in &req.messages {
             match &m.content {
                 Some(Content::Text(t)) => texts.push(t.as_str()),
                 Some(Content::Parts(parts)) => {
-                    images |= parts.iter().any(|p| p.image_url.is_some());
+                    image_parts += parts.iter().filter(|p| p.image_url.is_some()).count();
                     texts.extend(parts.iter().filter_map(|p| p.text.as_deref()));
                 }
                 None => {}
@@ -83,7 +84,7 @@ impl<'a> RequestFeatures<'a> {
         Ok(RequestFeatures {
             tools: req.tools.as_ref().is_some_and(|t| !t.is_empty())
                 && !req.tool_choice.as_ref().is_some_and(|c| c.is_none()),
-            images,
+            images: image_parts > 0,
             json_schema: req.response_format.as_ref().is_some_and(|f| f.kind == "json_schema"),
             embeddings: false,
             moderation: false,
@@ -92,6 +93,7 @@ impl<'a> RequestFeatures<'a> {
             models,
             prompt_bytes: texts.iter().map(|t| t.len()).sum(),
             texts,
+            image_parts,
             tokens: OnceCell::new(),
         })
     }
@@ -108,6 +110,7 @@ impl<'a> RequestFeatures<'a> {
             models: Vec::new(),
             prompt_bytes: texts.iter().map(|t| t.len()).sum(),
             texts,
+            image_parts: 0,
             tokens: OnceCell::new(),
         }
     }
@@ -122,6 +125,17 @@ impl<'a> RequestFeatures<'a> {
     /// The prompt's tokens, counted with the tokenizer the first time they matter.
     pub fn prompt_tokens(&self) -> u64 {
         *self.tokens.get_or_init(|| super::tokens::count(&self.texts))
+    }
+
+    /// An upper bound of the prompt's tokens without running the tokenizer: a token is at least one byte,
+    /// plus message framing, plus the most a provider charges for one image (a high-detail tile grid).
+    pub fn prompt_token_bound(&self) -> u64 {
+        self.prompt_bytes as u64 + 3 + 4 * self.texts.len() as u64 + 2_000 * self.image_parts as u64
+    }
+
+    /// A rough count of the prompt's tokens (about four bytes a token), for holds that settle to the actual.
+    pub fn prompt_token_estimate(&self) -> u64 {
+        (self.prompt_bytes as u64).div_ceil(4) + 3 + 4 * self.texts.len() as u64 + 1_000 * self.image_parts as u64
     }
 
     /// Whether the prompt plus the requested output fits `window`. Bytes bound tokens from above, so

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Harness, MASTER_KEY, error_of, hello};
+use crate::support::{Harness, MASTER_KEY, Setup, error_of, hello};
 
 async fn admin(h: &Harness, method: reqwest::Method, path: &str, body: Option<Value>) -> reqwest::Response {
     let mut req = h.client.request(method, h.url(path)).bearer_auth(MASTER_KEY);
@@ -361,6 +361,23 @@ async fn plans_and_keys_can_be_edited_and_limits_are_validated() {
         async move { req.send().await.unwrap().status().as_u16() }
     };
     assert_eq!((own_chat().await, own_chat().await), (200, 429));
+    // PATCH changes a key's own limits; null hands a limit back to the plan.
+    let own_path = format!("/admin/v1/keys/{}", own["id"].as_str().unwrap());
+    let resp =
+        admin(&h, reqwest::Method::PATCH, &own_path, Some(json!({"daily_prompt_quota": 2, "tpm_limit": 100000}))).await;
+    let patched: Value = resp.json().await.unwrap();
+    assert_eq!((patched["daily_prompt_quota"].as_i64(), patched["tpm_limit"].as_i64()), (Some(2), Some(100000)));
+    assert_eq!(patched["budget_usd"].as_f64(), Some(5.5), "what the patch leaves out is kept");
+    assert_eq!((own_chat().await, own_chat().await), (200, 429));
+    let resp = admin(&h, reqwest::Method::PATCH, &own_path, Some(json!({"daily_prompt_quota": null}))).await;
+    assert_eq!(resp.json::<Value>().await.unwrap()["daily_prompt_quota"], Value::Null);
+    assert_eq!(own_chat().await, 200, "back to the pro plan's 3000 a day");
+    let (status, body) =
+        error_of(admin(&h, reqwest::Method::PATCH, &own_path, Some(json!({"budget_usd": -1}))).await).await;
+    assert_eq!((status, body["error"]["param"].as_str()), (400, Some("budget_usd")));
+    let (status, body) =
+        error_of(admin(&h, reqwest::Method::PATCH, &own_path, Some(json!({"budget_period": "fortnight"}))).await).await;
+    assert_eq!((status, body["error"]["param"].as_str()), (400, Some("budget_period")));
     let (status, body) = error_of(
         admin(
             &h,
@@ -459,5 +476,197 @@ async fn a_per_minute_rate_limit_answers_with_openai_rate_limit_headers() {
         let (status, body) = error_of(third).await;
         assert_eq!((status, body["error"]["code"].as_str()), (429, Some("rate_limit_exceeded")));
         return;
+    }
+}
+
+async fn key_with(h: &Harness, org: &str, fields: Value) -> (String, String) {
+    let mut body = json!({"organization_id": org, "plan": "unlimited", "name": "limited"});
+    body.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
+    let resp = admin(h, reqwest::Method::POST, "/admin/v1/keys", Some(body)).await;
+    assert_eq!(resp.status(), 201);
+    let key: Value = resp.json().await.unwrap();
+    (key["id"].as_str().unwrap().to_owned(), key["key"].as_str().unwrap().to_owned())
+}
+
+/// Waits until the ledger holds `n` rows for the key, and returns them.
+async fn ledger_rows(h: &Harness, key_id: &str, n: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let page: Value =
+            admin(h, reqwest::Method::GET, &format!("/admin/v1/usage/requests?key_id={key_id}&limit=500"), None)
+                .await
+                .json()
+                .await
+                .unwrap();
+        let rows = page["data"].as_array().cloned().unwrap_or_default();
+        if rows.len() >= n || std::time::Instant::now() > deadline {
+            return rows;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_budget_is_never_passed_by_concurrent_requests_and_responses_say_what_is_left() {
+    let h = Harness::start().await;
+    let org = new_org(&h, "Kappa").await;
+    // $0.0006 a day. test-model costs 1 micro-USD per prompt token and 2 per completion token, so a
+    // request capped at 30 output tokens may cost about 75 micro-USD and really costs about 30.
+    let (id, secret) =
+        key_with(&h, org["id"].as_str().unwrap(), json!({"budget_usd": 0.0006, "budget_period": "day"})).await;
+    let body = json!({"model": "test-model", "max_tokens": 30, "messages": [{"role": "user", "content": "Say hello"}]});
+    let sends = (0..60).map(|_| {
+        let req = h.client.post(h.url("/v1/chat/completions")).bearer_auth(&secret).json(&body);
+        async move { req.send().await.unwrap() }
+    });
+    let mut ok = 0;
+    let mut refused = 0;
+    for resp in futures_util::future::join_all(sends).await {
+        match resp.status().as_u16() {
+            200 => {
+                ok += 1;
+                assert_eq!(resp.headers()["x-switchyard-budget-limit-usd"], "0.000600");
+                assert_eq!(resp.headers()["x-switchyard-budget-period"], "day");
+                let left: f64 = resp.headers()["x-switchyard-budget-remaining-usd"].to_str().unwrap().parse().unwrap();
+                assert!((0.0..0.0006).contains(&left));
+            }
+            429 => {
+                assert_eq!(resp.headers()["x-should-retry"], "false");
+                let (_, e) = error_of(resp).await;
+                assert_eq!(e["error"]["code"], "insufficient_quota");
+                assert!(e["error"]["message"].as_str().unwrap().contains("budget of $0.000600 per day"), "{e}");
+                refused += 1;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(ok >= 5 && refused > 0, "{ok} served, {refused} refused");
+    let rows = ledger_rows(&h, &id, 60).await;
+    assert_eq!(rows.len(), 60, "every request is in the ledger once, refusals too");
+    let spent: i64 = rows.iter().filter_map(|r| r["cost_micros"].as_i64()).sum();
+    assert!(spent <= 600, "spend {spent} passed the budget");
+    assert_eq!(rows.iter().filter(|r| r["outcome"] == "rejected").count(), refused);
+    assert!(
+        rows.iter()
+            .filter(|r| r["outcome"] == "rejected")
+            .all(|r| r["status"] == 429 && r["cost_micros"].as_i64().unwrap_or(0) == 0)
+    );
+
+    // The key's own view agrees with the ledger.
+    let me: Value = h.client.get(h.url("/v1/key")).bearer_auth(&secret).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["limits"]["budget_usd"], 0.0006);
+    assert_eq!(me["used"]["spend_today_usd"].as_f64().unwrap(), spent as f64 / 1e6);
+    assert_eq!(me["used"]["in_flight"], 0);
+}
+
+#[tokio::test]
+async fn max_parallel_refuses_requests_beyond_the_limit_while_others_run() {
+    let h = Harness::with(Setup {
+        fake: switchyard::config::FakeSettings { latency_ms: 400, ..Default::default() },
+        ..Setup::default()
+    })
+    .await;
+    let org = new_org(&h, "Lambda").await;
+    let (_, secret) = key_with(&h, org["id"].as_str().unwrap(), json!({"max_parallel": 2})).await;
+    let sends = (0..5).map(|_| {
+        let req = h.client.post(h.url("/v1/chat/completions")).bearer_auth(&secret).json(&hello("test-model"));
+        async move { req.send().await.unwrap() }
+    });
+    let mut statuses = Vec::new();
+    for resp in futures_util::future::join_all(sends).await {
+        let status = resp.status().as_u16();
+        if status == 429 {
+            assert!(resp.headers().contains_key("retry-after"), "waiting helps");
+            let (_, e) = error_of(resp).await;
+            assert_eq!(e["error"]["code"], "rate_limit_exceeded");
+            assert!(e["error"]["message"].as_str().unwrap().contains("2 requests in flight"));
+        }
+        statuses.push(status);
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 429, 429, 429]);
+    // Once they are done, the slots are free again.
+    let again = h.client.post(h.url("/v1/chat/completions")).bearer_auth(&secret).json(&hello("test-model"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let status = again.try_clone().unwrap().send().await.unwrap().status();
+        if status == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "slots never came back");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_tokens_per_minute_limit_shows_in_openai_token_headers_and_refuses_an_oversized_request() {
+    let h = Harness::start().await;
+    let org = new_org(&h, "Mu").await;
+    let (_, secret) = key_with(&h, org["id"].as_str().unwrap(), json!({"tpm_limit": 5000})).await;
+    let resp = h
+        .client
+        .post(h.url("/v1/chat/completions"))
+        .bearer_auth(&secret)
+        .json(&hello("test-model"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-ratelimit-limit-tokens"], "5000");
+    let left: i64 = resp.headers()["x-ratelimit-remaining-tokens"].to_str().unwrap().parse().unwrap();
+    assert!((4900..5000).contains(&left), "{left}");
+    assert!(resp.headers()["x-ratelimit-reset-tokens"].to_str().unwrap().ends_with("ms"));
+
+    let huge = json!({"model": "test-model", "max_tokens": 100000, "messages": [{"role": "user", "content": "Hi"}]});
+    let resp = h.client.post(h.url("/v1/chat/completions")).bearer_auth(&secret).json(&huge).send().await.unwrap();
+    assert_eq!(resp.headers()["x-should-retry"], "false", "waiting would not help");
+    let (status, e) = error_of(resp).await;
+    assert_eq!((status, e["error"]["code"].as_str()), (429, Some("rate_limit_exceeded")));
+    assert!(e["error"]["message"].as_str().unwrap().contains("more than this key's limit of 5000 tokens per minute"));
+}
+
+#[tokio::test]
+async fn two_replicas_share_quotas_and_learn_of_a_revocation_at_once_through_redis() {
+    let h = Harness::start().await;
+    if !h.has_redis() {
+        eprintln!("skipped: several replicas share limits only through Redis, and REDIS_URL is not set");
+        return;
+    }
+    let other = h.replica().await;
+    let org = new_org(&h, "Nu").await;
+    let (_, secret) = key_with(&h, org["id"].as_str().unwrap(), json!({"daily_prompt_quota": 30})).await;
+    // The other replica hears of the new key through Redis (its own key view uses no prompt).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while h.client.get(other.url("/v1/key")).bearer_auth(&secret).send().await.unwrap().status() != 200 {
+        assert!(std::time::Instant::now() < deadline, "the other replica never learned of the new key");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // 60 requests at once, half to each replica, against 30 prompts: exactly 30 get through.
+    let sends = (0..60).map(|i| {
+        let url = if i % 2 == 0 { h.url("/v1/chat/completions") } else { other.url("/v1/chat/completions") };
+        let req = h.client.post(url).bearer_auth(&secret).json(&hello("test-model"));
+        async move { req.send().await.unwrap().status().as_u16() }
+    });
+    let statuses = futures_util::future::join_all(sends).await;
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 30, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 30);
+
+    // A key revoked through one replica stops working on the other well before its periodic reload.
+    let (fresh_id, fresh) = key_with(&h, org["id"].as_str().unwrap(), json!({})).await;
+    let on_other = || {
+        let req = h.client.post(other.url("/v1/chat/completions")).bearer_auth(&fresh).json(&hello("test-model"));
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while on_other().await != 200 {
+        assert!(std::time::Instant::now() < deadline, "the other replica never learned of the new key");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let resp = admin(&h, reqwest::Method::POST, &format!("/admin/v1/keys/{fresh_id}/revoke"), None).await;
+    assert_eq!(resp.status(), 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while on_other().await != 401 {
+        assert!(std::time::Instant::now() < deadline, "the other replica still accepts a revoked key");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

@@ -77,6 +77,8 @@ pub struct Harness {
     pub upstream: FakeUpstream,
     pub usage: Arc<CollectSink>,
     pub client: reqwest::Client,
+    config: Config,
+    opts: AppOptions,
 }
 
 /// Knobs for the harness's configuration.
@@ -211,10 +213,22 @@ impl Harness {
             }),
             usage_sink: usage.clone(),
             database_url: Some(database_url()),
+            // The shared counters of several replicas, when the run names a Redis (CI's Postgres pass does).
+            redis_url: std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()),
             clock: Arc::new(switchyard::tenancy::now_ms),
         };
         let gateway = RunningServer::start(&config, &opts, "127.0.0.1:0").await.unwrap();
-        Harness { gateway, upstream, usage, client: reqwest::Client::new() }
+        Harness { gateway, upstream, usage, client: reqwest::Client::new(), config, opts }
+    }
+
+    /// A second gateway with the same configuration, database and Redis: another replica.
+    pub async fn replica(&self) -> RunningServer {
+        RunningServer::start(&self.config, &self.opts, "127.0.0.1:0").await.unwrap()
+    }
+
+    /// Whether this run shares counters through Redis (several replicas are only exact with it).
+    pub fn has_redis(&self) -> bool {
+        self.opts.redis_url.is_some()
     }
 
     pub fn url(&self, path: &str) -> String {
