@@ -270,6 +270,8 @@ pub struct View {
 pub struct Admission {
     names: Vec<String>,
     ask: Ask,
+    /// Where the hold is filed in Redis, so a crash of this replica can be cleaned up by another.
+    hold: Option<redis_store::Hold>,
     pub view: View,
 }
 
@@ -357,7 +359,15 @@ impl Limiter {
                 m.seed(&seeds);
                 Ok(())
             }
-            Backend::Redis(r) => r.seed(&seeds, now).await,
+            Backend::Redis(r) => {
+                r.seed(&seeds, now).await?;
+                // Holds left behind by replicas that stopped without settling are released now.
+                let released = r.sweep().await?;
+                if released > 0 {
+                    tracing::info!(released, "released holds of replicas that stopped without settling");
+                }
+                Ok(())
+            }
         }
     }
 
@@ -365,9 +375,20 @@ impl Limiter {
     pub async fn admit(&self, key_id: &str, limits: &Limits, ask: Ask) -> Result<Admission, AdmitError> {
         let now = self.now_ms();
         let (list, _) = counters(key_id, now, limits, ask);
-        let result = match &self.backend {
-            Backend::Memory(m) => Ok(m.reserve(&list, now)),
-            Backend::Redis(r) => r.reserve(&list, now).await,
+        let (result, hold) = match &self.backend {
+            Backend::Memory(m) => (Ok(m.reserve(&list, now)), None),
+            Backend::Redis(r) => {
+                // What another replica undoes if this one dies holding the request: the slot, the held
+                // tokens and the worst-case spend. The prompt stays used (it may well have been served).
+                let mut release = vec![0i64; COUNTERS];
+                release[PAR] = -1;
+                release[TPM] = -ask.tokens;
+                for i in [SPEND_DAY, SPEND_WEEK, SPEND_MONTH] {
+                    release[i] = -ask.cost_micros;
+                }
+                let hold = r.hold(key_id, release);
+                (r.reserve(&list, now, &hold).await, Some(hold))
+            }
         };
         let after = match result.map_err(AdmitError::Unavailable)? {
             Ok(after) => after,
@@ -393,14 +414,14 @@ impl Limiter {
             prompts_month: remaining(PROMPTS_MONTH),
             budget: limits.budget_micros.map(|b| (b, (b - after[budget_index]).max(0), limits.budget_period)),
         };
-        Ok(Admission { names: list.into_iter().map(|c| c.name).collect(), ask, view })
+        Ok(Admission { names: list.into_iter().map(|c| c.name).collect(), ask, hold, view })
     }
 
     /// Turns a request's holds into what it used: frees its parallel slot, gives back an unused prompt and
     /// moves tokens and spend from the worst case to the actual. Never blocks (Redis work is spawned).
     /// Counters of windows that have ended are left alone.
     pub fn settle(&self, admission: Admission, used: Used) {
-        let Admission { names, ask, .. } = admission;
+        let Admission { names, ask, hold, .. } = admission;
         let mut deltas = [0i64; COUNTERS];
         deltas[PAR] = -1;
         deltas[TPM] = used.tokens - ask.tokens;
@@ -412,10 +433,50 @@ impl Limiter {
             deltas[i] = used.cost_micros - ask.cost_micros;
         }
         deltas[TOKENS_MONTH] = used.tokens;
-        let changes: Vec<(String, i64)> = names.into_iter().zip(deltas).filter(|(_, d)| *d != 0).collect();
+        match (&self.backend, hold) {
+            (Backend::Redis(r), Some(hold)) => r.settle(names, deltas.to_vec(), hold),
+            (Backend::Memory(m), _) => {
+                let changes: Vec<(String, i64)> = names.into_iter().zip(deltas).filter(|(_, d)| *d != 0).collect();
+                m.adjust(&changes);
+            }
+            (Backend::Redis(_), None) => {}
+        }
+    }
+
+    /// With Redis: says this replica is alive every few seconds and releases the holds of replicas that
+    /// died holding requests. Runs until the task is aborted. In memory there is nothing to do.
+    pub async fn maintain(&self) {
+        let Backend::Redis(r) = &self.backend else { return };
+        let mut tick = tokio::time::interval(redis_store::HEARTBEAT);
+        for round in 0u64.. {
+            tick.tick().await;
+            if let Err(e) = r.heartbeat().await {
+                tracing::warn!(error = %e, "Redis heartbeat failed");
+            }
+            // A sweep scans every counter key, so it runs once a minute, not at every heartbeat.
+            if round % 6 != 5 {
+                continue;
+            }
+            match r.sweep().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(released = n, "released holds of replicas that stopped without settling"),
+                Err(e) => tracing::warn!(error = %e, "sweeping holds failed"),
+            }
+        }
+    }
+
+    /// After a graceful stop: this replica holds nothing any more.
+    pub async fn retire(&self) {
+        if let Backend::Redis(r) = &self.backend {
+            r.retire().await;
+        }
+    }
+
+    /// Releases the holds of replicas that died (Redis only); how many were released.
+    pub async fn sweep(&self) -> Result<usize, String> {
         match &self.backend {
-            Backend::Memory(m) => m.adjust(&changes),
-            Backend::Redis(r) => r.adjust(changes),
+            Backend::Redis(r) => r.sweep().await,
+            Backend::Memory(_) => Ok(0),
         }
     }
 
@@ -685,6 +746,41 @@ mod tests {
             }
             assert_eq!(n, 4, "$0.0004 left after settling: four more worst cases");
         }
+    }
+
+    #[tokio::test]
+    async fn holds_of_a_replica_that_died_are_released_by_another_but_a_live_ones_are_kept() {
+        let Some(url) = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()) else {
+            eprintln!("skipped: needs REDIS_URL (CI sets it)");
+            return;
+        };
+        let clock: Clock = Arc::new(|| ms(2026, 11, 22, 12));
+        let (a, b) = (Limiter::redis(&url, clock.clone()).await.unwrap(), Limiter::redis(&url, clock).await.unwrap());
+        let key = fresh_key();
+        let limits = Limits { max_parallel: Some(1), budget_micros: Some(1_000), ..Limits::default() };
+        let ask = Ask { prompts: 1, tokens: 50, cost_micros: 600 };
+        let held = a.admit(&key, &limits, ask).await.unwrap();
+        assert_eq!(exceeded(b.admit(&key, &limits, ask).await).limit, Limit::Parallel);
+        b.sweep().await.unwrap();
+        assert_eq!(
+            exceeded(b.admit(&key, &limits, ask).await).limit,
+            Limit::Parallel,
+            "a live replica keeps its holds"
+        );
+
+        a.retire().await; // As if it had died: its heartbeat is gone and its request never settles.
+        b.sweep().await.unwrap();
+        let mine = b.admit(&key, &limits, ask).await.expect("the dead replica's slot and spend came back");
+        let s = b.snapshot(&key).await.unwrap();
+        assert_eq!((s.in_flight, s.spend_month_micros, s.prompts_day), (1, 600, 2), "the prompt stays used");
+
+        // If the replica was only slow, its late settle still lands exactly once.
+        a.settle(held, Used { prompt_counted: true, tokens: 40, cost_micros: 100 });
+        eventually(async || b.snapshot(&key).await.unwrap().spend_month_micros == 700).await;
+        assert_eq!(b.snapshot(&key).await.unwrap().in_flight, 1);
+        b.settle(mine, Used { prompt_counted: true, tokens: 40, cost_micros: 100 });
+        eventually(async || b.snapshot(&key).await.unwrap().spend_month_micros == 200).await;
+        assert_eq!(b.snapshot(&key).await.unwrap().in_flight, 0);
     }
 
     #[test]

@@ -70,6 +70,11 @@ pub async fn serve(
             }
         })
     };
+    // With Redis: heartbeats, and releasing what replicas that died were holding.
+    let maintenance = {
+        let limiter = state.limiter.clone();
+        tokio::spawn(async move { limiter.maintain().await })
+    };
     // With Redis, other replicas' admin changes arrive at once as notices.
     let listener_task = state.bus.clone().map(|bus| {
         let state = state.clone();
@@ -133,8 +138,11 @@ pub async fn serve(
         state.hard_stop.cancel();
         let _ = tokio::time::timeout(FINAL_FLUSH, &mut drained).await;
     }
-    // Every usage record of the drained requests reaches the ledger before the process ends.
+    // Every usage record of the drained requests reaches the ledger before the process ends, and every
+    // hold in shared counters is settled.
     state.ledger.close().await;
+    maintenance.abort();
+    state.limiter.retire().await;
     tracing::info!("stopped");
 }
 
