@@ -205,7 +205,11 @@ async fn keys_command(action: KeysCommand) -> anyhow::Result<()> {
             let org_id = match store.organization(&org).await? {
                 Some(o) => o.id,
                 None => {
-                    let found = store.organizations(Some(&org), 500, 0).await?.into_iter().find(|o| o.name == org);
+                    let found = store
+                        .organizations(Some(&org), crate::store::Sort::default(), 500, 0)
+                        .await?
+                        .into_iter()
+                        .find(|o| o.name == org);
                     match found {
                         Some(o) => o.id,
                         None => {
@@ -232,7 +236,7 @@ async fn keys_command(action: KeysCommand) -> anyhow::Result<()> {
             say(secret.expose());
         }
         KeysCommand::List { org } => {
-            for k in store.keys(org.as_deref(), 500, 0).await? {
+            for k in store.keys(org.as_deref(), None, crate::store::Sort::default(), 500, 0).await? {
                 say(&format!(
                     "{}  {}…  {:8}  {:10}  {}  {}",
                     k.id, k.display_prefix, k.status, k.plan, k.organization_id, k.name

@@ -185,11 +185,14 @@ impl Store {
     pub async fn organizations(
         &self,
         search: Option<&str>,
+        sort: Sort,
         limit: i64,
         offset: i64,
     ) -> Result<Vec<OrganizationRow>, StoreError> {
-        const SQL: &str =
-            "SELECT * FROM organizations WHERE name LIKE $1 ESCAPE '\\' ORDER BY created_at, id LIMIT $2 OFFSET $3";
+        let text = format!(
+            "SELECT * FROM organizations WHERE name LIKE $1 ESCAPE '\\' ORDER BY {} LIMIT $2 OFFSET $3",
+            sort.order_by()
+        );
         let pattern = format!("%{}%", escape_like(search.unwrap_or("")));
         Ok(on_pool!(
             self,
@@ -199,7 +202,7 @@ impl Store {
                 .bind(offset)
                 .fetch_all(pool)
                 .await,
-            SQL
+            text
         )?)
     }
 
@@ -330,22 +333,31 @@ impl Store {
         Ok(on_pool!(self, |pool, sql| sqlx::query_as::<_, KeyRow>(sql).bind(id).fetch_optional(pool).await, SQL)?)
     }
 
+    /// Keys, optionally of one organisation and matching `search` in their name or display prefix.
     pub async fn keys(
         &self,
         organization_id: Option<&str>,
+        search: Option<&str>,
+        sort: Sort,
         limit: i64,
         offset: i64,
     ) -> Result<Vec<KeyRow>, StoreError> {
-        const SQL: &str = "SELECT * FROM api_keys WHERE ($1 IS NULL OR organization_id = $1) ORDER BY created_at, id LIMIT $2 OFFSET $3";
+        let text = format!(
+            "SELECT * FROM api_keys WHERE ($1 IS NULL OR organization_id = $1) \
+             AND (name LIKE $2 ESCAPE '\\' OR display_prefix LIKE $2 ESCAPE '\\') ORDER BY {} LIMIT $3 OFFSET $4",
+            sort.order_by()
+        );
+        let pattern = format!("%{}%", escape_like(search.unwrap_or("")));
         Ok(on_pool!(
             self,
             |pool, sql| sqlx::query_as::<_, KeyRow>(sql)
                 .bind(organization_id)
+                .bind(&pattern)
                 .bind(limit)
                 .bind(offset)
                 .fetch_all(pool)
                 .await,
-            SQL
+            text
         )?)
     }
 
@@ -581,6 +593,49 @@ impl Store {
             |pool, sql| sqlx::query_as::<_, AuditRow>(sql).bind(limit).bind(offset).fetch_all(pool).await,
             SQL
         )?)
+    }
+}
+
+/// A list's order: a field from a fixed list (never text from the request) and a direction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sort {
+    pub field: SortField,
+    pub descending: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SortField {
+    Name,
+    #[default]
+    CreatedAt,
+    UpdatedAt,
+}
+
+impl Sort {
+    /// `name`, `created_at` or `updated_at`, with a leading `-` for descending.
+    pub fn parse(s: &str) -> Option<Sort> {
+        let (descending, field) = match s.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, s),
+        };
+        let field = match field {
+            "name" => SortField::Name,
+            "created_at" => SortField::CreatedAt,
+            "updated_at" => SortField::UpdatedAt,
+            _ => return None,
+        };
+        Some(Sort { field, descending })
+    }
+
+    fn order_by(self) -> &'static str {
+        match (self.field, self.descending) {
+            (SortField::Name, false) => "name ASC, id ASC",
+            (SortField::Name, true) => "name DESC, id DESC",
+            (SortField::CreatedAt, false) => "created_at ASC, id ASC",
+            (SortField::CreatedAt, true) => "created_at DESC, id DESC",
+            (SortField::UpdatedAt, false) => "updated_at ASC, id ASC",
+            (SortField::UpdatedAt, true) => "updated_at DESC, id DESC",
+        }
     }
 }
 

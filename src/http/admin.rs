@@ -30,6 +30,8 @@ impl From<StoreError> for GatewayError {
 pub struct Page {
     search: Option<String>,
     organization_id: Option<String>,
+    /// `name`, `created_at` (the default) or `updated_at`; a leading `-` sorts descending.
+    sort: Option<String>,
     limit: Option<i64>,
     offset: Option<i64>,
 }
@@ -37,6 +39,18 @@ pub struct Page {
 impl Page {
     fn bounds(&self) -> (i64, i64) {
         (self.limit.unwrap_or(50).clamp(1, 500), self.offset.unwrap_or(0).max(0))
+    }
+
+    fn sort(&self) -> Result<crate::store::Sort, GatewayError> {
+        match self.sort.as_deref() {
+            None => Ok(crate::store::Sort::default()),
+            Some(s) => crate::store::Sort::parse(s).ok_or_else(|| {
+                GatewayError::invalid_value(
+                    "'sort' must be name, created_at or updated_at, with a leading '-' for descending.",
+                    "sort",
+                )
+            }),
+        }
     }
 }
 
@@ -141,7 +155,7 @@ pub async fn list_organizations(
     Query(page): Query<Page>,
 ) -> Result<Json<Value>, GatewayError> {
     let (limit, offset) = page.bounds();
-    let orgs = state.store.organizations(page.search.as_deref(), limit, offset).await?;
+    let orgs = state.store.organizations(page.search.as_deref(), page.sort()?, limit, offset).await?;
     Ok(Json(
         json!({"object": "list", "data": orgs.iter().map(organization_json).collect::<Vec<_>>(), "limit": limit, "offset": offset}),
     ))
@@ -348,7 +362,8 @@ pub async fn list_keys(
     Query(page): Query<Page>,
 ) -> Result<Json<Value>, GatewayError> {
     let (limit, offset) = page.bounds();
-    let keys = state.store.keys(page.organization_id.as_deref(), limit, offset).await?;
+    let keys =
+        state.store.keys(page.organization_id.as_deref(), page.search.as_deref(), page.sort()?, limit, offset).await?;
     Ok(Json(
         json!({"object": "list", "data": keys.iter().map(key_json).collect::<Vec<_>>(), "limit": limit, "offset": offset}),
     ))

@@ -670,3 +670,35 @@ async fn two_replicas_share_quotas_and_learn_of_a_revocation_at_once_through_red
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn key_and_organisation_lists_search_literally_and_sort_by_allowed_fields_only() {
+    let h = Harness::start().await;
+    let org = new_org(&h, "Xi").await;
+    let org_id = org["id"].as_str().unwrap();
+    for name in ["alpha", "beta_%", "gamma"] {
+        let body = json!({"organization_id": org_id, "name": name});
+        assert_eq!(admin(&h, reqwest::Method::POST, "/admin/v1/keys", Some(body)).await.status(), 201);
+    }
+    let names = |v: Value| -> Vec<String> {
+        v["data"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap().to_owned()).collect()
+    };
+    let list = |q: String| {
+        let h = &h;
+        async move { admin(h, reqwest::Method::GET, &format!("/admin/v1/keys?organization_id={org_id}&{q}"), None).await }
+    };
+    let found: Value = list("search=_%25".into()).await.json().await.unwrap();
+    assert_eq!(names(found), ["beta_%"], "wildcards in a search are literal");
+    let sorted: Value = list("sort=-name".into()).await.json().await.unwrap();
+    assert_eq!(names(sorted), ["gamma", "beta_%", "alpha"]);
+    let (status, e) = error_of(list("sort=key_hash".into()).await).await;
+    assert_eq!((status, e["error"]["param"].as_str()), (400, Some("sort")), "only listed fields sort");
+    let (status, _) = error_of(list("sort=name;DROP TABLE api_keys".into()).await).await;
+    assert_eq!(status, 400);
+    let orgs: Value = admin(&h, reqwest::Method::GET, "/admin/v1/organizations?sort=-created_at&limit=1", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(orgs["data"].as_array().unwrap().len(), 1);
+}
