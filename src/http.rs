@@ -61,6 +61,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         // LiteLLM's spelling, kept so probes written for it keep working.
         .route("/health/liveliness", get(health::liveness))
         .route("/health/readiness", get(health::readiness))
+        .route("/openapi.json", get(openapi))
         .merge(api)
         .merge(admin)
         .fallback(route_not_found)
@@ -76,6 +77,13 @@ fn with_edge_layers(app: Router) -> Router {
         .layer(CatchPanicLayer::custom(panic_response))
         // Outermost: every response, errors and panics included, carries the request id and is logged in its span.
         .layer(from_fn(observe::request_context))
+}
+
+/// The OpenAPI 3.1 description of every route (kept in step with the router by a test).
+const OPENAPI: &str = include_str!("http/openapi.json");
+
+async fn openapi() -> impl IntoResponse {
+    ([(http::header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
 async fn route_not_found(method: Method, OriginalUri(uri): OriginalUri) -> GatewayError {

@@ -269,3 +269,66 @@ async fn unknown_routes_are_404_and_wrong_methods_are_405() {
     let resp = h.client.get(h.url("/v1/chat/completions")).bearer_auth(MASTER_KEY).send().await.unwrap();
     expect_error(resp, 405, "method_not_allowed").await;
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route_the_gateway_serves_and_no_other() {
+    let h = crate::support::Harness::start().await;
+    let resp = h.client.get(h.url("/openapi.json")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let doc: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mut described = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            assert!(op["responses"].is_object(), "{method} {path} has responses");
+            described.push(format!("{} {path}", method.to_uppercase()));
+            // The route exists with that method: whatever it answers, it is not "no such route".
+            let url = h.url(&path.replace("{id}", "no-such-id").replace("{name}", "no-such-plan"));
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let resp =
+                h.client.request(method.clone(), url).bearer_auth(crate::support::MASTER_KEY).send().await.unwrap();
+            let status = resp.status().as_u16();
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            assert!(
+                status != 405 && body["error"]["code"] != "unknown_url",
+                "{method} {path} is described but not served: {status} {body}"
+            );
+        }
+    }
+    // Every route the router has (this list is checked against the router by the requests above).
+    let mut served = vec![
+        "POST /v1/chat/completions",
+        "POST /v1/embeddings",
+        "POST /v1/moderations",
+        "GET /v1/models",
+        "GET /v1/models/{id}",
+        "POST /v1/route/explain",
+        "GET /v1/key",
+        "GET /health/liveness",
+        "GET /health/readiness",
+        "GET /openapi.json",
+        "POST /admin/v1/organizations",
+        "GET /admin/v1/organizations",
+        "GET /admin/v1/organizations/{id}",
+        "PATCH /admin/v1/organizations/{id}",
+        "DELETE /admin/v1/organizations/{id}",
+        "GET /admin/v1/plans",
+        "POST /admin/v1/plans",
+        "GET /admin/v1/plans/{name}",
+        "PATCH /admin/v1/plans/{name}",
+        "DELETE /admin/v1/plans/{name}",
+        "POST /admin/v1/keys",
+        "GET /admin/v1/keys",
+        "GET /admin/v1/keys/{id}",
+        "PATCH /admin/v1/keys/{id}",
+        "POST /admin/v1/keys/{id}/revoke",
+        "POST /admin/v1/keys/{id}/regenerate",
+        "GET /admin/v1/usage",
+        "GET /admin/v1/usage/requests",
+        "GET /admin/v1/audit",
+    ];
+    served.sort_unstable();
+    described.sort_unstable();
+    assert_eq!(described, served);
+}
