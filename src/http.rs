@@ -51,6 +51,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/v1/keys", post(admin::create_key).get(admin::list_keys))
         .route("/admin/v1/usage", get(admin::usage))
         .route("/admin/v1/usage/requests", get(admin::usage_events))
+        .route("/admin/v1/billing", get(admin::billing))
         .route("/admin/v1/audit", get(admin::list_audit))
         .route("/admin/v1/keys/{id}", get(admin::get_key).patch(admin::update_key))
         .route("/admin/v1/keys/{id}/revoke", post(admin::revoke_key))

@@ -46,6 +46,21 @@ impl Windows {
     }
 }
 
+/// The first and the end (exclusive) of a UTC calendar month, in Unix milliseconds.
+pub fn month_bounds(year: i64, month: u32) -> Option<(i64, i64)> {
+    if !(1..=12).contains(&month) || !(1970..=9999).contains(&year) {
+        return None;
+    }
+    let (ny, nm) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+    Some((days_from_civil(year, month, 1) * DAY_MS, days_from_civil(ny, nm, 1) * DAY_MS))
+}
+
+/// `YYYY-MM` of the month a moment falls in.
+pub fn month_string(ms: i64) -> String {
+    let (y, m, _) = civil_from_days(ms.div_euclid(DAY_MS));
+    format!("{y:04}-{m:02}")
+}
+
 /// `YYYY-MM-DD` for a day number (days since 1970-01-01).
 pub fn date_string(day: i64) -> String {
     let (y, m, d) = civil_from_days(day);

@@ -702,6 +702,56 @@ impl Store {
     }
 }
 
+/// A key's metered month: what it used, what its plan includes, and what is beyond (overage).
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct BillingRow {
+    pub key_id: String,
+    pub organization_id: Option<String>,
+    pub requests: i64,
+    pub tokens: i64,
+    pub cost_micros: i64,
+    pub included_tokens: Option<i64>,
+    pub overage_tokens: i64,
+    pub overage_micros: i64,
+}
+
+impl Store {
+    /// Each key's tokens and cost in `[from, to)`, and the part beyond its plan's monthly token allowance:
+    /// requests are taken in order, and the one that crosses the allowance is split pro rata. Overage is
+    /// priced at the passthrough cost of those tokens.
+    pub async fn billing(
+        &self,
+        from: i64,
+        to: i64,
+        organization_id: Option<&str>,
+    ) -> Result<Vec<BillingRow>, StoreError> {
+        const SQL: &str = "WITH w AS ( \
+             SELECT u.key_id, u.organization_id, (u.prompt_tokens + u.completion_tokens) AS t, \
+               COALESCE(u.cost_micros, 0) AS c, p.monthly_token_allowance AS a, \
+               CAST(SUM(u.prompt_tokens + u.completion_tokens) OVER (PARTITION BY u.key_id \
+                 ORDER BY u.created_at, u.request_id ROWS UNBOUNDED PRECEDING) AS BIGINT) AS cum \
+             FROM usage_events u JOIN api_keys k ON k.id = u.key_id JOIN plans p ON p.name = k.plan \
+             WHERE u.created_at >= $1 AND u.created_at < $2 AND ($3 IS NULL OR u.organization_id = $3)) \
+           SELECT key_id, MAX(organization_id) AS organization_id, COUNT(*) AS requests, \
+             CAST(SUM(t) AS BIGINT) AS tokens, CAST(SUM(c) AS BIGINT) AS cost_micros, MAX(a) AS included_tokens, \
+             CAST(SUM(CASE WHEN a IS NULL OR cum <= a THEN 0 WHEN cum - t >= a THEN t ELSE cum - a END) AS BIGINT) \
+               AS overage_tokens, \
+             CAST(SUM(CASE WHEN a IS NULL OR cum <= a OR t = 0 THEN 0 WHEN cum - t >= a THEN c \
+               ELSE c * (cum - a) / t END) AS BIGINT) AS overage_micros \
+           FROM w GROUP BY key_id ORDER BY key_id";
+        Ok(on_pool!(
+            self,
+            |pool, sql| sqlx::query_as::<_, BillingRow>(sql)
+                .bind(from)
+                .bind(to)
+                .bind(organization_id)
+                .fetch_all(pool)
+                .await,
+            SQL
+        )?)
+    }
+}
+
 /// One ledger row as the admin API shows it.
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct UsageEvent {

@@ -713,6 +713,56 @@ pub struct UsageEventsQuery {
     offset: Option<i64>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillingQuery {
+    organization_id: Option<String>,
+    /// `YYYY-MM`; default the current UTC month.
+    month: Option<String>,
+}
+
+/// `GET /admin/v1/billing`: each key's metered month (tokens and cost, its plan's included tokens, and the
+/// overage beyond them at passthrough cost), with totals per organisation.
+pub async fn billing(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<BillingQuery>,
+) -> Result<Json<Value>, GatewayError> {
+    let month = q.month.unwrap_or_else(|| crate::limits::month_string(state.limiter.now_ms()));
+    let bad = || GatewayError::invalid_value("'month' must be YYYY-MM.", "month");
+    let (y, m) = month.split_once('-').ok_or_else(bad)?;
+    if y.len() != 4 || m.len() != 2 {
+        return Err(bad());
+    }
+    let (from, to) =
+        crate::limits::month_bounds(y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?).ok_or_else(bad)?;
+    let rows = state.store.billing(from, to, q.organization_id.as_deref()).await?;
+    let usd = |m: i64| m as f64 / 1e6;
+    let mut orgs: std::collections::BTreeMap<String, (i64, i64, i64, i64)> = std::collections::BTreeMap::new();
+    for r in &rows {
+        let o = orgs.entry(r.organization_id.clone().unwrap_or_default()).or_default();
+        *o = (o.0 + r.tokens, o.1 + r.cost_micros, o.2 + r.overage_tokens, o.3 + r.overage_micros);
+    }
+    let keys: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!({"key_id": r.key_id, "organization_id": r.organization_id, "requests": r.requests,
+                   "tokens": r.tokens, "included_tokens": r.included_tokens, "overage_tokens": r.overage_tokens,
+                   "cost_micros": r.cost_micros, "cost_usd": usd(r.cost_micros),
+                   "overage_micros": r.overage_micros, "overage_usd": usd(r.overage_micros)})
+        })
+        .collect();
+    let organizations: Vec<Value> = orgs
+        .into_iter()
+        .map(|(id, (tokens, cost, over_t, over_c))| {
+            json!({"organization_id": id, "tokens": tokens, "cost_micros": cost, "cost_usd": usd(cost),
+                   "overage_tokens": over_t, "overage_micros": over_c, "overage_usd": usd(over_c)})
+        })
+        .collect();
+    Ok(Json(
+        json!({"object": "billing", "month": month, "from": from, "to": to, "keys": keys, "organizations": organizations}),
+    ))
+}
+
 /// `GET /admin/v1/usage/requests`: the ledger's rows, one per request, newest first.
 pub async fn usage_events(
     State(state): State<Arc<AppState>>,

@@ -326,6 +326,7 @@ async fn the_openapi_document_describes_every_route_the_gateway_serves_and_no_ot
         "POST /admin/v1/keys/{id}/regenerate",
         "GET /admin/v1/usage",
         "GET /admin/v1/usage/requests",
+        "GET /admin/v1/billing",
         "GET /admin/v1/audit",
     ];
     served.sort_unstable();

@@ -702,3 +702,56 @@ async fn key_and_organisation_lists_search_literally_and_sort_by_allowed_fields_
         .unwrap();
     assert_eq!(orgs["data"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn tokens_beyond_a_plans_monthly_allowance_are_metered_as_overage_at_passthrough_cost() {
+    let h = Harness::start().await;
+    let plan = format!("metered-{}", uuid::Uuid::now_v7().simple());
+    let body = json!({"name": plan, "monthly_token_allowance": 1});
+    assert_eq!(admin(&h, reqwest::Method::POST, "/admin/v1/plans", Some(body)).await.status(), 201);
+    let org = new_org(&h, "Omicron").await;
+    let org_id = org["id"].as_str().unwrap();
+    let key = new_key(&h, org_id, &plan).await;
+    let (id, secret) = (key["id"].as_str().unwrap().to_owned(), key["key"].as_str().unwrap().to_owned());
+    let mut usages = Vec::new();
+    for _ in 0..3 {
+        let resp = h
+            .client
+            .post(h.url("/v1/chat/completions"))
+            .bearer_auth(&secret)
+            .json(&hello("test-model"))
+            .send()
+            .await
+            .unwrap();
+        let body: Value = resp.json().await.unwrap();
+        usages.push(body["usage"].clone());
+    }
+    let t = usages[0]["total_tokens"].as_i64().unwrap();
+    let c = usages[0]["prompt_tokens"].as_i64().unwrap() + 2 * usages[0]["completion_tokens"].as_i64().unwrap();
+    assert!(usages.iter().all(|u| u["total_tokens"].as_i64() == Some(t)), "the fake answers alike");
+    ledger_rows(&h, &id, 3).await;
+    // The plan includes one and a half requests' tokens: the second request crosses it, the third is all overage.
+    let allowance = t + t / 2;
+    let path = format!("/admin/v1/plans/{plan}");
+    let body = json!({"monthly_token_allowance": allowance});
+    assert_eq!(admin(&h, reqwest::Method::PATCH, &path, Some(body)).await.status(), 200);
+    let bill: Value = admin(&h, reqwest::Method::GET, &format!("/admin/v1/billing?organization_id={org_id}"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let row = &bill["keys"][0];
+    assert_eq!(row["key_id"], id.as_str());
+    assert_eq!((row["tokens"].as_i64(), row["included_tokens"].as_i64()), (Some(3 * t), Some(allowance)));
+    assert_eq!(row["overage_tokens"].as_i64(), Some(3 * t - allowance));
+    assert_eq!(row["cost_micros"].as_i64(), Some(3 * c));
+    assert_eq!(row["overage_micros"].as_i64(), Some(c + c * (2 * t - allowance) / t));
+    assert_eq!(bill["organizations"][0]["overage_tokens"].as_i64(), Some(3 * t - allowance));
+
+    let me: Value = h.client.get(h.url("/v1/key")).bearer_auth(&secret).send().await.unwrap().json().await.unwrap();
+    // The key cache holds the plan as of its last reload (the PATCH reloaded it).
+    assert_eq!(me["used"]["tokens_this_month"].as_i64(), Some(3 * t));
+    assert_eq!(me["overage_tokens_this_month"].as_i64(), Some(3 * t - allowance));
+    let (status, _) = error_of(admin(&h, reqwest::Method::GET, "/admin/v1/billing?month=2026-13", None).await).await;
+    assert_eq!(status, 400);
+}
