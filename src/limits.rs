@@ -274,8 +274,8 @@ pub struct Remaining {
 pub struct View {
     pub requests: Option<Remaining>,
     pub tokens: Option<Remaining>,
-    pub prompts_day: Option<i64>,
-    pub prompts_month: Option<i64>,
+    pub prompts_day: Option<Remaining>,
+    pub prompts_month: Option<Remaining>,
     /// The budget and what is left of it, in micro-USD, with the worst case of running requests held.
     pub budget: Option<(i64, i64, Period)>,
 }
@@ -409,7 +409,6 @@ impl Limiter {
             Ok(after) => after,
             Err((index, used)) => return Err(AdmitError::Exceeded(refusal(index, &list[index], used, limits))),
         };
-        let remaining = |i: usize| list[i].limit.map(|l| (l - after[i]).max(0));
         let window = |i: usize| {
             list[i].limit.map(|l| Remaining {
                 limit: l,
@@ -425,8 +424,8 @@ impl Limiter {
         let view = View {
             requests: window(RPM),
             tokens: window(TPM),
-            prompts_day: remaining(PROMPTS_DAY),
-            prompts_month: remaining(PROMPTS_MONTH),
+            prompts_day: window(PROMPTS_DAY),
+            prompts_month: window(PROMPTS_MONTH),
             budget: limits.budget_micros.map(|b| (b, (b - after[budget_index]).max(0), limits.budget_period)),
         };
         Ok(Admission { names: list.into_iter().map(|c| c.name).collect(), ask, hold, view })
@@ -662,11 +661,12 @@ mod tests {
             // Past midnight UTC, on a new month too: both windows start over.
             now.store(ms(2026, 12, 1, 0) + 1, Ordering::SeqCst);
             let a = q.admit(&key, &limits, PROMPT).await.unwrap();
-            assert_eq!((a.view.prompts_day, a.view.prompts_month), (Some(1), Some(2)));
+            let left = |r: Option<Remaining>| r.map(|r| r.remaining);
+            assert_eq!((left(a.view.prompts_day), left(a.view.prompts_month)), (Some(1), Some(2)));
             q.settle(a, Used::default());
             eventually(async || q.snapshot(&key).await.unwrap().prompts_day == 0).await;
             let a = q.admit(&key, &limits, PROMPT).await.unwrap();
-            assert_eq!(a.view.prompts_day, Some(1), "a prompt nothing served is given back");
+            assert_eq!(left(a.view.prompts_day), Some(1), "a prompt nothing served is given back");
             q.admit(&key, &limits, PROMPT).await.unwrap();
             now.store(ms(2026, 12, 2, 9), Ordering::SeqCst);
             q.admit(&key, &limits, PROMPT).await.unwrap();

@@ -78,7 +78,10 @@ pub fn headers(h: &mut HeaderMap, view: Option<&View>) {
             h.insert(name, v);
         }
     };
-    let windows = [("requests", view.requests), ("tokens", view.tokens)];
+    // OpenAI reports its tightest request window here (per minute, or per day on some tiers): a key
+    // without a per-minute limit reports its daily, else monthly, prompt quota.
+    let requests = view.requests.or(view.prompts_day).or(view.prompts_month);
+    let windows = [("requests", requests), ("tokens", view.tokens)];
     for (what, window) in windows {
         let Some(Remaining { limit, remaining, reset_ms }) = window else { continue };
         let (limit_h, remaining_h, reset_h) = match what {
@@ -92,8 +95,8 @@ pub fn headers(h: &mut HeaderMap, view: Option<&View>) {
         put(reset_h, format!("{reset_ms}ms"));
     }
     let count = |v: Option<i64>| v.map_or_else(|| "unlimited".to_owned(), |v| v.to_string());
-    put("x-switchyard-prompts-remaining-day", count(view.prompts_day));
-    put("x-switchyard-prompts-remaining-month", count(view.prompts_month));
+    put("x-switchyard-prompts-remaining-day", count(view.prompts_day.map(|r| r.remaining)));
+    put("x-switchyard-prompts-remaining-month", count(view.prompts_month.map(|r| r.remaining)));
     if let Some((limit, remaining, period)) = view.budget {
         put("x-switchyard-budget-limit-usd", usd(limit));
         put("x-switchyard-budget-remaining-usd", usd(remaining));

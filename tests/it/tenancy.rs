@@ -191,6 +191,9 @@ async fn a_free_keys_201st_prompt_of_the_day_is_refused_while_a_pro_key_carries_
         h.client.post(h.url("/v1/chat/completions")).bearer_auth(&pro).json(&hello("test-model")).send().await.unwrap();
     assert_eq!(resp.status(), 200, "another plan's key carries on");
     assert_eq!(resp.headers()["x-switchyard-prompts-remaining-day"], "2999");
+    // With no per-minute limit, OpenAI's request headers report the daily quota, as OpenAI does for RPD.
+    assert_eq!(resp.headers()["x-ratelimit-limit-requests"], "3000");
+    assert_eq!(resp.headers()["x-ratelimit-remaining-requests"], "2999");
 
     // Every served request is in the ledger exactly once, with its cost in micro-dollars.
     let store = &h.gateway.state.store;
@@ -754,4 +757,52 @@ async fn tokens_beyond_a_plans_monthly_allowance_are_metered_as_overage_at_passt
     assert_eq!(me["overage_tokens_this_month"].as_i64(), Some(3 * t - allowance));
     let (status, _) = error_of(admin(&h, reqwest::Method::GET, "/admin/v1/billing?month=2026-13", None).await).await;
     assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_is_billed_once_in_the_ledger_and_its_holds_are_settled() {
+    let h = Harness::with(Setup {
+        fake: switchyard::config::FakeSettings { latency_ms: 0, tokens_per_second: 50.0, completion_tokens: 400 },
+        ..Setup::default()
+    })
+    .await;
+    let org = new_org(&h, "Pi").await;
+    let (id, secret) = key_with(
+        &h,
+        org["id"].as_str().unwrap(),
+        json!({"max_parallel": 1, "budget_usd": 1.0, "budget_period": "month"}),
+    )
+    .await;
+    let body = json!({"model": "test-model", "stream": true, "messages": [{"role": "user", "content": "Tell me a long story"}]});
+    let mut resp = h.client.post(h.url("/v1/chat/completions")).bearer_auth(&secret).json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    for _ in 0..3 {
+        resp.chunk().await.unwrap().unwrap();
+    }
+    drop(resp);
+
+    let rows = ledger_rows(&h, &id, 1).await;
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(
+        (row["outcome"].as_str(), row["usage_source"].as_str()),
+        (Some("client_disconnected"), Some("estimated"))
+    );
+    assert!(row["prompt_tokens"].as_i64().unwrap() > 0 && row["completion_tokens"].as_i64().unwrap() > 0);
+    let cost = row["cost_micros"].as_i64().unwrap();
+    assert!(cost > 0, "a stream the client left is still billed for what it generated");
+    assert!(row["prompt_counted"].as_bool().unwrap());
+
+    // Its parallel slot is free again and its worst-case hold settled to the billed cost.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let me: Value = h.client.get(h.url("/v1/key")).bearer_auth(&secret).send().await.unwrap().json().await.unwrap();
+        if me["used"]["in_flight"] == 0 && me["used"]["spend_this_month_usd"].as_f64() == Some(cost as f64 / 1e6) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "holds never settled: {me}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let again = h.client.post(h.url("/v1/chat/completions")).bearer_auth(&secret).json(&hello("test-model"));
+    assert_eq!(again.send().await.unwrap().status(), 200);
 }
