@@ -11,6 +11,7 @@ pub mod chat;
 pub mod embeddings;
 pub mod error;
 pub mod health;
+pub mod messages;
 pub mod models;
 pub mod observe;
 
@@ -40,6 +41,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/key", get(admin::own_key))
         // Only matched routes require a key, so an unknown path is a 404 whoever asks.
         .route_layer(from_fn_with_state(state.clone(), auth::require_caller));
+    // Anthropic's front door: the same keys, and errors in Anthropic's shape whichever layer raised them.
+    let anthropic = Router::new()
+        .route("/v1/messages", post(messages::create_message))
+        .route("/v1/messages/count_tokens", post(messages::count_tokens))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_caller))
+        .route_layer(from_fn(messages::anthropic_errors));
     let admin = Router::new()
         .route("/admin/v1/organizations", post(admin::create_organization).get(admin::list_organizations))
         .route(
@@ -64,6 +71,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health/readiness", get(health::readiness))
         .route("/openapi.json", get(openapi))
         .merge(api)
+        .merge(anthropic)
         .merge(admin)
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -24,7 +24,7 @@ use crate::app::AppState;
 use crate::providers::exec::{self, ChunkStream};
 use crate::providers::{ErrorKind, ProviderError};
 use crate::routing::{Caller, Fallback, ModelEntry, RequestFeatures, RoutePlan};
-use crate::schema::{ChatChunk, ChatRequest, Usage};
+use crate::schema::{ChatChunk, ChatRequest, ChatResponse, Usage};
 use crate::sse::{DONE_FRAME, data_frame};
 use crate::tenancy::ActiveKey;
 use crate::usage::{Outcome, Prices, UsageGuard};
@@ -43,13 +43,89 @@ pub async fn create_chat_completion(
 ) -> Result<Response, GatewayError> {
     let started = Instant::now();
     let bytes = body::read(&headers, body, state.body_limits).await?;
-    let mut req: ChatRequest = body::decode(&bytes)?;
+    let req: ChatRequest = body::decode(&bytes)?;
     drop(bytes);
+    let dialect = OpenAi { wants_usage: req.wants_stream_usage() };
+    serve_chat(&state, &request_id, key.map(|Extension(k)| k), req, started, Box::new(dialect)).await
+}
+
+/// How a front door speaks: how it renders a whole answer and a stream. Everything else about a chat
+/// request (routing, admission, fallback, accounting) is shared by every front door.
+pub(super) trait Dialect: Send + Sync + 'static {
+    /// The JSON body of a whole answer.
+    fn whole(&self, resp: &ChatResponse) -> Result<Vec<u8>, GatewayError>;
+    /// A renderer for one stream.
+    fn stream(&self) -> Box<dyn StreamEncoder>;
+}
+
+/// Renders one stream's chunks (already rewritten by the gateway: public model name, usage with cost) as
+/// the front door's frames.
+pub(super) trait StreamEncoder: Send {
+    /// Frames for one chunk; none is fine.
+    fn chunk(&mut self, chunk: &ChatChunk, out: &mut Vec<Bytes>);
+    /// The frames that end a complete stream.
+    fn done(&mut self, out: &mut Vec<Bytes>);
+    /// The frame that ends a stream that failed after it started.
+    fn error(&mut self, e: &GatewayError) -> Bytes;
+}
+
+/// OpenAI's chat completions: the canonical shapes as they are.
+struct OpenAi {
+    wants_usage: bool,
+}
+
+impl Dialect for OpenAi {
+    fn whole(&self, resp: &ChatResponse) -> Result<Vec<u8>, GatewayError> {
+        serde_json::to_vec(resp).map_err(|_| GatewayError::internal())
+    }
+
+    fn stream(&self) -> Box<dyn StreamEncoder> {
+        Box::new(OpenAiStream { wants_usage: self.wants_usage })
+    }
+}
+
+struct OpenAiStream {
+    wants_usage: bool,
+}
+
+impl StreamEncoder for OpenAiStream {
+    fn chunk(&mut self, chunk: &ChatChunk, out: &mut Vec<Bytes>) {
+        if chunk.usage.is_some() && !self.wants_usage {
+            if chunk.choices.is_empty() {
+                return; // The usage chunk we asked for on our own account.
+            }
+            let mut chunk = chunk.clone();
+            chunk.usage = None;
+            out.extend(serde_json::to_vec(&chunk).ok().map(|json| data_frame(&json)));
+            return;
+        }
+        out.extend(serde_json::to_vec(chunk).ok().map(|json| data_frame(&json)));
+    }
+
+    fn done(&mut self, out: &mut Vec<Bytes>) {
+        out.push(Bytes::from_static(DONE_FRAME));
+    }
+
+    fn error(&mut self, e: &GatewayError) -> Bytes {
+        data_frame(&e.to_json())
+    }
+}
+
+/// Serves one chat request in any dialect: plan, admit, call providers with fallback, and answer whole
+/// or as a stream.
+pub(super) async fn serve_chat(
+    state: &Arc<AppState>,
+    request_id: &RequestId,
+    key: Option<Arc<ActiveKey>>,
+    mut req: ChatRequest,
+    started: Instant,
+    dialect: Box<dyn Dialect>,
+) -> Result<Response, GatewayError> {
     validate(&req)?;
     let (plan, ask) = {
         let features = RequestFeatures::for_chat(&req)
             .map_err(|field| GatewayError::invalid_value(format!("'{field}' has an invalid value."), &field))?;
-        let caller = key.as_ref().map_or_else(Caller::default, |Extension(k)| k.caller.clone());
+        let caller = key.as_ref().map_or_else(Caller::default, |k| k.caller.clone());
         let plan = state.catalog.plan(&req.model, &caller, &features)?;
         let ask = admission::ask(&features, &plan, 1, req.n.unwrap_or(1));
         (plan, ask)
@@ -59,12 +135,11 @@ pub async fn create_chat_completion(
     req.extra.remove("models");
 
     let mut usage = UsageGuard::new(state.usage.clone(), &request_id.0, &req, started.into_std());
-    if let Some(Extension(key)) = &key {
+    if let Some(key) = &key {
         usage.set_caller(&key.organization_id, &key.id);
     }
     // Admission: every limit of the key at once; the guard settles the holds whatever happens next.
-    let (mut usage, limits_view) = admission::admit(&state, key.as_ref().map(|Extension(k)| k), ask, usage).await?;
-    let wants_usage = req.wants_stream_usage();
+    let (mut usage, limits_view) = admission::admit(state, key.as_ref(), ask, usage).await?;
     if req.is_streaming() {
         // Switchyard always learns a stream's usage; the caller's own choice is honoured when forwarding.
         req.stream_options.get_or_insert_with(Default::default).include_usage = Some(true);
@@ -83,7 +158,7 @@ pub async fn create_chat_completion(
                         usage.provider_usage(u);
                         add_cost(u, target.prices())
                     });
-                    let json = serde_json::to_vec(&resp).map_err(|_| GatewayError::internal())?;
+                    let json = dialect.whole(&resp)?;
                     usage.finish(Outcome::Completed, 200, None);
                     let mut response = ([(header::CONTENT_TYPE, "application/json")], json).into_response();
                     if let Some(micros) = cost {
@@ -109,7 +184,7 @@ pub async fn create_chat_completion(
                 let mut relay = Relay {
                     public_model: target.name.clone(),
                     prices: target.prices(),
-                    wants_usage,
+                    encoder: dialect.stream(),
                     usage,
                     hard_stop: state.hard_stop.clone(),
                 };
@@ -215,7 +290,7 @@ pub(super) fn all_failed(usage: UsageGuard, fallback: &Fallback<'_>, plan: &Rout
 struct Relay {
     public_model: String,
     prices: Prices,
-    wants_usage: bool,
+    encoder: Box<dyn StreamEncoder>,
     usage: UsageGuard,
     hard_stop: tokio_util::sync::CancellationToken,
 }
@@ -248,35 +323,34 @@ impl Relay {
         };
         drop(upstream); // Closes the upstream connection before the books are settled.
         let (outcome, error) = match end {
-            End::Done => match tx.send(Bytes::from_static(DONE_FRAME)).await {
-                Ok(()) => (Outcome::Completed, None),
-                Err(_) => (Outcome::ClientDisconnected, Some("client_disconnected".to_owned())),
-            },
+            End::Done => {
+                let mut frames = Vec::new();
+                self.encoder.done(&mut frames);
+                match tx.send(join(frames)).await {
+                    Ok(()) => (Outcome::Completed, None),
+                    Err(_) => (Outcome::ClientDisconnected, Some("client_disconnected".to_owned())),
+                }
+            }
             End::ClientGone => (Outcome::ClientDisconnected, Some("client_disconnected".to_owned())),
             End::Failed(e) => {
                 tracing::warn!(error = %e, "stream failed after it started");
-                let _ = tx.send(error_frame(&stream_error(&e))).await;
+                let _ = tx.send(self.encoder.error(&stream_error(&e))).await;
                 (Outcome::Interrupted, Some(e.label()))
             }
             End::ShutDown => {
-                let _ = tx.send(error_frame(&GatewayError::shutting_down())).await;
+                let _ = tx.send(self.encoder.error(&GatewayError::shutting_down())).await;
                 (Outcome::ShutDown, Some("shutting_down".to_owned()))
             }
         };
         self.usage.finish(outcome, 200, error);
     }
 
-    /// Rewrites one chunk for the client; `None` when it must not be forwarded.
+    /// Rewrites one chunk for the client (public model name, usage with its cost) and renders it;
+    /// `None` when nothing is to be sent for it.
     fn render(&mut self, mut chunk: ChatChunk) -> Option<Bytes> {
         if let Some(u) = &mut chunk.usage {
             self.usage.provider_usage(u);
             add_cost(u, self.prices);
-            if !self.wants_usage {
-                if chunk.choices.is_empty() {
-                    return None; // The usage chunk we asked for on our own account.
-                }
-                chunk.usage = None;
-            }
         }
         for choice in &chunk.choices {
             let d = &choice.delta;
@@ -291,10 +365,26 @@ impl Relay {
             self.usage.streamed_text(text + args);
         }
         chunk.model.clone_from(&self.public_model);
-        let json = serde_json::to_vec(&chunk).ok()?;
+        let mut frames = Vec::new();
+        self.encoder.chunk(&chunk, &mut frames);
+        if frames.is_empty() {
+            return None;
+        }
         self.usage.first_byte();
-        Some(data_frame(&json))
+        Some(join(frames))
     }
+}
+
+/// Several frames as one write.
+fn join(mut frames: Vec<Bytes>) -> Bytes {
+    if frames.len() == 1 {
+        return frames.pop().unwrap_or_default();
+    }
+    let mut all = bytes::BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
+    for f in frames {
+        all.extend_from_slice(&f);
+    }
+    all.freeze()
 }
 
 /// A stream that broke mid-way: the status is already sent, so only the classification matters.
@@ -305,8 +395,4 @@ fn stream_error(e: &ProviderError) -> GatewayError {
     }
     g.status = StatusCode::OK;
     g
-}
-
-fn error_frame(e: &GatewayError) -> Bytes {
-    data_frame(&e.to_json())
 }

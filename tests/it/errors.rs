@@ -299,6 +299,8 @@ async fn the_openapi_document_describes_every_route_the_gateway_serves_and_no_ot
     // Every route the router has (this list is checked against the router by the requests above).
     let mut served = vec![
         "POST /v1/chat/completions",
+        "POST /v1/messages",
+        "POST /v1/messages/count_tokens",
         "POST /v1/embeddings",
         "POST /v1/moderations",
         "GET /v1/models",

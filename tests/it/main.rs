@@ -9,6 +9,7 @@ mod chat;
 mod errors;
 mod fixtures;
 mod lifecycle;
+mod messages;
 mod providers;
 mod routing;
 mod secrets;

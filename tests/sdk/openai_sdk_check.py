@@ -1,4 +1,5 @@
-"""Drives a real Switchyard binary with the official OpenAI Python SDK.
+"""Drives a real Switchyard binary with the official OpenAI Python SDK (and, through anthropic_sdk_check,
+the official Anthropic Python SDK).
 
 Usage: python openai_sdk_check.py PATH_TO_SWITCHYARD_BINARY
 
@@ -16,6 +17,8 @@ import urllib.request
 
 import openai
 from openai import OpenAI
+
+import anthropic_sdk_check
 
 KEY = "sk-sy-master-sdk-check-0123456789abcdef"
 MODEL = "fake-chat"
@@ -63,10 +66,12 @@ def main():
     try:
         wait_ready(base, proc)
         run_checks(base)
+        anthropic_version = anthropic_sdk_check.run_checks(base, KEY, check)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    print(f"openai sdk {openai.__version__}: {results['passed']} passed, {results['failed']} failed")
+    print(f"openai sdk {openai.__version__}, anthropic sdk {anthropic_version}: "
+          f"{results['passed']} passed, {results['failed']} failed")
     sys.exit(1 if results["failed"] else 0)
 
 

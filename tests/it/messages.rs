@@ -1,0 +1,167 @@
+//! Anthropic's front door, `/v1/messages`: Anthropic's shapes in and out, whatever model answers.
+
+use serde_json::{Value, json};
+use switchyard::fake::Fault;
+use switchyard::usage::Outcome;
+
+use crate::support::{Harness, MASTER_KEY, sse_events};
+
+fn messages(h: &Harness, body: Value) -> reqwest::RequestBuilder {
+    h.client
+        .post(h.url("/v1/messages"))
+        .header("x-api-key", MASTER_KEY)
+        .header("anthropic-version", "2023-06-01")
+        .json(&body)
+}
+
+fn ask(model: &str) -> Value {
+    json!({"model": model, "max_tokens": 200, "system": [{"type": "text", "text": "Be brief."}],
+           "messages": [{"role": "user", "content": "Say hello"}]})
+}
+
+#[tokio::test]
+async fn a_message_is_answered_in_anthropics_shape_from_an_openai_upstream() {
+    let h = Harness::start().await;
+    let resp = messages(&h, ask("test-model")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-switchyard-provider"], "upstream");
+    let m: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (m["type"].as_str(), m["role"].as_str(), m["model"].as_str()),
+        (Some("message"), Some("assistant"), Some("test-model"))
+    );
+    assert!(m["id"].as_str().unwrap().starts_with("msg_"));
+    assert_eq!(m["content"][0]["type"], "text");
+    assert!(!m["content"][0]["text"].as_str().unwrap().is_empty());
+    assert_eq!(m["stop_reason"], "end_turn");
+    assert!(m["usage"]["input_tokens"].as_u64().unwrap() > 0 && m["usage"]["output_tokens"].as_u64().unwrap() > 0);
+
+    // What the upstream got: OpenAI's shape, the system prompt first, max_tokens kept.
+    let sent = h.upstream.state.requests().pop().unwrap().body;
+    assert_eq!(sent["messages"][0], json!({"role": "system", "content": "Be brief."}));
+    assert_eq!(sent["messages"][1]["role"], "user");
+    assert_eq!(sent["max_tokens"], 200);
+    assert_eq!(sent["model"], "upstream-model-id");
+}
+
+#[tokio::test]
+async fn a_streamed_message_follows_anthropics_event_sequence_and_matches_the_whole_answer() {
+    let h = Harness::start().await;
+    let whole: Value = messages(&h, ask("claude-test")).send().await.unwrap().json().await.unwrap();
+    let mut body = ask("claude-test");
+    body["stream"] = json!(true);
+    let resp = messages(&h, body).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let events = sse_events(resp).await;
+    let names: Vec<&str> = events.iter().map(|e| e.event.as_deref().unwrap_or("")).collect();
+    assert_eq!(names.first(), Some(&"message_start"));
+    assert_eq!(&names[names.len() - 3..], ["content_block_stop", "message_delta", "message_stop"]);
+    assert_eq!(names[1], "content_block_start");
+    let data: Vec<Value> = events.iter().map(|e| serde_json::from_str(&e.data).unwrap()).collect();
+    assert!(data.iter().zip(&names).all(|(d, n)| d["type"] == *n), "each event's data names its type");
+    let text: String = data
+        .iter()
+        .filter(|d| d["type"] == "content_block_delta")
+        .map(|d| d["delta"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, whole["content"][0]["text"].as_str().unwrap());
+    let delta = &data[data.len() - 2];
+    assert_eq!(delta["delta"]["stop_reason"], "end_turn");
+    assert!(delta["usage"]["output_tokens"].as_u64().unwrap() > 0);
+    let r = h.usage.wait_for(2).await;
+    assert!(r.iter().all(|r| r.outcome == Outcome::Completed && r.completion_tokens > 0), "billed like any chat");
+}
+
+#[tokio::test]
+async fn tools_and_tool_results_translate_both_ways() {
+    let h = Harness::start().await;
+    let tools = json!([{"name": "get_weather", "description": "Weather", "input_schema": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]);
+    let mut body = ask("test-model");
+    body["tools"] = tools.clone();
+    body["tool_choice"] = json!({"type": "any", "disable_parallel_tool_use": true});
+    let m: Value = messages(&h, body).send().await.unwrap().json().await.unwrap();
+    assert_eq!(m["stop_reason"], "tool_use");
+    let call = m["content"].as_array().unwrap().iter().find(|b| b["type"] == "tool_use").unwrap().clone();
+    assert_eq!(call["name"], "get_weather");
+    assert!(call["input"].is_object() && call["input"]["city"].is_string(), "input is an object, not a string");
+    let sent = h.upstream.state.requests().pop().unwrap().body;
+    assert_eq!(sent["tools"][0]["function"]["name"], "get_weather");
+    assert_eq!(sent["tools"][0]["function"]["parameters"]["required"], json!(["city"]));
+    assert_eq!((sent["tool_choice"].as_str(), sent["parallel_tool_calls"].as_bool()), (Some("required"), Some(false)));
+
+    let follow = json!({"model": "test-model", "max_tokens": 100, "messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": [{"type": "text", "text": "Checking."}, call]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": call["id"], "content": [{"type": "text", "text": "Sunny"}]},
+            {"type": "text", "text": "Thanks"}]}]});
+    assert_eq!(messages(&h, follow).send().await.unwrap().status(), 200);
+    let sent = h.upstream.state.requests().pop().unwrap().body;
+    let msgs = sent["messages"].as_array().unwrap();
+    assert_eq!(msgs[1]["tool_calls"][0]["id"], call["id"]);
+    assert_eq!(
+        msgs[1]["tool_calls"][0]["function"]["arguments"].as_str().map(|a| serde_json::from_str::<Value>(a).unwrap()),
+        Some(call["input"].clone())
+    );
+    assert_eq!((msgs[2]["role"].as_str(), msgs[2]["tool_call_id"].as_str()), (Some("tool"), call["id"].as_str()));
+    assert_eq!(msgs[2]["content"], "Sunny");
+    assert_eq!(msgs[3]["role"], "user", "the text after a tool result is its own user turn");
+}
+
+#[tokio::test]
+async fn errors_on_the_messages_route_are_in_anthropics_shape() {
+    let h = Harness::start().await;
+    let cases = [
+        (
+            h.client.post(h.url("/v1/messages")).header("x-api-key", "sk-wrong").json(&ask("test-model")),
+            401,
+            "authentication_error",
+        ),
+        (messages(&h, ask("no-such-model")), 404, "not_found_error"),
+        (
+            messages(&h, json!({"model": "test-model", "messages": [{"role": "user", "content": "hi"}]})),
+            400,
+            "invalid_request_error",
+        ),
+        (
+            messages(
+                &h,
+                json!({"model": "test-model", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]}),
+            ),
+            400,
+            "invalid_request_error",
+        ),
+    ];
+    for (req, status, kind) in cases {
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), status);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!((body["type"].as_str(), body["error"]["type"].as_str()), (Some("error"), Some(kind)), "{body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    // An upstream overload reaches the client as Anthropic's overloaded error once nothing else can answer.
+    h.upstream.state.push_fault(None, Fault::status(503));
+    let resp = messages(&h, ask("test-model")).send().await.unwrap();
+    assert_eq!(resp.status(), 502);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["type"], "error");
+}
+
+#[tokio::test]
+async fn a_stream_that_breaks_midway_ends_with_an_anthropic_error_event() {
+    let h = Harness::start().await;
+    h.upstream.state.push_fault(None, Fault::CutMidStream { after_chunks: 3 });
+    let mut body = ask("test-model");
+    body["stream"] = json!(true);
+    let resp = messages(&h, body).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let events = sse_events(resp).await;
+    let last = events.last().unwrap();
+    assert_eq!(last.event.as_deref(), Some("error"));
+    let data: Value = serde_json::from_str(&last.data).unwrap();
+    assert_eq!(data["type"], "error");
+    assert!(data["error"]["type"].is_string());
+    assert!(!events.iter().any(|e| e.event.as_deref() == Some("message_stop")), "no clean end after a failure");
+}
