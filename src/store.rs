@@ -463,53 +463,58 @@ impl Store {
 }
 
 impl Store {
-    /// Writes a batch of ledger rows in one transaction; a request id already present is left as it is.
+    /// Writes a batch of ledger rows in one transaction, many rows per statement; a request id already
+    /// present is left as it is.
     pub async fn insert_usage(&self, rows: &[crate::usage::UsageRecord]) -> Result<(), StoreError> {
-        const SQL: &str = "INSERT INTO usage_events (request_id, created_at, organization_id, key_id, requested_model, served_model, \
-                           provider, attempts, streamed, outcome, status, prompt_tokens, completion_tokens, cached_tokens, \
-                           cache_write_tokens, reasoning_tokens, usage_source, cost_micros, latency_ms, ttft_ms, error, prompt_counted) \
-                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22) \
-                           ON CONFLICT (request_id) DO NOTHING";
+        const HEAD: &str = "INSERT INTO usage_events (request_id, created_at, organization_id, key_id, requested_model, \
+                            served_model, provider, attempts, streamed, outcome, status, prompt_tokens, completion_tokens, \
+                            cached_tokens, cache_write_tokens, reasoning_tokens, usage_source, cost_micros, latency_ms, \
+                            ttft_ms, error, prompt_counted, client_request_id) ";
+        // 23 values a row: 40 rows stay far below either database's limit on bound parameters.
+        const ROWS_PER_STATEMENT: usize = 40;
         macro_rules! insert_all {
-            ($pool:expr, $sql:expr) => {{
+            ($pool:expr, $db:ty) => {{
                 let mut tx = $pool.begin().await?;
-                for r in rows {
-                    sqlx::query(sqlx::AssertSqlSafe($sql.clone()))
-                        .bind(&r.request_id)
-                        .bind(r.created_at)
-                        .bind(&r.organization_id)
-                        .bind(&r.key_id)
-                        .bind(&r.requested_model)
-                        .bind(&r.served_model)
-                        .bind(&r.provider)
-                        .bind(i64::from(r.attempts))
-                        .bind(r.streamed)
-                        .bind(r.outcome.as_str())
-                        .bind(i64::from(r.status))
-                        .bind(r.prompt_tokens as i64)
-                        .bind(r.completion_tokens as i64)
-                        .bind(r.cached_tokens as i64)
-                        .bind(r.cache_write_tokens as i64)
-                        .bind(r.reasoning_tokens as i64)
-                        .bind(if r.usage_source == crate::usage::UsageSource::Provider {
-                            "provider"
-                        } else {
-                            "estimated"
-                        })
-                        .bind(r.cost_micros)
-                        .bind(r.latency_ms as i64)
-                        .bind(r.ttft_ms.map(|t| t as i64))
-                        .bind(&r.error)
-                        .bind(r.prompt_counted)
-                        .execute(&mut *tx)
-                        .await?;
+                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(HEAD);
+                    q.push_values(chunk, |mut b, r| {
+                        b.push_bind(r.request_id.as_str())
+                            .push_bind(r.created_at)
+                            .push_bind(r.organization_id.as_deref())
+                            .push_bind(r.key_id.as_deref())
+                            .push_bind(r.requested_model.as_str())
+                            .push_bind(r.served_model.as_deref())
+                            .push_bind(r.provider.as_deref())
+                            .push_bind(i64::from(r.attempts))
+                            .push_bind(r.streamed)
+                            .push_bind(r.outcome.as_str())
+                            .push_bind(i64::from(r.status))
+                            .push_bind(r.prompt_tokens as i64)
+                            .push_bind(r.completion_tokens as i64)
+                            .push_bind(r.cached_tokens as i64)
+                            .push_bind(r.cache_write_tokens as i64)
+                            .push_bind(r.reasoning_tokens as i64)
+                            .push_bind(if r.usage_source == crate::usage::UsageSource::Provider {
+                                "provider"
+                            } else {
+                                "estimated"
+                            })
+                            .push_bind(r.cost_micros)
+                            .push_bind(r.latency_ms as i64)
+                            .push_bind(r.ttft_ms.map(|t| t as i64))
+                            .push_bind(r.error.as_deref())
+                            .push_bind(r.prompt_counted)
+                            .push_bind(r.client_request_id.as_deref());
+                    });
+                    q.push(" ON CONFLICT (request_id) DO NOTHING");
+                    q.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
             }};
         }
         match self {
-            Store::Sqlite(pool) => insert_all!(pool, SQL.replace('$', "?")),
-            Store::Postgres(pool) => insert_all!(pool, SQL.to_owned()),
+            Store::Sqlite(pool) => insert_all!(pool, sqlx::Sqlite),
+            Store::Postgres(pool) => insert_all!(pool, sqlx::Postgres),
         }
         Ok(())
     }
@@ -777,6 +782,7 @@ pub struct UsageEvent {
     pub ttft_ms: Option<i64>,
     pub error: Option<String>,
     pub prompt_counted: bool,
+    pub client_request_id: Option<String>,
 }
 
 impl Store {
@@ -784,15 +790,18 @@ impl Store {
     pub async fn usage_events(
         &self,
         filter: &UsageFilter,
+        request_id: Option<&str>,
         limit: i64,
         offset: i64,
     ) -> Result<Vec<UsageEvent>, StoreError> {
         const SQL: &str = "SELECT request_id, created_at, organization_id, key_id, requested_model, served_model, \
              provider, attempts, streamed, outcome, status, prompt_tokens, completion_tokens, cached_tokens, \
-             cache_write_tokens, reasoning_tokens, usage_source, cost_micros, latency_ms, ttft_ms, error, prompt_counted \
-             FROM usage_events \
+             cache_write_tokens, reasoning_tokens, usage_source, cost_micros, latency_ms, ttft_ms, error, prompt_counted, \
+             client_request_id FROM usage_events \
              WHERE ($1 IS NULL OR organization_id = $1) AND ($2 IS NULL OR key_id = $2) AND ($3 IS NULL OR served_model = $3) \
-             AND created_at >= $4 AND created_at < $5 ORDER BY created_at DESC, request_id DESC LIMIT $6 OFFSET $7";
+             AND created_at >= $4 AND created_at < $5 \
+             AND ($8 IS NULL OR request_id = $8 OR client_request_id = $8) \
+             ORDER BY created_at DESC, request_id DESC LIMIT $6 OFFSET $7";
         Ok(on_pool!(
             self,
             |pool, sql| sqlx::query_as::<_, UsageEvent>(sql)
@@ -803,6 +812,7 @@ impl Store {
                 .bind(filter.to)
                 .bind(limit)
                 .bind(offset)
+                .bind(request_id)
                 .fetch_all(pool)
                 .await,
             SQL

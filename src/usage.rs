@@ -53,7 +53,10 @@ pub enum UsageSource {
 
 #[derive(Debug, Clone)]
 pub struct UsageRecord {
+    /// The gateway's own id for the request (the ledger's key).
     pub request_id: String,
+    /// The caller's `x-request-id`, when it sent one.
+    pub client_request_id: Option<String>,
     /// Unix milliseconds when the request arrived.
     pub created_at: i64,
     pub organization_id: Option<String>,
@@ -96,7 +99,7 @@ impl UsageSink for LogSink {
     fn record(&self, r: UsageRecord) {
         tracing::info!(
             target: "switchyard::usage",
-            request_id = %r.request_id,
+            ledger_id = %r.request_id,
             requested_model = %r.requested_model,
             served_model = r.served_model.as_deref().unwrap_or(""),
             provider = r.provider.as_deref().unwrap_or(""),
@@ -162,14 +165,19 @@ impl Prices {
 }
 
 impl UsageGuard {
-    pub fn new(sink: Arc<dyn UsageSink>, request_id: &str, req: &ChatRequest, started: Instant) -> Self {
+    pub fn new(
+        sink: Arc<dyn UsageSink>,
+        request_id: &crate::http::observe::RequestId,
+        req: &ChatRequest,
+        started: Instant,
+    ) -> Self {
         Self::for_request(sink, request_id, &req.model, req.is_streaming(), estimate_prompt_tokens(req), started)
     }
 
     /// A guard for any kind of request: `estimated_prompt_tokens` is billed if the provider never reports.
     pub fn for_request(
         sink: Arc<dyn UsageSink>,
-        request_id: &str,
+        request_id: &crate::http::observe::RequestId,
         requested_model: &str,
         streamed: bool,
         estimated_prompt_tokens: u64,
@@ -178,7 +186,8 @@ impl UsageGuard {
         Self {
             sink,
             record: Some(UsageRecord {
-                request_id: request_id.to_owned(),
+                request_id: request_id.ledger_id.clone(),
+                client_request_id: request_id.client_id.clone(),
                 created_at: crate::tenancy::now_ms(),
                 organization_id: None,
                 key_id: None,

@@ -704,6 +704,8 @@ pub struct UsageQuery {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UsageEventsQuery {
+    /// Ours or the caller's `x-request-id`.
+    request_id: Option<String>,
     organization_id: Option<String>,
     key_id: Option<String>,
     model: Option<String>,
@@ -777,7 +779,7 @@ pub async fn usage_events(
         to: q.to.unwrap_or(now + 1),
     };
     let (limit, offset) = (q.limit.unwrap_or(50).clamp(1, 500), q.offset.unwrap_or(0).max(0));
-    let rows = state.store.usage_events(&filter, limit, offset).await?;
+    let rows = state.store.usage_events(&filter, q.request_id.as_deref(), limit, offset).await?;
     Ok(Json(json!({"object": "list", "data": rows, "limit": limit, "offset": offset})))
 }
 

@@ -134,7 +134,7 @@ pub(super) async fn serve_chat(
     req.extra.remove("prefer");
     req.extra.remove("models");
 
-    let mut usage = UsageGuard::new(state.usage.clone(), &request_id.0, &req, started.into_std());
+    let mut usage = UsageGuard::new(state.usage.clone(), request_id, &req, started.into_std());
     if let Some(key) = &key {
         usage.set_caller(&key.organization_id, &key.id);
     }

@@ -50,7 +50,7 @@ pub async fn create_embeddings(
     };
     let estimate = req.input.texts().map_or(0, |t| t.iter().map(|s| s.len().div_ceil(4) as u64).sum());
     let usage =
-        UsageGuard::for_request(state.usage.clone(), &request_id.0, &req.model, false, estimate, started.into_std());
+        UsageGuard::for_request(state.usage.clone(), &request_id, &req.model, false, estimate, started.into_std());
     let (mut usage, limits_view) = admit(&state, &key, ask, usage).await?;
     let wanted = req.encoding_format.unwrap_or(EncodingFormat::Float);
     let mut fallback = Fallback::new(&plan, &state.router, started);
@@ -152,7 +152,7 @@ pub async fn create_moderation(
     let features = RequestFeatures::for_embeddings(Vec::new()).moderation();
     let plan = state.catalog.plan(&requested, &caller_of(&key), &features)?;
     let ask = admission::ask(&features, &plan, 0, 1);
-    let usage = UsageGuard::for_request(state.usage.clone(), &request_id.0, &requested, false, 0, started.into_std());
+    let usage = UsageGuard::for_request(state.usage.clone(), &request_id, &requested, false, 0, started.into_std());
     let (mut usage, limits_view) = admit(&state, &key, ask, usage).await?;
     let mut fallback = Fallback::new(&plan, &state.router, started);
     while let Some(target) = fallback.next().await {

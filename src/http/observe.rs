@@ -9,22 +9,30 @@ use axum::response::Response;
 use http::HeaderValue;
 use tracing::Instrument;
 
-/// The request's id, available to handlers as an extension.
+/// The request's ids, available to handlers as an extension.
 #[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+pub struct RequestId {
+    /// Echoed as `x-request-id` and on every log line: the caller's, when it sent a sane one.
+    pub id: String,
+    /// The ledger's key for this request: always generated here, so a caller that reuses an
+    /// `x-request-id` cannot make two requests count as one.
+    pub ledger_id: String,
+    /// The caller's own id, when it sent one (kept in the ledger beside ours).
+    pub client_id: Option<String>,
+}
 
 const HEADER: &str = "x-request-id";
 
 pub async fn request_context(mut req: Request, next: Next) -> Response {
-    let id = req
-        .headers()
-        .get(HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| is_acceptable_id(v))
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    req.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", request_id = %id, key_id = tracing::field::Empty);
+    let client_id =
+        req.headers().get(HEADER).and_then(|v| v.to_str().ok()).filter(|v| is_acceptable_id(v)).map(str::to_owned);
+    let ledger_id = uuid::Uuid::now_v7().to_string();
+    let id = client_id.clone().unwrap_or_else(|| ledger_id.clone());
+    let span = match &client_id {
+        Some(_) => tracing::info_span!("request", request_id = %id, ledger_id = %ledger_id),
+        None => tracing::info_span!("request", request_id = %id),
+    };
+    req.extensions_mut().insert(RequestId { id: id.clone(), ledger_id, client_id });
     let started = Instant::now();
     tracing::debug!(parent: &span, method = %req.method(), path = %req.uri().path(), "request received");
     let mut resp = next.run(req).instrument(span.clone()).await;

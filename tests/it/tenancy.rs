@@ -806,3 +806,34 @@ async fn a_client_that_leaves_mid_stream_is_billed_once_in_the_ledger_and_its_ho
     let again = h.client.post(h.url("/v1/chat/completions")).bearer_auth(&secret).json(&hello("test-model"));
     assert_eq!(again.send().await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn a_caller_that_reuses_its_request_id_is_still_billed_for_every_request() {
+    let h = Harness::start().await;
+    let org = new_org(&h, "Rho").await;
+    let (id, secret) = key_with(&h, org["id"].as_str().unwrap(), json!({})).await;
+    for _ in 0..3 {
+        let resp = h
+            .client
+            .post(h.url("/v1/chat/completions"))
+            .bearer_auth(&secret)
+            .header("x-request-id", "same-id-every-time")
+            .json(&hello("test-model"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-request-id"], "same-id-every-time", "the caller's id is echoed");
+    }
+    let rows = ledger_rows(&h, &id, 3).await;
+    assert_eq!(rows.len(), 3, "three requests, three ledger rows");
+    assert!(rows.iter().all(|r| r["client_request_id"] == "same-id-every-time"));
+    let ours: std::collections::HashSet<&str> = rows.iter().map(|r| r["request_id"].as_str().unwrap()).collect();
+    assert_eq!(ours.len(), 3, "the ledger keys them by the gateway's own ids");
+    let found: Value = admin(&h, reqwest::Method::GET, "/admin/v1/usage/requests?request_id=same-id-every-time", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["data"].as_array().unwrap().len(), 3, "found by the caller's id too");
+}
