@@ -119,7 +119,7 @@ lines = [
     f"Produced by \`bench/run.sh\` (DURATION=$DURATION CONNECTIONS=$CONNECTIONS RATE=$RATE STREAM_SAMPLES=$STREAM_SAMPLES REPEAT=$REPEAT) "
     f"at commit {rev} on {datetime.date.today()}, on this project's 2-core machine, everything on loopback: the fake "
     "upstream (\`switchyard fake-upstream\`, 16-token replies, no added latency), nginx 1.22 (\`proxy_pass\` with "
-    "upstream keep-alive, access log on), and Switchyard (release build, info logging, one usage log line per request). "
+    "upstream keep-alive, access log on), and Switchyard (release build, info logging; the per-request usage line is at debug level, every request goes to the SQLite ledger). "
     "Load tools share the two cores with the servers, so absolute figures are pessimistic; compare within the run. "
     "Throughput and CPU figures are the median of $REPEAT alternating runs.",
     "",

@@ -100,7 +100,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run_async(fut: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+fn run_async(fut: impl Future<Output = anyhow::Result<()>> + Send + 'static) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -108,7 +108,12 @@ fn run_async(fut: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(fut) {
+    // Spawned, not run on this thread: the accept loop then runs on a worker, beside the connections it
+    // starts, instead of waking the main thread for every new connection.
+    let outcome = runtime.block_on(async move {
+        tokio::spawn(fut).await.unwrap_or_else(|e| Err(anyhow::anyhow!("the server task failed: {e}")))
+    });
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("switchyard: {e:#}");

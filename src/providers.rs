@@ -121,7 +121,12 @@ pub struct Provider {
     unavailable: Option<String>,
     headers: HeaderMap,
     transport: Transport,
+    /// Upstream URLs parsed once: parsing (IDNA included) is a visible share of a request's CPU.
+    parsed_urls: std::sync::Mutex<std::collections::HashMap<String, reqwest::Url>>,
 }
+
+/// More distinct URLs than this (per-model paths of many models) and the cache starts over.
+const PARSED_URLS: usize = 1024;
 
 impl std::fmt::Debug for Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -130,6 +135,20 @@ impl std::fmt::Debug for Provider {
 }
 
 impl Provider {
+    /// `url` parsed, from the cache when it was seen before.
+    pub fn parsed_url(&self, url: &str) -> Option<reqwest::Url> {
+        let mut cache = self.parsed_urls.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(u) = cache.get(url) {
+            return Some(u.clone());
+        }
+        let parsed = reqwest::Url::parse(url).ok()?;
+        if cache.len() >= PARSED_URLS {
+            cache.clear();
+        }
+        cache.insert(url.to_owned(), parsed.clone());
+        Some(parsed)
+    }
+
     /// Builds a provider from validated configuration. `env` looks up environment variables.
     pub fn from_config(cfg: &ProviderConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Provider, String> {
         let timeouts = cfg.timeouts.resolve();
@@ -198,6 +217,7 @@ impl Provider {
             unavailable,
             headers,
             transport,
+            parsed_urls: std::sync::Mutex::default(),
         })
     }
 

@@ -131,7 +131,10 @@ async fn send(
         if first_byte < deadline { (first_byte, TimeoutPhase::FirstByte) } else { (deadline, TimeoutPhase::Total) };
     match &provider.transport {
         Transport::Http(client) => {
-            let call = client.post(&req.url).headers(req.headers).body(req.body).send();
+            let url = provider
+                .parsed_url(&req.url)
+                .ok_or_else(|| ProviderError::new(ErrorKind::BadRequest, "the provider's URL is not valid"))?;
+            let call = client.post(url).headers(req.headers).body(req.body).send();
             let resp = match timeout_at(limit, call).await {
                 Err(_) => return Err(ProviderError::timeout(phase)),
                 Ok(Err(e)) => return Err(transport_error(provider, &e)),

@@ -96,7 +96,15 @@ pub struct Tee(pub std::sync::Arc<dyn UsageSink>, pub std::sync::Arc<dyn UsageSi
 
 impl UsageSink for Tee {
     fn record(&self, record: UsageRecord) {
-        self.0.record(record.clone());
-        self.1.record(record);
+        if self.1.wants() {
+            self.0.record(record.clone());
+            self.1.record(record);
+        } else {
+            self.0.record(record);
+        }
+    }
+
+    fn wants(&self) -> bool {
+        self.0.wants() || self.1.wants()
     }
 }
