@@ -58,36 +58,47 @@ impl UsageSink for Ledger {
 
 async fn write_loop(store: Store, mut rx: mpsc::Receiver<UsageRecord>) {
     let mut batch = Vec::with_capacity(BATCH);
+    let mut tick = tokio::time::interval(INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        if rx.recv_many(&mut batch, BATCH).await == 0 {
-            return; // closed and drained
-        }
-        // Gather a little more before writing, unless the batch is already full.
-        if batch.len() < BATCH {
-            let deadline = tokio::time::Instant::now() + INTERVAL;
-            while batch.len() < BATCH {
-                let room = BATCH - batch.len();
-                match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
+        // Wake on a timer, not on every record: a request then never wakes this task (and, on a busy
+        // machine, another thread) just to hand over its row.
+        tick.tick().await;
+        let mut closed = false;
+        loop {
+            match rx.try_recv() {
+                Ok(record) => batch.push(record),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
                 }
             }
         }
-        let mut delay = Duration::from_millis(100);
-        for attempt in 1..=5 {
-            match store.insert_usage(&batch).await {
-                Ok(()) => break,
-                Err(e) if attempt < 5 => {
-                    tracing::warn!(error = %e, rows = batch.len(), attempt, "usage ledger write failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, rows = batch.len(), "usage ledger write failed; rows kept in the log only: {batch:?}");
-                }
-            }
+        for chunk in batch.chunks(BATCH) {
+            write_batch(&store, chunk).await;
         }
         batch.clear();
+        if closed {
+            return; // closed and drained
+        }
+    }
+}
+
+async fn write_batch(store: &Store, rows: &[UsageRecord]) {
+    let mut delay = Duration::from_millis(100);
+    for attempt in 1..=5 {
+        match store.insert_usage(rows).await {
+            Ok(()) => return,
+            Err(e) if attempt < 5 => {
+                tracing::warn!(error = %e, rows = rows.len(), attempt, "usage ledger write failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, rows = rows.len(), "usage ledger write failed; rows kept in the log only: {rows:?}");
+            }
+        }
     }
 }
 
