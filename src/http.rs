@@ -10,6 +10,7 @@ pub mod body;
 pub mod chat;
 pub mod embeddings;
 pub mod error;
+pub mod gemini;
 pub mod health;
 pub mod messages;
 pub mod models;
@@ -47,6 +48,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/messages/count_tokens", post(messages::count_tokens))
         .route_layer(from_fn_with_state(state.clone(), auth::require_caller))
         .route_layer(from_fn(messages::anthropic_errors));
+    // Gemini's front door: `?key=` or x-goog-api-key, and errors in Google's shape.
+    let gemini = Router::new()
+        .route("/v1beta/models/{*target}", post(gemini::generate))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_caller))
+        .route_layer(from_fn(gemini::gemini_edge));
     let admin = Router::new()
         .route("/admin/v1/organizations", post(admin::create_organization).get(admin::list_organizations))
         .route(
@@ -72,6 +78,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/openapi.json", get(openapi))
         .merge(api)
         .merge(anthropic)
+        .merge(gemini)
         .merge(admin)
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -284,7 +284,12 @@ async fn the_openapi_document_describes_every_route_the_gateway_serves_and_no_ot
             assert!(op["responses"].is_object(), "{method} {path} has responses");
             described.push(format!("{} {path}", method.to_uppercase()));
             // The route exists with that method: whatever it answers, it is not "no such route".
-            let url = h.url(&path.replace("{id}", "no-such-id").replace("{name}", "no-such-plan"));
+            let url = h.url(
+                &path
+                    .replace("{id}", "no-such-id")
+                    .replace("{name}", "no-such-plan")
+                    .replace("{model}", "no-such-model"),
+            );
             let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let resp =
                 h.client.request(method.clone(), url).bearer_auth(crate::support::MASTER_KEY).send().await.unwrap();
@@ -300,6 +305,8 @@ async fn the_openapi_document_describes_every_route_the_gateway_serves_and_no_ot
     let mut served = vec![
         "POST /v1/chat/completions",
         "POST /v1/messages",
+        "POST /v1beta/models/{model}:generateContent",
+        "POST /v1beta/models/{model}:streamGenerateContent",
         "POST /v1/messages/count_tokens",
         "POST /v1/embeddings",
         "POST /v1/moderations",

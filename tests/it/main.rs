@@ -8,6 +8,7 @@ mod support;
 mod chat;
 mod errors;
 mod fixtures;
+mod gemini_door;
 mod lifecycle;
 mod messages;
 mod providers;
