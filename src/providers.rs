@@ -125,6 +125,19 @@ pub struct Provider {
     parsed_urls: std::sync::Mutex<std::collections::HashMap<String, reqwest::Url>>,
 }
 
+/// A model or deployment id as one URL path segment: everything but unreserved characters is
+/// percent-encoded, so an id from a request (`provider/model` strings pass ids through) can never add
+/// path segments, a query or a fragment to the configured upstream URL.
+pub(crate) fn path_segment(id: &str) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+    match id {
+        // Dot segments would be resolved away by URL normalisation.
+        "." | ".." => id.replace('.', "%2E"),
+        _ => percent_encoding::utf8_percent_encode(id, SEGMENT).to_string(),
+    }
+}
+
 /// More distinct URLs than this (per-model paths of many models) and the cache starts over.
 const PARSED_URLS: usize = 1024;
 
@@ -299,4 +312,15 @@ pub(crate) fn bad_request(message: impl Into<String>, param: &str) -> ProviderEr
 /// Seconds since the Unix epoch, for `created` fields of translated responses.
 pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_from_requests_stay_one_path_segment() {
+        assert_eq!(super::path_segment("gemini-2.5-flash"), "gemini-2.5-flash");
+        assert_eq!(super::path_segment("../../admin?x=1#y"), "..%2F..%2Fadmin%3Fx%3D1%23y");
+        assert_eq!(super::path_segment(".."), "%2E%2E");
+        assert_eq!(super::path_segment("a b/c"), "a%20b%2Fc");
+    }
 }

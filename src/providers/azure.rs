@@ -22,8 +22,9 @@ pub struct AzureAdapter {
 impl AzureAdapter {
     fn url(&self, endpoint: &Endpoint<'_>, deployment: &str, operation: &str) -> String {
         format!(
-            "{}/openai/deployments/{deployment}/{operation}?api-version={}",
+            "{}/openai/deployments/{}/{operation}?api-version={}",
             endpoint.base_url.trim_end_matches('/'),
+            super::path_segment(deployment),
             self.api_version
         )
     }

@@ -45,7 +45,7 @@ fn auth_headers(endpoint: &Endpoint<'_>) -> Result<HeaderMap, ProviderError> {
 }
 
 fn model_url(endpoint: &Endpoint<'_>, model: &str, action: &str) -> String {
-    let model = model.strip_prefix("models/").unwrap_or(model);
+    let model = super::path_segment(model.strip_prefix("models/").unwrap_or(model));
     format!("{}/v1beta/models/{model}:{action}", endpoint.base_url.trim_end_matches('/'))
 }
 
