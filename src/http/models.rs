@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
+use axum::{Extension, Json};
 use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -16,6 +16,7 @@ use crate::app::AppState;
 use crate::config::ModelTier;
 use crate::routing::{AliasEntry, Caller, ModelEntry, RequestFeatures, RouteError};
 use crate::schema::ChatRequest;
+use crate::tenancy::ActiveKey;
 
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
@@ -81,11 +82,51 @@ fn alias_object(a: &AliasEntry, created: u64, metadata: bool) -> Value {
     o
 }
 
-pub async fn list_models(State(state): State<Arc<AppState>>, Query(q): Query<ListQuery>) -> Json<Value> {
+/// What the calling key may name: everything for the master key; for a virtual key, what its allowlist
+/// names (its organisation's blocked providers hidden).
+fn visible(key: Option<&ActiveKey>, name: &str, provider: Option<&str>) -> bool {
+    let Some(k) = key else { return true };
+    if provider.is_some_and(|p| k.caller.blocked_providers.iter().any(|b| b == p)) {
+        return false;
+    }
+    k.caller.allowed_models.as_ref().is_none_or(|allowed| allowed.iter().any(|a| a == name))
+}
+
+/// The Anthropic SDKs list models with `anthropic-version` set, and read Anthropic's shape.
+fn anthropic_shape(headers: &HeaderMap) -> bool {
+    headers.contains_key("anthropic-version")
+}
+
+fn anthropic_model(id: &str, created: u64) -> Value {
+    let day = (created / 86_400) as i64;
+    json!({"type": "model", "id": id, "display_name": id,
+           "created_at": format!("{}T00:00:00Z", crate::limits::date_string(day))})
+}
+
+pub async fn list_models(
+    State(state): State<Arc<AppState>>,
+    key: Option<Extension<Arc<ActiveKey>>>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Json<Value> {
+    let key = key.as_ref().map(|Extension(k)| k.as_ref());
     let meta = q.metadata();
-    let mut data: Vec<Value> = state.catalog.models().iter().map(|m| model_object(m, state.created, meta)).collect();
-    data.extend(state.catalog.aliases().iter().map(|a| alias_object(a, state.created, meta)));
-    let mut tiers: Vec<&str> = state.catalog.tier_names().collect();
+    let mut data: Vec<Value> = state
+        .catalog
+        .models()
+        .iter()
+        .filter(|m| visible(key, &m.name, Some(&m.provider.name)))
+        .map(|m| model_object(m, state.created, meta))
+        .collect();
+    data.extend(
+        state
+            .catalog
+            .aliases()
+            .iter()
+            .filter(|a| visible(key, &a.name, None))
+            .map(|a| alias_object(a, state.created, meta)),
+    );
+    let mut tiers: Vec<&str> = state.catalog.tier_names().filter(|t| visible(key, t, None)).collect();
     tiers.sort_unstable();
     for t in tiers {
         let mut o = json!({"id": t, "object": "model", "created": state.created, "owned_by": "switchyard"});
@@ -96,21 +137,35 @@ pub async fn list_models(State(state): State<Arc<AppState>>, Query(q): Query<Lis
         }
         data.push(o);
     }
+    if anthropic_shape(&headers) {
+        let ids: Vec<Value> =
+            data.iter().filter_map(|m| m["id"].as_str()).map(|id| anthropic_model(id, state.created)).collect();
+        let (first, last) = (ids.first().map(|m| m["id"].clone()), ids.last().map(|m| m["id"].clone()));
+        return Json(json!({"data": ids, "has_more": false, "first_id": first, "last_id": last}));
+    }
     Json(json!({"object": "list", "data": data}))
 }
 
 pub async fn retrieve_model(
     State(state): State<Arc<AppState>>,
+    key: Option<Extension<Arc<ActiveKey>>>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, GatewayError> {
-    if let Some(m) = state.catalog.model(&id) {
-        return Ok(Json(model_object(m, state.created, q.metadata())));
+    let key = key.as_ref().map(|Extension(k)| k.as_ref());
+    let found = match (state.catalog.model(&id), state.catalog.alias(&id)) {
+        (Some(m), _) if visible(key, &m.name, Some(&m.provider.name)) => {
+            Some(model_object(m, state.created, q.metadata()))
+        }
+        (None, Some(a)) if visible(key, &a.name, None) => Some(alias_object(a, state.created, q.metadata())),
+        _ => None,
+    };
+    match found {
+        Some(_) if anthropic_shape(&headers) => Ok(Json(anthropic_model(&id, state.created))),
+        Some(o) => Ok(Json(o)),
+        None => Err(RouteError::UnknownModel(id).into()),
     }
-    if let Some(a) = state.catalog.alias(&id) {
-        return Ok(Json(alias_object(a, state.created, q.metadata())));
-    }
-    Err(RouteError::UnknownModel(id).into())
 }
 
 /// The plan a chat request would get, and why, without calling any provider.

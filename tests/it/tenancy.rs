@@ -837,3 +837,34 @@ async fn a_caller_that_reuses_its_request_id_is_still_billed_for_every_request()
         .unwrap();
     assert_eq!(found["data"].as_array().unwrap().len(), 3, "found by the caller's id too");
 }
+
+#[tokio::test]
+async fn a_key_lists_only_the_models_it_may_use_in_openais_or_anthropics_shape() {
+    let h = Harness::start().await;
+    let org = new_org(&h, "Sigma").await;
+    let (_, secret) = key_with(&h, org["id"].as_str().unwrap(), json!({"models": ["test-model", "claude-test"]})).await;
+    let list: Value =
+        h.client.get(h.url("/v1/models")).bearer_auth(&secret).send().await.unwrap().json().await.unwrap();
+    let mut ids: Vec<&str> = list["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["claude-test", "test-model"]);
+    let hidden = h.client.get(h.url("/v1/models/gemini-test")).bearer_auth(&secret).send().await.unwrap();
+    assert_eq!(hidden.status(), 404, "a model outside the allowlist does not exist for this key");
+
+    let anthropic: Value = h
+        .client
+        .get(h.url("/v1/models"))
+        .header("x-api-key", &secret)
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(anthropic["has_more"], false);
+    assert!(anthropic["data"].as_array().unwrap().iter().all(|m| m["type"] == "model" && m["created_at"].is_string()));
+    let all: Value =
+        h.client.get(h.url("/v1/models")).bearer_auth(MASTER_KEY).send().await.unwrap().json().await.unwrap();
+    assert!(all["data"].as_array().unwrap().len() > 2, "the master key sees everything");
+}

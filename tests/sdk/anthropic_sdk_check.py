@@ -48,6 +48,11 @@ def run_checks(base, key, check):
         n = client.messages.count_tokens(model=MODEL, messages=MESSAGES)
         assert n.input_tokens > 0, n
 
+    def models_list():
+        ids = [m.id for m in client.models.list()]
+        assert MODEL in ids, ids
+        assert client.models.retrieve(MODEL).id == MODEL
+
     def unknown_model_is_not_found():
         try:
             client.messages.create(model="no-such-model", max_tokens=10, messages=MESSAGES)
@@ -79,6 +84,7 @@ def run_checks(base, key, check):
         ("anthropic: streamed message", streamed_message),
         ("anthropic: tools, streamed tools, tool result", tools_and_tool_results),
         ("anthropic: count tokens", count_tokens),
+        ("anthropic: models list and retrieve", models_list),
         ("anthropic: unknown model -> NotFoundError", unknown_model_is_not_found),
         ("anthropic: wrong key -> AuthenticationError", wrong_key_is_authentication_error),
         ("anthropic: unsupported block -> BadRequestError", unsupported_block_is_bad_request),
