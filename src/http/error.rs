@@ -358,3 +358,25 @@ impl IntoResponse for GatewayError {
         resp
     }
 }
+
+/// For front doors that speak another API: re-renders an error response's OpenAI error object with
+/// `render(status, error)`, whichever layer produced it. Successful responses pass untouched.
+pub async fn rewrite_error(
+    resp: Response,
+    render: impl FnOnce(u16, &serde_json::Value) -> serde_json::Value,
+) -> Response {
+    if resp.status().is_success() {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
+        return (parts.status, bytes::Bytes::new()).into_response();
+    };
+    let Ok(openai) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    };
+    let out = render(parts.status.as_u16(), &openai["error"]);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Response::from_parts(parts, axum::body::Body::from(out.to_string()))
+}

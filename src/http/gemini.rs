@@ -20,9 +20,9 @@ use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, header};
+use http::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
@@ -499,20 +499,8 @@ pub async fn gemini_edge(mut req: Request, next: Next) -> Response {
         v.set_sensitive(true);
         req.headers_mut().insert("x-goog-api-key", v);
     }
-    let resp = next.run(req).await;
-    let status = resp.status();
-    if status.is_success() {
-        return resp;
-    }
-    let (mut parts, body) = resp.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
-        return (parts.status, Bytes::new()).into_response();
-    };
-    let Ok(openai) = serde_json::from_slice::<Value>(&bytes) else {
-        return Response::from_parts(parts, Body::from(bytes));
-    };
-    let message = openai["error"]["message"].as_str().unwrap_or("Request failed.");
-    parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Response::from_parts(parts, Body::from(google_error(status.as_u16(), message).to_string()))
+    super::error::rewrite_error(next.run(req).await, |status, err| {
+        google_error(status, err["message"].as_str().unwrap_or("Request failed."))
+    })
+    .await
 }

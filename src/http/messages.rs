@@ -21,7 +21,7 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, header};
+use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
@@ -653,30 +653,18 @@ fn anthropic_error(status: u16, openai_type: &str, message: &str) -> Value {
 /// Every error answered on the Messages routes, from any layer (auth, body limits, routing, providers),
 /// in Anthropic's shape; OpenAI's `code` and `param` are kept beside it for diagnosis.
 pub async fn anthropic_errors(req: Request, next: Next) -> Response {
-    let resp = next.run(req).await;
-    let status = resp.status();
-    if status.is_success() {
-        return resp;
-    }
-    let (mut parts, body) = resp.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
-        return (parts.status, Bytes::new()).into_response();
-    };
-    let Ok(openai) = serde_json::from_slice::<Value>(&bytes) else {
-        return Response::from_parts(parts, Body::from(bytes));
-    };
-    let err = &openai["error"];
-    let mut out = anthropic_error(
-        status.as_u16(),
-        err["type"].as_str().unwrap_or_default(),
-        err["message"].as_str().unwrap_or("Request failed."),
-    );
-    for field in ["code", "param"] {
-        if let Some(v) = err.get(field).filter(|v| !v.is_null()) {
-            out["error"][field] = v.clone();
+    super::error::rewrite_error(next.run(req).await, |status, err| {
+        let mut out = anthropic_error(
+            status,
+            err["type"].as_str().unwrap_or_default(),
+            err["message"].as_str().unwrap_or("Request failed."),
+        );
+        for field in ["code", "param"] {
+            if let Some(v) = err.get(field).filter(|v| !v.is_null()) {
+                out["error"][field] = v.clone();
+            }
         }
-    }
-    parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Response::from_parts(parts, Body::from(out.to_string()))
+        out
+    })
+    .await
 }
