@@ -63,12 +63,17 @@ pub struct ActiveKey {
 
 #[derive(Debug, Default)]
 pub struct KeyCache {
-    by_hash: RwLock<HashMap<String, Arc<ActiveKey>>>,
+    /// The keys, and the ticket of the reload that wrote them.
+    by_hash: RwLock<(u64, HashMap<String, Arc<ActiveKey>>)>,
+    /// Tickets in the order reloads start: a reload that began earlier (so read older rows) never
+    /// overwrites one that began later, however the two interleave.
+    next_ticket: std::sync::atomic::AtomicU64,
 }
 
 impl KeyCache {
     /// Replaces the cache's contents with the store's active keys.
     pub async fn reload(&self, store: &Store) -> Result<usize, StoreError> {
+        let ticket = self.next_ticket.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         let rows = store.active_keys().await?;
         let plans: HashMap<String, PlanRow> = store.plans().await?.into_iter().map(|p| (p.name.clone(), p)).collect();
         let blocked: HashMap<String, Vec<String>> = store
@@ -92,7 +97,10 @@ impl KeyCache {
             }
         }
         let n = map.len();
-        *self.by_hash.write().unwrap_or_else(|p| p.into_inner()) = map;
+        let mut cache = self.by_hash.write().unwrap_or_else(|p| p.into_inner());
+        if ticket > cache.0 {
+            *cache = (ticket, map);
+        }
         Ok(n)
     }
 
@@ -101,7 +109,7 @@ impl KeyCache {
         if !keys::is_well_formed(presented) {
             return None;
         }
-        let found = self.by_hash.read().unwrap_or_else(|p| p.into_inner()).get(&keys::hash(presented)).cloned()?;
+        let found = self.by_hash.read().unwrap_or_else(|p| p.into_inner()).1.get(&keys::hash(presented)).cloned()?;
         found.expires_at.is_none_or(|at| at > now_ms).then_some(found)
     }
 }

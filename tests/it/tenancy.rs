@@ -830,11 +830,8 @@ async fn a_caller_that_reuses_its_request_id_is_still_billed_for_every_request()
     assert!(rows.iter().all(|r| r["client_request_id"] == "same-id-every-time"));
     let ours: std::collections::HashSet<&str> = rows.iter().map(|r| r["request_id"].as_str().unwrap()).collect();
     assert_eq!(ours.len(), 3, "the ledger keys them by the gateway's own ids");
-    let found: Value = admin(&h, reqwest::Method::GET, "/admin/v1/usage/requests?request_id=same-id-every-time", None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let path = format!("/admin/v1/usage/requests?request_id=same-id-every-time&key_id={id}");
+    let found: Value = admin(&h, reqwest::Method::GET, &path, None).await.json().await.unwrap();
     assert_eq!(found["data"].as_array().unwrap().len(), 3, "found by the caller's id too");
 }
 
