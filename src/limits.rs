@@ -552,10 +552,19 @@ impl Memory {
         }
         let mut after = Vec::with_capacity(list.len());
         for c in list {
-            let v = current(&inner, c) + c.amount;
             // In-flight counts have no window here: the process that holds them is the one that frees them.
             let expires = if c.name.contains(":par:") { i64::MAX } else { c.expires_at_ms };
-            inner.values.insert(c.name.clone(), (v, expires));
+            let v = match inner.values.get_mut(&c.name) {
+                Some(entry) => {
+                    let base = if entry.1 > now { entry.0 } else { 0 };
+                    *entry = (base + c.amount, expires);
+                    entry.0
+                }
+                None => {
+                    inner.values.insert(c.name.clone(), (c.amount, expires));
+                    c.amount
+                }
+            };
             after.push(v);
         }
         Ok(after)
