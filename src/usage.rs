@@ -11,7 +11,7 @@ pub mod ledger;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::schema::{ChatRequest, Usage};
+use crate::schema::Usage;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -176,15 +176,6 @@ impl Prices {
 }
 
 impl UsageGuard {
-    pub fn new(
-        sink: Arc<dyn UsageSink>,
-        request_id: &crate::http::observe::RequestId,
-        req: &ChatRequest,
-        started: Instant,
-    ) -> Self {
-        Self::for_request(sink, request_id, &req.model, req.is_streaming(), estimate_prompt_tokens(req), started)
-    }
-
     /// A guard for any kind of request: `estimated_prompt_tokens` is billed if the provider never reports.
     pub fn for_request(
         sink: Arc<dyn UsageSink>,
@@ -319,11 +310,4 @@ impl Drop for UsageGuard {
         // Reached only when the request was abandoned before it finished: the client went away.
         self.emit(Outcome::ClientDisconnected, 499, Some("client_disconnected".to_owned()));
     }
-}
-
-/// A rough count of prompt tokens (about four characters a token), used only when a provider's own count
-/// is missing.
-pub fn estimate_prompt_tokens(req: &ChatRequest) -> u64 {
-    let text: usize = req.messages.iter().map(|m| m.content.as_ref().map_or(0, |c| c.text_len()).div_ceil(4) + 4).sum();
-    text as u64 + 3
 }

@@ -121,7 +121,7 @@ pub async fn create_organization(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, GatewayError> {
-    let req: NewOrganization = body::decode(&body::read(&headers, body, state.body_limits).await?)?;
+    let req: NewOrganization = body::read_json(&headers, body, state.body_limits).await?;
     check_name(&req.name, "name")?;
     let now = now_ms();
     let org = OrganizationRow {
@@ -183,7 +183,7 @@ pub async fn update_organization(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, GatewayError> {
-    let patch: OrganizationPatch = body::decode(&body::read(&headers, body, state.body_limits).await?)?;
+    let patch: OrganizationPatch = body::read_json(&headers, body, state.body_limits).await?;
     let mut org = state.store.organization(&id).await?.ok_or_else(|| not_found("organization", &id))?;
     let before = organization_json(&org);
     if let Some(name) = patch.name {
@@ -321,7 +321,7 @@ pub async fn create_key(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, GatewayError> {
-    let req: NewKey = body::decode(&body::read(&headers, body, state.body_limits).await?)?;
+    let req: NewKey = body::read_json(&headers, body, state.body_limits).await?;
     if let Some(name) = &req.name {
         check_name(name, "name")?;
     }
@@ -514,7 +514,7 @@ pub async fn update_key(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, GatewayError> {
-    let patch: KeyPatch = body::decode(&body::read(&headers, body, state.body_limits).await?)?;
+    let patch: KeyPatch = body::read_json(&headers, body, state.body_limits).await?;
     let mut key = state.store.key(&id).await?.ok_or_else(|| not_found("key", &id))?;
     let before = key_json(&key);
     if let Some(name) = patch.name {
@@ -642,7 +642,7 @@ pub async fn create_plan(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, GatewayError> {
-    let req: PlanBody = body::decode(&body::read(&headers, body, state.body_limits).await?)?;
+    let req: PlanBody = body::read_json(&headers, body, state.body_limits).await?;
     let name = req.name.clone().ok_or_else(|| GatewayError::invalid_value("'name' is required.", "name"))?;
     check_name(&name, "name")?;
     if state.store.plan(&name).await?.is_some() {
@@ -662,7 +662,7 @@ pub async fn update_plan(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, GatewayError> {
-    let req: PlanBody = body::decode(&body::read(&headers, body, state.body_limits).await?)?;
+    let req: PlanBody = body::read_json(&headers, body, state.body_limits).await?;
     let existing =
         state.store.plan(&name).await?.ok_or_else(|| GatewayError::not_found(format!("No plan named '{name}'.")))?;
     if req.name.as_ref().is_some_and(|n| *n != name) {

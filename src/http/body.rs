@@ -43,6 +43,15 @@ pub async fn read(headers: &HeaderMap, body: Body, limits: BodyLimits) -> Result
     }
 }
 
+/// Reads a request body within the limits and decodes it as JSON (the prologue of every JSON handler).
+pub async fn read_json<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+    limits: BodyLimits,
+) -> Result<T, GatewayError> {
+    decode(&read(headers, body, limits).await?)
+}
+
 /// Decodes JSON into `T`; on failure, `param` is the path of the field at fault (`messages[0].role`).
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {

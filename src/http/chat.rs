@@ -42,9 +42,7 @@ pub async fn create_chat_completion(
     body: Body,
 ) -> Result<Response, GatewayError> {
     let started = Instant::now();
-    let bytes = body::read(&headers, body, state.body_limits).await?;
-    let req: ChatRequest = body::decode(&bytes)?;
-    drop(bytes);
+    let req: ChatRequest = body::read_json(&headers, body, state.body_limits).await?;
     let dialect = OpenAi { wants_usage: req.wants_stream_usage() };
     serve_chat(&state, &request_id, key.map(|Extension(k)| k), req, started, Box::new(dialect)).await
 }
@@ -122,19 +120,26 @@ pub(super) async fn serve_chat(
     dialect: Box<dyn Dialect>,
 ) -> Result<Response, GatewayError> {
     validate(&req)?;
-    let (plan, ask) = {
+    let (plan, ask, estimate) = {
         let features = RequestFeatures::for_chat(&req)
             .map_err(|field| GatewayError::invalid_value(format!("'{field}' has an invalid value."), &field))?;
         let caller = key.as_ref().map_or_else(Caller::default, |k| k.caller.clone());
         let plan = state.catalog.plan(&req.model, &caller, &features)?;
         let ask = admission::ask(&features, &plan, 1, req.n.unwrap_or(1));
-        (plan, ask)
+        (plan, ask, features.prompt_token_estimate())
     };
     // Switchyard's own fields are not forwarded.
     req.extra.remove("prefer");
     req.extra.remove("models");
 
-    let mut usage = UsageGuard::new(state.usage.clone(), request_id, &req, started.into_std());
+    let mut usage = UsageGuard::for_request(
+        state.usage.clone(),
+        request_id,
+        &req.model,
+        req.is_streaming(),
+        estimate,
+        started.into_std(),
+    );
     if let Some(key) = &key {
         usage.set_caller(&key.organization_id, &key.id);
     }

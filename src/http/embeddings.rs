@@ -32,23 +32,20 @@ pub async fn create_embeddings(
     body: Body,
 ) -> Result<Response, GatewayError> {
     let started = Instant::now();
-    let bytes = body::read(&headers, body, state.body_limits).await?;
-    let mut req: EmbeddingRequest = body::decode(&bytes)?;
-    drop(bytes);
+    let mut req: EmbeddingRequest = body::read_json(&headers, body, state.body_limits).await?;
     if req.input.is_empty() {
         return Err(GatewayError::invalid_value("'input' must not be empty.", "input"));
     }
     if req.dimensions == Some(0) {
         return Err(GatewayError::invalid_value("'dimensions' must be at least 1.", "dimensions"));
     }
-    let (plan, ask) = {
+    let (plan, ask, estimate) = {
         let texts = req.input.texts().unwrap_or_default();
         let features = RequestFeatures::for_embeddings(texts);
         let plan = state.catalog.plan(&req.model, &caller_of(&key), &features)?;
         let ask = admission::ask(&features, &plan, 0, 1);
-        (plan, ask)
+        (plan, ask, features.prompt_token_estimate())
     };
-    let estimate = req.input.texts().map_or(0, |t| t.iter().map(|s| s.len().div_ceil(4) as u64).sum());
     let usage =
         UsageGuard::for_request(state.usage.clone(), &request_id, &req.model, false, estimate, started.into_std());
     let (mut usage, limits_view) = admit(&state, &key, ask, usage).await?;
@@ -145,9 +142,7 @@ pub async fn create_moderation(
     body: Body,
 ) -> Result<Response, GatewayError> {
     let started = Instant::now();
-    let bytes = body::read(&headers, body, state.body_limits).await?;
-    let mut req: ModerationRequest = body::decode(&bytes)?;
-    drop(bytes);
+    let mut req: ModerationRequest = body::read_json(&headers, body, state.body_limits).await?;
     let requested = req.model.clone().unwrap_or_else(|| DEFAULT_MODERATION_MODEL.to_owned());
     let features = RequestFeatures::for_embeddings(Vec::new()).moderation();
     let plan = state.catalog.plan(&requested, &caller_of(&key), &features)?;

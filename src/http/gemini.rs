@@ -129,9 +129,7 @@ pub async fn generate(
         other => return Err(GatewayError::not_found(format!("Method '{other}' is not supported."))),
     };
     let model = model.strip_prefix("models/").unwrap_or(model).to_owned();
-    let bytes = body::read(&headers, body, state.body_limits).await?;
-    let req: GenerateRequest = body::decode(&bytes)?;
-    drop(bytes);
+    let req: GenerateRequest = body::read_json(&headers, body, state.body_limits).await?;
     let chat = to_chat(model.clone(), stream, req)?;
     let dialect = Gemini { model };
     serve_chat(&state, &request_id, key.map(|Extension(k)| k), chat, started, Box::new(dialect)).await

@@ -137,9 +137,7 @@ pub async fn create_message(
     body: Body,
 ) -> Result<Response, GatewayError> {
     let started = Instant::now();
-    let bytes = body::read(&headers, body, state.body_limits).await?;
-    let req: MessagesRequest = body::decode(&bytes)?;
-    drop(bytes);
+    let req: MessagesRequest = body::read_json(&headers, body, state.body_limits).await?;
     let chat = to_chat(req)?;
     let dialect = Messages { model: chat.model.clone() };
     serve_chat(&state, &request_id, key.map(|Extension(k)| k), chat, started, Box::new(dialect)).await
@@ -153,8 +151,7 @@ pub async fn count_tokens(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, GatewayError> {
-    let bytes = body::read(&headers, body, state.body_limits).await?;
-    let mut value: Value = body::decode(&bytes)?;
+    let mut value: Value = body::read_json(&headers, body, state.body_limits).await?;
     // The endpoint takes no max_tokens; the translation needs one.
     if let Some(obj) = value.as_object_mut() {
         obj.entry("max_tokens").or_insert(json!(1));
@@ -522,16 +519,16 @@ fn event(name: &str, data: &Value) -> Bytes {
 }
 
 impl MessagesStream {
-    fn start(&mut self, chunk: &ChatChunk, out: &mut Vec<Bytes>) {
+    fn start(&mut self, id: &str, model: &str, out: &mut Vec<Bytes>) {
         if self.started {
             return;
         }
         self.started = true;
-        let model = if chunk.model.is_empty() { &self.model } else { &chunk.model };
+        let model = if model.is_empty() { &self.model } else { model };
         out.push(event(
             "message_start",
             &json!({"type": "message_start", "message": {
-                "id": message_id(&chunk.id), "type": "message", "role": "assistant", "model": model,
+                "id": message_id(id), "type": "message", "role": "assistant", "model": model,
                 "content": [], "stop_reason": null, "stop_sequence": null,
                 "usage": {"input_tokens": 0, "output_tokens": 0},
             }}),
@@ -569,7 +566,7 @@ impl MessagesStream {
 
 impl StreamEncoder for MessagesStream {
     fn chunk(&mut self, chunk: &ChatChunk, out: &mut Vec<Bytes>) {
-        self.start(chunk, out);
+        self.start(&chunk.id, &chunk.model, out);
         if let Some(u) = &chunk.usage {
             self.usage = Some(u.clone());
         }
@@ -607,18 +604,7 @@ impl StreamEncoder for MessagesStream {
     }
 
     fn done(&mut self, out: &mut Vec<Bytes>) {
-        if !self.started {
-            let empty = ChatChunk {
-                id: String::new(),
-                object: String::new(),
-                created: 0,
-                model: String::new(),
-                choices: Vec::new(),
-                usage: None,
-                extra: Map::new(),
-            };
-            self.start(&empty, out);
-        }
+        self.start("", "", out);
         self.close(out);
         out.push(event(
             "message_delta",

@@ -174,8 +174,7 @@ pub async fn explain_route(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, GatewayError> {
-    let bytes = body::read(&headers, body, state.body_limits).await?;
-    let req: ChatRequest = body::decode(&bytes)?;
+    let req: ChatRequest = body::read_json(&headers, body, state.body_limits).await?;
     let features = RequestFeatures::for_chat(&req)
         .map_err(|field| GatewayError::invalid_value(format!("'{field}' has an invalid value."), &field))?;
     let plan = state.catalog.plan(&req.model, &Caller::default(), &features)?;
