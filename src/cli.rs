@@ -27,6 +27,9 @@ struct ServeArgs {
     /// Address to listen on [default: the config's server.listen, else 127.0.0.1:8080].
     #[arg(long, env = "SWITCHYARD_LISTEN", global = true)]
     listen: Option<String>,
+    /// Threads serving requests [default: the config's server.workers, else one per CPU core].
+    #[arg(long, env = "SWITCHYARD_WORKERS", global = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: Option<u16>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,7 +88,8 @@ enum KeysCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => run_async(run_serve(cli.serve)),
+        // The calling thread is the first worker; `server::serve` starts the others, a runtime each.
+        Command::Serve => run_on(tokio::runtime::Builder::new_current_thread(), run_serve(cli.serve)),
         Command::Keys { action } => run_async(keys_command(action)),
         Command::Migrate => run_async(async {
             let store = crate::store::Store::connect(std::env::var("DATABASE_URL").ok().as_deref()).await?;
@@ -101,15 +105,22 @@ pub fn main() -> ExitCode {
 }
 
 fn run_async(fut: impl Future<Output = anyhow::Result<()>> + Send + 'static) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    run_on(tokio::runtime::Builder::new_multi_thread(), fut)
+}
+
+fn run_on(
+    mut builder: tokio::runtime::Builder,
+    fut: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+) -> ExitCode {
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("switchyard: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    // Spawned, not run on this thread: the accept loop then runs on a worker, beside the connections it
-    // starts, instead of waking the main thread for every new connection.
+    // Spawned, not run in `block_on`: on a multi-threaded runtime the future then runs on a worker
+    // instead of waking the main thread; a panic in it becomes an error instead of an abort.
     let outcome = runtime.block_on(async move {
         tokio::spawn(fut).await.unwrap_or_else(|e| Err(anyhow::anyhow!("the server task failed: {e}")))
     });
@@ -157,10 +168,15 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let listen =
         args.listen.or_else(|| config.listen_addr().map(str::to_owned)).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    let workers = args
+        .workers
+        .map(usize::from)
+        .or(config.server.workers)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get));
     let listener =
-        tokio::net::TcpListener::bind(&listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    tracing::info!(address = %listener.local_addr()?, models = state.catalog.models().len(), "switchyard is listening");
-    serve(listener, state, ServeSettings::from_config(&config), shutdown_signal()).await;
+        crate::server::bind(&listen, workers).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    tracing::info!(address = %listener.local_addr()?, models = state.catalog.models().len(), workers, "switchyard is listening");
+    serve(listener, workers, state, ServeSettings::from_config(&config), shutdown_signal()).await;
     Ok(())
 }
 

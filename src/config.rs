@@ -93,6 +93,10 @@ pub struct ServerConfig {
     pub body_read_timeout_ms: u64,
     /// On SIGTERM, how long in-flight requests and streams may run before they are cut.
     pub drain_timeout_ms: u64,
+    /// Threads serving requests, each with its own event loop and listening socket (the kernel spreads
+    /// connections across them). Default: one per CPU core. Overridden by `--workers` /
+    /// `SWITCHYARD_WORKERS`.
+    pub workers: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -103,6 +107,7 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 30_000,
             drain_timeout_ms: 30_000,
+            workers: None,
         }
     }
 }
@@ -356,6 +361,9 @@ impl Config {
             if v == 0 {
                 bad(format!("server.{name}"), "must be greater than 0".into());
             }
+        }
+        if s.workers.is_some_and(|w| !(1..=1024).contains(&w)) {
+            bad("server.workers".into(), "must be between 1 and 1024".into());
         }
         if !is_env_name(&self.auth.master_key_env) {
             bad("auth.master_key_env".into(), "must be an environment variable name".into());

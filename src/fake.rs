@@ -57,6 +57,8 @@ pub struct FakeStats {
     pub streams_completed: AtomicU64,
     /// Streams whose reader went away before the end.
     pub streams_cancelled: AtomicU64,
+    /// TCP connections accepted (when served on a socket).
+    pub connections: AtomicU64,
 }
 
 /// What the fake received, for tests to inspect.
@@ -129,7 +131,9 @@ pub fn router(state: Arc<FakeState>) -> Router {
 /// Serves the fake on `listener` until the process ends (for `switchyard fake-upstream` and benchmarks).
 pub async fn serve(listener: tokio::net::TcpListener, state: Arc<FakeState>) -> std::io::Result<()> {
     // Without TCP_NODELAY, a stream's first event waits on Nagle's algorithm and the reader's delayed ACK.
-    let listener = listener.tap_io(|tcp| {
+    let counted = state.clone();
+    let listener = listener.tap_io(move |tcp| {
+        counted.stats.connections.fetch_add(1, Ordering::Relaxed);
         let _ = tcp.set_nodelay(true);
     });
     axum::serve(listener, router(state)).await

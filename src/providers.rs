@@ -100,9 +100,40 @@ pub trait StreamMapper: Send {
 }
 
 enum Transport {
-    Http(reqwest::Client),
+    Http(Box<HttpClients>),
     /// The built-in fake provider, answered by its router without a socket.
     InProcess(axum::Router),
+}
+
+/// A provider's HTTP clients, one per thread that uses it. A pooled connection is driven by a task on
+/// the runtime that opened it; with one runtime per thread (`server.workers`), a client shared between
+/// threads would hand every request over to another thread and back. Per thread, a request and its
+/// upstream connection stay together.
+struct HttpClients {
+    connect_timeout: Duration,
+    per_thread: thread_local::ThreadLocal<reqwest::Client>,
+}
+
+impl HttpClients {
+    fn new(connect_timeout: Duration) -> Result<Self, String> {
+        let clients = Self { connect_timeout, per_thread: thread_local::ThreadLocal::new() };
+        clients.get()?; // A client that cannot be built is a start-up error, not a request's.
+        Ok(clients)
+    }
+
+    fn get(&self) -> Result<&reqwest::Client, String> {
+        self.per_thread.get_or_try(|| {
+            reqwest::Client::builder()
+                .connect_timeout(self.connect_timeout)
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(1024)
+                .tcp_nodelay(true)
+                .tcp_keepalive(Duration::from_secs(30))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|e| format!("cannot build the HTTP client: {e}"))
+        })
+    }
 }
 
 /// One configured provider at run time.
@@ -187,16 +218,8 @@ impl Provider {
                 (Transport::InProcess(router), "http://fake.invalid/v1".to_owned())
             }
             _ => {
-                let client = reqwest::Client::builder()
-                    .connect_timeout(timeouts.connect)
-                    .pool_idle_timeout(Duration::from_secs(90))
-                    .pool_max_idle_per_host(1024)
-                    .tcp_nodelay(true)
-                    .tcp_keepalive(Duration::from_secs(30))
-                    .redirect(reqwest::redirect::Policy::none())
-                    .build()
-                    .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-                (Transport::Http(client), cfg.effective_base_url().unwrap_or_default())
+                let clients = Box::new(HttpClients::new(timeouts.connect)?);
+                (Transport::Http(clients), cfg.effective_base_url().unwrap_or_default())
             }
         };
         let quirks = {

@@ -6,22 +6,27 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret {
+    value: String,
+    /// SHA-256 of the value, computed once: the master key is compared on every request.
+    digest: [u8; 32],
+}
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        let value = value.into();
+        let digest = Sha256::digest(value.as_bytes()).into();
+        Self { value, digest }
     }
 
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.value
     }
 
     /// Compares in time independent of where the inputs differ (hashing first also hides the length).
     pub fn matches(&self, candidate: &str) -> bool {
-        let a = Sha256::digest(self.0.as_bytes());
         let b = Sha256::digest(candidate.as_bytes());
-        a.as_slice().ct_eq(b.as_slice()).into()
+        self.digest.as_slice().ct_eq(b.as_slice()).into()
     }
 }
 

@@ -18,6 +18,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::app::{AppOptions, AppState, MasterKey};
 use crate::config::Config;
@@ -43,51 +44,207 @@ const KEY_RELOAD: Duration = Duration::from_secs(15);
 /// How long to wait, after the drain deadline, for streams to flush their final error event.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
 
+/// Binds the address to serve on. With several workers, each listens on a socket of its own with
+/// SO_REUSEPORT, so this one is bound that way too, after checking that the address is free: otherwise
+/// a second gateway started on the same port would silently share its connections.
+pub async fn bind(listen: &str, workers: usize) -> std::io::Result<TcpListener> {
+    let probe = TcpListener::bind(listen).await?;
+    if workers <= 1 || !cfg!(unix) {
+        return Ok(probe);
+    }
+    let addr = probe.local_addr()?;
+    drop(probe);
+    bind_shared(addr)
+}
+
+/// A listening socket that other workers' sockets may share.
+fn bind_shared(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
 /// Serves until `shutdown` completes, then drains.
+///
+/// `listener` is served on the calling task's runtime; with `workers > 1`, each further worker is a
+/// thread with its own single-threaded runtime and its own socket on the same address (see `bind`).
+/// A connection then lives on one thread from accept to close, with its upstream connections (see
+/// `providers::HttpClients`): no wake-ups of other threads on the way, which is most of what a hop costs
+/// at low load, and no work-stealing bookkeeping under load. The process-wide tasks (ledger writer, key
+/// reloads, Redis upkeep) run on the calling runtime.
 pub async fn serve(
     listener: TcpListener,
+    workers: usize,
     state: Arc<AppState>,
     settings: ServeSettings,
     shutdown: impl Future<Output = ()>,
 ) {
     let app = crate::http::router(state.clone());
+    let background = Background::start(&state);
+    let stop = CancellationToken::new();
+    // Worker runtimes outlive their drain until the end, so tasks they started (settles, upstream
+    // connections) are not dropped half-way.
+    let exit = CancellationToken::new();
+    let mut threads = Vec::new();
+    let mut drained = Vec::new();
+    if let Ok(addr) = listener.local_addr() {
+        for i in 1..workers {
+            match start_worker(i, addr, app.clone(), state.clone(), settings, stop.clone(), exit.clone()).await {
+                Ok((thread, done)) => {
+                    threads.push(thread);
+                    drained.push(done);
+                }
+                Err(e) => tracing::error!(worker = i, error = %e, "a worker could not start; serving with fewer"),
+            }
+        }
+    }
+    tracing::debug!(workers = threads.len() + 1, "serving");
+    let own = accept_and_drain(listener, app, &state, settings, &stop);
+    let trigger = async {
+        shutdown.await;
+        background.quiet();
+        state.draining.store(true, Ordering::Relaxed);
+        tracing::info!(
+            drain_timeout_ms = settings.drain_timeout.as_millis() as u64,
+            "shutting down: draining in-flight requests"
+        );
+        stop.cancel();
+    };
+    tokio::join!(own, trigger);
+    for done in drained {
+        let _ = done.await;
+    }
+    // Every usage record of the drained requests reaches the ledger before the process ends, and every
+    // hold in shared counters is settled.
+    state.ledger.close().await;
+    background.end();
+    state.limiter.retire().await;
+    exit.cancel();
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    })
+    .await;
+    tracing::info!("stopped");
+}
+
+/// Starts worker `i` on a thread of its own; returns once it listens, with a signal for when it has
+/// drained.
+async fn start_worker(
+    i: usize,
+    addr: SocketAddr,
+    app: axum::Router,
+    state: Arc<AppState>,
+    settings: ServeSettings,
+    stop: CancellationToken,
+    exit: CancellationToken,
+) -> std::io::Result<(std::thread::JoinHandle<()>, oneshot::Receiver<()>)> {
+    let (ready_tx, ready_rx) = oneshot::channel::<std::io::Result<()>>();
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let thread = std::thread::Builder::new().name(format!("switchyard-worker-{i}")).spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            let listener = match bind_shared(addr) {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(()));
+            accept_and_drain(listener, app, &state, settings, &stop).await;
+            let _ = done_tx.send(());
+            exit.cancelled().await;
+        });
+    })?;
+    match ready_rx.await {
+        Ok(Ok(())) => Ok((thread, done_rx)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(std::io::Error::other("the worker thread ended before listening")),
+    }
+}
+
+/// The process-wide tasks beside the accept loops.
+struct Background {
+    reloader: JoinHandle<()>,
+    maintenance: JoinHandle<()>,
+    bus_listener: Option<JoinHandle<()>>,
+}
+
+impl Background {
+    fn start(state: &Arc<AppState>) -> Self {
+        // Keys changed elsewhere (the CLI, another replica's admin API) are picked up within this interval;
+        // this replica's own admin changes take effect at once.
+        let reloader = {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(KEY_RELOAD);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = state.keys.reload(&state.store).await {
+                        tracing::warn!(error = %e, "key cache reload failed; keeping the previous keys");
+                    }
+                }
+            })
+        };
+        // With Redis: heartbeats, and releasing what replicas that died were holding.
+        let maintenance = {
+            let limiter = state.limiter.clone();
+            tokio::spawn(async move { limiter.maintain().await })
+        };
+        // With Redis, other replicas' admin changes arrive at once as notices.
+        let bus_listener = state.bus.clone().map(|bus| {
+            let state = state.clone();
+            tokio::spawn(bus.listen(move || {
+                let state = state.clone();
+                async move {
+                    if let Err(e) = state.keys.reload(&state.store).await {
+                        tracing::warn!(error = %e, "key cache reload failed; keeping the previous keys");
+                    }
+                }
+            }))
+        });
+        Self { reloader, maintenance, bus_listener }
+    }
+
+    /// Stops picking up key changes: the gateway is shutting down.
+    fn quiet(&self) {
+        self.reloader.abort();
+        if let Some(task) = &self.bus_listener {
+            task.abort();
+        }
+    }
+
+    fn end(self) {
+        self.quiet();
+        self.maintenance.abort();
+    }
+}
+
+/// Accepts connections until `stop`, then lets the open ones finish, up to the drain deadline; after it,
+/// running streams are ended (`hard_stop`).
+async fn accept_and_drain(
+    listener: TcpListener,
+    app: axum::Router,
+    state: &AppState,
+    settings: ServeSettings,
+    stop: &CancellationToken,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
-    // Keys changed elsewhere (the CLI, another replica's admin API) are picked up within this interval;
-    // this replica's own admin changes take effect at once.
-    let reloader = {
-        let state = state.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(KEY_RELOAD);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                if let Err(e) = state.keys.reload(&state.store).await {
-                    tracing::warn!(error = %e, "key cache reload failed; keeping the previous keys");
-                }
-            }
-        })
-    };
-    // With Redis: heartbeats, and releasing what replicas that died were holding.
-    let maintenance = {
-        let limiter = state.limiter.clone();
-        tokio::spawn(async move { limiter.maintain().await })
-    };
-    // With Redis, other replicas' admin changes arrive at once as notices.
-    let listener_task = state.bus.clone().map(|bus| {
-        let state = state.clone();
-        tokio::spawn(bus.listen(move || {
-            let state = state.clone();
-            async move {
-                if let Err(e) = state.keys.reload(&state.store).await {
-                    tracing::warn!(error = %e, "key cache reload failed; keeping the previous keys");
-                }
-            }
-        }))
-    });
-    tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -99,7 +256,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = stop.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
         let (builder, app, watcher) = (builder.clone(), app.clone(), graceful.watcher());
@@ -122,28 +279,15 @@ pub async fn serve(
         });
     }
     drop(listener);
-    reloader.abort();
-    if let Some(task) = listener_task {
-        task.abort();
-    }
-    state.draining.store(true, Ordering::Relaxed);
-    tracing::info!(
-        drain_timeout_ms = settings.drain_timeout.as_millis() as u64,
-        "shutting down: draining in-flight requests"
-    );
     let drained = graceful.shutdown();
     tokio::pin!(drained);
     if tokio::time::timeout(settings.drain_timeout, &mut drained).await.is_err() {
-        tracing::warn!("drain deadline passed: ending the remaining streams");
+        if !state.hard_stop.is_cancelled() {
+            tracing::warn!("drain deadline passed: ending the remaining streams");
+        }
         state.hard_stop.cancel();
         let _ = tokio::time::timeout(FINAL_FLUSH, &mut drained).await;
     }
-    // Every usage record of the drained requests reaches the ledger before the process ends, and every
-    // hold in shared counters is settled.
-    state.ledger.close().await;
-    maintenance.abort();
-    state.limiter.retire().await;
-    tracing::info!("stopped");
 }
 
 /// A server running in the background, as tests and embedders use it.
@@ -159,11 +303,13 @@ impl RunningServer {
     /// Builds the application from `config` and serves it on `listen` (port 0 picks a free port).
     pub async fn start(config: &Config, opts: &AppOptions, listen: &str) -> anyhow::Result<RunningServer> {
         let (state, master_key) = AppState::new(config, opts).await?;
-        let listener = TcpListener::bind(listen).await?;
+        // Embedders choose their workers; unset, one (on the caller's runtime).
+        let workers = config.server.workers.unwrap_or(1);
+        let listener = bind(listen, workers).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let settings = ServeSettings::from_config(config);
-        let task = tokio::spawn(serve(listener, state.clone(), settings, async move {
+        let task = tokio::spawn(serve(listener, workers, state.clone(), settings, async move {
             let _ = stopped.await;
         }));
         Ok(RunningServer { addr, state, master_key, stop: Some(stop), task })

@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Extension;
 use axum::body::Body;
@@ -291,6 +292,11 @@ pub(super) fn all_failed(usage: UsageGuard, fallback: &Fallback<'_>, plan: &Rout
     error
 }
 
+/// After a client leaves mid-stream, how long to wait for each further chunk, and in all, before the
+/// upstream stream is dropped (which cancels it).
+const DRAIN_GAP: Duration = Duration::from_millis(10);
+const DRAIN_LIMIT: Duration = Duration::from_millis(250);
+
 /// Moves one stream from the provider to the client, owning its accounting until the end.
 struct Relay {
     public_model: String,
@@ -326,23 +332,35 @@ impl Relay {
                 break End::ClientGone;
             }
         };
-        drop(upstream); // Closes the upstream connection before the books are settled.
+        // Dropping `upstream` before its body ended closes the connection, which cancels the generation.
         let (outcome, error) = match end {
             End::Done => {
                 let mut frames = Vec::new();
                 self.encoder.done(&mut frames);
-                match tx.send(join(frames)).await {
+                let sent = tx.send(join(frames)).await;
+                upstream.finish_body(DRAIN_GAP).await;
+                drop(upstream);
+                match sent {
                     Ok(()) => (Outcome::Completed, None),
                     Err(_) => (Outcome::ClientDisconnected, Some("client_disconnected".to_owned())),
                 }
             }
-            End::ClientGone => (Outcome::ClientDisconnected, Some("client_disconnected".to_owned())),
+            End::ClientGone => {
+                // What has already arrived is read (and billed) rather than thrown away: a stream that was
+                // all but done then keeps its pooled connection; one still generating is cut at its next
+                // pause.
+                upstream.drain_arrived(DRAIN_GAP, DRAIN_LIMIT, |mut chunk| self.account(&mut chunk)).await;
+                drop(upstream);
+                (Outcome::ClientDisconnected, Some("client_disconnected".to_owned()))
+            }
             End::Failed(e) => {
+                drop(upstream);
                 tracing::warn!(error = %e, "stream failed after it started");
                 let _ = tx.send(self.encoder.error(&stream_error(&e))).await;
                 (Outcome::Interrupted, Some(e.label()))
             }
             End::ShutDown => {
+                drop(upstream);
                 let _ = tx.send(self.encoder.error(&GatewayError::shutting_down())).await;
                 (Outcome::ShutDown, Some("shutting_down".to_owned()))
             }
@@ -353,6 +371,19 @@ impl Relay {
     /// Rewrites one chunk for the client (public model name, usage with its cost) and renders it;
     /// `None` when nothing is to be sent for it.
     fn render(&mut self, mut chunk: ChatChunk) -> Option<Bytes> {
+        self.account(&mut chunk);
+        chunk.model.clone_from(&self.public_model);
+        let mut frames = Vec::new();
+        self.encoder.chunk(&chunk, &mut frames);
+        if frames.is_empty() {
+            return None;
+        }
+        self.usage.first_byte();
+        Some(join(frames))
+    }
+
+    /// Takes a chunk's usage (adding its cost) and the size of its text into the request's books.
+    fn account(&mut self, chunk: &mut ChatChunk) {
         if let Some(u) = &mut chunk.usage {
             self.usage.provider_usage(u);
             add_cost(u, self.prices);
@@ -369,14 +400,6 @@ impl Relay {
                 .sum();
             self.usage.streamed_text(text + args);
         }
-        chunk.model.clone_from(&self.public_model);
-        let mut frames = Vec::new();
-        self.encoder.chunk(&chunk, &mut frames);
-        if frames.is_empty() {
-            return None;
-        }
-        self.usage.first_byte();
-        Some(join(frames))
     }
 }
 

@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt, TryStreamExt};
@@ -117,6 +118,7 @@ pub async fn open_stream(
         deadline,
         done: false,
         saw_finish: false,
+        body_ended: false,
     })
 }
 
@@ -130,7 +132,8 @@ async fn send(
     let (limit, phase) =
         if first_byte < deadline { (first_byte, TimeoutPhase::FirstByte) } else { (deadline, TimeoutPhase::Total) };
     match &provider.transport {
-        Transport::Http(client) => {
+        Transport::Http(clients) => {
+            let client = clients.get().map_err(|e| ProviderError::new(ErrorKind::Connection, e))?;
             let url = provider
                 .parsed_url(&req.url)
                 .ok_or_else(|| ProviderError::new(ErrorKind::BadRequest, "the provider's URL is not valid"))?;
@@ -251,6 +254,8 @@ pub struct ChunkStream {
     deadline: Instant,
     done: bool,
     saw_finish: bool,
+    /// The body itself has ended (not just the events, which end at `[DONE]`).
+    body_ended: bool,
 }
 
 impl ChunkStream {
@@ -288,6 +293,7 @@ impl ChunkStream {
                 }
                 Ok(None) => {
                     self.done = true;
+                    self.body_ended = true;
                     let partial = self.decoder.finish();
                     // Some OpenAI-compatible servers close without `[DONE]` after the last chunk; that is
                     // a finished stream. Anything else that just stops is a cut.
@@ -295,6 +301,44 @@ impl ChunkStream {
                         return Err(interrupted());
                     }
                 }
+            }
+        }
+    }
+}
+
+impl ChunkStream {
+    /// After the client has left: reads on only while the rest of the stream is already arriving (each
+    /// chunk within `gap`, all of it within `limit`), handing each chunk to `each`. A stream that was all
+    /// but finished then ends properly, so its connection goes back to the pool and its usage is known;
+    /// one still being generated is left at the first pause, and dropping it cancels it upstream.
+    /// Returns whether the stream finished.
+    pub async fn drain_arrived(&mut self, gap: Duration, limit: Duration, mut each: impl FnMut(ChatChunk)) -> bool {
+        let until = Instant::now() + limit;
+        loop {
+            let at = (Instant::now() + gap).min(until);
+            match timeout_at(at, self.next()).await {
+                Ok(Ok(Some(chunk))) => each(chunk),
+                Ok(Ok(None)) => {
+                    self.finish_body(gap).await;
+                    return true;
+                }
+                Ok(Err(_)) | Err(_) => return false,
+            }
+        }
+    }
+
+    /// After the stream's last event: reads what is left of the body (the end of a chunked body follows
+    /// `[DONE]`), waiting at most `wait`, so the connection can go back to the pool instead of being
+    /// closed with unread bytes.
+    pub async fn finish_body(&mut self, wait: Duration) {
+        if !self.done {
+            return;
+        }
+        let until = Instant::now() + wait;
+        while !self.body_ended {
+            match timeout_at(until, self.body.next()).await {
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(_))) | Ok(None) | Err(_) => self.body_ended = true,
             }
         }
     }

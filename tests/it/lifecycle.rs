@@ -125,3 +125,45 @@ async fn the_drain_deadline_ends_remaining_streams_with_an_error_event() {
     let stats = &h.upstream.state.stats;
     eventually("the upstream stream to be released", || stats.streams_cancelled.load(Ordering::Relaxed) == 1).await;
 }
+
+#[tokio::test]
+async fn several_workers_share_the_port_and_all_of_them_drain_on_shutdown() {
+    let mut setup = slow_stream_setup(20_000, 12);
+    setup.server_extra.push_str("\nworkers = 3");
+    let mut h = Harness::with(setup).await;
+    // One connection per client: the kernel spreads them over the workers' sockets.
+    let mut streams = Vec::new();
+    for _ in 0..24 {
+        let client = reqwest::Client::new();
+        let resp = client
+            .post(h.url("/v1/chat/completions"))
+            .bearer_auth(MASTER_KEY)
+            .json(&json!({"model": "test-model", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        streams.push(resp);
+    }
+    h.gateway.begin_shutdown();
+    eventually("readiness to report draining", || h.gateway.state.draining.load(Ordering::Relaxed)).await;
+    for resp in streams {
+        let (chunks, done) = payloads(&sse_events(resp).await);
+        assert!(done, "every stream ran to its end: {chunks:?}");
+    }
+    let records = h.usage.wait_for(24).await;
+    assert!(records.iter().all(|r| r.outcome == Outcome::Completed));
+    let addr = h.gateway.addr;
+    tokio::time::timeout(Duration::from_secs(10), h.gateway.stopped()).await.expect("the server stopped");
+    assert!(TcpStream::connect(addr).await.is_err(), "no worker still listens");
+}
+
+#[tokio::test]
+async fn a_second_gateway_cannot_share_a_port_that_one_with_several_workers_holds() {
+    let h = Harness::with(Setup { server_extra: "workers = 2".into(), ..Setup::default() }).await;
+    let listen = h.gateway.addr.to_string();
+    let second = switchyard::server::bind(&listen, 2).await;
+    assert!(second.is_err(), "the port is taken");
+    let plain = h.chat(hello("test-model")).await;
+    assert_eq!(plain.status(), 200);
+}

@@ -144,6 +144,35 @@ async fn a_client_that_disconnects_mid_stream_cancels_the_upstream_and_is_still_
     assert!(r[0].prompt_tokens > 0);
 }
 
+#[tokio::test]
+async fn a_client_that_leaves_after_the_whole_stream_arrived_is_billed_from_it_and_the_connection_is_kept() {
+    // The fake sends a whole reply at once, and a long one: the client leaves while the gateway is still
+    // relaying it, with the rest already arriving from upstream.
+    let h = Harness::with(Setup {
+        fake: FakeSettings { latency_ms: 0, tokens_per_second: 0.0, completion_tokens: 3000 },
+        ..Setup::default()
+    })
+    .await;
+    for i in 1..=3 {
+        let mut resp = h.chat(streamed(hello("test-model"))).await;
+        assert_eq!(resp.status(), 200);
+        assert!(resp.chunk().await.unwrap().unwrap().starts_with(b"data: "));
+        drop(resp);
+        h.usage.wait_for(i).await; // the request is over, its upstream connection idle again
+    }
+    let r = h.usage.wait_for(3).await;
+    // Whether the rest still reached the client's socket before it closed is a race; either way the
+    // provider's own usage is what is billed.
+    let outcomes: Vec<_> = r.iter().map(|r| r.outcome).collect();
+    assert!(outcomes.iter().all(|o| matches!(o, Outcome::ClientDisconnected | Outcome::Completed)), "{outcomes:?}");
+    assert!(r.iter().all(|r| r.usage_source == UsageSource::Provider), "the provider's usage chunk was read");
+    assert_eq!(r[0].completion_tokens, 3000);
+    assert!(outcomes.contains(&Outcome::ClientDisconnected), "{outcomes:?}");
+    let stats = &h.upstream.state.stats;
+    assert_eq!(stats.streams_completed.load(Ordering::Relaxed), 3);
+    assert_eq!(stats.connections.load(Ordering::Relaxed), 1, "one pooled upstream connection served all three");
+}
+
 async fn stream_failure(setup: Setup, fault: Fault) -> (Harness, Vec<Value>, bool) {
     let h = Harness::with(setup).await;
     h.upstream.state.push_fault(None, fault);
