@@ -14,4 +14,4 @@ pub mod tokens;
 
 pub use catalog::{AliasEntry, Catalog, ModelEntry};
 pub use fallback::{Attempt, Fallback, Router};
-pub use plan::{Caller, Prefer, RequestFeatures, Resolution, RouteError, RoutePlan, Skipped};
+pub use plan::{Caller, Prefer, RequestFeatures, Resolution, RouteError, RoutePlan, Skipped, wants_explicit_routing};

@@ -76,17 +76,20 @@ impl KeyCache {
         let ticket = self.next_ticket.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         let rows = store.active_keys().await?;
         let plans: HashMap<String, PlanRow> = store.plans().await?.into_iter().map(|p| (p.name.clone(), p)).collect();
-        let blocked: HashMap<String, Vec<String>> = store
+        let orgs: HashMap<String, (Vec<String>, bool)> = store
             .all_organizations()
             .await?
             .into_iter()
-            .map(|o| (o.id, serde_json::from_str(&o.blocked_providers).unwrap_or_default()))
+            .map(|o| (o.id, (serde_json::from_str(&o.blocked_providers).unwrap_or_default(), o.allow_cheaper_swaps)))
             .collect();
         let mut map: HashMap<String, Arc<ActiveKey>> = HashMap::new();
         for r in rows {
             let previous = r.previous_hash.clone().zip(r.previous_expires_at);
             let mut key = active(r.clone(), &plans);
-            key.caller.blocked_providers = blocked.get(&key.organization_id).cloned().unwrap_or_default();
+            if let Some((blocked, swaps)) = orgs.get(&key.organization_id) {
+                key.caller.blocked_providers.clone_from(blocked);
+                key.caller.cheaper_swaps = *swaps;
+            }
             let key = Arc::new(key);
             map.insert(r.key_hash.clone(), key.clone());
             // During a rotation's grace period the old secret still works, until its own deadline.
@@ -123,6 +126,7 @@ fn active(r: KeyRow, plans: &HashMap<String, PlanRow>) -> ActiveKey {
             allowed_models: models.clone(),
             blocked_providers: Vec::new(),
             plan_alias: plan.and_then(|p| p.public_alias.clone()),
+            cheaper_swaps: false,
         },
         organization_id: r.organization_id,
         limits: limits(&r.limits, plan),

@@ -123,6 +123,10 @@ pub struct TierConfig {
     pub name: String,
     /// The tier's models in their "balanced" order.
     pub models: Vec<String>,
+    /// The tier's models are interchangeable in quality (a published-benchmark band): an organisation
+    /// that opts in to cheaper swaps gets the cheapest of them when it asks for one by name.
+    #[serde(default)]
+    pub swap_band: bool,
     #[serde(skip)]
     pub origin: String,
 }
@@ -277,7 +281,17 @@ pub fn problems(config: &Config, out: &mut Vec<ConfigProblem>) {
             bad(at("targets"), format!("aliases form a cycle: {}", cycle.join(" -> ")));
         }
     }
+    let mut banded: HashMap<&str, &str> = HashMap::new();
     for t in &config.tiers {
+        if t.swap_band {
+            for (j, m) in t.models.iter().enumerate() {
+                if let Some(other) = banded.insert(m, &t.name)
+                    && other != t.name
+                {
+                    bad(format!("{}.models[{j}]", t.origin), format!("\"{m}\" is already in swap band \"{other}\""));
+                }
+            }
+        }
         if let Some(first) = names.insert(&t.name, &t.origin) {
             bad(format!("{}.name", t.origin), format!("\"{}\" is already defined at {first}", t.name));
         }

@@ -45,7 +45,7 @@ pub async fn create_chat_completion(
     let started = Instant::now();
     let req: ChatRequest = body::read_json(&headers, body, state.body_limits).await?;
     let dialect = OpenAi { wants_usage: req.wants_stream_usage() };
-    serve_chat(&state, &request_id, key.map(|Extension(k)| k), req, started, Box::new(dialect)).await
+    serve_chat(&state, &request_id, key.map(|Extension(k)| k), req, started, Box::new(dialect), &headers).await
 }
 
 /// How a front door speaks: how it renders a whole answer and a stream. Everything else about a chat
@@ -119,12 +119,14 @@ pub(super) async fn serve_chat(
     mut req: ChatRequest,
     started: Instant,
     dialect: Box<dyn Dialect>,
+    headers: &HeaderMap,
 ) -> Result<Response, GatewayError> {
     validate(&req)?;
     let (plan, ask, estimate) = {
         let features = RequestFeatures::for_chat(&req)
             .map_err(|field| GatewayError::invalid_value(format!("'{field}' has an invalid value."), &field))?;
-        let caller = key.as_ref().map_or_else(Caller::default, |k| k.caller.clone());
+        let mut caller = key.as_ref().map_or_else(Caller::default, |k| k.caller.clone());
+        caller.cheaper_swaps &= !crate::routing::wants_explicit_routing(headers);
         let plan = state.catalog.plan(&req.model, &caller, &features)?;
         let ask = admission::ask(&features, &plan, 1, req.n.unwrap_or(1));
         (plan, ask, features.prompt_token_estimate())
@@ -267,6 +269,12 @@ pub(super) fn route_headers(h: &mut HeaderMap, plan: &RoutePlan, fallback: &Fall
     put("x-switchyard-provider", &served.provider.name);
     if plan.requested != served.name {
         put("x-switchyard-routed-from", &plan.requested);
+        // Served by the cheaper model of the band rather than by a fallback after the model asked for.
+        if let Some(band) = &plan.swap
+            && plan.targets.first().is_some_and(|first| first.name == served.name)
+        {
+            put("x-switchyard-swap", band);
+        }
     }
     put("x-switchyard-attempts", &fallback.header_value());
     if let Some(instead) = &plan.deprecated {

@@ -132,7 +132,7 @@ pub async fn generate(
     let req: GenerateRequest = body::read_json(&headers, body, state.body_limits).await?;
     let chat = to_chat(model.clone(), stream, req)?;
     let dialect = Gemini { model };
-    serve_chat(&state, &request_id, key.map(|Extension(k)| k), chat, started, Box::new(dialect)).await
+    serve_chat(&state, &request_id, key.map(|Extension(k)| k), chat, started, Box::new(dialect), &headers).await
 }
 
 fn invalid(message: impl Into<String>, param: &str) -> GatewayError {

@@ -140,7 +140,7 @@ pub async fn create_message(
     let req: MessagesRequest = body::read_json(&headers, body, state.body_limits).await?;
     let chat = to_chat(req)?;
     let dialect = Messages { model: chat.model.clone() };
-    serve_chat(&state, &request_id, key.map(|Extension(k)| k), chat, started, Box::new(dialect)).await
+    serve_chat(&state, &request_id, key.map(|Extension(k)| k), chat, started, Box::new(dialect), &headers).await
 }
 
 /// `POST /v1/messages/count_tokens`: the prompt's tokens as Switchyard counts them (o200k), for clients

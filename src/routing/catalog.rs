@@ -96,6 +96,8 @@ pub struct Catalog {
     aliases: Vec<Arc<AliasEntry>>,
     alias_by_name: HashMap<String, Arc<AliasEntry>>,
     tiers: HashMap<String, Vec<Arc<ModelEntry>>>,
+    /// For each model in a swap band: the band's name.
+    swap_band: HashMap<String, String>,
     providers: HashMap<String, Arc<Provider>>,
 }
 
@@ -150,7 +152,12 @@ impl Catalog {
             c.aliases.push(entry);
         }
         for t in &config.tiers {
-            let models = t.models.iter().filter_map(|m| c.by_name.get(m).cloned()).collect();
+            let models: Vec<Arc<ModelEntry>> = t.models.iter().filter_map(|m| c.by_name.get(m).cloned()).collect();
+            if t.swap_band {
+                for m in &models {
+                    c.swap_band.entry(m.name.clone()).or_insert_with(|| t.name.clone());
+                }
+            }
             c.tiers.insert(t.name.clone(), models);
         }
         c
@@ -194,6 +201,12 @@ impl Catalog {
 
     pub fn tier(&self, name: &str) -> Option<&[Arc<ModelEntry>]> {
         self.tiers.get(name).map(Vec::as_slice)
+    }
+
+    /// The swap band `model` belongs to, and the band's models.
+    pub fn swap_band_of(&self, model: &str) -> Option<(&str, &[Arc<ModelEntry>])> {
+        let band = self.swap_band.get(model)?;
+        Some((band.as_str(), self.tier(band)?))
     }
 
     pub fn tier_names(&self) -> impl Iterator<Item = &str> {

@@ -24,6 +24,16 @@ pub struct Caller {
     pub blocked_providers: Vec<String>,
     /// The public alias of the caller's plan: any `smart-route*` name resolves to it.
     pub plan_alias: Option<String>,
+    /// The organisation opted in to cheaper same-tier swaps (and this request did not opt out).
+    pub cheaper_swaps: bool,
+}
+
+/// A request opts out of cheaper swaps with `x-gateway-routing: explicit` (or `x-switchyard-routing`).
+pub fn wants_explicit_routing(headers: &http::HeaderMap) -> bool {
+    ["x-gateway-routing", "x-switchyard-routing"]
+        .iter()
+        .filter_map(|h| headers.get(*h))
+        .any(|v| v.to_str().is_ok_and(|v| v.trim().eq_ignore_ascii_case("explicit")))
 }
 
 /// The prefix of plan routing profiles (`smart-route`, `smart-route-mini`, …).
@@ -179,6 +189,8 @@ pub struct RoutePlan {
     pub skipped: Vec<Skipped>,
     /// Set when the caller used a deprecated name: what to use instead.
     pub deprecated: Option<String>,
+    /// Set when a cheaper model of the same swap band was put first: the band's name.
+    pub swap: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -265,6 +277,14 @@ impl Catalog {
                 RouteError::NoCapableModel(message)
             });
         }
+        let swap = if resolution == Resolution::Model && caller.cheaper_swaps {
+            self.cheaper_swap(&candidates[0], caller, features).map(|(band, m)| {
+                candidates.insert(0, m);
+                band.to_owned()
+            })
+        } else {
+            None
+        };
         Ok(RoutePlan {
             requested: requested.to_owned(),
             resolution,
@@ -272,7 +292,36 @@ impl Catalog {
             content_policy_targets: content_policy,
             skipped,
             deprecated,
+            swap,
         })
+    }
+
+    /// The cheapest model of `asked`'s swap band that can serve this request, when it is cheaper than
+    /// `asked`. Never with tools (tool-call behaviour differs between models), never to a model without
+    /// a capability the request needs (images, JSON schema), never to one the key's allowlist does not
+    /// name itself or one whose provider is blocked or not configured. The model asked for stays next in
+    /// line as the fallback.
+    fn cheaper_swap(
+        &self,
+        asked: &Arc<ModelEntry>,
+        caller: &Caller,
+        features: &RequestFeatures<'_>,
+    ) -> Option<(&str, Arc<ModelEntry>)> {
+        let allowed = |m: &ModelEntry| caller.allowed_models.as_ref().is_none_or(|list| list.contains(&m.name));
+        if features.tools || features.embeddings || features.moderation {
+            return None;
+        }
+        let (band, members) = self.swap_band_of(&asked.name)?;
+        let price = asked.blended_price();
+        members
+            .iter()
+            .filter(|m| !Arc::ptr_eq(m, asked) && m.blended_price().is_finite() && m.blended_price() < price)
+            .filter(|m| m.status != crate::config::ModelStatus::Deprecated)
+            .filter(|m| m.provider.unavailable_reason().is_none())
+            .filter(|m| allowed(m) && !caller.blocked_providers.contains(&m.provider.name))
+            .filter(|m| self.unsuitable(m, features).is_none())
+            .min_by(|a, b| a.blended_price().total_cmp(&b.blended_price()))
+            .map(|m| (band, m.clone()))
     }
 
     #[expect(clippy::type_complexity, reason = "a private tuple consumed right away by `plan`")]

@@ -865,3 +865,102 @@ async fn a_key_lists_only_the_models_it_may_use_in_openais_or_anthropics_shape()
         h.client.get(h.url("/v1/models")).bearer_auth(MASTER_KEY).send().await.unwrap().json().await.unwrap();
     assert!(all["data"].as_array().unwrap().len() > 2, "the master key sees everything");
 }
+
+#[tokio::test]
+async fn an_organisation_that_opts_in_gets_the_cheapest_capable_model_of_the_same_band() {
+    let band = r#"
+[[models]]
+name = "band-pricey"
+provider = "upstream"
+upstream = "pricey-id"
+input_per_mtok = 3.0
+output_per_mtok = 15.0
+capabilities = ["tools", "vision", "json_schema"]
+
+[[models]]
+name = "band-cheap-text"
+provider = "upstream"
+upstream = "cheap-text-id"
+input_per_mtok = 0.1
+output_per_mtok = 0.2
+capabilities = ["tools", "json_schema"]
+
+[[models]]
+name = "band-cheap-vision"
+provider = "upstream"
+upstream = "cheap-vision-id"
+input_per_mtok = 0.5
+output_per_mtok = 1.0
+capabilities = ["tools", "vision", "json_schema"]
+
+[[models]]
+name = "band-keyless"
+provider = "unconfigured"
+input_per_mtok = 0.01
+output_per_mtok = 0.01
+
+[[tiers]]
+name = "band"
+swap_band = true
+models = ["band-pricey", "band-cheap-text", "band-cheap-vision", "band-keyless"]
+"#;
+    let h = Harness::with(Setup { extra: band.into(), ..Default::default() }).await;
+    let opted = admin(
+        &h,
+        reqwest::Method::POST,
+        "/admin/v1/organizations",
+        Some(json!({"name": "Saver", "allow_cheaper_swaps": true})),
+    )
+    .await
+    .json::<Value>()
+    .await
+    .unwrap();
+    let key = new_key(&h, opted["id"].as_str().unwrap(), "free").await["key"].as_str().unwrap().to_owned();
+    let other = new_org(&h, "Exact").await;
+    let exact_key = new_key(&h, other["id"].as_str().unwrap(), "free").await["key"].as_str().unwrap().to_owned();
+
+    let send = |key: &str, body: Value, explicit: bool| {
+        let mut req = h.client.post(h.url("/v1/chat/completions")).bearer_auth(key).json(&body);
+        if explicit {
+            req = req.header("x-gateway-routing", "explicit");
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let header = |n: &str| resp.headers().get(n).map(|v| v.to_str().unwrap().to_owned());
+            (header("x-switchyard-model").unwrap(), header("x-switchyard-routed-from"), header("x-switchyard-swap"))
+        }
+    };
+    // Text: the cheapest configured model of the band (the keyless one is cheaper but unavailable).
+    let (served, from, swap) = send(&key, hello("band-pricey"), false).await;
+    assert_eq!(
+        (served.as_str(), from.as_deref(), swap.as_deref()),
+        ("band-cheap-text", Some("band-pricey"), Some("band"))
+    );
+    assert_eq!(h.upstream.last_request().body["model"], "cheap-text-id");
+    // Images: never to a model without vision.
+    let image = json!({"model": "band-pricey", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]});
+    assert_eq!(send(&key, image, false).await.0, "band-cheap-vision");
+    // Tools: never swapped.
+    let mut tools = hello("band-pricey");
+    tools["tools"] = json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]);
+    assert_eq!(send(&key, tools, false).await, ("band-pricey".to_owned(), None, None));
+    // A request that asks for the exact model, an organisation that did not opt in, the master key.
+    assert_eq!(send(&key, hello("band-pricey"), true).await.0, "band-pricey");
+    assert_eq!(send(&exact_key, hello("band-pricey"), false).await.0, "band-pricey");
+    assert_eq!(send(MASTER_KEY, hello("band-pricey"), false).await.0, "band-pricey");
+    // Asking for the cheapest already: nothing to swap to.
+    assert_eq!(send(&key, hello("band-cheap-text"), false).await, ("band-cheap-text".to_owned(), None, None));
+    // When the cheaper model fails, the model asked for answers.
+    h.upstream.state.push_fault(Some("cheap-text-id"), switchyard::fake::Fault::status(500));
+    assert_eq!(send(&key, hello("band-pricey"), false).await, ("band-pricey".to_owned(), None, None));
+    // Switched off for the organisation: exact again.
+    let path = format!("/admin/v1/organizations/{}", opted["id"].as_str().unwrap());
+    assert_eq!(
+        admin(&h, reqwest::Method::PATCH, &path, Some(json!({"allow_cheaper_swaps": false}))).await.status(),
+        200
+    );
+    assert_eq!(send(&key, hello("band-pricey"), false).await.0, "band-pricey");
+}
