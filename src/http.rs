@@ -8,6 +8,7 @@ pub mod admission;
 pub mod auth;
 pub mod body;
 pub mod chat;
+pub mod dashboard;
 pub mod embeddings;
 pub mod error;
 pub mod gemini;
@@ -76,6 +77,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health/liveliness", get(health::liveness))
         .route("/health/readiness", get(health::readiness))
         .route("/openapi.json", get(openapi))
+        .route("/dashboard", get(dashboard::page))
+        .route("/dashboard/", get(dashboard::page))
+        .route("/dashboard/{file}", get(dashboard::asset))
         .merge(api)
         .merge(anthropic)
         .merge(gemini)

@@ -167,3 +167,44 @@ async fn a_second_gateway_cannot_share_a_port_that_one_with_several_workers_hold
     let plain = h.chat(hello("test-model")).await;
     assert_eq!(plain.status(), 200);
 }
+
+#[tokio::test]
+async fn the_dashboard_is_served_with_a_strict_policy_and_uses_only_served_admin_routes() {
+    let h = Harness::start().await;
+    let get = |path: &str| h.client.get(h.url(path)).send();
+    let page = get("/dashboard").await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    let html = page.text().await.unwrap();
+    let script = get("/dashboard/app.js").await.unwrap();
+    assert_eq!(script.headers()["content-type"], "text/javascript; charset=utf-8");
+    let js = script.text().await.unwrap();
+    assert_eq!(get("/dashboard/style.css").await.unwrap().status(), 200);
+    assert_eq!(get("/dashboard/secrets.txt").await.unwrap().status(), 404);
+    assert!(!js.contains("innerHTML") && !html.contains("<script>"), "data goes on the page as text only");
+
+    // Every element the script looks up by id exists in the page.
+    for part in js.split("$(\"#").skip(1) {
+        let id = part.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')).next().unwrap();
+        if id.is_empty() {
+            continue; // built from a variable
+        }
+        assert!(html.contains(&format!("id=\"{id}\"")), "the page has no element #{id}");
+    }
+    // Every admin API path the script calls answers (not 404 or 405) with the master key.
+    let mut called = 0;
+    for part in js.split("\"/admin/v1/").skip(1) {
+        let path = part.split(['"', '?']).next().unwrap();
+        let url = h.url(&format!("/admin/v1/{path}"));
+        let resp = h.client.get(url).bearer_auth(MASTER_KEY).send().await.unwrap();
+        assert!(
+            ![404, 405].contains(&resp.status().as_u16()) || path.ends_with('/'),
+            "/admin/v1/{path}: {}",
+            resp.status()
+        );
+        called += 1;
+    }
+    assert!(called >= 4, "the script uses the admin API ({called} paths)");
+}
