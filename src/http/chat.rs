@@ -127,7 +127,7 @@ pub(super) async fn serve_chat(
             .map_err(|field| GatewayError::invalid_value(format!("'{field}' has an invalid value."), &field))?;
         let mut caller = key.as_ref().map_or_else(Caller::default, |k| k.caller.clone());
         caller.cheaper_swaps &= !crate::routing::wants_explicit_routing(headers);
-        let plan = state.catalog.plan(&req.model, &caller, &features)?;
+        let plan = state.catalog.route(&req.model, &caller, &features).await?;
         let ask = admission::ask(&features, &plan, 1, req.n.unwrap_or(1));
         (plan, ask, features.prompt_token_estimate())
     };

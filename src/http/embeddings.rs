@@ -42,7 +42,7 @@ pub async fn create_embeddings(
     let (plan, ask, estimate) = {
         let texts = req.input.texts().unwrap_or_default();
         let features = RequestFeatures::for_embeddings(texts);
-        let plan = state.catalog.plan(&req.model, &caller_of(&key), &features)?;
+        let plan = state.catalog.route(&req.model, &caller_of(&key), &features).await?;
         let ask = admission::ask(&features, &plan, 0, 1);
         (plan, ask, features.prompt_token_estimate())
     };
@@ -145,7 +145,7 @@ pub async fn create_moderation(
     let mut req: ModerationRequest = body::read_json(&headers, body, state.body_limits).await?;
     let requested = req.model.clone().unwrap_or_else(|| DEFAULT_MODERATION_MODEL.to_owned());
     let features = RequestFeatures::for_embeddings(Vec::new()).moderation();
-    let plan = state.catalog.plan(&requested, &caller_of(&key), &features)?;
+    let plan = state.catalog.route(&requested, &caller_of(&key), &features).await?;
     let ask = admission::ask(&features, &plan, 0, 1);
     let usage = UsageGuard::for_request(state.usage.clone(), &request_id, &requested, false, 0, started.into_std());
     let (mut usage, limits_view) = admit(&state, &key, ask, usage).await?;

@@ -163,8 +163,8 @@ pub async fn count_tokens(
         .map_err(|field| GatewayError::invalid_value(format!("'{field}' has an invalid value."), &field))?;
     // The model must exist for the caller, as Anthropic's endpoint requires.
     let caller = key.as_ref().map_or_else(Caller::default, |Extension(k)| k.caller.clone());
-    state.catalog.plan(&chat.model, &caller, &features)?;
-    Ok(axum::Json(json!({"input_tokens": features.prompt_tokens()})).into_response())
+    state.catalog.route(&chat.model, &caller, &features).await?;
+    Ok(axum::Json(json!({"input_tokens": features.prompt_tokens().await})).into_response())
 }
 
 fn invalid(message: impl Into<String>, param: &str) -> GatewayError {

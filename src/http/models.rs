@@ -177,7 +177,7 @@ pub async fn explain_route(
     let req: ChatRequest = body::read_json(&headers, body, state.body_limits).await?;
     let features = RequestFeatures::for_chat(&req)
         .map_err(|field| GatewayError::invalid_value(format!("'{field}' has an invalid value."), &field))?;
-    let plan = state.catalog.plan(&req.model, &Caller::default(), &features)?;
+    let plan = state.catalog.route(&req.model, &Caller::default(), &features).await?;
     let now = tokio::time::Instant::now();
     let targets: Vec<Value> = plan
         .targets
@@ -206,7 +206,7 @@ pub async fn explain_route(
         "features": {
             "tools": features.tools, "images": features.images, "json_schema": features.json_schema,
             "max_output": features.max_output, "prefer": features.prefer,
-            "estimated_prompt_tokens": features.prompt_tokens(),
+            "estimated_prompt_tokens": features.prompt_tokens().await,
         },
         "max_attempts": state.router.max_attempts,
     })))

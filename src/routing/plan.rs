@@ -5,8 +5,9 @@
 //! following), an exact catalog name, an alias (or per-lab variant), a tier name (`economy`, `standard`,
 //! `premium`) with `prefer`, then `provider/model`. Names match exactly: no case folding, no trimming.
 
-use std::cell::OnceCell;
 use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
@@ -65,8 +66,14 @@ pub struct RequestFeatures<'a> {
     texts: Vec<&'a str>,
     prompt_bytes: usize,
     image_parts: usize,
-    tokens: OnceCell<u64>,
+    tokens: OnceLock<u64>,
+    /// A window decision needed the count of a prompt too large to tokenize on the event loop.
+    deferred: AtomicBool,
 }
+
+/// Prompts larger than this are tokenized on the blocking pool, not on the thread serving requests
+/// (tokenizing takes about half a second a megabyte).
+const INLINE_COUNT_BYTES: usize = 64 * 1024;
 
 impl<'a> RequestFeatures<'a> {
     pub fn for_chat(req: &'a ChatRequest) -> Result<Self, String> {
@@ -104,7 +111,8 @@ impl<'a> RequestFeatures<'a> {
             prompt_bytes: texts.iter().map(|t| t.len()).sum(),
             texts,
             image_parts,
-            tokens: OnceCell::new(),
+            tokens: OnceLock::new(),
+            deferred: AtomicBool::new(false),
         })
     }
 
@@ -121,7 +129,8 @@ impl<'a> RequestFeatures<'a> {
             prompt_bytes: texts.iter().map(|t| t.len()).sum(),
             texts,
             image_parts: 0,
-            tokens: OnceCell::new(),
+            tokens: OnceLock::new(),
+            deferred: AtomicBool::new(false),
         }
     }
 
@@ -132,9 +141,37 @@ impl<'a> RequestFeatures<'a> {
         self
     }
 
-    /// The prompt's tokens, counted with the tokenizer the first time they matter.
-    pub fn prompt_tokens(&self) -> u64 {
-        *self.tokens.get_or_init(|| super::tokens::count(&self.texts))
+    /// The prompt's tokens, counted with the tokenizer the first time they matter. A large prompt is
+    /// counted on the blocking pool, so a megabyte of text does not stall the other requests of this
+    /// thread.
+    pub async fn prompt_tokens(&self) -> u64 {
+        if let Some(n) = self.tokens.get() {
+            return *n;
+        }
+        let n = if self.prompt_bytes > INLINE_COUNT_BYTES {
+            let texts: Vec<String> = self.texts.iter().map(|t| (*t).to_owned()).collect();
+            let counted = tokio::task::spawn_blocking(move || {
+                super::tokens::count(&texts.iter().map(String::as_str).collect::<Vec<_>>())
+            })
+            .await;
+            // Should the count fail, bytes are a safe upper bound.
+            counted.unwrap_or_else(|_| self.prompt_token_bound())
+        } else {
+            super::tokens::count(&self.texts)
+        };
+        *self.tokens.get_or_init(|| n)
+    }
+
+    /// The count when it is known or cheap; `None` when it would block (see `prompt_tokens`).
+    fn tokens_now(&self) -> Option<u64> {
+        if let Some(n) = self.tokens.get() {
+            return Some(*n);
+        }
+        if self.prompt_bytes > INLINE_COUNT_BYTES {
+            self.deferred.store(true, Ordering::Relaxed);
+            return None;
+        }
+        Some(*self.tokens.get_or_init(|| super::tokens::count(&self.texts)))
     }
 
     /// An upper bound of the prompt's tokens without running the tokenizer: a token is at least one byte,
@@ -156,7 +193,8 @@ impl<'a> RequestFeatures<'a> {
         if self.prompt_bytes as u64 + framing + output <= window {
             return true;
         }
-        self.prompt_tokens() + output <= window
+        // Undecided until counted: `Catalog::route` counts and plans again.
+        self.tokens_now().is_none_or(|n| n + output <= window)
     }
 }
 
@@ -208,7 +246,24 @@ pub enum RouteError {
 }
 
 impl Catalog {
-    /// Resolves `requested` for `caller` into the targets to try, guards applied.
+    /// `plan`, with a large prompt's tokens counted off the event loop when a context-window decision
+    /// needs them (then planned again with the count).
+    pub async fn route(
+        &self,
+        requested: &str,
+        caller: &Caller,
+        features: &RequestFeatures<'_>,
+    ) -> Result<RoutePlan, RouteError> {
+        let plan = self.plan(requested, caller, features);
+        if !features.deferred.load(Ordering::Relaxed) {
+            return plan;
+        }
+        features.prompt_tokens().await;
+        self.plan(requested, caller, features)
+    }
+
+    /// Resolves `requested` for `caller` into the targets to try, guards applied. A prompt too large to
+    /// count here is taken to fit (see `route`).
     pub fn plan(
         &self,
         requested: &str,
@@ -382,7 +437,7 @@ impl Catalog {
         {
             return Some(format!(
                 "context window of {window} tokens cannot hold the prompt (~{} tokens) plus {} output tokens",
-                f.prompt_tokens(),
+                f.tokens_now().unwrap_or(f.prompt_token_bound()),
                 f.max_output.unwrap_or(0)
             ));
         }

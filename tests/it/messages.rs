@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 use switchyard::fake::Fault;
 use switchyard::usage::Outcome;
 
-use crate::support::{Harness, MASTER_KEY, sse_events};
+use crate::support::{Harness, MASTER_KEY, hello, sse_events};
 
 fn messages(h: &Harness, body: Value) -> reqwest::RequestBuilder {
     h.client
@@ -164,4 +164,26 @@ async fn a_stream_that_breaks_midway_ends_with_an_anthropic_error_event() {
     assert_eq!(data["type"], "error");
     assert!(data["error"]["type"].is_string());
     assert!(!events.iter().any(|e| e.event.as_deref() == Some("message_stop")), "no clean end after a failure");
+}
+
+#[tokio::test]
+async fn a_huge_prompt_is_counted_without_stalling_other_requests() {
+    let h = Harness::start().await;
+    let big = json!({"model": "claude-test", "messages": [{"role": "user", "content": "x".repeat(400_000)}]});
+    let count = h
+        .client
+        .post(h.url("/v1/messages/count_tokens"))
+        .bearer_auth(MASTER_KEY)
+        .header("anthropic-version", "2023-06-01")
+        .json(&big)
+        .send();
+    let counting = tokio::spawn(async move { count.await.unwrap().json::<Value>().await.unwrap() });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // Served while the tokenizer works on the blocking pool (on the event loop it would wait for it).
+    let small = h.chat(hello("test-model")).await;
+    assert_eq!(small.status(), 200);
+    assert!(!counting.is_finished(), "the small request did not wait for the count");
+    let counted = counting.await.unwrap();
+    let n = counted["input_tokens"].as_u64().unwrap();
+    assert!((40_000..60_000).contains(&n), "{counted}");
 }
