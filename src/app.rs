@@ -59,6 +59,7 @@ pub struct AppState {
     pub providers: Vec<Arc<Provider>>,
     pub master_key: Secret,
     pub usage: Arc<dyn UsageSink>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub body_limits: BodyLimits,
     /// Set when shutdown begins: readiness turns 503.
     pub draining: AtomicBool,
@@ -104,6 +105,14 @@ impl AppState {
             Some(key) => MasterKey { key: Secret::new(key.trim()), generated: false },
             None => MasterKey { key: generate_master_key(), generated: true },
         };
+        let metrics = Arc::new(crate::metrics::Metrics::new(
+            catalog.models().iter().map(|m| m.name.clone()),
+            providers.iter().map(|p| p.name.clone()),
+        ));
+        let usage: Arc<dyn UsageSink> = Arc::new(crate::metrics::Metered {
+            metrics: metrics.clone(),
+            inner: Arc::new(Tee(ledger.clone(), opts.usage_sink.clone())),
+        });
         let state = AppState {
             store,
             keys,
@@ -114,7 +123,8 @@ impl AppState {
             router: Router::new(&config.router),
             providers,
             master_key: master.key.clone(),
-            usage: Arc::new(Tee(ledger, opts.usage_sink.clone())),
+            usage,
+            metrics,
             body_limits: BodyLimits {
                 max_bytes: config.server.body_limit_bytes,
                 read_timeout: Duration::from_millis(config.server.body_read_timeout_ms),

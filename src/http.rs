@@ -70,6 +70,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/v1/keys/{id}", get(admin::get_key).patch(admin::update_key))
         .route("/admin/v1/keys/{id}/revoke", post(admin::revoke_key))
         .route("/admin/v1/keys/{id}/regenerate", post(admin::regenerate_key))
+        .route("/metrics", get(health::metrics))
         .route_layer(from_fn_with_state(state.clone(), auth::require_master_key));
     let app = Router::new()
         .route("/health/liveness", get(health::liveness))

@@ -13,6 +13,7 @@ pub mod http;
 pub mod keys;
 pub mod limits;
 pub mod logging;
+pub mod metrics;
 pub mod providers;
 pub mod routing;
 pub mod schema;

@@ -25,3 +25,29 @@ pub async fn readiness(State(state): State<Arc<AppState>>) -> Response {
     Json(json!({"status": "ready", "providers_available": available, "providers_configured": state.providers.len()}))
         .into_response()
 }
+
+/// `GET /metrics` (master key): Prometheus text format. Request, token, cost and latency series come from
+/// the usage records; breaker states and readiness are read at scrape time.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    use std::fmt::Write as _;
+    let now = tokio::time::Instant::now();
+    let mut gauges = String::new();
+    let _ =
+        writeln!(gauges, "# HELP switchyard_breaker_open Whether a model's circuit breaker is open (1) or not (0).");
+    let _ = writeln!(gauges, "# TYPE switchyard_breaker_open gauge");
+    for m in state.catalog.models() {
+        let open = matches!(m.breaker.peek(now), crate::routing::breaker::Gate::Open { .. });
+        let _ = writeln!(
+            gauges,
+            "switchyard_breaker_open{{model=\"{}\",provider=\"{}\"}} {}",
+            crate::metrics::escape(&m.name),
+            crate::metrics::escape(&m.provider.name),
+            u8::from(open)
+        );
+    }
+    let _ = writeln!(gauges, "# HELP switchyard_ready Whether the gateway takes traffic (0 while draining).");
+    let _ = writeln!(gauges, "# TYPE switchyard_ready gauge");
+    let _ = writeln!(gauges, "switchyard_ready {}", u8::from(!state.draining.load(Ordering::Relaxed)));
+    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render(&gauges))
+        .into_response()
+}

@@ -208,3 +208,37 @@ async fn the_dashboard_is_served_with_a_strict_policy_and_uses_only_served_admin
     }
     assert!(called >= 4, "the script uses the admin API ({called} paths)");
 }
+
+#[tokio::test]
+async fn metrics_count_requests_tokens_and_latency_with_labels_from_configuration_only() {
+    let h = Harness::start().await;
+    assert_eq!(h.chat(hello("test-model")).await.status(), 200);
+    assert_eq!(h.chat(hello("test-model")).await.status(), 200);
+    // A model string the caller made up must not become a label value.
+    assert_eq!(h.chat(hello("upstream/made-up-model-42")).await.status(), 200);
+    h.usage.wait_for(3).await;
+    let unauthenticated = h.client.get(h.url("/metrics")).send().await.unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+    let resp = h.client.get(h.url("/metrics")).bearer_auth(MASTER_KEY).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    let text = resp.text().await.unwrap();
+    let line = |prefix: &str| text.lines().find(|l| l.starts_with(prefix)).map(str::to_owned);
+    assert_eq!(
+        line(
+            "switchyard_requests_total{model=\"test-model\",provider=\"upstream\",outcome=\"completed\",status=\"200\"}"
+        )
+        .as_deref(),
+        Some(
+            "switchyard_requests_total{model=\"test-model\",provider=\"upstream\",outcome=\"completed\",status=\"200\"} 2"
+        )
+    );
+    assert!(line("switchyard_requests_total{model=\"other\",provider=\"upstream\"").is_some(), "{text}");
+    assert!(!text.contains("made-up-model-42"));
+    let completion =
+        line("switchyard_tokens_total{model=\"test-model\",provider=\"upstream\",kind=\"completion\"}").unwrap();
+    assert!(completion.ends_with(" 48"), "{completion}");
+    assert!(line("switchyard_request_duration_seconds_count{model=\"test-model\",provider=\"upstream\"} 2").is_some());
+    assert!(line("switchyard_breaker_open{model=\"test-model\",provider=\"upstream\"} 0").is_some());
+    assert!(line("switchyard_ready 1").is_some());
+}

@@ -1,0 +1,194 @@
+//! Prometheus metrics (`GET /metrics`, text format 0.0.4), fed by the same usage records as the ledger.
+//!
+//! Label values come from configuration only (catalog model names, provider names, outcomes), never from
+//! what a caller typed: a model string that is not in the catalog is counted as `other`, so callers
+//! cannot grow the number of series.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+
+use crate::usage::{UsageRecord, UsageSink};
+
+/// Upper bounds (seconds) of the latency histograms' buckets.
+const BUCKETS: [f64; 12] = [0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        if let Some(i) = BUCKETS.iter().position(|b| seconds <= *b) {
+            self.counts[i] += 1;
+        }
+        self.sum += seconds;
+        self.count += 1;
+    }
+}
+
+#[derive(Hash, PartialEq, Eq, Clone)]
+struct RequestKey {
+    model: Arc<str>,
+    provider: Arc<str>,
+    outcome: &'static str,
+    status: u16,
+}
+
+#[derive(Default)]
+struct ModelSeries {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    cost_micros: i64,
+    latency: Histogram,
+    ttft: Histogram,
+}
+
+#[derive(Default)]
+struct Inner {
+    requests: HashMap<RequestKey, u64>,
+    models: HashMap<(Arc<str>, Arc<str>), ModelSeries>,
+}
+
+pub struct Metrics {
+    /// Label values allowed as they are: catalog model names, provider names.
+    models: HashMap<String, Arc<str>>,
+    providers: HashMap<String, Arc<str>>,
+    inner: Mutex<Inner>,
+}
+
+impl Metrics {
+    pub fn new(models: impl IntoIterator<Item = String>, providers: impl IntoIterator<Item = String>) -> Self {
+        let interned = |names: HashSet<String>| names.into_iter().map(|n| (n.clone(), Arc::from(n.as_str()))).collect();
+        Self {
+            models: interned(models.into_iter().collect()),
+            providers: interned(providers.into_iter().collect()),
+            inner: Mutex::default(),
+        }
+    }
+
+    fn label(known: &HashMap<String, Arc<str>>, value: Option<&str>) -> Arc<str> {
+        match value {
+            None => Arc::from("none"),
+            Some(v) => known.get(v).cloned().unwrap_or_else(|| Arc::from("other")),
+        }
+    }
+
+    pub fn observe(&self, r: &UsageRecord) {
+        let model = Self::label(&self.models, r.served_model.as_deref());
+        let provider = Self::label(&self.providers, r.provider.as_deref());
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let key = RequestKey {
+            model: model.clone(),
+            provider: provider.clone(),
+            outcome: r.outcome.as_str(),
+            status: r.status,
+        };
+        *inner.requests.entry(key).or_default() += 1;
+        let series = inner.models.entry((model, provider)).or_default();
+        series.prompt_tokens += r.prompt_tokens;
+        series.completion_tokens += r.completion_tokens;
+        series.cost_micros += r.cost_micros.unwrap_or(0);
+        series.latency.observe(r.latency_ms as f64 / 1000.0);
+        if let Some(t) = r.ttft_ms {
+            series.ttft.observe(t as f64 / 1000.0);
+        }
+    }
+
+    /// The exposition text; `gauges` are extra lines computed at scrape time.
+    pub fn render(&self, gauges: &str) -> String {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = String::with_capacity(4096);
+        let _ = writeln!(out, "# HELP switchyard_build_info The running version.");
+        let _ = writeln!(out, "# TYPE switchyard_build_info gauge");
+        let _ = writeln!(out, "switchyard_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+
+        let _ =
+            writeln!(out, "# HELP switchyard_requests_total Requests served, by the model and provider that answered.");
+        let _ = writeln!(out, "# TYPE switchyard_requests_total counter");
+        let mut requests: Vec<_> = inner.requests.iter().collect();
+        requests.sort_by(|a, b| {
+            (&*a.0.model, &*a.0.provider, a.0.outcome, a.0.status).cmp(&(
+                &*b.0.model,
+                &*b.0.provider,
+                b.0.outcome,
+                b.0.status,
+            ))
+        });
+        for (k, n) in requests {
+            let _ = writeln!(
+                out,
+                "switchyard_requests_total{{model=\"{}\",provider=\"{}\",outcome=\"{}\",status=\"{}\"}} {n}",
+                escape(&k.model),
+                escape(&k.provider),
+                k.outcome,
+                k.status
+            );
+        }
+
+        let mut models: Vec<_> = inner.models.iter().collect();
+        models.sort_by(|a, b| a.0.cmp(b.0));
+        let labels = |(m, p): &(Arc<str>, Arc<str>)| format!("model=\"{}\",provider=\"{}\"", escape(m), escape(p));
+        let _ = writeln!(out, "# HELP switchyard_tokens_total Tokens billed, by kind.");
+        let _ = writeln!(out, "# TYPE switchyard_tokens_total counter");
+        for (k, s) in &models {
+            let l = labels(k);
+            let _ = writeln!(out, "switchyard_tokens_total{{{l},kind=\"prompt\"}} {}", s.prompt_tokens);
+            let _ = writeln!(out, "switchyard_tokens_total{{{l},kind=\"completion\"}} {}", s.completion_tokens);
+        }
+        let _ = writeln!(out, "# HELP switchyard_cost_usd_total Spend at catalog prices.");
+        let _ = writeln!(out, "# TYPE switchyard_cost_usd_total counter");
+        for (k, s) in &models {
+            let _ = writeln!(out, "switchyard_cost_usd_total{{{}}} {}", labels(k), s.cost_micros as f64 / 1e6);
+        }
+        for (name, help, pick) in [
+            (
+                "switchyard_request_duration_seconds",
+                "Time from request to its end (whole response, or end of stream).",
+                (|s: &ModelSeries| &s.latency) as fn(&ModelSeries) -> &Histogram,
+            ),
+            ("switchyard_time_to_first_token_seconds", "Time from request to its first streamed content.", |s| &s.ttft),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} histogram");
+            for (k, s) in &models {
+                let h = pick(s);
+                if h.count == 0 {
+                    continue;
+                }
+                let l = labels(k);
+                let mut cumulative = 0;
+                for (bound, n) in BUCKETS.iter().zip(h.counts) {
+                    cumulative += n;
+                    let _ = writeln!(out, "{name}_bucket{{{l},le=\"{bound}\"}} {cumulative}");
+                }
+                let _ = writeln!(out, "{name}_bucket{{{l},le=\"+Inf\"}} {}", h.count);
+                let _ = writeln!(out, "{name}_sum{{{l}}} {}", h.sum);
+                let _ = writeln!(out, "{name}_count{{{l}}} {}", h.count);
+            }
+        }
+        out.push_str(gauges);
+        out
+    }
+}
+
+/// A label value in the exposition format: backslash, double quote and newline escaped.
+pub fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Feeds every usage record to the metrics, then hands it on (no copy).
+pub struct Metered {
+    pub metrics: Arc<Metrics>,
+    pub inner: Arc<dyn UsageSink>,
+}
+
+impl UsageSink for Metered {
+    fn record(&self, record: UsageRecord) {
+        self.metrics.observe(&record);
+        self.inner.record(record);
+    }
+}
