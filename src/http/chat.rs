@@ -346,6 +346,7 @@ impl Relay {
                 let mut frames = Vec::new();
                 self.encoder.done(&mut frames);
                 let sent = tx.send(join(frames)).await;
+                drop(tx); // The client's body ends here, not after the upstream's.
                 upstream.finish_body(DRAIN_GAP).await;
                 drop(upstream);
                 match sent {
