@@ -4,7 +4,7 @@
 //! what a caller typed: a model string that is not in the catalog is counted as `other`, so callers
 //! cannot grow the number of series.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
@@ -57,29 +57,36 @@ pub struct Metrics {
     /// Label values allowed as they are: catalog model names, provider names.
     models: HashMap<String, Arc<str>>,
     providers: HashMap<String, Arc<str>>,
+    /// For a value that is not configured, and for none at all.
+    other: Arc<str>,
+    none: Arc<str>,
     inner: Mutex<Inner>,
 }
 
 impl Metrics {
     pub fn new(models: impl IntoIterator<Item = String>, providers: impl IntoIterator<Item = String>) -> Self {
-        let interned = |names: HashSet<String>| names.into_iter().map(|n| (n.clone(), Arc::from(n.as_str()))).collect();
+        fn interned(names: impl IntoIterator<Item = String>) -> HashMap<String, Arc<str>> {
+            names.into_iter().map(|n| (n.clone(), Arc::from(n))).collect()
+        }
         Self {
-            models: interned(models.into_iter().collect()),
-            providers: interned(providers.into_iter().collect()),
+            models: interned(models),
+            providers: interned(providers),
+            other: Arc::from("other"),
+            none: Arc::from("none"),
             inner: Mutex::default(),
         }
     }
 
-    fn label(known: &HashMap<String, Arc<str>>, value: Option<&str>) -> Arc<str> {
+    fn label(&self, known: &HashMap<String, Arc<str>>, value: Option<&str>) -> Arc<str> {
         match value {
-            None => Arc::from("none"),
-            Some(v) => known.get(v).cloned().unwrap_or_else(|| Arc::from("other")),
+            None => self.none.clone(),
+            Some(v) => known.get(v).unwrap_or(&self.other).clone(),
         }
     }
 
     pub fn observe(&self, r: &UsageRecord) {
-        let model = Self::label(&self.models, r.served_model.as_deref());
-        let provider = Self::label(&self.providers, r.provider.as_deref());
+        let model = self.label(&self.models, r.served_model.as_deref());
+        let provider = self.label(&self.providers, r.provider.as_deref());
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let key = RequestKey {
             model: model.clone(),

@@ -304,25 +304,19 @@ impl ChunkStream {
             }
         }
     }
-}
 
-impl ChunkStream {
     /// After the client has left: reads on only while the rest of the stream is already arriving (each
     /// chunk within `gap`, all of it within `limit`), handing each chunk to `each`. A stream that was all
     /// but finished then ends properly, so its connection goes back to the pool and its usage is known;
     /// one still being generated is left at the first pause, and dropping it cancels it upstream.
-    /// Returns whether the stream finished.
-    pub async fn drain_arrived(&mut self, gap: Duration, limit: Duration, mut each: impl FnMut(ChatChunk)) -> bool {
+    pub async fn drain_arrived(&mut self, gap: Duration, limit: Duration, mut each: impl FnMut(ChatChunk)) {
         let until = Instant::now() + limit;
         loop {
             let at = (Instant::now() + gap).min(until);
             match timeout_at(at, self.next()).await {
                 Ok(Ok(Some(chunk))) => each(chunk),
-                Ok(Ok(None)) => {
-                    self.finish_body(gap).await;
-                    return true;
-                }
-                Ok(Err(_)) | Err(_) => return false,
+                Ok(Ok(None)) => return self.finish_body(gap).await,
+                Ok(Err(_)) | Err(_) => return,
             }
         }
     }

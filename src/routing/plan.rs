@@ -145,33 +145,26 @@ impl<'a> RequestFeatures<'a> {
     /// counted on the blocking pool, so a megabyte of text does not stall the other requests of this
     /// thread.
     pub async fn prompt_tokens(&self) -> u64 {
-        if let Some(n) = self.tokens.get() {
-            return *n;
+        if let Some(n) = self.tokens_now() {
+            return n;
         }
-        let n = if self.prompt_bytes > INLINE_COUNT_BYTES {
-            let texts: Vec<String> = self.texts.iter().map(|t| (*t).to_owned()).collect();
-            let counted = tokio::task::spawn_blocking(move || {
-                super::tokens::count(&texts.iter().map(String::as_str).collect::<Vec<_>>())
-            })
-            .await;
-            // Should the count fail, bytes are a safe upper bound.
-            counted.unwrap_or_else(|_| self.prompt_token_bound())
-        } else {
-            super::tokens::count(&self.texts)
-        };
+        let texts: Vec<String> = self.texts.iter().map(|t| (*t).to_owned()).collect();
+        let counted = tokio::task::spawn_blocking(move || {
+            super::tokens::count(&texts.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+        .await;
+        // Should the count fail, bytes are a safe upper bound.
+        let n = counted.unwrap_or_else(|_| self.prompt_token_bound());
         *self.tokens.get_or_init(|| n)
     }
 
-    /// The count when it is known or cheap; `None` when it would block (see `prompt_tokens`).
+    /// The count when it is known or cheap to make here; `None` for a large prompt not counted yet.
     fn tokens_now(&self) -> Option<u64> {
         if let Some(n) = self.tokens.get() {
             return Some(*n);
         }
-        if self.prompt_bytes > INLINE_COUNT_BYTES {
-            self.deferred.store(true, Ordering::Relaxed);
-            return None;
-        }
-        Some(*self.tokens.get_or_init(|| super::tokens::count(&self.texts)))
+        (self.prompt_bytes <= INLINE_COUNT_BYTES)
+            .then(|| *self.tokens.get_or_init(|| super::tokens::count(&self.texts)))
     }
 
     /// An upper bound of the prompt's tokens without running the tokenizer: a token is at least one byte,
@@ -193,8 +186,14 @@ impl<'a> RequestFeatures<'a> {
         if self.prompt_bytes as u64 + framing + output <= window {
             return true;
         }
-        // Undecided until counted: `Catalog::route` counts and plans again.
-        self.tokens_now().is_none_or(|n| n + output <= window)
+        match self.tokens_now() {
+            Some(n) => n + output <= window,
+            None => {
+                // Undecided until counted: `Catalog::route` counts and plans again.
+                self.deferred.store(true, Ordering::Relaxed);
+                true
+            }
+        }
     }
 }
 

@@ -951,6 +951,21 @@ models = ["band-pricey", "band-cheap-text", "band-cheap-vision", "band-keyless"]
     assert_eq!(send(&key, hello("band-pricey"), true).await.0, "band-pricey");
     assert_eq!(send(&exact_key, hello("band-pricey"), false).await.0, "band-pricey");
     assert_eq!(send(MASTER_KEY, hello("band-pricey"), false).await.0, "band-pricey");
+    // A key whose allowlist names only the model it asks for: naming it does not allow its band.
+    let narrow = admin(
+        &h,
+        reqwest::Method::POST,
+        "/admin/v1/keys",
+        Some(json!({"organization_id": opted["id"], "models": ["band-pricey"]})),
+    )
+    .await
+    .json::<Value>()
+    .await
+    .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(send(&narrow, hello("band-pricey"), false).await.0, "band-pricey");
     // Asking for the cheapest already: nothing to swap to.
     assert_eq!(send(&key, hello("band-cheap-text"), false).await, ("band-cheap-text".to_owned(), None, None));
     // When the cheaper model fails, the model asked for answers.
