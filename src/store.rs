@@ -464,57 +464,57 @@ impl Store {
 
 impl Store {
     /// Writes a batch of ledger rows in one transaction, many rows per statement; a request id already
-    /// present is left as it is.
+    /// present is left as it is. A batch is cut into chunks of the sizes in `LEDGER_CHUNKS`, so each
+    /// connection prepares at most that many distinct statements, once: a statement text per batch size
+    /// would be parsed anew for nearly every batch (SQLite's parser was a third of the ledger's CPU).
     pub async fn insert_usage(&self, rows: &[crate::usage::UsageRecord]) -> Result<(), StoreError> {
-        const HEAD: &str = "INSERT INTO usage_events (request_id, created_at, organization_id, key_id, requested_model, \
-                            served_model, provider, attempts, streamed, outcome, status, prompt_tokens, completion_tokens, \
-                            cached_tokens, cache_write_tokens, reasoning_tokens, usage_source, cost_micros, latency_ms, \
-                            ttft_ms, error, prompt_counted, client_request_id) ";
-        // 23 values a row: 40 rows stay far below either database's limit on bound parameters.
-        const ROWS_PER_STATEMENT: usize = 40;
         macro_rules! insert_all {
-            ($pool:expr, $db:ty) => {{
+            ($pool:expr, $db:ty, $postgres:expr) => {{
                 let mut tx = $pool.begin().await?;
-                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                    let mut q = sqlx::QueryBuilder::<$db>::new(HEAD);
-                    q.push_values(chunk, |mut b, r| {
-                        b.push_bind(r.request_id.as_str())
-                            .push_bind(r.created_at)
-                            .push_bind(r.organization_id.as_deref())
-                            .push_bind(r.key_id.as_deref())
-                            .push_bind(r.requested_model.as_str())
-                            .push_bind(r.served_model.as_deref())
-                            .push_bind(r.provider.as_deref())
-                            .push_bind(i64::from(r.attempts))
-                            .push_bind(r.streamed)
-                            .push_bind(r.outcome.as_str())
-                            .push_bind(i64::from(r.status))
-                            .push_bind(r.prompt_tokens as i64)
-                            .push_bind(r.completion_tokens as i64)
-                            .push_bind(r.cached_tokens as i64)
-                            .push_bind(r.cache_write_tokens as i64)
-                            .push_bind(r.reasoning_tokens as i64)
-                            .push_bind(if r.usage_source == crate::usage::UsageSource::Provider {
+                let mut rest = rows;
+                while !rest.is_empty() {
+                    let size = LEDGER_CHUNKS.iter().position(|&n| n <= rest.len()).unwrap_or(LEDGER_CHUNKS.len() - 1);
+                    let (chunk, tail) = rest.split_at(LEDGER_CHUNKS[size].min(rest.len()));
+                    let mut q = sqlx::query::<$db>(ledger_insert_sql($postgres, size));
+                    for r in chunk {
+                        q = q
+                            .bind(r.request_id.as_str())
+                            .bind(r.created_at)
+                            .bind(r.organization_id.as_deref())
+                            .bind(r.key_id.as_deref())
+                            .bind(r.requested_model.as_str())
+                            .bind(r.served_model.as_deref())
+                            .bind(r.provider.as_deref())
+                            .bind(i64::from(r.attempts))
+                            .bind(r.streamed)
+                            .bind(r.outcome.as_str())
+                            .bind(i64::from(r.status))
+                            .bind(r.prompt_tokens as i64)
+                            .bind(r.completion_tokens as i64)
+                            .bind(r.cached_tokens as i64)
+                            .bind(r.cache_write_tokens as i64)
+                            .bind(r.reasoning_tokens as i64)
+                            .bind(if r.usage_source == crate::usage::UsageSource::Provider {
                                 "provider"
                             } else {
                                 "estimated"
                             })
-                            .push_bind(r.cost_micros)
-                            .push_bind(r.latency_ms as i64)
-                            .push_bind(r.ttft_ms.map(|t| t as i64))
-                            .push_bind(r.error.as_deref())
-                            .push_bind(r.prompt_counted)
-                            .push_bind(r.client_request_id.as_deref());
-                    });
-                    q.push(" ON CONFLICT (request_id) DO NOTHING");
-                    q.build().execute(&mut *tx).await?;
+                            .bind(r.cost_micros)
+                            .bind(r.latency_ms as i64)
+                            .bind(r.ttft_ms.map(|t| t as i64))
+                            .bind(r.error.as_deref())
+                            .bind(r.prompt_counted)
+                            .bind(r.client_request_id.as_deref());
+                    }
+                    q.execute(&mut *tx).await?;
+                    rest = tail;
                 }
                 tx.commit().await?;
             }};
         }
         match self {
-            Store::Sqlite(pool) => insert_all!(pool, sqlx::Sqlite),
-            Store::Postgres(pool) => insert_all!(pool, sqlx::Postgres),
+            Store::Sqlite(pool) => insert_all!(pool, sqlx::Sqlite, false),
+            Store::Postgres(pool) => insert_all!(pool, sqlx::Postgres, true),
         }
         Ok(())
     }
@@ -841,4 +841,45 @@ pub fn escape_like(s: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// Rows per ledger statement, largest first (see `Store::insert_usage`). 32 rows of 23 values stay far
+/// below either database's limit on bound parameters.
+const LEDGER_CHUNKS: [usize; 6] = [32, 16, 8, 4, 2, 1];
+const LEDGER_COLUMNS: &str = "request_id, created_at, organization_id, key_id, requested_model, served_model, \
+                              provider, attempts, streamed, outcome, status, prompt_tokens, completion_tokens, \
+                              cached_tokens, cache_write_tokens, reasoning_tokens, usage_source, cost_micros, \
+                              latency_ms, ttft_ms, error, prompt_counted, client_request_id";
+
+/// The ledger's insert for `LEDGER_CHUNKS[size]` rows, in the backend's placeholder style; built once.
+fn ledger_insert_sql(postgres: bool, size: usize) -> &'static str {
+    static SQL: [std::sync::OnceLock<Vec<String>>; 2] = [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
+    let all = SQL[usize::from(postgres)].get_or_init(|| {
+        let per_row = LEDGER_COLUMNS.split(',').count();
+        LEDGER_CHUNKS
+            .iter()
+            .map(|&rows| {
+                let mut sql = format!("INSERT INTO usage_events ({LEDGER_COLUMNS}) VALUES ");
+                let mut n = 0;
+                for row in 0..rows {
+                    sql.push_str(if row == 0 { "(" } else { ", (" });
+                    for col in 0..per_row {
+                        n += 1;
+                        if col > 0 {
+                            sql.push_str(", ");
+                        }
+                        if postgres {
+                            sql.push_str(&format!("${n}"));
+                        } else {
+                            sql.push('?');
+                        }
+                    }
+                    sql.push(')');
+                }
+                sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
+                sql
+            })
+            .collect()
+    });
+    &all[size]
 }

@@ -146,10 +146,12 @@ async fn a_client_that_disconnects_mid_stream_cancels_the_upstream_and_is_still_
 
 #[tokio::test]
 async fn a_client_that_leaves_after_the_whole_stream_arrived_is_billed_from_it_and_the_connection_is_kept() {
-    // The fake sends a whole reply at once, and a long one: the client leaves while the gateway is still
-    // relaying it, with the rest already arriving from upstream.
+    // The fake paces its reply at about a chunk a millisecond (a timer's granularity), for ~120 ms: the
+    // client leaves after the first chunk, while the rest is still arriving, each chunk well within the
+    // drain's gap and all of it within its cap. (A reply sent all at once can fit in the sockets' buffers
+    // and reach the client before it leaves.)
     let h = Harness::with(Setup {
-        fake: FakeSettings { latency_ms: 0, tokens_per_second: 0.0, completion_tokens: 3000 },
+        fake: FakeSettings { latency_ms: 0, tokens_per_second: 2000.0, completion_tokens: 120 },
         ..Setup::default()
     })
     .await;
@@ -166,7 +168,7 @@ async fn a_client_that_leaves_after_the_whole_stream_arrived_is_billed_from_it_a
     let outcomes: Vec<_> = r.iter().map(|r| r.outcome).collect();
     assert!(outcomes.iter().all(|o| matches!(o, Outcome::ClientDisconnected | Outcome::Completed)), "{outcomes:?}");
     assert!(r.iter().all(|r| r.usage_source == UsageSource::Provider), "the provider's usage chunk was read");
-    assert_eq!(r[0].completion_tokens, 3000);
+    assert_eq!(r[0].completion_tokens, 120);
     assert!(outcomes.contains(&Outcome::ClientDisconnected), "{outcomes:?}");
     let stats = &h.upstream.state.stats;
     assert_eq!(stats.streams_completed.load(Ordering::Relaxed), 3);

@@ -160,7 +160,8 @@ async fn a_free_keys_201st_prompt_of_the_day_is_refused_while_a_pro_key_carries_
     let h = Harness::start().await;
     let org = new_org(&h, "Gamma").await;
     let org_id = org["id"].as_str().unwrap();
-    let free = new_key(&h, org_id, "free").await["key"].as_str().unwrap().to_owned();
+    let free_key = new_key(&h, org_id, "free").await;
+    let (free_id, free) = (free_key["id"].as_str().unwrap(), free_key["key"].as_str().unwrap().to_owned());
     let pro = new_key(&h, org_id, "pro").await["key"].as_str().unwrap().to_owned();
 
     // 210 requests at once against 200 prompts: exactly 200 get through.
@@ -214,6 +215,13 @@ async fn a_free_keys_201st_prompt_of_the_day_is_refused_while_a_pro_key_carries_
         assert!(row.prompt_tokens > 0 && row.completion_tokens > 0);
         assert_eq!(row.cost_micros, Some(row.prompt_tokens + 2 * row.completion_tokens));
     }
+    // All 210, refused ones included, each once (the ledger writes a batch in chunks of several sizes).
+    let rows = ledger_rows(&h, free_id, 210).await;
+    let ids: std::collections::HashSet<&str> = rows.iter().map(|r| r["request_id"].as_str().unwrap()).collect();
+    assert_eq!((rows.len(), ids.len()), (210, 210));
+    assert!(ok_ids.iter().all(|id| ids.contains(id.as_str())));
+    let refused_rows = rows.iter().filter(|r| r["prompt_counted"] == false).count();
+    assert_eq!(refused_rows, 10, "{rows:?}");
 }
 
 #[tokio::test]
