@@ -196,6 +196,12 @@ pub struct ProviderConfig {
     pub headers: BTreeMap<String, String>,
     /// Behaviour of a `kind = "fake"` provider.
     pub fake: Option<FakeSettings>,
+    /// An egress proxy for this provider (`http://[user:pass@]host:port`); without it, the
+    /// `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` / `NO_PROXY` variables apply.
+    pub proxy: Option<String>,
+    /// A PEM file of CA certificates to trust for this provider, besides the system's (a self-hosted
+    /// model server behind an internal CA).
+    pub tls_ca_file: Option<String>,
 }
 
 impl ProviderConfig {
@@ -400,6 +406,22 @@ impl Config {
                 };
                 bad(at("base_url"), why.into());
             }
+            if let Some(url) = &p.proxy
+                && let Err(why) = check_proxy_url(url)
+            {
+                bad(at("proxy"), why);
+            }
+            if let Some(path) = &p.tls_ca_file
+                && let Err(why) = crate::providers::client::load_certificates(path)
+            {
+                bad(at("tls_ca_file"), why);
+            }
+            if (p.proxy.is_some() || p.tls_ca_file.is_some()) && p.kind == ProviderKind::Fake {
+                bad(
+                    at(if p.proxy.is_some() { "proxy" } else { "tls_ca_file" }),
+                    "does not apply to kind \"fake\"".into(),
+                );
+            }
             if p.api_version.is_some() && !matches!(p.kind, ProviderKind::Azure | ProviderKind::Anthropic) {
                 bad(at("api_version"), "only applies to kinds \"azure\" and \"anthropic\"".into());
             }
@@ -478,7 +500,7 @@ fn is_credential_header(name: &str) -> bool {
 }
 
 fn check_base_url(url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("\"{url}\" is not a URL ({e})"))?;
+    let parsed = url::Url::parse(url).map_err(|e| format!("\"{url}\" is not a URL ({e})"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err("must start with http:// or https://".into());
     }
@@ -490,6 +512,20 @@ fn check_base_url(url: &str) -> Result<(), String> {
     }
     if parsed.query().is_some() || parsed.fragment().is_some() {
         return Err("must not have a query or fragment".into());
+    }
+    if url.parse::<http::Uri>().is_err() {
+        return Err(format!("\"{url}\" is not a URL an HTTP request can be sent to"));
+    }
+    Ok(())
+}
+
+fn check_proxy_url(url: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("\"{url}\" is not a URL ({e})"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err("must start with http:// or https:// (an HTTP proxy)".into());
+    }
+    if parsed.host().is_none() {
+        return Err("must name a host".into());
     }
     Ok(())
 }
@@ -535,6 +571,28 @@ mod tests {
             "models[1].name: \"m\" is already defined at models[0]",
         ];
         assert_eq!(problems, expected);
+    }
+
+    #[test]
+    fn egress_settings_are_checked() {
+        let text = r#"
+            [[providers]]
+            name = "a"
+            kind = "openai"
+            base_url = "https://llm.internal/v1"
+            proxy = "socks5://proxy:1080"
+            tls_ca_file = "/nonexistent/ca.pem"
+            [[providers]]
+            name = "b"
+            kind = "openai"
+            base_url = "https://llm.internal/v1"
+            proxy = "http://user:pass@proxy.internal:3128"
+            tls_ca_file = "tests/fixtures/tls/ca.pem"
+        "#;
+        let problems: Vec<String> = Config::parse(text).unwrap_err().iter().map(|p| p.to_string()).collect();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(problems[0], "providers[0].proxy: must start with http:// or https:// (an HTTP proxy)");
+        assert!(problems[1].starts_with("providers[0].tls_ca_file: cannot read certificates from"), "{problems:?}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod anthropic;
 pub mod azure;
+pub mod client;
 pub mod error;
 pub mod exec;
 pub mod gemini;
@@ -110,29 +111,17 @@ enum Transport {
 /// threads would hand every request over to another thread and back. Per thread, a request and its
 /// upstream connection stay together.
 struct HttpClients {
-    connect_timeout: Duration,
-    per_thread: thread_local::ThreadLocal<reqwest::Client>,
+    settings: client::ClientSettings,
+    per_thread: thread_local::ThreadLocal<client::UpstreamClient>,
 }
 
 impl HttpClients {
-    fn new(connect_timeout: Duration) -> Result<Self, String> {
-        let clients = Self { connect_timeout, per_thread: thread_local::ThreadLocal::new() };
-        clients.get()?; // A client that cannot be built is a start-up error, not a request's.
-        Ok(clients)
+    fn new(settings: client::ClientSettings) -> Self {
+        Self { settings, per_thread: thread_local::ThreadLocal::new() }
     }
 
-    fn get(&self) -> Result<&reqwest::Client, String> {
-        self.per_thread.get_or_try(|| {
-            reqwest::Client::builder()
-                .connect_timeout(self.connect_timeout)
-                .pool_idle_timeout(Duration::from_secs(90))
-                .pool_max_idle_per_host(1024)
-                .tcp_nodelay(true)
-                .tcp_keepalive(Duration::from_secs(30))
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .map_err(|e| format!("cannot build the HTTP client: {e}"))
-        })
+    fn get(&self) -> &client::UpstreamClient {
+        self.per_thread.get_or(|| self.settings.client())
     }
 }
 
@@ -152,8 +141,6 @@ pub struct Provider {
     unavailable: Option<String>,
     headers: HeaderMap,
     transport: Transport,
-    /// Upstream URLs parsed once: parsing (IDNA included) is a visible share of a request's CPU.
-    parsed_urls: std::sync::Mutex<std::collections::HashMap<String, reqwest::Url>>,
 }
 
 /// A model or deployment id as one URL path segment: everything but unreserved characters is
@@ -169,9 +156,6 @@ pub(crate) fn path_segment(id: &str) -> String {
     }
 }
 
-/// More distinct URLs than this (per-model paths of many models) and the cache starts over.
-const PARSED_URLS: usize = 1024;
-
 impl std::fmt::Debug for Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Provider").field("name", &self.name).field("kind", &self.kind).finish_non_exhaustive()
@@ -179,20 +163,6 @@ impl std::fmt::Debug for Provider {
 }
 
 impl Provider {
-    /// `url` parsed, from the cache when it was seen before.
-    pub fn parsed_url(&self, url: &str) -> Option<reqwest::Url> {
-        let mut cache = self.parsed_urls.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(u) = cache.get(url) {
-            return Some(u.clone());
-        }
-        let parsed = reqwest::Url::parse(url).ok()?;
-        if cache.len() >= PARSED_URLS {
-            cache.clear();
-        }
-        cache.insert(url.to_owned(), parsed.clone());
-        Some(parsed)
-    }
-
     /// Builds a provider from validated configuration. `env` looks up environment variables.
     pub fn from_config(cfg: &ProviderConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Provider, String> {
         let timeouts = cfg.timeouts.resolve();
@@ -218,8 +188,15 @@ impl Provider {
                 (Transport::InProcess(router), "http://fake.invalid/v1".to_owned())
             }
             _ => {
-                let clients = Box::new(HttpClients::new(timeouts.connect)?);
-                (Transport::Http(clients), cfg.effective_base_url().unwrap_or_default())
+                let base_url = cfg.effective_base_url().unwrap_or_default();
+                let settings = client::ClientSettings::new(
+                    &base_url,
+                    timeouts.connect,
+                    cfg.proxy.as_deref(),
+                    cfg.tls_ca_file.as_deref(),
+                )
+                .map_err(|e| format!("provider \"{}\": {e}", cfg.name))?;
+                (Transport::Http(Box::new(HttpClients::new(settings))), base_url)
             }
         };
         let quirks = {
@@ -253,7 +230,6 @@ impl Provider {
             unavailable,
             headers,
             transport,
-            parsed_urls: std::sync::Mutex::default(),
         })
     }
 

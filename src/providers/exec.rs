@@ -133,20 +133,28 @@ async fn send(
         if first_byte < deadline { (first_byte, TimeoutPhase::FirstByte) } else { (deadline, TimeoutPhase::Total) };
     match &provider.transport {
         Transport::Http(clients) => {
-            let client = clients.get().map_err(|e| ProviderError::new(ErrorKind::Connection, e))?;
-            let url = provider
-                .parsed_url(&req.url)
-                .ok_or_else(|| ProviderError::new(ErrorKind::BadRequest, "the provider's URL is not valid"))?;
-            let call = client.post(url).headers(req.headers).body(req.body).send();
-            let resp = match timeout_at(limit, call).await {
+            let uri: http::Uri = req
+                .url
+                .try_into()
+                .map_err(|_| ProviderError::new(ErrorKind::BadRequest, "the provider's URL is not valid"))?;
+            let mut builder = http::Request::post(uri);
+            if let Some(h) = builder.headers_mut() {
+                *h = req.headers;
+                if let Some(auth) = clients.settings.proxy_authorization() {
+                    h.insert(http::header::PROXY_AUTHORIZATION, auth.clone());
+                }
+            }
+            let request = builder
+                .body(http_body_util::Full::new(req.body))
+                .map_err(|e| ProviderError::new(ErrorKind::BadRequest, e.to_string()))?;
+            let resp = match timeout_at(limit, clients.get().request(request)).await {
                 Err(_) => return Err(ProviderError::timeout(phase)),
                 Ok(Err(e)) => return Err(transport_error(provider, &e)),
                 Ok(Ok(resp)) => resp,
             };
-            let status = resp.status();
-            let headers = resp.headers().clone();
-            let body = resp.bytes_stream().map_err(|e| e.without_url().to_string());
-            Ok(UpstreamResponse { status, headers, body: Box::pin(body) })
+            let (parts, body) = resp.into_parts();
+            let body = http_body_util::BodyDataStream::new(body).map_err(|e| e.to_string());
+            Ok(UpstreamResponse { status: parts.status, headers: parts.headers, body: Box::pin(body) })
         }
         Transport::InProcess(router) => {
             let path = req.url.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap_or_default();
@@ -169,8 +177,8 @@ async fn send(
     }
 }
 
-fn transport_error(provider: &Provider, e: &reqwest::Error) -> ProviderError {
-    let kind = match (e.is_connect(), e.is_timeout()) {
+fn transport_error(provider: &Provider, e: &hyper_util::client::legacy::Error) -> ProviderError {
+    let kind = match super::client::classify(e) {
         (true, true) => ErrorKind::Timeout(TimeoutPhase::Connect),
         (_, true) => ErrorKind::Timeout(TimeoutPhase::Total),
         _ => ErrorKind::Connection,

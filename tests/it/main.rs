@@ -6,6 +6,7 @@
 mod support;
 
 mod chat;
+mod egress;
 mod errors;
 mod fixtures;
 mod gemini_door;

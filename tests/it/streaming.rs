@@ -155,24 +155,37 @@ async fn a_client_that_leaves_after_the_whole_stream_arrived_is_billed_from_it_a
         ..Setup::default()
     })
     .await;
-    for i in 1..=3 {
+    // On a loaded machine a pause of more than the drain's gap can still happen; such a stream is cut
+    // (estimated usage, connection closed), which is the rule for a stream still being generated. Up to
+    // six tries for the case under test: the client gone, the rest read, the provider's usage billed.
+    let mut drained = 0;
+    let mut records = Vec::new();
+    for i in 1..=6 {
         let mut resp = h.chat(streamed(hello("test-model"))).await;
         assert_eq!(resp.status(), 200);
         assert!(resp.chunk().await.unwrap().unwrap().starts_with(b"data: "));
         drop(resp);
-        h.usage.wait_for(i).await; // the request is over, its upstream connection idle again
+        // The request is over, its upstream connection idle again (or closed, if it was cut).
+        records = h.usage.wait_for(i).await;
+        let r = &records[i - 1];
+        match (r.outcome, r.usage_source) {
+            (Outcome::ClientDisconnected, UsageSource::Provider) => {
+                assert_eq!(r.completion_tokens, 120);
+                drained += 1;
+                if drained == 2 {
+                    break;
+                }
+            }
+            // The rest reached the client's socket before it closed: a completed stream.
+            (Outcome::Completed, UsageSource::Provider) | (Outcome::ClientDisconnected, UsageSource::Estimated) => {}
+            other => panic!("unexpected {other:?}"),
+        }
     }
-    let r = h.usage.wait_for(3).await;
-    // Whether the rest still reached the client's socket before it closed is a race; either way the
-    // provider's own usage is what is billed.
-    let outcomes: Vec<_> = r.iter().map(|r| r.outcome).collect();
-    assert!(outcomes.iter().all(|o| matches!(o, Outcome::ClientDisconnected | Outcome::Completed)), "{outcomes:?}");
-    assert!(r.iter().all(|r| r.usage_source == UsageSource::Provider), "the provider's usage chunk was read");
-    assert_eq!(r[0].completion_tokens, 120);
-    assert!(outcomes.contains(&Outcome::ClientDisconnected), "{outcomes:?}");
+    assert_eq!(drained, 2, "{records:?}");
+    let cut = records.iter().filter(|r| r.usage_source == UsageSource::Estimated).count() as u64;
     let stats = &h.upstream.state.stats;
-    assert_eq!(stats.streams_completed.load(Ordering::Relaxed), 3);
-    assert_eq!(stats.connections.load(Ordering::Relaxed), 1, "one pooled upstream connection served all three");
+    assert_eq!(stats.streams_completed.load(Ordering::Relaxed), records.len() as u64 - cut);
+    assert_eq!(stats.connections.load(Ordering::Relaxed), 1 + cut, "one pooled upstream connection, but for cuts");
 }
 
 async fn stream_failure(setup: Setup, fault: Fault) -> (Harness, Vec<Value>, bool) {

@@ -31,6 +31,45 @@ impl FakeUpstream {
         FakeUpstream { state, base_url }
     }
 
+    /// The fake over TLS, HTTP/2 offered by ALPN, with the certificate in `tests/fixtures/tls` (issued
+    /// for 127.0.0.1 by a test CA whose key was thrown away).
+    pub async fn start_tls(settings: FakeSettings) -> FakeUpstream {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        use rustls::pki_types::pem::PemObject;
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
+        let certs = rustls::pki_types::CertificateDer::pem_file_iter(format!("{dir}/server.pem"))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(format!("{dir}/server.key")).unwrap();
+        let mut tls =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .unwrap();
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("https://{}/v1", listener.local_addr().unwrap());
+        let state = Arc::new(FakeState::new(settings));
+        let router = switchyard::fake::router(state.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, router) = (acceptor.clone(), router.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let service = hyper_util::service::TowerToHyperService::new(router);
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        FakeUpstream { state, base_url }
+    }
+
     pub fn last_request(&self) -> switchyard::fake::RecordedRequest {
         self.state.requests().pop().expect("the fake received no request")
     }
@@ -93,6 +132,8 @@ pub struct Setup {
     pub keys: Option<String>,
     /// More configuration appended at the end; `{base}` is replaced by the fake's OpenAI base URL.
     pub extra: String,
+    /// Serve the fake over TLS (see [`FakeUpstream::start_tls`]).
+    pub tls: bool,
 }
 
 impl Harness {
@@ -101,7 +142,8 @@ impl Harness {
     }
 
     pub async fn with(setup: Setup) -> Harness {
-        let upstream = FakeUpstream::start(setup.fake).await;
+        let upstream =
+            if setup.tls { FakeUpstream::start_tls(setup.fake).await } else { FakeUpstream::start(setup.fake).await };
         let toml = format!(
             r#"
             [catalog]
@@ -323,4 +365,65 @@ pub fn capture_logs() {
 
 pub fn captured_logs() -> String {
     String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned()
+}
+
+/// An HTTP egress proxy: `CONNECT` tunnels, and absolute-form requests piped to the host they name.
+/// It records the head of the first request on each connection.
+pub struct TestProxy {
+    pub addr: std::net::SocketAddr,
+    pub seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl TestProxy {
+    pub async fn start() -> TestProxy {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match client.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&head).into_owned();
+                    let first = text.lines().next().unwrap_or_default().to_owned();
+                    let mut parts = first.split(' ');
+                    let (method, target) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+                    let end = text.find("\r\n\r\n").unwrap() + 4;
+                    record.lock().unwrap().push(text[..end].to_owned());
+                    let authority = if method == "CONNECT" {
+                        target.to_owned()
+                    } else {
+                        target.trim_start_matches("http://").split('/').next().unwrap_or_default().to_owned()
+                    };
+                    let Ok(mut upstream) = tokio::net::TcpStream::connect(&authority).await else {
+                        let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n").await;
+                        return;
+                    };
+                    if method == "CONNECT" {
+                        let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await;
+                        if head.len() > end {
+                            let _ = upstream.write_all(&head[end..]).await;
+                        }
+                    } else if upstream.write_all(&head).await.is_err() {
+                        return;
+                    }
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                });
+            }
+        });
+        TestProxy { addr, seen }
+    }
+
+    pub fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
 }
