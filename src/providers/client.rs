@@ -44,6 +44,7 @@ enum Route {
     Forward {
         proxy: Uri,
         auth: Option<HeaderValue>,
+        connector: HttpsConnector<HttpConnector>,
     },
     /// An `https` provider through a proxy: CONNECT, then TLS with the provider inside the tunnel.
     Tunnel(HttpsConnector<Tunnel<HttpsConnector<HttpConnector>>>),
@@ -82,13 +83,13 @@ impl ClientSettings {
                     v
                 });
                 if base.scheme_str() == Some("https") {
-                    let mut tunnel = Tunnel::new(via.uri().clone(), https_connector(&tls, connect_timeout));
+                    let mut tunnel = Tunnel::new(via.uri().clone(), proxy_connector(&tls, connect_timeout));
                     if let Some(auth) = auth {
                         tunnel = tunnel.with_auth(auth);
                     }
                     Route::Tunnel(tls_builder(&tls).wrap_connector(tunnel))
                 } else {
-                    Route::Forward { proxy: via.uri().clone(), auth }
+                    Route::Forward { proxy: via.uri().clone(), auth, connector: proxy_connector(&tls, connect_timeout) }
                 }
             }
         };
@@ -121,12 +122,25 @@ impl ClientSettings {
 }
 
 fn https_connector(tls: &Arc<ClientConfig>, connect_timeout: Duration) -> HttpsConnector<HttpConnector> {
+    tls_builder(tls).wrap_connector(tcp_connector(connect_timeout))
+}
+
+/// To a proxy (plain or TLS), HTTP/1.1 only: CONNECT and absolute-form requests are HTTP/1 forms.
+fn proxy_connector(tls: &Arc<ClientConfig>, connect_timeout: Duration) -> HttpsConnector<HttpConnector> {
+    HttpsConnectorBuilder::new()
+        .with_tls_config((**tls).clone())
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(tcp_connector(connect_timeout))
+}
+
+fn tcp_connector(connect_timeout: Duration) -> HttpConnector {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
     http.set_keepalive(Some(Duration::from_secs(30)));
-    tls_builder(tls).wrap_connector(http)
+    http
 }
 
 fn tls_builder(tls: &Arc<ClientConfig>) -> HttpsConnectorBuilder<hyper_rustls::builderstates::WantsProtocols3> {
@@ -189,9 +203,9 @@ impl Service<Uri> for Connector {
         let mut direct = self.direct.clone();
         let connecting: Self::Future = match &*self.route {
             Route::Direct => Box::pin(async move { Ok(Conn::Direct(direct.call(dst).await?)) }),
-            Route::Forward { proxy, .. } => {
-                let proxy = proxy.clone();
-                Box::pin(async move { Ok(Conn::Forward(direct.call(proxy).await?)) })
+            Route::Forward { proxy, connector, .. } => {
+                let (proxy, mut connector) = (proxy.clone(), connector.clone());
+                Box::pin(async move { Ok(Conn::Forward(connector.call(proxy).await?)) })
             }
             Route::Tunnel(tunnel) => {
                 let mut tunnel = tunnel.clone();

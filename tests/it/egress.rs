@@ -34,6 +34,8 @@ async fn a_provider_behind_its_own_ca_is_reached_over_tls_plain_and_streamed() {
     assert_eq!(resp.status(), 200);
     let (chunks, done) = payloads(&sse_events(resp).await);
     assert!(done && chunks.len() > 2, "{chunks:?}");
+    // HTTP/2, chosen by ALPN, and both requests over one connection.
+    assert_eq!(*h.upstream.alpn.lock().unwrap(), ["h2"]);
 }
 
 #[tokio::test]
@@ -78,6 +80,7 @@ async fn an_https_provider_through_a_proxy_is_tunnelled_and_the_proxy_sees_no_re
     assert_eq!(resp.status(), 200);
     let (_, done) = payloads(&sse_events(resp).await);
     assert!(done);
+    assert_eq!(*h.upstream.alpn.lock().unwrap(), ["h2"], "TLS end to end with the provider, through the tunnel");
     let upstream = h.upstream.base_url.trim_start_matches("https://").trim_end_matches("/v1").to_owned();
     let seen = proxy.seen();
     assert_eq!(seen.len(), 1, "{seen:?}");

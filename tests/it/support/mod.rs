@@ -20,6 +20,8 @@ pub const PROVIDER_KEY: &str = "sk-upstream-canary-5f3a9c";
 pub struct FakeUpstream {
     pub state: Arc<FakeState>,
     pub base_url: String,
+    /// Over TLS: the protocol each connection's ALPN settled on.
+    pub alpn: Arc<Mutex<Vec<String>>>,
 }
 
 impl FakeUpstream {
@@ -28,7 +30,7 @@ impl FakeUpstream {
         let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
         let state = Arc::new(FakeState::new(settings));
         tokio::spawn(switchyard::fake::serve(listener, state.clone()));
-        FakeUpstream { state, base_url }
+        FakeUpstream { state, base_url, alpn: Arc::default() }
     }
 
     /// The fake over TLS, HTTP/2 offered by ALPN, with the certificate in `tests/fixtures/tls` (issued
@@ -55,11 +57,15 @@ impl FakeUpstream {
         let base_url = format!("https://{}/v1", listener.local_addr().unwrap());
         let state = Arc::new(FakeState::new(settings));
         let router = switchyard::fake::router(state.clone());
+        let alpn: Arc<Mutex<Vec<String>>> = Arc::default();
+        let negotiated = alpn.clone();
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                let (acceptor, router) = (acceptor.clone(), router.clone());
+                let (acceptor, router, negotiated) = (acceptor.clone(), router.clone(), negotiated.clone());
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let protocol = tls.get_ref().1.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
+                    negotiated.lock().unwrap().push(protocol.unwrap_or_default());
                     let service = hyper_util::service::TowerToHyperService::new(router);
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(tls), service)
@@ -67,7 +73,7 @@ impl FakeUpstream {
                 });
             }
         });
-        FakeUpstream { state, base_url }
+        FakeUpstream { state, base_url, alpn }
     }
 
     pub fn last_request(&self) -> switchyard::fake::RecordedRequest {
