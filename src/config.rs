@@ -407,7 +407,7 @@ impl Config {
                 bad(at("base_url"), why.into());
             }
             if let Some(url) = &p.proxy
-                && let Err(why) = check_proxy_url(url)
+                && let Err(why) = http_url(url)
             {
                 bad(at("proxy"), why);
             }
@@ -499,7 +499,8 @@ fn is_credential_header(name: &str) -> bool {
         .any(|h| name.eq_ignore_ascii_case(h))
 }
 
-fn check_base_url(url: &str) -> Result<(), String> {
+/// An absolute `http(s)://` URL naming a host.
+fn http_url(url: &str) -> Result<url::Url, String> {
     let parsed = url::Url::parse(url).map_err(|e| format!("\"{url}\" is not a URL ({e})"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err("must start with http:// or https://".into());
@@ -507,6 +508,11 @@ fn check_base_url(url: &str) -> Result<(), String> {
     if parsed.host().is_none() {
         return Err("must name a host".into());
     }
+    Ok(parsed)
+}
+
+fn check_base_url(url: &str) -> Result<(), String> {
+    let parsed = http_url(url)?;
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err("must not carry credentials; use api_key_env".into());
     }
@@ -515,17 +521,6 @@ fn check_base_url(url: &str) -> Result<(), String> {
     }
     if url.parse::<http::Uri>().is_err() {
         return Err(format!("\"{url}\" is not a URL an HTTP request can be sent to"));
-    }
-    Ok(())
-}
-
-fn check_proxy_url(url: &str) -> Result<(), String> {
-    let parsed = url::Url::parse(url).map_err(|e| format!("\"{url}\" is not a URL ({e})"))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err("must start with http:// or https:// (an HTTP proxy)".into());
-    }
-    if parsed.host().is_none() {
-        return Err("must name a host".into());
     }
     Ok(())
 }
@@ -591,7 +586,7 @@ mod tests {
         "#;
         let problems: Vec<String> = Config::parse(text).unwrap_err().iter().map(|p| p.to_string()).collect();
         assert_eq!(problems.len(), 2, "{problems:?}");
-        assert_eq!(problems[0], "providers[0].proxy: must start with http:// or https:// (an HTTP proxy)");
+        assert_eq!(problems[0], "providers[0].proxy: must start with http:// or https://");
         assert!(problems[1].starts_with("providers[0].tls_ca_file: cannot read certificates from"), "{problems:?}");
     }
 
