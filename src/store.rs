@@ -473,8 +473,9 @@ impl Store {
                 let mut tx = $pool.begin().await?;
                 let mut rest = rows;
                 while !rest.is_empty() {
+                    // The largest size that fits; the last size is one row, so one always does.
                     let size = LEDGER_CHUNKS.iter().position(|&n| n <= rest.len()).unwrap_or(LEDGER_CHUNKS.len() - 1);
-                    let (chunk, tail) = rest.split_at(LEDGER_CHUNKS[size].min(rest.len()));
+                    let (chunk, tail) = rest.split_at(LEDGER_CHUNKS[size]);
                     let mut q = sqlx::query::<$db>(ledger_insert_sql($postgres, size));
                     for r in chunk {
                         q = q

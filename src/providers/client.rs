@@ -83,13 +83,13 @@ impl ClientSettings {
                     v
                 });
                 if base.scheme_str() == Some("https") {
-                    let mut tunnel = Tunnel::new(via.uri().clone(), proxy_connector(&tls, connect_timeout));
+                    let mut tunnel = Tunnel::new(via.uri().clone(), proxy_connector(&tls));
                     if let Some(auth) = auth {
                         tunnel = tunnel.with_auth(auth);
                     }
                     Route::Tunnel(tls_builder(&tls).wrap_connector(tunnel))
                 } else {
-                    Route::Forward { proxy: via.uri().clone(), auth, connector: proxy_connector(&tls, connect_timeout) }
+                    Route::Forward { proxy: via.uri().clone(), auth, connector: proxy_connector(&tls) }
                 }
             }
         };
@@ -100,7 +100,7 @@ impl ClientSettings {
     /// drives it).
     pub fn client(&self) -> UpstreamClient {
         let connector = Connector {
-            direct: https_connector(&self.tls, self.connect_timeout),
+            direct: https_connector(&self.tls),
             route: self.route.clone(),
             connect_timeout: self.connect_timeout,
         };
@@ -121,23 +121,23 @@ impl ClientSettings {
     }
 }
 
-fn https_connector(tls: &Arc<ClientConfig>, connect_timeout: Duration) -> HttpsConnector<HttpConnector> {
-    tls_builder(tls).wrap_connector(tcp_connector(connect_timeout))
+fn https_connector(tls: &Arc<ClientConfig>) -> HttpsConnector<HttpConnector> {
+    tls_builder(tls).wrap_connector(tcp_connector())
 }
 
 /// To a proxy (plain or TLS), HTTP/1.1 only: CONNECT and absolute-form requests are HTTP/1 forms.
-fn proxy_connector(tls: &Arc<ClientConfig>, connect_timeout: Duration) -> HttpsConnector<HttpConnector> {
+fn proxy_connector(tls: &Arc<ClientConfig>) -> HttpsConnector<HttpConnector> {
     HttpsConnectorBuilder::new()
         .with_tls_config((**tls).clone())
         .https_or_http()
         .enable_http1()
-        .wrap_connector(tcp_connector(connect_timeout))
+        .wrap_connector(tcp_connector())
 }
 
-fn tcp_connector(connect_timeout: Duration) -> HttpConnector {
+/// TCP only; `Connector::call` bounds the whole set-up (TCP, proxy, TLS) by `connect_ms`.
+fn tcp_connector() -> HttpConnector {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
-    http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
     http.set_keepalive(Some(Duration::from_secs(30)));
     http
@@ -200,9 +200,11 @@ impl Service<Uri> for Connector {
 
     /// `connect_ms` bounds the whole set-up: TCP, the proxy's CONNECT, TLS.
     fn call(&mut self, dst: Uri) -> Self::Future {
-        let mut direct = self.direct.clone();
         let connecting: Self::Future = match &*self.route {
-            Route::Direct => Box::pin(async move { Ok(Conn::Direct(direct.call(dst).await?)) }),
+            Route::Direct => {
+                let mut direct = self.direct.clone();
+                Box::pin(async move { Ok(Conn::Direct(direct.call(dst).await?)) })
+            }
             Route::Forward { proxy, connector, .. } => {
                 let (proxy, mut connector) = (proxy.clone(), connector.clone());
                 Box::pin(async move { Ok(Conn::Forward(connector.call(proxy).await?)) })
