@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::RngExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::BodyLimits;
 use crate::config::Config;
-use crate::http::body::BodyLimits;
 use crate::limits::Limiter;
 use crate::providers::Provider;
 use crate::routing::{Catalog, Router};
@@ -32,7 +32,7 @@ pub struct AppOptions {
     /// `redis://…` to share counters (and key-cache invalidation) between replicas; `None` keeps them here.
     pub redis_url: Option<String>,
     /// Milliseconds since the epoch (tests move it across midnight).
-    pub clock: crate::limits::Clock,
+    pub clock: crate::clock::Clock,
 }
 
 impl Default for AppOptions {
@@ -42,7 +42,7 @@ impl Default for AppOptions {
             usage_sink: Arc::new(LogSink),
             database_url: std::env::var("DATABASE_URL").ok(),
             redis_url: std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()),
-            clock: Arc::new(crate::tenancy::now_ms),
+            clock: crate::clock::system(),
         }
     }
 }
@@ -125,10 +125,7 @@ impl AppState {
             master_key: master.key.clone(),
             usage,
             metrics,
-            body_limits: BodyLimits {
-                max_bytes: config.server.body_limit_bytes,
-                read_timeout: Duration::from_millis(config.server.body_read_timeout_ms),
-            },
+            body_limits: config.server.body_limits(),
             draining: AtomicBool::new(false),
             hard_stop: CancellationToken::new(),
             created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default(),

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub mod catalog;
+pub mod presets;
 
 pub use catalog::{
     AliasConfig, Capability, CatalogFile, CatalogSettings, ModelConfig, ModelStatus, ModelTier, TierConfig,
@@ -77,6 +78,19 @@ impl Default for RouterConfig {
             retry_budget_per_second: 10,
             max_retry_after_wait_ms: 5_000,
         }
+    }
+}
+
+/// How much of a request body is read, and how long its sender may take.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    pub read_timeout: Duration,
+}
+
+impl ServerConfig {
+    pub fn body_limits(&self) -> BodyLimits {
+        BodyLimits { max_bytes: self.body_limit_bytes, read_timeout: Duration::from_millis(self.body_read_timeout_ms) }
     }
 }
 
@@ -186,7 +200,7 @@ pub struct ProviderConfig {
     /// Azure's `api-version` query parameter, or Anthropic's `anthropic-version` header.
     pub api_version: Option<String>,
     /// For kind "openai": overrides of the preset's quirks.
-    pub quirks: Option<crate::providers::presets::QuirksConfig>,
+    pub quirks: Option<presets::QuirksConfig>,
     /// The environment variable holding the API key.
     pub api_key_env: Option<String>,
     #[serde(default)]
@@ -210,7 +224,7 @@ impl ProviderConfig {
         if let Some(url) = &self.base_url {
             return Some(url.clone());
         }
-        if let Some(preset) = self.preset.as_deref().and_then(crate::providers::presets::find) {
+        if let Some(preset) = self.preset.as_deref().and_then(presets::find) {
             return Some(preset.base_url.to_owned());
         }
         match self.kind {
@@ -389,8 +403,8 @@ impl Config {
                 bad(at("base_url"), why);
             }
             match (&p.preset, p.kind) {
-                (Some(name), ProviderKind::Openai) if crate::providers::presets::find(name).is_none() => {
-                    let known: Vec<&str> = crate::providers::presets::PRESETS.iter().map(|p| p.name).collect();
+                (Some(name), ProviderKind::Openai) if presets::find(name).is_none() => {
+                    let known: Vec<&str> = presets::PRESETS.iter().map(|p| p.name).collect();
                     bad(at("preset"), format!("unknown preset \"{name}\"; known: {}", known.join(", ")));
                 }
                 (Some(_), ProviderKind::Openai) | (None, _) => {}
@@ -412,7 +426,7 @@ impl Config {
                 bad(at("proxy"), why);
             }
             if let Some(path) = &p.tls_ca_file
-                && let Err(why) = crate::providers::client::load_certificates(path)
+                && let Err(why) = load_certificates(path)
             {
                 bad(at("tls_ca_file"), why);
             }
@@ -523,6 +537,19 @@ fn check_base_url(url: &str) -> Result<(), String> {
         return Err(format!("\"{url}\" is not a URL an HTTP request can be sent to"));
     }
     Ok(())
+}
+
+/// The certificates of a PEM file named by `tls_ca_file`: read when the configuration is checked and
+/// again when the provider's TLS settings are built, so a bad file is reported with its config path.
+pub fn load_certificates(path: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cannot read certificates from \"{path}\": {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("\"{path}\" holds no PEM certificate"));
+    }
+    Ok(certs)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 pub mod app;
 pub mod bus;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod fake;
 pub mod http;

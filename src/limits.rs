@@ -7,7 +7,7 @@
 //! that the tenancy work adds (a Lua reserve script) — until then, run one replica per database.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 mod redis_store;
 
@@ -15,8 +15,7 @@ use crate::store::Store;
 
 const DAY_MS: i64 = 86_400_000;
 
-/// Milliseconds since the Unix epoch; injectable so tests can cross midnight and month ends.
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+pub use crate::clock::Clock;
 
 /// Which calendar windows a moment falls in, and when they end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -595,6 +594,7 @@ impl Memory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicI64, Ordering};
 
     fn ms(y: i64, m: u32, d: u32, hour: i64) -> i64 {

@@ -11,7 +11,6 @@ pub mod error;
 pub mod exec;
 pub mod gemini;
 pub mod openai;
-pub mod presets;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -200,9 +199,13 @@ impl Provider {
             }
         };
         let quirks = {
-            let preset = cfg.preset.as_deref().and_then(presets::find).map(|p| p.quirks);
+            let preset = cfg.preset.as_deref().and_then(crate::config::presets::find).map(|p| p.quirks);
             let official = base_url.starts_with("https://api.openai.com");
-            let base = preset.unwrap_or(if official { presets::Quirks::OPENAI } else { presets::Quirks::COMPATIBLE });
+            let base = preset.unwrap_or(if official {
+                crate::config::presets::Quirks::OPENAI
+            } else {
+                crate::config::presets::Quirks::COMPATIBLE
+            });
             cfg.quirks.map_or(base, |q| q.apply(base))
         };
         let adapter: Box<dyn Adapter> = match cfg.kind {

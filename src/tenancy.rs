@@ -5,17 +5,11 @@
 //! change, so a revocation takes effect at once on this replica. (Several replicas: invalidate over Redis
 //! pub/sub, with the tenancy work's Redis counters.)
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
-
+pub use crate::clock::now_ms;
 use crate::keys;
 use crate::store::{KeyRow, PlanRow, Store, StoreError};
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
-}
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()

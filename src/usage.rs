@@ -12,79 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::schema::Usage;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// The response was delivered completely.
-    Completed,
-    /// The provider failed before anything was sent to the client.
-    Failed,
-    /// A stream broke after it started; the client got an error event.
-    Interrupted,
-    /// The client went away before the end.
-    ClientDisconnected,
-    /// The server's drain deadline cut the request.
-    ShutDown,
-    /// Refused at admission by one of its key's limits; nothing was sent upstream.
-    Rejected,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Completed => "completed",
-            Outcome::Failed => "failed",
-            Outcome::Interrupted => "interrupted",
-            Outcome::ClientDisconnected => "client_disconnected",
-            Outcome::ShutDown => "shut_down",
-            Outcome::Rejected => "rejected",
-        }
-    }
-}
-
-/// Where the token counts came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UsageSource {
-    /// Reported by the provider: authoritative.
-    Provider,
-    /// Counted by us because the provider's report never came (a cut or abandoned stream).
-    Estimated,
-}
-
-#[derive(Debug, Clone)]
-pub struct UsageRecord {
-    /// The gateway's own id for the request (the ledger's key).
-    pub request_id: String,
-    /// The caller's `x-request-id`, when it sent one.
-    pub client_request_id: Option<String>,
-    /// Unix milliseconds when the request arrived.
-    pub created_at: i64,
-    pub organization_id: Option<String>,
-    pub key_id: Option<String>,
-    /// Upstream calls made for it.
-    pub attempts: u32,
-    /// Integer micro-USD at catalog prices; `None` when the model is not priced.
-    pub cost_micros: Option<i64>,
-    /// Whether the request used one of its key's prompts (a request nothing answered does not).
-    pub prompt_counted: bool,
-    pub requested_model: String,
-    pub served_model: Option<String>,
-    pub provider: Option<String>,
-    pub streamed: bool,
-    pub outcome: Outcome,
-    /// The status the client saw (200 for any stream that started).
-    pub status: u16,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub cached_tokens: u64,
-    pub cache_write_tokens: u64,
-    pub reasoning_tokens: u64,
-    pub usage_source: UsageSource,
-    pub latency_ms: u64,
-    pub ttft_ms: Option<u64>,
-    /// A short label of the failure, when there was one.
-    pub error: Option<String>,
-}
+pub use crate::store::ledger::{Outcome, UsageRecord, UsageSource};
 
 /// Receives every usage record. Called from request tasks and from `Drop`, so it must return at once.
 pub trait UsageSink: Send + Sync {
@@ -179,7 +107,8 @@ impl UsageGuard {
     /// A guard for any kind of request: `estimated_prompt_tokens` is billed if the provider never reports.
     pub fn for_request(
         sink: Arc<dyn UsageSink>,
-        request_id: &crate::http::observe::RequestId,
+        ledger_id: &str,
+        client_request_id: Option<&str>,
         requested_model: &str,
         streamed: bool,
         estimated_prompt_tokens: u64,
@@ -188,9 +117,9 @@ impl UsageGuard {
         Self {
             sink,
             record: Some(UsageRecord {
-                request_id: request_id.ledger_id.clone(),
-                client_request_id: request_id.client_id.clone(),
-                created_at: crate::tenancy::now_ms(),
+                request_id: ledger_id.to_owned(),
+                client_request_id: client_request_id.map(str::to_owned),
+                created_at: crate::clock::now_ms(),
                 organization_id: None,
                 key_id: None,
                 attempts: 0,

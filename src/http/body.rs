@@ -1,8 +1,6 @@
 //! Reading and decoding request bodies: a size limit (413), a deadline for slow uploads (408), and JSON
 //! errors that name the offending field in `param`.
 
-use std::time::Duration;
-
 use axum::body::Body;
 use bytes::Bytes;
 use http::HeaderMap;
@@ -10,11 +8,7 @@ use serde::de::DeserializeOwned;
 
 use super::GatewayError;
 
-#[derive(Debug, Clone, Copy)]
-pub struct BodyLimits {
-    pub max_bytes: usize,
-    pub read_timeout: Duration,
-}
+pub use crate::config::BodyLimits;
 
 pub async fn read(headers: &HeaderMap, body: Body, limits: BodyLimits) -> Result<Bytes, GatewayError> {
     // Compressed request bodies are not accepted: decoding them would bypass the size limit's intent.

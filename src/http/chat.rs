@@ -137,7 +137,8 @@ pub(super) async fn serve_chat(
 
     let mut usage = UsageGuard::for_request(
         state.usage.clone(),
-        request_id,
+        &request_id.ledger_id,
+        request_id.client_id.as_deref(),
         &req.model,
         req.is_streaming(),
         estimate,

@@ -46,8 +46,15 @@ pub async fn create_embeddings(
         let ask = admission::ask(&features, &plan, 0, 1);
         (plan, ask, features.prompt_token_estimate())
     };
-    let usage =
-        UsageGuard::for_request(state.usage.clone(), &request_id, &req.model, false, estimate, started.into_std());
+    let usage = UsageGuard::for_request(
+        state.usage.clone(),
+        &request_id.ledger_id,
+        request_id.client_id.as_deref(),
+        &req.model,
+        false,
+        estimate,
+        started.into_std(),
+    );
     let (mut usage, limits_view) = admit(&state, &key, ask, usage).await?;
     let wanted = req.encoding_format.unwrap_or(EncodingFormat::Float);
     let mut fallback = Fallback::new(&plan, &state.router, started);
@@ -147,7 +154,15 @@ pub async fn create_moderation(
     let features = RequestFeatures::for_embeddings(Vec::new()).moderation();
     let plan = state.catalog.route(&requested, &caller_of(&key), &features).await?;
     let ask = admission::ask(&features, &plan, 0, 1);
-    let usage = UsageGuard::for_request(state.usage.clone(), &request_id, &requested, false, 0, started.into_std());
+    let usage = UsageGuard::for_request(
+        state.usage.clone(),
+        &request_id.ledger_id,
+        request_id.client_id.as_deref(),
+        &requested,
+        false,
+        0,
+        started.into_std(),
+    );
     let (mut usage, limits_view) = admit(&state, &key, ask, usage).await?;
     let mut fallback = Fallback::new(&plan, &state.router, started);
     while let Some(target) = fallback.next().await {

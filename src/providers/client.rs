@@ -28,7 +28,6 @@ use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ClientConfig;
 use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use tokio::net::TcpStream;
 use tower::Service;
 
@@ -68,7 +67,7 @@ impl ClientSettings {
     ) -> Result<ClientSettings, String> {
         let tls = match ca_file {
             None => default_tls()?,
-            Some(path) => Arc::new(tls_config(load_certificates(path)?)?),
+            Some(path) => Arc::new(tls_config(crate::config::load_certificates(path)?)?),
         };
         let base: Uri = base_url.parse().map_err(|e| format!("the base URL is not valid: {e}"))?;
         let matcher = match proxy {
@@ -168,17 +167,6 @@ fn tls_config(extra_roots: Vec<CertificateDer<'static>>) -> Result<ClientConfig,
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth())
-}
-
-/// The certificates of a PEM file; none is an error.
-pub fn load_certificates(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cannot read certificates from \"{path}\": {e}"))?;
-    if certs.is_empty() {
-        return Err(format!("\"{path}\" holds no PEM certificate"));
-    }
-    Ok(certs)
 }
 
 /// Connects to a destination along the provider's route.

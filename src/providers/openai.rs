@@ -10,8 +10,8 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 
 use super::error::{ErrorKind, ProviderError, retry_after};
-use super::presets::{Quirks, STRICT_EXTRA_FIELDS, is_reasoning_model};
 use super::{Adapter, Endpoint, StreamMapper, StreamStep, UpstreamRequest};
+use crate::config::presets::{Quirks, STRICT_EXTRA_FIELDS, is_reasoning_model};
 use crate::schema::{ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, ModerationRequest};
 use crate::sse::SseEvent;
 

@@ -3,10 +3,10 @@
 
 use http::{HeaderMap, StatusCode};
 use serde_json::json;
+use switchyard::config::presets::Quirks;
 use switchyard::providers::anthropic::AnthropicAdapter;
 use switchyard::providers::gemini::GeminiAdapter;
 use switchyard::providers::openai::OpenAiAdapter;
-use switchyard::providers::presets::Quirks;
 use switchyard::providers::{Adapter, ErrorKind, ProviderError, StreamStep};
 use switchyard::schema::{ChatChunk, ChatRequest};
 use switchyard::sse::SseDecoder;
