@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::config::FakeSettings;
+use crate::protocols::ErrorReply;
 use crate::sse::{DONE_FRAME, data_frame, named_frame};
 
 mod anthropic;
@@ -155,45 +156,27 @@ pub(crate) enum Dialect {
 }
 
 impl Dialect {
+    /// An error response in this protocol's shape; `code` is the protocol's own error type when given
+    /// (OpenAI's `code`, Anthropic's `type`, Google's `status`), else the one its status implies.
     fn error_response(self, status: u16, retry_after: Option<u64>, code: Option<&str>, message: &str) -> Response {
+        use crate::protocols::{anthropic, gemini, openai};
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = match self {
             Dialect::OpenAi => {
                 let kind = if status.is_server_error() { "server_error" } else { "invalid_request_error" };
-                json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+                let reply = ErrorReply { status: status.as_u16(), kind, code, param: None, message };
+                openai::render_error(&reply)
             }
             Dialect::Anthropic => {
-                let kind = code.map(str::to_owned).unwrap_or_else(|| {
-                    match status.as_u16() {
-                        400 | 413 => "invalid_request_error",
-                        401 => "authentication_error",
-                        403 => "permission_error",
-                        404 => "not_found_error",
-                        429 => "rate_limit_error",
-                        529 => "overloaded_error",
-                        _ => "api_error",
-                    }
-                    .to_owned()
-                });
-                json!({"type": "error", "error": {"type": kind, "message": message}})
+                let kind = code.unwrap_or(anthropic::errors::error_type(status.as_u16()));
+                serde_json::to_vec(&anthropic::errors::body(kind, message)).unwrap_or_default()
             }
             Dialect::Gemini => {
-                let text = code.map(str::to_owned).unwrap_or_else(|| {
-                    match status.as_u16() {
-                        400 => "INVALID_ARGUMENT",
-                        401 => "UNAUTHENTICATED",
-                        403 => "PERMISSION_DENIED",
-                        404 => "NOT_FOUND",
-                        429 => "RESOURCE_EXHAUSTED",
-                        503 => "UNAVAILABLE",
-                        _ => "INTERNAL",
-                    }
-                    .to_owned()
-                });
-                json!({"error": {"code": status.as_u16(), "message": message, "status": text}})
+                let name = code.unwrap_or(gemini::errors::status_name(status.as_u16()));
+                serde_json::to_vec(&gemini::errors::body(status.as_u16(), name, message)).unwrap_or_default()
             }
         };
-        let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+        let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
         if let Some(secs) = retry_after {
             resp.headers_mut().insert(header::RETRY_AFTER, secs.into());
         }
@@ -202,21 +185,22 @@ impl Dialect {
 
     /// The in-band error event this protocol uses inside a 200 stream.
     fn mid_stream_error(self) -> Bytes {
+        let reply = match self {
+            Dialect::OpenAi | Dialect::Gemini => ErrorReply {
+                status: 500,
+                kind: "server_error",
+                code: Some("server_error"),
+                param: None,
+                message: "fake upstream failed mid-stream",
+            },
+            Dialect::Anthropic => {
+                ErrorReply { status: 529, kind: "server_error", code: None, param: None, message: "Overloaded" }
+            }
+        };
         match self {
-            Dialect::OpenAi => data_frame(
-                json!({"error": {"message": "fake upstream failed mid-stream", "type": "server_error", "param": null, "code": "server_error"}})
-                    .to_string()
-                    .as_bytes(),
-            ),
-            Dialect::Anthropic => named_frame(
-                "error",
-                json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}).to_string().as_bytes(),
-            ),
-            Dialect::Gemini => data_frame(
-                json!({"error": {"code": 500, "message": "fake upstream failed mid-stream", "status": "INTERNAL"}})
-                    .to_string()
-                    .as_bytes(),
-            ),
+            Dialect::OpenAi => data_frame(&crate::protocols::openai::render_error(&reply)),
+            Dialect::Anthropic => named_frame("error", &crate::protocols::anthropic::errors::render(&reply)),
+            Dialect::Gemini => data_frame(&crate::protocols::gemini::errors::render(&reply)),
         }
     }
 }
@@ -277,6 +261,10 @@ async fn chat_completions(State(state): State<Arc<FakeState>>, headers: HeaderMa
 
 pub(crate) fn json_response(body: &Value) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+pub(crate) fn json_response_bytes(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn embeddings(State(state): State<Arc<FakeState>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -374,6 +362,29 @@ model, streamed back token by token as it arrives, and counted once. Point any O
 set a provider key, and the same call reaches a real model instead. Until then this text keeps the rails warm.";
 
 impl Reply {
+    /// The answer to a request another protocol's door translation has read.
+    fn for_chat(req: &crate::schema::ChatRequest, settings: &FakeSettings, id: &str) -> Reply {
+        Reply::for_request(&serde_json::to_value(req).unwrap_or_default(), settings, id)
+    }
+
+    /// The whole answer in the canonical shape, for a door's encoder to render.
+    fn response(&self, model: &str) -> Result<crate::schema::ChatResponse, serde_json::Error> {
+        serde_json::from_value(self.completion(model))
+    }
+
+    /// The stream as `door` renders it, frame by frame (usage included: the door decides what to show).
+    fn frames(&self, door: &dyn crate::protocols::Dialect, model: &str) -> Vec<Bytes> {
+        let mut encoder = door.stream();
+        let mut frames = Vec::new();
+        for chunk in self.chunks(model, true) {
+            if let Ok(chunk) = serde_json::from_value::<crate::schema::ChatChunk>(chunk) {
+                encoder.chunk(&chunk, &mut frames);
+            }
+        }
+        encoder.done(&mut frames);
+        frames
+    }
+
     fn for_request(body: &Value, settings: &FakeSettings, id: &str) -> Reply {
         let messages = body.get("messages").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
         let prompt_tokens = messages.iter().map(|m| text_of(m).len().div_ceil(4) as u64 + 4).sum::<u64>() + 3;

@@ -30,6 +30,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 pub use error::GatewayError;
 
 use crate::app::AppState;
+use crate::protocols::ErrorDialect;
 
 /// Builds the whole HTTP application.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -48,12 +49,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/messages", post(messages::create_message))
         .route("/v1/messages/count_tokens", post(messages::count_tokens))
         .route_layer(from_fn_with_state(state.clone(), auth::require_caller))
-        .route_layer(from_fn(messages::anthropic_errors));
+        .route_layer(from_fn_with_state(ErrorDialect::Anthropic, error::render_errors_as));
     // Gemini's front door: `?key=` or x-goog-api-key, and errors in Google's shape.
     let gemini = Router::new()
         .route("/v1beta/models/{*target}", post(gemini::generate))
         .route_layer(from_fn_with_state(state.clone(), auth::require_caller))
-        .route_layer(from_fn(gemini::gemini_edge));
+        .route_layer(from_fn(gemini::key_from_query))
+        .route_layer(from_fn_with_state(ErrorDialect::Gemini, error::render_errors_as));
     let admin = Router::new()
         .route("/admin/v1/organizations", post(admin::create_organization).get(admin::list_organizations))
         .route(

@@ -1,103 +1,27 @@
-//! Upstream providers: the adapter contract, each configured provider at run time, and the executor.
+//! Upstream providers at run time: each configured provider (its adapter, keys in rotation, transport),
+//! the upstream HTTP client and the executor.
 //!
-//! An [`Adapter`] is pure and synchronous: it builds the upstream call, parses a body, maps one SSE event
-//! and classifies an error response, so it can be tested from fixture files alone. [`exec`] is the only
-//! code that does upstream I/O. This module never imports `http` (ours) or `store`.
+//! Translation is the protocols' ([`crate::protocols`]): an adapter is pure, so it can be tested from
+//! fixture files alone. [`exec`] is the only code that does upstream I/O. This module never imports
+//! `http` (ours) or `store`.
 
-pub mod anthropic;
-pub mod azure;
 pub mod client;
-pub mod error;
 pub mod exec;
-pub mod gemini;
-pub mod openai;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-
-pub use error::{ErrorKind, ProviderError, TimeoutPhase};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::{ProviderConfig, ProviderKind, Timeouts};
-use crate::schema::{ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, ModerationRequest};
+pub use crate::protocols::{
+    Adapter, Endpoint, ErrorKind, ProviderError, StreamMapper, StreamStep, TimeoutPhase, UpstreamRequest,
+};
+use crate::protocols::{anthropic, azure, gemini, openai};
 use crate::secret::Secret;
-use crate::sse::SseEvent;
 
 /// How long a key the provider refused is left out of rotation.
 const KEY_SET_ASIDE: Duration = Duration::from_secs(300);
-
-/// Where and how to reach a provider for one attempt.
-pub struct Endpoint<'a> {
-    pub base_url: &'a str,
-    pub api_key: Option<&'a Secret>,
-    /// Which of the provider's keys this is, so a rejected one can be set aside.
-    pub key_index: Option<usize>,
-    /// The operator's extra headers for this provider.
-    pub headers: &'a HeaderMap,
-}
-
-/// A request ready to send: always a POST of a JSON body.
-#[derive(Debug)]
-pub struct UpstreamRequest {
-    pub url: String,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-/// What a stream mapper wants after an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamStep {
-    Continue,
-    /// The provider signalled the end of the stream.
-    Done,
-}
-
-/// Translation between the canonical types and one provider's wire protocol. No I/O.
-pub trait Adapter: Send + Sync {
-    /// Called once per attempt with the request already carrying the upstream model id. Returns the call
-    /// to make, or an error when the request cannot be expressed in this protocol.
-    fn chat_request(&self, req: &ChatRequest, endpoint: &Endpoint<'_>) -> Result<UpstreamRequest, ProviderError>;
-
-    /// Called with the body of a successful (2xx) non-streamed response to `req`.
-    fn parse_chat_response(&self, req: &ChatRequest, body: &[u8]) -> Result<ChatResponse, ProviderError>;
-
-    /// Called once per streamed attempt; the mapper keeps whatever per-stream state the protocol needs.
-    fn stream_mapper(&self, req: &ChatRequest) -> Box<dyn StreamMapper>;
-
-    /// Called with a non-2xx response; the body may be cut to a bounded prefix.
-    fn classify_error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ProviderError;
-
-    /// Builds an embeddings call (model already the upstream id). Providers without embeddings refuse.
-    fn embeddings_request(
-        &self,
-        _req: &EmbeddingRequest,
-        _endpoint: &Endpoint<'_>,
-    ) -> Result<UpstreamRequest, ProviderError> {
-        Err(bad_request("This model's provider does not offer embeddings.", "model"))
-    }
-
-    /// Called with the body of a successful embeddings response to `req`.
-    fn parse_embeddings(&self, _req: &EmbeddingRequest, _body: &[u8]) -> Result<EmbeddingResponse, ProviderError> {
-        Err(bad_request("This model's provider does not offer embeddings.", "model"))
-    }
-
-    /// Builds a moderations call; only OpenAI offers them.
-    fn moderation_request(
-        &self,
-        _req: &ModerationRequest,
-        _endpoint: &Endpoint<'_>,
-    ) -> Result<UpstreamRequest, ProviderError> {
-        Err(bad_request("This model's provider does not offer moderations.", "model"))
-    }
-}
-
-/// Maps one upstream SSE event to zero or more canonical chunks.
-pub trait StreamMapper: Send {
-    /// Appends the chunks this event yields to `out`. An `Err` is an in-band upstream failure.
-    fn map(&mut self, event: &SseEvent, out: &mut Vec<ChatChunk>) -> Result<StreamStep, ProviderError>;
-}
 
 enum Transport {
     Http(Box<HttpClients>),
@@ -140,19 +64,6 @@ pub struct Provider {
     unavailable: Option<String>,
     headers: HeaderMap,
     transport: Transport,
-}
-
-/// A model or deployment id as one URL path segment: everything but unreserved characters is
-/// percent-encoded, so an id from a request (`provider/model` strings pass ids through) can never add
-/// path segments, a query or a fragment to the configured upstream URL.
-pub(crate) fn path_segment(id: &str) -> String {
-    const SEGMENT: &percent_encoding::AsciiSet =
-        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
-    match id {
-        // Dot segments would be resolved away by URL normalisation.
-        "." | ".." => id.replace('.', "%2E"),
-        _ => percent_encoding::utf8_percent_encode(id, SEGMENT).to_string(),
-    }
 }
 
 impl std::fmt::Debug for Provider {
@@ -299,30 +210,5 @@ impl Provider {
     /// Removes any of this provider's credentials from text that may reach a client or a log.
     pub fn redact(&self, text: String) -> String {
         self.keys.iter().fold(text, |t, k| if t.contains(k.expose()) { t.replace(k.expose(), "*****") } else { t })
-    }
-}
-
-/// The caller asked for something this provider's protocol cannot express.
-pub(crate) fn bad_request(message: impl Into<String>, param: &str) -> ProviderError {
-    let mut e = ProviderError::new(ErrorKind::BadRequest, message);
-    e.status = Some(400);
-    e.param = Some(param.to_owned());
-    e.code = Some("unsupported_parameter".to_owned());
-    e
-}
-
-/// Seconds since the Unix epoch, for `created` fields of translated responses.
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn ids_from_requests_stay_one_path_segment() {
-        assert_eq!(super::path_segment("gemini-2.5-flash"), "gemini-2.5-flash");
-        assert_eq!(super::path_segment("../../admin?x=1#y"), "..%2F..%2Fadmin%3Fx%3D1%23y");
-        assert_eq!(super::path_segment(".."), "%2E%2E");
-        assert_eq!(super::path_segment("a b/c"), "a%20b%2Fc");
     }
 }

@@ -22,11 +22,11 @@ use tracing::Instrument;
 use super::observe::RequestId;
 use super::{GatewayError, admission, body};
 use crate::app::AppState;
+use crate::protocols::{Dialect, StreamEncoder};
 use crate::providers::exec::{self, ChunkStream};
 use crate::providers::{ErrorKind, ProviderError};
 use crate::routing::{Caller, Fallback, ModelEntry, RequestFeatures, RoutePlan};
-use crate::schema::{ChatChunk, ChatRequest, ChatResponse, Usage};
-use crate::sse::{DONE_FRAME, data_frame};
+use crate::schema::{ChatChunk, ChatRequest, Usage};
 use crate::tenancy::ActiveKey;
 use crate::usage::{Outcome, Prices, UsageGuard};
 
@@ -44,70 +44,8 @@ pub async fn create_chat_completion(
 ) -> Result<Response, GatewayError> {
     let started = Instant::now();
     let req: ChatRequest = body::read_json(&headers, body, state.body_limits).await?;
-    let dialect = OpenAi { wants_usage: req.wants_stream_usage() };
+    let dialect = crate::protocols::openai::OpenAi { wants_usage: req.wants_stream_usage() };
     serve_chat(&state, &request_id, key.map(|Extension(k)| k), req, started, Box::new(dialect), &headers).await
-}
-
-/// How a front door speaks: how it renders a whole answer and a stream. Everything else about a chat
-/// request (routing, admission, fallback, accounting) is shared by every front door.
-pub(super) trait Dialect: Send + Sync + 'static {
-    /// The JSON body of a whole answer.
-    fn whole(&self, resp: &ChatResponse) -> Result<Vec<u8>, GatewayError>;
-    /// A renderer for one stream.
-    fn stream(&self) -> Box<dyn StreamEncoder>;
-}
-
-/// Renders one stream's chunks (already rewritten by the gateway: public model name, usage with cost) as
-/// the front door's frames.
-pub(super) trait StreamEncoder: Send {
-    /// Frames for one chunk; none is fine.
-    fn chunk(&mut self, chunk: &ChatChunk, out: &mut Vec<Bytes>);
-    /// The frames that end a complete stream.
-    fn done(&mut self, out: &mut Vec<Bytes>);
-    /// The frame that ends a stream that failed after it started.
-    fn error(&mut self, e: &GatewayError) -> Bytes;
-}
-
-/// OpenAI's chat completions: the canonical shapes as they are.
-struct OpenAi {
-    wants_usage: bool,
-}
-
-impl Dialect for OpenAi {
-    fn whole(&self, resp: &ChatResponse) -> Result<Vec<u8>, GatewayError> {
-        serde_json::to_vec(resp).map_err(|_| GatewayError::internal())
-    }
-
-    fn stream(&self) -> Box<dyn StreamEncoder> {
-        Box::new(OpenAiStream { wants_usage: self.wants_usage })
-    }
-}
-
-struct OpenAiStream {
-    wants_usage: bool,
-}
-
-impl StreamEncoder for OpenAiStream {
-    fn chunk(&mut self, chunk: &ChatChunk, out: &mut Vec<Bytes>) {
-        if chunk.usage.is_some() && !self.wants_usage {
-            if chunk.choices.is_empty() {
-                return; // The usage chunk we asked for on our own account.
-            }
-            let mut chunk = chunk.clone();
-            chunk.usage = None;
-            out.extend(serde_json::to_vec(&chunk).ok().map(|json| data_frame(&json)));
-            return;
-        }
-        out.extend(serde_json::to_vec(chunk).ok().map(|json| data_frame(&json)));
-    }
-
-    fn done(&mut self, out: &mut Vec<Bytes>) {
-        out.push(Bytes::from_static(DONE_FRAME));
-    }
-
-    fn error(&mut self, e: &GatewayError) -> Bytes {
-        data_frame(&e.to_json())
-    }
 }
 
 /// Serves one chat request in any dialect: plan, admit, call providers with fallback, and answer whole
@@ -167,7 +105,7 @@ pub(super) async fn serve_chat(
                         usage.provider_usage(u);
                         add_cost(u, target.prices())
                     });
-                    let json = dialect.whole(&resp)?;
+                    let json = dialect.whole(&resp);
                     usage.finish(Outcome::Completed, 200, None);
                     let mut response = ([(header::CONTENT_TYPE, "application/json")], json).into_response();
                     if let Some(micros) = cost {
@@ -366,12 +304,12 @@ impl Relay {
             End::Failed(e) => {
                 drop(upstream);
                 tracing::warn!(error = %e, "stream failed after it started");
-                let _ = tx.send(self.encoder.error(&stream_error(&e))).await;
+                let _ = tx.send(self.encoder.error(&stream_error(&e).reply())).await;
                 (Outcome::Interrupted, Some(e.label()))
             }
             End::ShutDown => {
                 drop(upstream);
-                let _ = tx.send(self.encoder.error(&GatewayError::shutting_down())).await;
+                let _ = tx.send(self.encoder.error(&GatewayError::shutting_down().reply())).await;
                 (Outcome::ShutDown, Some("shutting_down".to_owned()))
             }
         };

@@ -1,5 +1,7 @@
-//! `GatewayError`: every failure a client can see, rendered in one place as OpenAI's error object
-//! `{"error":{"message","type","param","code"}}` with an honest status.
+//! `GatewayError`: every failure a client can see, decided in one place with an honest status, and
+//! rendered in the dialect of the door it came through: OpenAI's error object
+//! `{"error":{"message","type","param","code"}}` by default, Anthropic's or Google's on their doors
+//! ([`render_errors_as`]), each written by its protocol's own `errors` module.
 //!
 //! The caller's own mistakes get a precise message (and `param`); internal causes get a generic one.
 //! Provider failures are translated here from their classification, never from upstream text alone.
@@ -9,9 +11,9 @@ use std::time::Duration;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
+use crate::protocols::{ErrorDialect, ErrorReply, Invalid};
 use crate::providers::{ErrorKind, ProviderError};
 use crate::routing::RouteError;
-use crate::schema::{ErrorBody, ErrorObject};
 
 #[derive(Debug, Clone)]
 pub struct GatewayError {
@@ -291,20 +293,26 @@ impl GatewayError {
         out
     }
 
-    pub fn body(&self) -> ErrorBody {
-        ErrorBody {
-            error: ErrorObject {
-                message: self.message.to_string(),
-                kind: self.kind.to_owned(),
-                param: self.param.as_deref().map(str::to_owned),
-                code: self.code.as_deref().map(str::to_owned),
-            },
+    /// The error as every protocol's renderer takes it.
+    pub fn reply(&self) -> ErrorReply<'_> {
+        ErrorReply {
+            status: self.status.as_u16(),
+            kind: self.kind,
+            code: self.code.as_deref(),
+            param: self.param.as_deref(),
+            message: &self.message,
         }
     }
 
-    /// The body serialised, for a terminal event inside a stream.
+    /// The body in OpenAI's shape, for a terminal event inside a stream of an OpenAI door.
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.body()).unwrap_or_default()
+        ErrorDialect::OpenAi.render(&self.reply())
+    }
+}
+
+impl From<Invalid> for GatewayError {
+    fn from(e: Invalid) -> Self {
+        Self::invalid_value(e.message, &e.param)
     }
 }
 
@@ -342,6 +350,7 @@ impl From<&ProviderError> for GatewayError {
 }
 
 impl IntoResponse for GatewayError {
+    /// OpenAI's shape; a door of another protocol re-renders the error kept in the extensions.
     fn into_response(self) -> Response {
         let mut resp = (self.status, [(header::CONTENT_TYPE, "application/json")], self.to_json()).into_response();
         let h = resp.headers_mut();
@@ -355,28 +364,23 @@ impl IntoResponse for GatewayError {
         if let Some(retry) = self.should_retry {
             h.insert("x-should-retry", HeaderValue::from_static(if retry { "true" } else { "false" }));
         }
+        resp.extensions_mut().insert(self);
         resp
     }
 }
 
-/// For front doors that speak another API: re-renders an error response's OpenAI error object with
-/// `render(status, error)`, whichever layer produced it. Successful responses pass untouched.
-pub async fn rewrite_error(
-    resp: Response,
-    render: impl FnOnce(u16, &serde_json::Value) -> serde_json::Value,
+/// The layer of a door of another protocol: an error answered on its routes, from any layer below
+/// (authentication, body limits, routing, providers), is written in `dialect` from the error itself.
+pub async fn render_errors_as(
+    axum::extract::State(dialect): axum::extract::State<ErrorDialect>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
 ) -> Response {
-    if resp.status().is_success() {
-        return resp;
+    let mut resp = next.run(req).await;
+    if let Some(e) = resp.extensions_mut().remove::<GatewayError>() {
+        let (mut parts, _) = resp.into_parts();
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Response::from_parts(parts, axum::body::Body::from(dialect.render(&e.reply())));
     }
-    let (mut parts, body) = resp.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
-        return (parts.status, bytes::Bytes::new()).into_response();
-    };
-    let Ok(openai) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-        return Response::from_parts(parts, axum::body::Body::from(bytes));
-    };
-    let out = render(parts.status.as_u16(), &openai["error"]);
-    parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Response::from_parts(parts, axum::body::Body::from(out.to_string()))
+    resp
 }

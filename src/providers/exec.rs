@@ -14,8 +14,8 @@ use http::{HeaderMap, StatusCode};
 use tokio::time::{Instant, timeout_at};
 use tower::ServiceExt;
 
-use super::error::{ErrorKind, ProviderError, TimeoutPhase};
 use super::{Endpoint, Provider, StreamMapper, StreamStep, Transport, UpstreamRequest};
+use crate::protocols::{ErrorKind, ProviderError, TimeoutPhase};
 use serde_json::Value;
 
 use crate::config::Timeouts;

@@ -4,9 +4,9 @@
 use http::{HeaderMap, StatusCode};
 use serde_json::json;
 use switchyard::config::presets::Quirks;
-use switchyard::providers::anthropic::AnthropicAdapter;
-use switchyard::providers::gemini::GeminiAdapter;
-use switchyard::providers::openai::OpenAiAdapter;
+use switchyard::protocols::anthropic::AnthropicAdapter;
+use switchyard::protocols::gemini::GeminiAdapter;
+use switchyard::protocols::openai::OpenAiAdapter;
 use switchyard::providers::{Adapter, ErrorKind, ProviderError, StreamStep};
 use switchyard::schema::{ChatChunk, ChatRequest};
 use switchyard::sse::SseDecoder;

@@ -1,19 +1,25 @@
-//! The OpenAI wire protocol, spoken by OpenAI and by every OpenAI-compatible lab.
+//! The OpenAI wire protocol, spoken by OpenAI and by every OpenAI-compatible lab, and by the `/v1` doors.
 //!
-//! Requests go out as the caller wrote them (the executor has already put the upstream model id in place),
-//! so fields Switchyard does not model pass through untouched. Responses and chunks are read into the
-//! canonical types, which keep unknown fields too. Reference: the OpenAI API reference for
-//! `POST /v1/chat/completions` and its streaming events; errors per the OpenAI error-codes guide.
+//! Its wire types are the canonical ones (`schema`), so both directions are nearly the identity.
+//! Outbound, requests go as the caller wrote them (the pipeline has already put the upstream model id in
+//! place; preset quirks may rename or drop fields), so fields Switchyard does not model pass through
+//! untouched; responses and chunks are read into the canonical types, which keep unknown fields too.
+//! Inbound, the canonical answer is the answer (`OpenAi` dialect); errors are `{"error": {message, type,
+//! param, code}}`. Reference: the OpenAI API reference for `POST /v1/chat/completions` and its streaming
+//! events; errors per the OpenAI error-codes guide.
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 
 use super::error::{ErrorKind, ProviderError, retry_after};
-use super::{Adapter, Endpoint, StreamMapper, StreamStep, UpstreamRequest};
+use super::{Adapter, Dialect, Endpoint, ErrorReply, StreamEncoder, StreamMapper, StreamStep, UpstreamRequest};
 use crate::config::presets::{Quirks, STRICT_EXTRA_FIELDS, is_reasoning_model};
-use crate::schema::{ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, ModerationRequest};
-use crate::sse::SseEvent;
+use crate::schema::{
+    ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, ErrorBody, ErrorObject,
+    ModerationRequest,
+};
+use crate::sse::{DONE_FRAME, SseEvent, data_frame};
 
 #[derive(Debug)]
 pub struct OpenAiAdapter {
@@ -241,6 +247,63 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Provide
         message,
         code,
         param: detail.and_then(|d| d.param),
+    }
+}
+
+/// Our error as OpenAI's error object.
+pub fn render_error(e: &ErrorReply<'_>) -> Vec<u8> {
+    let body = ErrorBody {
+        error: ErrorObject {
+            message: e.message.to_owned(),
+            kind: e.kind.to_owned(),
+            param: e.param.map(str::to_owned),
+            code: e.code.map(str::to_owned),
+        },
+    };
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// OpenAI's chat completions door: the canonical shapes as they are.
+pub struct OpenAi {
+    /// The caller asked for the final usage chunk (`stream_options.include_usage`); the gateway always asks
+    /// the provider for it, and passes it on only then.
+    pub wants_usage: bool,
+}
+
+impl Dialect for OpenAi {
+    fn whole(&self, resp: &ChatResponse) -> Vec<u8> {
+        serde_json::to_vec(resp).unwrap_or_default()
+    }
+
+    fn stream(&self) -> Box<dyn StreamEncoder> {
+        Box::new(OpenAiChunks { wants_usage: self.wants_usage })
+    }
+}
+
+struct OpenAiChunks {
+    wants_usage: bool,
+}
+
+impl StreamEncoder for OpenAiChunks {
+    fn chunk(&mut self, chunk: &ChatChunk, out: &mut Vec<Bytes>) {
+        if chunk.usage.is_some() && !self.wants_usage {
+            if chunk.choices.is_empty() {
+                return; // The usage chunk we asked for on our own account.
+            }
+            let mut chunk = chunk.clone();
+            chunk.usage = None;
+            out.extend(serde_json::to_vec(&chunk).ok().map(|json| data_frame(&json)));
+            return;
+        }
+        out.extend(serde_json::to_vec(chunk).ok().map(|json| data_frame(&json)));
+    }
+
+    fn done(&mut self, out: &mut Vec<Bytes>) {
+        out.push(Bytes::from_static(DONE_FRAME));
+    }
+
+    fn error(&mut self, e: &ErrorReply<'_>) -> Bytes {
+        data_frame(&render_error(e))
     }
 }
 

@@ -1,0 +1,199 @@
+//! Wire protocols: for each API the gateway speaks, its wire types and both directions of translation in
+//! one place, so a front door, an adapter and the fake provider cannot disagree about a field.
+//!
+//! The hub is the canonical OpenAI-shaped chat request in `schema`. Per protocol:
+//! - *outbound* ([`Adapter`], [`StreamMapper`]): canonical → the provider's request, its answer → canonical;
+//! - *inbound* ([`Dialect`], [`StreamEncoder`]): the caller's request → canonical, canonical → its answer;
+//! - *errors*: the provider's error bodies classified ([`ProviderError`]), ours rendered ([`ErrorReply`]).
+//!
+//! Everything here is pure and synchronous: no I/O, no clock but `unix_now` for `created` fields. What a
+//! translation cannot carry is listed in each protocol's header. Not here: sending (`providers::exec`),
+//! routing, accounting, HTTP handlers.
+
+pub mod anthropic;
+pub mod azure;
+pub mod error;
+pub mod gemini;
+pub mod openai;
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+
+pub use error::{ErrorKind, ProviderError, TimeoutPhase};
+
+use crate::schema::{ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, ModerationRequest};
+use crate::secret::Secret;
+use crate::sse::SseEvent;
+
+/// Where and how to reach a provider for one attempt.
+pub struct Endpoint<'a> {
+    pub base_url: &'a str,
+    pub api_key: Option<&'a Secret>,
+    /// Which of the provider's keys this is, so a rejected one can be set aside.
+    pub key_index: Option<usize>,
+    /// The operator's extra headers for this provider.
+    pub headers: &'a HeaderMap,
+}
+
+/// A request ready to send: always a POST of a JSON body.
+#[derive(Debug)]
+pub struct UpstreamRequest {
+    pub url: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// What a stream mapper wants after an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamStep {
+    Continue,
+    /// The provider signalled the end of the stream.
+    Done,
+}
+
+/// Translation between the canonical types and one provider's wire protocol. No I/O.
+pub trait Adapter: Send + Sync {
+    /// Called once per attempt with the request already carrying the upstream model id. Returns the call
+    /// to make, or an error when the request cannot be expressed in this protocol.
+    fn chat_request(&self, req: &ChatRequest, endpoint: &Endpoint<'_>) -> Result<UpstreamRequest, ProviderError>;
+
+    /// Called with the body of a successful (2xx) non-streamed response to `req`.
+    fn parse_chat_response(&self, req: &ChatRequest, body: &[u8]) -> Result<ChatResponse, ProviderError>;
+
+    /// Called once per streamed attempt; the mapper keeps whatever per-stream state the protocol needs.
+    fn stream_mapper(&self, req: &ChatRequest) -> Box<dyn StreamMapper>;
+
+    /// Called with a non-2xx response; the body may be cut to a bounded prefix.
+    fn classify_error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ProviderError;
+
+    /// Builds an embeddings call (model already the upstream id). Providers without embeddings refuse.
+    fn embeddings_request(
+        &self,
+        _req: &EmbeddingRequest,
+        _endpoint: &Endpoint<'_>,
+    ) -> Result<UpstreamRequest, ProviderError> {
+        Err(bad_request("This model's provider does not offer embeddings.", "model"))
+    }
+
+    /// Called with the body of a successful embeddings response to `req`.
+    fn parse_embeddings(&self, _req: &EmbeddingRequest, _body: &[u8]) -> Result<EmbeddingResponse, ProviderError> {
+        Err(bad_request("This model's provider does not offer embeddings.", "model"))
+    }
+
+    /// Builds a moderations call; only OpenAI offers them.
+    fn moderation_request(
+        &self,
+        _req: &ModerationRequest,
+        _endpoint: &Endpoint<'_>,
+    ) -> Result<UpstreamRequest, ProviderError> {
+        Err(bad_request("This model's provider does not offer moderations.", "model"))
+    }
+}
+
+/// Maps one upstream SSE event to zero or more canonical chunks.
+pub trait StreamMapper: Send {
+    /// Appends the chunks this event yields to `out`. An `Err` is an in-band upstream failure.
+    fn map(&mut self, event: &SseEvent, out: &mut Vec<ChatChunk>) -> Result<StreamStep, ProviderError>;
+}
+
+/// A model or deployment id as one URL path segment: everything but unreserved characters is
+/// percent-encoded, so an id from a request (`provider/model` strings pass ids through) can never add
+/// path segments, a query or a fragment to the configured upstream URL.
+pub fn path_segment(id: &str) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+    match id {
+        // Dot segments would be resolved away by URL normalisation.
+        "." | ".." => id.replace('.', "%2E"),
+        _ => percent_encoding::utf8_percent_encode(id, SEGMENT).to_string(),
+    }
+}
+
+/// The caller asked for something this provider's protocol cannot express.
+pub fn bad_request(message: impl Into<String>, param: &str) -> ProviderError {
+    let mut e = ProviderError::new(ErrorKind::BadRequest, message);
+    e.status = Some(400);
+    e.param = Some(param.to_owned());
+    e.code = Some("unsupported_parameter".to_owned());
+    e
+}
+
+/// Seconds since the Unix epoch, for `created` fields of translated responses.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+}
+
+/// How a front door answers: a whole response, or a stream rendered chunk by chunk. Routing, admission,
+/// fallback and accounting are the pipeline's; a dialect only renders.
+pub trait Dialect: Send + Sync + 'static {
+    /// The JSON body of a whole answer (already rewritten by the gateway: public model name, cost).
+    fn whole(&self, resp: &ChatResponse) -> Vec<u8>;
+    /// A renderer for one stream.
+    fn stream(&self) -> Box<dyn StreamEncoder>;
+}
+
+/// Renders one stream's chunks (already rewritten by the gateway) as the front door's frames. The encoder
+/// owns the client's envelope: ids, indices, sequence numbers, the one start and the one end.
+pub trait StreamEncoder: Send {
+    /// Frames for one chunk; none is fine.
+    fn chunk(&mut self, chunk: &ChatChunk, out: &mut Vec<Bytes>);
+    /// The frames that end a complete stream.
+    fn done(&mut self, out: &mut Vec<Bytes>);
+    /// The frame that ends a stream that failed after it started.
+    fn error(&mut self, e: &ErrorReply<'_>) -> Bytes;
+}
+
+/// An error as the gateway decided it, before any protocol's shape: each protocol's `errors::render`
+/// writes it in its own dialect. `kind` and `code` are OpenAI's vocabulary (the canonical one).
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorReply<'a> {
+    pub status: u16,
+    /// OpenAI's error `type` (`invalid_request_error`, `rate_limit_error`, …).
+    pub kind: &'a str,
+    pub code: Option<&'a str>,
+    pub param: Option<&'a str>,
+    pub message: &'a str,
+}
+
+/// The error shape of a front door's protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorDialect {
+    OpenAi,
+    Anthropic,
+    Gemini,
+}
+
+impl ErrorDialect {
+    /// The error body in this protocol's shape.
+    pub fn render(self, e: &ErrorReply<'_>) -> Vec<u8> {
+        match self {
+            ErrorDialect::OpenAi => openai::render_error(e),
+            ErrorDialect::Anthropic => anthropic::errors::render(e),
+            ErrorDialect::Gemini => gemini::errors::render(e),
+        }
+    }
+}
+
+/// A caller's request that is not valid in its own protocol: the message and the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub message: String,
+    pub param: String,
+}
+
+impl Invalid {
+    pub fn new(message: impl Into<String>, param: impl Into<String>) -> Self {
+        Self { message: message.into(), param: param.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_from_requests_stay_one_path_segment() {
+        assert_eq!(super::path_segment("gemini-2.5-flash"), "gemini-2.5-flash");
+        assert_eq!(super::path_segment("../../admin?x=1#y"), "..%2F..%2Fadmin%3Fx%3D1%23y");
+        assert_eq!(super::path_segment(".."), "%2E%2E");
+        assert_eq!(super::path_segment("a b/c"), "a%20b%2Fc");
+    }
+}

@@ -1,0 +1,464 @@
+//! The Anthropic adapter: canonical chat requests as Messages requests, and Messages answers and stream
+//! events back as canonical responses and chunks. What is mapped and dropped is in the protocol's header.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde_json::{Map, Value, json};
+
+use super::errors::{classify, in_stream};
+use super::wire::{
+    Block, ErrorEnvelope, InputMessage, Message as WireMessage, MessageContent, MessagesRequest, Metadata,
+    Role as WireRole, Source, StreamEvent, System, Thinking, ToolChoice as WireToolChoice, ToolDef, ToolResultContent,
+    Usage as WireUsage,
+};
+use crate::protocols::error::{ErrorKind, ProviderError, retry_after};
+use crate::protocols::{Adapter, Endpoint, StreamMapper, StreamStep, UpstreamRequest, bad_request};
+use crate::schema::{
+    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, CompletionTokensDetails, Content, Delta, FunctionCall,
+    FunctionCallDelta, Message, PromptTokensDetails, ResponseMessage, Role, Stop, ToolCall, ToolCallDelta, ToolChoice,
+    ToolChoiceMode, Usage, inline_image,
+};
+use crate::sse::SseEvent;
+
+pub const DEFAULT_VERSION: &str = "2023-06-01";
+const DEFAULT_MAX_TOKENS: u32 = 4096;
+
+#[derive(Debug)]
+pub struct AnthropicAdapter {
+    /// The `anthropic-version` header sent unless the operator's headers set one.
+    pub version: String,
+}
+
+/// The forced tool that carries a `json_schema` response, when one was requested.
+fn json_tool_name(req: &ChatRequest) -> Option<String> {
+    let format = req.response_format.as_ref().filter(|f| f.kind == "json_schema")?;
+    let name = format.extra.get("json_schema").and_then(|s| s.get("name")).and_then(Value::as_str);
+    Some(name.unwrap_or("json_response").to_owned())
+}
+
+impl Adapter for AnthropicAdapter {
+    fn chat_request(&self, req: &ChatRequest, endpoint: &Endpoint<'_>) -> Result<UpstreamRequest, ProviderError> {
+        let body = translate_request(req)?;
+        let mut headers = endpoint.headers.clone();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if !headers.contains_key("anthropic-version") {
+            let version = HeaderValue::from_str(&self.version)
+                .map_err(|_| ProviderError::new(ErrorKind::BadRequest, "api_version is not a valid header value"))?;
+            headers.insert("anthropic-version", version);
+        }
+        if let Some(key) = endpoint.api_key {
+            let mut value = HeaderValue::from_str(key.expose()).map_err(|_| {
+                ProviderError::new(ErrorKind::Authentication, "the provider key is not a valid header value")
+            })?;
+            value.set_sensitive(true);
+            headers.insert("x-api-key", value);
+        }
+        let body = serde_json::to_vec(&body)
+            .map_err(|e| ProviderError::new(ErrorKind::BadRequest, format!("cannot encode the request: {e}")))?;
+        Ok(UpstreamRequest {
+            url: format!("{}/v1/messages", endpoint.base_url.trim_end_matches('/')),
+            headers,
+            body: Bytes::from(body),
+        })
+    }
+
+    fn parse_chat_response(&self, req: &ChatRequest, body: &[u8]) -> Result<ChatResponse, ProviderError> {
+        let msg: WireMessage = serde_json::from_slice(body).map_err(|e| {
+            ProviderError::new(ErrorKind::InvalidResponse, format!("unreadable Anthropic message: {e}"))
+        })?;
+        let json_tool = json_tool_name(req);
+        let mut text = String::new();
+        let mut reasoning = String::new();
+        let mut calls = Vec::new();
+        for block in msg.content {
+            match block.kind.as_str() {
+                "text" => text.push_str(block.text.as_deref().unwrap_or_default()),
+                "thinking" => reasoning.push_str(block.thinking.as_deref().unwrap_or_default()),
+                "tool_use" if block.name.is_some() && block.name == json_tool => {
+                    text.push_str(&block.input.unwrap_or_else(|| json!({})).to_string());
+                }
+                "tool_use" => calls.push(ToolCall {
+                    id: block.id.unwrap_or_default(),
+                    kind: "function".to_owned(),
+                    function: FunctionCall {
+                        name: block.name.unwrap_or_default(),
+                        arguments: block.input.unwrap_or_else(|| json!({})).to_string(),
+                        extra: Map::new(),
+                    },
+                    extra: Map::new(),
+                }),
+                _ => {}
+            }
+        }
+        let finish = finish_reason(msg.stop_reason.as_deref(), json_tool.is_some());
+        Ok(ChatResponse {
+            id: msg.id,
+            object: "chat.completion".to_owned(),
+            created: crate::protocols::unix_now(),
+            model: msg.model,
+            choices: vec![Choice {
+                index: 0,
+                message: ResponseMessage {
+                    role: "assistant".to_owned(),
+                    content: (!text.is_empty() || calls.is_empty()).then_some(text),
+                    reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
+                    tool_calls: (!calls.is_empty()).then_some(calls),
+                    extra: Map::new(),
+                },
+                finish_reason: Some(finish.to_owned()),
+                extra: Map::new(),
+            }],
+            usage: Some(to_canonical(&msg.usage)),
+            extra: Map::new(),
+        })
+    }
+
+    fn stream_mapper(&self, req: &ChatRequest) -> Box<dyn StreamMapper> {
+        Box::new(AnthropicStream { json_tool: json_tool_name(req), ..AnthropicStream::default() })
+    }
+
+    fn classify_error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ProviderError {
+        let detail = serde_json::from_slice::<ErrorEnvelope>(body).ok().map(|e| e.error);
+        let kind_text = detail.as_ref().map(|d| d.kind.as_str()).unwrap_or_default();
+        let upstream = detail.as_ref().map(|d| d.message.clone()).unwrap_or_default();
+        classify(status.as_u16(), kind_text, &upstream, retry_after(headers))
+    }
+}
+
+fn translate_request(req: &ChatRequest) -> Result<MessagesRequest, ProviderError> {
+    if req.n.is_some_and(|n| n > 1) {
+        return Err(bad_request("Anthropic models return one choice; 'n' must be 1.", "n"));
+    }
+    let mut system: Vec<Block> = Vec::new();
+    let mut messages: Vec<InputMessage> = Vec::new();
+    for (i, m) in req.messages.iter().enumerate() {
+        match m.role {
+            Role::System | Role::Developer => {
+                system.extend(content_blocks(m, i)?.into_iter().filter(|b| b.kind == "text"));
+            }
+            Role::User => push_turn(&mut messages, WireRole::User, content_blocks(m, i)?),
+            Role::Assistant => {
+                let mut blocks = match &m.content {
+                    Some(_) => content_blocks(m, i)?,
+                    None => Vec::new(),
+                };
+                for call in m.tool_calls.iter().flatten() {
+                    let input: Value = serde_json::from_str(&call.function.arguments).unwrap_or_else(|_| json!({}));
+                    blocks.push(Block::tool_use(&call.id, &call.function.name, input));
+                }
+                push_turn(&mut messages, WireRole::Assistant, blocks);
+            }
+            Role::Tool | Role::Function => {
+                let id = m.tool_call_id.clone().or_else(|| m.name.clone()).unwrap_or_default();
+                let content = m.content.as_ref().map(Content::to_text).unwrap_or_default();
+                let result = Block {
+                    kind: "tool_result".into(),
+                    tool_use_id: Some(id),
+                    content: Some(ToolResultContent::Text(content)),
+                    ..Block::default()
+                };
+                push_turn(&mut messages, WireRole::User, vec![result]);
+            }
+        }
+    }
+    let mut max_tokens = req.max_output_tokens().unwrap_or(DEFAULT_MAX_TOKENS);
+    let thinking = req.extra.get("reasoning_effort").and_then(Value::as_str).map(|effort| {
+        let budget = match effort {
+            "minimal" | "low" => 1024,
+            "medium" => 4096,
+            _ => 16384,
+        };
+        max_tokens = max_tokens.max(budget + 1024);
+        Thinking { kind: "enabled".into(), budget_tokens: Some(budget), extra: Map::new() }
+    });
+    if req.response_format.as_ref().is_some_and(|f| f.kind == "json_object") {
+        system.push(Block::text("Respond with one valid JSON object and nothing else."));
+    }
+    let mut tools: Vec<ToolDef> = req
+        .tools
+        .iter()
+        .flatten()
+        .filter_map(|t| t.function.as_ref())
+        .map(|f| ToolDef {
+            name: f.name.clone(),
+            description: f.description.clone(),
+            input_schema: Some(f.parameters.clone().unwrap_or_else(|| json!({"type": "object"}))),
+            ..ToolDef::default()
+        })
+        .collect();
+    let choice = |kind: &str, name: Option<&str>| WireToolChoice {
+        kind: kind.to_owned(),
+        name: name.map(str::to_owned),
+        ..WireToolChoice::default()
+    };
+    let mut tool_choice = match req.tool_choice.as_ref().map(ToolChoice::mode).transpose() {
+        Err(why) => return Err(bad_request(why, "tool_choice")),
+        Ok(None) => None,
+        Ok(Some(ToolChoiceMode::Auto)) => Some(choice("auto", None)),
+        Ok(Some(ToolChoiceMode::Required)) => Some(choice("any", None)),
+        Ok(Some(ToolChoiceMode::None)) => Some(choice("none", None)),
+        Ok(Some(ToolChoiceMode::Function(name))) => Some(choice("tool", Some(name))),
+    };
+    if let Some(name) = json_tool_name(req) {
+        let schema = req
+            .response_format
+            .as_ref()
+            .and_then(|f| f.extra.get("json_schema"))
+            .and_then(|s| s.get("schema"))
+            .cloned()
+            .unwrap_or_else(|| json!({"type": "object"}));
+        tools.push(ToolDef {
+            name: name.clone(),
+            description: Some("Respond with the final answer as this tool's input.".into()),
+            input_schema: Some(schema),
+            ..ToolDef::default()
+        });
+        tool_choice = Some(choice("tool", Some(&name)));
+    }
+    if req.parallel_tool_calls == Some(false) && !tools.is_empty() {
+        let mut c = tool_choice.take().unwrap_or_else(|| choice("auto", None));
+        c.disable_parallel_tool_use = Some(true);
+        tool_choice = Some(c);
+    }
+    Ok(MessagesRequest {
+        model: req.model.clone(),
+        max_tokens,
+        messages,
+        system: (!system.is_empty()).then_some(System::Blocks(system)),
+        stop_sequences: match &req.stop {
+            Some(Stop::One(s)) => Some(vec![s.clone()]),
+            Some(Stop::Many(v)) if !v.is_empty() => Some(v.clone()),
+            _ => None,
+        },
+        stream: req.is_streaming().then_some(true),
+        temperature: req.temperature,
+        top_p: req.top_p,
+        top_k: req.extra.get("top_k").and_then(Value::as_u64).map(|k| k.min(u64::from(u32::MAX)) as u32),
+        tools: (!tools.is_empty()).then_some(tools),
+        tool_choice,
+        metadata: req
+            .extra
+            .get("user")
+            .and_then(Value::as_str)
+            .map(|u| Metadata { user_id: Some(u.to_owned()), extra: Map::new() }),
+        thinking,
+        extra: Map::new(),
+    })
+}
+
+/// Anthropic merges consecutive turns of one role; doing it here keeps tool results for parallel calls in
+/// one user turn, as the API requires.
+fn push_turn(messages: &mut Vec<InputMessage>, role: WireRole, blocks: Vec<Block>) {
+    if let Some(last) = messages.last_mut()
+        && last.role == role
+        && let MessageContent::Blocks(content) = &mut last.content
+    {
+        content.extend(blocks);
+        return;
+    }
+    messages.push(InputMessage { role, content: MessageContent::Blocks(blocks), extra: Map::new() });
+}
+
+fn content_blocks(m: &Message, i: usize) -> Result<Vec<Block>, ProviderError> {
+    match &m.content {
+        None => Ok(Vec::new()),
+        Some(Content::Text(t)) => Ok(vec![Block::text(t)]),
+        Some(Content::Parts(parts)) => parts
+            .iter()
+            .enumerate()
+            .map(|(j, p)| {
+                let mut block = match (p.kind.as_str(), &p.text, &p.image_url) {
+                    ("text", Some(t), _) => Block::text(t),
+                    ("image_url", _, Some(img)) => image_block(&img.url).ok_or_else(|| {
+                        bad_request(
+                            "Images must be https URLs or base64 data: URLs.",
+                            &format!("messages[{i}].content[{j}].image_url"),
+                        )
+                    })?,
+                    (other, _, _) => {
+                        return Err(bad_request(
+                            format!("Content parts of type '{other}' cannot be sent to Anthropic models."),
+                            &format!("messages[{i}].content[{j}]"),
+                        ));
+                    }
+                };
+                block.cache_control = p.extra.get("cache_control").cloned();
+                Ok(block)
+            })
+            .collect(),
+    }
+}
+
+/// Images are passed by reference or inline; the gateway never fetches a caller's URL itself.
+fn image_block(url: &str) -> Option<Block> {
+    let source = if url.starts_with("data:") {
+        let (media_type, data) = inline_image(url)?;
+        Source {
+            kind: "base64".into(),
+            media_type: Some(media_type.to_owned()),
+            data: Some(data.to_owned()),
+            ..Source::default()
+        }
+    } else if url.starts_with("https://") {
+        Source { kind: "url".into(), url: Some(url.to_owned()), ..Source::default() }
+    } else {
+        return None;
+    };
+    Some(Block { kind: "image".into(), source: Some(source), ..Block::default() })
+}
+
+fn finish_reason(stop_reason: Option<&str>, json_mode: bool) -> &'static str {
+    match stop_reason {
+        Some("max_tokens") => "length",
+        Some("tool_use") if json_mode => "stop",
+        Some("tool_use") => "tool_calls",
+        Some("refusal") => "content_filter",
+        _ => "stop",
+    }
+}
+
+/// OpenAI counts cached prompt tokens inside `prompt_tokens`; Anthropic reports them apart.
+pub(super) fn to_canonical(u: &WireUsage) -> Usage {
+    let cached = u.cache_read_input_tokens.unwrap_or(0);
+    let written = u.cache_creation_input_tokens.unwrap_or(0);
+    let prompt = u.input_tokens + cached + written;
+    Usage {
+        prompt_tokens: prompt,
+        completion_tokens: u.output_tokens,
+        total_tokens: prompt + u.output_tokens,
+        prompt_tokens_details: Some(PromptTokensDetails {
+            cached_tokens: Some(cached),
+            cache_write_tokens: Some(written),
+            extra: Map::new(),
+        }),
+        completion_tokens_details: Some(CompletionTokensDetails { reasoning_tokens: None, extra: Map::new() }),
+        extra: Map::new(),
+    }
+}
+
+/// Per-stream state: which content block is which tool call, and the usage so far.
+#[derive(Default)]
+struct AnthropicStream {
+    id: String,
+    model: String,
+    created: u64,
+    usage: WireUsage,
+    /// Content block index → tool-call index in the OpenAI stream.
+    tool_blocks: Vec<(u32, u32)>,
+    tool_calls: u32,
+    json_tool: Option<String>,
+    json_block: Option<u32>,
+}
+
+impl AnthropicStream {
+    fn chunk(&self, delta: Delta, finish: Option<&str>) -> ChatChunk {
+        ChatChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk".to_owned(),
+            created: self.created,
+            model: self.model.clone(),
+            choices: vec![ChunkChoice { index: 0, delta, finish_reason: finish.map(str::to_owned), extra: Map::new() }],
+            usage: None,
+            extra: Map::new(),
+        }
+    }
+}
+
+impl StreamMapper for AnthropicStream {
+    fn map(&mut self, event: &SseEvent, out: &mut Vec<ChatChunk>) -> Result<StreamStep, ProviderError> {
+        let ev: StreamEvent = serde_json::from_str(&event.data).map_err(|e| {
+            ProviderError::new(ErrorKind::InvalidResponse, format!("unreadable Anthropic stream event: {e}"))
+        })?;
+        match ev.kind.as_str() {
+            "message_start" => {
+                let message = ev.message.ok_or_else(|| {
+                    ProviderError::new(ErrorKind::InvalidResponse, "an Anthropic message_start without a message")
+                })?;
+                self.id = message.id;
+                self.model = message.model;
+                self.created = crate::protocols::unix_now();
+                self.usage = message.usage;
+                out.push(self.chunk(
+                    Delta { role: Some("assistant".to_owned()), content: Some(String::new()), ..Delta::default() },
+                    None,
+                ));
+            }
+            "content_block_start" => {
+                let (Some(index), Some(block)) = (ev.index, ev.content_block) else { return Ok(StreamStep::Continue) };
+                if block.kind == "tool_use" {
+                    let name = block.name.unwrap_or_default();
+                    if Some(&name) == self.json_tool.as_ref() {
+                        self.json_block = Some(index);
+                        return Ok(StreamStep::Continue);
+                    }
+                    let call = self.tool_calls;
+                    self.tool_calls += 1;
+                    self.tool_blocks.push((index, call));
+                    let delta = ToolCallDelta {
+                        index: call,
+                        id: block.id,
+                        kind: Some("function".to_owned()),
+                        function: Some(FunctionCallDelta {
+                            name: Some(name),
+                            arguments: Some(String::new()),
+                            extra: Map::new(),
+                        }),
+                        extra: Map::new(),
+                    };
+                    out.push(self.chunk(Delta { tool_calls: Some(vec![delta]), ..Delta::default() }, None));
+                }
+            }
+            "content_block_delta" => {
+                let (Some(index), Some(delta)) = (ev.index, ev.delta) else { return Ok(StreamStep::Continue) };
+                let d = match delta.kind.as_deref() {
+                    Some("text_delta") => Delta { content: delta.text, ..Delta::default() },
+                    Some("thinking_delta") => Delta { reasoning_content: delta.thinking, ..Delta::default() },
+                    Some("input_json_delta") if self.json_block == Some(index) => {
+                        Delta { content: delta.partial_json, ..Delta::default() }
+                    }
+                    Some("input_json_delta") => {
+                        let Some(&(_, call)) = self.tool_blocks.iter().find(|(b, _)| *b == index) else {
+                            return Ok(StreamStep::Continue);
+                        };
+                        let args = FunctionCallDelta { name: None, arguments: delta.partial_json, extra: Map::new() };
+                        Delta {
+                            tool_calls: Some(vec![ToolCallDelta {
+                                index: call,
+                                id: None,
+                                kind: None,
+                                function: Some(args),
+                                extra: Map::new(),
+                            }]),
+                            ..Delta::default()
+                        }
+                    }
+                    _ => return Ok(StreamStep::Continue), // signature deltas and future types carry nothing to show
+                };
+                if !d.is_empty() {
+                    out.push(self.chunk(d, None));
+                }
+            }
+            "message_delta" => {
+                if let Some(u) = ev.usage {
+                    self.usage.output_tokens = u.output_tokens;
+                    if u.input_tokens > 0 {
+                        self.usage.input_tokens = u.input_tokens;
+                    }
+                }
+                let stop = ev.delta.and_then(|d| d.stop_reason).flatten();
+                let finish = finish_reason(stop.as_deref(), self.json_tool.is_some());
+                out.push(self.chunk(Delta::default(), Some(finish)));
+            }
+            "message_stop" => {
+                let mut last = self.chunk(Delta::default(), None);
+                last.choices.clear();
+                last.usage = Some(to_canonical(&self.usage));
+                out.push(last);
+                return Ok(StreamStep::Done);
+            }
+            "error" => return Err(in_stream(&ev.error.unwrap_or_default())),
+            _ => {} // content_block_stop, ping, and future event types
+        }
+        Ok(StreamStep::Continue)
+    }
+}
