@@ -16,6 +16,7 @@ pub mod health;
 pub mod messages;
 pub mod models;
 pub mod observe;
+pub mod pipeline;
 
 use std::sync::Arc;
 

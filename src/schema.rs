@@ -454,6 +454,20 @@ pub struct ResponseMessage {
     pub extra: Extra,
 }
 
+impl ResponseMessage {
+    /// An assistant's answer from its parts as a translated provider gave them: text (kept, even empty,
+    /// when there are no tool calls, as OpenAI does), reasoning, tool calls.
+    pub fn assistant(text: String, reasoning: String, calls: Vec<ToolCall>) -> ResponseMessage {
+        ResponseMessage {
+            role: "assistant".to_owned(),
+            content: (!text.is_empty() || calls.is_empty()).then_some(text),
+            reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
+            tool_calls: (!calls.is_empty()).then_some(calls),
+            extra: Map::new(),
+        }
+    }
+}
+
 /// Token usage. Detail objects keep fields we do not read.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Usage {

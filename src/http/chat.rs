@@ -1,4 +1,6 @@
-//! `POST /v1/chat/completions`: decode, resolve, call the provider, and answer whole or as a stream.
+//! `POST /v1/chat/completions`, and the chat path every chat-shaped door shares (`serve_chat`): the
+//! pipeline plans, admits and walks the targets; this makes each attempt and renders the answer, whole or
+//! as a stream, in the door's `Dialect`.
 //!
 //! A stream is committed (200 and headers sent) only once the provider's first chunk is in hand, so every
 //! failure before that gets a proper HTTP status. After that, chunks are forwarded one by one as they
@@ -11,7 +13,7 @@ use std::time::Duration;
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -20,13 +22,14 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::observe::RequestId;
-use super::{GatewayError, admission, body};
+use super::pipeline::{Call, Intake, Pipeline, Served};
+use super::{GatewayError, body};
 use crate::app::AppState;
 use crate::protocols::{Dialect, StreamEncoder};
 use crate::providers::exec::{self, ChunkStream};
 use crate::providers::{ErrorKind, ProviderError};
-use crate::routing::{Caller, Fallback, ModelEntry, RequestFeatures, RoutePlan};
-use crate::schema::{ChatChunk, ChatRequest, Usage};
+use crate::routing::{ModelEntry, RequestFeatures};
+use crate::schema::{ChatChunk, ChatRequest, ChatResponse, Usage};
 use crate::tenancy::ActiveKey;
 use crate::usage::{Outcome, Prices, UsageGuard};
 
@@ -48,8 +51,8 @@ pub async fn create_chat_completion(
     serve_chat(&state, &request_id, key.map(|Extension(k)| k), req, started, Box::new(dialect), &headers).await
 }
 
-/// Serves one chat request in any dialect: plan, admit, call providers with fallback, and answer whole
-/// or as a stream.
+/// Serves one chat request in any dialect: the pipeline plans, admits and walks the targets; this makes
+/// each attempt (whole or streamed) and renders what answered.
 pub(super) async fn serve_chat(
     state: &Arc<AppState>,
     request_id: &RequestId,
@@ -60,108 +63,89 @@ pub(super) async fn serve_chat(
     headers: &HeaderMap,
 ) -> Result<Response, GatewayError> {
     validate(&req)?;
-    let (plan, ask, estimate) = {
+    let pipeline = {
         let features = RequestFeatures::for_chat(&req)
             .map_err(|field| GatewayError::invalid_value(format!("'{field}' has an invalid value."), &field))?;
-        let mut caller = key.as_ref().map_or_else(Caller::default, |k| k.caller.clone());
-        caller.cheaper_swaps &= !crate::routing::wants_explicit_routing(headers);
-        let plan = state.catalog.route(&req.model, &caller, &features).await?;
-        let ask = admission::ask(&features, &plan, 1, req.n.unwrap_or(1));
-        (plan, ask, features.prompt_token_estimate())
+        let intake = Intake {
+            model: &req.model,
+            features: &features,
+            prompts: 1,
+            choices: req.n.unwrap_or(1),
+            streamed: req.is_streaming(),
+            started,
+        };
+        Pipeline::admit(state, request_id, key.as_ref(), headers, intake).await?
     };
     // Switchyard's own fields are not forwarded.
     req.extra.remove("prefer");
     req.extra.remove("models");
+    if !req.is_streaming() {
+        let mut served = pipeline.run(&mut Whole(&mut req)).await?;
+        let resp = &mut served.value;
+        resp.model.clone_from(&served.target.name);
+        let cost = resp.usage.as_mut().and_then(|u| {
+            served.usage.provider_usage(u);
+            add_cost(u, served.target.prices())
+        });
+        let body = dialect.whole(&served.value);
+        let mut response = served.json(body);
+        if let Some(micros) = cost {
+            response.headers_mut().insert("x-switchyard-cost-micros", HeaderValue::from(micros));
+        }
+        return Ok(response);
+    }
+    // Switchyard always learns a stream's usage; the caller's own choice is honoured when forwarding.
+    req.stream_options.get_or_insert_with(Default::default).include_usage = Some(true);
+    let served = pipeline.run(&mut Streamed(&mut req)).await?;
+    let Served { value: (upstream, leading), target, usage, headers } = served;
+    let (tx, rx) = mpsc::channel::<Bytes>(STREAM_BUFFER);
+    let mut relay = Relay {
+        public_model: target.name.clone(),
+        prices: target.prices(),
+        encoder: dialect.stream(),
+        usage,
+        hard_stop: state.hard_stop.clone(),
+    };
+    // The frames in hand go out with the headers; the relay task forwards the rest.
+    let first: Vec<Result<Bytes, std::convert::Infallible>> =
+        leading.into_iter().filter_map(|c| relay.render(c)).map(Ok).collect();
+    tokio::spawn(relay.run(upstream, tx).instrument(tracing::Span::current()));
+    let rest = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|frame| (Ok::<_, std::convert::Infallible>(frame), rx))
+    });
+    let body = futures_util::stream::iter(first).chain(rest);
+    let mut response = Response::new(Body::from_stream(body));
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Tells nginx-style proxies in front of us not to buffer the stream.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    h.extend(headers);
+    Ok(response)
+}
 
-    let mut usage = UsageGuard::for_request(
-        state.usage.clone(),
-        &request_id.ledger_id,
-        request_id.client_id.as_deref(),
-        &req.model,
-        req.is_streaming(),
-        estimate,
-        started.into_std(),
-    );
-    if let Some(key) = &key {
-        usage.set_caller(&key.organization_id, &key.id);
+/// A whole chat answer from one target.
+struct Whole<'r>(&'r mut ChatRequest);
+
+impl Call for Whole<'_> {
+    type Output = ChatResponse;
+
+    async fn call(&mut self, target: &ModelEntry, deadline: Instant) -> Result<ChatResponse, ProviderError> {
+        self.0.model.clone_from(&target.upstream);
+        exec::complete(&target.provider, &target.timeouts, self.0, deadline).await
     }
-    // Admission: every limit of the key at once; the guard settles the holds whatever happens next.
-    let (mut usage, limits_view) = admission::admit(state, key.as_ref(), ask, usage).await?;
-    if req.is_streaming() {
-        // Switchyard always learns a stream's usage; the caller's own choice is honoured when forwarding.
-        req.stream_options.get_or_insert_with(Default::default).include_usage = Some(true);
+}
+
+/// A stream from one target, opened past its preamble.
+struct Streamed<'r>(&'r mut ChatRequest);
+
+impl Call for Streamed<'_> {
+    type Output = (ChunkStream, VecDeque<ChatChunk>);
+
+    async fn call(&mut self, target: &ModelEntry, deadline: Instant) -> Result<Self::Output, ProviderError> {
+        self.0.model.clone_from(&target.upstream);
+        open_committable_stream(target, self.0, deadline).await
     }
-    let mut fallback = Fallback::new(&plan, &state.router, started);
-    while let Some(target) = fallback.next().await {
-        usage.set_served(&target.name, &target.provider.name, target.prices());
-        req.model.clone_from(&target.upstream);
-        let deadline = fallback.attempt_deadline(&target);
-        if !req.is_streaming() {
-            match exec::complete(&target.provider, &target.timeouts, &req, deadline).await {
-                Ok(mut resp) => {
-                    fallback.succeeded(&target);
-                    resp.model.clone_from(&target.name);
-                    let cost = resp.usage.as_mut().and_then(|u| {
-                        usage.provider_usage(u);
-                        add_cost(u, target.prices())
-                    });
-                    let json = dialect.whole(&resp);
-                    usage.finish(Outcome::Completed, 200, None);
-                    let mut response = ([(header::CONTENT_TYPE, "application/json")], json).into_response();
-                    if let Some(micros) = cost {
-                        response.headers_mut().insert("x-switchyard-cost-micros", HeaderValue::from(micros));
-                    }
-                    route_headers(response.headers_mut(), &plan, &fallback, &target);
-                    admission::headers(response.headers_mut(), limits_view.as_ref());
-                    return Ok(response);
-                }
-                Err(e) => {
-                    tracing::warn!(model = %target.name, provider = %target.provider.name, error = %e, "upstream attempt failed");
-                    if !fallback.failed(&target, e) {
-                        break;
-                    }
-                }
-            }
-            continue;
-        }
-        match open_committable_stream(&target, &req, deadline).await {
-            Ok((upstream, leading)) => {
-                fallback.succeeded(&target);
-                let (tx, rx) = mpsc::channel::<Bytes>(STREAM_BUFFER);
-                let mut relay = Relay {
-                    public_model: target.name.clone(),
-                    prices: target.prices(),
-                    encoder: dialect.stream(),
-                    usage,
-                    hard_stop: state.hard_stop.clone(),
-                };
-                // The frames in hand go out with the headers; the relay task forwards the rest.
-                let first: Vec<Result<Bytes, std::convert::Infallible>> =
-                    leading.into_iter().filter_map(|c| relay.render(c)).map(Ok).collect();
-                tokio::spawn(relay.run(upstream, tx).instrument(tracing::Span::current()));
-                let rest = futures_util::stream::unfold(rx, |mut rx| async move {
-                    rx.recv().await.map(|frame| (Ok::<_, std::convert::Infallible>(frame), rx))
-                });
-                let body = futures_util::stream::iter(first).chain(rest);
-                let mut response = Response::new(Body::from_stream(body));
-                let h = response.headers_mut();
-                h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-                // Tells nginx-style proxies in front of us not to buffer the stream.
-                h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-                route_headers(h, &plan, &fallback, &target);
-                admission::headers(h, limits_view.as_ref());
-                return Ok(response);
-            }
-            Err(e) => {
-                tracing::warn!(model = %target.name, provider = %target.provider.name, error = %e, "upstream attempt failed");
-                if !fallback.failed(&target, e) {
-                    break;
-                }
-            }
-        }
-    }
-    Err(all_failed(usage, &fallback, &plan))
 }
 
 /// Opens a stream and reads past its preamble (a role-only first chunk, Anthropic's `message_start`) to
@@ -197,46 +181,12 @@ fn validate(req: &ChatRequest) -> Result<(), GatewayError> {
     Ok(())
 }
 
-/// What answered and why: `x-switchyard-model`, `-provider`, `-routed-from`, `-attempts`.
-pub(super) fn route_headers(h: &mut HeaderMap, plan: &RoutePlan, fallback: &Fallback<'_>, served: &ModelEntry) {
-    let mut put = |name: &'static str, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            h.insert(name, v);
-        }
-    };
-    put("x-switchyard-model", &served.name);
-    put("x-switchyard-provider", &served.provider.name);
-    if plan.requested != served.name {
-        put("x-switchyard-routed-from", &plan.requested);
-        // Served by the cheaper model of the band rather than by a fallback after the model asked for.
-        if let Some(band) = &plan.swap
-            && plan.targets.first().is_some_and(|first| first.name == served.name)
-        {
-            put("x-switchyard-swap", band);
-        }
-    }
-    put("x-switchyard-attempts", &fallback.header_value());
-    if let Some(instead) = &plan.deprecated {
-        put("x-switchyard-deprecated", instead);
-    }
-}
-
 /// Adds `usage.cost` (USD at catalog prices, as OpenRouter reports it) and returns it in micro-dollars.
 fn add_cost(u: &mut Usage, prices: Prices) -> Option<i64> {
     let micros = prices.cost_micros(u.prompt_tokens, u.cached_tokens(), u.completion_tokens)?;
     let usd = serde_json::Number::from_f64(micros as f64 / 1e6)?;
     u.extra.insert("cost".to_owned(), serde_json::Value::Number(usd));
     Some(micros)
-}
-
-/// Records the request's failure and turns it into the client's error.
-pub(super) fn all_failed(usage: UsageGuard, fallback: &Fallback<'_>, plan: &RoutePlan) -> GatewayError {
-    let e = fallback.failure();
-    let mut error = GatewayError::from_provider(&e);
-    error.attempts = Some(fallback.header_value().into_boxed_str());
-    tracing::warn!(requested = %plan.requested, attempts = %fallback.header_value(), status = error.status.as_u16(), "request failed");
-    usage.finish(Outcome::Failed, error.status.as_u16(), Some(e.label()));
-    error
 }
 
 /// After a client leaves mid-stream, how long to wait for each further chunk, and in all, before the

@@ -8,21 +8,20 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use http::{HeaderMap, header};
+use http::HeaderMap;
 use tokio::time::Instant;
 
-use super::chat::{all_failed, route_headers};
 use super::observe::RequestId;
-use super::{GatewayError, admission, body};
+use super::pipeline::{Call, Intake, Pipeline};
+use super::{GatewayError, body};
 use crate::app::AppState;
 use crate::providers::{ProviderError, exec};
-use crate::routing::{Caller, Fallback, RequestFeatures};
-use crate::schema::{EmbeddingRequest, EmbeddingVector, EncodingFormat, ModerationRequest, Usage};
+use crate::routing::{ModelEntry, RequestFeatures};
+use crate::schema::{EmbeddingRequest, EmbeddingResponse, EmbeddingVector, EncodingFormat, ModerationRequest, Usage};
 use crate::tenancy::ActiveKey;
-use crate::usage::{Outcome, UsageGuard};
 
 pub async fn create_embeddings(
     State(state): State<Arc<AppState>>,
@@ -39,78 +38,55 @@ pub async fn create_embeddings(
     if req.dimensions == Some(0) {
         return Err(GatewayError::invalid_value("'dimensions' must be at least 1.", "dimensions"));
     }
-    let (plan, ask, estimate) = {
-        let texts = req.input.texts().unwrap_or_default();
-        let features = RequestFeatures::for_embeddings(texts);
-        let plan = state.catalog.route(&req.model, &caller_of(&key), &features).await?;
-        let ask = admission::ask(&features, &plan, 0, 1);
-        (plan, ask, features.prompt_token_estimate())
+    let pipeline = {
+        let features = RequestFeatures::for_embeddings(req.input.texts().unwrap_or_default());
+        let intake =
+            Intake { model: &req.model, features: &features, prompts: 0, choices: 1, streamed: false, started };
+        Pipeline::admit(&state, &request_id, key.as_deref(), &headers, intake).await?
     };
-    let usage = UsageGuard::for_request(
-        state.usage.clone(),
-        &request_id.ledger_id,
-        request_id.client_id.as_deref(),
-        &req.model,
-        false,
-        estimate,
-        started.into_std(),
-    );
-    let (mut usage, limits_view) = admit(&state, &key, ask, usage).await?;
     let wanted = req.encoding_format.unwrap_or(EncodingFormat::Float);
-    let mut fallback = Fallback::new(&plan, &state.router, started);
-    while let Some(target) = fallback.next().await {
-        usage.set_served(&target.name, &target.provider.name, target.prices());
-        req.model.clone_from(&target.upstream);
-        let deadline = fallback.attempt_deadline(&target);
-        let mut resp = match exec::embed(&target.provider, &target.timeouts, &req, deadline).await {
-            Ok(resp) => resp,
-            Err(e) => {
-                tracing::warn!(model = %target.name, error = %e, "upstream attempt failed");
-                if fallback.failed(&target, e) {
-                    continue;
-                }
-                break;
-            }
-        };
-        fallback.succeeded(&target);
+    let mut served = pipeline.run(&mut Embed { req: &mut req, wanted }).await?;
+    served.value.model.clone_from(&served.target.name);
+    if let Some(u) = &served.value.usage {
+        served.usage.provider_usage(&Usage {
+            prompt_tokens: u.prompt_tokens,
+            total_tokens: u.total_tokens,
+            ..Usage::default()
+        });
+    }
+    let body = serde_json::to_vec(&served.value).map_err(|_| GatewayError::internal())?;
+    Ok(served.json(body))
+}
+
+/// Embeddings from one target, in the encoding the caller asked for.
+struct Embed<'r> {
+    req: &'r mut EmbeddingRequest,
+    wanted: EncodingFormat,
+}
+
+impl Call for Embed<'_> {
+    type Output = EmbeddingResponse;
+
+    async fn call(&mut self, target: &ModelEntry, deadline: Instant) -> Result<EmbeddingResponse, ProviderError> {
+        self.req.model.clone_from(&target.upstream);
+        let mut resp = exec::embed(&target.provider, &target.timeouts, self.req, deadline).await?;
         for item in &mut resp.data {
-            convert(&mut item.embedding, wanted).map_err(|e| GatewayError::from_provider(&e))?;
+            convert(&mut item.embedding, self.wanted)?;
         }
-        resp.model.clone_from(&target.name);
-        if let Some(u) = &resp.usage {
-            usage.provider_usage(&Usage {
-                prompt_tokens: u.prompt_tokens,
-                total_tokens: u.total_tokens,
-                ..Usage::default()
-            });
-        }
-        let json = serde_json::to_vec(&resp).map_err(|_| GatewayError::internal())?;
-        usage.finish(Outcome::Completed, 200, None);
-        let mut response = ([(header::CONTENT_TYPE, "application/json")], json).into_response();
-        route_headers(response.headers_mut(), &plan, &fallback, &target);
-        admission::headers(response.headers_mut(), limits_view.as_ref());
-        return Ok(response);
+        Ok(resp)
     }
-    Err(all_failed(usage, &fallback, &plan))
 }
 
-/// Records who pays, then admits the request against the key's limits (no prompt is used).
-async fn admit(
-    state: &AppState,
-    key: &Option<Extension<Arc<ActiveKey>>>,
-    ask: crate::limits::Ask,
-    mut usage: UsageGuard,
-) -> Result<(UsageGuard, Option<crate::limits::View>), GatewayError> {
-    let key = key.as_ref().map(|Extension(k)| k);
-    if let Some(k) = key {
-        usage.set_caller(&k.organization_id, &k.id);
-    }
-    admission::admit(state, key, ask, usage).await
-}
+/// A moderation from one target, relayed as the provider wrote it.
+struct Moderate<'r>(&'r mut ModerationRequest);
 
-/// What routing must respect for the calling key (nothing for the master key).
-fn caller_of(key: &Option<Extension<Arc<ActiveKey>>>) -> Caller {
-    key.as_ref().map_or_else(Caller::default, |Extension(k)| k.caller.clone())
+impl Call for Moderate<'_> {
+    type Output = serde_json::Value;
+
+    async fn call(&mut self, target: &ModelEntry, deadline: Instant) -> Result<serde_json::Value, ProviderError> {
+        self.0.model = Some(target.upstream.clone());
+        exec::moderate(&target.provider, &target.timeouts, self.0, deadline).await
+    }
 }
 
 /// Rewrites a vector into the encoding the caller asked for.
@@ -151,45 +127,18 @@ pub async fn create_moderation(
     let started = Instant::now();
     let mut req: ModerationRequest = body::read_json(&headers, body, state.body_limits).await?;
     let requested = req.model.clone().unwrap_or_else(|| DEFAULT_MODERATION_MODEL.to_owned());
-    let features = RequestFeatures::for_embeddings(Vec::new()).moderation();
-    let plan = state.catalog.route(&requested, &caller_of(&key), &features).await?;
-    let ask = admission::ask(&features, &plan, 0, 1);
-    let usage = UsageGuard::for_request(
-        state.usage.clone(),
-        &request_id.ledger_id,
-        request_id.client_id.as_deref(),
-        &requested,
-        false,
-        0,
-        started.into_std(),
-    );
-    let (mut usage, limits_view) = admit(&state, &key, ask, usage).await?;
-    let mut fallback = Fallback::new(&plan, &state.router, started);
-    while let Some(target) = fallback.next().await {
-        usage.set_served(&target.name, &target.provider.name, target.prices());
-        req.model = Some(target.upstream.clone());
-        let deadline = fallback.attempt_deadline(&target);
-        match exec::moderate(&target.provider, &target.timeouts, &req, deadline).await {
-            Ok(mut resp) => {
-                fallback.succeeded(&target);
-                if let Some(obj) = resp.as_object_mut() {
-                    obj.insert("model".to_owned(), serde_json::Value::String(target.name.clone()));
-                }
-                usage.finish(Outcome::Completed, 200, None);
-                let mut response = ([(header::CONTENT_TYPE, "application/json")], resp.to_string()).into_response();
-                route_headers(response.headers_mut(), &plan, &fallback, &target);
-                admission::headers(response.headers_mut(), limits_view.as_ref());
-                return Ok(response);
-            }
-            Err(e) => {
-                tracing::warn!(model = %target.name, error = %e, "upstream attempt failed");
-                if !fallback.failed(&target, e) {
-                    break;
-                }
-            }
-        }
+    let pipeline = {
+        let features = RequestFeatures::for_embeddings(Vec::new()).moderation();
+        let intake =
+            Intake { model: &requested, features: &features, prompts: 0, choices: 1, streamed: false, started };
+        Pipeline::admit(&state, &request_id, key.as_deref(), &headers, intake).await?
+    };
+    let mut served = pipeline.run(&mut Moderate(&mut req)).await?;
+    if let Some(obj) = served.value.as_object_mut() {
+        obj.insert("model".to_owned(), serde_json::Value::String(served.target.name.clone()));
     }
-    Err(all_failed(usage, &fallback, &plan))
+    let body = served.value.to_string().into_bytes();
+    Ok(served.json(body))
 }
 
 #[cfg(test)]

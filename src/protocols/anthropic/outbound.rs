@@ -98,13 +98,7 @@ impl Adapter for AnthropicAdapter {
             model: msg.model,
             choices: vec![Choice {
                 index: 0,
-                message: ResponseMessage {
-                    role: "assistant".to_owned(),
-                    content: (!text.is_empty() || calls.is_empty()).then_some(text),
-                    reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
-                    tool_calls: (!calls.is_empty()).then_some(calls),
-                    extra: Map::new(),
-                },
+                message: ResponseMessage::assistant(text, reasoning, calls),
                 finish_reason: Some(finish.to_owned()),
                 extra: Map::new(),
             }],

@@ -104,13 +104,7 @@ impl Adapter for GeminiAdapter {
                 let finish = finish_reason(cand.finish_reason.as_deref(), !calls.is_empty());
                 Choice {
                     index: cand.index.unwrap_or(i as u32),
-                    message: ResponseMessage {
-                        role: "assistant".to_owned(),
-                        content: (!text.is_empty() || calls.is_empty()).then_some(text),
-                        reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
-                        tool_calls: (!calls.is_empty()).then_some(calls),
-                        extra: Map::new(),
-                    },
+                    message: ResponseMessage::assistant(text, reasoning, calls),
                     finish_reason: Some(finish.to_owned()),
                     extra: Map::new(),
                 }

@@ -1,0 +1,175 @@
+//! One request through the gateway, whatever door it came in by: plan its targets, admit it against its
+//! key's limits, try the targets in turn, and hand back what answered with the headers that say what and
+//! why. Every door (chat, Messages, Gemini, embeddings, moderations, …) goes through here; a door supplies
+//! only how to make one attempt and how to render the result, and walks no targets itself.
+//!
+//! The contract, phase by phase:
+//! - [`Pipeline::admit`]: the route plan (`routing::Catalog::route`), the usage guard (one ledger row,
+//!   whatever happens next) and the key's holds (`http::admission`). A refusal is recorded and returned.
+//! - [`Pipeline::run`]: asks `routing::Fallback` for each target (breakers, retry budget, deadline,
+//!   retry-after waits, context-overflow and content-policy moves), records it as the served one, calls
+//!   the door's attempt, and on success returns [`Served`]: the value, the target, the usage guard (now
+//!   the door's to finish or hand to a stream relay) and the routing and limit headers. When no target
+//!   answers, the failure is recorded and returned as the client's error.
+//!   Not here: translation (protocols), sending (`providers::exec`), rendering (the door).
+
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderValue};
+use tokio::time::Instant;
+
+use super::observe::RequestId;
+use super::{GatewayError, admission};
+use crate::app::AppState;
+use crate::providers::ProviderError;
+use crate::routing::{Caller, Fallback, ModelEntry, RequestFeatures, RoutePlan};
+use crate::tenancy::ActiveKey;
+use crate::usage::{Outcome, UsageGuard};
+
+/// How a door makes one attempt: called once per target tried, with the target (its upstream id, its
+/// provider and timeouts) and the attempt's deadline. The door rewrites its own request in place (the
+/// model becomes the target's upstream id), so no attempt copies the body.
+pub(super) trait Call: Send {
+    type Output: Send;
+    fn call(
+        &mut self,
+        target: &ModelEntry,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Self::Output, ProviderError>> + Send;
+}
+
+/// What a door tells the pipeline about its request.
+pub(super) struct Intake<'r, 'f> {
+    /// The model string exactly as the caller sent it.
+    pub model: &'r str,
+    pub features: &'r RequestFeatures<'f>,
+    /// Prompts the request uses of its key's quota: 1 for a generation, 0 for embeddings and moderations.
+    pub prompts: i64,
+    /// Choices asked for (`n`), each of which may cost the worst case.
+    pub choices: u32,
+    pub streamed: bool,
+    /// When the request arrived: the deadline across all attempts counts from here.
+    pub started: Instant,
+}
+
+/// An admitted request, ready for its attempts.
+pub(super) struct Pipeline<'s> {
+    state: &'s AppState,
+    pub plan: RoutePlan,
+    usage: UsageGuard,
+    limits: Option<crate::limits::View>,
+    started: Instant,
+}
+
+/// What answered: the door's value, the target that produced it, the request's accounting (the door
+/// finishes it, or hands it to the stream relay) and the headers for the response.
+pub(super) struct Served<T> {
+    pub value: T,
+    pub target: Arc<ModelEntry>,
+    pub usage: UsageGuard,
+    pub headers: HeaderMap,
+}
+
+impl<'s> Pipeline<'s> {
+    /// Plans the request for its caller and takes what it needs from its key's limits.
+    pub async fn admit(
+        state: &'s AppState,
+        request_id: &RequestId,
+        key: Option<&Arc<ActiveKey>>,
+        headers: &HeaderMap,
+        intake: Intake<'_, '_>,
+    ) -> Result<Pipeline<'s>, GatewayError> {
+        let mut caller = key.map_or_else(Caller::default, |k| k.caller.clone());
+        caller.cheaper_swaps &= !crate::routing::wants_explicit_routing(headers);
+        let plan = state.catalog.route(intake.model, &caller, intake.features).await?;
+        let ask = admission::ask(intake.features, &plan, intake.prompts, intake.choices);
+        let mut usage = UsageGuard::for_request(
+            state.usage.clone(),
+            &request_id.ledger_id,
+            request_id.client_id.as_deref(),
+            intake.model,
+            intake.streamed,
+            intake.features.prompt_token_estimate(),
+            intake.started.into_std(),
+        );
+        if let Some(key) = key {
+            usage.set_caller(&key.organization_id, &key.id);
+        }
+        // Every limit of the key at once; the guard settles the holds whatever happens next.
+        let (usage, limits) = admission::admit(state, key, ask, usage).await?;
+        Ok(Pipeline { state, plan, usage, limits, started: intake.started })
+    }
+
+    /// Tries the plan's targets in turn with `door.call(target, deadline)` until one answers.
+    pub async fn run<C: Call>(self, door: &mut C) -> Result<Served<C::Output>, GatewayError> {
+        let Pipeline { state, plan, mut usage, limits, started } = self;
+        let mut fallback = Fallback::new(&plan, &state.router, started);
+        while let Some(target) = fallback.next().await {
+            usage.set_served(&target.name, &target.provider.name, target.prices());
+            let deadline = fallback.attempt_deadline(&target);
+            match door.call(&target, deadline).await {
+                Ok(value) => {
+                    fallback.succeeded(&target);
+                    let mut headers = HeaderMap::new();
+                    route_headers(&mut headers, &plan, &fallback, &target);
+                    admission::headers(&mut headers, limits.as_ref());
+                    return Ok(Served { value, target, usage, headers });
+                }
+                Err(e) => {
+                    tracing::warn!(model = %target.name, provider = %target.provider.name, error = %e, "upstream attempt failed");
+                    if !fallback.failed(&target, e) {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(all_failed(usage, &fallback, &plan))
+    }
+}
+
+impl<T> Served<T> {
+    /// A whole JSON answer: the usage record is finished as completed and the headers are set.
+    pub fn json(self, body: Vec<u8>) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let Served { usage, headers, .. } = self;
+        usage.finish(Outcome::Completed, 200, None);
+        let mut response = ([(http::header::CONTENT_TYPE, "application/json")], body).into_response();
+        response.headers_mut().extend(headers);
+        response
+    }
+}
+
+/// What answered and why: `x-switchyard-model`, `-provider`, `-routed-from`, `-swap`, `-attempts`,
+/// `-deprecated`.
+fn route_headers(h: &mut HeaderMap, plan: &RoutePlan, fallback: &Fallback<'_>, served: &ModelEntry) {
+    let mut put = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name, v);
+        }
+    };
+    put("x-switchyard-model", &served.name);
+    put("x-switchyard-provider", &served.provider.name);
+    if plan.requested != served.name {
+        put("x-switchyard-routed-from", &plan.requested);
+        // Served by the cheaper model of the band rather than by a fallback after the model asked for.
+        if let Some(band) = &plan.swap
+            && plan.targets.first().is_some_and(|first| first.name == served.name)
+        {
+            put("x-switchyard-swap", band);
+        }
+    }
+    put("x-switchyard-attempts", &fallback.header_value());
+    if let Some(instead) = &plan.deprecated {
+        put("x-switchyard-deprecated", instead);
+    }
+}
+
+/// Records the request's failure and turns it into the client's error.
+fn all_failed(usage: UsageGuard, fallback: &Fallback<'_>, plan: &RoutePlan) -> GatewayError {
+    let e = fallback.failure();
+    let mut error = GatewayError::from_provider(&e);
+    error.attempts = Some(fallback.header_value().into_boxed_str());
+    tracing::warn!(requested = %plan.requested, attempts = %fallback.header_value(), status = error.status.as_u16(), "request failed");
+    usage.finish(Outcome::Failed, error.status.as_u16(), Some(e.label()));
+    error
+}
