@@ -17,6 +17,7 @@ pub mod messages;
 pub mod models;
 pub mod observe;
 pub mod pipeline;
+pub mod relay;
 
 use std::sync::Arc;
 

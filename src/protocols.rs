@@ -90,10 +90,31 @@ pub trait Adapter: Send + Sync {
     }
 }
 
-/// Maps one upstream SSE event to zero or more canonical chunks.
-pub trait StreamMapper: Send {
-    /// Appends the chunks this event yields to `out`. An `Err` is an in-band upstream failure.
-    fn map(&mut self, event: &SseEvent, out: &mut Vec<ChatChunk>) -> Result<StreamStep, ProviderError>;
+/// One item of a decoded upstream stream, as the executor and the pipeline need to see it: a canonical
+/// chunk for a translated stream, or a protocol's own event when a stream is passed through natively.
+pub trait StreamItem: Send + 'static {
+    /// The item ends the answer (a finish reason, a terminal event), so a body that closes right after
+    /// it ended properly even without the protocol's end marker.
+    fn is_final(&self) -> bool;
+    /// The item carries nothing a client would see yet (a role-only first chunk, `response.created`):
+    /// until an item that does arrives, the stream is not committed and a failure can still fall back.
+    fn is_preamble(&self) -> bool;
+}
+
+impl StreamItem for ChatChunk {
+    fn is_final(&self) -> bool {
+        self.choices.iter().any(|c| c.finish_reason.is_some())
+    }
+
+    fn is_preamble(&self) -> bool {
+        ChatChunk::is_preamble(self)
+    }
+}
+
+/// Maps one upstream SSE event to zero or more stream items (canonical chunks unless said otherwise).
+pub trait StreamMapper<I: StreamItem = ChatChunk>: Send {
+    /// Appends the items this event yields to `out`. An `Err` is an in-band upstream failure.
+    fn map(&mut self, event: &SseEvent, out: &mut Vec<I>) -> Result<StreamStep, ProviderError>;
 }
 
 /// A model or deployment id as one URL path segment: everything but unreserved characters is
@@ -132,11 +153,11 @@ pub trait Dialect: Send + Sync + 'static {
     fn stream(&self) -> Box<dyn StreamEncoder>;
 }
 
-/// Renders one stream's chunks (already rewritten by the gateway) as the front door's frames. The encoder
+/// Renders one stream's items (already rewritten by the gateway) as the front door's frames. The encoder
 /// owns the client's envelope: ids, indices, sequence numbers, the one start and the one end.
-pub trait StreamEncoder: Send {
-    /// Frames for one chunk; none is fine.
-    fn chunk(&mut self, chunk: &ChatChunk, out: &mut Vec<Bytes>);
+pub trait StreamEncoder<I = ChatChunk>: Send {
+    /// Frames for one item; none is fine.
+    fn chunk(&mut self, item: &I, out: &mut Vec<Bytes>);
     /// The frames that end a complete stream.
     fn done(&mut self, out: &mut Vec<Bytes>);
     /// The frame that ends a stream that failed after it started.

@@ -8,35 +8,25 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::Response;
-use bytes::Bytes;
-use futures_util::StreamExt;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
-use tokio::sync::mpsc;
+use http::{HeaderMap, HeaderValue};
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use super::observe::RequestId;
-use super::pipeline::{Call, Intake, Pipeline, Served};
+use super::pipeline::{Call, Intake, Pipeline};
+use super::relay;
 use super::{GatewayError, body};
 use crate::app::AppState;
-use crate::protocols::{Dialect, StreamEncoder};
+use crate::protocols::Dialect;
+use crate::providers::ProviderError;
 use crate::providers::exec::{self, ChunkStream};
-use crate::providers::{ErrorKind, ProviderError};
 use crate::routing::{ModelEntry, RequestFeatures};
-use crate::schema::{ChatChunk, ChatRequest, ChatResponse, Usage};
+use crate::schema::{ChatChunk, ChatRequest, ChatResponse};
 use crate::tenancy::ActiveKey;
-use crate::usage::{Outcome, Prices, UsageGuard};
-
-/// How many rendered frames may wait for a slow client before the upstream is read no further.
-const STREAM_BUFFER: usize = 16;
-/// How many content-free chunks are held back before the stream is committed anyway.
-const MAX_PREAMBLE: usize = 4;
 
 pub async fn create_chat_completion(
     State(state): State<Arc<AppState>>,
@@ -85,7 +75,7 @@ pub(super) async fn serve_chat(
         resp.model.clone_from(&served.target.name);
         let cost = resp.usage.as_mut().and_then(|u| {
             served.usage.provider_usage(u);
-            add_cost(u, served.target.prices())
+            relay::add_cost(u, served.target.prices())
         });
         let body = dialect.whole(&served.value);
         let mut response = served.json(body);
@@ -97,31 +87,7 @@ pub(super) async fn serve_chat(
     // Switchyard always learns a stream's usage; the caller's own choice is honoured when forwarding.
     req.stream_options.get_or_insert_with(Default::default).include_usage = Some(true);
     let served = pipeline.run(&mut Streamed(&mut req)).await?;
-    let Served { value: (upstream, leading), target, usage, headers } = served;
-    let (tx, rx) = mpsc::channel::<Bytes>(STREAM_BUFFER);
-    let mut relay = Relay {
-        public_model: target.name.clone(),
-        prices: target.prices(),
-        encoder: dialect.stream(),
-        usage,
-        hard_stop: state.hard_stop.clone(),
-    };
-    // The frames in hand go out with the headers; the relay task forwards the rest.
-    let first: Vec<Result<Bytes, std::convert::Infallible>> =
-        leading.into_iter().filter_map(|c| relay.render(c)).map(Ok).collect();
-    tokio::spawn(relay.run(upstream, tx).instrument(tracing::Span::current()));
-    let rest = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|frame| (Ok::<_, std::convert::Infallible>(frame), rx))
-    });
-    let body = futures_util::stream::iter(first).chain(rest);
-    let mut response = Response::new(Body::from_stream(body));
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    // Tells nginx-style proxies in front of us not to buffer the stream.
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    h.extend(headers);
-    Ok(response)
+    Ok(relay::respond(state, served, dialect.stream()))
 }
 
 /// A whole chat answer from one target.
@@ -144,31 +110,8 @@ impl Call for Streamed<'_> {
 
     async fn call(&mut self, target: &ModelEntry, deadline: Instant) -> Result<Self::Output, ProviderError> {
         self.0.model.clone_from(&target.upstream);
-        open_committable_stream(target, self.0, deadline).await
+        relay::past_preamble(exec::open_stream(&target.provider, &target.timeouts, self.0, deadline).await?).await
     }
-}
-
-/// Opens a stream and reads past its preamble (a role-only first chunk, Anthropic's `message_start`) to
-/// the first chunk with content: until then nothing is sent, so a failure is still a failed attempt that
-/// can fall back invisibly.
-async fn open_committable_stream(
-    target: &ModelEntry,
-    req: &ChatRequest,
-    deadline: Instant,
-) -> Result<(ChunkStream, VecDeque<ChatChunk>), ProviderError> {
-    let mut upstream = exec::open_stream(&target.provider, &target.timeouts, req, deadline).await?;
-    let mut leading = VecDeque::new();
-    loop {
-        match upstream.next().await? {
-            Some(chunk) if chunk.is_preamble() && leading.len() < MAX_PREAMBLE => leading.push_back(chunk),
-            Some(chunk) => {
-                leading.push_back(chunk);
-                break;
-            }
-            None => break,
-        }
-    }
-    Ok((upstream, leading))
 }
 
 fn validate(req: &ChatRequest) -> Result<(), GatewayError> {
@@ -179,146 +122,4 @@ fn validate(req: &ChatRequest) -> Result<(), GatewayError> {
         return Err(GatewayError::invalid_value("'n' must be at least 1.", "n"));
     }
     Ok(())
-}
-
-/// Adds `usage.cost` (USD at catalog prices, as OpenRouter reports it) and returns it in micro-dollars.
-fn add_cost(u: &mut Usage, prices: Prices) -> Option<i64> {
-    let micros = prices.cost_micros(u.prompt_tokens, u.cached_tokens(), u.completion_tokens)?;
-    let usd = serde_json::Number::from_f64(micros as f64 / 1e6)?;
-    u.extra.insert("cost".to_owned(), serde_json::Value::Number(usd));
-    Some(micros)
-}
-
-/// After a client leaves mid-stream, how long to wait for each further chunk, and in all, before the
-/// upstream stream is dropped (which cancels it).
-const DRAIN_GAP: Duration = Duration::from_millis(10);
-const DRAIN_LIMIT: Duration = Duration::from_millis(250);
-
-/// Moves one stream from the provider to the client, owning its accounting until the end.
-struct Relay {
-    public_model: String,
-    prices: Prices,
-    encoder: Box<dyn StreamEncoder>,
-    usage: UsageGuard,
-    hard_stop: tokio_util::sync::CancellationToken,
-}
-
-enum End {
-    Done,
-    ClientGone,
-    Failed(ProviderError),
-    ShutDown,
-}
-
-impl Relay {
-    async fn run(mut self, mut upstream: ChunkStream, tx: mpsc::Sender<Bytes>) {
-        let end = loop {
-            let chunk = tokio::select! {
-                biased;
-                () = self.hard_stop.cancelled() => break End::ShutDown,
-                () = tx.closed() => break End::ClientGone,
-                item = upstream.next() => match item {
-                    Ok(Some(chunk)) => chunk,
-                    Ok(None) => break End::Done,
-                    Err(e) => break End::Failed(e),
-                },
-            };
-            if let Some(frame) = self.render(chunk)
-                && tx.send(frame).await.is_err()
-            {
-                break End::ClientGone;
-            }
-        };
-        // Dropping `upstream` before its body ended closes the connection, which cancels the generation.
-        let (outcome, error) = match end {
-            End::Done => {
-                let mut frames = Vec::new();
-                self.encoder.done(&mut frames);
-                let sent = tx.send(join(frames)).await;
-                drop(tx); // The client's body ends here, not after the upstream's.
-                upstream.finish_body(DRAIN_GAP).await;
-                drop(upstream);
-                match sent {
-                    Ok(()) => (Outcome::Completed, None),
-                    Err(_) => (Outcome::ClientDisconnected, Some("client_disconnected".to_owned())),
-                }
-            }
-            End::ClientGone => {
-                // What has already arrived is read (and billed) rather than thrown away: a stream that was
-                // all but done then keeps its pooled connection; one still generating is cut at its next
-                // pause.
-                upstream.drain_arrived(DRAIN_GAP, DRAIN_LIMIT, |mut chunk| self.account(&mut chunk)).await;
-                drop(upstream);
-                (Outcome::ClientDisconnected, Some("client_disconnected".to_owned()))
-            }
-            End::Failed(e) => {
-                drop(upstream);
-                tracing::warn!(error = %e, "stream failed after it started");
-                let _ = tx.send(self.encoder.error(&stream_error(&e).reply())).await;
-                (Outcome::Interrupted, Some(e.label()))
-            }
-            End::ShutDown => {
-                drop(upstream);
-                let _ = tx.send(self.encoder.error(&GatewayError::shutting_down().reply())).await;
-                (Outcome::ShutDown, Some("shutting_down".to_owned()))
-            }
-        };
-        self.usage.finish(outcome, 200, error);
-    }
-
-    /// Rewrites one chunk for the client (public model name, usage with its cost) and renders it;
-    /// `None` when nothing is to be sent for it.
-    fn render(&mut self, mut chunk: ChatChunk) -> Option<Bytes> {
-        self.account(&mut chunk);
-        chunk.model.clone_from(&self.public_model);
-        let mut frames = Vec::new();
-        self.encoder.chunk(&chunk, &mut frames);
-        if frames.is_empty() {
-            return None;
-        }
-        self.usage.first_byte();
-        Some(join(frames))
-    }
-
-    /// Takes a chunk's usage (adding its cost) and the size of its text into the request's books.
-    fn account(&mut self, chunk: &mut ChatChunk) {
-        if let Some(u) = &mut chunk.usage {
-            self.usage.provider_usage(u);
-            add_cost(u, self.prices);
-        }
-        for choice in &chunk.choices {
-            let d = &choice.delta;
-            let text = d.content.as_ref().map_or(0, String::len);
-            let args: usize = d
-                .tool_calls
-                .iter()
-                .flatten()
-                .filter_map(|t| t.function.as_ref()?.arguments.as_ref())
-                .map(String::len)
-                .sum();
-            self.usage.streamed_text(text + args);
-        }
-    }
-}
-
-/// Several frames as one write.
-fn join(mut frames: Vec<Bytes>) -> Bytes {
-    if frames.len() == 1 {
-        return frames.pop().unwrap_or_default();
-    }
-    let mut all = bytes::BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
-    for f in frames {
-        all.extend_from_slice(&f);
-    }
-    all.freeze()
-}
-
-/// A stream that broke mid-way: the status is already sent, so only the classification matters.
-fn stream_error(e: &ProviderError) -> GatewayError {
-    let mut g = GatewayError::from_provider(e);
-    if !matches!(e.kind, ErrorKind::Timeout(_)) {
-        g.code = Some("stream_interrupted".into());
-    }
-    g.status = StatusCode::OK;
-    g
 }

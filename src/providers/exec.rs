@@ -15,6 +15,7 @@ use tokio::time::{Instant, timeout_at};
 use tower::ServiceExt;
 
 use super::{Endpoint, Provider, StreamMapper, StreamStep, Transport, UpstreamRequest};
+use crate::protocols::StreamItem;
 use crate::protocols::{ErrorKind, ProviderError, TimeoutPhase};
 use serde_json::Value;
 
@@ -91,6 +92,17 @@ pub async fn moderate(
         .map_err(|e| ProviderError::new(ErrorKind::InvalidResponse, format!("unreadable moderation result: {e}")))
 }
 
+/// Sends a call built by `build` and returns the whole body of a 2xx answer, for a door that passes a
+/// protocol through natively and parses the answer itself.
+pub async fn call(
+    provider: &Provider,
+    timeouts: &Timeouts,
+    build: impl FnOnce(&Endpoint<'_>) -> Result<UpstreamRequest, ProviderError>,
+    deadline: Instant,
+) -> Result<Bytes, ProviderError> {
+    call_whole(provider, timeouts, build, deadline).await
+}
+
 /// Sends a streamed chat request and returns its chunks once the provider has answered 2xx.
 pub async fn open_stream(
     provider: &Provider,
@@ -98,9 +110,22 @@ pub async fn open_stream(
     req: &ChatRequest,
     deadline: Instant,
 ) -> Result<ChunkStream, ProviderError> {
+    let mapper = provider.adapter().stream_mapper(req);
+    open_stream_with(provider, timeouts, |ep| provider.adapter().chat_request(req, ep), mapper, deadline).await
+}
+
+/// Sends a streamed call built by `build` and returns its items, as `mapper` reads them, once the
+/// provider has answered 2xx.
+pub async fn open_stream_with<I: StreamItem>(
+    provider: &Provider,
+    timeouts: &Timeouts,
+    build: impl FnOnce(&Endpoint<'_>) -> Result<UpstreamRequest, ProviderError>,
+    mapper: Box<dyn StreamMapper<I>>,
+    deadline: Instant,
+) -> Result<ChunkStream<I>, ProviderError> {
     let endpoint = provider.endpoint()?;
     let key = endpoint.key_index;
-    let upstream = provider.adapter().chat_request(req, &endpoint)?;
+    let upstream = build(&endpoint)?;
     let opened = async {
         let resp = send(provider, timeouts, upstream, deadline).await?;
         reject_error_status(provider, timeouts, resp, deadline).await
@@ -110,7 +135,7 @@ pub async fn open_stream(
     Ok(ChunkStream {
         body: resp.body,
         decoder: SseDecoder::default(),
-        mapper: provider.adapter().stream_mapper(req),
+        mapper,
         events: Vec::new(),
         mapped: Vec::new(),
         pending: VecDeque::new(),
@@ -250,14 +275,15 @@ fn next_deadline(idle: std::time::Duration, deadline: Instant) -> (Instant, Time
     if idle_at < deadline { (idle_at, TimeoutPhase::Idle) } else { (deadline, TimeoutPhase::Total) }
 }
 
-/// The canonical chunks of one upstream stream, read lazily as the caller asks for them.
-pub struct ChunkStream {
+/// The items of one upstream stream (canonical chunks unless a door passes a protocol through), read
+/// lazily as the caller asks for them.
+pub struct ChunkStream<I: StreamItem = ChatChunk> {
     body: BodyStream,
     decoder: SseDecoder,
-    mapper: Box<dyn StreamMapper>,
+    mapper: Box<dyn StreamMapper<I>>,
     events: Vec<SseEvent>,
-    mapped: Vec<ChatChunk>,
-    pending: VecDeque<ChatChunk>,
+    mapped: Vec<I>,
+    pending: VecDeque<I>,
     idle: std::time::Duration,
     deadline: Instant,
     done: bool,
@@ -266,9 +292,9 @@ pub struct ChunkStream {
     body_ended: bool,
 }
 
-impl ChunkStream {
-    /// The next chunk; `Ok(None)` once the provider has finished the stream properly.
-    pub async fn next(&mut self) -> Result<Option<ChatChunk>, ProviderError> {
+impl<I: StreamItem> ChunkStream<I> {
+    /// The next item; `Ok(None)` once the provider has finished the stream properly.
+    pub async fn next(&mut self) -> Result<Option<I>, ProviderError> {
         loop {
             if let Some(chunk) = self.pending.pop_front() {
                 return Ok(Some(chunk));
@@ -284,7 +310,7 @@ impl ChunkStream {
                     }
                 }
                 self.events.clear();
-                self.saw_finish |= self.mapped.iter().any(|c| c.choices.iter().any(|ch| ch.finish_reason.is_some()));
+                self.saw_finish |= self.mapped.iter().any(StreamItem::is_final);
                 self.pending.extend(self.mapped.drain(..));
                 continue;
             }
@@ -317,7 +343,7 @@ impl ChunkStream {
     /// chunk within `gap`, all of it within `limit`), handing each chunk to `each`. A stream that was all
     /// but finished then ends properly, so its connection goes back to the pool and its usage is known;
     /// one still being generated is left at the first pause, and dropping it cancels it upstream.
-    pub async fn drain_arrived(&mut self, gap: Duration, limit: Duration, mut each: impl FnMut(ChatChunk)) {
+    pub async fn drain_arrived(&mut self, gap: Duration, limit: Duration, mut each: impl FnMut(I)) {
         let until = Instant::now() + limit;
         loop {
             let at = (Instant::now() + gap).min(until);
