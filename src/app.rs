@@ -54,6 +54,8 @@ pub struct AppState {
     /// Key-cache invalidation between replicas (with Redis).
     pub bus: Option<Arc<crate::bus::Bus>>,
     pub ledger: Arc<Ledger>,
+    /// Stored responses of the Responses API.
+    pub responses: Arc<crate::response_store::ResponseStore>,
     pub catalog: Catalog,
     pub router: Router,
     pub providers: Vec<Arc<Provider>>,
@@ -94,6 +96,8 @@ impl AppState {
             None => None,
         };
         let ledger = Arc::new(Ledger::start(store.clone()));
+        let responses =
+            Arc::new(crate::response_store::ResponseStore::start(store.clone(), opts.clock.clone(), &config.responses));
         let providers = config
             .providers
             .iter()
@@ -119,6 +123,7 @@ impl AppState {
             limiter,
             bus,
             ledger: ledger.clone(),
+            responses,
             catalog,
             router: Router::new(&config.router),
             providers,

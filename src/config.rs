@@ -45,6 +45,26 @@ pub struct Config {
     pub aliases: Vec<AliasConfig>,
     #[serde(default)]
     pub tiers: Vec<TierConfig>,
+    #[serde(default)]
+    pub responses: ResponsesConfig,
+}
+
+/// Stored responses (`POST /v1/responses` with `store`, `previous_response_id`, `item_reference`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponsesConfig {
+    /// How long a stored response is kept (OpenAI's default is 30 days); expired ones are removed in the
+    /// background and are never served.
+    pub retention_days: u32,
+    /// Recent responses kept in memory per replica, so a response is found by the very next request
+    /// before its database write lands.
+    pub memory_entries: usize,
+}
+
+impl Default for ResponsesConfig {
+    fn default() -> Self {
+        Self { retention_days: 30, memory_entries: 4096 }
+    }
 }
 
 /// How the router tries targets.
@@ -384,6 +404,9 @@ impl Config {
         }
         if s.workers.is_some_and(|w| !(1..=1024).contains(&w)) {
             bad("server.workers".into(), "must be between 1 and 1024".into());
+        }
+        if !(1..=3650).contains(&self.responses.retention_days) {
+            bad("responses.retention_days".into(), "must be between 1 and 3650".into());
         }
         if !is_env_name(&self.auth.master_key_env) {
             bad("auth.master_key_env".into(), "must be an environment variable name".into());

@@ -28,6 +28,7 @@ use crate::sse::{DONE_FRAME, data_frame, named_frame};
 
 mod anthropic;
 mod gemini;
+mod responses;
 
 /// A scripted misbehaviour, applied to the next matching request and then used up.
 #[derive(Debug, Clone)]
@@ -124,6 +125,8 @@ pub fn router(state: Arc<FakeState>) -> Router {
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/moderations", post(moderations))
         .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/responses", post(responses::responses))
+        .route("/openai/v1/responses", post(responses::responses))
         .route("/v1beta/models/{model_action}", post(gemini::dispatch))
         .route("/v1/models", get(list_models))
         .with_state(state)
@@ -151,6 +154,8 @@ async fn list_models() -> Response {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Dialect {
     OpenAi,
+    /// OpenAI's Responses API: OpenAI's errors, `response.failed` inside a stream.
+    Responses,
     Anthropic,
     Gemini,
 }
@@ -162,7 +167,7 @@ impl Dialect {
         use crate::protocols::{anthropic, gemini, openai};
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = match self {
-            Dialect::OpenAi => {
+            Dialect::OpenAi | Dialect::Responses => {
                 let kind = if status.is_server_error() { "server_error" } else { "invalid_request_error" };
                 let reply = ErrorReply { status: status.as_u16(), kind, code, param: None, message };
                 openai::render_error(&reply)
@@ -186,7 +191,7 @@ impl Dialect {
     /// The in-band error event this protocol uses inside a 200 stream.
     fn mid_stream_error(self) -> Bytes {
         let reply = match self {
-            Dialect::OpenAi | Dialect::Gemini => ErrorReply {
+            Dialect::OpenAi | Dialect::Gemini | Dialect::Responses => ErrorReply {
                 status: 500,
                 kind: "server_error",
                 code: Some("server_error"),
@@ -201,6 +206,12 @@ impl Dialect {
             Dialect::OpenAi => data_frame(&crate::protocols::openai::render_error(&reply)),
             Dialect::Anthropic => named_frame("error", &crate::protocols::anthropic::errors::render(&reply)),
             Dialect::Gemini => data_frame(&crate::protocols::gemini::errors::render(&reply)),
+            Dialect::Responses => {
+                let failed = serde_json::json!({"type": "response.failed", "sequence_number": 999, "response": {
+                    "id": "resp_fake", "object": "response", "status": "failed",
+                    "error": {"code": "server_error", "message": reply.message}}});
+                named_frame("response.failed", failed.to_string().as_bytes())
+            }
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod models;
 pub mod observe;
 pub mod pipeline;
 pub mod relay;
+pub mod responses;
 
 use std::sync::Arc;
 
@@ -38,6 +39,9 @@ use crate::protocols::ErrorDialect;
 pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/v1/chat/completions", post(chat::create_chat_completion))
+        .route("/v1/responses", post(responses::create_response))
+        .route("/v1/responses/{id}", get(responses::get_response).delete(responses::delete_response))
+        .route("/v1/responses/{id}/input_items", get(responses::list_input_items))
         .route("/v1/embeddings", post(embeddings::create_embeddings))
         .route("/v1/moderations", post(embeddings::create_moderation))
         .route("/v1/models", get(models::list_models))

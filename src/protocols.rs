@@ -15,6 +15,7 @@ pub mod azure;
 pub mod error;
 pub mod gemini;
 pub mod openai;
+pub mod responses;
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
@@ -78,6 +79,17 @@ pub trait Adapter: Send + Sync {
     /// Called with the body of a successful embeddings response to `req`.
     fn parse_embeddings(&self, _req: &EmbeddingRequest, _body: &[u8]) -> Result<EmbeddingResponse, ProviderError> {
         Err(bad_request("This model's provider does not offer embeddings.", "model"))
+    }
+
+    /// Whether the provider speaks the Responses API itself (then Responses requests pass through).
+    fn speaks_responses(&self) -> bool {
+        false
+    }
+
+    /// Builds a Responses call from a whole request body (model already the upstream id); only for
+    /// providers that [`speak_responses`](Adapter::speaks_responses).
+    fn responses_request(&self, _body: Bytes, _endpoint: &Endpoint<'_>) -> Result<UpstreamRequest, ProviderError> {
+        Err(bad_request("This model's provider does not offer the Responses API.", "model"))
     }
 
     /// Builds a moderations call; only OpenAI offers them.

@@ -110,13 +110,14 @@ impl Provider {
             }
         };
         let quirks = {
-            let preset = cfg.preset.as_deref().and_then(crate::config::presets::find).map(|p| p.quirks);
-            let official = base_url.starts_with("https://api.openai.com");
-            let base = preset.unwrap_or(if official {
-                crate::config::presets::Quirks::OPENAI
-            } else {
-                crate::config::presets::Quirks::COMPATIBLE
-            });
+            use crate::config::presets::{Quirks, find};
+            let preset = cfg.preset.as_deref().and_then(find).map(|p| p.quirks);
+            let base = match (preset, cfg.kind) {
+                (Some(preset), _) => preset,
+                (None, ProviderKind::Fake) => Quirks::FAKE,
+                (None, _) if base_url.starts_with("https://api.openai.com") => Quirks::OPENAI,
+                (None, _) => Quirks::COMPATIBLE,
+            };
             cfg.quirks.map_or(base, |q| q.apply(base))
         };
         let adapter: Box<dyn Adapter> = match cfg.kind {

@@ -120,6 +120,7 @@ pub async fn serve(
     // Every usage record of the drained requests reaches the ledger before the process ends, and every
     // hold in shared counters is settled.
     state.ledger.close().await;
+    state.responses.close().await;
     background.end();
     state.limiter.retire().await;
     exit.cancel();

@@ -105,8 +105,9 @@ macro_rules! on_pool {
     };
 }
 
-// After `on_pool!`, which it uses.
+// After `on_pool!`, which they use.
 pub mod ledger;
+pub mod responses;
 
 pub use ledger::{LedgerTotals, UsageRow};
 

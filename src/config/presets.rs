@@ -13,11 +13,31 @@ pub struct Quirks {
     pub stream_options: bool,
     /// The API rejects fields it does not know, so only documented OpenAI fields are sent.
     pub strict_fields: bool,
+    /// The API serves `POST /responses` itself, so Responses requests pass through natively.
+    pub responses: bool,
+    /// The API serves the legacy `POST /completions`, so completions pass through natively.
+    pub completions: bool,
 }
 
 impl Quirks {
-    pub const OPENAI: Quirks = Quirks { max_completion_tokens: true, stream_options: true, strict_fields: false };
-    pub const COMPATIBLE: Quirks = Quirks { max_completion_tokens: false, stream_options: true, strict_fields: false };
+    pub const OPENAI: Quirks = Quirks {
+        max_completion_tokens: true,
+        stream_options: true,
+        strict_fields: false,
+        responses: true,
+        completions: true,
+    };
+    pub const COMPATIBLE: Quirks = Quirks {
+        max_completion_tokens: false,
+        stream_options: true,
+        strict_fields: false,
+        responses: false,
+        completions: false,
+    };
+    /// A self-hosted server (vLLM, Ollama) or an aggregator that serves both older and newer routes.
+    const SERVES_ALL: Quirks = Quirks { responses: true, completions: true, ..Quirks::COMPATIBLE };
+    /// The built-in fake speaks everything it is asked in OpenAI's wire format.
+    pub const FAKE: Quirks = Quirks::SERVES_ALL;
 }
 
 /// Operator overrides of a preset's quirks.
@@ -27,6 +47,8 @@ pub struct QuirksConfig {
     pub max_completion_tokens: Option<bool>,
     pub stream_options: Option<bool>,
     pub strict_fields: Option<bool>,
+    pub responses: Option<bool>,
+    pub completions: Option<bool>,
 }
 
 impl QuirksConfig {
@@ -35,6 +57,8 @@ impl QuirksConfig {
             max_completion_tokens: self.max_completion_tokens.unwrap_or(base.max_completion_tokens),
             stream_options: self.stream_options.unwrap_or(base.stream_options),
             strict_fields: self.strict_fields.unwrap_or(base.strict_fields),
+            responses: self.responses.unwrap_or(base.responses),
+            completions: self.completions.unwrap_or(base.completions),
         }
     }
 }
@@ -45,16 +69,20 @@ pub struct Preset {
     pub quirks: Quirks,
 }
 
-const STRICT: Quirks = Quirks { max_completion_tokens: false, stream_options: true, strict_fields: true };
+const STRICT: Quirks = Quirks { strict_fields: true, ..Quirks::COMPATIBLE };
+/// Serves `/responses` (Groq's and xAI's OpenAI-compatible APIs document it).
+const WITH_RESPONSES: Quirks = Quirks { responses: true, ..Quirks::COMPATIBLE };
+/// Serves the legacy `/completions` (Together's and Fireworks' APIs document it).
+const WITH_COMPLETIONS: Quirks = Quirks { completions: true, ..Quirks::COMPATIBLE };
 
 /// Base URLs from each provider's API documentation.
 pub const PRESETS: &[Preset] = &[
     Preset { name: "openai", base_url: "https://api.openai.com/v1", quirks: Quirks::OPENAI },
-    Preset { name: "groq", base_url: "https://api.groq.com/openai/v1", quirks: Quirks::COMPATIBLE },
+    Preset { name: "groq", base_url: "https://api.groq.com/openai/v1", quirks: WITH_RESPONSES },
     Preset { name: "deepseek", base_url: "https://api.deepseek.com/v1", quirks: Quirks::COMPATIBLE },
-    Preset { name: "xai", base_url: "https://api.x.ai/v1", quirks: Quirks::COMPATIBLE },
-    Preset { name: "together", base_url: "https://api.together.xyz/v1", quirks: Quirks::COMPATIBLE },
-    Preset { name: "fireworks", base_url: "https://api.fireworks.ai/inference/v1", quirks: Quirks::COMPATIBLE },
+    Preset { name: "xai", base_url: "https://api.x.ai/v1", quirks: WITH_RESPONSES },
+    Preset { name: "together", base_url: "https://api.together.xyz/v1", quirks: WITH_COMPLETIONS },
+    Preset { name: "fireworks", base_url: "https://api.fireworks.ai/inference/v1", quirks: WITH_COMPLETIONS },
     Preset { name: "moonshot", base_url: "https://api.moonshot.ai/v1", quirks: Quirks::COMPATIBLE },
     Preset {
         name: "dashscope",
@@ -65,9 +93,9 @@ pub const PRESETS: &[Preset] = &[
     // MiniMax and Mistral answer 4xx to fields outside their documented set.
     Preset { name: "minimax", base_url: "https://api.minimax.io/v1", quirks: STRICT },
     Preset { name: "mistral", base_url: "https://api.mistral.ai/v1", quirks: STRICT },
-    Preset { name: "openrouter", base_url: "https://openrouter.ai/api/v1", quirks: Quirks::COMPATIBLE },
-    Preset { name: "vllm", base_url: "http://127.0.0.1:8000/v1", quirks: Quirks::COMPATIBLE },
-    Preset { name: "ollama", base_url: "http://127.0.0.1:11434/v1", quirks: Quirks::COMPATIBLE },
+    Preset { name: "openrouter", base_url: "https://openrouter.ai/api/v1", quirks: WITH_COMPLETIONS },
+    Preset { name: "vllm", base_url: "http://127.0.0.1:8000/v1", quirks: Quirks::SERVES_ALL },
+    Preset { name: "ollama", base_url: "http://127.0.0.1:11434/v1", quirks: Quirks::SERVES_ALL },
 ];
 
 pub fn find(name: &str) -> Option<&'static Preset> {

@@ -195,6 +195,42 @@ impl GatewayError {
         Self::new(StatusCode::NOT_FOUND, INVALID_REQUEST, Some("not_found"), message)
     }
 
+    pub fn response_not_found(id: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            INVALID_REQUEST,
+            Some("response_not_found"),
+            format!("No response found with id '{id}'."),
+        )
+        .with_param(Some("response_id".to_owned()))
+    }
+
+    /// `previous_response_id` names nothing this caller stored (another organisation's, expired,
+    /// deleted, or made with `store: false`).
+    pub fn previous_response_not_found(id: &str) -> Self {
+        let mut g = Self::new(
+            StatusCode::BAD_REQUEST,
+            INVALID_REQUEST,
+            Some("previous_response_not_found"),
+            format!("Previous response with id '{id}' not found."),
+        )
+        .with_param(Some("previous_response_id".to_owned()));
+        g.should_retry = Some(false);
+        g
+    }
+
+    /// The store of responses cannot be read right now.
+    pub fn store_unavailable() -> Self {
+        let mut g = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api_error",
+            Some("store_unavailable"),
+            "Switchyard cannot read its stored responses right now; retry shortly.",
+        );
+        g.retry_after = Some(Duration::from_secs(1));
+        g
+    }
+
     pub fn route_not_found(method: &http::Method, path: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, INVALID_REQUEST, Some("unknown_url"), format!("Invalid URL ({method} {path})"))
     }

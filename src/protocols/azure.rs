@@ -51,6 +51,20 @@ impl Adapter for AzureAdapter {
         self.inner.classify_error(status, headers, body)
     }
 
+    fn speaks_responses(&self) -> bool {
+        true
+    }
+
+    /// Azure serves Responses on its v1 API, by resource rather than by deployment: the deployment is
+    /// the body's `model`.
+    fn responses_request(&self, body: bytes::Bytes, endpoint: &Endpoint<'_>) -> Result<UpstreamRequest, ProviderError> {
+        Ok(UpstreamRequest {
+            url: format!("{}/openai/v1/responses", endpoint.base_url.trim_end_matches('/')),
+            headers: auth_headers(endpoint, Some("api-key"))?,
+            body,
+        })
+    }
+
     fn embeddings_request(
         &self,
         req: &EmbeddingRequest,

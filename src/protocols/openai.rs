@@ -100,6 +100,14 @@ impl Adapter for OpenAiAdapter {
         })
     }
 
+    fn speaks_responses(&self) -> bool {
+        self.quirks.responses
+    }
+
+    fn responses_request(&self, body: Bytes, endpoint: &Endpoint<'_>) -> Result<UpstreamRequest, ProviderError> {
+        Ok(UpstreamRequest { url: url(endpoint, "responses"), headers: bearer_headers(endpoint)?, body })
+    }
+
     fn moderation_request(
         &self,
         req: &ModerationRequest,
@@ -350,7 +358,7 @@ mod tests {
         let official = body(Quirks::OPENAI);
         assert_eq!((official["max_completion_tokens"].as_u64(), official.get("max_tokens")), (Some(50), None));
         assert_eq!(official["vendor_field"], 1);
-        let strict = body(Quirks { max_completion_tokens: false, stream_options: false, strict_fields: true });
+        let strict = body(Quirks { stream_options: false, strict_fields: true, ..Quirks::COMPATIBLE });
         assert_eq!(strict["max_tokens"], 50);
         assert!(strict.get("vendor_field").is_none() && strict.get("stream_options").is_none());
         assert_eq!(strict["seed"], 3);

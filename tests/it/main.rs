@@ -13,6 +13,7 @@ mod gemini_door;
 mod lifecycle;
 mod messages;
 mod providers;
+mod responses;
 mod routing;
 mod secrets;
 mod streaming;

@@ -140,6 +140,8 @@ pub struct Setup {
     pub extra: String,
     /// Serve the fake over TLS (see [`FakeUpstream::start_tls`]).
     pub tls: bool,
+    /// The gateway's clock (Unix ms); the system's when `None`.
+    pub clock: Option<switchyard::clock::Clock>,
 }
 
 impl Harness {
@@ -263,7 +265,7 @@ impl Harness {
             database_url: Some(database_url()),
             // The shared counters of several replicas, when the run names a Redis (CI's Postgres pass does).
             redis_url: std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()),
-            clock: Arc::new(switchyard::tenancy::now_ms),
+            clock: setup.clock.unwrap_or_else(switchyard::clock::system),
         };
         let gateway = RunningServer::start(&config, &opts, "127.0.0.1:0").await.unwrap();
         Harness { gateway, upstream, usage, client: reqwest::Client::new(), config, opts }
@@ -327,6 +329,15 @@ pub fn payloads(events: &[SseEvent]) -> (Vec<Value>, bool) {
 pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !f() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Polls the async `f` until it is true, failing after 10 s.
+pub async fn eventually_async<F: Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !f().await {
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

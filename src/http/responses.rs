@@ -1,0 +1,485 @@
+//! OpenAI's Responses door: `POST /v1/responses` for any model, and the stored responses
+//! (`GET`/`DELETE /v1/responses/{id}`, `GET /v1/responses/{id}/input_items`).
+//!
+//! A request's conversation is resolved here, from this organisation's stored responses: the turns of
+//! `previous_response_id` before its input, each `item_reference` replaced by the item it names. The
+//! pipeline then walks the targets: a provider that speaks Responses gets the request natively, any
+//! other the canonical chat translation (`protocols::responses`). What answered is returned, whole or as
+//! the Responses event stream, and kept (unless `store: false`) before its last byte is sent, so the very
+//! next request can continue from it.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::HeaderMap;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use tokio::time::Instant;
+
+use super::observe::RequestId;
+use super::pipeline::{Call, Intake, Pipeline, Served};
+use super::relay::{self, Relayed};
+use super::{GatewayError, body};
+use crate::app::AppState;
+use crate::protocols::responses::inbound::{self, ResponsesStream, new_item_id};
+use crate::protocols::responses::native::{self, NativeEvent, NativeMapper, NativeStream, Rewrite};
+use crate::protocols::responses::wire::{
+    Content, Deleted, Input, Item, ItemList, Part, Response as ResponseObject, ResponsesRequest,
+};
+use crate::protocols::{Invalid, bad_request};
+use crate::providers::exec::{self, ChunkStream};
+use crate::providers::{ErrorKind, ProviderError};
+use crate::response_store::{ResponseStore, StoredResponse, new_response_id};
+use crate::routing::{ModelEntry, RequestFeatures};
+use crate::schema::{ChatChunk, ChatRequest, ChatResponse};
+use crate::tenancy::ActiveKey;
+use crate::usage::{Prices, UsageGuard};
+
+/// Whose stored responses a caller sees: its organisation's, or the master key's own.
+fn scope(key: &Option<Extension<Arc<ActiveKey>>>) -> String {
+    key.as_ref().map(|Extension(k)| k.organization_id.clone()).unwrap_or_default()
+}
+
+/// `POST /v1/responses`.
+pub async fn create_response(
+    State(state): State<Arc<AppState>>,
+    Extension(request_id): Extension<RequestId>,
+    key: Option<Extension<Arc<ActiveKey>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, GatewayError> {
+    let started = Instant::now();
+    let mut req: ResponsesRequest = body::read_json(&headers, body, state.body_limits).await?;
+    if req.model.is_empty() {
+        return Err(GatewayError::invalid_value("'model' is required.", "model"));
+    }
+    let scope = scope(&key);
+    let history = match &req.previous_response_id {
+        None => Vec::new(),
+        Some(previous) => state
+            .responses
+            .history(&scope, previous)
+            .await
+            .map_err(store_unavailable)?
+            .ok_or_else(|| GatewayError::previous_response_not_found(previous))?,
+    };
+    let input = resolve_input(&state.responses, &scope, req.input.take(), history.is_empty()).await?;
+    let translated = inbound::to_chat(&req, &history, &input);
+    let pipeline = {
+        let features = RequestFeatures::for_chat(&translated.chat)
+            .map_err(|field| GatewayError::invalid_value(format!("'{field}' has an invalid value."), &field))?;
+        let intake = Intake {
+            model: &req.model,
+            features: &features,
+            prompts: 1,
+            choices: 1,
+            streamed: req.is_streaming(),
+            started,
+        };
+        Pipeline::admit(&state, &request_id, key.as_deref(), &headers, intake).await?
+    };
+    let id = new_response_id();
+    let created_at = crate::protocols::unix_now();
+    let keeper = Keeper {
+        store: req.is_stored().then(|| state.responses.clone()),
+        id: id.clone(),
+        scope,
+        key_id: key.as_ref().map(|Extension(k)| k.id.clone()),
+        previous_response_id: req.previous_response_id.clone(),
+        input: stored_input(input.clone()),
+    };
+    let rewrite = Rewrite {
+        id: id.clone(),
+        model: req.model.clone(),
+        store: req.is_stored(),
+        previous_response_id: req.previous_response_id.clone(),
+        show_encrypted: req.includes(native::ENCRYPTED_REASONING),
+    };
+    let envelope = inbound::envelope(&req, &id, created_at, &req.model);
+    let custom_tools = translated.custom_tools.clone();
+    let streamed = req.is_streaming();
+    let mut door = Attempts {
+        req,
+        history,
+        input,
+        native_body: None,
+        chat: translated.chat,
+        problem: translated.problem,
+        streamed,
+    };
+    let Served { value, target, mut usage, headers } = pipeline.run(&mut door).await?;
+    let prices = target.prices();
+    Ok(match value {
+        Either::Whole(Answer::Native(mut body)) => {
+            if let Some(u) = native::usage_of(&body) {
+                usage.provider_usage(&u);
+            }
+            add_native_cost(&mut body, prices);
+            rewrite.response(&mut body);
+            let output = output_items(&body);
+            rewrite.for_client(&mut body);
+            keeper.keep(&body, output);
+            Served { value: (), target, usage, headers }.json(body.to_string().into_bytes())
+        }
+        Either::Whole(Answer::Translated(mut resp)) => {
+            if let Some(u) = resp.usage.as_mut() {
+                usage.provider_usage(u);
+                relay::add_cost(u, prices);
+            }
+            let object = inbound::from_chat(&resp, envelope, &custom_tools);
+            let body = serde_json::to_value(&object).unwrap_or_default();
+            keeper.keep(&body, object.output);
+            Served { value: (), target, usage, headers }.json(body.to_string().into_bytes())
+        }
+        Either::Stream(Opened::Native(stream, leading)) => {
+            let shown = rewrite.clone();
+            let on_complete = Box::new(move |response: &Value| {
+                let output = output_items(response);
+                let mut response = response.clone();
+                shown.for_client(&mut response);
+                keeper.keep(&response, output);
+            });
+            let encoder = NativeStream::new(rewrite, on_complete);
+            relay::respond(&state, Served { value: (stream, leading), target, usage, headers }, Box::new(encoder))
+        }
+        Either::Stream(Opened::Translated(stream, leading)) => {
+            let on_complete = Box::new(move |response: &ResponseObject| {
+                keeper.keep(&serde_json::to_value(response).unwrap_or_default(), response.output.clone());
+            });
+            let encoder = ResponsesStream::new(envelope, custom_tools, on_complete);
+            relay::respond(&state, Served { value: (stream, leading), target, usage, headers }, Box::new(encoder))
+        }
+    })
+}
+
+/// The output items of a response object.
+fn output_items(response: &Value) -> Vec<Item> {
+    response.get("output").and_then(|o| serde_json::from_value(o.clone()).ok()).unwrap_or_default()
+}
+
+/// Adds the gateway's `cost` (USD at catalog prices) beside a native response's usage.
+fn add_native_cost(response: &mut Value, prices: Prices) {
+    let Some(u) = native::usage_of(response) else { return };
+    if let Some(micros) = prices.cost_micros(u.prompt_tokens, u.cached_tokens(), u.completion_tokens)
+        && let Some(usage) = response.get_mut("usage").and_then(Value::as_object_mut)
+    {
+        usage.insert("cost".into(), json!(micros as f64 / 1e6));
+    }
+}
+
+/// This request's input as items, each `item_reference` replaced by the stored item it names.
+async fn resolve_input(
+    store: &ResponseStore,
+    scope: &str,
+    input: Option<Input>,
+    required: bool,
+) -> Result<Vec<Item>, GatewayError> {
+    let items = match input {
+        Some(Input::Text(text)) => vec![Item {
+            kind: Some("message".into()),
+            role: Some("user".into()),
+            content: Some(Content::Text(text)),
+            ..Item::default()
+        }],
+        Some(Input::Items(items)) => items,
+        None if required => return Err(GatewayError::invalid_value("'input' is required.", "input")),
+        None => Vec::new(),
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        if item.kind() != "item_reference" {
+            out.push(item);
+            continue;
+        }
+        let id = item.id.as_deref().unwrap_or_default();
+        match store.item(scope, id).await.map_err(store_unavailable)? {
+            Some(found) => out.push(found),
+            None => {
+                return Err(GatewayError::invalid_value(
+                    format!(
+                        "Item with id '{id}' not found (stored responses are kept per organisation, and not with store: false)."
+                    ),
+                    &format!("input[{i}].id"),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The input items as stored and listed: each with an id (the SDKs page through input items by id), and
+/// messages in the full form OpenAI lists them in (a type, a status, content as parts).
+fn stored_input(mut items: Vec<Item>) -> Vec<Item> {
+    for item in &mut items {
+        if item.kind() == "message" {
+            item.kind = Some("message".into());
+            item.status.get_or_insert_with(|| "completed".into());
+            if let Some(Content::Text(text)) = &item.content {
+                let part = if item.role.as_deref() == Some("assistant") {
+                    Part::output_text(text.clone())
+                } else {
+                    Part { kind: "input_text".into(), text: Some(text.clone()), ..Part::default() }
+                };
+                item.content = Some(Content::Parts(vec![part]));
+            }
+        }
+        if item.id.is_none() {
+            let prefix = match item.kind() {
+                "message" => "msg",
+                "function_call" => "fc",
+                "function_call_output" => "fco",
+                "custom_tool_call_output" => "ctco",
+                _ => "item",
+            };
+            item.id = Some(new_item_id(prefix));
+        }
+    }
+    items
+}
+
+fn store_unavailable(e: crate::store::StoreError) -> GatewayError {
+    tracing::error!(error = %e, "the response store cannot be read");
+    GatewayError::store_unavailable()
+}
+
+/// Keeps the finished response, unless the caller said `store: false`.
+struct Keeper {
+    store: Option<Arc<ResponseStore>>,
+    id: String,
+    scope: String,
+    key_id: Option<String>,
+    previous_response_id: Option<String>,
+    input: Vec<Item>,
+}
+
+impl Keeper {
+    /// Stores the response as the caller was shown it (what `GET` returns) and its output items as the
+    /// provider gave them (what the next turn sends back).
+    fn keep(&self, shown: &Value, output: Vec<Item>) {
+        let Some(store) = &self.store else { return };
+        let created_at = store.now();
+        store.put(StoredResponse {
+            id: self.id.clone(),
+            scope: self.scope.clone(),
+            key_id: self.key_id.clone(),
+            previous_response_id: self.previous_response_id.clone(),
+            created_at,
+            expires_at: store.expires_at(created_at),
+            input: self.input.clone(),
+            output,
+            response: shown.clone(),
+        });
+    }
+}
+
+/// A whole answer: the provider's own response object, or a chat answer to translate.
+enum Answer {
+    Native(Value),
+    Translated(Box<ChatResponse>),
+}
+
+/// An opened stream, past its preamble.
+enum Opened {
+    Native(ChunkStream<NativeEvent>, VecDeque<NativeEvent>),
+    Translated(ChunkStream, VecDeque<ChatChunk>),
+}
+
+/// How one attempt is made: natively to a provider that speaks Responses, else translated.
+struct Attempts {
+    req: ResponsesRequest,
+    history: Vec<Item>,
+    input: Vec<Item>,
+    /// The native body, built at the first native attempt.
+    native_body: Option<Map<String, Value>>,
+    chat: ChatRequest,
+    /// Why the request cannot be translated, if it cannot.
+    problem: Option<Invalid>,
+    streamed: bool,
+}
+
+impl Attempts {
+    /// The native body for `target`: the whole conversation (earlier reasoning only where the provider
+    /// can read it back, i.e. encrypted), the target's model id.
+    fn native(&mut self, target: &ModelEntry) -> Bytes {
+        let body = self.native_body.get_or_insert_with(|| {
+            let items = self
+                .history
+                .iter()
+                .filter(|i| i.kind() != "reasoning" || i.encrypted_content.is_some())
+                .chain(&self.input)
+                .cloned()
+                .collect();
+            native::upstream_body(&self.req, items)
+        });
+        body.insert("model".into(), json!(target.upstream));
+        Bytes::from(serde_json::to_vec(body).unwrap_or_default())
+    }
+
+    fn translated(&mut self, target: &ModelEntry) -> Result<&ChatRequest, ProviderError> {
+        if let Some(p) = &self.problem {
+            return Err(bad_request(p.message.clone(), &p.param));
+        }
+        self.chat.model.clone_from(&target.upstream);
+        if self.streamed {
+            self.chat.stream_options.get_or_insert_with(Default::default).include_usage = Some(true);
+        }
+        Ok(&self.chat)
+    }
+}
+
+impl Call for Attempts {
+    type Output = Either;
+
+    async fn call(&mut self, target: &ModelEntry, deadline: Instant) -> Result<Either, ProviderError> {
+        let (provider, timeouts) = (&target.provider, &target.timeouts);
+        let adapter = provider.adapter();
+        if adapter.speaks_responses() {
+            let body = self.native(target);
+            let build = |ep: &crate::providers::Endpoint<'_>| adapter.responses_request(body, ep);
+            if !self.streamed {
+                let raw = exec::call(provider, timeouts, build, deadline).await?;
+                let value = serde_json::from_slice(&raw).map_err(|e| {
+                    ProviderError::new(
+                        ErrorKind::InvalidResponse,
+                        format!("the provider's response is not a Responses object: {e}"),
+                    )
+                })?;
+                return Ok(Either::Whole(Answer::Native(value)));
+            }
+            let stream = exec::open_stream_with(provider, timeouts, build, Box::new(NativeMapper), deadline).await?;
+            let (stream, leading) = relay::past_preamble(stream).await?;
+            return Ok(Either::Stream(Opened::Native(stream, leading)));
+        }
+        let streamed = self.streamed;
+        let chat = self.translated(target)?;
+        if !streamed {
+            return Ok(Either::Whole(Answer::Translated(Box::new(
+                exec::complete(provider, timeouts, chat, deadline).await?,
+            ))));
+        }
+        let (stream, leading) =
+            relay::past_preamble(exec::open_stream(provider, timeouts, chat, deadline).await?).await?;
+        Ok(Either::Stream(Opened::Translated(stream, leading)))
+    }
+}
+
+/// What an attempt produced, whole or streamed as the request asked.
+#[expect(clippy::large_enum_variant, reason = "one per request, moved once into the response")]
+enum Either {
+    Whole(Answer),
+    Stream(Opened),
+}
+
+impl Relayed for NativeEvent {
+    fn prepare(&mut self, _public_model: &str, prices: Prices, usage: &mut UsageGuard) {
+        if let Some(delta) = self.data.get("delta").and_then(Value::as_str) {
+            usage.streamed_text(delta.len());
+        }
+        if crate::protocols::StreamItem::is_final(self)
+            && let Some(response) = self.response_mut()
+        {
+            if let Some(u) = native::usage_of(response) {
+                usage.provider_usage(&u);
+            }
+            add_native_cost(response, prices);
+        }
+    }
+}
+
+/// `GET /v1/responses/{id}`.
+pub async fn get_response(
+    State(state): State<Arc<AppState>>,
+    key: Option<Extension<Arc<ActiveKey>>>,
+    Path(id): Path<String>,
+) -> Result<Response, GatewayError> {
+    let stored = stored(&state, &key, &id).await?;
+    Ok(([(http::header::CONTENT_TYPE, "application/json")], stored.response.to_string()).into_response())
+}
+
+/// `DELETE /v1/responses/{id}`.
+pub async fn delete_response(
+    State(state): State<Arc<AppState>>,
+    key: Option<Extension<Arc<ActiveKey>>>,
+    Path(id): Path<String>,
+) -> Result<Response, GatewayError> {
+    if !state.responses.delete(&scope(&key), &id).await.map_err(store_unavailable)? {
+        return Err(GatewayError::response_not_found(&id));
+    }
+    Ok(axum::Json(Deleted { id, object: "response".into(), deleted: true }).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ItemsQuery {
+    after: Option<String>,
+    before: Option<String>,
+    limit: Option<usize>,
+    order: Option<String>,
+}
+
+/// `GET /v1/responses/{id}/input_items`: the turn's input items, newest first unless `order=asc`,
+/// `limit` (1-100, default 20) at a time after or before an item id.
+pub async fn list_input_items(
+    State(state): State<Arc<AppState>>,
+    key: Option<Extension<Arc<ActiveKey>>>,
+    Path(id): Path<String>,
+    Query(q): Query<ItemsQuery>,
+) -> Result<Response, GatewayError> {
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(GatewayError::invalid_value("'limit' must be between 1 and 100.", "limit"));
+    }
+    let ascending = match q.order.as_deref() {
+        None | Some("desc") => false,
+        Some("asc") => true,
+        Some(_) => return Err(GatewayError::invalid_value("'order' must be asc or desc.", "order")),
+    };
+    let stored = stored(&state, &key, &id).await?;
+    let mut items: Vec<&Item> = stored.input.iter().collect();
+    if !ascending {
+        items.reverse();
+    }
+    let position = |cursor: &str, param: &str| {
+        items
+            .iter()
+            .position(|i| i.id.as_deref() == Some(cursor))
+            .ok_or_else(|| GatewayError::invalid_value(format!("No input item with id '{cursor}'."), param))
+    };
+    let (start, end) = match (&q.after, &q.before) {
+        (Some(after), _) => (position(after, "after")? + 1, items.len()),
+        (None, Some(before)) => (0, position(before, "before")?),
+        (None, None) => (0, items.len()),
+    };
+    let window = &items[start.min(end)..end];
+    let page: Vec<Item> = if q.before.is_some() && q.after.is_none() {
+        window[window.len().saturating_sub(limit)..].iter().map(|i| (*i).clone()).collect()
+    } else {
+        window.iter().take(limit).map(|i| (*i).clone()).collect()
+    };
+    let has_more = window.len() > page.len();
+    let list = ItemList {
+        object: "list".into(),
+        first_id: page.first().and_then(|i| i.id.clone()),
+        last_id: page.last().and_then(|i| i.id.clone()),
+        data: page,
+        has_more,
+    };
+    Ok(axum::Json(list).into_response())
+}
+
+async fn stored(
+    state: &AppState,
+    key: &Option<Extension<Arc<ActiveKey>>>,
+    id: &str,
+) -> Result<Arc<StoredResponse>, GatewayError> {
+    state
+        .responses
+        .get(&scope(key), id)
+        .await
+        .map_err(store_unavailable)?
+        .ok_or_else(|| GatewayError::response_not_found(id))
+}
