@@ -63,6 +63,8 @@ pub struct AppState {
     pub usage: Arc<dyn UsageSink>,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub body_limits: BodyLimits,
+    /// The most choices (`n`) one request may ask for.
+    pub max_choices: u32,
     /// Set when shutdown begins: readiness turns 503.
     pub draining: AtomicBool,
     /// Fired at the drain deadline: streams still running end with an error event.
@@ -131,6 +133,7 @@ impl AppState {
             usage,
             metrics,
             body_limits: config.server.body_limits(),
+            max_choices: config.server.max_choices,
             draining: AtomicBool::new(false),
             hard_stop: CancellationToken::new(),
             created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default(),

@@ -121,6 +121,8 @@ pub struct ServerConfig {
     pub listen: Option<String>,
     /// Largest request body accepted; larger ones get 413.
     pub body_limit_bytes: usize,
+    /// The most choices (`n`) one request may ask for; each may cost a whole answer.
+    pub max_choices: u32,
     /// How long a client may take to send the request line and headers.
     pub header_read_timeout_ms: u64,
     /// How long a client may take to send the whole request body.
@@ -138,6 +140,7 @@ impl Default for ServerConfig {
         Self {
             listen: None,
             body_limit_bytes: 32 * 1024 * 1024,
+            max_choices: 16,
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 30_000,
             drain_timeout_ms: 30_000,
@@ -401,6 +404,9 @@ impl Config {
             if v == 0 {
                 bad(format!("server.{name}"), "must be greater than 0".into());
             }
+        }
+        if !(1..=128).contains(&s.max_choices) {
+            bad("server.max_choices".into(), "must be between 1 and 128".into());
         }
         if s.workers.is_some_and(|w| !(1..=1024).contains(&w)) {
             bad("server.workers".into(), "must be between 1 and 1024".into());

@@ -27,6 +27,7 @@ use crate::protocols::ErrorReply;
 use crate::sse::{DONE_FRAME, data_frame, named_frame};
 
 mod anthropic;
+mod completions;
 mod gemini;
 mod responses;
 
@@ -126,6 +127,8 @@ pub fn router(state: Arc<FakeState>) -> Router {
         .route("/v1/moderations", post(moderations))
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/responses", post(responses::responses))
+        .route("/v1/completions", post(completions::completions))
+        .route("/openai/deployments/{deployment}/completions", post(completions::completions))
         .route("/openai/v1/responses", post(responses::responses))
         .route("/v1beta/models/{model_action}", post(gemini::dispatch))
         .route("/v1/models", get(list_models))

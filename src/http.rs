@@ -8,6 +8,7 @@ pub mod admission;
 pub mod auth;
 pub mod body;
 pub mod chat;
+pub mod completions;
 pub mod dashboard;
 pub mod embeddings;
 pub mod error;
@@ -39,6 +40,7 @@ use crate::protocols::ErrorDialect;
 pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/v1/chat/completions", post(chat::create_chat_completion))
+        .route("/v1/completions", post(completions::create_completion))
         .route("/v1/responses", post(responses::create_response))
         .route("/v1/responses/{id}", get(responses::get_response).delete(responses::delete_response))
         .route("/v1/responses/{id}/input_items", get(responses::list_input_items))

@@ -12,6 +12,7 @@
 
 pub mod anthropic;
 pub mod azure;
+pub mod completions;
 pub mod error;
 pub mod gemini;
 pub mod openai;
@@ -90,6 +91,27 @@ pub trait Adapter: Send + Sync {
     /// providers that [`speak_responses`](Adapter::speaks_responses).
     fn responses_request(&self, _body: Bytes, _endpoint: &Endpoint<'_>) -> Result<UpstreamRequest, ProviderError> {
         Err(bad_request("This model's provider does not offer the Responses API.", "model"))
+    }
+
+    /// Whether the provider returns several choices (`n`) itself; when not, the gateway makes `n` calls.
+    fn supports_n(&self) -> bool {
+        true
+    }
+
+    /// Whether the provider serves the legacy completions itself (then they pass through).
+    fn speaks_completions(&self) -> bool {
+        false
+    }
+
+    /// Builds a legacy completions call for the upstream `model` from a whole request body (whose model is
+    /// already that id); only for providers that [`speak_completions`](Adapter::speaks_completions).
+    fn completions_request(
+        &self,
+        _model: &str,
+        _body: Bytes,
+        _endpoint: &Endpoint<'_>,
+    ) -> Result<UpstreamRequest, ProviderError> {
+        Err(bad_request("This model's provider does not offer completions.", "model"))
     }
 
     /// Builds a moderations call; only OpenAI offers them.

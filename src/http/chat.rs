@@ -52,7 +52,7 @@ pub(super) async fn serve_chat(
     dialect: Box<dyn Dialect>,
     headers: &HeaderMap,
 ) -> Result<Response, GatewayError> {
-    validate(&req)?;
+    validate(&req, state.max_choices)?;
     let pipeline = {
         let features = RequestFeatures::for_chat(&req)
             .map_err(|field| GatewayError::invalid_value(format!("'{field}' has an invalid value."), &field))?;
@@ -98,8 +98,41 @@ impl Call for Whole<'_> {
 
     async fn call(&mut self, target: &ModelEntry, deadline: Instant) -> Result<ChatResponse, ProviderError> {
         self.0.model.clone_from(&target.upstream);
-        exec::complete(&target.provider, &target.timeouts, self.0, deadline).await
+        complete(target, self.0, deadline).await
     }
+}
+
+/// A whole chat answer with every choice asked for: from one call, or, when the provider returns one
+/// choice only, from `n` calls made together and merged (choices indexed in order, usage summed, so each
+/// call is billed).
+pub(super) async fn complete(
+    target: &ModelEntry,
+    req: &ChatRequest,
+    deadline: Instant,
+) -> Result<ChatResponse, ProviderError> {
+    let n = req.n.unwrap_or(1);
+    if n <= 1 || target.provider.adapter().supports_n() {
+        return exec::complete(&target.provider, &target.timeouts, req, deadline).await;
+    }
+    let mut one = req.clone();
+    one.n = None;
+    let calls = (0..n).map(|_| exec::complete(&target.provider, &target.timeouts, &one, deadline));
+    let mut answers = futures_util::future::try_join_all(calls).await?.into_iter();
+    let Some(mut merged) = answers.next() else {
+        return exec::complete(&target.provider, &target.timeouts, req, deadline).await;
+    };
+    for (i, answer) in answers.enumerate() {
+        for mut choice in answer.choices {
+            choice.index = i as u32 + 1;
+            merged.choices.push(choice);
+        }
+        if let (Some(sum), Some(u)) = (merged.usage.as_mut(), answer.usage) {
+            sum.prompt_tokens += u.prompt_tokens;
+            sum.completion_tokens += u.completion_tokens;
+            sum.total_tokens += u.total_tokens;
+        }
+    }
+    Ok(merged)
 }
 
 /// A stream from one target, opened past its preamble.
@@ -114,12 +147,20 @@ impl Call for Streamed<'_> {
     }
 }
 
-fn validate(req: &ChatRequest) -> Result<(), GatewayError> {
+fn validate(req: &ChatRequest, max_choices: u32) -> Result<(), GatewayError> {
     if req.messages.is_empty() {
         return Err(GatewayError::invalid_value("'messages' must contain at least one message.", "messages"));
     }
-    if req.n == Some(0) {
+    check_choices(req.n.unwrap_or(1), max_choices)
+}
+
+/// `n`: at least one choice, and no more than the gateway's cap (each may cost a whole answer).
+pub(super) fn check_choices(n: u32, max_choices: u32) -> Result<(), GatewayError> {
+    if n == 0 {
         return Err(GatewayError::invalid_value("'n' must be at least 1.", "n"));
+    }
+    if n > max_choices {
+        return Err(GatewayError::invalid_value(format!("'n' may be at most {max_choices}."), "n"));
     }
     Ok(())
 }

@@ -65,6 +65,23 @@ impl Adapter for AzureAdapter {
         })
     }
 
+    fn speaks_completions(&self) -> bool {
+        true
+    }
+
+    fn completions_request(
+        &self,
+        deployment: &str,
+        body: bytes::Bytes,
+        endpoint: &Endpoint<'_>,
+    ) -> Result<UpstreamRequest, ProviderError> {
+        Ok(UpstreamRequest {
+            url: self.url(endpoint, deployment, "completions"),
+            headers: auth_headers(endpoint, Some("api-key"))?,
+            body,
+        })
+    }
+
     fn embeddings_request(
         &self,
         req: &EmbeddingRequest,

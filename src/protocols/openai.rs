@@ -104,6 +104,19 @@ impl Adapter for OpenAiAdapter {
         self.quirks.responses
     }
 
+    fn speaks_completions(&self) -> bool {
+        self.quirks.completions
+    }
+
+    fn completions_request(
+        &self,
+        _model: &str,
+        body: Bytes,
+        endpoint: &Endpoint<'_>,
+    ) -> Result<UpstreamRequest, ProviderError> {
+        Ok(UpstreamRequest { url: url(endpoint, "completions"), headers: bearer_headers(endpoint)?, body })
+    }
+
     fn responses_request(&self, body: Bytes, endpoint: &Endpoint<'_>) -> Result<UpstreamRequest, ProviderError> {
         Ok(UpstreamRequest { url: url(endpoint, "responses"), headers: bearer_headers(endpoint)?, body })
     }

@@ -6,6 +6,7 @@
 mod support;
 
 mod chat;
+mod completions;
 mod egress;
 mod errors;
 mod fixtures;

@@ -111,6 +111,11 @@ impl Adapter for AnthropicAdapter {
         Box::new(AnthropicStream { json_tool: json_tool_name(req), ..AnthropicStream::default() })
     }
 
+    /// Anthropic returns one choice: the gateway makes `n` calls.
+    fn supports_n(&self) -> bool {
+        false
+    }
+
     fn classify_error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ProviderError {
         let detail = serde_json::from_slice::<ErrorEnvelope>(body).ok().map(|e| e.error);
         let kind_text = detail.as_ref().map(|d| d.kind.as_str()).unwrap_or_default();
