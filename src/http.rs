@@ -60,7 +60,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(from_fn_with_state(ErrorDialect::Anthropic, error::render_errors_as));
     // Gemini's front door: `?key=` or x-goog-api-key, and errors in Google's shape.
     let gemini = Router::new()
-        .route("/v1beta/models/{*target}", post(gemini::generate))
+        .route("/v1beta/models", get(gemini::list_models))
+        .route("/v1beta/models/{*target}", post(gemini::generate).get(gemini::get_model))
         .route_layer(from_fn_with_state(state.clone(), auth::require_caller))
         .route_layer(from_fn(gemini::key_from_query))
         .route_layer(from_fn_with_state(ErrorDialect::Gemini, error::render_errors_as));

@@ -82,36 +82,27 @@ pub trait Adapter: Send + Sync {
         Err(bad_request("This model's provider does not offer embeddings.", "model"))
     }
 
-    /// Whether the provider speaks the Responses API itself (then Responses requests pass through).
-    fn speaks_responses(&self) -> bool {
-        false
-    }
-
-    /// Builds a Responses call from a whole request body (model already the upstream id); only for
-    /// providers that [`speak_responses`](Adapter::speaks_responses).
-    fn responses_request(&self, _body: Bytes, _endpoint: &Endpoint<'_>) -> Result<UpstreamRequest, ProviderError> {
-        Err(bad_request("This model's provider does not offer the Responses API.", "model"))
-    }
-
     /// Whether the provider returns several choices (`n`) itself; when not, the gateway makes `n` calls.
     fn supports_n(&self) -> bool {
         true
     }
 
-    /// Whether the provider serves the legacy completions itself (then they pass through).
-    fn speaks_completions(&self) -> bool {
+    /// Whether requests of a door's protocol pass through to this provider as they are, rather than
+    /// through the canonical chat request.
+    fn speaks(&self, _protocol: Native) -> bool {
         false
     }
 
-    /// Builds a legacy completions call for the upstream `model` from a whole request body (whose model is
-    /// already that id); only for providers that [`speak_completions`](Adapter::speaks_completions).
-    fn completions_request(
+    /// Builds a call of `protocol` for the upstream `model` from a whole request body (whose model is
+    /// already that id), with the caller's own protocol headers the door forwards (`anthropic-beta`);
+    /// only for protocols the provider [`speaks`](Adapter::speaks).
+    fn native_request(
         &self,
-        _model: &str,
-        _body: Bytes,
+        _protocol: Native,
+        _call: NativeCall<'_>,
         _endpoint: &Endpoint<'_>,
     ) -> Result<UpstreamRequest, ProviderError> {
-        Err(bad_request("This model's provider does not offer completions.", "model"))
+        Err(bad_request("This model's provider does not speak this API natively.", "model"))
     }
 
     /// Builds a moderations call; only OpenAI offers them.
@@ -143,6 +134,29 @@ impl StreamItem for ChatChunk {
     fn is_preamble(&self) -> bool {
         ChatChunk::is_preamble(self)
     }
+}
+
+/// A door's protocol that a provider may speak itself, so its requests pass through untranslated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Native {
+    /// OpenAI's Responses API.
+    Responses,
+    /// OpenAI's legacy completions.
+    Completions,
+    /// Anthropic's Messages API.
+    Messages,
+    /// Gemini's generateContent.
+    GenerateContent,
+}
+
+/// One native call: what [`Adapter::native_request`] builds from.
+pub struct NativeCall<'a> {
+    /// The upstream model id (also in the body).
+    pub model: &'a str,
+    pub stream: bool,
+    pub body: Bytes,
+    /// Protocol headers of the caller's that travel with its request (never credentials).
+    pub forwarded: &'a HeaderMap,
 }
 
 /// Maps one upstream SSE event to zero or more stream items (canonical chunks unless said otherwise).

@@ -178,6 +178,11 @@ impl UsageGuard {
         }
     }
 
+    /// The provider's last usage report, if any came.
+    pub fn reported(&self) -> Option<&Usage> {
+        self.provider_usage.as_ref()
+    }
+
     pub fn provider_usage(&mut self, usage: &Usage) {
         self.provider_usage = Some(usage.clone());
     }

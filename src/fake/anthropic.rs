@@ -24,8 +24,9 @@ pub(super) async fn messages(State(state): State<Arc<FakeState>>, headers: Heade
     let raw: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let model = wire.model.clone();
     let streamed = wire.stream == Some(true);
-    let chat = match to_chat(wire) {
-        Ok(c) => c,
+    // Blocks a chat model would not take (documents, server tools) the fake model simply ignores.
+    let chat = match to_chat(&wire) {
+        Ok(t) => t.chat,
         Err(e) => return Dialect::Anthropic.error_response(400, None, None, &e.message),
     };
     let fault = match intake(&state, Dialect::Anthropic, headers, &raw, &model).await {

@@ -13,15 +13,17 @@ use axum::response::Response;
 
 use super::{Dialect, FakeState, Reply, fake_vector, intake, json_response_bytes, stream_frames};
 use crate::protocols::Dialect as _;
-use crate::protocols::gemini::inbound::{Gemini, to_chat};
+use crate::protocols::gemini::inbound::{Framing, Gemini, to_chat};
 use crate::protocols::gemini::wire::{BatchEmbedRequest, BatchEmbedResponse, EmbeddingValues, GenerateRequest};
 
 pub(super) async fn dispatch(
     State(state): State<Arc<FakeState>>,
     Path(model_action): Path<String>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let query = uri.query().unwrap_or_default().to_owned();
     // axum cannot route `{model}:action`; split on the last colon instead.
     let Some((model, action)) = model_action.rsplit_once(':') else {
         return Dialect::Gemini.error_response(404, None, None, "unknown method");
@@ -40,12 +42,14 @@ pub(super) async fn dispatch(
             let chat = match serde_json::from_value::<GenerateRequest>(raw)
                 .map_err(|e| e.to_string())
                 .and_then(|wire| to_chat(model.to_owned(), streamed, wire).map_err(|e| e.message))
+                .map(|t| t.chat)
             {
                 Ok(chat) => chat,
                 Err(why) => return Dialect::Gemini.error_response(400, None, None, &why),
             };
             let reply = Reply::for_chat(&chat, &state.settings, &state.next_id("fake"));
-            let door = Gemini { model: model.to_owned() };
+            let framing = if query.contains("alt=sse") { Framing::Sse } else { Framing::JsonArray };
+            let door = Gemini { model: model.to_owned(), framing };
             if streamed {
                 return stream_frames(state.clone(), reply.frames(&door, model), Dialect::Gemini, fault);
             }

@@ -13,20 +13,22 @@ use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::Response;
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use tokio::time::Instant;
 
 use super::observe::RequestId;
-use super::pipeline::{Call, Intake, Pipeline};
-use super::relay;
+use super::pipeline::{Call, Intake, Pipeline, Served};
+use super::relay::{self, Relayed};
 use super::{GatewayError, body};
 use crate::app::AppState;
-use crate::protocols::Dialect;
+use crate::protocols::{Dialect, Invalid, Native, NativeCall, StreamEncoder, StreamItem, StreamMapper, bad_request};
 use crate::providers::ProviderError;
 use crate::providers::exec::{self, ChunkStream};
 use crate::routing::{ModelEntry, RequestFeatures};
-use crate::schema::{ChatChunk, ChatRequest, ChatResponse};
+use crate::schema::{ChatChunk, ChatRequest, ChatResponse, Usage};
 use crate::tenancy::ActiveKey;
+use crate::usage::Prices;
 
 pub async fn create_chat_completion(
     State(state): State<Arc<AppState>>,
@@ -38,18 +40,82 @@ pub async fn create_chat_completion(
     let started = Instant::now();
     let req: ChatRequest = body::read_json(&headers, body, state.body_limits).await?;
     let dialect = crate::protocols::openai::OpenAi { wants_usage: req.wants_stream_usage() };
-    serve_chat(&state, &request_id, key.map(|Extension(k)| k), req, started, Box::new(dialect), &headers).await
+    let door = ChatDoor::canonical(Box::new(dialect));
+    serve_chat(&state, &request_id, key.map(|Extension(k)| k), req, started, door, &headers).await
+}
+
+/// What a chat-shaped door brings to the shared chat path: how it renders answers, and, for a door whose
+/// own protocol some providers speak (Messages, generateContent), that protocol passed through.
+pub(super) struct ChatDoor<P> {
+    pub dialect: Box<dyn Dialect>,
+    /// The door's own request, for a target whose provider speaks its protocol.
+    pub native: Option<P>,
+    /// Why the request cannot be translated to another protocol, if it cannot (a translated attempt is
+    /// refused with it; a native one goes ahead).
+    pub problem: Option<Invalid>,
+}
+
+impl ChatDoor<Canonical> {
+    /// A door that speaks the canonical protocol itself.
+    pub fn canonical(dialect: Box<dyn Dialect>) -> Self {
+        ChatDoor { dialect, native: None, problem: None }
+    }
+}
+
+/// A door's protocol passed through natively: what the chat path needs to know of it.
+pub(super) trait Passthrough: Send + Sync {
+    /// One event of the protocol's stream.
+    type Event: Relayed;
+    const PROTOCOL: Native;
+    /// The door's request, for the upstream `model`.
+    fn body(&self, model: &str) -> Bytes;
+    /// The caller's protocol headers that travel with it.
+    fn forwarded(&self) -> &HeaderMap;
+    fn mapper(&self) -> Box<dyn StreamMapper<Self::Event>>;
+    /// A whole answer as the caller gets it (the public model put in, the cost beside the usage), and
+    /// its usage.
+    fn whole(&self, body: &[u8], public_model: &str, prices: Prices)
+    -> Result<(Vec<u8>, Option<Usage>), ProviderError>;
+    fn encoder(&self) -> Box<dyn StreamEncoder<Self::Event>>;
+}
+
+/// The chat door's protocol is the canonical one: nothing passes through.
+pub(super) enum Canonical {}
+
+impl Passthrough for Canonical {
+    type Event = ChatChunk;
+    const PROTOCOL: Native = Native::Completions;
+
+    fn body(&self, _model: &str) -> Bytes {
+        match *self {}
+    }
+
+    fn forwarded(&self) -> &HeaderMap {
+        match *self {}
+    }
+
+    fn mapper(&self) -> Box<dyn StreamMapper<ChatChunk>> {
+        match *self {}
+    }
+
+    fn whole(&self, _body: &[u8], _model: &str, _prices: Prices) -> Result<(Vec<u8>, Option<Usage>), ProviderError> {
+        match *self {}
+    }
+
+    fn encoder(&self) -> Box<dyn StreamEncoder<ChatChunk>> {
+        match *self {}
+    }
 }
 
 /// Serves one chat request in any dialect: the pipeline plans, admits and walks the targets; this makes
-/// each attempt (whole or streamed) and renders what answered.
-pub(super) async fn serve_chat(
+/// each attempt (whole or streamed, translated or passed through) and renders what answered.
+pub(super) async fn serve_chat<P: Passthrough>(
     state: &Arc<AppState>,
     request_id: &RequestId,
     key: Option<Arc<ActiveKey>>,
     mut req: ChatRequest,
     started: Instant,
-    dialect: Box<dyn Dialect>,
+    door: ChatDoor<P>,
     headers: &HeaderMap,
 ) -> Result<Response, GatewayError> {
     validate(&req, state.max_choices)?;
@@ -69,36 +135,100 @@ pub(super) async fn serve_chat(
     // Switchyard's own fields are not forwarded.
     req.extra.remove("prefer");
     req.extra.remove("models");
-    if !req.is_streaming() {
-        let mut served = pipeline.run(&mut Whole(&mut req)).await?;
-        let resp = &mut served.value;
-        resp.model.clone_from(&served.target.name);
-        let cost = resp.usage.as_mut().and_then(|u| {
-            served.usage.provider_usage(u);
-            relay::add_cost(u, served.target.prices())
-        });
-        let body = dialect.whole(&served.value);
-        let mut response = served.json(body);
-        if let Some(micros) = cost {
-            response.headers_mut().insert("x-switchyard-cost-micros", HeaderValue::from(micros));
-        }
-        return Ok(response);
+    if req.is_streaming() {
+        // Switchyard always learns a stream's usage; the caller's own choice is honoured when forwarding.
+        req.stream_options.get_or_insert_with(Default::default).include_usage = Some(true);
     }
-    // Switchyard always learns a stream's usage; the caller's own choice is honoured when forwarding.
-    req.stream_options.get_or_insert_with(Default::default).include_usage = Some(true);
-    let served = pipeline.run(&mut Streamed(&mut req)).await?;
-    Ok(relay::respond(state, served, dialect.stream()))
+    let ChatDoor { dialect, native, problem } = door;
+    let mut attempt = Attempt { req: &mut req, native: native.as_ref(), problem: problem.as_ref() };
+    let Served { value, target, mut usage, headers } = pipeline.run(&mut attempt).await?;
+    let (body, cost) = match value {
+        Answer::Whole(mut resp) => {
+            resp.model.clone_from(&target.name);
+            let cost = resp.usage.as_mut().and_then(|u| {
+                usage.provider_usage(u);
+                relay::add_cost(u, target.prices())
+            });
+            (dialect.whole(&resp), cost)
+        }
+        Answer::NativeWhole(body, reported) => {
+            let cost = reported.as_ref().and_then(|u| {
+                usage.provider_usage(u);
+                target.prices().cost_micros(u.prompt_tokens, u.cached_tokens(), u.completion_tokens)
+            });
+            (body, cost)
+        }
+        Answer::Stream(stream, leading) => {
+            return Ok(relay::respond(
+                state,
+                Served { value: (stream, leading), target, usage, headers },
+                dialect.stream(),
+            ));
+        }
+        Answer::NativeStream(stream, leading) => {
+            let encoder = native.as_ref().map(Passthrough::encoder).ok_or_else(GatewayError::internal)?;
+            return Ok(relay::respond(state, Served { value: (stream, leading), target, usage, headers }, encoder));
+        }
+    };
+    let mut response = Served { value: (), target, usage, headers }.json(body);
+    if let Some(micros) = cost {
+        response.headers_mut().insert("x-switchyard-cost-micros", HeaderValue::from(micros));
+    }
+    Ok(response)
 }
 
-/// A whole chat answer from one target.
-struct Whole<'r>(&'r mut ChatRequest);
+/// What one attempt produced.
+enum Answer<E: StreamItem> {
+    Whole(ChatResponse),
+    /// A whole answer passed through: the body for the caller, and its usage.
+    NativeWhole(Vec<u8>, Option<Usage>),
+    Stream(ChunkStream, VecDeque<ChatChunk>),
+    NativeStream(ChunkStream<E>, VecDeque<E>),
+}
 
-impl Call for Whole<'_> {
-    type Output = ChatResponse;
+/// One attempt on one target: passed through when the target's provider speaks the door's protocol,
+/// else the canonical request (rewritten in place, so no attempt copies the body).
+struct Attempt<'r, P> {
+    req: &'r mut ChatRequest,
+    native: Option<&'r P>,
+    problem: Option<&'r Invalid>,
+}
 
-    async fn call(&mut self, target: &ModelEntry, deadline: Instant) -> Result<ChatResponse, ProviderError> {
-        self.0.model.clone_from(&target.upstream);
-        complete(target, self.0, deadline).await
+impl<P: Passthrough> Call for Attempt<'_, P> {
+    type Output = Answer<P::Event>;
+
+    async fn call(&mut self, target: &ModelEntry, deadline: Instant) -> Result<Self::Output, ProviderError> {
+        let (provider, timeouts) = (&target.provider, &target.timeouts);
+        let streamed = self.req.is_streaming();
+        if let Some(native) = self.native
+            && provider.adapter().speaks(P::PROTOCOL)
+        {
+            let call = NativeCall {
+                model: &target.upstream,
+                stream: streamed,
+                body: native.body(&target.upstream),
+                forwarded: native.forwarded(),
+            };
+            let build = |ep: &crate::providers::Endpoint<'_>| provider.adapter().native_request(P::PROTOCOL, call, ep);
+            if !streamed {
+                let raw = exec::call(provider, timeouts, build, deadline).await?;
+                let (body, usage) = native.whole(&raw, &target.name, target.prices())?;
+                return Ok(Answer::NativeWhole(body, usage));
+            }
+            let stream = exec::open_stream_with(provider, timeouts, build, native.mapper(), deadline).await?;
+            let (stream, leading) = relay::past_preamble(stream).await?;
+            return Ok(Answer::NativeStream(stream, leading));
+        }
+        if let Some(p) = self.problem {
+            return Err(bad_request(p.message.clone(), &p.param));
+        }
+        self.req.model.clone_from(&target.upstream);
+        if !streamed {
+            return Ok(Answer::Whole(complete(target, self.req, deadline).await?));
+        }
+        let (stream, leading) =
+            relay::past_preamble(exec::open_stream(provider, timeouts, self.req, deadline).await?).await?;
+        Ok(Answer::Stream(stream, leading))
     }
 }
 
@@ -133,18 +263,6 @@ pub(super) async fn complete(
         }
     }
     Ok(merged)
-}
-
-/// A stream from one target, opened past its preamble.
-struct Streamed<'r>(&'r mut ChatRequest);
-
-impl Call for Streamed<'_> {
-    type Output = (ChunkStream, VecDeque<ChatChunk>);
-
-    async fn call(&mut self, target: &ModelEntry, deadline: Instant) -> Result<Self::Output, ProviderError> {
-        self.0.model.clone_from(&target.upstream);
-        relay::past_preamble(exec::open_stream(&target.provider, &target.timeouts, self.0, deadline).await?).await
-    }
 }
 
 fn validate(req: &ChatRequest, max_choices: u32) -> Result<(), GatewayError> {

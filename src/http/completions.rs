@@ -21,7 +21,7 @@ use crate::app::AppState;
 use crate::protocols::completions::{
     Completion, CompletionRequest, NativeMapper, NativeStream, TranslatedStream, from_chat, to_chat, untranslatable,
 };
-use crate::protocols::{Invalid, bad_request};
+use crate::protocols::{Invalid, Native, NativeCall, bad_request};
 use crate::providers::exec::{self, ChunkStream};
 use crate::providers::{ErrorKind, ProviderError};
 use crate::routing::{ModelEntry, RequestFeatures};
@@ -133,10 +133,13 @@ impl Call for Attempts {
         let (provider, timeouts) = (&target.provider, &target.timeouts);
         let adapter = provider.adapter();
         let streamed = self.native.get("stream") == Some(&json!(true));
-        if adapter.speaks_completions() {
+        if adapter.speaks(Native::Completions) {
             self.native.insert("model".into(), json!(target.upstream));
             let body = Bytes::from(serde_json::to_vec(&self.native).unwrap_or_default());
-            let build = |ep: &crate::providers::Endpoint<'_>| adapter.completions_request(&target.upstream, body, ep);
+            let build = |ep: &crate::providers::Endpoint<'_>| {
+                let call = NativeCall { model: &target.upstream, stream: streamed, body, forwarded: &HeaderMap::new() };
+                adapter.native_request(Native::Completions, call, ep)
+            };
             if !streamed {
                 let raw = exec::call(provider, timeouts, build, deadline).await?;
                 let completion = serde_json::from_slice(&raw).map_err(|e| {

@@ -1,6 +1,8 @@
 //! Anthropic's front door: `POST /v1/messages` (and `/v1/messages/count_tokens`), so the Anthropic SDKs
-//! and tools built on them reach any model behind Switchyard, Anthropic's or not. The translation is
-//! `protocols::anthropic`; errors, from any layer, leave in Anthropic's shape (the router's error layer).
+//! and tools built on them reach any model behind Switchyard, Anthropic's or not. To an Anthropic
+//! upstream the request passes through as it came (with the caller's `anthropic-version` and
+//! `anthropic-beta`), so nothing is lost; to any other, it is translated (`protocols::anthropic`).
+//! Errors, from any layer, leave in Anthropic's shape (the router's error layer).
 
 use std::sync::Arc;
 
@@ -8,18 +10,26 @@ use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use http::HeaderMap;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::chat::serve_chat;
+use super::chat::{ChatDoor, Passthrough, serve_chat};
 use super::observe::RequestId;
+use super::relay::Relayed;
 use super::{GatewayError, body};
 use crate::app::AppState;
-use crate::protocols::anthropic::inbound::{Messages, to_chat};
-use crate::protocols::anthropic::wire::{MessagesRequest, TokenCount};
+use crate::protocols::anthropic::inbound::{Messages, Translated, to_chat};
+use crate::protocols::anthropic::native;
+use crate::protocols::anthropic::outbound::FORWARDED_HEADERS;
+use crate::protocols::anthropic::wire::{MessagesRequest, StreamEvent, TokenCount};
+use crate::protocols::{Native, StreamEncoder, StreamMapper};
+use crate::providers::ProviderError;
 use crate::routing::{Caller, RequestFeatures};
+use crate::schema::Usage;
 use crate::tenancy::ActiveKey;
+use crate::usage::{Prices, UsageGuard};
 
 /// `POST /v1/messages`.
 pub async fn create_message(
@@ -31,9 +41,80 @@ pub async fn create_message(
 ) -> Result<Response, GatewayError> {
     let started = Instant::now();
     let req: MessagesRequest = body::read_json(&headers, body, state.body_limits).await?;
-    let chat = to_chat(req)?;
-    let dialect = Messages { model: chat.model.clone() };
-    serve_chat(&state, &request_id, key.map(|Extension(k)| k), chat, started, Box::new(dialect), &headers).await
+    let Translated { chat, problem } = to_chat(&req)?;
+    let mut forwarded = HeaderMap::new();
+    for name in FORWARDED_HEADERS {
+        if let Some(v) = headers.get(*name) {
+            forwarded.insert(*name, v.clone());
+        }
+    }
+    let door = ChatDoor {
+        dialect: Box::new(Messages { model: chat.model.clone() }),
+        native: Some(MessagesThrough { req, forwarded }),
+        problem,
+    };
+    serve_chat(&state, &request_id, key.map(|Extension(k)| k), chat, started, door, &headers).await
+}
+
+/// A Messages request passed through to an Anthropic upstream as it came.
+struct MessagesThrough {
+    req: MessagesRequest,
+    forwarded: HeaderMap,
+}
+
+impl Passthrough for MessagesThrough {
+    type Event = StreamEvent;
+    const PROTOCOL: Native = Native::Messages;
+
+    fn body(&self, model: &str) -> Bytes {
+        native::body(&self.req, model)
+    }
+
+    fn forwarded(&self) -> &HeaderMap {
+        &self.forwarded
+    }
+
+    fn mapper(&self) -> Box<dyn StreamMapper<StreamEvent>> {
+        Box::new(native::NativeMapper)
+    }
+
+    fn whole(
+        &self,
+        body: &[u8],
+        public_model: &str,
+        prices: Prices,
+    ) -> Result<(Vec<u8>, Option<Usage>), ProviderError> {
+        let (mut message, usage) = native::whole(body, public_model)?;
+        if let Some(micros) = prices.cost_micros(usage.prompt_tokens, usage.cached_tokens(), usage.completion_tokens) {
+            message.usage.extra.insert("cost".into(), json!(micros as f64 / 1e6));
+        }
+        Ok((serde_json::to_vec(&message).unwrap_or_default(), Some(usage)))
+    }
+
+    fn encoder(&self) -> Box<dyn StreamEncoder<StreamEvent>> {
+        Box::new(native::NativeStream)
+    }
+}
+
+impl Relayed for StreamEvent {
+    fn prepare(&mut self, public_model: &str, prices: Prices, usage: &mut UsageGuard) {
+        if let Some(message) = &mut self.message {
+            message.model = public_model.to_owned();
+        }
+        if let Some(d) = &self.delta {
+            let text = [&d.text, &d.partial_json, &d.thinking].iter().filter_map(|t| t.as_ref()).map(String::len).sum();
+            usage.streamed_text(text);
+        }
+        if let Some(u) = native::usage_after(self, usage.reported()) {
+            if self.kind == "message_delta"
+                && let (Some(reported), Some(micros)) =
+                    (self.usage.as_mut(), prices.cost_micros(u.prompt_tokens, u.cached_tokens(), u.completion_tokens))
+            {
+                reported.extra.insert("cost".into(), json!(micros as f64 / 1e6));
+            }
+            usage.provider_usage(&u);
+        }
+    }
 }
 
 /// `POST /v1/messages/count_tokens`: the prompt's tokens as Switchyard counts them (o200k), for clients
@@ -51,7 +132,7 @@ pub async fn count_tokens(
     }
     let req: MessagesRequest = serde_json::from_value(value)
         .map_err(|e| GatewayError::invalid_body(format!("Invalid request body: {e}"), None))?;
-    let chat = to_chat(req)?;
+    let chat = to_chat(&req)?.chat;
     let features = RequestFeatures::for_chat(&chat)
         .map_err(|field| GatewayError::invalid_value(format!("'{field}' has an invalid value."), &field))?;
     // The model must exist for the caller, as Anthropic's endpoint requires.

@@ -31,7 +31,7 @@ use crate::protocols::responses::native::{self, NativeEvent, NativeMapper, Nativ
 use crate::protocols::responses::wire::{
     Content, Deleted, Input, Item, ItemList, Part, Response as ResponseObject, ResponsesRequest,
 };
-use crate::protocols::{Invalid, bad_request};
+use crate::protocols::{Invalid, Native, NativeCall, bad_request};
 use crate::providers::exec::{self, ChunkStream};
 use crate::providers::{ErrorKind, ProviderError};
 use crate::response_store::{ResponseStore, StoredResponse, new_response_id};
@@ -338,9 +338,13 @@ impl Call for Attempts {
     async fn call(&mut self, target: &ModelEntry, deadline: Instant) -> Result<Either, ProviderError> {
         let (provider, timeouts) = (&target.provider, &target.timeouts);
         let adapter = provider.adapter();
-        if adapter.speaks_responses() {
+        if adapter.speaks(Native::Responses) {
             let body = self.native(target);
-            let build = |ep: &crate::providers::Endpoint<'_>| adapter.responses_request(body, ep);
+            let streamed = self.streamed;
+            let build = |ep: &crate::providers::Endpoint<'_>| {
+                let call = NativeCall { model: &target.upstream, stream: streamed, body, forwarded: &HeaderMap::new() };
+                adapter.native_request(Native::Responses, call, ep)
+            };
             if !self.streamed {
                 let raw = exec::call(provider, timeouts, build, deadline).await?;
                 let value = serde_json::from_slice(&raw).map_err(|e| {

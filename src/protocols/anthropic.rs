@@ -27,6 +27,7 @@
 
 pub mod errors;
 pub mod inbound;
+pub mod native;
 pub mod outbound;
 pub mod wire;
 

@@ -8,7 +8,7 @@ use http::{HeaderMap, StatusCode};
 
 use super::error::ProviderError;
 use super::openai::{OpenAiAdapter, auth_headers, encode};
-use super::{Adapter, Endpoint, StreamMapper, UpstreamRequest};
+use super::{Adapter, Endpoint, Native, NativeCall, StreamMapper, UpstreamRequest};
 use crate::schema::{ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse};
 
 pub const DEFAULT_API_VERSION: &str = "2024-10-21";
@@ -51,35 +51,26 @@ impl Adapter for AzureAdapter {
         self.inner.classify_error(status, headers, body)
     }
 
-    fn speaks_responses(&self) -> bool {
-        true
+    fn speaks(&self, protocol: Native) -> bool {
+        matches!(protocol, Native::Responses | Native::Completions)
     }
 
-    /// Azure serves Responses on its v1 API, by resource rather than by deployment: the deployment is
-    /// the body's `model`.
-    fn responses_request(&self, body: bytes::Bytes, endpoint: &Endpoint<'_>) -> Result<UpstreamRequest, ProviderError> {
-        Ok(UpstreamRequest {
-            url: format!("{}/openai/v1/responses", endpoint.base_url.trim_end_matches('/')),
-            headers: auth_headers(endpoint, Some("api-key"))?,
-            body,
-        })
-    }
-
-    fn speaks_completions(&self) -> bool {
-        true
-    }
-
-    fn completions_request(
+    /// Completions are by deployment; Responses are served on Azure's v1 API by resource, the deployment
+    /// being the body's `model`.
+    fn native_request(
         &self,
-        deployment: &str,
-        body: bytes::Bytes,
+        protocol: Native,
+        call: NativeCall<'_>,
         endpoint: &Endpoint<'_>,
     ) -> Result<UpstreamRequest, ProviderError> {
-        Ok(UpstreamRequest {
-            url: self.url(endpoint, deployment, "completions"),
-            headers: auth_headers(endpoint, Some("api-key"))?,
-            body,
-        })
+        let url = match protocol {
+            Native::Completions => self.url(endpoint, call.model, "completions"),
+            Native::Responses => format!("{}/openai/v1/responses", endpoint.base_url.trim_end_matches('/')),
+            Native::Messages | Native::GenerateContent => {
+                return Err(super::bad_request("Azure OpenAI speaks OpenAI's APIs only.", "model"));
+            }
+        };
+        Ok(UpstreamRequest { url, headers: auth_headers(endpoint, Some("api-key"))?, body: call.body })
     }
 
     fn embeddings_request(

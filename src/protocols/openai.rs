@@ -13,7 +13,10 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 
 use super::error::{ErrorKind, ProviderError, retry_after};
-use super::{Adapter, Dialect, Endpoint, ErrorReply, StreamEncoder, StreamMapper, StreamStep, UpstreamRequest};
+use super::{
+    Adapter, Dialect, Endpoint, ErrorReply, Native, NativeCall, StreamEncoder, StreamMapper, StreamStep,
+    UpstreamRequest, bad_request,
+};
 use crate::config::presets::{Quirks, STRICT_EXTRA_FIELDS, is_reasoning_model};
 use crate::schema::{
     ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, ErrorBody, ErrorObject,
@@ -100,25 +103,28 @@ impl Adapter for OpenAiAdapter {
         })
     }
 
-    fn speaks_responses(&self) -> bool {
-        self.quirks.responses
+    fn speaks(&self, protocol: Native) -> bool {
+        match protocol {
+            Native::Responses => self.quirks.responses,
+            Native::Completions => self.quirks.completions,
+            Native::Messages | Native::GenerateContent => false,
+        }
     }
 
-    fn speaks_completions(&self) -> bool {
-        self.quirks.completions
-    }
-
-    fn completions_request(
+    fn native_request(
         &self,
-        _model: &str,
-        body: Bytes,
+        protocol: Native,
+        call: NativeCall<'_>,
         endpoint: &Endpoint<'_>,
     ) -> Result<UpstreamRequest, ProviderError> {
-        Ok(UpstreamRequest { url: url(endpoint, "completions"), headers: bearer_headers(endpoint)?, body })
-    }
-
-    fn responses_request(&self, body: Bytes, endpoint: &Endpoint<'_>) -> Result<UpstreamRequest, ProviderError> {
-        Ok(UpstreamRequest { url: url(endpoint, "responses"), headers: bearer_headers(endpoint)?, body })
+        let path = match protocol {
+            Native::Responses => "responses",
+            Native::Completions => "completions",
+            Native::Messages | Native::GenerateContent => {
+                return Err(bad_request("This provider speaks OpenAI's APIs only.", "model"));
+            }
+        };
+        Ok(UpstreamRequest { url: url(endpoint, path), headers: bearer_headers(endpoint)?, body: call.body })
     }
 
     fn moderation_request(

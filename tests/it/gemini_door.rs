@@ -105,7 +105,7 @@ async fn gemini_errors_are_in_googles_shape_and_a_key_may_come_in_the_query() {
             "UNAUTHENTICATED",
         ),
         (generate(&h, "no-such-model", "generateContent", ask()), 404, "NOT_FOUND"),
-        (generate(&h, "test-model", "countTokens", ask()), 404, "NOT_FOUND"),
+        (generate(&h, "test-model", "predict", ask()), 404, "NOT_FOUND"),
         (generate(&h, "test-model", "generateContent", json!({"contents": []})), 400, "INVALID_ARGUMENT"),
         (
             generate(
@@ -128,4 +128,82 @@ async fn gemini_errors_are_in_googles_shape_and_a_key_may_come_in_the_query() {
             "{body}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_gemini_request_to_a_gemini_model_passes_through_and_streams_as_a_json_array_by_default() {
+    let h = Harness::start().await;
+    let mut body = ask();
+    body["safetySettings"] = json!([{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}]);
+    body["generationConfig"]["topK"] = json!(32);
+    body["generationConfig"]["candidateCount"] = json!(2);
+    let resp = generate(&h, "gemini-test", "generateContent", body.clone()).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let whole: Value = resp.json().await.unwrap();
+    assert_eq!(whole["modelVersion"], "gemini-test");
+    assert_eq!(h.upstream.last_request().body, body, "the request reaches Gemini as the caller wrote it");
+
+    // Without alt=sse, Google's default: one JSON array, elements as they are made.
+    for model in ["gemini-test", "test-model"] {
+        let resp = generate(&h, model, "streamGenerateContent", ask()).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "application/json", "{model}");
+        let text = resp.text().await.unwrap();
+        assert!(text.starts_with('[') && text.ends_with(']'), "{model}: {text}");
+        let frames: Vec<Value> = serde_json::from_str(&text).expect("a JSON array");
+        assert!(frames.len() > 1, "{model}: {text}");
+        assert_eq!(frames.last().unwrap()["candidates"][0]["finishReason"], "STOP");
+    }
+}
+
+#[tokio::test]
+async fn count_tokens_and_the_model_list_answer_in_googles_shape() {
+    let h = Harness::start().await;
+    let resp =
+        generate(&h, "gemini-test", "countTokens", json!({"contents": [{"parts": [{"text": "The quick brown fox"}]}]}))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(resp.status(), 200);
+    let count: Value = resp.json().await.unwrap();
+    let total = count["totalTokens"].as_u64().unwrap();
+    assert!((3..=12).contains(&total), "{count}");
+    let wrapped = json!({"generateContentRequest": {"model": "models/gemini-test", "contents": [{"parts": [{"text": "The quick brown fox"}]}]}});
+    let again: Value = generate(&h, "gemini-test", "countTokens", wrapped).send().await.unwrap().json().await.unwrap();
+    assert_eq!(again["totalTokens"], total);
+
+    let list: Value = h
+        .client
+        .get(h.url("/v1beta/models?pageSize=2"))
+        .header("x-goog-api-key", MASTER_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["models"].as_array().unwrap().len(), 2);
+    assert!(list["models"][0]["name"].as_str().unwrap().starts_with("models/"));
+    let token = list["nextPageToken"].as_str().unwrap();
+    let next: Value = h
+        .client
+        .get(h.url(&format!("/v1beta/models?pageSize=2&pageToken={token}")))
+        .header("x-goog-api-key", MASTER_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(next["models"][0]["name"], list["models"][0]["name"]);
+    let one =
+        h.client.get(h.url("/v1beta/models/gemini-test")).header("x-goog-api-key", MASTER_KEY).send().await.unwrap();
+    assert_eq!(one.status(), 200);
+    let one: Value = one.json().await.unwrap();
+    assert_eq!(one["name"], "models/gemini-test");
+    assert!(one["supportedGenerationMethods"].as_array().unwrap().contains(&json!("generateContent")));
+    let missing = h.client.get(h.url("/v1beta/models/nope")).header("x-goog-api-key", MASTER_KEY).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    let body: Value = missing.json().await.unwrap();
+    assert_eq!(body["error"]["status"], "NOT_FOUND");
 }

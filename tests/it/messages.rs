@@ -187,3 +187,85 @@ async fn a_huge_prompt_is_counted_without_stalling_other_requests() {
     let n = counted["input_tokens"].as_u64().unwrap();
     assert!((40_000..60_000).contains(&n), "{counted}");
 }
+
+#[tokio::test]
+async fn a_messages_request_to_an_anthropic_model_passes_through_with_every_field() {
+    let h = Harness::start().await;
+    let body = json!({
+        "model": "claude-test",
+        "max_tokens": 4096,
+        "system": [{"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral"}}],
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": "Read this.", "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+                {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "A memo."}}]},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "Earlier thought.", "signature": "sig-abc"},
+                {"type": "text", "text": "Read."}]},
+            {"role": "user", "content": "Summarise it."}],
+        "top_k": 40,
+        "stop_sequences": ["\n\nHuman:"],
+        "metadata": {"user_id": "user-42"},
+        "thinking": {"type": "enabled", "budget_tokens": 2048},
+        "tools": [{"name": "lookup", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}},
+                  {"type": "web_search_20250305", "name": "web_search", "max_uses": 2}],
+        "service_tier": "auto",
+        "some_future_field": {"kept": true}
+    });
+    let resp = h
+        .client
+        .post(h.url("/v1/messages"))
+        .header("x-api-key", MASTER_KEY)
+        .header("anthropic-version", "2023-06-01")
+        .header("anthropic-beta", "interleaved-thinking-2025-05-14")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!((answer["type"].as_str(), answer["model"].as_str()), (Some("message"), Some("claude-test")));
+    assert!(answer["usage"]["input_tokens"].as_u64().unwrap() > 0);
+    let sent = h.upstream.last_request();
+    let mut expected = body.clone();
+    expected["model"] = json!("claude-sonnet-4-5");
+    assert_eq!(sent.body, expected, "the request reaches Anthropic as the caller wrote it");
+    assert_eq!(sent.headers["anthropic-beta"], "interleaved-thinking-2025-05-14");
+    assert_eq!(sent.headers["x-api-key"], crate::support::PROVIDER_KEY, "with the gateway's key, not the caller's");
+
+    // The same request to a model of another protocol: what it cannot carry is refused by name.
+    let mut translated = body.clone();
+    translated["model"] = json!("test-model");
+    let resp =
+        h.client.post(h.url("/v1/messages")).header("x-api-key", MASTER_KEY).json(&translated).send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["param"], "messages.0.content.1.type", "{err}");
+}
+
+#[tokio::test]
+async fn a_streamed_messages_request_to_an_anthropic_model_is_relayed_event_by_event() {
+    let h = Harness::start().await;
+    let resp = h
+        .client
+        .post(h.url("/v1/messages"))
+        .header("x-api-key", MASTER_KEY)
+        .json(&json!({"model": "claude-test", "max_tokens": 50, "stream": true, "top_k": 5,
+                      "messages": [{"role": "user", "content": "Say hello"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-switchyard-provider"], "anthropic");
+    let events = sse_events(resp).await;
+    let names: Vec<&str> = events.iter().filter_map(|e| e.event.as_deref()).collect();
+    assert_eq!(names.first(), Some(&"message_start"));
+    assert_eq!(names.last(), Some(&"message_stop"));
+    assert!(names.contains(&"content_block_delta") && names.contains(&"message_delta"));
+    let start: Value = serde_json::from_str(&events[0].data).unwrap();
+    assert_eq!(start["message"]["model"], "claude-test", "the public model name");
+    assert_eq!(h.upstream.last_request().body["top_k"], 5);
+    let record = h.usage.wait_for(1).await.pop().unwrap();
+    assert!(record.prompt_tokens > 0 && record.completion_tokens > 0, "{record:?}");
+    assert_eq!(record.usage_source, switchyard::usage::UsageSource::Provider);
+}

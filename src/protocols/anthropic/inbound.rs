@@ -17,8 +17,18 @@ use crate::schema::{
 };
 use crate::sse::named_frame;
 
-/// Anthropic's request as the canonical chat request.
-pub fn to_chat(req: MessagesRequest) -> Result<ChatRequest, Invalid> {
+/// A Messages request as a chat request, for a model of another protocol.
+pub struct Translated {
+    pub chat: ChatRequest,
+    /// The first thing the chat request cannot carry (a block type, a server tool): a translated
+    /// attempt is refused with it, while an Anthropic upstream gets the request as it is.
+    pub problem: Option<Invalid>,
+}
+
+/// Anthropic's request as the canonical chat request. An `Err` is a request Anthropic itself would
+/// refuse.
+pub fn to_chat(req: &MessagesRequest) -> Result<Translated, Invalid> {
+    let mut problem = None;
     if req.max_tokens == 0 {
         return Err(Invalid::new("max_tokens: must be at least 1.", "max_tokens"));
     }
@@ -26,60 +36,59 @@ pub fn to_chat(req: MessagesRequest) -> Result<ChatRequest, Invalid> {
         return Err(Invalid::new("messages: at least one message is required.", "messages"));
     }
     let mut messages = Vec::with_capacity(req.messages.len() + 1);
-    let system = match req.system {
-        Some(System::Text(t)) => Some(t),
+    let system = match &req.system {
+        Some(System::Text(t)) => Some(t.clone()),
         Some(System::Blocks(blocks)) => {
-            Some(blocks.into_iter().filter_map(|b| b.text).collect::<Vec<_>>().join("\n\n"))
+            Some(blocks.iter().filter_map(|b| b.text.as_deref()).collect::<Vec<_>>().join("\n\n"))
         }
         None => None,
     };
     if let Some(text) = system.filter(|t| !t.is_empty()) {
         messages.push(message(Role::System, Some(Content::Text(text))));
     }
-    for (i, InputMessage { role, content, .. }) in req.messages.into_iter().enumerate() {
+    for (i, InputMessage { role, content, .. }) in req.messages.iter().enumerate() {
         let blocks = match content {
             MessageContent::Text(t) => {
-                let role = if role == WireRole::User { Role::User } else { Role::Assistant };
-                messages.push(message(role, Some(Content::Text(t))));
+                let role = if *role == WireRole::User { Role::User } else { Role::Assistant };
+                messages.push(message(role, Some(Content::Text(t.clone()))));
                 continue;
             }
             MessageContent::Blocks(blocks) => blocks,
         };
-        match role {
-            WireRole::User => user_blocks(i, blocks, &mut messages)?,
-            WireRole::Assistant => messages.push(assistant_blocks(i, blocks)?),
+        let translated = match role {
+            WireRole::User => user_blocks(i, blocks, &mut messages),
+            WireRole::Assistant => assistant_blocks(i, blocks).map(|m| messages.push(m)),
+        };
+        if let Err(e) = translated {
+            problem.get_or_insert(e);
         }
     }
-    let tools = match req.tools {
-        Some(tools) => Some(
-            tools
-                .into_iter()
-                .enumerate()
-                .map(|(i, t)| {
-                    if let Some(kind) = t.kind.as_deref().filter(|k| *k != "custom") {
-                        return Err(Invalid::new(
-                            format!("tools.{i}: server tools ({kind}) are not supported for this model."),
-                            format!("tools.{i}.type"),
-                        ));
-                    }
-                    Ok(Tool {
-                        kind: "function".into(),
-                        function: Some(FunctionDef {
-                            name: t.name,
-                            description: t.description,
-                            parameters: t.input_schema,
-                            strict: None,
-                            extra: Map::new(),
-                        }),
-                        extra: Map::new(),
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
-        None => None,
-    };
+    let mut tools = Vec::new();
+    for (i, t) in req.tools.iter().flatten().enumerate() {
+        if let Some(kind) = t.kind.as_deref().filter(|k| *k != "custom") {
+            problem.get_or_insert_with(|| {
+                Invalid::new(
+                    format!("tools.{i}: server tools ({kind}) are only available on Anthropic models."),
+                    format!("tools.{i}.type"),
+                )
+            });
+            continue;
+        }
+        tools.push(Tool {
+            kind: "function".into(),
+            function: Some(FunctionDef {
+                name: t.name.clone(),
+                description: t.description.clone(),
+                parameters: t.input_schema.clone(),
+                strict: None,
+                extra: Map::new(),
+            }),
+            extra: Map::new(),
+        });
+    }
+    let tools = req.tools.is_some().then_some(tools);
     let mut parallel_tool_calls = None;
-    let tool_choice = match req.tool_choice {
+    let tool_choice = match req.tool_choice.clone() {
         None => None,
         Some(c) => {
             if c.disable_parallel_tool_use == Some(true) {
@@ -105,10 +114,10 @@ pub fn to_chat(req: MessagesRequest) -> Result<ChatRequest, Invalid> {
         }
     };
     let mut extra = Map::new();
-    if let Some(user) = req.metadata.and_then(|m| m.user_id) {
+    if let Some(user) = req.metadata.as_ref().and_then(|m| m.user_id.clone()) {
         extra.insert("user".into(), json!(user));
     }
-    if let Some(t) = req.thinking.filter(|t| t.kind == "enabled") {
+    if let Some(t) = req.thinking.as_ref().filter(|t| t.kind == "enabled") {
         let effort = match t.budget_tokens.unwrap_or(4096) {
             0..=2048 => "low",
             2049..=8192 => "medium",
@@ -122,8 +131,8 @@ pub fn to_chat(req: MessagesRequest) -> Result<ChatRequest, Invalid> {
             extra.insert(field.into(), v.clone());
         }
     }
-    Ok(ChatRequest {
-        model: req.model,
+    let chat = ChatRequest {
+        model: req.model.clone(),
         messages,
         stream: req.stream,
         stream_options: None,
@@ -132,13 +141,14 @@ pub fn to_chat(req: MessagesRequest) -> Result<ChatRequest, Invalid> {
         temperature: req.temperature,
         top_p: req.top_p,
         n: None,
-        stop: req.stop_sequences.filter(|s| !s.is_empty()).map(Stop::Many),
+        stop: req.stop_sequences.clone().filter(|s| !s.is_empty()).map(Stop::Many),
         tools,
         tool_choice,
         parallel_tool_calls,
         response_format: None,
         extra,
-    })
+    };
+    Ok(Translated { chat, problem })
 }
 
 fn message(role: Role, content: Option<Content>) -> ChatMessage {
@@ -151,16 +161,17 @@ fn unsupported(at: &str, kind: &str) -> Invalid {
 
 /// A user turn: tool results become tool messages (first, answering the previous assistant turn), the
 /// rest one user message.
-fn user_blocks(i: usize, blocks: Vec<Block>, out: &mut Vec<ChatMessage>) -> Result<(), Invalid> {
+fn user_blocks(i: usize, blocks: &[Block], out: &mut Vec<ChatMessage>) -> Result<(), Invalid> {
     let mut parts = Vec::new();
-    for (j, block) in blocks.into_iter().enumerate() {
+    for (j, block) in blocks.iter().enumerate() {
         let at = format!("messages.{i}.content.{j}");
         match block.kind.as_str() {
-            "text" => parts.push(text_part(block.text.unwrap_or_default())),
-            "image" => parts.push(image_part(&block, &at)?),
+            "text" => parts.push(text_part(block.text.clone().unwrap_or_default())),
+            "image" => parts.push(image_part(block, &at)?),
             "tool_result" => {
                 let id = block
                     .tool_use_id
+                    .clone()
                     .ok_or_else(|| Invalid::new(format!("{at}.tool_use_id: required."), format!("{at}.tool_use_id")))?;
                 let text = block.content.as_ref().map(ToolResultContent::to_text).unwrap_or_default();
                 let text = if block.is_error == Some(true) { format!("Error: {text}") } else { text };
@@ -177,23 +188,23 @@ fn user_blocks(i: usize, blocks: Vec<Block>, out: &mut Vec<ChatMessage>) -> Resu
     Ok(())
 }
 
-fn assistant_blocks(i: usize, blocks: Vec<Block>) -> Result<ChatMessage, Invalid> {
+fn assistant_blocks(i: usize, blocks: &[Block]) -> Result<ChatMessage, Invalid> {
     let mut text = String::new();
     let mut calls = Vec::new();
-    for (j, block) in blocks.into_iter().enumerate() {
+    for (j, block) in blocks.iter().enumerate() {
         let at = format!("messages.{i}.content.{j}");
         match block.kind.as_str() {
             "text" => text.push_str(block.text.as_deref().unwrap_or_default()),
             "tool_use" => {
-                let required = |v: Option<String>, name: &str| {
-                    v.ok_or_else(|| Invalid::new(format!("{at}.{name}: required."), format!("{at}.{name}")))
+                let required = |v: &Option<String>, name: &str| {
+                    v.clone().ok_or_else(|| Invalid::new(format!("{at}.{name}: required."), format!("{at}.{name}")))
                 };
-                let input = block.input.unwrap_or_else(|| json!({}));
+                let input = block.input.clone().unwrap_or_else(|| json!({}));
                 calls.push(ToolCall {
-                    id: required(block.id, "id")?,
+                    id: required(&block.id, "id")?,
                     kind: "function".into(),
                     function: FunctionCall {
-                        name: required(block.name, "name")?,
+                        name: required(&block.name, "name")?,
                         arguments: input.to_string(),
                         extra: Map::new(),
                     },

@@ -12,7 +12,7 @@ use super::wire::{
     Usage as WireUsage,
 };
 use crate::protocols::error::{ErrorKind, ProviderError, retry_after};
-use crate::protocols::{Adapter, Endpoint, StreamMapper, StreamStep, UpstreamRequest, bad_request};
+use crate::protocols::{Adapter, Endpoint, Native, NativeCall, StreamMapper, StreamStep, UpstreamRequest, bad_request};
 use crate::schema::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, CompletionTokensDetails, Content, Delta, FunctionCall,
     FunctionCallDelta, Message, PromptTokensDetails, ResponseMessage, Role, Stop, ToolCall, ToolCallDelta, ToolChoice,
@@ -36,11 +36,16 @@ fn json_tool_name(req: &ChatRequest) -> Option<String> {
     Some(name.unwrap_or("json_response").to_owned())
 }
 
-impl Adapter for AnthropicAdapter {
-    fn chat_request(&self, req: &ChatRequest, endpoint: &Endpoint<'_>) -> Result<UpstreamRequest, ProviderError> {
-        let body = translate_request(req)?;
+impl AnthropicAdapter {
+    /// JSON, the key in `x-api-key`, and `anthropic-version` (the operator's, else the caller's, else ours).
+    fn headers(&self, endpoint: &Endpoint<'_>, forwarded: &HeaderMap) -> Result<HeaderMap, ProviderError> {
         let mut headers = endpoint.headers.clone();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for name in FORWARDED_HEADERS {
+            if let Some(v) = forwarded.get(*name).filter(|_| !headers.contains_key(*name)) {
+                headers.insert(*name, v.clone());
+            }
+        }
         if !headers.contains_key("anthropic-version") {
             let version = HeaderValue::from_str(&self.version)
                 .map_err(|_| ProviderError::new(ErrorKind::BadRequest, "api_version is not a valid header value"))?;
@@ -53,12 +58,46 @@ impl Adapter for AnthropicAdapter {
             value.set_sensitive(true);
             headers.insert("x-api-key", value);
         }
+        Ok(headers)
+    }
+}
+
+/// The caller's Messages headers that travel with a request passed through natively.
+pub const FORWARDED_HEADERS: &[&str] = &["anthropic-version", "anthropic-beta"];
+
+fn messages_url(endpoint: &Endpoint<'_>) -> String {
+    format!("{}/v1/messages", endpoint.base_url.trim_end_matches('/'))
+}
+
+impl Adapter for AnthropicAdapter {
+    fn chat_request(&self, req: &ChatRequest, endpoint: &Endpoint<'_>) -> Result<UpstreamRequest, ProviderError> {
+        let body = translate_request(req)?;
         let body = serde_json::to_vec(&body)
             .map_err(|e| ProviderError::new(ErrorKind::BadRequest, format!("cannot encode the request: {e}")))?;
         Ok(UpstreamRequest {
-            url: format!("{}/v1/messages", endpoint.base_url.trim_end_matches('/')),
-            headers,
+            url: messages_url(endpoint),
+            headers: self.headers(endpoint, &HeaderMap::new())?,
             body: Bytes::from(body),
+        })
+    }
+
+    fn speaks(&self, protocol: Native) -> bool {
+        protocol == Native::Messages
+    }
+
+    fn native_request(
+        &self,
+        protocol: Native,
+        call: NativeCall<'_>,
+        endpoint: &Endpoint<'_>,
+    ) -> Result<UpstreamRequest, ProviderError> {
+        if protocol != Native::Messages {
+            return Err(bad_request("Anthropic speaks the Messages API only.", "model"));
+        }
+        Ok(UpstreamRequest {
+            url: messages_url(endpoint),
+            headers: self.headers(endpoint, call.forwarded)?,
+            body: call.body,
         })
     }
 

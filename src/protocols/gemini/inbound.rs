@@ -8,6 +8,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use super::errors;
+pub use super::native::Framing;
 use super::wire::{
     Candidate, Content as WireContent, FunctionCall as WireCall, GenerateRequest, GenerateResponse, Part, UsageMetadata,
 };
@@ -16,14 +17,22 @@ use crate::schema::{
     ChatChunk, ChatRequest, ChatResponse, Content, ContentPart, FunctionCall, FunctionDef, ImageUrl, Message,
     ResponseFormat, Role, Stop, Tool, ToolCall, ToolChoice, Usage,
 };
-use crate::sse::data_frame;
 
 fn message(role: Role, content: Option<Content>) -> Message {
     Message { role, content, name: None, tool_calls: None, tool_call_id: None, extra: Map::new() }
 }
 
-/// Gemini's request as the canonical chat request.
-pub fn to_chat(model: String, stream: bool, req: GenerateRequest) -> Result<ChatRequest, Invalid> {
+/// A generateContent request as a chat request, for a model of another protocol.
+pub struct Translated {
+    pub chat: ChatRequest,
+    /// The first thing the chat request cannot carry: a translated attempt is refused with it, while a
+    /// Gemini upstream gets the request as it is.
+    pub problem: Option<Invalid>,
+}
+
+/// Gemini's request as the canonical chat request. An `Err` is a request Gemini itself would refuse.
+pub fn to_chat(model: String, stream: bool, req: GenerateRequest) -> Result<Translated, Invalid> {
+    let mut problem = None;
     if req.contents.is_empty() {
         return Err(Invalid::new("contents: at least one content is required.", "contents"));
     }
@@ -85,7 +94,9 @@ pub fn to_chat(model: String, stream: bool, req: GenerateRequest) -> Result<Chat
                 m.tool_call_id = Some(id);
                 messages.push(m);
             } else {
-                return Err(Invalid::new(format!("{at}: this kind of part is not supported here."), at));
+                problem.get_or_insert_with(|| {
+                    Invalid::new(format!("{at}: this kind of part is only supported by Gemini models."), at)
+                });
             }
         }
         if is_model {
@@ -99,9 +110,7 @@ pub fn to_chat(model: String, stream: bool, req: GenerateRequest) -> Result<Chat
         }
     }
     let config = req.generation_config.unwrap_or_default();
-    if config.candidate_count.is_some_and(|n| n > 1) {
-        return Err(Invalid::new("generationConfig.candidateCount: only 1 is supported.", "candidateCount"));
-    }
+    let n = config.candidate_count.filter(|n| *n > 1);
     let response_format = match config.response_mime_type.as_deref() {
         Some("application/json") => Some(match config.response_json_schema.or(config.response_schema) {
             Some(schema) => {
@@ -145,7 +154,7 @@ pub fn to_chat(model: String, stream: bool, req: GenerateRequest) -> Result<Chat
             _ => None,
         }
     });
-    Ok(ChatRequest {
+    let chat = ChatRequest {
         model,
         messages,
         stream: stream.then_some(true),
@@ -154,14 +163,15 @@ pub fn to_chat(model: String, stream: bool, req: GenerateRequest) -> Result<Chat
         max_completion_tokens: None,
         temperature: config.temperature,
         top_p: config.top_p,
-        n: None,
+        n,
         stop: config.stop_sequences.filter(|s| !s.is_empty()).map(Stop::Many),
         tools: (!functions.is_empty()).then_some(functions),
         tool_choice,
         parallel_tool_calls: None,
         response_format,
         extra: Map::new(),
-    })
+    };
+    Ok(Translated { chat, problem })
 }
 
 fn image(url: String) -> ContentPart {
@@ -227,32 +237,45 @@ fn response(
 pub struct Gemini {
     /// The model as the caller named it, for answers that do not say.
     pub model: String,
+    /// How a stream is framed: `alt=sse`, or Google's default JSON array.
+    pub framing: Framing,
 }
 
 impl Dialect for Gemini {
     fn whole(&self, resp: &ChatResponse) -> Vec<u8> {
-        let mut parts = Vec::new();
-        let choice = resp.choices.first();
-        if let Some(m) = choice.map(|c| &c.message) {
-            if let Some(t) = m.reasoning_content.as_deref().filter(|t| !t.is_empty()) {
-                parts.push(thought(t));
-            }
-            if let Some(t) = m.content.as_deref().filter(|t| !t.is_empty()) {
-                parts.push(Part::text(t));
-            }
-            for call in m.tool_calls.iter().flatten() {
-                parts.push(function_call_part(&call.id, &call.function.name, &call.function.arguments));
-            }
-        }
-        let finish = finish_reason(choice.and_then(|c| c.finish_reason.as_deref()).unwrap_or("stop"));
         let model = if resp.model.is_empty() { &self.model } else { &resp.model };
-        serde_json::to_vec(&response(parts, Some(finish), model, Some(&resp.id), resp.usage.as_ref()))
-            .unwrap_or_default()
+        let mut out = response(Vec::new(), None, model, Some(&resp.id), resp.usage.as_ref());
+        out.candidates = resp
+            .choices
+            .iter()
+            .map(|choice| {
+                let m = &choice.message;
+                let mut parts = Vec::new();
+                if let Some(t) = m.reasoning_content.as_deref().filter(|t| !t.is_empty()) {
+                    parts.push(thought(t));
+                }
+                if let Some(t) = m.content.as_deref().filter(|t| !t.is_empty()) {
+                    parts.push(Part::text(t));
+                }
+                for call in m.tool_calls.iter().flatten() {
+                    parts.push(function_call_part(&call.id, &call.function.name, &call.function.arguments));
+                }
+                Candidate {
+                    content: Some(WireContent { role: Some("model".into()), parts, extra: Map::new() }),
+                    finish_reason: Some(finish_reason(choice.finish_reason.as_deref().unwrap_or("stop")).to_owned()),
+                    index: Some(choice.index),
+                    extra: Map::new(),
+                }
+            })
+            .collect();
+        serde_json::to_vec(&out).unwrap_or_default()
     }
 
     fn stream(&self) -> Box<dyn StreamEncoder> {
         Box::new(GeminiStream {
             model: self.model.clone(),
+            framing: self.framing,
+            sent: 0,
             calls: BTreeMap::new(),
             usage: None,
             finish: None,
@@ -265,6 +288,9 @@ impl Dialect for Gemini {
 /// until their arguments are complete (Gemini sends them whole), then sent with the finish reason.
 struct GeminiStream {
     model: String,
+    framing: Framing,
+    /// Responses sent so far.
+    sent: u64,
     /// By OpenAI tool-call index: id, name, arguments so far.
     calls: BTreeMap<u32, (String, String, String)>,
     usage: Option<Usage>,
@@ -273,9 +299,11 @@ struct GeminiStream {
 }
 
 impl GeminiStream {
-    fn frame(&self, parts: Vec<Part>, finish: Option<&str>, usage: Option<&Usage>) -> Bytes {
+    fn frame(&mut self, parts: Vec<Part>, finish: Option<&str>, usage: Option<&Usage>) -> Bytes {
         let resp = response(parts, finish, &self.model, self.id.as_deref(), usage);
-        data_frame(&serde_json::to_vec(&resp).unwrap_or_default())
+        let frame = self.framing.frame(&serde_json::to_vec(&resp).unwrap_or_default(), self.sent);
+        self.sent += 1;
+        frame
     }
 }
 
@@ -327,10 +355,12 @@ impl StreamEncoder for GeminiStream {
             .map(|(id, name, args)| function_call_part(&id, &name, &args))
             .collect();
         let usage = self.usage.take();
-        out.push(self.frame(calls, Some(self.finish.unwrap_or("STOP")), usage.as_ref()));
+        let finish = self.finish.unwrap_or("STOP");
+        out.push(self.frame(calls, Some(finish), usage.as_ref()));
+        out.extend(self.framing.end(self.sent));
     }
 
     fn error(&mut self, e: &ErrorReply<'_>) -> Bytes {
-        data_frame(&errors::render(e))
+        self.framing.error(&errors::render(e), self.sent)
     }
 }

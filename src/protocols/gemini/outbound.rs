@@ -13,7 +13,7 @@ use super::wire::{
     Part, ThinkingConfig, Tool as WireTool, ToolConfig, UsageMetadata,
 };
 use crate::protocols::error::{ErrorKind, ProviderError, retry_after};
-use crate::protocols::{Adapter, Endpoint, StreamMapper, StreamStep, UpstreamRequest, bad_request};
+use crate::protocols::{Adapter, Endpoint, Native, NativeCall, StreamMapper, StreamStep, UpstreamRequest, bad_request};
 use crate::schema::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, CompletionTokensDetails, Content, Delta, Embedding,
     EmbeddingRequest, EmbeddingResponse, EmbeddingUsage, EmbeddingVector, FunctionCall, FunctionCallDelta,
@@ -57,6 +57,27 @@ impl Adapter for GeminiAdapter {
             url: model_url(endpoint, &req.model, action),
             headers: auth_headers(endpoint)?,
             body: encode(&body)?,
+        })
+    }
+
+    fn speaks(&self, protocol: Native) -> bool {
+        protocol == Native::GenerateContent
+    }
+
+    fn native_request(
+        &self,
+        protocol: Native,
+        call: NativeCall<'_>,
+        endpoint: &Endpoint<'_>,
+    ) -> Result<UpstreamRequest, ProviderError> {
+        if protocol != Native::GenerateContent {
+            return Err(bad_request("Gemini speaks generateContent only.", "model"));
+        }
+        let action = if call.stream { "streamGenerateContent?alt=sse" } else { "generateContent" };
+        Ok(UpstreamRequest {
+            url: model_url(endpoint, call.model, action),
+            headers: auth_headers(endpoint)?,
+            body: call.body,
         })
     }
 
@@ -403,7 +424,7 @@ fn call_id(response_id: &Option<String>, n: u32) -> String {
 }
 
 /// OpenAI's `completion_tokens` includes reasoning; Gemini counts thoughts apart.
-pub(super) fn to_canonical(u: &UsageMetadata) -> Usage {
+pub fn to_canonical(u: &UsageMetadata) -> Usage {
     let completion = u.candidates_token_count + u.thoughts_token_count;
     Usage {
         prompt_tokens: u.prompt_token_count,
