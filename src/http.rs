@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod admission;
 pub mod auth;
+pub mod azure;
 pub mod body;
 pub mod chat;
 pub mod completions;
@@ -50,6 +51,21 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models/{*id}", get(models::retrieve_model))
         .route("/v1/route/explain", post(models::explain_route))
         .route("/v1/key", get(admin::own_key))
+        // Azure OpenAI's paths: by deployment, and Responses by resource.
+        .route("/openai/deployments/{deployment}/chat/completions", post(azure::chat_completions))
+        .route("/openai/deployments/{deployment}/completions", post(azure::completions))
+        .route("/openai/deployments/{deployment}/embeddings", post(azure::embeddings))
+        .route("/openai/responses", post(responses::create_response))
+        .route("/openai/responses/{id}", get(responses::get_response).delete(responses::delete_response))
+        .route("/openai/responses/{id}/input_items", get(responses::list_input_items))
+        // Azure's v1 API, OpenAI's paths under /openai/v1.
+        .route("/openai/v1/chat/completions", post(chat::create_chat_completion))
+        .route("/openai/v1/completions", post(completions::create_completion))
+        .route("/openai/v1/embeddings", post(embeddings::create_embeddings))
+        .route("/openai/v1/responses", post(responses::create_response))
+        .route("/openai/v1/responses/{id}", get(responses::get_response).delete(responses::delete_response))
+        .route("/openai/v1/responses/{id}/input_items", get(responses::list_input_items))
+        .route("/openai/v1/models", get(models::list_models))
         // Only matched routes require a key, so an unknown path is a 404 whoever asks.
         .route_layer(from_fn_with_state(state.clone(), auth::require_caller));
     // Anthropic's front door: the same keys, and errors in Anthropic's shape whichever layer raised them.

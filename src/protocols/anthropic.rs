@@ -6,11 +6,12 @@
 //! `cache_control` on content parts is kept; `tools`, `tool_choice` (`required` → `any`),
 //! `parallel_tool_calls: false` → `disable_parallel_tool_use`; `stop` → `stop_sequences`; `temperature`,
 //! `top_p`, `top_k`; `max_completion_tokens`/`max_tokens` (required by Anthropic: 4096 when absent);
-//! `reasoning_effort` → a `thinking` budget; `user` → `metadata.user_id`; `response_format` `json_schema` →
-//! a forced tool whose input becomes the message text, `json_object` → a system instruction. Thinking
-//! comes back as `reasoning_content`. Dropped (no Anthropic equivalent): `logit_bias`, `logprobs`,
-//! `top_logprobs`, penalties, `seed`, `store`, `service_tier`, `metadata`, `prediction`, `modalities`,
-//! other unknown fields. Refused with 400: `n` > 1, audio and file content parts.
+//! `reasoning_effort` → a `thinking` budget; `user` → `metadata.user_id`; `response_format` `json_schema`
+//! (its schema) or `json_object` (any object) → a forced tool whose input, always valid JSON, becomes the
+//! message text. Thinking comes back as `reasoning_content`. `n` > 1 is `n` calls (the pipeline's).
+//! Dropped (no Anthropic equivalent): `logit_bias`, `logprobs`, `top_logprobs`, penalties, `seed`,
+//! `store`, `service_tier`, `metadata`, `prediction`, `modalities`, other unknown fields. Refused with
+//! 400: audio and file content parts.
 //!
 //! **Inbound** (the Messages door, Anthropic → canonical → any provider): `system` (string or text
 //! blocks) → a system message; `text`, `image` (base64 or URL), `tool_use` and `tool_result` blocks →

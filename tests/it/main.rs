@@ -5,6 +5,7 @@
 
 mod support;
 
+mod azure_door;
 mod chat;
 mod completions;
 mod egress;

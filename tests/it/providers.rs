@@ -200,6 +200,46 @@ async fn json_schema_responses_come_back_as_json_text_from_every_protocol() {
 }
 
 #[tokio::test]
+async fn json_object_mode_gives_valid_json_from_every_protocol_and_n_choices_from_every_provider() {
+    let h = Harness::start().await;
+    for model in CHAT_MODELS {
+        let request = json!({"model": model, "messages": [{"role": "user", "content": "Give me JSON"}],
+            "response_format": {"type": "json_object"}});
+        let plain: Value = h.chat(request.clone()).await.json().await.unwrap();
+        let text = plain["choices"][0]["message"]["content"].as_str().unwrap_or_else(|| panic!("{model}: {plain}"));
+        let parsed: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{model}: {text}: {e}"));
+        assert!(parsed.is_object(), "{model}");
+    }
+    let anthropic = h
+        .upstream
+        .state
+        .requests()
+        .into_iter()
+        .find(|r| r.body.get("system").is_none() && r.body["model"] == "claude-sonnet-4-5")
+        .unwrap();
+    assert_eq!(anthropic.body["tool_choice"]["type"], "tool", "JSON mode is a forced tool on Anthropic");
+
+    // Several choices: Anthropic returns one, so the gateway makes n calls; the ledger bills all of them.
+    for model in CHAT_MODELS {
+        let resp: Value = h
+            .chat(json!({"model": model, "n": 3, "messages": [{"role": "user", "content": "Hi"}]}))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let indices: Vec<u64> = resp["choices"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{model}: {resp}"))
+            .iter()
+            .map(|c| c["index"].as_u64().unwrap())
+            .collect();
+        if model == "claude-test" {
+            assert_eq!(indices, [0, 1, 2], "{model}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn provider_errors_become_the_right_openai_errors() {
     let h = Harness::start().await;
     let status_fault = |status: u16, code: Option<&str>, message: &str, retry: Option<u64>| Fault::Status {

@@ -29,9 +29,10 @@ pub struct AnthropicAdapter {
     pub version: String,
 }
 
-/// The forced tool that carries a `json_schema` response, when one was requested.
+/// The forced tool that carries a JSON answer (`json_schema` or `json_object`), when one was requested:
+/// Anthropic has no JSON mode, but a tool's input is always valid JSON.
 fn json_tool_name(req: &ChatRequest) -> Option<String> {
-    let format = req.response_format.as_ref().filter(|f| f.kind == "json_schema")?;
+    let format = req.response_format.as_ref().filter(|f| matches!(f.kind.as_str(), "json_schema" | "json_object"))?;
     let name = format.extra.get("json_schema").and_then(|s| s.get("name")).and_then(Value::as_str);
     Some(name.unwrap_or("json_response").to_owned())
 }
@@ -209,9 +210,6 @@ fn translate_request(req: &ChatRequest) -> Result<MessagesRequest, ProviderError
         max_tokens = max_tokens.max(budget + 1024);
         Thinking { kind: "enabled".into(), budget_tokens: Some(budget), extra: Map::new() }
     });
-    if req.response_format.as_ref().is_some_and(|f| f.kind == "json_object") {
-        system.push(Block::text("Respond with one valid JSON object and nothing else."));
-    }
     let mut tools: Vec<ToolDef> = req
         .tools
         .iter()
