@@ -3,13 +3,15 @@ which starts the gateway): plain, streamed, tools with a tool-result round trip,
 
 import anthropic
 
-MODEL = "fake-chat"
 MESSAGES = [{"role": "user", "content": "Say hello to the Anthropic SDK"}]
 TOOLS = [{"name": "get_weather", "description": "Weather for a city", "input_schema": {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
 
 
-def run_checks(base, key, check):
+def run_checks(base, key, check, model="fake-chat", label="anthropic", passed_through=False):
+    """The checks for `model`; `passed_through` when its provider speaks Messages itself (so a block a
+    translation refuses reaches it instead)."""
+    MODEL = model
     client = anthropic.Anthropic(api_key=key, base_url=base, max_retries=0)
     plain = {}
 
@@ -79,15 +81,17 @@ def run_checks(base, key, check):
         else:
             raise AssertionError("expected BadRequestError")
 
-    for name, fn in [
-        ("anthropic: plain message", plain_message),
-        ("anthropic: streamed message", streamed_message),
-        ("anthropic: tools, streamed tools, tool result", tools_and_tool_results),
-        ("anthropic: count tokens", count_tokens),
-        ("anthropic: models list and retrieve", models_list),
-        ("anthropic: unknown model -> NotFoundError", unknown_model_is_not_found),
-        ("anthropic: wrong key -> AuthenticationError", wrong_key_is_authentication_error),
-        ("anthropic: unsupported block -> BadRequestError", unsupported_block_is_bad_request),
-    ]:
-        check(name, fn)
+    checks = [
+        ("plain message", plain_message),
+        ("streamed message", streamed_message),
+        ("tools, streamed tools, tool result", tools_and_tool_results),
+        ("count tokens", count_tokens),
+        ("models list and retrieve", models_list),
+        ("unknown model -> NotFoundError", unknown_model_is_not_found),
+        ("wrong key -> AuthenticationError", wrong_key_is_authentication_error),
+    ]
+    if not passed_through:
+        checks.append(("unsupported block -> BadRequestError", unsupported_block_is_bad_request))
+    for name, fn in checks:
+        check(f"{label}: {name}", fn)
     return anthropic.__version__

@@ -19,6 +19,7 @@ import openai
 from openai import OpenAI
 
 import anthropic_sdk_check
+import responses_sdk_check
 
 KEY = "sk-sy-master-sdk-check-0123456789abcdef"
 MODEL = "fake-chat"
@@ -70,6 +71,7 @@ def main():
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    responses_sdk_check.run(binary, check, free_port, wait_ready)
     print(f"openai sdk {openai.__version__}, anthropic sdk {anthropic_version}: "
           f"{results['passed']} passed, {results['failed']} failed")
     sys.exit(1 if results["failed"] else 0)
