@@ -574,11 +574,16 @@ fn tool_calls_for(body: &Value, messages: &[Value]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A JSON object with a value of the right type for each property of `schema`.
+/// A JSON object with a value of the right type for each property of `schema` (the first of an
+/// `enum`'s values, when it lists them).
 fn object_for_schema(schema: Option<&Value>) -> Value {
     let mut object = serde_json::Map::new();
     if let Some(props) = schema.and_then(|s| s.get("properties")).and_then(Value::as_object) {
         for (key, prop) in props {
+            if let Some(first) = prop.get("enum").and_then(Value::as_array).and_then(|e| e.first()) {
+                object.insert(key.clone(), first.clone());
+                continue;
+            }
             let value = match prop.get("type").and_then(Value::as_str) {
                 Some("integer" | "number") => json!(42),
                 Some("boolean") => json!(true),

@@ -199,10 +199,35 @@ def run_checks(base, check):
     anthropic_sdk_check.run_checks(base, KEY, check, model=MODELS["gemini"], label="anthropic SDK to a Gemini upstream")
 
 
+NODE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "node")
+
+
+def run_node_checks(base, check):
+    """The OpenAI Node SDK, the Vercel AI SDK and Codex CLI (tests/sdk/node, installed by run.sh)."""
+    if not os.path.isdir(os.path.join(NODE_DIR, "node_modules")):
+        if os.environ.get("SDK_REQUIRE_NODE"):
+            check("node checks installed", lambda: (_ for _ in ()).throw(AssertionError("tests/sdk/node is not installed")))
+        else:
+            print("skip node checks: tests/sdk/node is not installed (run tests/sdk/run.sh with npm available)")
+        return
+    run = subprocess.run(
+        ["node", "check.mjs", base, KEY, *MODELS.values()], cwd=NODE_DIR, capture_output=True, text=True, timeout=1800
+    )
+    results = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    if not results:
+        check("node checks ran", lambda: (_ for _ in ()).throw(AssertionError(run.stderr[-2000:])))
+    for r in results:
+        def outcome(r=r):
+            if not r["ok"]:
+                raise AssertionError(r.get("error"))
+        check(r["name"], outcome)
+
+
 def run(binary, check, free_port, wait_ready):
     base, procs = start(binary, free_port, wait_ready)
     try:
         run_checks(base, check)
+        run_node_checks(base, check)
     finally:
         for p in procs:
             p.terminate()
