@@ -288,7 +288,8 @@ async fn the_openapi_document_describes_every_route_the_gateway_serves_and_no_ot
                 &path
                     .replace("{id}", "no-such-id")
                     .replace("{name}", "no-such-plan")
-                    .replace("{model}", "no-such-model"),
+                    .replace("{model}", "no-such-model")
+                    .replace("{deployment}", "no-such-deployment"),
             );
             let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let resp =
@@ -304,6 +305,29 @@ async fn the_openapi_document_describes_every_route_the_gateway_serves_and_no_ot
     // Every route the router has (this list is checked against the router by the requests above).
     let mut served = vec![
         "POST /v1/chat/completions",
+        "POST /v1/completions",
+        "POST /v1/responses",
+        "GET /v1/responses/{id}",
+        "DELETE /v1/responses/{id}",
+        "GET /v1/responses/{id}/input_items",
+        "POST /v1beta/models/{model}:countTokens",
+        "GET /v1beta/models",
+        "GET /v1beta/models/{model}",
+        "POST /openai/deployments/{deployment}/chat/completions",
+        "POST /openai/deployments/{deployment}/completions",
+        "POST /openai/deployments/{deployment}/embeddings",
+        "POST /openai/responses",
+        "GET /openai/responses/{id}",
+        "DELETE /openai/responses/{id}",
+        "GET /openai/responses/{id}/input_items",
+        "POST /openai/v1/chat/completions",
+        "POST /openai/v1/completions",
+        "POST /openai/v1/embeddings",
+        "POST /openai/v1/responses",
+        "GET /openai/v1/responses/{id}",
+        "DELETE /openai/v1/responses/{id}",
+        "GET /openai/v1/responses/{id}/input_items",
+        "GET /openai/v1/models",
         "POST /v1/messages",
         "POST /v1beta/models/{model}:generateContent",
         "POST /v1beta/models/{model}:streamGenerateContent",
