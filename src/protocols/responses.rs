@@ -17,7 +17,8 @@
 //! `max_output_tokens`, `temperature`, `top_p`, `parallel_tool_calls`; `safety_identifier`/`user` →
 //! `user`; `prompt_cache_key`, `service_tier` kept. Answers come back as `reasoning` (summary text),
 //! `message` and `function_call` items with the whole event sequence when streamed.
-//! Dropped (harmless): earlier `reasoning` items (each provider signs its own), hosted tools offered
+//! Dropped (harmless): earlier `reasoning` items (each provider signs its own) and hosted tools' call
+//! items (`web_search_call`, `file_search_call`, …: their results are in the messages after them), hosted tools offered
 //! (`web_search`, `file_search`, `code_interpreter`, `image_generation`, `computer_use_preview`, `mcp`,
 //! `local_shell`, `tool_search`: the model is simply not given them), `metadata` (kept in the gateway's
 //! stored response), `include`, `text.verbosity`, `truncation`, `top_logprobs`, `client_metadata`.

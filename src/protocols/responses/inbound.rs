@@ -33,6 +33,17 @@ const HOSTED_TOOLS: &[&str] = &[
     "tool_search",
 ];
 
+/// The items hosted tools leave in a conversation.
+const HOSTED_CALLS: &[&str] = &[
+    "web_search_call",
+    "file_search_call",
+    "code_interpreter_call",
+    "image_generation_call",
+    "mcp_list_tools",
+    "mcp_call",
+    "tool_search_call",
+];
+
 /// The schema a custom (free-form) tool becomes for a model that only has function tools.
 fn custom_tool_parameters() -> Value {
     json!({"type": "object", "properties": {"input": {"type": "string", "description": "The tool's whole input, as free-form text."}}, "required": ["input"], "additionalProperties": false})
@@ -93,8 +104,10 @@ pub fn to_chat(req: &ResponsesRequest, history: &[Item], input: &[Item]) -> Tran
                 m.tool_call_id = item.call_id.clone();
                 messages.push(m);
             }
-            // Each provider signs its own reasoning; another's is not sent back.
+            // Each provider signs its own reasoning, and hosted tools' calls are the record of tools only
+            // OpenAI ran (their results are in the messages that follow): neither is sent to another.
             "reasoning" => {}
+            kind if HOSTED_CALLS.contains(&kind) => {}
             "item_reference" => refuse(format!("{at}: the referenced item was not found."), &at),
             other => refuse(format!("{at}: items of type '{other}' cannot be sent to this model."), &at),
         }
@@ -806,5 +819,120 @@ impl StreamEncoder for ResponsesStream {
             all.extend_from_slice(&frame);
         }
         all.freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{ChunkChoice, Delta, FunctionCallDelta, ToolCallDelta};
+    use proptest::prelude::*;
+
+    /// One streamed piece of a chat answer.
+    #[derive(Debug, Clone)]
+    enum Piece {
+        Reasoning(String),
+        Text(String),
+        /// A tool call's index and a piece of its arguments.
+        Call(u32, String),
+    }
+
+    fn chunk(piece: &Piece) -> ChatChunk {
+        let mut delta = Delta::default();
+        match piece {
+            Piece::Reasoning(t) => delta.reasoning_content = Some(t.clone()),
+            Piece::Text(t) => delta.content = Some(t.clone()),
+            Piece::Call(i, args) => {
+                delta.tool_calls = Some(vec![ToolCallDelta {
+                    index: *i,
+                    id: Some(format!("call_{i}")),
+                    kind: Some("function".into()),
+                    function: Some(FunctionCallDelta {
+                        name: Some(format!("tool_{i}")),
+                        arguments: Some(args.clone()),
+                        extra: Map::new(),
+                    }),
+                    extra: Map::new(),
+                }]);
+            }
+        }
+        ChatChunk {
+            id: "c".into(),
+            object: "chat.completion.chunk".into(),
+            created: 0,
+            model: "m".into(),
+            choices: vec![ChunkChoice { index: 0, delta, finish_reason: None, extra: Map::new() }],
+            usage: None,
+            extra: Map::new(),
+        }
+    }
+
+    fn piece() -> impl Strategy<Value = Piece> {
+        prop_oneof![
+            "[a-z ]{1,6}".prop_map(Piece::Reasoning),
+            "[a-z ]{1,6}".prop_map(Piece::Text),
+            (0u32..3, "[a-z{}\":]{1,6}").prop_map(|(i, a)| Piece::Call(i, a)),
+        ]
+    }
+
+    fn events(pieces: &[Piece]) -> Vec<Value> {
+        let req = ResponsesRequest { model: "m".into(), ..ResponsesRequest::default() };
+        let mut encoder = ResponsesStream::new(envelope(&req, "resp_1", 0, "m"), Vec::new(), Box::new(|_| {}));
+        let mut frames = Vec::new();
+        for p in pieces {
+            encoder.chunk(&chunk(p), &mut frames);
+        }
+        encoder.done(&mut frames);
+        let mut decoder = crate::sse::SseDecoder::default();
+        let mut out = Vec::new();
+        for f in &frames {
+            decoder.push(f, &mut out).unwrap();
+        }
+        out.iter()
+            .map(|e| {
+                let v: Value = serde_json::from_str(&e.data).unwrap();
+                assert_eq!(e.event.as_deref(), v["type"].as_str(), "the event line names the type");
+                v
+            })
+            .collect()
+    }
+
+    proptest! {
+        /// Whatever the upstream streams, in whatever order: sequence numbers count up from 0, every item
+        /// is added before its deltas and done once, and the final response holds exactly the done items.
+        #[test]
+        fn the_event_stream_is_well_formed_for_any_chunk_sequence(pieces in prop::collection::vec(piece(), 0..24)) {
+            let all = events(&pieces);
+            for (i, e) in all.iter().enumerate() {
+                prop_assert_eq!(e["sequence_number"].as_u64(), Some(i as u64));
+            }
+            prop_assert_eq!(all[0]["type"].as_str(), Some("response.created"));
+            prop_assert_eq!(all[1]["type"].as_str(), Some("response.in_progress"));
+            let last = all.last().unwrap();
+            prop_assert_eq!(last["type"].as_str(), Some("response.completed"));
+            let mut open = std::collections::HashSet::new();
+            let mut done = Vec::new();
+            for e in &all {
+                let index = e["output_index"].as_u64();
+                match e["type"].as_str().unwrap() {
+                    "response.output_item.added" => prop_assert!(open.insert(index.unwrap())),
+                    "response.output_item.done" => {
+                        prop_assert!(open.remove(&index.unwrap()), "done after added");
+                        done.push(e["item"].clone());
+                    }
+                    kind if kind.ends_with(".delta") => prop_assert!(open.contains(&index.unwrap()), "{} outside its item", kind),
+                    _ => {}
+                }
+            }
+            prop_assert!(open.is_empty(), "every item is done");
+            let output = last["response"]["output"].as_array().unwrap();
+            prop_assert_eq!(output.len(), done.len());
+            for item in &done {
+                prop_assert!(output.contains(item));
+            }
+            let text: String = pieces.iter().filter_map(|p| if let Piece::Text(t) = p { Some(t.as_str()) } else { None }).collect();
+            let streamed: String = all.iter().filter(|e| e["type"] == "response.output_text.delta").map(|e| e["delta"].as_str().unwrap()).collect();
+            prop_assert_eq!(streamed, text);
+        }
     }
 }
