@@ -57,13 +57,15 @@ pub struct ResponsesConfig {
     /// background and are never served.
     pub retention_days: u32,
     /// Recent responses kept in memory per replica, so a response is found by the very next request
-    /// before its database write lands.
+    /// before its database write lands: at most this many…
     pub memory_entries: usize,
+    /// …and at most this many MiB of them.
+    pub memory_mb: usize,
 }
 
 impl Default for ResponsesConfig {
     fn default() -> Self {
-        Self { retention_days: 30, memory_entries: 4096 }
+        Self { retention_days: 30, memory_entries: 4096, memory_mb: 64 }
     }
 }
 

@@ -368,7 +368,12 @@ struct Reply {
     finish_reason: &'static str,
     prompt_tokens: u64,
     completion_tokens: u64,
+    /// What the fake "thought" first, when the request asked for reasoning (`reasoning_effort`).
+    reasoning: Option<String>,
 }
+
+/// The fake's reasoning, when asked for it.
+const THOUGHT: &str = "The caller wants an answer; the fake model gives its usual one.";
 
 /// The fake's prose: replies are consecutive words of this text, starting at a place chosen by the prompt.
 const PROSE: &str = "Switchyard is answering from its built-in fake model. Every request is routed to the right \
@@ -417,6 +422,11 @@ impl Reply {
             finish_reason: "stop",
             prompt_tokens,
             completion_tokens: 0,
+            reasoning: body
+                .get("reasoning_effort")
+                .and_then(Value::as_str)
+                .filter(|e| *e != "none" && *e != "minimal")
+                .map(|_| THOUGHT.to_owned()),
         };
         let tool_calls = tool_calls_for(body, messages);
         if !tool_calls.is_empty() {
@@ -452,13 +462,18 @@ impl Reply {
         reply
     }
 
+    fn reasoning_tokens(&self) -> u64 {
+        self.reasoning.as_ref().map_or(0, |r| r.len().div_ceil(4) as u64)
+    }
+
     fn usage(&self) -> Value {
+        let completion = self.completion_tokens + self.reasoning_tokens();
         json!({
             "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "completion_tokens": completion,
+            "total_tokens": self.prompt_tokens + completion,
             "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0}
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens(), "audio_tokens": 0}
         })
     }
 
@@ -474,6 +489,9 @@ impl Reply {
             .map(|(i, (name, args))| json!({"id": self.call_id(i), "type": "function", "function": {"name": name, "arguments": args}}))
             .collect();
         let mut message = json!({"role": "assistant", "content": null, "refusal": null});
+        if let Some(thought) = &self.reasoning {
+            message["reasoning_content"] = json!(thought);
+        }
         if tool_calls.is_empty() {
             message["content"] = Value::String(self.tokens.concat());
         } else {
@@ -502,6 +520,9 @@ impl Reply {
             c
         };
         let mut out = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
+        if let Some(thought) = &self.reasoning {
+            out.push(chunk(json!({"reasoning_content": thought}), None));
+        }
         for token in &self.tokens {
             out.push(chunk(json!({"content": token}), None));
         }

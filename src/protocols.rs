@@ -178,10 +178,10 @@ pub fn path_segment(id: &str) -> String {
     }
 }
 
-/// The caller asked for something this provider's protocol cannot express.
+/// The caller asked for something this provider's protocol cannot express: the attempt fails (another
+/// target may take the request) and, when no target can, the caller gets a 400 naming `param`.
 pub fn bad_request(message: impl Into<String>, param: &str) -> ProviderError {
-    let mut e = ProviderError::new(ErrorKind::BadRequest, message);
-    e.status = Some(400);
+    let mut e = ProviderError::new(ErrorKind::Untranslatable, message);
     e.param = Some(param.to_owned());
     e.code = Some("unsupported_parameter".to_owned());
     e

@@ -14,6 +14,17 @@ use serde_json::{Map, Value};
 
 pub type Extra = Map<String, Value>;
 
+/// Switchyard's own request fields (`prefer`, `models`): they travel in a request's extras to the router,
+/// which reads them, and are never sent to a provider.
+pub const OWN_FIELDS: [&str; 2] = ["prefer", "models"];
+
+/// Removes Switchyard's own fields from a request's extras, before it goes to a provider.
+pub fn strip_own_fields(extra: &mut Extra) {
+    for field in OWN_FIELDS {
+        extra.remove(field);
+    }
+}
+
 /// `Deserialize` for a struct whose named fields are typed and whose other fields go, untouched, into
 /// its `extra` map. serde's `#[serde(flatten)]` does the same by first buffering every field of the
 /// object as a generic value and then decoding each from that buffer, which was a tenth of a request's

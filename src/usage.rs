@@ -70,6 +70,8 @@ pub struct UsageGuard {
     /// Characters of generated text seen so far, for an estimate when the provider's count never comes.
     streamed_chars: usize,
     provider_usage: Option<Usage>,
+    /// The provider's usage so far is its final count (not a stream's opening report of the input).
+    usage_final: bool,
     prices: Prices,
     /// What this request holds of its key's limits, settled to what it used when the record is emitted.
     admission: Option<(Arc<crate::limits::Limiter>, crate::limits::Admission)>,
@@ -145,6 +147,7 @@ impl UsageGuard {
             estimated_prompt_tokens,
             streamed_chars: 0,
             provider_usage: None,
+            usage_final: false,
             prices: Prices::default(),
             admission: None,
         }
@@ -183,8 +186,17 @@ impl UsageGuard {
         self.provider_usage.as_ref()
     }
 
+    /// The provider's final count of the request's tokens.
     pub fn provider_usage(&mut self, usage: &Usage) {
         self.provider_usage = Some(usage.clone());
+        self.usage_final = true;
+    }
+
+    /// A stream's count so far (Anthropic's `message_start`, a Gemini frame before the last): its output
+    /// is not final, so a stream cut before the final count is billed the larger of it and the text seen.
+    pub fn partial_usage(&mut self, usage: &Usage) {
+        self.provider_usage = Some(usage.clone());
+        self.usage_final = false;
     }
 
     pub fn streamed_text(&mut self, chars: usize) {
@@ -212,6 +224,15 @@ impl UsageGuard {
                 r.cache_write_tokens = u.cache_write_tokens();
                 r.reasoning_tokens = u.reasoning_tokens();
                 r.usage_source = UsageSource::Provider;
+                let seen = self.streamed_chars.div_ceil(4) as u64;
+                if !self.usage_final && seen > r.completion_tokens {
+                    r.completion_tokens = seen;
+                    r.usage_source = UsageSource::Estimated;
+                }
+                if !self.usage_final && r.prompt_tokens == 0 {
+                    r.prompt_tokens = self.estimated_prompt_tokens;
+                    r.usage_source = UsageSource::Estimated;
+                }
             }
             // A request that never reached a provider consumed nothing.
             None if r.served_model.is_none() => {}

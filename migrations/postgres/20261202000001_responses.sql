@@ -6,6 +6,8 @@ CREATE TABLE responses (
     id TEXT PRIMARY KEY,
     scope TEXT NOT NULL,
     key_id TEXT,
+    -- The provider that answered: encrypted reasoning in the output goes back to it only.
+    provider TEXT,
     previous_response_id TEXT,
     created_at BIGINT NOT NULL,
     expires_at BIGINT NOT NULL,

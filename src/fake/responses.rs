@@ -10,6 +10,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
+use serde_json::{Value, json};
 
 use super::{Dialect, FakeState, Reply, intake, json_response_bytes, stream_frames};
 use crate::protocols::StreamEncoder as _;
@@ -40,7 +41,7 @@ pub(super) async fn responses(State(state): State<Arc<FakeState>>, headers: Head
         }
         None => return Dialect::OpenAi.error_response(400, None, None, "'input' is required"),
     };
-    let translated = to_chat(&req, &[], &items);
+    let translated = to_chat(&req, [], &items);
     if let Some(problem) = translated.problem {
         return Dialect::OpenAi.error_response(400, None, None, &problem.message);
     }
@@ -50,6 +51,8 @@ pub(super) async fn responses(State(state): State<Arc<FakeState>>, headers: Head
     };
     let reply = Reply::for_chat(&translated.chat, &state.settings, &state.next_id("resp_fake"));
     let start = envelope(&req, &reply.id, reply.created, &req.model);
+    // Like OpenAI with `store: false`, reasoning is handed back encrypted when asked for, to be sent back.
+    let encrypted = req.includes("reasoning.encrypted_content").then(|| format!("enc:{}", state.settings.latency_ms));
     if req.is_streaming() {
         let mut encoder = ResponsesStream::new(start, translated.custom_tools, Box::new(|_| {}));
         let mut frames = Vec::new();
@@ -59,14 +62,50 @@ pub(super) async fn responses(State(state): State<Arc<FakeState>>, headers: Head
             }
         }
         encoder.done(&mut frames);
+        if let Some(sealed) = &encrypted {
+            frames = frames.into_iter().map(|f| seal_frame(f, sealed)).collect();
+        }
         return stream_frames(state.clone(), frames, Dialect::Responses, fault);
     }
     tokio::time::sleep(std::time::Duration::from_millis(state.settings.latency_ms)).await;
     match reply.response(&req.model) {
         Ok(resp) => {
-            let object = from_chat(&resp, start, &translated.custom_tools);
+            let mut object =
+                serde_json::to_value(from_chat(&resp, start, &translated.custom_tools)).unwrap_or_default();
+            if let Some(sealed) = &encrypted {
+                seal(&mut object, sealed);
+            }
             json_response_bytes(serde_json::to_vec(&object).unwrap_or_default())
         }
         Err(e) => Dialect::OpenAi.error_response(500, None, None, &e.to_string()),
     }
+}
+
+/// Puts `sealed` as the encrypted content of every reasoning item in a response, an item or an event.
+fn seal(value: &mut Value, sealed: &str) {
+    let mut seal_item = |item: &mut Value| {
+        if item.get("type").and_then(Value::as_str) == Some("reasoning") {
+            item["encrypted_content"] = json!(sealed);
+        }
+    };
+    if let Some(items) = value.get_mut("output").and_then(Value::as_array_mut) {
+        items.iter_mut().for_each(&mut seal_item);
+    }
+    for key in ["item", "response"] {
+        if let Some(inner) = value.get_mut(key) {
+            if key == "response" {
+                seal(inner, sealed);
+            } else {
+                seal_item(inner);
+            }
+        }
+    }
+}
+
+fn seal_frame(frame: Bytes, sealed: &str) -> Bytes {
+    let text = String::from_utf8_lossy(&frame);
+    let Some((head, data)) = text.split_once("\ndata: ") else { return frame };
+    let Ok(mut value) = serde_json::from_str::<Value>(data.trim_end()) else { return frame };
+    seal(&mut value, sealed);
+    Bytes::from(format!("{head}\ndata: {value}\n\n"))
 }

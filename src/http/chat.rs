@@ -132,9 +132,7 @@ pub(super) async fn serve_chat<P: Passthrough>(
         };
         Pipeline::admit(state, request_id, key.as_ref(), headers, intake).await?
     };
-    // Switchyard's own fields are not forwarded.
-    req.extra.remove("prefer");
-    req.extra.remove("models");
+    crate::schema::strip_own_fields(&mut req.extra);
     if req.is_streaming() {
         // Switchyard always learns a stream's usage; the caller's own choice is honoured when forwarding.
         req.stream_options.get_or_insert_with(Default::default).include_usage = Some(true);

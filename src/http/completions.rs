@@ -67,6 +67,8 @@ pub async fn create_completion(
         Pipeline::admit(&state, &request_id, key.as_deref(), &headers, intake).await?
     };
     let wants_usage = req.wants_stream_usage();
+    let mut chats = chats;
+    chats.iter_mut().for_each(|c| crate::schema::strip_own_fields(&mut c.extra));
     let mut door = Attempts { problem: untranslatable(&req), native: native_body(req), chats, n };
     let Served { value, target, mut usage, headers } = pipeline.run(&mut door).await?;
     let prices = target.prices();
@@ -99,9 +101,7 @@ fn native_body(req: CompletionRequest) -> serde_json::Map<String, Value> {
         Ok(Value::Object(map)) => map,
         _ => serde_json::Map::new(),
     };
-    // Switchyard's own routing fields are not forwarded.
-    body.remove("prefer");
-    body.remove("models");
+    crate::schema::strip_own_fields(&mut body);
     if streamed {
         let options = body.entry("stream_options").or_insert_with(|| json!({}));
         if let Some(options) = options.as_object_mut() {

@@ -294,7 +294,7 @@ impl GatewayError {
             ErrorKind::Authentication => {
                 Self::new(StatusCode::BAD_GATEWAY, "upstream_error", Some("provider_authentication_failed"), &e.message)
             }
-            ErrorKind::BadRequest | ErrorKind::NotFound => {
+            ErrorKind::BadRequest | ErrorKind::NotFound | ErrorKind::Untranslatable => {
                 let status = upstream_status.filter(StatusCode::is_client_error).unwrap_or(StatusCode::BAD_REQUEST);
                 Self::new(status, INVALID_REQUEST, e.code.as_deref(), &e.message).with_param(e.param.clone())
             }

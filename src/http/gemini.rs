@@ -136,7 +136,12 @@ impl Relayed for GenerateResponse {
             .sum();
         usage.streamed_text(text);
         if let Some(u) = self.usage_metadata.as_ref().map(to_canonical) {
-            usage.provider_usage(&u);
+            // Gemini counts so far in every frame; the last one, with the finish reason, is final.
+            if crate::protocols::StreamItem::is_final(self) {
+                usage.provider_usage(&u);
+            } else {
+                usage.partial_usage(&u);
+            }
             add_cost(self, Some(&u), prices);
         }
     }

@@ -106,9 +106,13 @@ impl Relayed for StreamEvent {
             usage.streamed_text(text);
         }
         if let Some(u) = native::usage_after(self, usage.reported()) {
-            if self.kind == "message_delta"
-                && let (Some(reported), Some(micros)) =
-                    (self.usage.as_mut(), prices.cost_micros(u.prompt_tokens, u.cached_tokens(), u.completion_tokens))
+            if self.kind != "message_delta" {
+                // `message_start` counts the input; the output comes with `message_delta`.
+                usage.partial_usage(&u);
+                return;
+            }
+            if let (Some(reported), Some(micros)) =
+                (self.usage.as_mut(), prices.cost_micros(u.prompt_tokens, u.cached_tokens(), u.completion_tokens))
             {
                 reported.extra.insert("cost".into(), json!(micros as f64 / 1e6));
             }

@@ -8,7 +8,7 @@
 //! the Responses event stream, and kept (unless `store: false`) before its last byte is sent, so the very
 //! next request can continue from it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use axum::Extension;
@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::HeaderMap;
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::observe::RequestId;
@@ -34,7 +34,7 @@ use crate::protocols::responses::wire::{
 use crate::protocols::{Invalid, Native, NativeCall, bad_request};
 use crate::providers::exec::{self, ChunkStream};
 use crate::providers::{ErrorKind, ProviderError};
-use crate::response_store::{ResponseStore, StoredResponse, new_response_id};
+use crate::response_store::{History, MAX_TURNS, ResponseStore, Sourced, StoredResponse, new_response_id};
 use crate::routing::{ModelEntry, RequestFeatures};
 use crate::schema::{ChatChunk, ChatRequest, ChatResponse};
 use crate::tenancy::ActiveKey;
@@ -61,15 +61,19 @@ pub async fn create_response(
     let scope = scope(&key);
     let history = match &req.previous_response_id {
         None => Vec::new(),
-        Some(previous) => state
-            .responses
-            .history(&scope, previous)
-            .await
-            .map_err(store_unavailable)?
-            .ok_or_else(|| GatewayError::previous_response_not_found(previous))?,
+        Some(previous) => match state.responses.history(&scope, previous).await.map_err(store_unavailable)? {
+            History::Found(items) => items,
+            History::Missing => return Err(GatewayError::previous_response_not_found(previous)),
+            History::TooLong => {
+                return Err(GatewayError::invalid_value(
+                    format!("The conversation is longer than {MAX_TURNS} turns; start a new one."),
+                    "previous_response_id",
+                ));
+            }
+        },
     };
     let input = resolve_input(&state.responses, &scope, req.input.take(), history.is_empty()).await?;
-    let translated = inbound::to_chat(&req, &history, &input);
+    let translated = inbound::to_chat(&req, history.iter().map(|s| &s.item), input.iter().map(|s| &s.item));
     let pipeline = {
         let features = RequestFeatures::for_chat(&translated.chat)
             .map_err(|field| GatewayError::invalid_value(format!("'{field}' has an invalid value."), &field))?;
@@ -91,7 +95,7 @@ pub async fn create_response(
         scope,
         key_id: key.as_ref().map(|Extension(k)| k.id.clone()),
         previous_response_id: req.previous_response_id.clone(),
-        input: stored_input(input.clone()),
+        input: stored_input(input.iter().map(|s| s.item.clone()).collect()),
     };
     let rewrite = Rewrite {
         id: id.clone(),
@@ -103,15 +107,9 @@ pub async fn create_response(
     let envelope = inbound::envelope(&req, &id, created_at, &req.model);
     let custom_tools = translated.custom_tools.clone();
     let streamed = req.is_streaming();
-    let mut door = Attempts {
-        req,
-        history,
-        input,
-        native_body: None,
-        chat: translated.chat,
-        problem: translated.problem,
-        streamed,
-    };
+    let mut chat = translated.chat;
+    crate::schema::strip_own_fields(&mut chat.extra);
+    let mut door = Attempts { req, history, input, chat, problem: translated.problem, streamed };
     let Served { value, target, mut usage, headers } = pipeline.run(&mut door).await?;
     let prices = target.prices();
     Ok(match value {
@@ -123,7 +121,7 @@ pub async fn create_response(
             rewrite.response(&mut body);
             let output = output_items(&body);
             rewrite.for_client(&mut body);
-            keeper.keep(&body, output);
+            keeper.keep(&body, output, &target.provider.name);
             Served { value: (), target, usage, headers }.json(body.to_string().into_bytes())
         }
         Either::Whole(Answer::Translated(mut resp)) => {
@@ -133,23 +131,24 @@ pub async fn create_response(
             }
             let object = inbound::from_chat(&resp, envelope, &custom_tools);
             let body = serde_json::to_value(&object).unwrap_or_default();
-            keeper.keep(&body, object.output);
+            keeper.keep(&body, object.output, &target.provider.name);
             Served { value: (), target, usage, headers }.json(body.to_string().into_bytes())
         }
         Either::Stream(Opened::Native(stream, leading)) => {
-            let shown = rewrite.clone();
+            let (shown, provider) = (rewrite.clone(), target.provider.name.clone());
             let on_complete = Box::new(move |response: &Value| {
                 let output = output_items(response);
                 let mut response = response.clone();
                 shown.for_client(&mut response);
-                keeper.keep(&response, output);
+                keeper.keep(&response, output, &provider);
             });
             let encoder = NativeStream::new(rewrite, on_complete);
             relay::respond(&state, Served { value: (stream, leading), target, usage, headers }, Box::new(encoder))
         }
         Either::Stream(Opened::Translated(stream, leading)) => {
+            let provider = target.provider.name.clone();
             let on_complete = Box::new(move |response: &ResponseObject| {
-                keeper.keep(&serde_json::to_value(response).unwrap_or_default(), response.output.clone());
+                keeper.keep(&serde_json::to_value(response).unwrap_or_default(), response.output.clone(), &provider);
             });
             let encoder = ResponsesStream::new(envelope, custom_tools, on_complete);
             relay::respond(&state, Served { value: (stream, leading), target, usage, headers }, Box::new(encoder))
@@ -172,13 +171,17 @@ fn add_native_cost(response: &mut Value, prices: Prices) {
     }
 }
 
-/// This request's input as items, each `item_reference` replaced by the stored item it names.
+/// The most `item_reference`s one request may hold.
+const MAX_REFERENCES: usize = 1_024;
+
+/// This request's input as items: each `item_reference` replaced by the stored item it names, and a
+/// reasoning item the caller sent back without its encrypted content by the stored one that has it.
 async fn resolve_input(
     store: &ResponseStore,
     scope: &str,
     input: Option<Input>,
     required: bool,
-) -> Result<Vec<Item>, GatewayError> {
+) -> Result<Vec<Sourced>, GatewayError> {
     let items = match input {
         Some(Input::Text(text)) => vec![Item {
             kind: Some("message".into()),
@@ -190,32 +193,57 @@ async fn resolve_input(
         None if required => return Err(GatewayError::invalid_value("'input' is required.", "input")),
         None => Vec::new(),
     };
+    let references = items.iter().filter(|i| i.kind() == "item_reference").count();
+    if references > MAX_REFERENCES {
+        return Err(GatewayError::invalid_value(
+            format!("At most {MAX_REFERENCES} item references per request."),
+            "input",
+        ));
+    }
+    let wanted: Vec<&str> = items
+        .iter()
+        .filter(|i| i.kind() == "item_reference" || (i.kind() == "reasoning" && i.encrypted_content.is_none()))
+        .filter_map(|i| i.id.as_deref())
+        .take(MAX_REFERENCES)
+        .collect();
+    let mut stored = if wanted.is_empty() {
+        HashMap::new()
+    } else {
+        store.items(scope, &wanted).await.map_err(store_unavailable)?
+    };
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
-        if item.kind() != "item_reference" {
-            out.push(item);
-            continue;
-        }
         let id = item.id.as_deref().unwrap_or_default();
-        match store.item(scope, id).await.map_err(store_unavailable)? {
-            Some(found) => out.push(found),
-            None => {
-                return Err(GatewayError::invalid_value(
-                    format!(
-                        "Item with id '{id}' not found (stored responses are kept per organisation, and not with store: false)."
-                    ),
-                    &format!("input[{i}].id"),
-                ));
-            }
+        match item.kind() {
+            "item_reference" => match stored.get(id) {
+                Some(found) => out.push(found.clone()),
+                None => {
+                    return Err(GatewayError::invalid_value(
+                        format!(
+                            "Item with id '{id}' not found (stored responses are kept per organisation, and not with store: false)."
+                        ),
+                        &format!("input[{i}].id"),
+                    ));
+                }
+            },
+            "reasoning" if item.encrypted_content.is_none() => match stored.remove(id) {
+                Some(found) if found.item.kind() == "reasoning" => out.push(found),
+                _ => out.push(Sourced { item, provider: None }),
+            },
+            _ => out.push(Sourced { item, provider: None }),
         }
     }
     Ok(out)
 }
 
-/// The input items as stored and listed: each with an id (the SDKs page through input items by id), and
-/// messages in the full form OpenAI lists them in (a type, a status, content as parts).
+/// The input items as stored and listed: each with an id (the SDKs page through input items by id),
+/// messages in the full form OpenAI lists them in (a type, a status, content as parts), and reasoning
+/// without its encrypted content (that stays with the turn that produced it, and its provider).
 fn stored_input(mut items: Vec<Item>) -> Vec<Item> {
     for item in &mut items {
+        if item.kind() == "reasoning" {
+            item.encrypted_content = None;
+        }
         if item.kind() == "message" {
             item.kind = Some("message".into());
             item.status.get_or_insert_with(|| "completed".into());
@@ -258,15 +286,16 @@ struct Keeper {
 }
 
 impl Keeper {
-    /// Stores the response as the caller was shown it (what `GET` returns) and its output items as the
-    /// provider gave them (what the next turn sends back).
-    fn keep(&self, shown: &Value, output: Vec<Item>) {
+    /// Stores the response as the caller was shown it (what `GET` returns) and its output items as
+    /// `provider` gave them (what the next turn sends back).
+    fn keep(&self, shown: &Value, output: Vec<Item>, provider: &str) {
         let Some(store) = &self.store else { return };
         let created_at = store.now();
         store.put(StoredResponse {
             id: self.id.clone(),
             scope: self.scope.clone(),
             key_id: self.key_id.clone(),
+            provider: Some(provider.to_owned()),
             previous_response_id: self.previous_response_id.clone(),
             created_at,
             expires_at: store.expires_at(created_at),
@@ -292,10 +321,8 @@ enum Opened {
 /// How one attempt is made: natively to a provider that speaks Responses, else translated.
 struct Attempts {
     req: ResponsesRequest,
-    history: Vec<Item>,
-    input: Vec<Item>,
-    /// The native body, built at the first native attempt.
-    native_body: Option<Map<String, Value>>,
+    history: Vec<Sourced>,
+    input: Vec<Sourced>,
     chat: ChatRequest,
     /// Why the request cannot be translated, if it cannot.
     problem: Option<Invalid>,
@@ -303,21 +330,18 @@ struct Attempts {
 }
 
 impl Attempts {
-    /// The native body for `target`: the whole conversation (earlier reasoning only where the provider
-    /// can read it back, i.e. encrypted), the target's model id.
+    /// The native body for `target`: the whole conversation, earlier reasoning only where the provider
+    /// can read it back (encrypted, by this provider or given by the caller), the target's model id.
     fn native(&mut self, target: &ModelEntry) -> Bytes {
-        let body = self.native_body.get_or_insert_with(|| {
-            let items = self
-                .history
-                .iter()
-                .filter(|i| i.kind() != "reasoning" || i.encrypted_content.is_some())
-                .chain(&self.input)
-                .cloned()
-                .collect();
-            native::upstream_body(&self.req, items)
-        });
+        let provider = &target.provider.name;
+        let readable = |s: &&Sourced| {
+            s.item.kind() != "reasoning"
+                || (s.item.encrypted_content.is_some() && s.provider.as_ref().is_none_or(|p| p == provider))
+        };
+        let items = self.history.iter().chain(&self.input).filter(readable).map(|s| s.item.clone()).collect();
+        let mut body = native::upstream_body(&self.req, items);
         body.insert("model".into(), json!(target.upstream));
-        Bytes::from(serde_json::to_vec(body).unwrap_or_default())
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
     }
 
     fn translated(&mut self, target: &ModelEntry) -> Result<&ChatRequest, ProviderError> {

@@ -8,7 +8,8 @@
 //! `top_p`, `top_k`; `max_completion_tokens`/`max_tokens` (required by Anthropic: 4096 when absent);
 //! `reasoning_effort` → a `thinking` budget; `user` → `metadata.user_id`; `response_format` `json_schema`
 //! (its schema) or `json_object` (any object) → a forced tool whose input, always valid JSON, becomes the
-//! message text. Thinking comes back as `reasoning_content`. `n` > 1 is `n` calls (the pipeline's).
+//! message text. Thinking comes back as `reasoning_content`; with a forced tool (JSON mode, `required` or a
+//! named tool choice) thinking is left off, as Anthropic refuses the two together. `n` > 1 is `n` calls (the pipeline's).
 //! Dropped (no Anthropic equivalent): `logit_bias`, `logprobs`, `top_logprobs`, penalties, `seed`,
 //! `store`, `service_tier`, `metadata`, `prediction`, `modalities`, other unknown fields. Refused with
 //! 400: audio and file content parts.

@@ -163,7 +163,9 @@ pub fn untranslatable(req: &CompletionRequest) -> Option<Invalid> {
 /// One prompt as the canonical chat request.
 pub fn to_chat(req: &CompletionRequest, prompt: &str) -> ChatRequest {
     let mut extra = Map::new();
-    for field in ["user", "seed", "presence_penalty", "frequency_penalty", "prefer", "models"] {
+    let carried =
+        ["user", "seed", "presence_penalty", "frequency_penalty"].into_iter().chain(crate::schema::OWN_FIELDS);
+    for field in carried {
         if let Some(v) = req.extra.get(field) {
             extra.insert(field.into(), v.clone());
         }

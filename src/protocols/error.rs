@@ -54,6 +54,9 @@ pub enum ErrorKind {
     InvalidResponse,
     /// The provider is not configured (no credentials).
     Unavailable,
+    /// The request asks for something this target's protocol cannot express (a content type, a field
+    /// only another provider honours). Not the target's fault, and another target may take it.
+    Untranslatable,
 }
 
 /// One failed upstream attempt.
@@ -94,7 +97,8 @@ impl ProviderError {
             | ErrorKind::Connection
             | ErrorKind::StreamInterrupted
             | ErrorKind::InvalidResponse
-            | ErrorKind::Unavailable => true,
+            | ErrorKind::Unavailable
+            | ErrorKind::Untranslatable => true,
             // The same request would fail the same way elsewhere; the router may still move a context
             // overflow to a larger window, which is its decision, not this one.
             ErrorKind::BadRequest | ErrorKind::NotFound | ErrorKind::ContextTooLong | ErrorKind::ContentPolicy => false,
@@ -109,6 +113,7 @@ impl ProviderError {
             (ErrorKind::StreamInterrupted, _) => "stream_interrupted".to_owned(),
             (ErrorKind::InvalidResponse, _) => "invalid_response".to_owned(),
             (ErrorKind::Unavailable, _) => "unavailable".to_owned(),
+            (ErrorKind::Untranslatable, _) => "unsupported".to_owned(),
             (_, Some(status)) => status.to_string(),
             (kind, None) => format!("{kind:?}").to_lowercase(),
         }

@@ -11,6 +11,8 @@ pub struct ResponseRow {
     /// The owning organisation's id, or '' for the master key.
     pub scope: String,
     pub key_id: Option<String>,
+    /// The provider that answered.
+    pub provider: Option<String>,
     pub previous_response_id: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
@@ -29,11 +31,12 @@ pub struct NewResponse {
     pub item_ids: Vec<String>,
 }
 
-const COLUMNS: &str = "id, scope, key_id, previous_response_id, created_at, expires_at, input, output, body";
+const COLUMNS: &str = "id, scope, key_id, provider, previous_response_id, created_at, expires_at, input, output, body";
 
 impl Store {
-    /// Writes responses and their item index in one transaction; an id already present is left as it is
-    /// (the first response to claim an item id keeps it).
+    /// Writes responses and their item index in one transaction; a response id already present is left as
+    /// it is, and an item id belongs to the latest response that holds it (deleting that one leaves the
+    /// earlier copies unreferenced, which is what the caller asked for).
     pub async fn insert_responses(&self, responses: &[NewResponse]) -> Result<(), StoreError> {
         macro_rules! insert_all {
             ($pool:expr, $response_sql:expr, $item_sql:expr) => {{
@@ -44,6 +47,7 @@ impl Store {
                         .bind(&row.id)
                         .bind(&row.scope)
                         .bind(&row.key_id)
+                        .bind(&row.provider)
                         .bind(&row.previous_response_id)
                         .bind(row.created_at)
                         .bind(row.expires_at)
@@ -67,16 +71,16 @@ impl Store {
         }
         // The same statements in each backend's placeholder style.
         const RESPONSE: [&str; 2] = [
-            "INSERT INTO responses (id, scope, key_id, previous_response_id, created_at, expires_at, input, output, body) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-            "INSERT INTO responses (id, scope, key_id, previous_response_id, created_at, expires_at, input, output, body) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO responses (id, scope, key_id, provider, previous_response_id, created_at, expires_at, input, \
+             output, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO responses (id, scope, key_id, provider, previous_response_id, created_at, expires_at, input, \
+             output, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING",
         ];
         const ITEM: [&str; 2] = [
             "INSERT INTO response_items (scope, item_id, response_id, expires_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (scope, item_id) DO NOTHING",
+             ON CONFLICT (scope, item_id) DO UPDATE SET response_id = excluded.response_id, expires_at = excluded.expires_at",
             "INSERT INTO response_items (scope, item_id, response_id, expires_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (scope, item_id) DO NOTHING",
+             ON CONFLICT (scope, item_id) DO UPDATE SET response_id = excluded.response_id, expires_at = excluded.expires_at",
         ];
         match self {
             Store::Sqlite(pool) => insert_all!(pool, RESPONSE[0], ITEM[0]),

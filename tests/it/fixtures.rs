@@ -211,7 +211,11 @@ fn anthropic_request_translation_matches_the_messages_api() {
     let n2: ChatRequest =
         serde_json::from_value(json!({"model": "m", "n": 2, "messages": [{"role": "user", "content": "x"}]})).unwrap();
     let err = anthropic().chat_request(&n2, &endpoint).unwrap_err();
-    assert_eq!((err.kind, err.param.as_deref()), (ErrorKind::BadRequest, Some("n")));
+    assert_eq!(
+        (err.kind, err.param.as_deref()),
+        (ErrorKind::Untranslatable, Some("n")),
+        "the pipeline makes n calls instead"
+    );
 }
 
 mod properties {

@@ -269,3 +269,39 @@ async fn a_streamed_messages_request_to_an_anthropic_model_is_relayed_event_by_e
     assert!(record.prompt_tokens > 0 && record.completion_tokens > 0, "{record:?}");
     assert_eq!(record.usage_source, switchyard::usage::UsageSource::Provider);
 }
+
+#[tokio::test]
+async fn what_one_provider_cannot_take_moves_on_to_one_that_can() {
+    let h = Harness::start().await;
+    let body = json!({"model": "test-model", "models": ["claude-test"], "max_tokens": 50, "messages": [{"role": "user", "content": [
+        {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "A memo."}},
+        {"type": "text", "text": "Summarise."}]}]});
+    let resp = h.client.post(h.url("/v1/messages")).header("x-api-key", MASTER_KEY).json(&body).send().await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    assert_eq!(status, 200, "{}", resp.text().await.unwrap());
+    let resp = headers;
+    assert_eq!(resp["x-switchyard-provider"], "anthropic");
+    assert!(resp["x-switchyard-attempts"].to_str().unwrap().contains("test-model=unsupported"));
+    assert_eq!(h.upstream.state.requests().len(), 1, "the translated target was never called");
+}
+
+#[tokio::test]
+async fn an_anthropic_stream_cut_before_its_final_count_is_billed_for_the_text_seen() {
+    let h = Harness::start().await;
+    h.upstream.state.push_fault(None, Fault::CutMidStream { after_chunks: 20 });
+    let resp = h
+        .client
+        .post(h.url("/v1/messages"))
+        .header("x-api-key", MASTER_KEY)
+        .json(&json!({"model": "claude-test", "max_tokens": 200, "stream": true, "messages": [{"role": "user", "content": "Tell me"}]}))
+        .send()
+        .await
+        .unwrap();
+    let events = sse_events(resp).await;
+    assert_eq!(events.last().unwrap().event.as_deref(), Some("error"));
+    let record = h.usage.wait_for(1).await.pop().unwrap();
+    assert!(record.prompt_tokens > 0, "the input from message_start");
+    assert!(record.completion_tokens > 1, "more than message_start's count: {record:?}");
+    assert_eq!(record.usage_source, switchyard::usage::UsageSource::Estimated);
+}

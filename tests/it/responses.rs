@@ -493,3 +493,69 @@ async fn json_schema_output_and_custom_tools_work_through_a_translated_model() {
     assert_eq!((call["type"].as_str(), call["name"].as_str()), (Some("custom_tool_call"), Some("apply_patch")), "{r}");
     assert!(call["input"].is_string() && call["call_id"].is_string());
 }
+
+#[tokio::test]
+async fn encrypted_reasoning_goes_back_only_to_the_provider_that_made_it() {
+    let second = r#"
+[[providers]]
+name = "native2"
+kind = "openai"
+base_url = "{base}"
+api_key_env = "TEST_UPSTREAM_KEY"
+quirks = { responses = true }
+
+[[models]]
+name = "other-native"
+provider = "native2"
+upstream = "other-upstream-id"
+"#;
+    let h = Harness::with(Setup { extra: format!("{NATIVE}{second}"), ..Setup::default() }).await;
+    let (status, first) =
+        create(&h, json!({"model": "native-model", "input": "Think first.", "reasoning": {"effort": "medium"}})).await;
+    assert_eq!(status, 200, "{first}");
+    let reasoning = first["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "reasoning")
+        .expect("a reasoning item")
+        .clone();
+    assert!(reasoning.get("encrypted_content").is_none(), "not shown to a caller that did not ask: {reasoning}");
+    let reasoning_sent = |h: &Harness| -> Vec<Value> {
+        let input = h.upstream.last_request().body["input"].as_array().unwrap().clone();
+        input.into_iter().filter(|i| i["type"] == "reasoning").collect()
+    };
+    // The same provider gets it back, encrypted, from the store.
+    let (status, _) =
+        create(&h, json!({"model": "native-model", "input": "Go on.", "previous_response_id": first["id"]})).await;
+    assert_eq!(status, 200);
+    let sent = reasoning_sent(&h);
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0]["encrypted_content"].is_string(), "{sent:?}");
+    // Another provider could not read it: it is left out.
+    let (status, _) =
+        create(&h, json!({"model": "other-native", "input": "Go on.", "previous_response_id": first["id"]})).await;
+    assert_eq!(status, 200);
+    assert!(reasoning_sent(&h).is_empty());
+    // A caller that sends the output back itself (`input += output`) gets the stored, encrypted copy used.
+    let mut input = vec![json!({"role": "user", "content": "Think first."})];
+    input.extend(first["output"].as_array().unwrap().iter().cloned());
+    input.push(json!({"role": "user", "content": "Go on."}));
+    let (status, _) = create(&h, json!({"model": "native-model", "input": input.clone(), "store": false})).await;
+    assert_eq!(status, 200);
+    let sent = reasoning_sent(&h);
+    assert_eq!((sent.len(), sent[0]["id"].as_str()), (1, reasoning["id"].as_str()));
+    assert!(sent[0]["encrypted_content"].is_string());
+    // A model of another protocol gets the conversation without it.
+    let (status, _) = create(&h, json!({"model": "claude-test", "input": input})).await;
+    assert_eq!(status, 200);
+    assert_eq!(h.upstream.last_request().body["messages"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn item_references_are_bounded() {
+    let h = harness().await;
+    let input: Vec<Value> = (0..1_025).map(|i| json!({"type": "item_reference", "id": format!("msg_{i}")})).collect();
+    let (status, err) = create(&h, json!({"model": "claude-test", "input": input})).await;
+    assert_eq!((status, err["error"]["param"].as_str()), (400, Some("input")));
+}

@@ -55,12 +55,9 @@ pub fn to_chat(req: &MessagesRequest) -> Result<Translated, Invalid> {
             }
             MessageContent::Blocks(blocks) => blocks,
         };
-        let translated = match role {
-            WireRole::User => user_blocks(i, blocks, &mut messages),
-            WireRole::Assistant => assistant_blocks(i, blocks).map(|m| messages.push(m)),
-        };
-        if let Err(e) = translated {
-            problem.get_or_insert(e);
+        match role {
+            WireRole::User => user_blocks(i, blocks, &mut messages, &mut problem),
+            WireRole::Assistant => messages.push(assistant_blocks(i, blocks, &mut problem)),
         }
     }
     let mut tools = Vec::new();
@@ -126,7 +123,7 @@ pub fn to_chat(req: &MessagesRequest) -> Result<Translated, Invalid> {
         extra.insert("reasoning_effort".into(), json!(effort));
     }
     // Switchyard's own routing fields work on this door too.
-    for field in ["prefer", "models"] {
+    for field in crate::schema::OWN_FIELDS {
         if let Some(v) = req.extra.get(field) {
             extra.insert(field.into(), v.clone());
         }
@@ -160,35 +157,44 @@ fn unsupported(at: &str, kind: &str) -> Invalid {
 }
 
 /// A user turn: tool results become tool messages (first, answering the previous assistant turn), the
-/// rest one user message.
-fn user_blocks(i: usize, blocks: &[Block], out: &mut Vec<ChatMessage>) -> Result<(), Invalid> {
+/// rest one user message. A block that cannot be translated is left out and becomes the `problem`.
+fn user_blocks(i: usize, blocks: &[Block], out: &mut Vec<ChatMessage>, problem: &mut Option<Invalid>) {
     let mut parts = Vec::new();
     for (j, block) in blocks.iter().enumerate() {
         let at = format!("messages.{i}.content.{j}");
         match block.kind.as_str() {
             "text" => parts.push(text_part(block.text.clone().unwrap_or_default())),
-            "image" => parts.push(image_part(block, &at)?),
+            "image" => match image_part(block, &at) {
+                Ok(part) => parts.push(part),
+                Err(e) => {
+                    problem.get_or_insert(e);
+                }
+            },
             "tool_result" => {
-                let id = block
-                    .tool_use_id
-                    .clone()
-                    .ok_or_else(|| Invalid::new(format!("{at}.tool_use_id: required."), format!("{at}.tool_use_id")))?;
+                let Some(id) = block.tool_use_id.clone() else {
+                    problem.get_or_insert(Invalid::new(
+                        format!("{at}.tool_use_id: required."),
+                        format!("{at}.tool_use_id"),
+                    ));
+                    continue;
+                };
                 let text = block.content.as_ref().map(ToolResultContent::to_text).unwrap_or_default();
                 let text = if block.is_error == Some(true) { format!("Error: {text}") } else { text };
                 let mut m = message(Role::Tool, Some(Content::Text(text)));
                 m.tool_call_id = Some(id);
                 out.push(m);
             }
-            other => return Err(unsupported(&at, other)),
+            other => {
+                problem.get_or_insert(unsupported(&at, other));
+            }
         }
     }
     if !parts.is_empty() {
         out.push(message(Role::User, Some(Content::Parts(parts))));
     }
-    Ok(())
 }
 
-fn assistant_blocks(i: usize, blocks: &[Block]) -> Result<ChatMessage, Invalid> {
+fn assistant_blocks(i: usize, blocks: &[Block], problem: &mut Option<Invalid>) -> ChatMessage {
     let mut text = String::new();
     let mut calls = Vec::new();
     for (j, block) in blocks.iter().enumerate() {
@@ -196,31 +202,31 @@ fn assistant_blocks(i: usize, blocks: &[Block]) -> Result<ChatMessage, Invalid> 
         match block.kind.as_str() {
             "text" => text.push_str(block.text.as_deref().unwrap_or_default()),
             "tool_use" => {
-                let required = |v: &Option<String>, name: &str| {
-                    v.clone().ok_or_else(|| Invalid::new(format!("{at}.{name}: required."), format!("{at}.{name}")))
+                let (Some(id), Some(name)) = (block.id.clone(), block.name.clone()) else {
+                    let field = if block.id.is_none() { "id" } else { "name" };
+                    problem.get_or_insert(Invalid::new(format!("{at}.{field}: required."), format!("{at}.{field}")));
+                    continue;
                 };
                 let input = block.input.clone().unwrap_or_else(|| json!({}));
                 calls.push(ToolCall {
-                    id: required(&block.id, "id")?,
+                    id,
                     kind: "function".into(),
-                    function: FunctionCall {
-                        name: required(&block.name, "name")?,
-                        arguments: input.to_string(),
-                        extra: Map::new(),
-                    },
+                    function: FunctionCall { name, arguments: input.to_string(), extra: Map::new() },
                     extra: Map::new(),
                 });
             }
             // Earlier reasoning is not sent to another provider (each signs its own).
             "thinking" | "redacted_thinking" => {}
-            other => return Err(unsupported(&at, other)),
+            other => {
+                problem.get_or_insert(unsupported(&at, other));
+            }
         }
     }
     let mut m = message(Role::Assistant, (!text.is_empty()).then_some(Content::Text(text)));
     if !calls.is_empty() {
         m.tool_calls = Some(calls);
     }
-    Ok(m)
+    m
 }
 
 fn text_part(text: String) -> ContentPart {

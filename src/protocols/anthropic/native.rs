@@ -18,8 +18,7 @@ use crate::sse::{SseEvent, named_frame};
 pub fn body(req: &MessagesRequest, model: &str) -> Bytes {
     let mut req = req.clone();
     req.model = model.to_owned();
-    req.extra.remove("prefer");
-    req.extra.remove("models");
+    crate::schema::strip_own_fields(&mut req.extra);
     Bytes::from(serde_json::to_vec(&req).unwrap_or_default())
 }
 

@@ -251,6 +251,13 @@ fn translate_request(req: &ChatRequest) -> Result<MessagesRequest, ProviderError
         });
         tool_choice = Some(choice("tool", Some(&name)));
     }
+    // Anthropic refuses thinking with a forced tool (`any` or a named one, JSON mode included): the forced
+    // tool is what the caller's request means, so thinking gives way.
+    let thinking =
+        thinking.filter(|_| !tool_choice.as_ref().is_some_and(|c| matches!(c.kind.as_str(), "any" | "tool")));
+    if thinking.is_none() && req.extra.contains_key("reasoning_effort") {
+        max_tokens = req.max_output_tokens().unwrap_or(DEFAULT_MAX_TOKENS);
+    }
     if req.parallel_tool_calls == Some(false) && !tools.is_empty() {
         let mut c = tool_choice.take().unwrap_or_else(|| choice("auto", None));
         c.disable_parallel_tool_use = Some(true);

@@ -15,8 +15,7 @@ use crate::sse::{SseEvent, data_frame};
 /// The body as it came (the model is in Gemini's URL, not its body).
 pub fn body(req: &GenerateRequest) -> Bytes {
     let mut req = req.clone();
-    req.extra.remove("prefer");
-    req.extra.remove("models");
+    crate::schema::strip_own_fields(&mut req.extra);
     Bytes::from(serde_json::to_vec(&req).unwrap_or_default())
 }
 

@@ -60,17 +60,21 @@ pub struct Translated {
 
 /// Translates `req` whose whole conversation is `history` (stored turns) then `input` (this request's
 /// items, references resolved).
-pub fn to_chat(req: &ResponsesRequest, history: &[Item], input: &[Item]) -> Translated {
+pub fn to_chat<'a>(
+    req: &ResponsesRequest,
+    history: impl IntoIterator<Item = &'a Item>,
+    input: impl IntoIterator<Item = &'a Item>,
+) -> Translated {
     let mut problem: Option<Invalid> = None;
     let mut refuse = |message: String, param: &str| {
         problem.get_or_insert_with(|| Invalid::new(message, param));
     };
-    let mut messages: Vec<Message> = Vec::with_capacity(history.len() + input.len() + 1);
+    let mut messages: Vec<Message> = Vec::new();
     if let Some(text) = req.instructions.as_deref().filter(|t| !t.is_empty()) {
         messages.push(message(Role::System, Some(ChatContent::Text(text.to_owned()))));
     }
-    let items = history.iter().map(|i| (i, "previous_response_id".to_owned()));
-    let items = items.chain(input.iter().enumerate().map(|(n, i)| (i, format!("input[{n}]"))));
+    let items = history.into_iter().map(|i| (i, "previous_response_id".to_owned()));
+    let items = items.chain(input.into_iter().enumerate().map(|(n, i)| (i, format!("input[{n}]"))));
     for (item, at) in items {
         match item.kind() {
             "message" => match item_message(item, &at) {
@@ -177,7 +181,7 @@ pub fn to_chat(req: &ResponsesRequest, history: &[Item], input: &[Item]) -> Tran
         extra.insert("user".into(), json!(user));
     }
     // Kept for providers that read them; Switchyard's own routing fields work on this door too.
-    for field in ["prompt_cache_key", "service_tier", "prefer", "models"] {
+    for field in ["prompt_cache_key", "service_tier"].into_iter().chain(crate::schema::OWN_FIELDS) {
         if let Some(v) = req.extra.get(field) {
             extra.insert(field.into(), v.clone());
         }

@@ -30,9 +30,7 @@ pub fn upstream_body(req: &ResponsesRequest, items: Vec<Item>) -> Map<String, Va
     if !include.iter().any(|i| i == ENCRYPTED_REASONING) {
         include.push(ENCRYPTED_REASONING.to_owned());
     }
-    // Switchyard's own routing fields are not forwarded.
-    body.extra.remove("prefer");
-    body.extra.remove("models");
+    crate::schema::strip_own_fields(&mut body.extra);
     match serde_json::to_value(body) {
         Ok(Value::Object(map)) => map,
         _ => Map::new(),
