@@ -204,11 +204,13 @@ pub trait Dialect: Send + Sync + 'static {
 /// Renders one stream's items (already rewritten by the gateway) as the front door's frames. The encoder
 /// owns the client's envelope: ids, indices, sequence numbers, the one start and the one end.
 pub trait StreamEncoder<I = ChatChunk>: Send {
-    /// Frames for one item; none is fine.
+    /// Called for each item in order, the first ones before the response headers go: frames for it
+    /// (none is fine).
     fn chunk(&mut self, item: &I, out: &mut Vec<Bytes>);
-    /// The frames that end a complete stream.
+    /// Called once when the provider finished the stream properly: the frames that end it.
     fn done(&mut self, out: &mut Vec<Bytes>);
-    /// The frame that ends a stream that failed after it started.
+    /// Called at most once, instead of `done`, when the stream failed after it started (or the gateway is
+    /// shutting down): the frame that ends it.
     fn error(&mut self, e: &ErrorReply<'_>) -> Bytes;
 }
 

@@ -508,6 +508,24 @@ impl Usage {
     pub fn reasoning_tokens(&self) -> u64 {
         self.completion_tokens_details.as_ref().and_then(|d| d.reasoning_tokens).unwrap_or(0)
     }
+
+    /// Adds another call's usage to this one (an answer made of several calls is billed for each).
+    pub fn add(&mut self, other: &Usage) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.total_tokens += other.total_tokens;
+        let (cached, written, reasoning) =
+            (other.cached_tokens(), other.cache_write_tokens(), other.reasoning_tokens());
+        if cached + written > 0 {
+            let d = self.prompt_tokens_details.get_or_insert_with(Default::default);
+            d.cached_tokens = Some(d.cached_tokens.unwrap_or(0) + cached);
+            d.cache_write_tokens = Some(d.cache_write_tokens.unwrap_or(0) + written);
+        }
+        if reasoning > 0 {
+            let d = self.completion_tokens_details.get_or_insert_with(Default::default);
+            d.reasoning_tokens = Some(d.reasoning_tokens.unwrap_or(0) + reasoning);
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

@@ -2,9 +2,10 @@
 //! pipeline plans, admits and walks the targets; this makes each attempt and renders the answer, whole or
 //! as a stream, in the door's `Dialect`.
 //!
-//! A stream is committed (200 and headers sent) only once the provider's first chunk is in hand, so every
-//! failure before that gets a proper HTTP status. After that, chunks are forwarded one by one as they
-//! arrive; a failure ends the stream with an error event and no `[DONE]`, never a silent stop.
+//! A door whose own protocol some providers speak (Messages, generateContent) also brings a
+//! [`Passthrough`]: to such a provider its request goes as it came, and the answer comes back as the
+//! provider wrote it. Streams, whichever kind, are moved by `http::relay` (committed after the preamble,
+//! so a failure before content still falls back; after it, the door's error event, never a silent stop).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -62,29 +63,38 @@ impl ChatDoor<Canonical> {
     }
 }
 
-/// A door's protocol passed through natively: what the chat path needs to know of it.
+/// A door's protocol passed through natively: what the chat path needs to know of it. Every method is
+/// called only for an attempt on a target whose provider [`speaks`](crate::protocols::Adapter::speaks)
+/// [`protocol`](Passthrough::protocol).
 pub(super) trait Passthrough: Send + Sync {
     /// One event of the protocol's stream.
     type Event: Relayed;
-    const PROTOCOL: Native;
-    /// The door's request, for the upstream `model`.
+    /// Which protocol the door speaks.
+    fn protocol(&self) -> Native;
+    /// Called once per native attempt: the door's request for the upstream `model` (a serialisation
+    /// of the request as it came, model replaced).
     fn body(&self, model: &str) -> Bytes;
-    /// The caller's protocol headers that travel with it.
+    /// Called once per native attempt: the caller's protocol headers that travel with the request.
     fn forwarded(&self) -> &HeaderMap;
+    /// Called once per streamed native attempt: reads the provider's events.
     fn mapper(&self) -> Box<dyn StreamMapper<Self::Event>>;
-    /// A whole answer as the caller gets it (the public model put in, the cost beside the usage), and
-    /// its usage.
+    /// Called with a whole native answer's body: the answer as the caller gets it (the public model
+    /// put in, the cost beside the usage) and its usage. An `Err` is a failed attempt.
     fn whole(&self, body: &[u8], public_model: &str, prices: Prices)
     -> Result<(Vec<u8>, Option<Usage>), ProviderError>;
+    /// Called once when a native stream is committed: renders its events for the caller.
     fn encoder(&self) -> Box<dyn StreamEncoder<Self::Event>>;
 }
 
-/// The chat door's protocol is the canonical one: nothing passes through.
+/// The chat door's protocol is the canonical one: nothing passes through (no value of this type exists).
 pub(super) enum Canonical {}
 
 impl Passthrough for Canonical {
     type Event = ChatChunk;
-    const PROTOCOL: Native = Native::Completions;
+
+    fn protocol(&self) -> Native {
+        match *self {}
+    }
 
     fn body(&self, _model: &str) -> Bytes {
         match *self {}
@@ -185,7 +195,7 @@ enum Answer<E: StreamItem> {
 }
 
 /// One attempt on one target: passed through when the target's provider speaks the door's protocol,
-/// else the canonical request (rewritten in place, so no attempt copies the body).
+/// else the canonical request (rewritten in place: a translated attempt copies no body).
 struct Attempt<'r, P> {
     req: &'r mut ChatRequest,
     native: Option<&'r P>,
@@ -199,7 +209,7 @@ impl<P: Passthrough> Call for Attempt<'_, P> {
         let (provider, timeouts) = (&target.provider, &target.timeouts);
         let streamed = self.req.is_streaming();
         if let Some(native) = self.native
-            && provider.adapter().speaks(P::PROTOCOL)
+            && provider.adapter().speaks(native.protocol())
         {
             let call = NativeCall {
                 model: &target.upstream,
@@ -207,7 +217,8 @@ impl<P: Passthrough> Call for Attempt<'_, P> {
                 body: native.body(&target.upstream),
                 forwarded: native.forwarded(),
             };
-            let build = |ep: &crate::providers::Endpoint<'_>| provider.adapter().native_request(P::PROTOCOL, call, ep);
+            let protocol = native.protocol();
+            let build = |ep: &crate::providers::Endpoint<'_>| provider.adapter().native_request(protocol, call, ep);
             if !streamed {
                 let raw = exec::call(provider, timeouts, build, deadline).await?;
                 let (body, usage) = native.whole(&raw, &target.name, target.prices())?;
@@ -255,9 +266,7 @@ pub(super) async fn complete(
             merged.choices.push(choice);
         }
         if let (Some(sum), Some(u)) = (merged.usage.as_mut(), answer.usage) {
-            sum.prompt_tokens += u.prompt_tokens;
-            sum.completion_tokens += u.completion_tokens;
-            sum.total_tokens += u.total_tokens;
+            sum.add(&u);
         }
     }
     Ok(merged)

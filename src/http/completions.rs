@@ -19,7 +19,8 @@ use super::relay::{self, Relayed};
 use super::{GatewayError, body, chat};
 use crate::app::AppState;
 use crate::protocols::completions::{
-    Completion, CompletionRequest, NativeMapper, NativeStream, TranslatedStream, from_chat, to_chat, untranslatable,
+    Completion, CompletionRequest, MAX_PROMPTS, NativeMapper, NativeStream, TranslatedStream, from_chat, to_chat,
+    untranslatable,
 };
 use crate::protocols::{Invalid, Native, NativeCall, bad_request};
 use crate::providers::exec::{self, ChunkStream};
@@ -42,6 +43,9 @@ pub async fn create_completion(
     let prompt = req.prompt.as_ref().ok_or_else(|| GatewayError::invalid_value("'prompt' is required.", "prompt"))?;
     let n = req.n.unwrap_or(1);
     chat::check_choices(n, state.max_choices)?;
+    if prompt.count() > MAX_PROMPTS {
+        return Err(GatewayError::invalid_value(format!("At most {MAX_PROMPTS} prompts per request."), "prompt"));
+    }
     if req.best_of.is_some_and(|b| b < n) {
         return Err(GatewayError::invalid_value("'best_of' must be at least 'n'.", "best_of"));
     }
@@ -55,12 +59,14 @@ pub async fn create_completion(
         };
         let features = RequestFeatures::for_chat(&all)
             .map_err(|field| GatewayError::invalid_value(format!("'{field}' has an invalid value."), &field))?;
-        let choices = n.saturating_mul(prompt.count().max(1) as u32);
+        // One request is one prompt of the key's quota (as `n` is for chat; the ledger counts requests);
+        // its cost is held for every prompt and choice.
+        let prompts = prompt.count().max(1) as u32;
         let intake = Intake {
             model: &req.model,
             features: &features,
             prompts: 1,
-            choices,
+            choices: n.saturating_mul(prompts),
             streamed: req.is_streaming(),
             started,
         };
@@ -69,7 +75,7 @@ pub async fn create_completion(
     let wants_usage = req.wants_stream_usage();
     let mut chats = chats;
     chats.iter_mut().for_each(|c| crate::schema::strip_own_fields(&mut c.extra));
-    let mut door = Attempts { problem: untranslatable(&req), native: native_body(req), chats, n };
+    let mut door = Attempts { problem: untranslatable(&req, state.max_choices), native: native_body(req), chats, n };
     let Served { value, target, mut usage, headers } = pipeline.run(&mut door).await?;
     let prices = target.prices();
     Ok(match value {

@@ -84,7 +84,10 @@ struct GenerateThrough {
 
 impl Passthrough for GenerateThrough {
     type Event = GenerateResponse;
-    const PROTOCOL: Native = Native::GenerateContent;
+
+    fn protocol(&self) -> Native {
+        Native::GenerateContent
+    }
 
     fn body(&self, _model: &str) -> Bytes {
         native::body(&self.req)
@@ -236,8 +239,9 @@ pub async fn list_models(
     let models = visible_models(&state, &key);
     let page: Vec<Value> = models.iter().skip(start).take(size).map(|m| model_object(m)).collect();
     let mut body = json!({"models": page});
-    if start + size < models.len() {
-        body["nextPageToken"] = json!((start + size).to_string());
+    let next = start.saturating_add(size);
+    if next < models.len() {
+        body["nextPageToken"] = json!(next.to_string());
     }
     Ok(axum::Json(body).into_response())
 }

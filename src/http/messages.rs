@@ -64,7 +64,10 @@ struct MessagesThrough {
 
 impl Passthrough for MessagesThrough {
     type Event = StreamEvent;
-    const PROTOCOL: Native = Native::Messages;
+
+    fn protocol(&self) -> Native {
+        Native::Messages
+    }
 
     fn body(&self, model: &str) -> Bytes {
         native::body(&self.req, model)

@@ -26,11 +26,12 @@ use crate::routing::{Caller, Fallback, ModelEntry, RequestFeatures, RoutePlan};
 use crate::tenancy::ActiveKey;
 use crate::usage::{Outcome, UsageGuard};
 
-/// How a door makes one attempt: called once per target tried, with the target (its upstream id, its
-/// provider and timeouts) and the attempt's deadline. The door rewrites its own request in place (the
-/// model becomes the target's upstream id), so no attempt copies the body.
+/// How a door makes one attempt. A door rewrites its own request in place where it can (the model
+/// becomes the target's upstream id), so a translated attempt copies no body.
 pub(super) trait Call: Send {
     type Output: Send;
+    /// Called once per target tried, with the target (its upstream id, provider and timeouts) and the
+    /// attempt's deadline. `Ok` ends the walk; an `Err` is classified by `Fallback` (next target or not).
     fn call(
         &mut self,
         target: &ModelEntry,

@@ -33,6 +33,8 @@ const MAX_PREAMBLE: usize = 8;
 /// model name, the cost beside the usage) and the request's books (the provider's usage, the size of
 /// the generated text for an estimate when usage never comes).
 pub(super) trait Relayed: StreamItem {
+    /// Called for every item before it is rendered, and for items drained after the client left (then
+    /// only the books matter).
     fn prepare(&mut self, public_model: &str, prices: Prices, usage: &mut UsageGuard);
 }
 

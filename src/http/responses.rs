@@ -156,9 +156,10 @@ pub async fn create_response(
     })
 }
 
-/// The output items of a response object.
+/// The output items of a response object (every object is an item: unknown fields and types are kept).
 fn output_items(response: &Value) -> Vec<Item> {
-    response.get("output").and_then(|o| serde_json::from_value(o.clone()).ok()).unwrap_or_default()
+    let items = response.get("output").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    items.iter().filter_map(|i| serde_json::from_value(i.clone()).ok()).collect()
 }
 
 /// Adds the gateway's `cost` (USD at catalog prices) beside a native response's usage.

@@ -131,8 +131,12 @@ pub struct CompletionChoice {
     pub extra: Map<String, Value>,
 }
 
-/// What a chat model cannot honour, named by parameter.
-pub fn untranslatable(req: &CompletionRequest) -> Option<Invalid> {
+/// The most prompts one request may hold (OpenAI's own limit).
+pub const MAX_PROMPTS: usize = 2048;
+
+/// What a chat model cannot honour, named by parameter; `max_calls` bounds the chat calls one request
+/// may become (prompts × `n`).
+pub fn untranslatable(req: &CompletionRequest, max_calls: u32) -> Option<Invalid> {
     let why = |param: &str, what: &str| {
         Some(Invalid::new(
             format!("'{param}' {what} is not supported for this model (it is served through chat)."),
@@ -156,6 +160,13 @@ pub fn untranslatable(req: &CompletionRequest) -> Option<Invalid> {
     }
     if req.is_streaming() && req.prompt.as_ref().is_some_and(|p| p.count() > 1) {
         return why("prompt", "as several prompts in one stream");
+    }
+    let calls = req.prompt.as_ref().map_or(1, Prompt::count).saturating_mul(req.n.unwrap_or(1).max(1) as usize);
+    if calls > max_calls as usize {
+        return Some(Invalid::new(
+            format!("{calls} prompts and choices would be {calls} chat calls; at most {max_calls} for this model."),
+            "prompt",
+        ));
     }
     None
 }
@@ -214,15 +225,7 @@ pub fn from_chat(answers: &[ChatResponse], n: u32, model: &str) -> Completion {
             });
         }
         if let Some(u) = &answer.usage {
-            usage = Some(match usage {
-                None => u.clone(),
-                Some(mut sum) => {
-                    sum.prompt_tokens += u.prompt_tokens;
-                    sum.completion_tokens += u.completion_tokens;
-                    sum.total_tokens += u.total_tokens;
-                    sum
-                }
-            });
+            usage.get_or_insert_with(Usage::default).add(u);
         }
     }
     Completion {

@@ -121,12 +121,14 @@ impl Block {
     }
 }
 
-/// A `tool_result`'s content: a string or blocks.
+/// A `tool_result`'s content: a string or blocks; a server tool's result block may carry an object of
+/// its own shape (`code_execution_tool_result`, `web_fetch_tool_result`), kept as it is.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum ToolResultContent {
     Text(String),
     Blocks(Vec<Block>),
+    Other(Value),
 }
 
 impl ToolResultContent {
@@ -136,6 +138,7 @@ impl ToolResultContent {
             ToolResultContent::Blocks(blocks) => {
                 blocks.iter().filter_map(|b| b.text.as_deref()).collect::<Vec<_>>().join("\n")
             }
+            ToolResultContent::Other(v) => v.to_string(),
         }
     }
 }

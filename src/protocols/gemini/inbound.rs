@@ -69,6 +69,15 @@ pub fn to_chat(model: String, stream: bool, req: GenerateRequest) -> Result<Tran
                 }
             } else if let Some(data) = part.inline_data {
                 let mime = if data.mime_type.is_empty() { "image/png" } else { &data.mime_type };
+                if !mime.starts_with("image/") {
+                    problem.get_or_insert_with(|| {
+                        Invalid::new(
+                            format!("{at}.inlineData: {mime} data is only supported by Gemini models."),
+                            at.clone(),
+                        )
+                    });
+                    continue;
+                }
                 parts.push(image(format!("data:{mime};base64,{}", data.data)));
             } else if let Some(file) = part.file_data {
                 parts.push(image(file.file_uri));

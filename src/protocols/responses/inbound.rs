@@ -232,6 +232,12 @@ fn item_message(item: &Item, at: &str) -> Result<Option<Message>, Invalid> {
     let content = match &item.content {
         None => return Ok(None),
         Some(Content::Text(t)) => ChatContent::Text(t.clone()),
+        Some(Content::Other(_)) => {
+            return Err(Invalid::new(
+                format!("{at}.content: must be a string or a list of parts."),
+                format!("{at}.content"),
+            ));
+        }
         Some(Content::Parts(parts)) if role != Role::User => {
             // Assistant, system and developer turns are text (output_text, refusal, input_text).
             ChatContent::Text(parts.iter().filter_map(|p| p.text.as_deref().or(p.refusal.as_deref())).collect())

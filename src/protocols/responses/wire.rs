@@ -123,12 +123,14 @@ impl Item {
     }
 }
 
-/// A message's content or a tool output: a string, or parts.
+/// A message's content or a tool output: a string, or parts; an output of another shape (a
+/// `computer_call_output`'s screenshot object) is kept as it is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Content {
     Text(String),
     Parts(Vec<Part>),
+    Other(Value),
 }
 
 impl Content {
@@ -137,6 +139,7 @@ impl Content {
         match self {
             Content::Text(t) => t.clone(),
             Content::Parts(parts) => parts.iter().filter_map(Part::text_of).collect::<Vec<_>>().join(""),
+            Content::Other(v) => v.to_string(),
         }
     }
 }
