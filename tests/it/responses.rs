@@ -363,7 +363,10 @@ async fn store_false_keeps_nothing_and_a_later_reference_to_it_is_refused() {
 
 #[tokio::test]
 async fn stored_responses_expire_after_the_retention_and_are_swept() {
-    let now = Arc::new(AtomicI64::new(switchyard::clock::now_ms()));
+    // The gateway's clock starts 31 days ago, so the response made now is already expired when the clock
+    // reaches today: the sweep then removes only it, whatever other tests share the database.
+    const DAY: i64 = 86_400_000;
+    let now = Arc::new(AtomicI64::new(switchyard::clock::now_ms() - 31 * DAY));
     let clock = now.clone();
     let h = Harness::with(Setup {
         extra: format!("{NATIVE}\n[responses]\nretention_days = 30\n"),
@@ -375,9 +378,9 @@ async fn stored_responses_expire_after_the_retention_and_are_swept() {
     let id = made["id"].as_str().unwrap().to_owned();
     let get = || h.client.get(h.url(&format!("/v1/responses/{id}"))).bearer_auth(MASTER_KEY).send();
     assert_eq!(get().await.unwrap().status(), 200);
-    now.fetch_add(29 * 86_400_000, Ordering::SeqCst);
+    now.fetch_add(29 * DAY, Ordering::SeqCst);
     assert_eq!(get().await.unwrap().status(), 200, "within the retention");
-    now.fetch_add(2 * 86_400_000, Ordering::SeqCst);
+    now.fetch_add(2 * DAY, Ordering::SeqCst);
     assert_eq!(get().await.unwrap().status(), 404, "expired responses are never served");
     // The row itself is removed by the sweep, once it has been written.
     let store = &h.gateway.state.store;
