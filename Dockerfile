@@ -4,7 +4,7 @@ WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin switchyard
 
-# Slim runtime: glibc and CA certificates (reqwest verifies provider TLS against the system store).
+# Slim runtime: glibc and CA certificates (provider TLS is verified against the system store).
 FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \

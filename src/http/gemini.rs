@@ -122,7 +122,7 @@ fn add_cost(resp: &mut GenerateResponse, usage: Option<&Usage>, prices: Prices) 
     if let (Some(meta), Some(u)) = (resp.usage_metadata.as_mut(), usage)
         && let Some(micros) = prices.cost_micros(u.prompt_tokens, u.cached_tokens(), u.completion_tokens)
     {
-        meta.extra.insert("cost".into(), json!(micros as f64 / 1e6));
+        super::relay::put_cost(&mut meta.extra, micros);
     }
 }
 

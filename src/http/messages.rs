@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::chat::{ChatDoor, Passthrough, serve_chat};
 use super::observe::RequestId;
-use super::relay::Relayed;
+use super::relay::{self, Relayed};
 use super::{GatewayError, body};
 use crate::app::AppState;
 use crate::protocols::anthropic::inbound::{Messages, Translated, to_chat};
@@ -89,7 +89,7 @@ impl Passthrough for MessagesThrough {
     ) -> Result<(Vec<u8>, Option<Usage>), ProviderError> {
         let (mut message, usage) = native::whole(body, public_model)?;
         if let Some(micros) = prices.cost_micros(usage.prompt_tokens, usage.cached_tokens(), usage.completion_tokens) {
-            message.usage.extra.insert("cost".into(), json!(micros as f64 / 1e6));
+            relay::put_cost(&mut message.usage.extra, micros);
         }
         Ok((serde_json::to_vec(&message).unwrap_or_default(), Some(usage)))
     }
@@ -117,7 +117,7 @@ impl Relayed for StreamEvent {
             if let (Some(reported), Some(micros)) =
                 (self.usage.as_mut(), prices.cost_micros(u.prompt_tokens, u.cached_tokens(), u.completion_tokens))
             {
-                reported.extra.insert("cost".into(), json!(micros as f64 / 1e6));
+                relay::put_cost(&mut reported.extra, micros);
             }
             usage.provider_usage(&u);
         }

@@ -64,9 +64,15 @@ impl Relayed for ChatChunk {
 /// Adds `usage.cost` (USD at catalog prices, as OpenRouter reports it) and returns it in micro-dollars.
 pub(super) fn add_cost(u: &mut Usage, prices: Prices) -> Option<i64> {
     let micros = prices.cost_micros(u.prompt_tokens, u.cached_tokens(), u.completion_tokens)?;
-    let usd = serde_json::Number::from_f64(micros as f64 / 1e6)?;
-    u.extra.insert("cost".to_owned(), serde_json::Value::Number(usd));
+    put_cost(&mut u.extra, micros);
     Some(micros)
+}
+
+/// Puts a cost, given in micro-dollars, as `cost` in USD into a usage object of any protocol.
+pub(super) fn put_cost(usage: &mut serde_json::Map<String, serde_json::Value>, micros: i64) {
+    if let Some(usd) = serde_json::Number::from_f64(micros as f64 / 1e6) {
+        usage.insert("cost".to_owned(), serde_json::Value::Number(usd));
+    }
 }
 
 /// Reads an opened stream past its preamble (a role-only first chunk, Anthropic's `message_start`,

@@ -168,7 +168,7 @@ fn add_native_cost(response: &mut Value, prices: Prices) {
     if let Some(micros) = prices.cost_micros(u.prompt_tokens, u.cached_tokens(), u.completion_tokens)
         && let Some(usage) = response.get_mut("usage").and_then(Value::as_object_mut)
     {
-        usage.insert("cost".into(), json!(micros as f64 / 1e6));
+        relay::put_cost(usage, micros);
     }
 }
 
