@@ -65,6 +65,9 @@ pub struct AppState {
     pub body_limits: BodyLimits,
     /// The most choices (`n`) one request may ask for.
     pub max_choices: u32,
+    pub header_limits: crate::http::framing::HeaderLimits,
+    /// What one request may hold (`[input]`).
+    pub input: crate::config::InputLimits,
     /// Set when shutdown begins: readiness turns 503.
     pub draining: AtomicBool,
     /// Fired at the drain deadline: streams still running end with an error event.
@@ -134,6 +137,11 @@ impl AppState {
             metrics,
             body_limits: config.server.body_limits(),
             max_choices: config.server.max_choices,
+            input: config.input,
+            header_limits: crate::http::framing::HeaderLimits {
+                max_header_bytes: config.server.max_header_bytes,
+                max_block_bytes: config.server.max_header_block_bytes,
+            },
             draining: AtomicBool::new(false),
             hard_stop: CancellationToken::new(),
             created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default(),

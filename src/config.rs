@@ -47,6 +47,44 @@ pub struct Config {
     pub tiers: Vec<TierConfig>,
     #[serde(default)]
     pub responses: ResponsesConfig,
+    #[serde(default)]
+    pub input: InputLimits,
+}
+
+/// What one request may hold, beyond the body's size: each bound is named in the refusal's `param`, on
+/// every door. A request near the whole-body limit could otherwise carry 10,000 tools or a 5 MB schema
+/// that every upstream attempt would pay for.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputLimits {
+    /// Messages (or input items, or contents) in one conversation.
+    pub max_messages: usize,
+    /// Tool definitions offered to the model.
+    pub max_tools: usize,
+    /// The JSON size of one tool's parameter schema, or of a structured-output schema.
+    pub max_schema_bytes: usize,
+    /// Stop sequences.
+    pub max_stop_sequences: usize,
+    /// `logit_bias` entries.
+    pub max_logit_bias: usize,
+    /// The JSON size of a request's `metadata`.
+    pub max_metadata_bytes: usize,
+    /// Inputs in one embeddings request.
+    pub max_embedding_inputs: usize,
+}
+
+impl Default for InputLimits {
+    fn default() -> Self {
+        Self {
+            max_messages: 4096,
+            max_tools: 128,
+            max_schema_bytes: 64 * 1024,
+            max_stop_sequences: 16,
+            max_logit_bias: 300,
+            max_metadata_bytes: 16 * 1024,
+            max_embedding_inputs: 2048,
+        }
+    }
 }
 
 /// Stored responses (`POST /v1/responses` with `store`, `previous_response_id`, `item_reference`).
@@ -127,6 +165,10 @@ pub struct ServerConfig {
     pub max_choices: u32,
     /// How long a client may take to send the request line and headers.
     pub header_read_timeout_ms: u64,
+    /// The largest single header (name and value) accepted; larger gets 431.
+    pub max_header_bytes: usize,
+    /// The largest header block (all headers) accepted; larger gets 431.
+    pub max_header_block_bytes: usize,
     /// How long a client may take to send the whole request body.
     pub body_read_timeout_ms: u64,
     /// On SIGTERM, how long in-flight requests and streams may run before they are cut.
@@ -144,6 +186,8 @@ impl Default for ServerConfig {
             body_limit_bytes: 32 * 1024 * 1024,
             max_choices: 16,
             header_read_timeout_ms: 10_000,
+            max_header_bytes: 16 * 1024,
+            max_header_block_bytes: 64 * 1024,
             body_read_timeout_ms: 30_000,
             drain_timeout_ms: 30_000,
             workers: None,
@@ -241,6 +285,29 @@ pub struct ProviderConfig {
     /// A PEM file of CA certificates to trust for this provider, besides the system's (a self-hosted
     /// model server behind an internal CA).
     pub tls_ca_file: Option<String>,
+    /// The price of this provider's models the catalog does not price (pass-through `provider/model`
+    /// ids, previews): charged, and held against USD budgets, as if the catalog said so.
+    pub default_prices: Option<DefaultPrices>,
+    /// Without `default_prices`, a key with a USD budget may not use this provider's unpriced models
+    /// (their spending could not be counted); `"free"` lets it, at no charge to the budget.
+    #[serde(default)]
+    pub budget_unpriced: UnpricedPolicy,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultPrices {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+    pub cached_input_per_mtok: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnpricedPolicy {
+    #[default]
+    Refuse,
+    Free,
 }
 
 impl ProviderConfig {
@@ -410,6 +477,29 @@ impl Config {
         if !(1..=128).contains(&s.max_choices) {
             bad("server.max_choices".into(), "must be between 1 and 128".into());
         }
+        if !(1024..=1 << 20).contains(&s.max_header_bytes) {
+            bad("server.max_header_bytes".into(), "must be between 1024 and 1048576".into());
+        }
+        if !(s.max_header_bytes.max(4096)..=1 << 24).contains(&s.max_header_block_bytes) {
+            bad(
+                "server.max_header_block_bytes".into(),
+                "must be at least max_header_bytes (and 4096), and at most 16777216".into(),
+            );
+        }
+        let i = &self.input;
+        for (name, v) in [
+            ("max_messages", i.max_messages),
+            ("max_tools", i.max_tools),
+            ("max_schema_bytes", i.max_schema_bytes),
+            ("max_stop_sequences", i.max_stop_sequences),
+            ("max_logit_bias", i.max_logit_bias),
+            ("max_metadata_bytes", i.max_metadata_bytes),
+            ("max_embedding_inputs", i.max_embedding_inputs),
+        ] {
+            if v == 0 {
+                bad(format!("input.{name}"), "must be greater than 0".into());
+            }
+        }
         if s.workers.is_some_and(|w| !(1..=1024).contains(&w)) {
             bad("server.workers".into(), "must be between 1 and 1024".into());
         }
@@ -466,6 +556,22 @@ impl Config {
                     at(if p.proxy.is_some() { "proxy" } else { "tls_ca_file" }),
                     "does not apply to kind \"fake\"".into(),
                 );
+            }
+            if let Some(d) = &p.default_prices {
+                for (field, price) in [
+                    ("input_per_mtok", Some(d.input_per_mtok)),
+                    ("output_per_mtok", Some(d.output_per_mtok)),
+                    ("cached_input_per_mtok", d.cached_input_per_mtok),
+                ] {
+                    if let Some(v) = price
+                        && !(v.is_finite() && (0.0..=10_000.0).contains(&v))
+                    {
+                        bad(
+                            at(&format!("default_prices.{field}")),
+                            format!("{v} is not a price between 0 and 10000 USD per million tokens"),
+                        );
+                    }
+                }
             }
             if p.api_version.is_some() && !matches!(p.kind, ProviderKind::Azure | ProviderKind::Anthropic) {
                 bad(at("api_version"), "only applies to kinds \"azure\" and \"anthropic\"".into());

@@ -13,8 +13,10 @@ pub mod completions;
 pub mod dashboard;
 pub mod embeddings;
 pub mod error;
+pub mod framing;
 pub mod gemini;
 pub mod health;
+pub mod input;
 pub mod messages;
 pub mod models;
 pub mod observe;
@@ -114,15 +116,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(admin)
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state);
-    with_edge_layers(app)
+        .with_state(state.clone());
+    with_edge_layers(app, state.header_limits)
 }
 
 /// The layers every route sits behind.
-fn with_edge_layers(app: Router) -> Router {
+fn with_edge_layers(app: Router, limits: framing::HeaderLimits) -> Router {
     app
         // A panicking handler becomes a generic 500; the connection and the process carry on.
         .layer(CatchPanicLayer::custom(panic_response))
+        // Before any route: ambiguous framing and oversized headers are refused.
+        .layer(from_fn_with_state(limits, framing::check))
         // Outermost: every response, errors and panics included, carries the request id and is logged in its span.
         .layer(from_fn(observe::request_context))
 }
@@ -159,7 +163,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_handler_becomes_a_500_in_openai_shape() {
-        let app = with_edge_layers(Router::new().route("/boom", get(boom)));
+        let limits = framing::HeaderLimits { max_header_bytes: 1024, max_block_bytes: 4096 };
+        let app = with_edge_layers(Router::new().route("/boom", get(boom)), limits);
         let req = http::Request::get("/boom").body(axum::body::Body::empty()).unwrap();
         let resp = app.clone().oneshot(req).await.unwrap();
         assert_eq!(resp.status(), 500);

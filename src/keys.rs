@@ -70,11 +70,21 @@ pub fn display_prefix(key: &str) -> String {
 pub enum KeyError {
     /// Two headers carry two different keys.
     Conflicting,
+    /// One credential header is given more than once (whatever its values): which one a proxy in front
+    /// read cannot be known, so neither is.
+    Repeated(&'static str),
 }
 
-/// The key a request carries, from whichever header its SDK uses. The same key in several headers is
-/// fine; two different keys are refused rather than guessed between.
+/// The key a request carries, from whichever header its SDK uses. The same key in headers of different
+/// kinds is fine; two different keys, or one kind of header given twice, are refused rather than
+/// guessed between.
 pub fn from_headers(headers: &HeaderMap) -> Result<Option<&str>, KeyError> {
+    for name in std::iter::once("authorization").chain(KEY_HEADERS) {
+        let mut values = headers.get_all(name).iter();
+        if values.next().is_some() && values.next().is_some() {
+            return Err(KeyError::Repeated(name));
+        }
+    }
     let bearer = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -129,5 +139,11 @@ mod tests {
         g.insert("x-goog-api-key", HeaderValue::from_static("g"));
         g.insert("authorization", HeaderValue::from_static("Basic abc"));
         assert_eq!(from_headers(&g), Ok(Some("g")), "a non-bearer Authorization is not a key");
+        for name in ["authorization", "x-api-key", "x-goog-api-key", "api-key"] {
+            let mut twice = HeaderMap::new();
+            twice.append(name, HeaderValue::from_static("Bearer k1"));
+            twice.append(name, HeaderValue::from_static("Bearer k1"));
+            assert_eq!(from_headers(&twice), Err(KeyError::Repeated(name)), "{name} twice, even the same value");
+        }
     }
 }

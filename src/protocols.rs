@@ -199,6 +199,10 @@ pub trait Dialect: Send + Sync + 'static {
     fn whole(&self, resp: &ChatResponse) -> Vec<u8>;
     /// A renderer for one stream.
     fn stream(&self) -> Box<dyn StreamEncoder>;
+    /// How this dialect spells a canonical request field, for refusals that name it (`param`).
+    fn param_names(&self) -> fn(&'static str) -> &'static str {
+        |canonical| canonical
+    }
 }
 
 /// Renders one stream's items (already rewritten by the gateway) as the front door's frames. The encoder
@@ -235,6 +239,17 @@ pub enum ErrorDialect {
 }
 
 impl ErrorDialect {
+    /// The dialect of the door a path belongs to, for errors raised before any route is matched.
+    pub fn for_path(path: &str) -> Self {
+        if path == "/v1/messages" || path.starts_with("/v1/messages/") {
+            ErrorDialect::Anthropic
+        } else if path == "/v1beta" || path.starts_with("/v1beta/") {
+            ErrorDialect::Gemini
+        } else {
+            ErrorDialect::OpenAi
+        }
+    }
+
     /// The error body in this protocol's shape.
     pub fn render(self, e: &ErrorReply<'_>) -> Vec<u8> {
         match self {

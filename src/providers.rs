@@ -64,6 +64,10 @@ pub struct Provider {
     unavailable: Option<String>,
     headers: HeaderMap,
     transport: Transport,
+    /// What the catalog's unpriced models of this provider cost (`default_prices`).
+    pub default_prices: Option<crate::config::DefaultPrices>,
+    /// Keys with a USD budget may use its unpriced models at no charge (`budget_unpriced = "free"`).
+    pub unpriced_free: bool,
 }
 
 impl std::fmt::Debug for Provider {
@@ -145,6 +149,8 @@ impl Provider {
             unavailable,
             headers,
             transport,
+            default_prices: cfg.default_prices,
+            unpriced_free: cfg.budget_unpriced == crate::config::UnpricedPolicy::Free,
         })
     }
 

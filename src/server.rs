@@ -27,6 +27,9 @@ use crate::config::Config;
 pub struct ServeSettings {
     pub header_read_timeout: Duration,
     pub drain_timeout: Duration,
+    /// The header block the HTTP layer reads at most (431 beyond): twice the configured block, so the
+    /// edge layer (`http::framing`) answers most oversized requests itself, with a message.
+    pub max_header_read: usize,
 }
 
 impl ServeSettings {
@@ -34,6 +37,7 @@ impl ServeSettings {
         Self {
             header_read_timeout: Duration::from_millis(config.server.header_read_timeout_ms),
             drain_timeout: Duration::from_millis(config.server.drain_timeout_ms),
+            max_header_read: config.server.max_header_block_bytes.saturating_mul(2).max(8192),
         }
     }
 }
@@ -243,8 +247,15 @@ async fn accept_and_drain(
     stop: &CancellationToken,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .max_buf_size(settings.max_header_read);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(settings.max_header_read).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {

@@ -114,6 +114,7 @@ impl KeyCache {
 fn active(r: KeyRow, plans: &HashMap<String, PlanRow>) -> ActiveKey {
     let plan = plans.get(&r.plan);
     let models: Option<Vec<String>> = r.models.and_then(|m| serde_json::from_str(&m).ok());
+    let limits = limits(&r.limits, plan);
     ActiveKey {
         id: r.id,
         caller: crate::routing::Caller {
@@ -121,9 +122,10 @@ fn active(r: KeyRow, plans: &HashMap<String, PlanRow>) -> ActiveKey {
             blocked_providers: Vec::new(),
             plan_alias: plan.and_then(|p| p.public_alias.clone()),
             cheaper_swaps: false,
+            priced_only: limits.budget_micros.is_some(),
         },
         organization_id: r.organization_id,
-        limits: limits(&r.limits, plan),
+        limits,
         plan: r.plan,
         expires_at: r.expires_at,
         models,

@@ -234,8 +234,10 @@ impl UsageGuard {
                     r.usage_source = UsageSource::Estimated;
                 }
             }
-            // A request that never reached a provider consumed nothing.
-            None if r.served_model.is_none() => {}
+            // A request that never reached a provider consumed nothing; one whose every attempt failed
+            // is recorded with what the providers reported, and none did (an attempt that never reached
+            // its provider, one refused, one that timed out before answering).
+            None if r.served_model.is_none() || outcome == Outcome::Failed => {}
             None => {
                 r.prompt_tokens = self.estimated_prompt_tokens;
                 r.completion_tokens = self.streamed_chars.div_ceil(4) as u64;

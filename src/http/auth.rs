@@ -9,12 +9,12 @@ use axum::response::{IntoResponse, Response};
 
 use super::GatewayError;
 use crate::app::AppState;
-use crate::keys::{self, KeyError};
+use crate::keys;
 
 /// The `/v1` API: the master key or an active virtual key. The key is resolved from memory, no I/O.
 pub async fn require_caller(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let key = match keys::from_headers(req.headers()) {
-        Err(KeyError::Conflicting) => return GatewayError::conflicting_keys().into_response(),
+        Err(e) => return GatewayError::ambiguous_key(e).into_response(),
         Ok(None) => return GatewayError::missing_key().into_response(),
         Ok(Some(token)) if state.master_key.matches(token) => None,
         Ok(Some(token)) => match state.keys.authenticate(token, crate::tenancy::now_ms()) {
@@ -32,7 +32,7 @@ pub async fn require_caller(State(state): State<Arc<AppState>>, mut req: Request
 /// The admin API: the master key only.
 pub async fn require_master_key(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     match keys::from_headers(req.headers()) {
-        Err(KeyError::Conflicting) => GatewayError::conflicting_keys().into_response(),
+        Err(e) => GatewayError::ambiguous_key(e).into_response(),
         Ok(None) => GatewayError::missing_key().into_response(),
         Ok(Some(token)) if state.master_key.matches(token) => next.run(req).await,
         Ok(Some(_)) => GatewayError::invalid_key().into_response(),

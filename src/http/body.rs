@@ -89,9 +89,14 @@ where
     type Rejection = GatewayError;
 
     async fn from_request_parts(parts: &mut http::request::Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Query::<T>::try_from_uri(&parts.uri)
-            .map(|q| Query(q.0))
-            .map_err(|e| GatewayError::invalid_body(format!("Invalid query string: {}", e.body_text()), None))
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de).map(Query).map_err(|e| {
+            // The parameter at fault, by name: an unknown filter, or a value of the wrong type.
+            let param = e.path().to_string();
+            let param = (param != ".").then_some(param);
+            GatewayError::invalid_body(format!("Invalid query string: {}", e.inner()), param)
+        })
     }
 }
 

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use super::observe::RequestId;
 use super::pipeline::{Call, Intake, Pipeline, Served};
 use super::relay::{self, Relayed};
-use super::{GatewayError, body};
+use super::{GatewayError, body, input};
 use crate::app::AppState;
 use crate::protocols::{Dialect, Invalid, Native, NativeCall, StreamEncoder, StreamItem, StreamMapper, bad_request};
 use crate::providers::ProviderError;
@@ -128,7 +128,9 @@ pub(super) async fn serve_chat<P: Passthrough>(
     door: ChatDoor<P>,
     headers: &HeaderMap,
 ) -> Result<Response, GatewayError> {
-    validate(&req, state.max_choices)?;
+    input::check_not_empty(&req)
+        .and_then(|()| input::check_chat(&state.input, state.max_choices, &req))
+        .map_err(|e| e.into_error(door.dialect.param_names()))?;
     let pipeline = {
         let features = RequestFeatures::for_chat(&req)
             .map_err(|field| GatewayError::invalid_value(format!("'{field}' has an invalid value."), &field))?;
@@ -270,22 +272,4 @@ pub(super) async fn complete(
         }
     }
     Ok(merged)
-}
-
-fn validate(req: &ChatRequest, max_choices: u32) -> Result<(), GatewayError> {
-    if req.messages.is_empty() {
-        return Err(GatewayError::invalid_value("'messages' must contain at least one message.", "messages"));
-    }
-    check_choices(req.n.unwrap_or(1), max_choices)
-}
-
-/// `n`: at least one choice, and no more than the gateway's cap (each may cost a whole answer).
-pub(super) fn check_choices(n: u32, max_choices: u32) -> Result<(), GatewayError> {
-    if n == 0 {
-        return Err(GatewayError::invalid_value("'n' must be at least 1.", "n"));
-    }
-    if n > max_choices {
-        return Err(GatewayError::invalid_value(format!("'n' may be at most {max_choices}."), "n"));
-    }
-    Ok(())
 }

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::observe::RequestId;
 use super::pipeline::{Call, Intake, Pipeline, Served};
 use super::relay::{self, Relayed};
-use super::{GatewayError, body, chat};
+use super::{GatewayError, body, chat, input};
 use crate::app::AppState;
 use crate::protocols::completions::{
     Completion, CompletionRequest, MAX_PROMPTS, NativeMapper, NativeStream, TranslatedStream, from_chat, to_chat,
@@ -42,7 +42,10 @@ pub async fn create_completion(
     let req: CompletionRequest = body::read_json(&headers, body, state.body_limits).await?;
     let prompt = req.prompt.as_ref().ok_or_else(|| GatewayError::invalid_value("'prompt' is required.", "prompt"))?;
     let n = req.n.unwrap_or(1);
-    chat::check_choices(n, state.max_choices)?;
+    input::check_choices(n, state.max_choices).map_err(|e| e.into_error(input::as_is))?;
+    if prompt.count() == 0 {
+        return Err(GatewayError::invalid_value("'prompt' must hold at least one prompt.", "prompt"));
+    }
     if prompt.count() > MAX_PROMPTS {
         return Err(GatewayError::invalid_value(format!("At most {MAX_PROMPTS} prompts per request."), "prompt"));
     }
@@ -52,6 +55,10 @@ pub async fn create_completion(
     // One chat request per prompt, for translated targets (and for what routing must know).
     let prompts: Vec<String> = prompt.texts().unwrap_or_default().into_iter().map(str::to_owned).collect();
     let chats: Vec<ChatRequest> = prompts.iter().map(|p| to_chat(&req, p)).collect();
+    if let Some(first) = chats.first() {
+        // The prompts share every other field: one check covers them all.
+        input::check_chat(&state.input, state.max_choices, first).map_err(|e| e.into_error(completion_names))?;
+    }
     let pipeline = {
         let all = ChatRequest {
             messages: chats.iter().flat_map(|c| c.messages.iter().cloned()).collect(),
@@ -190,5 +197,13 @@ impl Relayed for Completion {
         usage.streamed_text(self.choices.iter().map(|c| c.text.len()).sum());
         self.model.clear();
         self.model.push_str(public_model);
+    }
+}
+
+/// Completions spell the conversation `prompt`.
+fn completion_names(canonical: &'static str) -> &'static str {
+    match canonical {
+        "messages" => "prompt",
+        other => other,
     }
 }

@@ -16,11 +16,13 @@ use tokio::time::Instant;
 
 use super::observe::RequestId;
 use super::pipeline::{Call, Intake, Pipeline};
-use super::{GatewayError, body};
+use super::{GatewayError, body, input};
 use crate::app::AppState;
 use crate::providers::{ProviderError, exec};
 use crate::routing::{ModelEntry, RequestFeatures};
-use crate::schema::{EmbeddingRequest, EmbeddingResponse, EmbeddingVector, EncodingFormat, ModerationRequest, Usage};
+use crate::schema::{
+    EmbeddingInput, EmbeddingRequest, EmbeddingResponse, EmbeddingVector, EncodingFormat, ModerationRequest, Usage,
+};
 use crate::tenancy::ActiveKey;
 
 pub async fn create_embeddings(
@@ -35,6 +37,12 @@ pub async fn create_embeddings(
     if req.input.is_empty() {
         return Err(GatewayError::invalid_value("'input' must not be empty.", "input"));
     }
+    let inputs = match &req.input {
+        EmbeddingInput::One(_) | EmbeddingInput::Tokens(_) => 1,
+        EmbeddingInput::Many(v) => v.len(),
+        EmbeddingInput::TokenBatches(v) => v.len(),
+    };
+    input::check_embedding_inputs(&state.input, inputs).map_err(|e| e.into_error(input::as_is))?;
     if req.dimensions == Some(0) {
         return Err(GatewayError::invalid_value("'dimensions' must be at least 1.", "dimensions"));
     }

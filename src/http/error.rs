@@ -69,13 +69,24 @@ impl GatewayError {
         )
     }
 
-    pub fn conflicting_keys() -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            INVALID_REQUEST,
-            Some("conflicting_api_keys"),
-            "The request carries two different API keys; send one.",
-        )
+    /// Two keys, or one credential header twice: refused, whatever they are.
+    pub fn ambiguous_key(e: crate::keys::KeyError) -> Self {
+        let message = match e {
+            crate::keys::KeyError::Conflicting => "The request carries two different API keys; send one.".to_owned(),
+            crate::keys::KeyError::Repeated(name) => {
+                format!("The request carries the `{name}` header more than once; send one credential.")
+            }
+        };
+        Self::new(StatusCode::BAD_REQUEST, INVALID_REQUEST, Some("conflicting_api_keys"), message)
+    }
+
+    /// Framing two HTTP parsers could read differently (a request-smuggling shape).
+    pub fn ambiguous_framing(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, INVALID_REQUEST, Some("ambiguous_framing"), message)
+    }
+
+    pub fn header_too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, INVALID_REQUEST, Some("header_too_large"), message)
     }
 
     pub fn invalid_key() -> Self {
@@ -368,6 +379,12 @@ impl From<RouteError> for GatewayError {
                 let mut g =
                     Self::new(StatusCode::FORBIDDEN, "permission_error", Some("model_not_allowed"), e.to_string())
                         .with_param(Some("model".to_owned()));
+                g.should_retry = Some(false);
+                g
+            }
+            RouteError::Unpriced(_) => {
+                let mut g = Self::new(StatusCode::FORBIDDEN, "permission_error", Some("model_unpriced"), e.to_string())
+                    .with_param(Some("model".to_owned()));
                 g.should_retry = Some(false);
                 g
             }

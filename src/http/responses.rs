@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use super::observe::RequestId;
 use super::pipeline::{Call, Intake, Pipeline, Served};
 use super::relay::{self, Relayed};
-use super::{GatewayError, body};
+use super::{GatewayError, body, input};
 use crate::app::AppState;
 use crate::protocols::responses::inbound::{self, ResponsesStream, new_item_id};
 use crate::protocols::responses::native::{self, NativeEvent, NativeMapper, NativeStream, Rewrite};
@@ -43,6 +43,27 @@ use crate::usage::{Prices, UsageGuard};
 /// Whose stored responses a caller sees: its organisation's, or the master key's own.
 fn scope(key: &Option<Extension<Arc<ActiveKey>>>) -> String {
     key.as_ref().map(|Extension(k)| k.organization_id.clone()).unwrap_or_default()
+}
+
+/// The bounds of `[input]`, on the whole conversation (its history included) and on what the
+/// translation leaves out (hosted tools, metadata), named as Responses spells them.
+fn check_input(state: &AppState, req: &ResponsesRequest, chat: &ChatRequest) -> Result<(), GatewayError> {
+    fn names(canonical: &'static str) -> &'static str {
+        match canonical {
+            "messages" => "input",
+            "response_format" => "text.format",
+            other => other,
+        }
+    }
+    let limits = &state.input;
+    let mut checked = input::check_tools(limits, req.tools.as_ref().map_or(0, Vec::len));
+    if let (Ok(()), Some(metadata)) = (&checked, &req.metadata) {
+        checked = input::check_metadata(limits, metadata);
+    }
+    if checked.is_ok() {
+        checked = input::check_chat(limits, state.max_choices, chat);
+    }
+    checked.map_err(|e| e.into_error(names))
 }
 
 /// `POST /v1/responses`.
@@ -74,6 +95,7 @@ pub async fn create_response(
     };
     let input = resolve_input(&state.responses, &scope, req.input.take(), history.is_empty()).await?;
     let translated = inbound::to_chat(&req, history.iter().map(|s| &s.item), input.iter().map(|s| &s.item));
+    check_input(&state, &req, &translated.chat)?;
     let pipeline = {
         let features = RequestFeatures::for_chat(&translated.chat)
             .map_err(|field| GatewayError::invalid_value(format!("'{field}' has an invalid value."), &field))?;

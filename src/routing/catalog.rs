@@ -45,6 +45,12 @@ impl ModelEntry {
         }
     }
 
+    /// Whether a key with a USD budget may use this model: its spending can be counted (it has a price,
+    /// its own or its provider's default), or the operator lets it be free to budgets.
+    pub fn budgetable(&self) -> bool {
+        self.input_per_mtok.is_some() || self.provider.unpriced_free
+    }
+
     pub fn prices(&self) -> crate::usage::Prices {
         crate::usage::Prices::from_per_mtok(self.input_per_mtok, self.output_per_mtok, self.cached_input_per_mtok)
     }
@@ -55,6 +61,7 @@ impl ModelEntry {
 
     /// An entry for a `provider/model` string naming a model the catalog does not list.
     pub fn ad_hoc(provider: Arc<Provider>, upstream: &str) -> ModelEntry {
+        let defaults = provider.default_prices;
         ModelEntry {
             name: format!("{}/{upstream}", provider.name),
             lab: None,
@@ -64,9 +71,9 @@ impl ModelEntry {
             tier: ModelTier::Smart,
             context_window: None,
             max_output: None,
-            input_per_mtok: None,
-            output_per_mtok: None,
-            cached_input_per_mtok: None,
+            input_per_mtok: defaults.map(|d| d.input_per_mtok),
+            output_per_mtok: defaults.map(|d| d.output_per_mtok),
+            cached_input_per_mtok: defaults.and_then(|d| d.cached_input_per_mtok),
             capabilities: None,
             strengths: Vec::new(),
             status: ModelStatus::Ga,
@@ -111,6 +118,12 @@ impl Catalog {
         for m in &config.models {
             let Some(provider) = c.providers.get(&m.provider).cloned() else { continue };
             let timeouts = m.timeouts.map_or(provider.timeouts, |t| t.resolve_over(provider.timeouts));
+            // A model the catalog does not price takes its provider's default prices, if any, whole.
+            let (input_per_mtok, output_per_mtok, cached_input_per_mtok) =
+                match (m.input_per_mtok, provider.default_prices) {
+                    (None, Some(d)) => (Some(d.input_per_mtok), Some(d.output_per_mtok), d.cached_input_per_mtok),
+                    _ => (m.input_per_mtok, m.output_per_mtok, m.cached_input_per_mtok),
+                };
             let entry = Arc::new(ModelEntry {
                 name: m.name.clone(),
                 lab: m.lab.clone(),
@@ -119,9 +132,9 @@ impl Catalog {
                 tier: m.tier,
                 context_window: m.context_window,
                 max_output: m.max_output,
-                input_per_mtok: m.input_per_mtok,
-                output_per_mtok: m.output_per_mtok,
-                cached_input_per_mtok: m.cached_input_per_mtok,
+                input_per_mtok,
+                output_per_mtok,
+                cached_input_per_mtok,
                 capabilities: m.capabilities.clone(),
                 strengths: m.strengths.clone(),
                 status: m.status,

@@ -27,6 +27,9 @@ pub struct Caller {
     pub plan_alias: Option<String>,
     /// The organisation opted in to cheaper same-tier swaps (and this request did not opt out).
     pub cheaper_swaps: bool,
+    /// The key has a USD budget: only targets whose spending can be counted may serve it
+    /// (`ModelEntry::budgetable`).
+    pub priced_only: bool,
 }
 
 /// A request opts out of cheaper swaps with `x-gateway-routing: explicit` (or `x-switchyard-routing`).
@@ -36,6 +39,8 @@ pub fn wants_explicit_routing(headers: &http::HeaderMap) -> bool {
         .filter_map(|h| headers.get(*h))
         .any(|v| v.to_str().is_ok_and(|v| v.trim().eq_ignore_ascii_case("explicit")))
 }
+
+const UNPRICED: &str = "has no price, and this key has a USD budget";
 
 /// The prefix of plan routing profiles (`smart-route`, `smart-route-mini`, …).
 pub const PLAN_ALIAS_PREFIX: &str = "smart-route";
@@ -242,6 +247,9 @@ pub enum RouteError {
     InvalidField(String),
     #[error("{0}")]
     NotAllowed(String),
+    /// Every target lacks a price and the key has a budget.
+    #[error("{0}")]
+    Unpriced(String),
 }
 
 impl Catalog {
@@ -315,6 +323,25 @@ impl Catalog {
                 skipped.iter().map(|s| format!("{}: {}", s.model, s.reason)).collect::<Vec<_>>().join("; ")
             )));
         }
+        if caller.priced_only {
+            let before = skipped.len();
+            candidates.retain(|m| {
+                let counted = m.budgetable();
+                if !counted {
+                    skipped.push(Skipped { model: m.name.clone(), reason: UNPRICED.to_owned() });
+                }
+                counted
+            });
+            if candidates.is_empty() {
+                let models: Vec<&str> = skipped[before..].iter().map(|s| s.model.as_str()).collect();
+                return Err(RouteError::Unpriced(format!(
+                    "`{}` has no price, and this key has a USD budget, so what it spends could not be counted. \
+                     The operator can price it (the model's prices, or its provider's `default_prices`) or let \
+                     budgeted keys use it free (`budget_unpriced = \"free\"`).",
+                    models.join("`, `")
+                )));
+            }
+        }
         candidates.retain(|m| match self.unsuitable(m, features) {
             None => true,
             Some(reason) => {
@@ -343,7 +370,10 @@ impl Catalog {
             requested: requested.to_owned(),
             resolution,
             targets: candidates,
-            content_policy_targets: content_policy,
+            content_policy_targets: content_policy
+                .into_iter()
+                .filter(|m| !caller.priced_only || m.budgetable())
+                .collect(),
             skipped,
             deprecated,
             swap,

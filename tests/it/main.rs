@@ -12,6 +12,7 @@ mod egress;
 mod errors;
 mod fixtures;
 mod gemini_door;
+mod hardening;
 mod lifecycle;
 mod messages;
 mod providers;

@@ -570,6 +570,121 @@ async fn a_budget_is_never_passed_by_concurrent_requests_and_responses_say_what_
     assert_eq!(me["used"]["in_flight"], 0);
 }
 
+/// Two more providers on the same fake: one prices what the catalog does not, one lets budgeted keys
+/// use its unpriced models free; and an alias whose first target has no price.
+fn unpriced_setup() -> Setup {
+    Setup {
+        extra: r#"
+            [[providers]]
+            name = "priced"
+            kind = "openai"
+            base_url = "{base}"
+            api_key_env = "TEST_UPSTREAM_KEY"
+            default_prices = { input_per_mtok = 1.0, output_per_mtok = 2.0 }
+
+            [[providers]]
+            name = "freebie"
+            kind = "openai"
+            base_url = "{base}"
+            api_key_env = "TEST_UPSTREAM_KEY"
+            budget_unpriced = "free"
+
+            [[models]]
+            name = "unpriced-model"
+            provider = "upstream"
+
+            [[aliases]]
+            name = "mixed"
+            targets = ["unpriced-model", "test-model"]
+        "#
+        .into(),
+        ..Setup::default()
+    }
+}
+
+#[tokio::test]
+async fn a_budgeted_key_cannot_spend_on_an_unpriced_model_unless_the_operator_says_how() {
+    let h = Harness::with(unpriced_setup()).await;
+    let org = new_org(&h, "Omicron").await;
+    let org = org["id"].as_str().unwrap();
+    let (_, budgeted) = key_with(&h, org, json!({"budget_usd": 1.0, "budget_period": "month"})).await;
+    let (_, open) = key_with(&h, org, json!({})).await;
+    let chat = |key: &str, model: &str| {
+        let req = h.client.post(h.url("/v1/chat/completions")).bearer_auth(key).json(&hello(model));
+        async move { req.send().await.unwrap() }
+    };
+    for model in ["upstream/anything-unlisted", "unpriced-model", "claude-test"] {
+        let (status, e) = error_of(chat(&budgeted, model).await).await;
+        assert_eq!((status, e["error"]["code"].as_str()), (403, Some("model_unpriced")), "{model}: {e}");
+        let message = e["error"]["message"].as_str().unwrap();
+        assert!(message.contains("USD budget") && message.contains("default_prices"), "{message}");
+    }
+    assert!(h.upstream.state.requests().is_empty(), "nothing was sent upstream");
+    // The Anthropic door says it in Anthropic's shape.
+    let resp = h
+        .client
+        .post(h.url("/v1/messages"))
+        .header("x-api-key", &budgeted)
+        .json(&json!({"model": "claude-test", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let e: Value = resp.json().await.unwrap();
+    assert_eq!(e["error"]["type"], "permission_error", "{e}");
+    // A key without a budget may; priced by the provider's defaults, or free by the operator's say, a
+    // budgeted key may too; an alias skips its unpriced target for it.
+    assert_eq!(chat(&open, "upstream/anything-unlisted").await.status(), 200);
+    let priced = chat(&budgeted, "priced/anything-unlisted").await;
+    assert_eq!(priced.status(), 200);
+    assert!(priced.headers().contains_key("x-switchyard-cost-micros"), "priced by the provider's defaults");
+    assert_eq!(chat(&budgeted, "freebie/anything-unlisted").await.status(), 200);
+    let mixed = chat(&budgeted, "mixed").await;
+    assert_eq!(mixed.status(), 200);
+    assert_eq!(mixed.headers()["x-switchyard-model"], "test-model");
+    assert_eq!(chat(&open, "mixed").await.headers()["x-switchyard-model"], "unpriced-model");
+}
+
+#[tokio::test]
+async fn a_budget_is_never_passed_on_a_model_priced_by_its_providers_defaults() {
+    let h = Harness::with(unpriced_setup()).await;
+    let org = new_org(&h, "Pi").await;
+    let (id, secret) =
+        key_with(&h, org["id"].as_str().unwrap(), json!({"budget_usd": 0.0006, "budget_period": "day"})).await;
+    let body = json!({"model": "priced/unlisted-model", "max_tokens": 30, "messages": [{"role": "user", "content": "Say hello"}]});
+    let sends = (0..60).map(|_| {
+        let req = h.client.post(h.url("/v1/chat/completions")).bearer_auth(&secret).json(&body);
+        async move { req.send().await.unwrap().status().as_u16() }
+    });
+    let statuses = futures_util::future::join_all(sends).await;
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(ok + refused, 60, "{statuses:?}");
+    assert!(ok >= 5 && refused > 0, "{ok} served, {refused} refused");
+    let rows = ledger_rows(&h, &id, 60).await;
+    let spent: i64 = rows.iter().filter_map(|r| r["cost_micros"].as_i64()).sum();
+    assert!(spent > 0 && spent <= 600, "spend {spent}");
+    assert!(rows.iter().filter(|r| r["outcome"] == "completed").all(|r| r["cost_micros"].as_i64() > Some(0)));
+}
+
+#[tokio::test]
+async fn an_attempt_that_never_reached_a_provider_costs_nothing() {
+    let h = Harness::start().await;
+    let org = new_org(&h, "Rho").await;
+    let (id, secret) = key_with(&h, org["id"].as_str().unwrap(), json!({})).await;
+    for model in ["keyless-model", "dead-model"] {
+        let resp = h.client.post(h.url("/v1/chat/completions")).bearer_auth(&secret).json(&hello(model)).send().await;
+        assert!(resp.unwrap().status().is_server_error());
+    }
+    let rows = ledger_rows(&h, &id, 2).await;
+    assert_eq!(rows.len(), 2);
+    for r in rows {
+        assert_eq!(r["outcome"], "failed", "{r}");
+        assert_eq!((r["prompt_tokens"].as_i64(), r["completion_tokens"].as_i64()), (Some(0), Some(0)), "{r}");
+        assert!(r["cost_micros"].as_i64().unwrap_or(0) == 0, "{r}");
+    }
+}
+
 #[tokio::test]
 async fn max_parallel_refuses_requests_beyond_the_limit_while_others_run() {
     let h = Harness::with(Setup {

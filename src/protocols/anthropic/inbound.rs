@@ -299,6 +299,13 @@ pub struct Messages {
 }
 
 impl Dialect for Messages {
+    fn param_names(&self) -> fn(&'static str) -> &'static str {
+        |canonical| match canonical {
+            "stop" => "stop_sequences",
+            other => other,
+        }
+    }
+
     fn whole(&self, resp: &ChatResponse) -> Vec<u8> {
         let choice = resp.choices.first();
         let mut content = Vec::new();

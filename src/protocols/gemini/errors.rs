@@ -11,7 +11,7 @@ use crate::protocols::error::{ErrorKind, ProviderError, TimeoutPhase};
 /// Google's status name for an HTTP status.
 pub fn status_name(status: u16) -> &'static str {
     match status {
-        400 | 413 | 415 | 422 => "INVALID_ARGUMENT",
+        400 | 413 | 415 | 422 | 431 => "INVALID_ARGUMENT",
         401 => "UNAUTHENTICATED",
         403 => "PERMISSION_DENIED",
         404 => "NOT_FOUND",
@@ -26,12 +26,22 @@ pub fn status_name(status: u16) -> &'static str {
 
 /// The error body for a status, a status name and a message.
 pub fn body(code: u16, status: &str, message: &str) -> ErrorEnvelope {
-    ErrorEnvelope { error: ErrorDetail { code, message: message.to_owned(), status: status.to_owned() } }
+    ErrorEnvelope {
+        error: ErrorDetail { code, message: message.to_owned(), status: status.to_owned(), details: Vec::new() },
+    }
 }
 
 /// Our error in Google's shape.
 pub fn render(e: &ErrorReply<'_>) -> Vec<u8> {
-    serde_json::to_vec(&body(e.status, status_name(e.status), e.message)).unwrap_or_default()
+    let mut envelope = body(e.status, status_name(e.status), e.message);
+    if let Some(field) = e.param {
+        // As Google names the field at fault (AIP-193): a `BadRequest` detail.
+        envelope.error.details.push(serde_json::json!({
+            "@type": "type.googleapis.com/google.rpc.BadRequest",
+            "fieldViolations": [{"field": field, "description": e.message}],
+        }));
+    }
+    serde_json::to_vec(&envelope).unwrap_or_default()
 }
 
 /// Classifies a Gemini error response by status, status name and message.

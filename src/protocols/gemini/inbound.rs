@@ -251,6 +251,16 @@ pub struct Gemini {
 }
 
 impl Dialect for Gemini {
+    fn param_names(&self) -> fn(&'static str) -> &'static str {
+        |canonical| match canonical {
+            "messages" => "contents",
+            "stop" => "generationConfig.stopSequences",
+            "n" => "generationConfig.candidateCount",
+            "response_format" => "generationConfig.responseSchema",
+            other => other,
+        }
+    }
+
     fn whole(&self, resp: &ChatResponse) -> Vec<u8> {
         let model = if resp.model.is_empty() { &self.model } else { &resp.model };
         let mut out = response(Vec::new(), None, model, Some(&resp.id), resp.usage.as_ref());

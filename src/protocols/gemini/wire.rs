@@ -273,7 +273,7 @@ pub struct EmbeddingValues {
     pub values: Vec<f64>,
 }
 
-/// `{"error": {"code", "message", "status"}}`.
+/// `{"error": {"code", "message", "status", "details"}}`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ErrorEnvelope {
     pub error: ErrorDetail,
@@ -287,4 +287,7 @@ pub struct ErrorDetail {
     pub message: String,
     #[serde(default)]
     pub status: String,
+    /// Typed details (`google.rpc.BadRequest` with its `fieldViolations`, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<serde_json::Value>,
 }
