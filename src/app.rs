@@ -94,13 +94,14 @@ impl AppState {
             Some(url) => Limiter::redis(url, opts.clock.clone()).await.map_err(|e| anyhow::anyhow!(e))?,
             None => Limiter::in_memory(opts.clock.clone()),
         };
+        // The spools of gateways that died are in the ledger before the counters are rebuilt from it.
+        let ledger = Arc::new(Ledger::open(store.clone(), &config.ledger).await);
         limiter.load(&store).await.map_err(|e| anyhow::anyhow!(e))?;
         let limiter = Arc::new(limiter);
         let bus = match &opts.redis_url {
             Some(url) => Some(Arc::new(crate::bus::Bus::connect(url).await.map_err(|e| anyhow::anyhow!(e))?)),
             None => None,
         };
-        let ledger = Arc::new(Ledger::start(store.clone()));
         let responses =
             Arc::new(crate::response_store::ResponseStore::start(store.clone(), opts.clock.clone(), &config.responses));
         let providers = config

@@ -49,6 +49,28 @@ pub struct Config {
     pub responses: ResponsesConfig,
     #[serde(default)]
     pub input: InputLimits,
+    #[serde(default)]
+    pub ledger: LedgerConfig,
+}
+
+/// The usage ledger's local spool: every record is appended here before the database takes it, so a
+/// crash or a database outage loses none.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    /// A directory of this machine's disk; each running gateway keeps its own subdirectory in it, and
+    /// replays the subdirectories of gateways that died.
+    pub spool_dir: String,
+    /// Above this many MiB waiting for the database, readiness fails (records are still kept).
+    pub spool_max_mb: u64,
+    /// The spool's segment size: a segment is removed once the database has all of it.
+    pub spool_segment_kb: u64,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self { spool_dir: "data/spool".to_owned(), spool_max_mb: 1024, spool_segment_kb: 4096 }
+    }
 }
 
 /// What one request may hold, beyond the body's size: each bound is named in the refusal's `param`, on
@@ -485,6 +507,15 @@ impl Config {
                 "server.max_header_block_bytes".into(),
                 "must be at least max_header_bytes (and 4096), and at most 16777216".into(),
             );
+        }
+        if self.ledger.spool_dir.trim().is_empty() {
+            bad("ledger.spool_dir".into(), "must name a directory".into());
+        }
+        if self.ledger.spool_max_mb == 0 {
+            bad("ledger.spool_max_mb".into(), "must be greater than 0".into());
+        }
+        if !(4..=1 << 20).contains(&self.ledger.spool_segment_kb) {
+            bad("ledger.spool_segment_kb".into(), "must be between 4 and 1048576".into());
         }
         let i = &self.input;
         for (name, v) in [

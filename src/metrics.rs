@@ -194,6 +194,10 @@ pub struct Metered {
 }
 
 impl UsageSink for Metered {
+    fn begin(&self, if_lost: &UsageRecord) {
+        self.inner.begin(if_lost);
+    }
+
     fn record(&self, record: UsageRecord) {
         self.metrics.observe(&record);
         self.inner.record(record);

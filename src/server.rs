@@ -1,7 +1,9 @@
 //! Accepting connections, and stopping gracefully.
 //!
-//! Our own accept loop instead of `axum::serve`, for two things it does not offer: a deadline on a new
-//! connection's first byte and on reading request headers (slow-loris), and a drain deadline. On shutdown
+//! Our own accept loop instead of `axum::serve`, for what it does not offer: a deadline on a new
+//! connection's first byte and on reading request headers (slow-loris), a drain deadline, and a budget
+//! of client connections under the open-file limit (raised to its maximum at start), so that client
+//! load cannot take the descriptors the database, Redis and the ledger's spool need. On shutdown
 //! readiness turns 503, the listener closes, in-flight requests and streams run on until they finish or
 //! the drain deadline passes; then running streams end with a `shutting_down` error event.
 
@@ -48,6 +50,24 @@ const KEY_RELOAD: Duration = Duration::from_secs(15);
 /// How long to wait, after the drain deadline, for streams to flush their final error event.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
 
+/// File descriptors kept out of the clients' reach: the database pool, Redis, the ledger's spool, logs.
+const RESERVED_FDS: u64 = 256;
+
+/// Raises the process's open-file soft limit to its hard limit, and returns how many client
+/// connections may be open at once so that billing can never be starved of descriptors: each
+/// connection may hold one upstream connection too, and [`RESERVED_FDS`] stay free.
+pub fn connection_budget() -> usize {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open-file limit; assuming 1024");
+            1024
+        }
+    };
+    let budget = limit.saturating_sub(RESERVED_FDS) / 2;
+    usize::try_from(budget.max(16)).unwrap_or(usize::MAX)
+}
+
 /// Binds the address to serve on. With several workers, each listens on a socket of its own with
 /// SO_REUSEPORT, so this one is bound that way too, after checking that the address is free: otherwise
 /// a second gateway started on the same port would silently share its connections.
@@ -87,6 +107,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let app = crate::http::router(state.clone());
+    let connections = Arc::new(tokio::sync::Semaphore::new(connection_budget()));
+    tracing::debug!(max_connections = connections.available_permits(), "client connections allowed at once");
     let background = Background::start(&state);
     let stop = CancellationToken::new();
     // Worker runtimes outlive their drain until the end, so tasks they started (settles, upstream
@@ -96,7 +118,8 @@ pub async fn serve(
     let mut drained = Vec::new();
     if let Ok(addr) = listener.local_addr() {
         for i in 1..workers {
-            match start_worker(i, addr, app.clone(), state.clone(), settings, stop.clone(), exit.clone()).await {
+            let worker = Worker { app: app.clone(), state: state.clone(), connections: connections.clone() };
+            match start_worker(i, addr, worker, settings, stop.clone(), exit.clone()).await {
                 Ok((thread, done)) => {
                     threads.push(thread);
                     drained.push(done);
@@ -106,7 +129,7 @@ pub async fn serve(
         }
     }
     tracing::debug!(workers = threads.len() + 1, "serving");
-    let own = accept_and_drain(listener, app, &state, settings, &stop);
+    let own = accept_and_drain(listener, Worker { app, state: state.clone(), connections }, settings, &stop);
     let trigger = async {
         shutdown.await;
         background.quiet();
@@ -142,8 +165,7 @@ pub async fn serve(
 async fn start_worker(
     i: usize,
     addr: SocketAddr,
-    app: axum::Router,
-    state: Arc<AppState>,
+    worker: Worker,
     settings: ServeSettings,
     stop: CancellationToken,
     exit: CancellationToken,
@@ -167,7 +189,7 @@ async fn start_worker(
                 }
             };
             let _ = ready_tx.send(Ok(()));
-            accept_and_drain(listener, app, &state, settings, &stop).await;
+            accept_and_drain(listener, worker, settings, &stop).await;
             let _ = done_tx.send(());
             exit.cancelled().await;
         });
@@ -239,13 +261,15 @@ impl Background {
 
 /// Accepts connections until `stop`, then lets the open ones finish, up to the drain deadline; after it,
 /// running streams are ended (`hard_stop`).
-async fn accept_and_drain(
-    listener: TcpListener,
+/// What each accept loop serves with: the application, and the connection budget shared by all loops.
+struct Worker {
     app: axum::Router,
-    state: &AppState,
-    settings: ServeSettings,
-    stop: &CancellationToken,
-) {
+    state: Arc<AppState>,
+    connections: Arc<tokio::sync::Semaphore>,
+}
+
+async fn accept_and_drain(listener: TcpListener, worker: Worker, settings: ServeSettings, stop: &CancellationToken) {
+    let Worker { app, state, connections } = worker;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -258,6 +282,15 @@ async fn accept_and_drain(
         .max_header_list_size(u32::try_from(settings.max_header_read).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
     loop {
+        // At the budget, new connections wait in the kernel's backlog rather than take descriptors
+        // the ledger and the database need.
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = stop.cancelled() => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -274,6 +307,7 @@ async fn accept_and_drain(
         let (builder, app, watcher) = (builder.clone(), app.clone(), graceful.watcher());
         let first_byte = settings.header_read_timeout;
         tokio::spawn(async move {
+            let _permit = permit;
             // A connection that never sends a byte never reaches hyper's header timer; it gets the same
             // deadline here.
             let mut probe = [0u8; 1];

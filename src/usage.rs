@@ -7,6 +7,7 @@
 //! Not here: prices and money (the catalog), storage (`store`).
 
 pub mod ledger;
+pub mod spool;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,6 +18,10 @@ pub use crate::store::ledger::{Outcome, UsageRecord, UsageSource};
 /// Receives every usage record. Called from request tasks and from `Drop`, so it must return at once.
 pub trait UsageSink: Send + Sync {
     fn record(&self, record: UsageRecord);
+
+    /// A request has gone to its first provider: `if_lost` is the row it gets if the process dies
+    /// before it finishes (the ledger spools it; other sinks need not care).
+    fn begin(&self, _if_lost: &UsageRecord) {}
 
     /// Whether records are wanted at all right now (a log sink whose level is off says no, and is
     /// spared a copy of every record).
@@ -154,12 +159,27 @@ impl UsageGuard {
     }
 
     pub fn set_served(&mut self, model: &str, provider: &str, prices: Prices) {
-        if let Some(r) = &mut self.record {
-            r.served_model = Some(model.to_owned());
-            r.provider = Some(provider.to_owned());
-            r.attempts += 1;
-        }
         self.prices = prices;
+        let Some(r) = &mut self.record else { return };
+        r.served_model = Some(model.to_owned());
+        r.provider = Some(provider.to_owned());
+        r.attempts += 1;
+        if r.attempts == 1 {
+            // From here a provider may be working (and billing) for it: if the process dies before the
+            // request ends, its row is this, replayed from the spool at the next start.
+            let estimated = self.estimated_prompt_tokens;
+            let if_lost = UsageRecord {
+                outcome: Outcome::Crashed,
+                status: 500,
+                prompt_tokens: estimated,
+                usage_source: UsageSource::Estimated,
+                cost_micros: prices.cost_micros(estimated, 0, 0),
+                prompt_counted: true,
+                error: Some("gateway_crashed".to_owned()),
+                ..r.clone()
+            };
+            self.sink.begin(&if_lost);
+        }
     }
 
     /// The limits this request holds, to settle when it ends.
@@ -205,6 +225,12 @@ impl UsageGuard {
 
     /// Emits the record with its final outcome.
     pub fn finish(mut self, outcome: Outcome, status: u16, error: Option<String>) {
+        self.emit(outcome, status, error);
+    }
+
+    /// Emits the record now, for a request whose last bytes are still to be sent (a stream's end):
+    /// nothing is emitted again, `Drop` included.
+    pub fn finish_in_place(&mut self, outcome: Outcome, status: u16, error: Option<String>) {
         self.emit(outcome, status, error);
     }
 

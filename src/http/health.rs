@@ -21,6 +21,14 @@ pub async fn readiness(State(state): State<Arc<AppState>>) -> Response {
     if state.draining.load(Ordering::Relaxed) {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "draining"}))).into_response();
     }
+    if state.ledger.is_backlogged() {
+        // Requests are still recorded (in the spool), but the database has been away too long.
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "ledger_backlogged", "spooled_bytes": state.ledger.spooled_bytes()})),
+        )
+            .into_response();
+    }
     let available = state.providers.iter().filter(|p| p.unavailable_reason().is_none()).count();
     Json(json!({"status": "ready", "providers_available": available, "providers_configured": state.providers.len()}))
         .into_response()
@@ -47,7 +55,20 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     }
     let _ = writeln!(gauges, "# HELP switchyard_ready Whether the gateway takes traffic (0 while draining).");
     let _ = writeln!(gauges, "# TYPE switchyard_ready gauge");
-    let _ = writeln!(gauges, "switchyard_ready {}", u8::from(!state.draining.load(Ordering::Relaxed)));
+    let ready = !state.draining.load(Ordering::Relaxed) && !state.ledger.is_backlogged();
+    let _ = writeln!(gauges, "switchyard_ready {}", u8::from(ready));
+    let _ = writeln!(
+        gauges,
+        "# HELP switchyard_ledger_spool_bytes Usage records waiting in the local spool for the database."
+    );
+    let _ = writeln!(gauges, "# TYPE switchyard_ledger_spool_bytes gauge");
+    let _ = writeln!(gauges, "switchyard_ledger_spool_bytes {}", state.ledger.spooled_bytes());
+    let _ = writeln!(
+        gauges,
+        "# HELP switchyard_ledger_backlogged Whether more waits in the spool than ledger.spool_max_mb allows."
+    );
+    let _ = writeln!(gauges, "# TYPE switchyard_ledger_backlogged gauge");
+    let _ = writeln!(gauges, "switchyard_ledger_backlogged {}", u8::from(state.ledger.is_backlogged()));
     ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render(&gauges))
         .into_response()
 }

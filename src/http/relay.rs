@@ -173,14 +173,14 @@ impl<I: Relayed> Relay<I> {
             End::Done => {
                 let mut frames = Vec::new();
                 self.encoder.done(&mut frames);
-                let sent = tx.send(join(frames)).await;
+                // Recorded before the client has the stream's end: a client that saw its answer has its
+                // ledger row, whatever happens to the process next.
+                self.usage.finish_in_place(Outcome::Completed, 200, None);
+                let _ = tx.send(join(frames)).await;
                 drop(tx); // The client's body ends here, not after the upstream's.
                 upstream.finish_body(DRAIN_GAP).await;
                 drop(upstream);
-                match sent {
-                    Ok(()) => (Outcome::Completed, None),
-                    Err(_) => (Outcome::ClientDisconnected, Some("client_disconnected".to_owned())),
-                }
+                return;
             }
             End::ClientGone => {
                 // What has already arrived is read (and billed) rather than thrown away: a stream that was

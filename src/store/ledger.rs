@@ -2,9 +2,12 @@
 //! and sums them. The record is plain data (what `usage` fills in and `metrics` reads); the rules of
 //! when and how a request is recorded live in `usage`.
 
+use serde::{Deserialize, Serialize};
+
 use super::{Store, StoreError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The response was delivered completely.
     Completed,
@@ -18,6 +21,9 @@ pub enum Outcome {
     ShutDown,
     /// Refused at admission by one of its key's limits; nothing was sent upstream.
     Rejected,
+    /// The gateway stopped abruptly (killed, crashed) while the request ran: recorded at the next start
+    /// from the spool, with its prompt as estimated.
+    Crashed,
 }
 
 impl Outcome {
@@ -29,12 +35,14 @@ impl Outcome {
             Outcome::ClientDisconnected => "client_disconnected",
             Outcome::ShutDown => "shut_down",
             Outcome::Rejected => "rejected",
+            Outcome::Crashed => "crashed",
         }
     }
 }
 
 /// Where the token counts came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum UsageSource {
     /// Reported by the provider: authoritative.
     Provider,
@@ -42,7 +50,8 @@ pub enum UsageSource {
     Estimated,
 }
 
-#[derive(Debug, Clone)]
+/// Serialized as it is into the ledger's spool (`usage::spool`), and read back from it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UsageRecord {
     /// The gateway's own id for the request (the ledger's key).
     pub request_id: String,

@@ -142,6 +142,8 @@ pub struct Setup {
     pub tls: bool,
     /// The gateway's clock (Unix ms); the system's when `None`.
     pub clock: Option<switchyard::clock::Clock>,
+    /// The database to use instead of [`database_url`]'s.
+    pub database_url: Option<String>,
 }
 
 impl Harness {
@@ -159,6 +161,9 @@ impl Harness {
 
             [server]
             {server_extra}
+            [ledger]
+            spool_dir = "{spool}"
+
             [[providers]]
             name = "upstream"
             kind = "openai"
@@ -249,6 +254,8 @@ impl Harness {
             base = upstream.base_url,
             root = upstream.base_url.trim_end_matches("/v1"),
             server_extra = setup.server_extra,
+            // A spool of this harness's own: its replicas share it, other tests' gateways do not.
+            spool = std::env::temp_dir().join(format!("switchyard-it-spool-{}", uuid::Uuid::now_v7())).display(),
             provider_extra = setup.provider_extra,
             extra = setup.extra.replace("{base}", &upstream.base_url),
         );
@@ -262,7 +269,7 @@ impl Harness {
                 _ => None,
             }),
             usage_sink: usage.clone(),
-            database_url: Some(database_url()),
+            database_url: Some(setup.database_url.unwrap_or_else(database_url)),
             // The shared counters of several replicas, when the run names a Redis (CI's Postgres pass does).
             redis_url: std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()),
             clock: setup.clock.unwrap_or_else(switchyard::clock::system),
@@ -442,5 +449,49 @@ impl TestProxy {
 
     pub fn seen(&self) -> Vec<String> {
         self.seen.lock().unwrap().clone()
+    }
+}
+
+/// A TCP forwarder to `target` that a test can cut: `down` closes every open connection and refuses new
+/// ones until `up` (a database outage, as the gateway sees it).
+pub struct Cuttable {
+    pub addr: std::net::SocketAddr,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    cut: Arc<tokio::sync::Notify>,
+}
+
+impl Cuttable {
+    pub async fn start(target: std::net::SocketAddr) -> Cuttable {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cut = Arc::new(tokio::sync::Notify::new());
+        let (is_down, on_cut) = (down.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if is_down.load(Ordering::SeqCst) {
+                    continue; // dropped at once
+                }
+                let on_cut = on_cut.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        () = on_cut.notified() => {}
+                    }
+                });
+            }
+        });
+        Cuttable { addr, down, cut }
+    }
+
+    pub fn down(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cut.notify_waiters();
+    }
+
+    pub fn up(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
