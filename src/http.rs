@@ -99,6 +99,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/v1/keys/{id}", get(admin::get_key).patch(admin::update_key))
         .route("/admin/v1/keys/{id}/revoke", post(admin::revoke_key))
         .route("/admin/v1/keys/{id}/regenerate", post(admin::regenerate_key))
+        // While the database is down, at once 503 (inference goes on from the key cache).
+        .route_layer(from_fn_with_state(state.clone(), admin::database_up))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_master_key));
+    let metrics = Router::new()
         .route("/metrics", get(health::metrics))
         .route_layer(from_fn_with_state(state.clone(), auth::require_master_key));
     let app = Router::new()
@@ -114,6 +118,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(anthropic)
         .merge(gemini)
         .merge(admin)
+        .merge(metrics)
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone());

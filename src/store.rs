@@ -27,6 +27,24 @@ pub enum StoreError {
     Setup(String),
 }
 
+impl StoreError {
+    /// The database could not be reached (as opposed to refusing a statement).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Database(e) => {
+                matches!(
+                    e,
+                    sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_)
+                ) || e.as_database_error().is_some_and(|d| {
+                    // SQLite's "database is locked" / "busy" (another writer holds it past the busy timeout).
+                    matches!(d.code().as_deref(), Some("5" | "6" | "261" | "517"))
+                })
+            }
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct OrganizationRow {
     pub id: String,
@@ -116,7 +134,7 @@ impl Store {
     pub async fn connect(database_url: Option<&str>) -> Result<Store, StoreError> {
         let store = match database_url.filter(|u| !u.is_empty()) {
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Store::Postgres(
-                PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(10)).connect(url).await?,
+                PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(3)).connect(url).await?,
             ),
             other => {
                 let url = match other {
@@ -137,6 +155,12 @@ impl Store {
         };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// One round trip to the database.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_pool!(self, |pool, sql| sqlx::query(sql).execute(pool).await.map(|_| ()), "SELECT 1")?;
+        Ok(())
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {

@@ -21,8 +21,22 @@ use crate::tenancy::{KeySpec, KeySpecError, create_key as create_key_in, new_id,
 impl From<StoreError> for GatewayError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "store failure");
-        GatewayError::internal()
+        if e.is_unavailable() { GatewayError::database_unavailable() } else { GatewayError::internal() }
     }
+}
+
+/// The admin API's guard: while the ledger writer sees the database down, admin calls answer 503 at
+/// once instead of each waiting out the pool's timeout.
+pub async fn database_up(
+    State(state): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if !state.ledger.database_ok() {
+        return GatewayError::database_unavailable().into_response();
+    }
+    next.run(req).await
 }
 
 #[derive(Debug, Deserialize)]

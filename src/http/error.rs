@@ -230,6 +230,19 @@ impl GatewayError {
         g
     }
 
+    /// The database cannot be reached: the admin API answers at once rather than waiting on it.
+    pub fn database_unavailable() -> Self {
+        let mut g = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api_error",
+            Some("database_unavailable"),
+            "Switchyard's database cannot be reached right now; retry shortly. Inference is not affected.",
+        );
+        g.retry_after = Some(Duration::from_secs(2));
+        g.should_retry = Some(true);
+        g
+    }
+
     /// The store of responses cannot be read right now.
     pub fn store_unavailable() -> Self {
         let mut g = Self::new(

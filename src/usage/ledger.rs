@@ -36,6 +36,8 @@ const INTERVAL: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often the spools of other gateways on this machine are checked for ones that died.
 const ORPHAN_SCAN: Duration = Duration::from_secs(10);
+/// How often the database is pinged to know whether it is up.
+const PING_EVERY: Duration = Duration::from_secs(1);
 /// Read from a segment at a time.
 const READ_LIMIT: usize = 1 << 20;
 /// On a graceful stop, how long to wait for the database to take what is left (the rest stays in the
@@ -73,6 +75,8 @@ pub struct Ledger {
     stop: CancellationToken,
     spool_failing: AtomicBool,
     closed: AtomicBool,
+    /// Whether the database took the writer's last statement (or answered its last ping).
+    database: Arc<AtomicBool>,
 }
 
 impl Ledger {
@@ -96,7 +100,8 @@ impl Ledger {
         }
         let (tx, rx) = mpsc::channel(QUEUE);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(write_loop(store, spool.clone(), rx, stop.clone()));
+        let database = Arc::new(AtomicBool::new(true));
+        let task = tokio::spawn(write_loop(store, spool.clone(), rx, stop.clone(), database.clone()));
         Ledger {
             spool,
             tx: Mutex::new(Some(tx)),
@@ -104,6 +109,7 @@ impl Ledger {
             stop,
             spool_failing: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            database,
         }
     }
 
@@ -117,6 +123,11 @@ impl Ledger {
         if let Some(task) = task {
             let _ = task.await;
         }
+    }
+
+    /// Whether the database is answering, as the writer last saw it (within about a second).
+    pub fn database_ok(&self) -> bool {
+        self.database.load(Ordering::Relaxed)
     }
 
     /// More waits for the database than the operator allows (readiness says so).
@@ -207,7 +218,12 @@ async fn write_loop(
     spool: Option<Arc<Spool>>,
     mut rx: mpsc::Receiver<UsageRecord>,
     stop: CancellationToken,
+    database: Arc<AtomicBool>,
 ) {
+    let mut last_contact = tokio::time::Instant::now();
+    // The spool's records were last refused for want of a database (a ping alone does not prove it is
+    // back: SQLite answers `SELECT 1` while another process holds its write lock).
+    let mut write_failing = false;
     let mut tail = Tail { seq: 1, offset: 0, running: HashMap::new() };
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -243,9 +259,15 @@ async fn write_loop(
             Some(spool) => match catch_up(spool, &store, &mut tail).await {
                 Ok(done) => {
                     backoff = INTERVAL;
+                    write_failing = false;
                     done
                 }
                 Err(e) => {
+                    if e.is_unavailable() {
+                        write_failing = true;
+                        database.store(false, Ordering::Relaxed);
+                    }
+                    last_contact = tokio::time::Instant::now();
                     tracing::warn!(error = %e, waiting_bytes = spool.pending_bytes(), "usage ledger write failed; records wait in the spool");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -253,6 +275,18 @@ async fn write_loop(
                 }
             },
         };
+        // With nothing to write, a ping every second keeps `database_ok` current (the admin API reads it).
+        if last_contact.elapsed() >= PING_EVERY {
+            last_contact = tokio::time::Instant::now();
+            let up = !write_failing && tokio::time::timeout(PING_EVERY, store.ping()).await.is_ok_and(|r| r.is_ok());
+            if database.swap(up, Ordering::Relaxed) != up {
+                if up {
+                    tracing::info!("the database answers again");
+                } else {
+                    tracing::warn!("the database does not answer; the admin API answers 503 until it does");
+                }
+            }
+        }
         if let Some(spool) = &spool
             && last_scan.elapsed() >= ORPHAN_SCAN
         {

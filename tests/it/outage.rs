@@ -1,7 +1,8 @@
 //! The database goes away under traffic: inference keeps working from the key cache, usage records
 //! wait in the spool, and every one of them is in the ledger once the database is back. On Postgres the
 //! outage is a cut connection (every open one closed, new ones refused); on SQLite, another writer
-//! holding the database's write lock past the gateway's busy timeout.
+//! holding the database's write lock past the gateway's busy timeout. Meanwhile the admin API answers
+//! 503 at once, and again normally once the database is back.
 
 use std::time::Duration;
 
@@ -60,6 +61,31 @@ async fn traffic(h: &Harness, key: &str, n: usize) -> Vec<String> {
     ids
 }
 
+/// While the database is away, the admin API answers 503 at once instead of waiting on it.
+async fn admin_refuses_promptly(h: &Harness) {
+    let started = std::time::Instant::now();
+    let resp = h.client.get(h.url("/admin/v1/organizations")).bearer_auth(MASTER_KEY).send().await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "database_unavailable", "{body}");
+    assert!(elapsed < Duration::from_millis(500), "at once, not after the pool's timeout: {elapsed:?}");
+}
+
+/// Once the database is back, the admin API answers again within a few seconds.
+async fn admin_answers_again(h: &Harness) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let resp = h.client.get(h.url("/admin/v1/organizations")).bearer_auth(MASTER_KEY).send().await.unwrap();
+        if resp.status() == 200 {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the admin API stays down: {}", resp.status());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn all_in_ledger(store: &Store, ids: &[String]) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -107,8 +133,10 @@ async fn postgres_cut(url: &str) {
     }
     let ready = h.client.get(h.url("/health/readiness")).send().await.unwrap();
     assert_eq!(ready.status(), 200, "a short outage keeps the gateway ready (the spool has room)");
+    admin_refuses_promptly(&h).await;
     cut.up();
     all_in_ledger(&store, &during).await;
+    admin_answers_again(&h).await;
     assert_eq!(spooled_bytes(&h).await, 0);
 }
 
@@ -127,8 +155,10 @@ async fn sqlite_locked() {
     let during = traffic(&h, &key, 30).await;
     tokio::time::sleep(Duration::from_secs(7)).await;
     assert!(spooled_bytes(&h).await > 0, "the records wait in the spool");
+    admin_refuses_promptly(&h).await;
     sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
     drop(other);
     all_in_ledger(&store, &during).await;
+    admin_answers_again(&h).await;
     assert_eq!(spooled_bytes(&h).await, 0);
 }
