@@ -337,44 +337,33 @@ impl Limiter {
     }
 
     /// Seeds the counters of the current windows from the ledger, the source of truth: in memory they are
-    /// rebuilt (so reservations of a process that stopped are settled: they were never written); in Redis
-    /// a counter is written only where none exists (a fresh or flushed Redis), since live replicas own it.
+    /// rebuilt (so reservations of a process that stopped are settled: they were never written). In Redis
+    /// they are live and owned by the running replicas: they are rebuilt only when Redis has none (its
+    /// marker is missing: a fresh, restarted or flushed Redis), by one replica, the others waiting.
     pub async fn load(&self, store: &Store) -> Result<(), String> {
-        let now = self.now_ms();
-        let w = Windows::at(now);
-        let week_start = ((w.day + 3).div_euclid(7) * 7 - 3) * DAY_MS;
-        let since = [w.month_start_ms(), week_start, w.day * DAY_MS];
-        let mut seeds: Vec<Counter> = Vec::new();
-        let [month, week, day] = since;
-        let monthly = store.ledger_totals_since(month).await.map_err(|e| e.to_string())?;
-        let weekly: HashMap<String, crate::store::LedgerTotals> =
-            store.ledger_totals_since(week).await.map_err(|e| e.to_string())?.into_iter().collect();
-        let daily: HashMap<String, crate::store::LedgerTotals> =
-            store.ledger_totals_since(day).await.map_err(|e| e.to_string())?.into_iter().collect();
-        for (key, m) in monthly {
-            let (list, _) = counters(&key, now, &Limits::default(), Ask::default());
-            let d = daily.get(&key).copied().unwrap_or_default();
-            let wk = weekly.get(&key).copied().unwrap_or_default();
-            for (i, value) in [
-                (PROMPTS_DAY, d.prompts),
-                (PROMPTS_MONTH, m.prompts),
-                (SPEND_DAY, d.cost_micros),
-                (SPEND_WEEK, wk.cost_micros),
-                (SPEND_MONTH, m.cost_micros),
-                (TOKENS_MONTH, m.tokens),
-            ] {
-                if value != 0 {
-                    seeds.push(Counter { amount: value, ..list[i].clone() });
-                }
-            }
-        }
         match &self.backend {
             Backend::Memory(m) => {
-                m.seed(&seeds);
+                m.seed(&ledger_seeds(store, self.now_ms()).await?);
                 Ok(())
             }
             Backend::Redis(r) => {
-                r.seed(&seeds, now).await?;
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+                loop {
+                    r.check(self.now_ms(), async || {
+                        let now = self.now_ms();
+                        Ok((ledger_seeds(store, now).await?, now))
+                    })
+                    .await?;
+                    if r.is_ready() {
+                        break;
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(
+                            "another replica took the lock to rebuild the counters in Redis and never finished".into(),
+                        );
+                    }
+                    tokio::time::sleep(redis_store::HEALTH).await;
+                }
                 // Holds left behind by replicas that stopped without settling are released now.
                 let released = r.sweep().await?;
                 if released > 0 {
@@ -382,6 +371,15 @@ impl Limiter {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// Whether limits can be checked now: always in memory; with Redis, while it answers and its counters
+    /// are seeded (readiness says so).
+    pub fn is_available(&self) -> bool {
+        match &self.backend {
+            Backend::Memory(_) => true,
+            Backend::Redis(r) => r.is_ready(),
         }
     }
 
@@ -456,25 +454,55 @@ impl Limiter {
         }
     }
 
-    /// With Redis: says this replica is alive every few seconds and releases the holds of replicas that
-    /// died holding requests. Runs until the task is aborted. In memory there is nothing to do.
-    pub async fn maintain(&self) {
+    /// With Redis: checks every half second that Redis answers with its counters seeded (rebuilding them
+    /// from `store`'s ledger when Redis lost them), says this replica is alive every few seconds and
+    /// releases the holds of replicas that died holding requests. Runs until the task is aborted. In
+    /// memory there is nothing to do.
+    pub async fn maintain(&self, store: &Store) {
         let Backend::Redis(r) = &self.backend else { return };
-        let mut tick = tokio::time::interval(redis_store::HEARTBEAT);
-        for round in 0u64.. {
+        let mut tick = tokio::time::interval(redis_store::HEALTH);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_beat = tokio::time::Instant::now();
+        let mut last_sweep = tokio::time::Instant::now();
+        let mut failing = false;
+        loop {
             tick.tick().await;
-            if let Err(e) = r.heartbeat().await {
-                tracing::warn!(error = %e, "Redis heartbeat failed");
+            let checked = r
+                .check(self.now_ms(), async || {
+                    let now = self.now_ms();
+                    Ok((ledger_seeds(store, now).await?, now))
+                })
+                .await;
+            match checked {
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "checking the counters in Redis failed");
+                }
+                Err(_) => {}
+                Ok(()) => failing = false,
+            }
+            if last_beat.elapsed() >= redis_store::HEARTBEAT {
+                last_beat = tokio::time::Instant::now();
+                if let Err(e) = r.heartbeat().await {
+                    tracing::warn!(error = %e, "Redis heartbeat failed");
+                }
             }
             // A sweep scans every counter key, so it runs once a minute, not at every heartbeat.
-            if round % 6 != 5 {
-                continue;
+            if last_sweep.elapsed() >= std::time::Duration::from_secs(60) {
+                last_sweep = tokio::time::Instant::now();
+                match r.sweep().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(released = n, "released holds of replicas that stopped without settling"),
+                    Err(e) => tracing::warn!(error = %e, "sweeping holds failed"),
+                }
             }
-            match r.sweep().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(released = n, "released holds of replicas that stopped without settling"),
-                Err(e) => tracing::warn!(error = %e, "sweeping holds failed"),
-            }
+        }
+    }
+
+    #[cfg(test)]
+    async fn mark_seeded(&self) {
+        if let Backend::Redis(r) = &self.backend {
+            r.mark_seeded().await;
         }
     }
 
@@ -511,6 +539,37 @@ impl Limiter {
             tokens_month: v[TOKENS_MONTH],
         })
     }
+}
+
+/// The ledger's totals for the current windows of every key, as counters (the source of truth that
+/// counters are rebuilt from).
+async fn ledger_seeds(store: &Store, now: i64) -> Result<Vec<Counter>, String> {
+    let w = Windows::at(now);
+    let week_start = ((w.day + 3).div_euclid(7) * 7 - 3) * DAY_MS;
+    let mut seeds: Vec<Counter> = Vec::new();
+    let monthly = store.ledger_totals_since(w.month_start_ms()).await.map_err(|e| e.to_string())?;
+    let weekly: HashMap<String, crate::store::LedgerTotals> =
+        store.ledger_totals_since(week_start).await.map_err(|e| e.to_string())?.into_iter().collect();
+    let daily: HashMap<String, crate::store::LedgerTotals> =
+        store.ledger_totals_since(w.day * DAY_MS).await.map_err(|e| e.to_string())?.into_iter().collect();
+    for (key, m) in monthly {
+        let (list, _) = counters(&key, now, &Limits::default(), Ask::default());
+        let d = daily.get(&key).copied().unwrap_or_default();
+        let wk = weekly.get(&key).copied().unwrap_or_default();
+        for (i, value) in [
+            (PROMPTS_DAY, d.prompts),
+            (PROMPTS_MONTH, m.prompts),
+            (SPEND_DAY, d.cost_micros),
+            (SPEND_WEEK, wk.cost_micros),
+            (SPEND_MONTH, m.cost_micros),
+            (TOKENS_MONTH, m.tokens),
+        ] {
+            if value != 0 {
+                seeds.push(Counter { amount: value, ..list[i].clone() });
+            }
+        }
+    }
+    Ok(seeds)
 }
 
 /// Counters in this process: one mutex around check-and-take, so concurrent requests never both see the
@@ -627,6 +686,7 @@ mod tests {
             let now: Now = Arc::new(AtomicI64::new(at));
             let clock = now.clone();
             let limiter = Limiter::redis(&url, Arc::new(move || clock.load(Ordering::SeqCst))).await.unwrap();
+            limiter.mark_seeded().await;
             out.push((limiter, now));
         }
         out
@@ -780,6 +840,8 @@ mod tests {
         };
         let clock: Clock = Arc::new(|| ms(2026, 11, 22, 12));
         let (a, b) = (Limiter::redis(&url, clock.clone()).await.unwrap(), Limiter::redis(&url, clock).await.unwrap());
+        a.mark_seeded().await;
+        b.mark_seeded().await;
         let key = fresh_key();
         let limits = Limits { max_parallel: Some(1), budget_micros: Some(1_000), ..Limits::default() };
         let ask = Ask { prompts: 1, tokens: 50, cost_micros: 600 };

@@ -227,8 +227,8 @@ impl Background {
         };
         // With Redis: heartbeats, and releasing what replicas that died were holding.
         let maintenance = {
-            let limiter = state.limiter.clone();
-            tokio::spawn(async move { limiter.maintain().await })
+            let (limiter, store) = (state.limiter.clone(), state.store.clone());
+            tokio::spawn(async move { limiter.maintain(&store).await })
         };
         // With Redis, other replicas' admin changes arrive at once as notices.
         let bus_listener = state.bus.clone().map(|bus| {

@@ -29,6 +29,10 @@ pub async fn readiness(State(state): State<Arc<AppState>>) -> Response {
         )
             .into_response();
     }
+    if !state.limiter.is_available() {
+        // Virtual-key requests are refused until the shared counters are back (the master key still works).
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "limits_unavailable"}))).into_response();
+    }
     let available = state.providers.iter().filter(|p| p.unavailable_reason().is_none()).count();
     Json(json!({"status": "ready", "providers_available": available, "providers_configured": state.providers.len()}))
         .into_response()
@@ -55,7 +59,8 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     }
     let _ = writeln!(gauges, "# HELP switchyard_ready Whether the gateway takes traffic (0 while draining).");
     let _ = writeln!(gauges, "# TYPE switchyard_ready gauge");
-    let ready = !state.draining.load(Ordering::Relaxed) && !state.ledger.is_backlogged();
+    let ready =
+        !state.draining.load(Ordering::Relaxed) && !state.ledger.is_backlogged() && state.limiter.is_available();
     let _ = writeln!(gauges, "switchyard_ready {}", u8::from(ready));
     let _ = writeln!(
         gauges,

@@ -18,6 +18,7 @@ mod lifecycle;
 mod messages;
 mod outage;
 mod providers;
+mod redis_trouble;
 mod responses;
 mod routing;
 mod secrets;

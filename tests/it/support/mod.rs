@@ -144,6 +144,8 @@ pub struct Setup {
     pub clock: Option<switchyard::clock::Clock>,
     /// The database to use instead of [`database_url`]'s.
     pub database_url: Option<String>,
+    /// The Redis to share counters through instead of `REDIS_URL`'s (a test's own [`RedisServer`]).
+    pub redis_url: Option<String>,
 }
 
 impl Harness {
@@ -271,7 +273,7 @@ impl Harness {
             usage_sink: usage.clone(),
             database_url: Some(setup.database_url.unwrap_or_else(database_url)),
             // The shared counters of several replicas, when the run names a Redis (CI's Postgres pass does).
-            redis_url: std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()),
+            redis_url: setup.redis_url.or_else(|| std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty())),
             clock: setup.clock.unwrap_or_else(switchyard::clock::system),
         };
         let gateway = RunningServer::start(&config, &opts, "127.0.0.1:0").await.unwrap();
@@ -493,5 +495,78 @@ impl Cuttable {
 
     pub fn up(&self) {
         self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A Redis server of a test's own (a real `redis-server` process on a free port), to kill, freeze and
+/// restart empty, without touching the Redis other tests share.
+pub struct RedisServer {
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl RedisServer {
+    /// `None` when `redis-server` is not installed (outside CI, the test is then skipped; in CI it fails).
+    pub async fn start() -> Option<RedisServer> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        RedisServer::start_on(port).await
+    }
+
+    pub async fn start_on(port: u16) -> Option<RedisServer> {
+        let spawned = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--enable-debug-command",
+                "local",
+            ])
+            .args(["--dir", &std::env::temp_dir().display().to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("CI needs redis-server: {e}"),
+            Err(_) => return None,
+        };
+        let server = RedisServer { port, child };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "redis-server did not start on port {port}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Some(server)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `kill -9`: the server and everything in it are gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Keeps the server busy for `seconds` (`DEBUG SLEEP`, as a long script or a slow fork would): what
+    /// clients send meanwhile waits, and runs when it wakes. Returns at once.
+    pub fn freeze(&self, seconds: f64) -> std::process::Child {
+        std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "DEBUG", "SLEEP", &seconds.to_string()])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
