@@ -565,8 +565,28 @@ impl RedisServer {
     }
 }
 
+impl RedisServer {
+    /// Freezes the process (`SIGSTOP`): connections stay open, nothing is read or answered until
+    /// [`RedisServer::resume`].
+    pub fn stall(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, which: &str) {
+        let ok = std::process::Command::new("kill").args([which, &self.child.id().to_string()]).status().unwrap();
+        assert!(ok.success(), "kill {which}");
+    }
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = std::process::Command::new("kill").args(["-CONT", &self.child.id().to_string()]).status();
+        }
         self.kill();
     }
 }
