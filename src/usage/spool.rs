@@ -1,7 +1,8 @@
 //! The ledger's local spool: an append-only log of usage records on this machine's disk, between a
 //! request and the database.
 //!
-//! Every record is appended (one JSON line, one `write(2)`) on the request's own task before its
+//! Every record is appended (one JSON line, one `O_APPEND` `write(2)`, under a shared lock: requests on
+//! different threads do not wait for each other) on the request's own task before its
 //! client's answer is complete, so once a client has its answer its record is in the kernel's page
 //! cache: a `SIGKILL` of the process cannot lose it. A thread flushes the file to disk (`fdatasync`)
 //! every [`SYNC_EVERY`], so a crash of the machine itself loses at most that much. The ledger writer
@@ -22,7 +23,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 /// How often appended records are flushed to disk.
@@ -33,7 +34,9 @@ const SUFFIX: &str = ".log";
 pub struct Spool {
     root: PathBuf,
     dir: PathBuf,
-    active: Mutex<Active>,
+    /// Appends share it (each is one `O_APPEND` write, which the kernel places whole at the end), so
+    /// requests on different threads never wait for each other here; rotation and flushing take it alone.
+    active: RwLock<Active>,
     /// Bytes in this instance's segments that the database does not have yet.
     pending: AtomicU64,
     max_bytes: u64,
@@ -47,7 +50,7 @@ pub struct Spool {
 struct Active {
     file: Arc<File>,
     seq: u64,
-    len: u64,
+    len: AtomicU64,
     /// Sealed segments not yet flushed to disk.
     unsynced: Vec<Arc<File>>,
 }
@@ -65,7 +68,7 @@ impl Spool {
         let spool = Arc::new(Spool {
             root: root.to_owned(),
             dir,
-            active: Mutex::new(Active { file, seq: 1, len: 0, unsynced: Vec::new() }),
+            active: RwLock::new(Active { file, seq: 1, len: AtomicU64::new(0), unsynced: Vec::new() }),
             pending: AtomicU64::new(0),
             max_bytes,
             segment_bytes,
@@ -79,33 +82,48 @@ impl Spool {
 
     /// Appends one whole line (ending in `\n`) with a single write.
     pub fn append(&self, line: &[u8]) -> io::Result<()> {
-        let mut a = self.active.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = (&*a.file).write_all(line) {
-            // Nothing half-written may stay in front of the next line.
-            let _ = a.file.set_len(a.len);
-            return Err(e);
-        }
         let n = line.len() as u64;
-        a.len += n;
+        let full = {
+            let a = self.active.read().unwrap_or_else(|p| p.into_inner());
+            match (&*a.file).write(line) {
+                Ok(written) if written == line.len() => {}
+                Ok(_) => {
+                    // Short (a full disk): the fragment is ended, so the next line reads whole; it is skipped.
+                    let _ = (&*a.file).write(b"\n");
+                    return Err(io::Error::new(io::ErrorKind::WriteZero, "short write to the spool"));
+                }
+                Err(e) => return Err(e),
+            }
+            a.len.fetch_add(n, Ordering::Relaxed) + n >= self.segment_bytes
+        };
         self.pending.fetch_add(n, Ordering::Relaxed);
         self.dirty.store(true, Ordering::Relaxed);
-        if a.len >= self.segment_bytes {
-            match open_segment(&self.dir, a.seq + 1) {
-                Ok(next) => {
-                    let sealed = std::mem::replace(&mut a.file, Arc::new(next));
-                    a.unsynced.push(sealed);
-                    a.seq += 1;
-                    a.len = 0;
-                }
-                Err(e) => tracing::warn!(error = %e, "ledger spool: cannot begin a new segment; the current one grows"),
-            }
+        if full {
+            self.rotate();
         }
         Ok(())
     }
 
+    /// Seals the active segment and begins the next (unless another append just did).
+    fn rotate(&self) {
+        let mut a = self.active.write().unwrap_or_else(|p| p.into_inner());
+        if a.len.load(Ordering::Relaxed) < self.segment_bytes {
+            return;
+        }
+        match open_segment(&self.dir, a.seq + 1) {
+            Ok(next) => {
+                let sealed = std::mem::replace(&mut a.file, Arc::new(next));
+                a.unsynced.push(sealed);
+                a.seq += 1;
+                a.len = AtomicU64::new(0);
+            }
+            Err(e) => tracing::warn!(error = %e, "ledger spool: cannot begin a new segment; the current one grows"),
+        }
+    }
+
     /// The segment being appended to; every lower one is sealed.
     pub fn active_seq(&self) -> u64 {
-        self.active.lock().unwrap_or_else(|p| p.into_inner()).seq
+        self.active.read().unwrap_or_else(|p| p.into_inner()).seq
     }
 
     pub fn dir(&self) -> &Path {
@@ -133,7 +151,7 @@ impl Spool {
             return;
         }
         let (file, sealed) = {
-            let mut a = self.active.lock().unwrap_or_else(|p| p.into_inner());
+            let mut a = self.active.write().unwrap_or_else(|p| p.into_inner());
             (a.file.clone(), std::mem::take(&mut a.unsynced))
         };
         for f in sealed.iter().chain(std::iter::once(&file)) {
@@ -248,6 +266,37 @@ mod tests {
         drop(spool);
         let orphans = other.orphans();
         assert_eq!(orphans.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(), vec![dir]);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn lines_appended_from_many_threads_at_once_are_each_read_back_whole_once() {
+        let root = std::env::temp_dir().join(format!("sy-spool-{}", uuid::Uuid::now_v7()));
+        // Small segments, so appends race rotations too.
+        let spool = Spool::open(&root, 1 << 30, 64 << 10).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let spool = &spool;
+                s.spawn(move || {
+                    for i in 0..5000 {
+                        let line = format!("{{\"t\":{t},\"i\":{i},\"pad\":\"{}\"}}\n", "x".repeat(i % 300));
+                        spool.append(line.as_bytes()).unwrap();
+                    }
+                });
+            }
+        });
+        let mut seen = std::collections::HashSet::new();
+        for (_, path) in segments(spool.dir()) {
+            let (lines, len) = read_lines(&path, 0, usize::MAX).unwrap();
+            assert_eq!(lines.len() as u64, len, "no torn line");
+            for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+                assert!(seen.insert((v["t"].as_i64().unwrap(), v["i"].as_i64().unwrap())), "a line twice: {v}");
+            }
+        }
+        assert_eq!(seen.len(), 4 * 5000);
+        assert!(spool.active_seq() > 10, "segments rotated meanwhile");
+        drop(spool);
         std::fs::remove_dir_all(&root).unwrap();
     }
 }
