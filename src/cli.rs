@@ -240,6 +240,7 @@ async fn keys_command(action: KeysCommand) -> anyhow::Result<()> {
                                 name: org.clone(),
                                 blocked_providers: "[]".into(),
                                 allow_cheaper_swaps: false,
+                                model_fallbacks: true,
                                 created_at: now,
                                 updated_at: now,
                             };

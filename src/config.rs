@@ -16,7 +16,8 @@ pub mod catalog;
 pub mod presets;
 
 pub use catalog::{
-    AliasConfig, Capability, CatalogFile, CatalogSettings, ModelConfig, ModelStatus, ModelTier, TierConfig,
+    AliasConfig, Capability, CatalogFile, CatalogSettings, FallbackOverrides, ModelConfig, ModelStatus, ModelTier,
+    TierConfig,
 };
 
 /// The shipped default configuration, used when no file is given and `config/switchyard.toml` is absent.

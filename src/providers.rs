@@ -68,6 +68,8 @@ pub struct Provider {
     pub default_prices: Option<crate::config::DefaultPrices>,
     /// Keys with a USD budget may use its unpriced models at no charge (`budget_unpriced = "free"`).
     pub unpriced_free: bool,
+    /// Resells other labs' models (OpenRouter): fallback chains use it last, as an emergency route.
+    pub aggregator: bool,
 }
 
 impl std::fmt::Debug for Provider {
@@ -151,6 +153,7 @@ impl Provider {
             transport,
             default_prices: cfg.default_prices,
             unpriced_free: cfg.budget_unpriced == crate::config::UnpricedPolicy::Free,
+            aggregator: cfg.preset.as_deref() == Some("openrouter"),
         })
     }
 

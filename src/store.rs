@@ -51,6 +51,8 @@ pub struct OrganizationRow {
     pub name: String,
     pub blocked_providers: String,
     pub allow_cheaper_swaps: bool,
+    /// A plain model name may be answered by the next model of its fallback chain.
+    pub model_fallbacks: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -181,8 +183,8 @@ impl Store {
     // --- organisations ---
 
     pub async fn insert_organization(&self, org: &OrganizationRow) -> Result<(), StoreError> {
-        const SQL: &str = "INSERT INTO organizations (id, name, blocked_providers, allow_cheaper_swaps, created_at, updated_at) \
-                           VALUES ($1, $2, $3, $4, $5, $6)";
+        const SQL: &str = "INSERT INTO organizations (id, name, blocked_providers, allow_cheaper_swaps, created_at, updated_at, \
+                           model_fallbacks) VALUES ($1, $2, $3, $4, $5, $6, $7)";
         on_pool!(
             self,
             |pool, sql| {
@@ -193,6 +195,7 @@ impl Store {
                     .bind(org.allow_cheaper_swaps)
                     .bind(org.created_at)
                     .bind(org.updated_at)
+                    .bind(org.model_fallbacks)
                     .execute(pool)
                     .await
                     .map(|_| ())
@@ -243,7 +246,8 @@ impl Store {
     }
 
     pub async fn update_organization(&self, org: &OrganizationRow) -> Result<bool, StoreError> {
-        const SQL: &str = "UPDATE organizations SET name = $2, blocked_providers = $3, allow_cheaper_swaps = $4, updated_at = $5 WHERE id = $1";
+        const SQL: &str = "UPDATE organizations SET name = $2, blocked_providers = $3, allow_cheaper_swaps = $4, updated_at = $5, \
+                           model_fallbacks = $6 WHERE id = $1";
         let done = on_pool!(
             self,
             |pool, sql| {
@@ -253,6 +257,7 @@ impl Store {
                     .bind(&org.blocked_providers)
                     .bind(org.allow_cheaper_swaps)
                     .bind(org.updated_at)
+                    .bind(org.model_fallbacks)
                     .execute(pool)
                     .await
                     .map(|r| r.rows_affected())

@@ -89,9 +89,21 @@ pub struct ModelConfig {
     pub note: Option<String>,
     /// Per-model upstream deadlines, overriding the provider's.
     pub timeouts: Option<super::TimeoutsConfig>,
+    /// Curated fallback chains, each replacing the derived chain of its type.
+    #[serde(default)]
+    pub fallbacks: FallbackOverrides,
     /// Where the entry was written, for messages (`models[3]`, `catalog models[12]`).
     #[serde(skip)]
     pub origin: String,
+}
+
+/// A model's curated fallback chains (model names, in order); a type left out keeps its derived chain.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackOverrides {
+    pub general: Option<Vec<String>>,
+    pub context_window: Option<Vec<String>>,
+    pub content_policy: Option<Vec<String>>,
 }
 
 impl ModelConfig {

@@ -128,6 +128,12 @@ pub struct NewOrganization {
     blocked_providers: Vec<String>,
     #[serde(default)]
     allow_cheaper_swaps: bool,
+    #[serde(default = "yes")]
+    model_fallbacks: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 pub async fn create_organization(
@@ -143,6 +149,7 @@ pub async fn create_organization(
         name: req.name,
         blocked_providers: serde_json::to_string(&req.blocked_providers).unwrap_or_else(|_| "[]".into()),
         allow_cheaper_swaps: req.allow_cheaper_swaps,
+        model_fallbacks: req.model_fallbacks,
         created_at: now,
         updated_at: now,
     };
@@ -156,7 +163,8 @@ fn organization_json(org: &OrganizationRow) -> Value {
     json!({
         "id": org.id, "object": "organization", "name": org.name,
         "blocked_providers": serde_json::from_str::<Value>(&org.blocked_providers).unwrap_or(json!([])),
-        "allow_cheaper_swaps": org.allow_cheaper_swaps, "created_at": org.created_at, "updated_at": org.updated_at,
+        "allow_cheaper_swaps": org.allow_cheaper_swaps, "model_fallbacks": org.model_fallbacks,
+        "created_at": org.created_at, "updated_at": org.updated_at,
     })
 }
 
@@ -189,6 +197,7 @@ pub struct OrganizationPatch {
     name: Option<String>,
     blocked_providers: Option<Vec<String>>,
     allow_cheaper_swaps: Option<bool>,
+    model_fallbacks: Option<bool>,
 }
 
 pub async fn update_organization(
@@ -209,6 +218,9 @@ pub async fn update_organization(
     }
     if let Some(allow) = patch.allow_cheaper_swaps {
         org.allow_cheaper_swaps = allow;
+    }
+    if let Some(on) = patch.model_fallbacks {
+        org.model_fallbacks = on;
     }
     org.updated_at = now_ms();
     state.store.update_organization(&org).await?;

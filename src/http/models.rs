@@ -14,7 +14,7 @@ use super::body::Query;
 use super::{GatewayError, body};
 use crate::app::AppState;
 use crate::config::ModelTier;
-use crate::routing::{AliasEntry, Caller, ModelEntry, RequestFeatures, RouteError};
+use crate::routing::{AliasEntry, Caller, ChainType, ModelEntry, RequestFeatures, RouteError};
 use crate::schema::ChatRequest;
 use crate::tenancy::ActiveKey;
 
@@ -22,12 +22,59 @@ use crate::tenancy::ActiveKey;
 pub struct ListQuery {
     #[serde(default)]
     include_metadata: Option<String>,
+    /// With metadata: only this type of chain (`general`, `context_window`, `content_policy`).
+    #[serde(default)]
+    fallback_type: Option<String>,
 }
 
 impl ListQuery {
     fn metadata(&self) -> bool {
         matches!(self.include_metadata.as_deref(), Some("true" | "1" | "yes"))
     }
+
+    fn fallback_type(&self) -> Result<Option<ChainType>, GatewayError> {
+        match self.fallback_type.as_deref() {
+            None => Ok(None),
+            Some(t) => ChainType::parse(t).map(Some).ok_or_else(|| {
+                GatewayError::invalid_value(
+                    format!("Unknown fallback_type '{t}': use general, context_window or content_policy."),
+                    "fallback_type",
+                )
+            }),
+        }
+    }
+}
+
+/// A model's fallback chains as the calling key may see them (hops it could not use left out): all
+/// three, or the one of `only`.
+fn fallbacks_json(
+    state: &AppState,
+    key: Option<&ActiveKey>,
+    m: &ModelEntry,
+    only: Option<ChainType>,
+) -> Option<(&'static str, Value)> {
+    state.catalog.chains(&m.name)?;
+    let chains = state.catalog.chains(&m.name);
+    let names = |kind: ChainType| -> Vec<&str> {
+        chains
+            .map(|c| c.of(kind))
+            .unwrap_or_default()
+            .iter()
+            .filter(|h| visible(key, &h.name, Some(&h.provider.name)))
+            .map(|h| h.name.as_str())
+            .collect()
+    };
+    Some(match only {
+        Some(kind) => ("fallback_chain", json!(names(kind))),
+        None => (
+            "fallbacks",
+            json!({
+                "general": names(ChainType::General),
+                "context_window": names(ChainType::ContextWindow),
+                "content_policy": names(ChainType::ContentPolicy),
+            }),
+        ),
+    })
 }
 
 fn tier_name(t: ModelTier) -> &'static str {
@@ -108,15 +155,22 @@ pub async fn list_models(
     key: Option<Extension<Arc<ActiveKey>>>,
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
-) -> Json<Value> {
+) -> Result<Json<Value>, GatewayError> {
     let key = key.as_ref().map(|Extension(k)| k.as_ref());
     let meta = q.metadata();
+    let only = q.fallback_type()?;
     let mut data: Vec<Value> = state
         .catalog
         .models()
         .iter()
         .filter(|m| visible(key, &m.name, Some(&m.provider.name)))
-        .map(|m| model_object(m, state.created, meta))
+        .map(|m| {
+            let mut o = model_object(m, state.created, meta);
+            if meta && let Some((field, chains)) = fallbacks_json(&state, key, m, only) {
+                o["metadata"][field] = chains;
+            }
+            o
+        })
         .collect();
     data.extend(
         state
@@ -141,9 +195,9 @@ pub async fn list_models(
         let ids: Vec<Value> =
             data.iter().filter_map(|m| m["id"].as_str()).map(|id| anthropic_model(id, state.created)).collect();
         let (first, last) = (ids.first().map(|m| m["id"].clone()), ids.last().map(|m| m["id"].clone()));
-        return Json(json!({"data": ids, "has_more": false, "first_id": first, "last_id": last}));
+        return Ok(Json(json!({"data": ids, "has_more": false, "first_id": first, "last_id": last})));
     }
-    Json(json!({"object": "list", "data": data}))
+    Ok(Json(json!({"object": "list", "data": data})))
 }
 
 pub async fn retrieve_model(
@@ -154,9 +208,16 @@ pub async fn retrieve_model(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, GatewayError> {
     let key = key.as_ref().map(|Extension(k)| k.as_ref());
+    let only = q.fallback_type()?;
     let found = match (state.catalog.model(&id), state.catalog.alias(&id)) {
         (Some(m), _) if visible(key, &m.name, Some(&m.provider.name)) => {
-            Some(model_object(m, state.created, q.metadata()))
+            let mut o = model_object(m, state.created, q.metadata());
+            if q.metadata()
+                && let Some((field, chains)) = fallbacks_json(&state, key, m, only)
+            {
+                o["metadata"][field] = chains;
+            }
+            Some(o)
         }
         (None, Some(a)) if visible(key, &a.name, None) => Some(alias_object(a, state.created, q.metadata())),
         _ => None,

@@ -81,7 +81,11 @@ impl<'s> Pipeline<'s> {
         intake: Intake<'_, '_>,
     ) -> Result<Pipeline<'s>, GatewayError> {
         let mut caller = key.map_or_else(Caller::default, |k| k.caller.clone());
-        caller.cheaper_swaps &= !crate::routing::wants_explicit_routing(headers);
+        if crate::routing::wants_explicit_routing(headers) {
+            // Exactly the model asked for: no cheaper swap, no fallback chain.
+            caller.cheaper_swaps = false;
+            caller.exact_model = true;
+        }
         let plan = state.catalog.route(intake.model, &caller, intake.features).await?;
         let ask = admission::ask(intake.features, &plan, intake.prompts, intake.choices);
         let mut usage = UsageGuard::for_request(

@@ -106,6 +106,8 @@ pub struct Catalog {
     /// For each model in a swap band: the band's name.
     swap_band: HashMap<String, String>,
     providers: HashMap<String, Arc<Provider>>,
+    /// Each conversational model's fallback chains (`routing::chains`).
+    chains: HashMap<String, Arc<super::chains::Chains>>,
 }
 
 impl Catalog {
@@ -164,6 +166,9 @@ impl Catalog {
             c.alias_by_name.insert(entry.name.clone(), entry.clone());
             c.aliases.push(entry);
         }
+        let overrides: HashMap<String, crate::config::FallbackOverrides> =
+            config.models.iter().map(|m| (m.name.clone(), m.fallbacks.clone())).collect();
+        c.chains = super::chains::derive(&c.models, &overrides);
         for t in &config.tiers {
             let models: Vec<Arc<ModelEntry>> = t.models.iter().filter_map(|m| c.by_name.get(m).cloned()).collect();
             if t.swap_band {
@@ -224,6 +229,11 @@ impl Catalog {
 
     pub fn tier_names(&self) -> impl Iterator<Item = &str> {
         self.tiers.keys().map(String::as_str)
+    }
+
+    /// A model's fallback chains (`None` for embedding and moderation models).
+    pub fn chains(&self, model: &str) -> Option<&super::chains::Chains> {
+        self.chains.get(model).map(|c| &**c)
     }
 
     pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {

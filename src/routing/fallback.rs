@@ -129,11 +129,27 @@ pub struct Fallback<'a> {
 impl<'a> Fallback<'a> {
     pub fn new(plan: &RoutePlan, router: &'a Router, started: Instant) -> Fallback<'a> {
         router.budget.deposit();
+        // Entries of a `models` list that could not be tried are named in the attempts header.
+        let attempts = match plan.resolution {
+            super::plan::Resolution::ModelList => plan
+                .skipped
+                .iter()
+                .filter_map(|s| {
+                    let outcome = match s.reason.as_str() {
+                        super::plan::UNKNOWN => "unknown_model",
+                        super::plan::NOT_ALLOWED => "not_allowed",
+                        _ => return None,
+                    };
+                    Some(Attempt { model: s.model.clone(), provider: String::new(), outcome: outcome.to_owned() })
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         Fallback {
             router,
             queue: plan.targets.iter().cloned().collect(),
             content_policy: plan.content_policy_targets.clone(),
-            attempts: Vec::new(),
+            attempts,
             upstream_attempts: 0,
             last_error: None,
             deadline: started + router.request_timeout,

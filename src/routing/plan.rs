@@ -4,6 +4,8 @@
 //! Model strings, in the order they are tried: a request-level `models` list (each entry any of the
 //! following), an exact catalog name, an alias (or per-lab variant), a tier name (`economy`, `standard`,
 //! `premium`) with `prefer`, then `provider/model`. Names match exactly: no case folding, no trimming.
+//! A catalog name is followed by its fallback chain (`routing::chains`) unless the caller asked for
+//! exactly that model; an unknown entry of a `models` list is skipped.
 
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -30,6 +32,9 @@ pub struct Caller {
     /// The key has a USD budget: only targets whose spending can be counted may serve it
     /// (`ModelEntry::budgetable`).
     pub priced_only: bool,
+    /// A plain model name is served by that model only, not by its fallback chain (the request said
+    /// `x-gateway-routing: explicit`, or the organisation turned model fallbacks off).
+    pub exact_model: bool,
 }
 
 /// A request opts out of cheaper swaps with `x-gateway-routing: explicit` (or `x-switchyard-routing`).
@@ -41,6 +46,10 @@ pub fn wants_explicit_routing(headers: &http::HeaderMap) -> bool {
 }
 
 const UNPRICED: &str = "has no price, and this key has a USD budget";
+/// Why an entry of a `models` list was skipped because it names nothing.
+pub const UNKNOWN: &str = "unknown model";
+/// Why a target was skipped because the key's allowlist does not name it.
+pub const NOT_ALLOWED: &str = "not allowed for this key";
 
 /// The prefix of plan routing profiles (`smart-route`, `smart-route-mini`, …).
 pub const PLAN_ALIAS_PREFIX: &str = "smart-route";
@@ -282,28 +291,41 @@ impl Catalog {
             Some(own) if requested.starts_with(PLAN_ALIAS_PREFIX) && self.alias(own).is_some() => own.as_str(),
             _ => requested,
         };
-        let (resolution, mut candidates, content_policy, deprecated) = if features.models.is_empty() {
+        let mut skipped = Vec::new();
+        let (resolution, mut candidates, mut content_policy, deprecated) = if features.models.is_empty() {
             self.candidates(effective, features)?
         } else {
-            // The primary (when named) first, then the list, each entry resolved the same way.
+            // The primary (when named) first, then the list, each entry resolved the same way; an entry
+            // that names nothing is skipped, and only a list where nothing resolves fails.
             let mut all: Vec<Arc<ModelEntry>> = Vec::new();
             let primary = (!requested.is_empty()).then_some(requested);
             for name in primary.into_iter().chain(features.models.iter().map(String::as_str)) {
-                for m in self.candidates(name, features)?.1 {
+                let found = match self.candidates(name, features) {
+                    Ok(found) => found.1,
+                    Err(RouteError::UnknownModel(_)) => {
+                        skipped.push(Skipped { model: name.to_owned(), reason: UNKNOWN.to_owned() });
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                for m in found {
                     if !all.iter().any(|x| Arc::ptr_eq(x, &m)) {
                         all.push(m);
                     }
                 }
             }
+            if all.is_empty() {
+                let names: Vec<&str> = skipped.iter().map(|s| s.model.as_str()).collect();
+                return Err(RouteError::UnknownModel(names.join("`, `")));
+            }
             (Resolution::ModelList, all, Vec::new(), None)
         };
-        let mut skipped = Vec::new();
         let allowed = |m: &ModelEntry| {
             caller.allowed_models.as_ref().is_none_or(|list| list.iter().any(|a| a == requested || *a == m.name))
         };
         candidates.retain(|m| {
             let reason = if !allowed(m) {
-                Some("not allowed for this key".to_owned())
+                Some(NOT_ALLOWED.to_owned())
             } else if caller.blocked_providers.contains(&m.provider.name) {
                 Some(format!("provider {} is blocked for this organization", m.provider.name))
             } else {
@@ -341,6 +363,33 @@ impl Catalog {
                     models.join("`, `")
                 )));
             }
+        }
+        // A plain model name: the model, then its chain (`routing::chains`) for when it fails, unless the
+        // caller asked for exactly this model. Hops the caller could not name themselves (allowlist,
+        // blocked or unconfigured provider, no price for a budget) are left out; a model that cannot
+        // serve the request for want of a capability is not replaced by one that can.
+        if resolution == Resolution::Model
+            && !caller.exact_model
+            && let Some(primary) = candidates.first().cloned()
+            && let Some(chains) = self.chains(&primary.name)
+        {
+            let hops: Vec<&Arc<ModelEntry>> = match self.unsuitable(&primary, features) {
+                None => chains.general.iter().chain(&chains.context_window).collect(),
+                Some(why) if why.starts_with("context window") => chains.context_window.iter().collect(),
+                Some(_) => Vec::new(),
+            };
+            let usable = |hop: &ModelEntry| {
+                caller.allowed_models.as_ref().is_none_or(|list| list.contains(&hop.name))
+                    && !caller.blocked_providers.contains(&hop.provider.name)
+                    && hop.provider.unavailable_reason().is_none()
+                    && (!caller.priced_only || hop.budgetable())
+            };
+            for hop in hops {
+                if usable(hop) && !candidates.iter().any(|c| Arc::ptr_eq(c, hop)) {
+                    candidates.push(hop.clone());
+                }
+            }
+            content_policy = chains.content_policy.iter().filter(|m| usable(m)).cloned().collect();
         }
         candidates.retain(|m| match self.unsuitable(m, features) {
             None => true,

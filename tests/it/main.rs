@@ -6,6 +6,7 @@
 mod support;
 
 mod azure_door;
+mod chains;
 mod chat;
 mod completions;
 mod crash;

@@ -90,11 +90,18 @@ async function loadOrgs() {
     cell(tr, o.id).className = "mono";
     cell(tr, (o.blocked_providers || []).join(", ") || "none");
     cell(tr, o.allow_cheaper_swaps ? "on" : "off");
+    cell(tr, o.model_fallbacks === false ? "off" : "on");
     cell(tr, when(o.created_at));
     const actions = document.createElement("td");
     actions.appendChild(button(o.allow_cheaper_swaps ? "Turn swaps off" : "Turn swaps on", "secondary", () =>
       guarded(async () => {
         await api("PATCH", "/admin/v1/organizations/" + encodeURIComponent(o.id), { allow_cheaper_swaps: !o.allow_cheaper_swaps });
+        await loadOrgs();
+      })));
+    const fallbacks = o.model_fallbacks !== false;
+    actions.appendChild(button(fallbacks ? "Turn fallbacks off" : "Turn fallbacks on", "secondary", () =>
+      guarded(async () => {
+        await api("PATCH", "/admin/v1/organizations/" + encodeURIComponent(o.id), { model_fallbacks: !fallbacks });
         await loadOrgs();
       })));
     tr.appendChild(actions);
