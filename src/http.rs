@@ -52,6 +52,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(models::list_models))
         .route("/v1/models/{*id}", get(models::retrieve_model))
         .route("/v1/route/explain", post(models::explain_route))
+        // LiteLLM's model details (aider and other tools read it).
+        .route("/model/info", get(models::model_info))
+        .route("/v1/model/info", get(models::model_info))
         .route("/v1/key", get(admin::own_key))
         // Azure OpenAI's paths: by deployment, and Responses by resource.
         .route("/openai/deployments/{deployment}/chat/completions", post(azure::chat_completions))

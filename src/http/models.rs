@@ -45,15 +45,9 @@ impl ListQuery {
     }
 }
 
-/// A model's fallback chains as the calling key may see them (hops it could not use left out): all
-/// three, or the one of `only`.
-fn fallbacks_json(
-    state: &AppState,
-    key: Option<&ActiveKey>,
-    m: &ModelEntry,
-    only: Option<ChainType>,
-) -> Option<(&'static str, Value)> {
-    state.catalog.chains(&m.name)?;
+/// A model's fallback chains as the calling key may see them (hops it could not use left out): every
+/// type under `fallbacks`, and the one of `only` (default `general`) as `fallback_chain`.
+fn fallbacks_json(state: &AppState, key: Option<&ActiveKey>, m: &ModelEntry, only: Option<ChainType>) -> Value {
     let chains = state.catalog.chains(&m.name);
     let names = |kind: ChainType| -> Vec<&str> {
         chains
@@ -64,17 +58,84 @@ fn fallbacks_json(
             .map(|h| h.name.as_str())
             .collect()
     };
-    Some(match only {
-        Some(kind) => ("fallback_chain", json!(names(kind))),
-        None => (
-            "fallbacks",
-            json!({
-                "general": names(ChainType::General),
-                "context_window": names(ChainType::ContextWindow),
-                "content_policy": names(ChainType::ContentPolicy),
-            }),
-        ),
+    let kind = only.unwrap_or(ChainType::General);
+    json!({
+        "fallback_type": kind,
+        "fallback_chain": names(kind),
+        "fallbacks": {
+            "general": names(ChainType::General),
+            "context_window": names(ChainType::ContextWindow),
+            "content_policy": names(ChainType::ContentPolicy),
+        },
     })
+}
+
+fn add_fallbacks(o: &mut Value, chains: Value) {
+    if let (Some(meta), Value::Object(chains)) = (o["metadata"].as_object_mut(), chains) {
+        meta.extend(chains);
+    }
+}
+
+/// What a model is for, in LiteLLM's words.
+fn mode(m: &ModelEntry) -> &'static str {
+    use crate::config::Capability;
+    let caps = m.capabilities.as_deref().unwrap_or_default();
+    let only = |c: Capability| caps.contains(&c) && !caps.contains(&Capability::Tools);
+    if m.tier == ModelTier::Embedding || only(Capability::Embeddings) {
+        "embedding"
+    } else if only(Capability::Moderation) {
+        "moderation"
+    } else {
+        "chat"
+    }
+}
+
+/// `GET /model/info` (and `/v1/model/info`): every model the key may use in LiteLLM's shape (mode,
+/// per-token prices, limits, capabilities), with its fallback chains when `include_metadata=true`.
+pub async fn model_info(
+    State(state): State<Arc<AppState>>,
+    key: Option<Extension<Arc<ActiveKey>>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, GatewayError> {
+    use crate::config::Capability;
+    let key = key.as_ref().map(|Extension(k)| k.as_ref());
+    let only = q.fallback_type()?;
+    let per_token = |p: Option<f64>| p.map(|p| p / 1e6);
+    let data: Vec<Value> = state
+        .catalog
+        .models()
+        .iter()
+        .filter(|m| visible(key, &m.name, Some(&m.provider.name)))
+        .map(|m| {
+            let mut o = json!({
+                "model_name": m.name,
+                "litellm_params": {"model": format!("{}/{}", m.provider.name, m.upstream)},
+                "model_info": {
+                    "id": m.name,
+                    "key": m.name,
+                    "mode": mode(m),
+                    "litellm_provider": m.provider.name,
+                    "lab": m.lab,
+                    "tier": tier_name(m.tier),
+                    "input_cost_per_token": per_token(m.input_per_mtok),
+                    "output_cost_per_token": per_token(m.output_per_mtok),
+                    "cache_read_input_token_cost": per_token(m.cached_input_per_mtok),
+                    "max_input_tokens": m.context_window,
+                    "max_output_tokens": m.max_output,
+                    "max_tokens": m.max_output,
+                    "supports_function_calling": m.has(Capability::Tools),
+                    "supports_vision": m.has(Capability::Vision),
+                    "supports_response_schema": m.has(Capability::JsonSchema),
+                    "supports_reasoning": m.capabilities.as_ref().is_some_and(|c| c.contains(&Capability::Reasoning)),
+                },
+            });
+            if q.metadata() && state.catalog.chains(&m.name).is_some() {
+                o["metadata"] = fallbacks_json(&state, key, m, only);
+            }
+            o
+        })
+        .collect();
+    Ok(Json(json!({"data": data})))
 }
 
 fn tier_name(t: ModelTier) -> &'static str {
@@ -166,8 +227,8 @@ pub async fn list_models(
         .filter(|m| visible(key, &m.name, Some(&m.provider.name)))
         .map(|m| {
             let mut o = model_object(m, state.created, meta);
-            if meta && let Some((field, chains)) = fallbacks_json(&state, key, m, only) {
-                o["metadata"][field] = chains;
+            if meta && state.catalog.chains(&m.name).is_some() {
+                add_fallbacks(&mut o, fallbacks_json(&state, key, m, only));
             }
             o
         })
@@ -212,10 +273,8 @@ pub async fn retrieve_model(
     let found = match (state.catalog.model(&id), state.catalog.alias(&id)) {
         (Some(m), _) if visible(key, &m.name, Some(&m.provider.name)) => {
             let mut o = model_object(m, state.created, q.metadata());
-            if q.metadata()
-                && let Some((field, chains)) = fallbacks_json(&state, key, m, only)
-            {
-                o["metadata"][field] = chains;
+            if q.metadata() && state.catalog.chains(&m.name).is_some() {
+                add_fallbacks(&mut o, fallbacks_json(&state, key, m, only));
             }
             Some(o)
         }

@@ -170,7 +170,9 @@ pub fn derive(
         }
         if model.lab.is_none() {
             // Only curated chains for a model of unknown lab.
-            if let Some(o) = overrides.get(&model.name) {
+            if let Some(o) = overrides.get(&model.name)
+                && (o.general.is_some() || o.context_window.is_some() || o.content_policy.is_some())
+            {
                 let curated = |names: &Option<Vec<String>>| -> Vec<Arc<ModelEntry>> {
                     names.iter().flatten().filter_map(|n| by_name.get(n.as_str()).map(|m| (*m).clone())).collect()
                 };

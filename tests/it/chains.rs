@@ -247,3 +247,32 @@ async fn an_unknown_entry_of_a_models_list_is_skipped_and_named() {
     let (status, e) = error_of(h.chat(body).await).await;
     assert_eq!(status, 404, "{e}");
 }
+
+#[tokio::test]
+async fn model_info_lists_models_in_litellms_shape_with_their_chains() {
+    let h = labs().await;
+    let info: Value = h
+        .client
+        .get(h.url("/model/info?include_metadata=true&fallback_type=content_policy"))
+        .bearer_auth(MASTER_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let x = info["data"].as_array().unwrap().iter().find(|m| m["model_name"] == "x-model").unwrap();
+    assert_eq!(x["model_info"]["mode"], "chat");
+    assert_eq!(x["model_info"]["input_cost_per_token"], 1e-6);
+    assert_eq!(x["model_info"]["output_cost_per_token"], 4e-6);
+    assert_eq!(x["model_info"]["supports_function_calling"], true);
+    assert_eq!(x["model_info"]["supports_vision"], false);
+    assert_eq!(x["litellm_params"]["model"], "lab-a/x-up");
+    assert_eq!(x["metadata"]["fallback_type"], "content_policy");
+    assert_eq!(x["metadata"]["fallback_chain"], json!(["y-model", "z-model"]));
+    let embed = info["data"].as_array().unwrap().iter().find(|m| m["model_name"] == "embed-openai").unwrap();
+    assert!(embed.get("metadata").is_none(), "a model of unknown lab has no derived chains");
+
+    let resp = h.client.get(h.url("/v1/model/info")).send().await.unwrap();
+    assert_eq!(resp.status(), 401, "behind a key like /v1/models");
+}

@@ -337,6 +337,8 @@ async fn the_openapi_document_describes_every_route_the_gateway_serves_and_no_ot
         "GET /v1/models",
         "GET /v1/models/{id}",
         "POST /v1/route/explain",
+        "GET /model/info",
+        "GET /v1/model/info",
         "GET /v1/key",
         "GET /health/liveness",
         "GET /health/readiness",
