@@ -1,4 +1,5 @@
-//! Circuit breakers, one per catalog model (a provider and a model id).
+//! Circuit breakers, one per catalog model (a provider and a model id), and one per `provider/model`
+//! pass-through target (`Catalog::ad_hoc`, bounded in number).
 //!
 //! Closed: requests flow, consecutive failures are counted. Open: the target is skipped without waiting on
 //! it, until its cooldown ends (a 429's `retry-after` sets that cooldown directly). Half-open: one probe is

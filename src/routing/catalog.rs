@@ -108,7 +108,13 @@ pub struct Catalog {
     providers: HashMap<String, Arc<Provider>>,
     /// Each conversational model's fallback chains (`routing::chains`).
     chains: HashMap<String, Arc<super::chains::Chains>>,
+    /// `provider/model` targets the catalog does not list, by provider and upstream id, so each keeps
+    /// its circuit breaker across requests; at most [`AD_HOC_CAP`] (callers choose the names).
+    ad_hoc: std::sync::Mutex<HashMap<(String, String), Arc<ModelEntry>>>,
 }
+
+/// How many pass-through targets keep a breaker; past it, one whose breaker is closed makes room.
+pub const AD_HOC_CAP: usize = 1024;
 
 impl Catalog {
     /// Binds the validated configuration to its providers.
@@ -229,6 +235,30 @@ impl Catalog {
 
     pub fn tier_names(&self) -> impl Iterator<Item = &str> {
         self.tiers.keys().map(String::as_str)
+    }
+
+    /// The entry of a `provider/model` target the catalog does not list: the same one for the same
+    /// provider and id while there is room (so its breaker remembers), else a fresh one.
+    pub fn ad_hoc(&self, provider: &Arc<Provider>, upstream: &str) -> Arc<ModelEntry> {
+        let mut cache = self.ad_hoc.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (provider.name.clone(), upstream.to_owned());
+        if let Some(entry) = cache.get(&key) {
+            return entry.clone();
+        }
+        let entry = Arc::new(ModelEntry::ad_hoc(provider.clone(), upstream));
+        if cache.len() >= AD_HOC_CAP {
+            let now = tokio::time::Instant::now();
+            let idle =
+                cache.iter().find(|(_, e)| e.breaker.peek(now) == super::breaker::Gate::Closed).map(|(k, _)| k.clone());
+            match idle {
+                Some(k) => {
+                    cache.remove(&k);
+                }
+                None => return entry,
+            }
+        }
+        cache.insert(key, entry.clone());
+        entry
     }
 
     /// A model's fallback chains (`None` for embedding and moderation models).

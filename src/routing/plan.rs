@@ -483,7 +483,7 @@ impl Catalog {
         {
             let known =
                 self.models().iter().find(|m| m.provider.name == provider && (m.upstream == model || m.name == model));
-            let entry = known.cloned().unwrap_or_else(|| Arc::new(ModelEntry::ad_hoc(p.clone(), model)));
+            let entry = known.cloned().unwrap_or_else(|| self.ad_hoc(p, model));
             return Ok((Resolution::ProviderModel, vec![entry], Vec::new(), None));
         }
         Err(RouteError::UnknownModel(requested.to_owned()))

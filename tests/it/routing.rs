@@ -166,6 +166,26 @@ async fn a_breaker_opens_after_repeated_failures_and_later_requests_skip_the_dea
 }
 
 #[tokio::test]
+async fn a_pass_through_target_keeps_its_own_breaker_across_requests() {
+    let h = labs().await;
+    let body =
+        json!({"model": "lab-a/junk-up", "models": ["b-model"], "messages": [{"role": "user", "content": "Hi"}]});
+    for _ in 0..2 {
+        h.upstream.state.push_fault(Some("junk-up"), Fault::status(500));
+        assert_eq!(h.chat(body.clone()).await.status(), 200);
+    }
+    let before = h.upstream.state.requests().len();
+    let resp = h.chat(body.clone()).await;
+    assert_eq!(header(&resp, "x-switchyard-attempts"), "1; lab-a/junk-up=circuit_open");
+    let new: Vec<String> = upstream_models(&h).split_off(before);
+    assert_eq!(new, ["b-up"], "the open pass-through target was skipped");
+    // Another id at the same provider has a breaker of its own.
+    let other = json!({"model": "lab-a/other-up", "messages": [{"role": "user", "content": "Hi"}]});
+    let resp = h.chat(other).await;
+    assert_eq!(header(&resp, "x-switchyard-attempts"), "1");
+}
+
+#[tokio::test]
 async fn when_every_target_fails_one_error_lists_each_attempt() {
     let h = labs().await;
     h.upstream.state.push_fault(Some("a-up"), Fault::status(500));
