@@ -363,21 +363,51 @@ fn chain_of(state: &AppState, model: &str) -> Vec<String> {
 async fn every_seed_alias_resolves_to_its_seed_chain() {
     let state = default_state().await;
     let expected: &[(&str, &[&str])] = &[
-        ("smooth-coding", &["qwen3-coder-flash", "glm-5.1", "kimi-k2-thinking", "minimax-m2-direct"]),
-        ("smooth-reasoning", &["deepseek-v4-flash", "kimi-k2-thinking", "qwen3-235b-thinking-2507"]),
-        ("smooth-thinking", &["deepseek-v4-flash", "kimi-k2-thinking", "qwen3-235b-thinking-2507"]),
-        ("smooth-reviewing", &["minimax-m2-direct", "qwen3-coder-plus", "glm-5.1", "kimi-k2-thinking"]),
+        (
+            "smooth-coding",
+            &[
+                "qwen3-coder-flash-direct",
+                "glm-5.1-direct",
+                "kimi-k2-thinking-direct",
+                "minimax-m2-direct",
+                "qwen3-coder-flash",
+                "glm-5.1",
+                "kimi-k2-thinking",
+            ],
+        ),
+        (
+            "smooth-reasoning",
+            &["deepseek-v4-flash", "kimi-k2-thinking-direct", "qwen3-235b-thinking-2507", "kimi-k2-thinking"],
+        ),
+        (
+            "smooth-thinking",
+            &["deepseek-v4-flash", "kimi-k2-thinking-direct", "qwen3-235b-thinking-2507", "kimi-k2-thinking"],
+        ),
+        (
+            "smooth-reviewing",
+            &[
+                "minimax-m2-direct",
+                "qwen3-coder-plus-direct",
+                "glm-5.1-direct",
+                "kimi-k2-thinking-direct",
+                "qwen3-coder-plus",
+                "glm-5.1",
+                "kimi-k2-thinking",
+            ],
+        ),
         ("smooth-judge", &["groq-llama-3.1-8b", "gemini-2.5-flash", "claude-haiku-4-5", "gpt-5-mini"]),
-        ("smooth-summarize", &["gemini-2.5-flash", "qwen3-coder-plus", "gpt-5-mini"]),
+        ("smooth-summarize", &["gemini-2.5-flash", "qwen3-coder-plus-direct", "gpt-5-mini", "qwen3-coder-plus"]),
         (
             "smooth-planning",
             &[
                 "gemini-2.5-flash",
                 "deepseek-v4-flash",
-                "kimi-k2-thinking",
-                "qwen3-235b-thinking-2507",
-                "qwen3-coder-plus",
+                "kimi-k2-thinking-direct",
+                "qwen3-coder-plus-direct",
                 "claude-haiku-4-5",
+                "qwen3-235b-thinking-2507",
+                "kimi-k2-thinking",
+                "qwen3-coder-plus",
             ],
         ),
         ("smooth-fast", &["groq-llama-3.1-8b", "gemini-2.5-flash-lite", "claude-haiku-4-5", "gpt-5-mini"]),
@@ -403,6 +433,17 @@ async fn every_seed_alias_resolves_to_its_seed_chain() {
     {
         let labs: std::collections::HashSet<_> = alias.chain.iter().map(|m| m.lab.clone()).collect();
         assert_eq!(labs.len(), 1, "{} spans {labs:?}", alias.name);
+    }
+    // Aggregator (OpenRouter) hops only after every direct one, and no provider carries most hops.
+    for alias in state.catalog.aliases() {
+        let aggregated: Vec<bool> = alias.chain.iter().map(|m| m.provider.aggregator).collect();
+        assert!(aggregated.windows(2).all(|w| !w[0] || w[1]), "{}: {:?}", alias.name, chain_of(&state, &alias.name));
+        let direct: Vec<&str> =
+            alias.chain.iter().filter(|m| !m.provider.aggregator).map(|m| m.provider.name.as_str()).collect();
+        for p in &direct {
+            let n = direct.iter().filter(|x| *x == p).count();
+            assert!(direct.len() < 3 || n * 2 <= direct.len(), "{}: {p} carries {n} of {}", alias.name, direct.len());
+        }
     }
     assert!(state.catalog.models().len() >= 78);
 }
