@@ -48,6 +48,12 @@ enum Command {
         /// The file to check [default: --config, else config/switchyard.toml].
         file: Option<PathBuf>,
     },
+    /// Classify a labelled set of conversations with `auto` and print the confusion matrix, the
+    /// misclassified ones and the cost per request.
+    AutoEval {
+        /// JSONL of `{"tier", "why", "request"}` [default: tests/auto/conversations.jsonl].
+        file: Option<PathBuf>,
+    },
     /// Run the fake OpenAI-compatible model server on its own (for demos and benchmarks).
     FakeUpstream {
         #[arg(long, default_value = "127.0.0.1:9090")]
@@ -97,6 +103,7 @@ pub fn main() -> ExitCode {
             Ok(())
         }),
         Command::CheckConfig { file } => check_config(file.or(cli.serve.config)),
+        Command::AutoEval { file } => auto_eval(file, cli.serve.config),
         Command::FakeUpstream { listen, latency_ms, tokens_per_second, completion_tokens } => {
             let settings = FakeSettings { latency_ms, tokens_per_second, completion_tokens };
             run_async(run_fake(listen, settings))
@@ -131,6 +138,50 @@ fn run_on(
             ExitCode::FAILURE
         }
     }
+}
+
+fn auto_eval(file: Option<PathBuf>, config: Option<PathBuf>) -> ExitCode {
+    use crate::routing::auto::{TIERS, Thresholds, evaluate};
+    let thresholds = match Config::load(config.as_deref()) {
+        Ok(c) => Thresholds { economy_below: c.router.auto_economy_below, premium_from: c.router.auto_premium_from },
+        Err(_) => Thresholds::default(),
+    };
+    let path = file.unwrap_or_else(|| PathBuf::from("tests/auto/conversations.jsonl"));
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("switchyard: cannot read {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let e = match evaluate(&text, thresholds, true) {
+        Ok(e) => e,
+        Err(why) => {
+            eprintln!("switchyard: {}: {why}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    say(&format!(
+        "auto on {} conversations (economy below {}, premium from {}): {} right, accuracy {:.1}%",
+        e.total,
+        thresholds.economy_below,
+        thresholds.premium_from,
+        e.correct,
+        100.0 * e.correct as f64 / e.total.max(1) as f64
+    ));
+    say(&format!("{:>10} | {:>8} {:>8} {:>8}   (rows: label, columns: chosen)", "", TIERS[0], TIERS[1], TIERS[2]));
+    for (label, row) in TIERS.iter().zip(e.matrix) {
+        say(&format!("{label:>10} | {:>8} {:>8} {:>8}", row[0], row[1], row[2]));
+    }
+    for (line, label, chosen, score, why) in &e.misses {
+        say(&format!("  line {line}: {label} ({why}) classified {chosen} at {score:.3}"));
+    }
+    say(&format!(
+        "cost: {:.1} us per conversation of the set, {:.1} us for a 2 KiB one",
+        e.ns_per_request / 1000.0,
+        e.ns_per_2kib / 1000.0
+    ));
+    ExitCode::SUCCESS
 }
 
 fn check_config(file: Option<PathBuf>) -> ExitCode {

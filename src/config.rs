@@ -148,6 +148,10 @@ pub struct RouterConfig {
     pub retry_budget_per_second: u32,
     /// The longest `retry-after` waited out when no other target is left.
     pub max_retry_after_wait_ms: u64,
+    /// `model: "auto"`: a conversation scoring below this is `economy`…
+    pub auto_economy_below: f64,
+    /// …from this, `premium`; in between, `standard` (scores are in [0, 1]).
+    pub auto_premium_from: f64,
 }
 
 impl Default for RouterConfig {
@@ -160,6 +164,8 @@ impl Default for RouterConfig {
             retry_budget_ratio: 0.2,
             retry_budget_per_second: 10,
             max_retry_after_wait_ms: 5_000,
+            auto_economy_below: 0.2,
+            auto_premium_from: 0.5,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! `breaker` keeps failing targets out; `tokens` estimates prompt size for the context guard.
 //! Not here: upstream I/O (`providers::exec`) or admission (limits).
 
+pub mod auto;
 pub mod breaker;
 pub mod catalog;
 pub mod chains;

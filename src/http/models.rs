@@ -319,6 +319,7 @@ pub async fn explain_route(
     Ok(Json(json!({
         "requested": plan.requested,
         "resolution": plan.resolution,
+        "auto": plan.auto,
         "targets": targets,
         "skipped": plan.skipped,
         "content_policy_targets": plan.content_policy_targets.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),

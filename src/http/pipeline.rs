@@ -145,7 +145,7 @@ impl<T> Served<T> {
 }
 
 /// What answered and why: `x-switchyard-model`, `-provider`, `-routed-from`, `-swap`, `-attempts`,
-/// `-deprecated`.
+/// `-auto-tier` and `-auto-score`, `-deprecated`.
 fn route_headers(h: &mut HeaderMap, plan: &RoutePlan, fallback: &Fallback<'_>, served: &ModelEntry) {
     let mut put = |name: &'static str, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
@@ -164,6 +164,10 @@ fn route_headers(h: &mut HeaderMap, plan: &RoutePlan, fallback: &Fallback<'_>, s
         }
     }
     put("x-switchyard-attempts", &fallback.header_value());
+    if let Some(auto) = &plan.auto {
+        put("x-switchyard-auto-tier", auto.tier);
+        put("x-switchyard-auto-score", &format!("{:.3}", auto.score));
+    }
     if let Some(instead) = &plan.deprecated {
         put("x-switchyard-deprecated", instead);
     }

@@ -111,6 +111,8 @@ pub struct Catalog {
     /// `provider/model` targets the catalog does not list, by provider and upstream id, so each keeps
     /// its circuit breaker across requests; at most [`AD_HOC_CAP`] (callers choose the names).
     ad_hoc: std::sync::Mutex<HashMap<(String, String), Arc<ModelEntry>>>,
+    /// Where `auto` draws the line between tiers.
+    pub auto: super::auto::Thresholds,
 }
 
 /// How many pass-through targets keep a breaker; past it, one whose breaker is closed makes room.
@@ -175,6 +177,10 @@ impl Catalog {
         let overrides: HashMap<String, crate::config::FallbackOverrides> =
             config.models.iter().map(|m| (m.name.clone(), m.fallbacks.clone())).collect();
         c.chains = super::chains::derive(&c.models, &overrides);
+        c.auto = super::auto::Thresholds {
+            economy_below: config.router.auto_economy_below,
+            premium_from: config.router.auto_premium_from,
+        };
         for t in &config.tiers {
             let models: Vec<Arc<ModelEntry>> = t.models.iter().filter_map(|m| c.by_name.get(m).cloned()).collect();
             if t.swap_band {

@@ -77,6 +77,8 @@ pub struct RequestFeatures<'a> {
     pub prefer: Option<Prefer>,
     /// A request-level list of models to try in order (OpenRouter's `models`).
     pub models: Vec<String>,
+    /// The conversation, for `auto` to classify.
+    chat: Option<&'a ChatRequest>,
     texts: Vec<&'a str>,
     prompt_bytes: usize,
     image_parts: usize,
@@ -122,6 +124,7 @@ impl<'a> RequestFeatures<'a> {
             max_output: req.max_output_tokens().map(u64::from),
             prefer,
             models,
+            chat: Some(req),
             prompt_bytes: texts.iter().map(|t| t.len()).sum(),
             texts,
             image_parts,
@@ -140,6 +143,7 @@ impl<'a> RequestFeatures<'a> {
             max_output: None,
             prefer: None,
             models: Vec::new(),
+            chat: None,
             prompt_bytes: texts.iter().map(|t| t.len()).sum(),
             texts,
             image_parts: 0,
@@ -242,6 +246,8 @@ pub struct RoutePlan {
     pub deprecated: Option<String>,
     /// Set when a cheaper model of the same swap band was put first: the band's name.
     pub swap: Option<String>,
+    /// What `auto` decided, when the caller asked for it.
+    pub auto: Option<super::auto::AutoDecision>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -292,7 +298,29 @@ impl Catalog {
             _ => requested,
         };
         let mut skipped = Vec::new();
-        let (resolution, mut candidates, mut content_policy, deprecated) = if features.models.is_empty() {
+        let mut auto = None;
+        let (resolution, mut candidates, mut content_policy, deprecated) = if let Some(prefer) =
+            super::auto::requested(effective)
+            && features.models.is_empty()
+            && self.model(effective).is_none()
+        {
+            let prefer = match prefer {
+                None => features.prefer.unwrap_or(Prefer::Balanced),
+                Some(p) => serde_json::from_value(serde_json::Value::String(p.to_owned()))
+                    .map_err(|_| RouteError::UnknownModel(requested.to_owned()))?,
+            };
+            let chat = features.chat.ok_or_else(|| RouteError::UnknownModel(requested.to_owned()))?;
+            let decision = super::auto::classify(chat, self.auto);
+            let tier = self.tier(decision.tier).ok_or_else(|| {
+                RouteError::NoCapableModel(format!(
+                    "`auto` chose the `{}` tier, which this gateway does not define.",
+                    decision.tier
+                ))
+            })?;
+            let ordered = order_tier(tier, prefer);
+            auto = Some(decision);
+            (Resolution::Tier, ordered, Vec::new(), None)
+        } else if features.models.is_empty() {
             self.candidates(effective, features)?
         } else {
             // The primary (when named) first, then the list, each entry resolved the same way; an entry
@@ -426,6 +454,7 @@ impl Catalog {
             skipped,
             deprecated,
             swap,
+            auto,
         })
     }
 

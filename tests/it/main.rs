@@ -5,6 +5,7 @@
 
 mod support;
 
+mod auto;
 mod azure_door;
 mod chains;
 mod chat;
