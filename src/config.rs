@@ -152,6 +152,9 @@ pub struct RouterConfig {
     pub auto_economy_below: f64,
     /// …from this, `premium`; in between, `standard` (scores are in [0, 1]).
     pub auto_premium_from: f64,
+    /// Also send the routing headers under the names the product pages use (`x-gateway-routed-from`,
+    /// `X-Model-Router-Model`, `-Provider`, `-Auto-Tier`, `-Auto-Score`).
+    pub seed_headers: bool,
 }
 
 impl Default for RouterConfig {
@@ -166,6 +169,7 @@ impl Default for RouterConfig {
             max_retry_after_wait_ms: 5_000,
             auto_economy_below: 0.2,
             auto_premium_from: 0.5,
+            seed_headers: true,
         }
     }
 }

@@ -116,7 +116,7 @@ impl<'s> Pipeline<'s> {
                 Ok(value) => {
                     fallback.succeeded(&target);
                     let mut headers = HeaderMap::new();
-                    route_headers(&mut headers, &plan, &fallback, &target);
+                    route_headers(&mut headers, &plan, &fallback, &target, state.router.seed_headers);
                     admission::headers(&mut headers, limits.as_ref());
                     return Ok(Served { value, target, usage, headers });
                 }
@@ -145,8 +145,9 @@ impl<T> Served<T> {
 }
 
 /// What answered and why: `x-switchyard-model`, `-provider`, `-routed-from`, `-swap`, `-attempts`,
-/// `-auto-tier` and `-auto-score`, `-deprecated`.
-fn route_headers(h: &mut HeaderMap, plan: &RoutePlan, fallback: &Fallback<'_>, served: &ModelEntry) {
+/// `-auto-tier` and `-auto-score`, `-deprecated`; and, with `router.seed_headers`, the same under the
+/// product pages' names.
+fn route_headers(h: &mut HeaderMap, plan: &RoutePlan, fallback: &Fallback<'_>, served: &ModelEntry, seed: bool) {
     let mut put = |name: &'static str, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
             h.insert(name, v);
@@ -170,6 +171,18 @@ fn route_headers(h: &mut HeaderMap, plan: &RoutePlan, fallback: &Fallback<'_>, s
     }
     if let Some(instead) = &plan.deprecated {
         put("x-switchyard-deprecated", instead);
+    }
+    // The same facts under the names of the product pages (seeds 003 and 004).
+    if seed {
+        put("x-model-router-model", &served.name);
+        put("x-model-router-provider", &served.provider.name);
+        if plan.requested != served.name {
+            put("x-gateway-routed-from", &plan.requested);
+        }
+        if let Some(auto) = &plan.auto {
+            put("x-model-router-auto-tier", auto.tier);
+            put("x-model-router-auto-score", &format!("{:.3}", auto.score));
+        }
     }
 }
 

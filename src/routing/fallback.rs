@@ -31,6 +31,8 @@ pub struct Router {
     pub request_timeout: Duration,
     pub breaker: BreakerConfig,
     pub max_retry_after_wait: Duration,
+    /// Routing headers also under the product pages' names.
+    pub seed_headers: bool,
     budget: RetryBudget,
 }
 
@@ -44,6 +46,7 @@ impl Router {
                 cooldown: Duration::from_millis(config.breaker_cooldown_ms),
             },
             max_retry_after_wait: Duration::from_millis(config.max_retry_after_wait_ms),
+            seed_headers: config.seed_headers,
             budget: RetryBudget::new(config.retry_budget_ratio, config.retry_budget_per_second),
         }
     }

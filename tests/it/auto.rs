@@ -75,6 +75,12 @@ async fn auto_serves_each_tier_from_its_models_and_says_so() {
         assert!((0.0..=1.0).contains(&score));
         assert_eq!(header(&resp, "x-switchyard-model"), model, "{text}");
         assert_eq!(header(&resp, "x-switchyard-routed-from"), "auto");
+        // The product pages' names for the same facts.
+        assert_eq!(header(&resp, "x-model-router-auto-tier"), tier);
+        assert_eq!(header(&resp, "x-model-router-auto-score"), header(&resp, "x-switchyard-auto-score"));
+        assert_eq!(header(&resp, "x-model-router-model"), model);
+        assert_eq!(header(&resp, "x-model-router-provider"), "upstream");
+        assert_eq!(header(&resp, "x-gateway-routed-from"), "auto");
     }
     // `smart/<prefer>` is `auto` with that prefer: the cheaper premium model first.
     let hard = "Design a distributed rate limiter with exact quotas; analyze the trade-offs and failure modes.";
@@ -108,4 +114,14 @@ async fn auto_without_tiers_is_a_clear_error() {
     let (status, e) = error_of(h.chat(ask("auto", "hello")).await).await;
     assert_eq!(status, 400, "{e}");
     assert!(e["error"]["message"].as_str().unwrap().contains("economy"), "{e}");
+}
+
+#[tokio::test]
+async fn the_product_pages_header_names_can_be_turned_off() {
+    let extra = format!("{TIERS}\n[router]\nseed_headers = false\n");
+    let h = Harness::with(Setup { extra, ..Setup::default() }).await;
+    let resp = h.chat(ask("auto", "hello!")).await;
+    assert_eq!(header(&resp, "x-switchyard-auto-tier"), "economy");
+    assert!(resp.headers().get("x-model-router-auto-tier").is_none());
+    assert!(resp.headers().get("x-model-router-model").is_none());
 }
