@@ -59,7 +59,13 @@ pub async fn admit(
             let error = match e {
                 AdmitError::Exceeded(e) => GatewayError::limit_exceeded(&e, state.limiter.now_ms()),
                 AdmitError::Unavailable(why) => {
-                    tracing::error!(error = %why, "limits store unavailable; refusing the request");
+                    // Once a second at most: during an outage every virtual-key request lands here.
+                    static LAST_LOGGED_S: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                    let now_s =
+                        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                    if LAST_LOGGED_S.swap(now_s, std::sync::atomic::Ordering::Relaxed) != now_s {
+                        tracing::error!(error = %why, "limits store unavailable; refusing requests with virtual keys");
+                    }
                     GatewayError::limits_unavailable()
                 }
             };
