@@ -47,19 +47,18 @@ impl ListQuery {
 
 /// A model's fallback chains as the calling key may see them (hops it could not use left out): every
 /// type under `fallbacks`, and the one of `only` (default `general`) as `fallback_chain`.
-fn fallbacks_json(state: &AppState, key: Option<&ActiveKey>, m: &ModelEntry, only: Option<ChainType>) -> Value {
-    let chains = state.catalog.chains(&m.name);
+fn fallbacks_json(state: &AppState, key: Option<&ActiveKey>, m: &ModelEntry, only: Option<ChainType>) -> Option<Value> {
+    let chains = state.catalog.chains(&m.name)?;
     let names = |kind: ChainType| -> Vec<&str> {
         chains
-            .map(|c| c.of(kind))
-            .unwrap_or_default()
+            .of(kind)
             .iter()
             .filter(|h| visible(key, &h.name, Some(&h.provider.name)))
             .map(|h| h.name.as_str())
             .collect()
     };
     let kind = only.unwrap_or(ChainType::General);
-    json!({
+    Some(json!({
         "fallback_type": kind,
         "fallback_chain": names(kind),
         "fallbacks": {
@@ -67,7 +66,7 @@ fn fallbacks_json(state: &AppState, key: Option<&ActiveKey>, m: &ModelEntry, onl
             "context_window": names(ChainType::ContextWindow),
             "content_policy": names(ChainType::ContentPolicy),
         },
-    })
+    }))
 }
 
 fn add_fallbacks(o: &mut Value, chains: Value) {
@@ -129,8 +128,10 @@ pub async fn model_info(
                     "supports_reasoning": m.capabilities.as_ref().is_some_and(|c| c.contains(&Capability::Reasoning)),
                 },
             });
-            if q.metadata() && state.catalog.chains(&m.name).is_some() {
-                o["metadata"] = fallbacks_json(&state, key, m, only);
+            if q.metadata()
+                && let Some(chains) = fallbacks_json(&state, key, m, only)
+            {
+                o["metadata"] = chains;
             }
             o
         })
@@ -227,8 +228,8 @@ pub async fn list_models(
         .filter(|m| visible(key, &m.name, Some(&m.provider.name)))
         .map(|m| {
             let mut o = model_object(m, state.created, meta);
-            if meta && state.catalog.chains(&m.name).is_some() {
-                add_fallbacks(&mut o, fallbacks_json(&state, key, m, only));
+            if meta && let Some(chains) = fallbacks_json(&state, key, m, only) {
+                add_fallbacks(&mut o, chains);
             }
             o
         })
@@ -273,8 +274,10 @@ pub async fn retrieve_model(
     let found = match (state.catalog.model(&id), state.catalog.alias(&id)) {
         (Some(m), _) if visible(key, &m.name, Some(&m.provider.name)) => {
             let mut o = model_object(m, state.created, q.metadata());
-            if q.metadata() && state.catalog.chains(&m.name).is_some() {
-                add_fallbacks(&mut o, fallbacks_json(&state, key, m, only));
+            if q.metadata()
+                && let Some(chains) = fallbacks_json(&state, key, m, only)
+            {
+                add_fallbacks(&mut o, chains);
             }
             Some(o)
         }

@@ -168,25 +168,10 @@ pub fn derive(
         if !conversational(model) {
             continue;
         }
-        if model.lab.is_none() {
-            // Only curated chains for a model of unknown lab.
-            if let Some(o) = overrides.get(&model.name)
-                && (o.general.is_some() || o.context_window.is_some() || o.content_policy.is_some())
-            {
-                let curated = |names: &Option<Vec<String>>| -> Vec<Arc<ModelEntry>> {
-                    names.iter().flatten().filter_map(|n| by_name.get(n.as_str()).map(|m| (*m).clone())).collect()
-                };
-                let chains = Chains {
-                    general: curated(&o.general),
-                    context_window: curated(&o.context_window),
-                    content_policy: curated(&o.content_policy),
-                };
-                out.insert(model.name.clone(), Arc::new(chains));
-            }
-            continue;
-        }
+        // A model of unknown lab has no candidates: only its curated chains.
         let usable: Vec<Arc<ModelEntry>> = models
             .iter()
+            .filter(|_| model.lab.is_some())
             .filter(|c| !Arc::ptr_eq(c, model) && c.status != ModelStatus::Deprecated && conversational(c))
             .filter(|c| c.lab.is_some())
             .filter(|c| keeps_capabilities(model, c))
@@ -226,7 +211,10 @@ pub fn derive(
                 .and_then(|o| curated(&o.content_policy))
                 .unwrap_or_else(|| pick(model, &general, SHORT_HOPS, true)),
         };
-        out.insert(model.name.clone(), Arc::new(chains));
+        let empty = chains.general.is_empty() && chains.context_window.is_empty() && chains.content_policy.is_empty();
+        if model.lab.is_some() || !empty {
+            out.insert(model.name.clone(), Arc::new(chains));
+        }
     }
     out
 }

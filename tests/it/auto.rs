@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Harness, MASTER_KEY, Setup, error_of};
+use crate::support::{Harness, MASTER_KEY, Setup, error_of, header};
 
 const TIERS: &str = r#"
 [[models]]
@@ -46,10 +46,6 @@ models = ["mid-model"]
 name = "premium"
 models = ["top-model", "top-cheaper-model"]
 "#;
-
-fn header(resp: &reqwest::Response, name: &str) -> String {
-    resp.headers().get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
-}
 
 fn ask(model: &str, text: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": text}]})

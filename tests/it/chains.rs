@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 use switchyard::fake::Fault;
 
-use crate::support::{Harness, MASTER_KEY, Setup, error_of, hello};
+use crate::support::{Harness, MASTER_KEY, Setup, error_of, header, hello};
 
 const LABS: &str = r#"
 [[providers]]
@@ -86,10 +86,7 @@ async fn labs() -> Harness {
     Harness::with(Setup { extra: LABS.into(), ..Setup::default() }).await
 }
 
-fn header(resp: &reqwest::Response, name: &str) -> String {
-    resp.headers().get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
-}
-
+/// An admin call with the master key that must succeed; its JSON.
 async fn admin(h: &Harness, method: reqwest::Method, path: &str, body: Value) -> Value {
     let resp = h.client.request(method, h.url(path)).bearer_auth(MASTER_KEY).json(&body).send().await.unwrap();
     assert!(resp.status().is_success(), "{path}: {}", resp.status());
@@ -134,14 +131,10 @@ async fn explicit_routing_an_organisation_switch_and_an_allowlist_keep_a_request
     let (status, _) = error_of(resp).await;
     assert_eq!(status, 429, "exactly this model: its 429 reaches the caller");
 
-    let org =
-        admin(&h, reqwest::Method::POST, "/admin/v1/organizations", json!({"name": "Exact", "model_fallbacks": false}))
-            .await;
+    let org = h.new_org(json!({"name": "Exact", "model_fallbacks": false})).await;
     assert_eq!(org["model_fallbacks"], false);
-    let key =
-        admin(&h, reqwest::Method::POST, "/admin/v1/keys", json!({"organization_id": org["id"], "plan": "unlimited"}))
-            .await;
-    let secret = key["key"].as_str().unwrap();
+    let (_, secret) = h.new_key(&org, json!({})).await;
+    let secret = secret.as_str();
     let send = || h.client.post(h.url("/v1/chat/completions")).bearer_auth(secret).json(&hello("x-model")).send();
     h.upstream.state.push_fault(Some("x-up"), Fault::status(429));
     assert_eq!(send().await.unwrap().status(), 429, "the organisation turned model fallbacks off");
@@ -159,54 +152,24 @@ async fn explicit_routing_an_organisation_switch_and_an_allowlist_keep_a_request
     assert_eq!(header(&resp, "x-switchyard-model"), "x-model-direct");
 
     // A key allowed only x-model is never answered by a model it could not name.
-    let only = admin(
-        &h,
-        reqwest::Method::POST,
-        "/admin/v1/keys",
-        json!({"organization_id": org["id"], "plan": "unlimited", "models": ["x-model"]}),
-    )
-    .await;
+    let (_, only) = h.new_key(&org, json!({"models": ["x-model"]})).await;
     h.upstream.state.push_fault(Some("x-up"), Fault::status(429));
-    let resp = h
-        .client
-        .post(h.url("/v1/chat/completions"))
-        .bearer_auth(only["key"].as_str().unwrap())
-        .json(&hello("x-model"))
-        .send()
-        .await
-        .unwrap();
+    let resp =
+        h.client.post(h.url("/v1/chat/completions")).bearer_auth(&only).json(&hello("x-model")).send().await.unwrap();
     assert_eq!(resp.status(), 429);
 }
 
 #[tokio::test]
 async fn a_chain_keeps_what_the_request_needs_and_stays_in_the_price_band() {
     let h = labs().await;
-    let meta: Value = h
-        .client
-        .get(h.url("/v1/models/x-model?include_metadata=true"))
-        .bearer_auth(MASTER_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta = h.get_json("/v1/models/x-model?include_metadata=true").await;
     let general: Vec<&str> =
         meta["metadata"]["fallbacks"]["general"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert_eq!(general, ["x-model-direct", "y-model", "z-model"], "no model without tools, none far pricier");
     let policy = &meta["metadata"]["fallbacks"]["content_policy"];
     assert_eq!(policy, &json!(["y-model", "z-model"]), "another lab's policy");
 
-    let list: Value = h
-        .client
-        .get(h.url("/v1/models?include_metadata=true&fallback_type=general"))
-        .bearer_auth(MASTER_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = h.get_json("/v1/models?include_metadata=true&fallback_type=general").await;
     let y = list["data"].as_array().unwrap().iter().find(|m| m["id"] == "y-model").unwrap();
     assert_eq!(y["metadata"]["fallback_chain"][0], "x-model");
     let resp = h
@@ -251,16 +214,7 @@ async fn an_unknown_entry_of_a_models_list_is_skipped_and_named() {
 #[tokio::test]
 async fn model_info_lists_models_in_litellms_shape_with_their_chains() {
     let h = labs().await;
-    let info: Value = h
-        .client
-        .get(h.url("/model/info?include_metadata=true&fallback_type=content_policy"))
-        .bearer_auth(MASTER_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info = h.get_json("/model/info?include_metadata=true&fallback_type=content_policy").await;
     let x = info["data"].as_array().unwrap().iter().find(|m| m["model_name"] == "x-model").unwrap();
     assert_eq!(x["model_info"]["mode"], "chat");
     assert_eq!(x["model_info"]["input_cost_per_token"], 1e-6);

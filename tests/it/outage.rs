@@ -20,29 +20,7 @@ async fn spooled_bytes(h: &Harness) -> u64 {
 }
 
 async fn virtual_key(h: &Harness) -> String {
-    let org: Value = h
-        .client
-        .post(h.url("/admin/v1/organizations"))
-        .bearer_auth(MASTER_KEY)
-        .json(&json!({"name": "Outage"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key: Value = h
-        .client
-        .post(h.url("/admin/v1/keys"))
-        .bearer_auth(MASTER_KEY)
-        .json(&json!({"organization_id": org["id"], "plan": "unlimited"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    key["key"].as_str().unwrap().to_owned()
+    h.new_key(&h.new_org(json!({"name": "Outage"})).await, json!({})).await.1
 }
 
 /// Sends `n` requests with `key`; all must be answered. Their ledger ids.

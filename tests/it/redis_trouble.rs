@@ -22,23 +22,8 @@ async fn own_redis() -> Option<(RedisServer, Harness)> {
 
 /// A key of a new organisation with `limits`: its id and secret.
 async fn key_with(h: &Harness, limits: Value) -> (String, String) {
-    let org: Value = h
-        .client
-        .post(h.url("/admin/v1/organizations"))
-        .bearer_auth(MASTER_KEY)
-        .json(&json!({"name": "Redis trouble"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let mut body = json!({"organization_id": org["id"], "plan": "unlimited"});
-    body.as_object_mut().unwrap().extend(limits.as_object().unwrap().clone());
-    let resp = h.client.post(h.url("/admin/v1/keys")).bearer_auth(MASTER_KEY).json(&body).send().await.unwrap();
-    assert_eq!(resp.status(), 201);
-    let key: Value = resp.json().await.unwrap();
-    (key["id"].as_str().unwrap().to_owned(), key["key"].as_str().unwrap().to_owned())
+    let org = h.new_org(json!({"name": "Redis trouble"})).await;
+    h.new_key(&org, limits).await
 }
 
 async fn chat(h: &Harness, base: &str, secret: &str) -> (u16, Value) {
@@ -68,16 +53,7 @@ async fn readiness_becomes(h: &Harness, base: &str, status: u16) -> Value {
 }
 
 async fn ledger_rows(h: &Harness, key_id: &str) -> usize {
-    let page: Value = h
-        .client
-        .get(h.url(&format!("/admin/v1/usage/requests?key_id={key_id}&limit=500")))
-        .bearer_auth(MASTER_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = h.get_json(&format!("/admin/v1/usage/requests?key_id={key_id}&limit=500")).await;
     page["data"].as_array().map_or(0, Vec::len)
 }
 

@@ -10,7 +10,7 @@ use switchyard::config::Config;
 use switchyard::fake::Fault;
 use switchyard::routing::{Caller, RequestFeatures};
 
-use crate::support::{Harness, Setup, error_of, hello, payloads, sse_events};
+use crate::support::{Harness, Setup, error_of, header, hello, payloads, sse_events};
 
 /// Three "labs" on the fake upstream, an alias chaining them, and models with small windows or few
 /// capabilities for the guards.
@@ -91,10 +91,6 @@ models = ["a-model", "b-model", "c-model"]
 
 async fn labs() -> Harness {
     Harness::with(Setup { extra: LABS.into(), ..Setup::default() }).await
-}
-
-fn header(resp: &reqwest::Response, name: &str) -> String {
-    resp.headers().get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
 }
 
 fn upstream_models(h: &Harness) -> Vec<String> {

@@ -298,6 +298,29 @@ impl Harness {
         self.client.post(self.url(path)).bearer_auth(MASTER_KEY)
     }
 
+    /// `GET path` with the master key, read as JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.client.get(self.url(path)).bearer_auth(MASTER_KEY).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// A new organisation (`body` as the admin API takes it), created with the master key.
+    pub async fn new_org(&self, body: Value) -> Value {
+        let resp = self.post("/admin/v1/organizations").json(&body).send().await.unwrap();
+        assert_eq!(resp.status(), 201);
+        resp.json().await.unwrap()
+    }
+
+    /// A key of organisation `org` on the unlimited plan with `fields` (limits, allowlist): its id and
+    /// secret.
+    pub async fn new_key(&self, org: &Value, fields: Value) -> (String, String) {
+        let mut body = serde_json::json!({"organization_id": org["id"], "plan": "unlimited"});
+        body.as_object_mut().unwrap().extend(fields.as_object().cloned().unwrap_or_default());
+        let resp = self.post("/admin/v1/keys").json(&body).send().await.unwrap();
+        assert_eq!(resp.status(), 201);
+        let key: Value = resp.json().await.unwrap();
+        (key["id"].as_str().unwrap().to_owned(), key["key"].as_str().unwrap().to_owned())
+    }
+
     pub async fn chat(&self, body: Value) -> reqwest::Response {
         self.post("/v1/chat/completions").json(&body).send().await.unwrap()
     }
@@ -310,6 +333,11 @@ pub fn database_url() -> String {
         Ok(url) if url.starts_with("postgres") => url,
         _ => format!("sqlite://{}/switchyard-test-{}.db", std::env::temp_dir().display(), uuid::Uuid::now_v7()),
     }
+}
+
+/// A response header's value, empty when absent.
+pub fn header(resp: &reqwest::Response, name: &str) -> String {
+    resp.headers().get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
 }
 
 pub fn hello(model: &str) -> Value {
