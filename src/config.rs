@@ -17,7 +17,7 @@ pub mod presets;
 
 pub use catalog::{
     AliasConfig, Capability, CatalogFile, CatalogSettings, FallbackOverrides, ModelConfig, ModelStatus, ModelTier,
-    TierConfig,
+    Speed, TierConfig,
 };
 
 /// The shipped default configuration, used when no file is given and `config/switchyard.toml` is absent.

@@ -3,7 +3,7 @@
 //!
 //! `catalog` binds configuration to providers; `chains` derives every model's typed fallback chains; `plan` resolves a request into a [`RoutePlan`] (a value,
 //! computed once, then logged, shown in headers and recorded); `fallback` decides target by target;
-//! `breaker` keeps failing targets out; `tokens` estimates prompt size for the context guard.
+//! `breaker` keeps failing targets out; `latency` measures each target's time to first token; `tokens` estimates prompt size for the context guard.
 //! Not here: upstream I/O (`providers::exec`) or admission (limits).
 
 pub mod auto;
@@ -11,6 +11,7 @@ pub mod breaker;
 pub mod catalog;
 pub mod chains;
 pub mod fallback;
+pub mod latency;
 pub mod plan;
 pub mod tokens;
 

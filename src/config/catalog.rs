@@ -53,6 +53,48 @@ pub enum ModelTier {
     Embedding,
 }
 
+/// A model's speed class: the time to first token `prefer: fast` assumes before it has measured any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Speed {
+    Fast,
+    Standard,
+    Slow,
+}
+
+impl Speed {
+    /// The class of a model that does not declare one.
+    pub fn of_tier(tier: ModelTier) -> Speed {
+        match tier {
+            ModelTier::Fast => Speed::Fast,
+            ModelTier::Frontier => Speed::Slow,
+            _ => Speed::Standard,
+        }
+    }
+
+    /// The time to first token assumed for the class, in milliseconds.
+    pub fn assumed_ttft_ms(self) -> u32 {
+        match self {
+            Speed::Fast => 300,
+            Speed::Standard => 800,
+            Speed::Slow => 2000,
+        }
+    }
+}
+
+impl ModelTier {
+    /// The quality score of a model of this tier that does not declare one.
+    pub fn default_quality(self) -> u8 {
+        match self {
+            ModelTier::Frontier => 85,
+            ModelTier::Smart => 70,
+            ModelTier::Specialty => 65,
+            ModelTier::Fast => 50,
+            ModelTier::Embedding => 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelStatus {
@@ -81,9 +123,14 @@ pub struct ModelConfig {
     pub cached_input_per_mtok: Option<f64>,
     /// What the model can do. Left out: assumed capable of everything (the operator knows their model).
     pub capabilities: Option<Vec<Capability>>,
-    /// What `prefer` looks for: `coding`, `fast`.
+    /// What `prefer: coding` looks for: `coding`.
     #[serde(default)]
     pub strengths: Vec<String>,
+    /// How quickly the model starts answering, until this replica has measured it (`prefer: fast`).
+    /// Left out: `fast` for the fast tier, `slow` for the frontier tier, else `standard`.
+    pub speed: Option<Speed>,
+    /// 0–100, a rounded reading of public benchmark composites (`prefer: quality`). Left out: by tier.
+    pub quality: Option<u8>,
     #[serde(default)]
     pub status: ModelStatus,
     pub note: Option<String>,
@@ -259,6 +306,9 @@ pub fn problems(config: &Config, out: &mut Vec<ConfigProblem>) {
             && cached > input
         {
             bad(at("cached_input_per_mtok"), "is higher than input_per_mtok".into());
+        }
+        if m.quality.is_some_and(|q| q > 100) {
+            bad(at("quality"), "must be between 0 and 100".into());
         }
         if m.context_window == Some(0) {
             bad(at("context_window"), "must be greater than 0".into());

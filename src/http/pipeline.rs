@@ -60,6 +60,7 @@ pub(super) struct Pipeline<'s> {
     usage: UsageGuard,
     limits: Option<crate::limits::View>,
     started: Instant,
+    streamed: bool,
 }
 
 /// What answered: the door's value, the target that produced it, the request's accounting (the door
@@ -102,18 +103,23 @@ impl<'s> Pipeline<'s> {
         }
         // Every limit of the key at once; the guard settles the holds whatever happens next.
         let (usage, limits) = admission::admit(state, key, ask, usage).await?;
-        Ok(Pipeline { state, plan, usage, limits, started: intake.started })
+        Ok(Pipeline { state, plan, usage, limits, started: intake.started, streamed: intake.streamed })
     }
 
     /// Tries the plan's targets in turn with `door.call(target, deadline)` until one answers.
     pub async fn run<C: Call>(self, door: &mut C) -> Result<Served<C::Output>, GatewayError> {
-        let Pipeline { state, plan, mut usage, limits, started } = self;
+        let Pipeline { state, plan, mut usage, limits, started, streamed } = self;
         let mut fallback = Fallback::new(&plan, &state.router, started);
         while let Some(target) = fallback.next().await {
             usage.set_served(&target.name, &target.provider.name, target.prices());
             let deadline = fallback.attempt_deadline(&target);
+            let asked = Instant::now();
             match door.call(&target, deadline).await {
                 Ok(value) => {
+                    // A streamed attempt answers with its first content: its time is the time to first token.
+                    if streamed {
+                        target.ttft.record(asked.elapsed());
+                    }
                     fallback.succeeded(&target);
                     let mut headers = HeaderMap::new();
                     route_headers(&mut headers, &plan, &fallback, &target, state.router.seed_headers);

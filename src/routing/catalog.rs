@@ -4,10 +4,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::{Capability, Config, ModelStatus, ModelTier, Timeouts};
+use crate::config::{Capability, Config, ModelStatus, ModelTier, Speed, Timeouts};
 use crate::providers::Provider;
 
 use super::breaker::Breaker;
+use super::latency::Ttft;
 
 /// One servable model: a public name bound to a provider's model id, with what we know about it.
 #[derive(Debug)]
@@ -25,6 +26,11 @@ pub struct ModelEntry {
     /// `None`: not declared, so assumed capable of anything.
     pub capabilities: Option<Vec<Capability>>,
     pub strengths: Vec<String>,
+    /// 0–100, declared or the tier's default (`prefer: quality`).
+    pub quality: u8,
+    pub speed: Speed,
+    /// This replica's measured time to first token (`prefer: fast`).
+    pub ttft: Ttft,
     pub status: ModelStatus,
     pub note: Option<String>,
     pub timeouts: Timeouts,
@@ -76,6 +82,9 @@ impl ModelEntry {
             cached_input_per_mtok: defaults.and_then(|d| d.cached_input_per_mtok),
             capabilities: None,
             strengths: Vec::new(),
+            quality: ModelTier::Smart.default_quality(),
+            speed: Speed::Standard,
+            ttft: Ttft::assuming(Speed::Standard.assumed_ttft_ms()),
             status: ModelStatus::Ga,
             note: None,
             breaker: Breaker::default(),
@@ -134,6 +143,7 @@ impl Catalog {
                     (None, Some(d)) => (Some(d.input_per_mtok), Some(d.output_per_mtok), d.cached_input_per_mtok),
                     _ => (m.input_per_mtok, m.output_per_mtok, m.cached_input_per_mtok),
                 };
+            let speed = m.speed.unwrap_or(Speed::of_tier(m.tier));
             let entry = Arc::new(ModelEntry {
                 name: m.name.clone(),
                 lab: m.lab.clone(),
@@ -147,6 +157,9 @@ impl Catalog {
                 cached_input_per_mtok,
                 capabilities: m.capabilities.clone(),
                 strengths: m.strengths.clone(),
+                quality: m.quality.unwrap_or(m.tier.default_quality()),
+                speed,
+                ttft: Ttft::assuming(speed.assumed_ttft_ms()),
                 status: m.status,
                 note: m.note.clone(),
                 timeouts,

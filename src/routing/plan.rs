@@ -559,12 +559,11 @@ fn order_tier(models: &[Arc<ModelEntry>], prefer: Prefer) -> Vec<Arc<ModelEntry>
     match prefer {
         Prefer::Balanced => {}
         Prefer::Cheap => out.sort_by(by_price),
-        Prefer::Quality => out.sort_by(|a, b| {
-            let price = |m: &Arc<ModelEntry>| if m.blended_price().is_finite() { m.blended_price() } else { -1.0 };
-            price(b).total_cmp(&price(a))
-        }),
+        // The catalog's quality score; the listed order breaks ties (the sort is stable), not price.
+        Prefer::Quality => out.sort_by_key(|m| std::cmp::Reverse(m.quality)),
+        // This replica's measured time to first token, the speed class's until measured; then price.
         Prefer::Fast => {
-            out.sort_by(|a, b| b.is_strong_at("fast").cmp(&a.is_strong_at("fast")).then_with(|| by_price(a, b)))
+            out.sort_by(|a, b| a.ttft.estimate_ms().total_cmp(&b.ttft.estimate_ms()).then_with(|| by_price(a, b)))
         }
         Prefer::Coding => out.sort_by_key(|m| !m.is_strong_at("coding")),
     }

@@ -53,7 +53,8 @@ upstream = "b-up"
 context_window = 200000
 input_per_mtok = 0.1
 output_per_mtok = 0.4
-strengths = ["fast"]
+speed = "fast"
+quality = 60
 
 [[models]]
 name = "c-model"
@@ -63,6 +64,7 @@ context_window = 1000000
 input_per_mtok = 3.0
 output_per_mtok = 15.0
 strengths = ["coding"]
+quality = 90
 
 [[models]]
 name = "tiny-model"
@@ -287,6 +289,36 @@ async fn tiers_order_by_prefer_and_switchyard_fields_are_not_forwarded() {
     )
     .await;
     assert_eq!((status, body["error"]["param"].as_str()), (400, Some("prefer")));
+}
+
+/// `prefer: fast` starts from the speed classes and then follows what this replica measures: once the
+/// "fast" model's streams start slowly and another's start at once, the other is first.
+#[tokio::test]
+async fn prefer_fast_follows_the_measured_time_to_first_token() {
+    let h = labs().await;
+    let fast_first = || async {
+        let resp = h
+            .chat(json!({"model": "economy", "prefer": "fast", "messages": [{"role": "user", "content": "hi"}]}))
+            .await;
+        header(&resp, "x-switchyard-model")
+    };
+    assert_eq!(fast_first().await, "b-model", "before any measurement: the declared speed class");
+    let stream =
+        |model: &'static str| json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..3 {
+        h.upstream.state.push_fault(Some("b-up"), Fault::StallBeforeHeaders(Duration::from_millis(350)));
+        let resp = h.chat(stream("b-model")).await;
+        assert_eq!(header(&resp, "x-switchyard-model"), "b-model");
+        resp.text().await.unwrap();
+        let resp = h.chat(stream("a-model")).await;
+        resp.text().await.unwrap();
+    }
+    assert_eq!(fast_first().await, "a-model", "b-model measured slower than a-model");
+    let models = h.get_json("/v1/models?include_metadata=true").await;
+    let b = models["data"].as_array().unwrap().iter().find(|m| m["id"] == "b-model").unwrap();
+    assert_eq!(b["metadata"]["speed"], "fast");
+    assert!(b["metadata"]["ttft_ms"]["measured"].as_f64().unwrap() >= 300.0, "{b}");
+    assert_eq!(b["metadata"]["quality"], 60);
 }
 
 #[tokio::test]
