@@ -376,7 +376,7 @@ struct Reply {
 const THOUGHT: &str = "The caller wants an answer; the fake model gives its usual one.";
 
 /// The fake's prose: replies are consecutive words of this text, starting at a place chosen by the prompt.
-const PROSE: &str = "Switchyard is answering from its built-in fake model. Every request is routed to the right \
+pub const PROSE: &str = "Switchyard is answering from its built-in fake model. Every request is routed to the right \
 model, streamed back token by token as it arrives, and counted once. Point any OpenAI client at the gateway, \
 set a provider key, and the same call reaches a real model instead. Until then this text keeps the rails warm.";
 
@@ -451,6 +451,15 @@ impl Reply {
             reply.finish_reason = "length";
         }
         let words: Vec<&str> = PROSE.split(' ').collect();
+        // Asked to continue a partial answer (a gateway's mid-stream continuation): go on from its last
+        // words. Told to in a user turn, the fake restates those words first, as models often do.
+        if let Some((partial, restate)) = continuation_of(messages) {
+            let (next, restated) = continue_prose(&words, &partial, restate);
+            reply.completion_tokens = u64::from(n) + restated.len() as u64;
+            let fresh = (0..n as usize).map(|i| format!(" {}", words[(next + i) % words.len()]));
+            reply.tokens = restated.into_iter().chain(fresh).collect();
+            return reply;
+        }
         let start = (seed % words.len() as u64) as usize;
         reply.tokens = (0..n as usize)
             .map(|i| {
@@ -554,6 +563,33 @@ fn text_of(message: &Value) -> String {
         }
         _ => String::new(),
     }
+}
+
+/// The partial answer a request asks to continue, and whether the fake should restate its last words:
+/// a final assistant turn is continued as it stands (a prefill); an assistant turn followed by a user
+/// turn asking to continue is continued after restating.
+fn continuation_of(messages: &[Value]) -> Option<(String, bool)> {
+    let role = |m: &Value| m.get("role").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let last = messages.last()?;
+    if role(last) == "assistant" {
+        return Some((text_of(last), false));
+    }
+    let before = messages.len().checked_sub(2).and_then(|i| messages.get(i))?;
+    let asks = text_of(last).to_ascii_lowercase().contains("continue");
+    (role(last) == "user" && role(before) == "assistant" && asks).then(|| (text_of(before), true))
+}
+
+/// Where `partial` stands in the prose: the index of the word after it, and the restated last words.
+fn continue_prose(words: &[&str], partial: &str, restate: bool) -> (usize, Vec<String>) {
+    let said: Vec<&str> = partial.split_whitespace().collect();
+    let tail = &said[said.len().saturating_sub(3)..];
+    let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+    let at = (0..words.len()).find(|&j| {
+        tail.iter().rev().enumerate().all(|(back, w)| same(words[(j + words.len() * 2 - back) % words.len()], w))
+    });
+    let next = at.map_or(0, |j| j + 1);
+    let restated = if restate { tail.iter().map(|w| format!(" {w}")).collect() } else { Vec::new() };
+    (next, restated)
 }
 
 fn capitalise(word: &str) -> String {

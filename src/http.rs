@@ -23,6 +23,7 @@ pub mod observe;
 pub mod pipeline;
 pub mod relay;
 pub mod responses;
+mod resume;
 
 use std::sync::Arc;
 

@@ -13,6 +13,7 @@
 pub mod anthropic;
 pub mod azure;
 pub mod completions;
+pub mod continuation;
 pub mod error;
 pub mod gemini;
 pub mod openai;
@@ -85,6 +86,12 @@ pub trait Adapter: Send + Sync {
     /// Whether the provider returns several choices (`n`) itself; when not, the gateway makes `n` calls.
     fn supports_n(&self) -> bool {
         true
+    }
+
+    /// How the provider is asked to continue a partial answer (a stream continued after another
+    /// provider failed mid-way).
+    fn prefill(&self) -> crate::config::presets::Prefill {
+        crate::config::presets::Prefill::Instruction
     }
 
     /// Whether requests of a door's protocol pass through to this provider as they are, rather than

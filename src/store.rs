@@ -727,6 +727,16 @@ pub struct UsageEvent {
     pub error: Option<String>,
     pub prompt_counted: bool,
     pub client_request_id: Option<String>,
+    /// A continued stream's earlier attempts (JSON as stored), shown as a list.
+    #[serde(serialize_with = "raw_json")]
+    pub continued_from: Option<String>,
+}
+
+/// A JSON text column shown as the JSON it holds (`null` when absent or unreadable).
+fn raw_json<S: serde::Serializer>(text: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    use serde::Serialize;
+    let value: Option<serde_json::Value> = text.as_deref().and_then(|t| serde_json::from_str(t).ok());
+    value.serialize(s)
 }
 
 impl Store {
@@ -741,7 +751,7 @@ impl Store {
         const SQL: &str = "SELECT request_id, created_at, organization_id, key_id, requested_model, served_model, \
              provider, attempts, streamed, outcome, status, prompt_tokens, completion_tokens, cached_tokens, \
              cache_write_tokens, reasoning_tokens, usage_source, cost_micros, latency_ms, ttft_ms, error, prompt_counted, \
-             client_request_id FROM usage_events \
+             client_request_id, continued_from FROM usage_events \
              WHERE ($1 IS NULL OR organization_id = $1) AND ($2 IS NULL OR key_id = $2) AND ($3 IS NULL OR served_model = $3) \
              AND created_at >= $4 AND created_at < $5 \
              AND ($8 IS NULL OR request_id = $8 OR client_request_id = $8) \

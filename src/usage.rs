@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::schema::Usage;
-pub use crate::store::ledger::{Outcome, UsageRecord, UsageSource};
+pub use crate::store::ledger::{Outcome, Segment, UsageRecord, UsageSource};
 
 /// Receives every usage record. Called from request tasks and from `Drop`, so it must return at once.
 pub trait UsageSink: Send + Sync {
@@ -64,6 +64,17 @@ impl UsageSink for LogSink {
             "request finished"
         );
     }
+}
+
+/// What one attempt used, as the ledger counts it.
+#[derive(Debug, Default)]
+struct Used {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    cached_tokens: u64,
+    cache_write_tokens: u64,
+    reasoning_tokens: u64,
+    source: UsageSource,
 }
 
 /// Tracks one request's accounting and guarantees its record is emitted exactly once.
@@ -147,6 +158,7 @@ impl UsageGuard {
                 latency_ms: 0,
                 ttft_ms: None,
                 error: None,
+                continued_from: Vec::new(),
             }),
             started,
             estimated_prompt_tokens,
@@ -234,6 +246,81 @@ impl UsageGuard {
         self.emit(outcome, status, error);
     }
 
+    /// What the current attempt used: the provider's count, or an estimate where it never came (a
+    /// stream cut before its final count is billed the larger of the count so far and the text seen).
+    fn used(&self, served: bool, outcome: Outcome) -> Used {
+        let mut used = Used { source: UsageSource::Estimated, ..Used::default() };
+        match &self.provider_usage {
+            Some(u) => {
+                used = Used {
+                    prompt_tokens: u.prompt_tokens,
+                    completion_tokens: u.completion_tokens,
+                    cached_tokens: u.cached_tokens(),
+                    cache_write_tokens: u.cache_write_tokens(),
+                    reasoning_tokens: u.reasoning_tokens(),
+                    source: UsageSource::Provider,
+                };
+                let seen = self.streamed_chars.div_ceil(4) as u64;
+                if !self.usage_final && seen > used.completion_tokens {
+                    used.completion_tokens = seen;
+                    used.source = UsageSource::Estimated;
+                }
+                if !self.usage_final && used.prompt_tokens == 0 {
+                    used.prompt_tokens = self.estimated_prompt_tokens;
+                    used.source = UsageSource::Estimated;
+                }
+            }
+            // A request that never reached a provider consumed nothing; one whose every attempt failed
+            // is recorded with what the providers reported, and none did (an attempt that never reached
+            // its provider, one refused, one that timed out before answering).
+            None if !served || outcome == Outcome::Failed => {}
+            None => {
+                used.prompt_tokens = self.estimated_prompt_tokens;
+                used.completion_tokens = self.streamed_chars.div_ceil(4) as u64;
+            }
+        }
+        used
+    }
+
+    /// A stream whose provider failed mid-way goes on from `model`: the attempt so far is closed as an
+    /// earlier segment (its tokens and cost stay in the request's totals) and the counts start again
+    /// for the new one, whose prompt also carries the partial answer (`extra_prompt_tokens`).
+    pub fn continue_with(
+        &mut self,
+        model: &str,
+        provider: &str,
+        prices: Prices,
+        error: String,
+        extra_prompt_tokens: u64,
+    ) -> Option<Segment> {
+        let used = self.used(true, Outcome::Interrupted);
+        let r = self.record.as_mut()?;
+        let segment = Segment {
+            model: r.served_model.clone().unwrap_or_default(),
+            provider: r.provider.clone().unwrap_or_default(),
+            prompt_tokens: used.prompt_tokens,
+            completion_tokens: used.completion_tokens,
+            cached_tokens: used.cached_tokens,
+            cost_micros: self.prices.cost_micros(used.prompt_tokens, used.cached_tokens, used.completion_tokens),
+            usage_source: used.source,
+            error,
+        };
+        r.continued_from.push(segment.clone());
+        self.provider_usage = None;
+        self.usage_final = false;
+        self.streamed_chars = 0;
+        self.estimated_prompt_tokens += extra_prompt_tokens;
+        self.set_served(model, provider, prices);
+        Some(segment)
+    }
+
+    /// An upstream call made for the request that produced nothing (a continuation that did not start).
+    pub fn count_attempt(&mut self) {
+        if let Some(r) = &mut self.record {
+            r.attempts += 1;
+        }
+    }
+
     fn emit(&mut self, outcome: Outcome, status: u16, error: Option<String>) {
         let Some(mut r) = self.record.take() else {
             return;
@@ -242,35 +329,24 @@ impl UsageGuard {
         r.status = status;
         r.error = error;
         r.latency_ms = self.started.elapsed().as_millis() as u64;
-        match &self.provider_usage {
-            Some(u) => {
-                r.prompt_tokens = u.prompt_tokens;
-                r.completion_tokens = u.completion_tokens;
-                r.cached_tokens = u.cached_tokens();
-                r.cache_write_tokens = u.cache_write_tokens();
-                r.reasoning_tokens = u.reasoning_tokens();
-                r.usage_source = UsageSource::Provider;
-                let seen = self.streamed_chars.div_ceil(4) as u64;
-                if !self.usage_final && seen > r.completion_tokens {
-                    r.completion_tokens = seen;
-                    r.usage_source = UsageSource::Estimated;
-                }
-                if !self.usage_final && r.prompt_tokens == 0 {
-                    r.prompt_tokens = self.estimated_prompt_tokens;
-                    r.usage_source = UsageSource::Estimated;
-                }
-            }
-            // A request that never reached a provider consumed nothing; one whose every attempt failed
-            // is recorded with what the providers reported, and none did (an attempt that never reached
-            // its provider, one refused, one that timed out before answering).
-            None if r.served_model.is_none() || outcome == Outcome::Failed => {}
-            None => {
-                r.prompt_tokens = self.estimated_prompt_tokens;
-                r.completion_tokens = self.streamed_chars.div_ceil(4) as u64;
+        let used = self.used(r.served_model.is_some(), outcome);
+        r.prompt_tokens = used.prompt_tokens;
+        r.completion_tokens = used.completion_tokens;
+        r.cached_tokens = used.cached_tokens;
+        r.cache_write_tokens = used.cache_write_tokens;
+        r.reasoning_tokens = used.reasoning_tokens;
+        r.usage_source = used.source;
+        r.cost_micros = self.prices.cost_micros(r.prompt_tokens, r.cached_tokens, r.completion_tokens);
+        // A continued stream: its earlier attempts are billed with it.
+        for earlier in &r.continued_from {
+            r.prompt_tokens += earlier.prompt_tokens;
+            r.completion_tokens += earlier.completion_tokens;
+            r.cached_tokens += earlier.cached_tokens;
+            r.cost_micros = r.cost_micros.zip(earlier.cost_micros).map(|(a, b)| a + b);
+            if earlier.usage_source == UsageSource::Estimated {
                 r.usage_source = UsageSource::Estimated;
             }
         }
-        r.cost_micros = self.prices.cost_micros(r.prompt_tokens, r.cached_tokens, r.completion_tokens);
         // A prompt is used when a provider took the request on, whether or not the client stayed.
         r.prompt_counted = r.served_model.is_some() && outcome != Outcome::Failed;
         if let Some((limiter, admission)) = self.admission.take() {

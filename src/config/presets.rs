@@ -17,6 +17,22 @@ pub struct Quirks {
     pub responses: bool,
     /// The API serves the legacy `POST /completions`, so completions pass through natively.
     pub completions: bool,
+    /// How the API takes a partial answer to continue (a stream continued after its provider failed).
+    pub prefill: Prefill,
+}
+
+/// How a provider is asked to continue a partial answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prefill {
+    /// No prefill: the partial answer as an assistant turn, then a user turn asking to continue it exactly.
+    Instruction,
+    /// A final assistant turn is continued as it stands (Anthropic's Messages API).
+    AssistantTurn,
+    /// A final assistant message with `prefix: true` is continued (Mistral; DeepSeek's beta endpoint).
+    PrefixFlag,
+    /// `continue_final_message: true` with `add_generation_prompt: false` (vLLM's chat template).
+    ContinueFinalMessage,
 }
 
 impl Quirks {
@@ -26,6 +42,7 @@ impl Quirks {
         strict_fields: false,
         responses: true,
         completions: true,
+        prefill: Prefill::Instruction,
     };
     pub const COMPATIBLE: Quirks = Quirks {
         max_completion_tokens: false,
@@ -33,6 +50,7 @@ impl Quirks {
         strict_fields: false,
         responses: false,
         completions: false,
+        prefill: Prefill::Instruction,
     };
     /// A self-hosted server (vLLM, Ollama) or an aggregator that serves both older and newer routes.
     const SERVES_ALL: Quirks = Quirks { responses: true, completions: true, ..Quirks::COMPATIBLE };
@@ -49,6 +67,7 @@ pub struct QuirksConfig {
     pub strict_fields: Option<bool>,
     pub responses: Option<bool>,
     pub completions: Option<bool>,
+    pub prefill: Option<Prefill>,
 }
 
 impl QuirksConfig {
@@ -59,6 +78,7 @@ impl QuirksConfig {
             strict_fields: self.strict_fields.unwrap_or(base.strict_fields),
             responses: self.responses.unwrap_or(base.responses),
             completions: self.completions.unwrap_or(base.completions),
+            prefill: self.prefill.unwrap_or(base.prefill),
         }
     }
 }
@@ -92,9 +112,17 @@ pub const PRESETS: &[Preset] = &[
     Preset { name: "zai", base_url: "https://api.z.ai/api/paas/v4", quirks: Quirks::COMPATIBLE },
     // MiniMax and Mistral answer 4xx to fields outside their documented set.
     Preset { name: "minimax", base_url: "https://api.minimax.io/v1", quirks: STRICT },
-    Preset { name: "mistral", base_url: "https://api.mistral.ai/v1", quirks: STRICT },
+    Preset {
+        name: "mistral",
+        base_url: "https://api.mistral.ai/v1",
+        quirks: Quirks { prefill: Prefill::PrefixFlag, ..STRICT },
+    },
     Preset { name: "openrouter", base_url: "https://openrouter.ai/api/v1", quirks: WITH_COMPLETIONS },
-    Preset { name: "vllm", base_url: "http://127.0.0.1:8000/v1", quirks: Quirks::SERVES_ALL },
+    Preset {
+        name: "vllm",
+        base_url: "http://127.0.0.1:8000/v1",
+        quirks: Quirks { prefill: Prefill::ContinueFinalMessage, ..Quirks::SERVES_ALL },
+    },
     Preset { name: "ollama", base_url: "http://127.0.0.1:11434/v1", quirks: Quirks::SERVES_ALL },
 ];
 

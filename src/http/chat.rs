@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use super::observe::RequestId;
 use super::pipeline::{Call, Intake, Pipeline, Served};
 use super::relay::{self, Relayed};
+use super::resume;
 use super::{GatewayError, body, input};
 use crate::app::AppState;
 use crate::protocols::{Dialect, Invalid, Native, NativeCall, StreamEncoder, StreamItem, StreamMapper, bad_request};
@@ -151,7 +152,8 @@ pub(super) async fn serve_chat<P: Passthrough>(
     }
     let ChatDoor { dialect, native, problem } = door;
     let mut attempt = Attempt { req: &mut req, native: native.as_ref(), problem: problem.as_ref() };
-    let Served { value, target, mut usage, headers } = pipeline.run(&mut attempt).await?;
+    let Served { value, target, mut usage, headers: response_headers, rest, deadline } =
+        pipeline.run(&mut attempt).await?;
     let (body, cost) = match value {
         Answer::Whole(mut resp) => {
             resp.model.clone_from(&target.name);
@@ -169,18 +171,26 @@ pub(super) async fn serve_chat<P: Passthrough>(
             (body, cost)
         }
         Answer::Stream(stream, leading) => {
-            return Ok(relay::respond(
+            // A translated stream can go on from another target if its provider fails mid-way.
+            let resume: Option<Box<dyn resume::Resumable<ChatChunk>>> = (!resume::opted_out(headers)
+                && !rest.is_empty())
+            .then(|| {
+                Box::new(resume::Resume::new(req, target.clone(), rest.clone(), state.router.breaker, deadline)) as _
+            });
+            return Ok(relay::respond_resumable(
                 state,
-                Served { value: (stream, leading), target, usage, headers },
+                Served { value: (stream, leading), target, usage, headers: response_headers, rest, deadline },
                 dialect.stream(),
+                resume,
             ));
         }
         Answer::NativeStream(stream, leading) => {
             let encoder = native.as_ref().map(Passthrough::encoder).ok_or_else(GatewayError::internal)?;
-            return Ok(relay::respond(state, Served { value: (stream, leading), target, usage, headers }, encoder));
+            let served = Served { value: (stream, leading), target, usage, headers: response_headers, rest, deadline };
+            return Ok(relay::respond(state, served, encoder));
         }
     };
-    let mut response = Served { value: (), target, usage, headers }.json(body);
+    let mut response = Served { value: (), target, usage, headers: response_headers, rest, deadline }.json(body);
     if let Some(micros) = cost {
         response.headers_mut().insert("x-switchyard-cost-micros", HeaderValue::from(micros));
     }

@@ -83,16 +83,16 @@ pub async fn create_completion(
     let mut chats = chats;
     chats.iter_mut().for_each(|c| crate::schema::strip_own_fields(&mut c.extra));
     let mut door = Attempts { problem: untranslatable(&req, state.max_choices), native: native_body(req), chats, n };
-    let Served { value, target, mut usage, headers } = pipeline.run(&mut door).await?;
+    let Served { value, target, mut usage, headers, rest, deadline } = pipeline.run(&mut door).await?;
     let prices = target.prices();
     Ok(match value {
         Outcome::Whole(mut completion) => {
             completion.prepare(&target.name, prices, &mut usage);
             let body = serde_json::to_vec(&completion).map_err(|_| GatewayError::internal())?;
-            Served { value: (), target, usage, headers }.json(body)
+            Served { value: (), target, usage, headers, rest, deadline }.json(body)
         }
         Outcome::Native(stream, leading) => {
-            let served = Served { value: (stream, leading), target, usage, headers };
+            let served = Served { value: (stream, leading), target, usage, headers, rest, deadline };
             relay::respond(&state, served, Box::new(NativeStream { wants_usage }))
         }
         Outcome::Translated(stream, leading) => {
@@ -102,7 +102,11 @@ pub async fn create_completion(
                 created: crate::protocols::unix_now(),
                 wants_usage,
             };
-            relay::respond(&state, Served { value: (stream, leading), target, usage, headers }, Box::new(encoder))
+            relay::respond(
+                &state,
+                Served { value: (stream, leading), target, usage, headers, rest, deadline },
+                Box::new(encoder),
+            )
         }
     })
 }

@@ -70,6 +70,10 @@ pub(super) struct Served<T> {
     pub target: Arc<ModelEntry>,
     pub usage: UsageGuard,
     pub headers: HeaderMap,
+    /// The plan's targets after the one that answered, for a stream continued mid-way (`http::resume`).
+    pub rest: Vec<Arc<ModelEntry>>,
+    /// The request's deadline across all attempts.
+    pub deadline: Instant,
 }
 
 impl<'s> Pipeline<'s> {
@@ -124,7 +128,9 @@ impl<'s> Pipeline<'s> {
                     let mut headers = HeaderMap::new();
                     route_headers(&mut headers, &plan, &fallback, &target, state.router.seed_headers);
                     admission::headers(&mut headers, limits.as_ref());
-                    return Ok(Served { value, target, usage, headers });
+                    let after = plan.targets.iter().position(|t| Arc::ptr_eq(t, &target)).map_or(0, |i| i + 1);
+                    let rest = plan.targets.get(after..).unwrap_or_default().to_vec();
+                    return Ok(Served { value, target, usage, headers, rest, deadline: fallback.deadline() });
                 }
                 Err(e) => {
                     tracing::warn!(model = %target.name, provider = %target.provider.name, error = %e, "upstream attempt failed");

@@ -17,6 +17,7 @@ use tracing::Instrument;
 
 use super::GatewayError;
 use super::pipeline::Served;
+use super::resume::Resumable;
 use crate::app::AppState;
 use crate::protocols::{StreamEncoder, StreamItem};
 use crate::providers::exec::ChunkStream;
@@ -102,7 +103,17 @@ pub(super) fn respond<I: Relayed>(
     served: Served<(ChunkStream<I>, VecDeque<I>)>,
     encoder: Box<dyn StreamEncoder<I>>,
 ) -> Response {
-    let Served { value: (upstream, leading), target, usage, headers } = served;
+    respond_resumable(state, served, encoder, None)
+}
+
+/// [`respond`] for a stream that may continue on another target if its provider fails mid-way.
+pub(super) fn respond_resumable<I: Relayed>(
+    state: &AppState,
+    served: Served<(ChunkStream<I>, VecDeque<I>)>,
+    encoder: Box<dyn StreamEncoder<I>>,
+    resume: Option<Box<dyn Resumable<I>>>,
+) -> Response {
+    let Served { value: (upstream, leading), target, usage, headers, .. } = served;
     let (tx, rx) = mpsc::channel::<Bytes>(STREAM_BUFFER);
     let mut relay = Relay {
         public_model: target.name.clone(),
@@ -110,6 +121,7 @@ pub(super) fn respond<I: Relayed>(
         encoder,
         usage,
         hard_stop: state.hard_stop.clone(),
+        resume,
     };
     let first: Vec<Result<Bytes, std::convert::Infallible>> =
         leading.into_iter().filter_map(|item| relay.render(item)).map(Ok).collect();
@@ -140,6 +152,8 @@ struct Relay<I> {
     encoder: Box<dyn StreamEncoder<I>>,
     usage: UsageGuard,
     hard_stop: tokio_util::sync::CancellationToken,
+    /// Set for a stream that may continue elsewhere (`http::resume`).
+    resume: Option<Box<dyn Resumable<I>>>,
 }
 
 enum End {
@@ -151,27 +165,60 @@ enum End {
 
 impl<I: Relayed> Relay<I> {
     async fn run(mut self, mut upstream: ChunkStream<I>, tx: mpsc::Sender<Bytes>) {
-        let end = loop {
-            let chunk = tokio::select! {
-                biased;
-                () = self.hard_stop.cancelled() => break End::ShutDown,
-                () = tx.closed() => break End::ClientGone,
-                item = upstream.next() => match item {
-                    Ok(Some(chunk)) => chunk,
-                    Ok(None) => break End::Done,
-                    Err(e) => break End::Failed(e),
-                },
+        let end = 'streams: loop {
+            let end = loop {
+                let chunk = tokio::select! {
+                    biased;
+                    () = self.hard_stop.cancelled() => break End::ShutDown,
+                    () = tx.closed() => break End::ClientGone,
+                    item = upstream.next() => match item {
+                        Ok(Some(chunk)) => chunk,
+                        Ok(None) => break End::Done,
+                        Err(e) => break End::Failed(e),
+                    },
+                };
+                if let Some(frame) = self.render(chunk)
+                    && tx.send(frame).await.is_err()
+                {
+                    break End::ClientGone;
+                }
             };
-            if let Some(frame) = self.render(chunk)
-                && tx.send(frame).await.is_err()
+            // A provider that failed mid-way: the answer goes on from another target if it can.
+            if let End::Failed(e) = &end
+                && let Some(resume) = self.resume.as_mut()
             {
-                break End::ClientGone;
+                let resumed = tokio::select! {
+                    biased;
+                    () = self.hard_stop.cancelled() => None,
+                    () = tx.closed() => None,
+                    next = resume.resume(e, &mut self.usage) => next,
+                };
+                if let Some((next, leading, prices)) = resumed {
+                    drop(std::mem::replace(&mut upstream, next));
+                    self.prices = prices;
+                    for item in leading {
+                        if let Some(frame) = self.render(item)
+                            && tx.send(frame).await.is_err()
+                        {
+                            break 'streams End::ClientGone;
+                        }
+                    }
+                    continue 'streams;
+                }
             }
+            break end;
         };
         // Dropping `upstream` before its body ended closes the connection, which cancels the generation.
         let (outcome, error) = match end {
             End::Done => {
                 let mut frames = Vec::new();
+                if let Some(resume) = self.resume.as_mut() {
+                    let mut held = Vec::new();
+                    resume.flush(&mut held);
+                    for item in held {
+                        self.encoder.chunk(&item, &mut frames);
+                    }
+                }
                 self.encoder.done(&mut frames);
                 // Recorded before the client has the stream's end: a client that saw its answer has its
                 // ledger row, whatever happens to the process next.
@@ -210,7 +257,16 @@ impl<I: Relayed> Relay<I> {
     fn render(&mut self, mut item: I) -> Option<Bytes> {
         item.prepare(&self.public_model, self.prices, &mut self.usage);
         let mut frames = Vec::new();
-        self.encoder.chunk(&item, &mut frames);
+        match self.resume.as_mut() {
+            None => self.encoder.chunk(&item, &mut frames),
+            Some(resume) => {
+                let mut items = Vec::with_capacity(1);
+                resume.pass(item, &mut items);
+                for item in &items {
+                    self.encoder.chunk(item, &mut frames);
+                }
+            }
+        }
         if frames.is_empty() {
             return None;
         }

@@ -132,7 +132,8 @@ pub async fn create_response(
     let mut chat = translated.chat;
     crate::schema::strip_own_fields(&mut chat.extra);
     let mut door = Attempts { req, history, input, chat, problem: translated.problem, streamed };
-    let Served { value, target, mut usage, headers } = pipeline.run(&mut door).await?;
+    let opted_out = super::resume::opted_out(&headers);
+    let Served { value, target, mut usage, headers, rest, deadline } = pipeline.run(&mut door).await?;
     let prices = target.prices();
     Ok(match value {
         Either::Whole(Answer::Native(mut body)) => {
@@ -144,7 +145,7 @@ pub async fn create_response(
             let output = output_items(&body);
             rewrite.for_client(&mut body);
             keeper.keep(&body, output, &target.provider.name);
-            Served { value: (), target, usage, headers }.json(body.to_string().into_bytes())
+            Served { value: (), target, usage, headers, rest, deadline }.json(body.to_string().into_bytes())
         }
         Either::Whole(Answer::Translated(mut resp)) => {
             if let Some(u) = resp.usage.as_mut() {
@@ -154,7 +155,7 @@ pub async fn create_response(
             let object = inbound::from_chat(&resp, envelope, &custom_tools);
             let body = serde_json::to_value(&object).unwrap_or_default();
             keeper.keep(&body, object.output, &target.provider.name);
-            Served { value: (), target, usage, headers }.json(body.to_string().into_bytes())
+            Served { value: (), target, usage, headers, rest, deadline }.json(body.to_string().into_bytes())
         }
         Either::Stream(Opened::Native(stream, leading)) => {
             let (shown, provider) = (rewrite.clone(), target.provider.name.clone());
@@ -165,7 +166,11 @@ pub async fn create_response(
                 keeper.keep(&response, output, &provider);
             });
             let encoder = NativeStream::new(rewrite, on_complete);
-            relay::respond(&state, Served { value: (stream, leading), target, usage, headers }, Box::new(encoder))
+            relay::respond(
+                &state,
+                Served { value: (stream, leading), target, usage, headers, rest, deadline },
+                Box::new(encoder),
+            )
         }
         Either::Stream(Opened::Translated(stream, leading)) => {
             let provider = target.provider.name.clone();
@@ -173,7 +178,16 @@ pub async fn create_response(
                 keeper.keep(&serde_json::to_value(response).unwrap_or_default(), response.output.clone(), &provider);
             });
             let encoder = ResponsesStream::new(envelope, custom_tools, on_complete);
-            relay::respond(&state, Served { value: (stream, leading), target, usage, headers }, Box::new(encoder))
+            // Translated through chat: the stream can go on from another target if its provider fails.
+            let resume: Option<Box<dyn super::resume::Resumable<crate::schema::ChatChunk>>> = (!opted_out
+                && !rest.is_empty())
+            .then(|| {
+                let r =
+                    super::resume::Resume::new(door.chat, target.clone(), rest.clone(), state.router.breaker, deadline);
+                Box::new(r) as _
+            });
+            let served = Served { value: (stream, leading), target, usage, headers, rest, deadline };
+            relay::respond_resumable(&state, served, Box::new(encoder), resume)
         }
     })
 }

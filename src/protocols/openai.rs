@@ -61,6 +61,10 @@ impl OpenAiAdapter {
 }
 
 impl Adapter for OpenAiAdapter {
+    fn prefill(&self) -> crate::config::presets::Prefill {
+        self.quirks.prefill
+    }
+
     fn chat_request(&self, req: &ChatRequest, endpoint: &Endpoint<'_>) -> Result<UpstreamRequest, ProviderError> {
         Ok(UpstreamRequest {
             url: url(endpoint, "chat/completions"),

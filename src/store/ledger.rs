@@ -41,12 +41,13 @@ impl Outcome {
 }
 
 /// Where the token counts came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UsageSource {
     /// Reported by the provider: authoritative.
     Provider,
     /// Counted by us because the provider's report never came (a cut or abandoned stream).
+    #[default]
     Estimated,
 }
 
@@ -84,6 +85,31 @@ pub struct UsageRecord {
     pub ttft_ms: Option<u64>,
     /// A short label of the failure, when there was one.
     pub error: Option<String>,
+    /// The earlier attempts of a stream continued on another target after its provider failed mid-way,
+    /// each with what it used; the totals above include them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub continued_from: Vec<Segment>,
+}
+
+/// One earlier attempt of a continued stream: what it used and cost, billed with the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    pub model: String,
+    pub provider: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_tokens: u64,
+    pub cost_micros: Option<i64>,
+    pub usage_source: UsageSource,
+    /// Why it ended: the failure's label.
+    pub error: String,
+}
+
+impl UsageRecord {
+    /// `continued_from` as the ledger stores it: JSON, or NULL for a request served by one attempt.
+    fn continued_from_json(&self) -> Option<String> {
+        (!self.continued_from.is_empty()).then(|| serde_json::to_string(&self.continued_from).unwrap_or_default())
+    }
 }
 
 impl Store {
@@ -125,7 +151,8 @@ impl Store {
                             .bind(r.ttft_ms.map(|t| t as i64))
                             .bind(r.error.as_deref())
                             .bind(r.prompt_counted)
-                            .bind(r.client_request_id.as_deref());
+                            .bind(r.client_request_id.as_deref())
+                            .bind(r.continued_from_json());
                     }
                     q.execute(&mut *tx).await?;
                     rest = tail;
@@ -185,13 +212,13 @@ pub struct UsageRow {
     pub prompt_counted: bool,
 }
 
-/// Rows per ledger statement, largest first (see `Store::insert_usage`). 32 rows of 23 values stay far
+/// Rows per ledger statement, largest first (see `Store::insert_usage`). 32 rows of 24 values stay far
 /// below either database's limit on bound parameters.
 const LEDGER_CHUNKS: [usize; 6] = [32, 16, 8, 4, 2, 1];
 const LEDGER_COLUMNS: &str = "request_id, created_at, organization_id, key_id, requested_model, served_model, \
                               provider, attempts, streamed, outcome, status, prompt_tokens, completion_tokens, \
                               cached_tokens, cache_write_tokens, reasoning_tokens, usage_source, cost_micros, \
-                              latency_ms, ttft_ms, error, prompt_counted, client_request_id";
+                              latency_ms, ttft_ms, error, prompt_counted, client_request_id, continued_from";
 
 /// The ledger's insert for `LEDGER_CHUNKS[size]` rows, in the backend's placeholder style; built once.
 fn ledger_insert_sql(postgres: bool, size: usize) -> &'static str {

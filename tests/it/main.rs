@@ -10,6 +10,7 @@ mod azure_door;
 mod chains;
 mod chat;
 mod completions;
+mod continuation;
 mod crash;
 mod egress;
 mod errors;

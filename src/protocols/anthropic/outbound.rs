@@ -151,6 +151,11 @@ impl Adapter for AnthropicAdapter {
         Box::new(AnthropicStream { json_tool: json_tool_name(req), ..AnthropicStream::default() })
     }
 
+    /// A final assistant turn is a prefill: the model continues it.
+    fn prefill(&self) -> crate::config::presets::Prefill {
+        crate::config::presets::Prefill::AssistantTurn
+    }
+
     /// Anthropic returns one choice: the gateway makes `n` calls.
     fn supports_n(&self) -> bool {
         false

@@ -1,0 +1,294 @@
+//! Mid-stream continuation: a stream whose provider fails after content began goes on from the next
+//! target, and the client reads one stream whose text neither repeats nor loses a word.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchyard::fake::{Fault, PROSE};
+
+use crate::support::{Harness, MASTER_KEY, Setup, header, payloads, sse_events};
+
+const TARGETS: &str = r#"
+[[models]]
+name = "first-model"
+provider = "upstream"
+upstream = "first-up"
+input_per_mtok = 1.0
+output_per_mtok = 2.0
+
+[[models]]
+name = "second-model"
+provider = "upstream"
+upstream = "second-up"
+input_per_mtok = 1.0
+output_per_mtok = 2.0
+
+[[models]]
+name = "claude-next"
+provider = "anthropic"
+upstream = "claude-next-up"
+input_per_mtok = 3.0
+output_per_mtok = 15.0
+
+[[models]]
+name = "claude-first"
+provider = "anthropic"
+upstream = "claude-first-up"
+
+[[aliases]]
+name = "claude-pair"
+targets = ["claude-first", "claude-next"]
+
+[[aliases]]
+name = "resilient"
+targets = ["first-model", "second-model"]
+
+[[aliases]]
+name = "resilient-claude"
+targets = ["first-model", "claude-next"]
+"#;
+
+async fn harness() -> Harness {
+    Harness::with(Setup {
+        extra: TARGETS.into(),
+        provider_extra: "timeouts = { idle_ms = 400 }".into(),
+        ..Setup::default()
+    })
+    .await
+}
+
+fn streamed(model: &str) -> Value {
+    json!({"model": model, "stream": true, "stream_options": {"include_usage": true},
+           "messages": [{"role": "user", "content": "Tell me about the gateway"}]})
+}
+
+/// Whether `text` is consecutive words of the fake's prose (which it cycles through), each once.
+fn reads_on(text: &str) -> bool {
+    let prose: Vec<&str> = PROSE.split(' ').collect();
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let Some(first) = words.first() else { return false };
+    (0..prose.len())
+        .filter(|&j| prose[j].eq_ignore_ascii_case(first))
+        .any(|j| words.iter().enumerate().all(|(i, w)| prose[(j + i) % prose.len()].eq_ignore_ascii_case(w)))
+}
+
+/// The partial answer the continuation attempt was given: its last assistant turn's text.
+fn partial_sent_upstream(h: &Harness) -> String {
+    let requests = h.upstream.state.requests();
+    let body = &requests.last().unwrap().body;
+    let messages = body["messages"].as_array().unwrap();
+    let assistant = messages.iter().rev().find(|m| m["role"] == "assistant").expect("an assistant turn");
+    match &assistant["content"] {
+        Value::String(s) => s.clone(),
+        Value::Array(blocks) => blocks.iter().filter_map(|b| b["text"].as_str()).collect(),
+        other => panic!("unexpected content {other}"),
+    }
+}
+
+/// The chat stream's text, and checks it reads as one stream: one id, one role, one finish, one usage.
+fn one_chat_stream(chunks: &[Value]) -> String {
+    let ids: std::collections::HashSet<&str> = chunks.iter().filter_map(|c| c["id"].as_str()).collect();
+    assert_eq!(ids.len(), 1, "one id: {ids:?}");
+    let models: std::collections::HashSet<&str> = chunks.iter().filter_map(|c| c["model"].as_str()).collect();
+    assert_eq!(models.len(), 1, "one model: {models:?}");
+    let roles = chunks.iter().filter(|c| c["choices"][0]["delta"].get("role").is_some()).count();
+    assert_eq!(roles, 1, "one role chunk");
+    let finishes = chunks.iter().filter(|c| c["choices"][0]["finish_reason"].is_string()).count();
+    assert_eq!(finishes, 1, "one finish_reason");
+    let usages = chunks.iter().filter(|c| c["usage"].is_object()).count();
+    assert_eq!(usages, 1, "one usage chunk");
+    assert!(chunks.iter().all(|c| c.get("error").is_none()), "no error event");
+    chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect()
+}
+
+async fn ledger_row(h: &Harness, request_id: &str) -> Value {
+    for _ in 0..200 {
+        let page: Value = h
+            .client
+            .get(h.url(&format!("/admin/v1/usage/requests?request_id={request_id}")))
+            .bearer_auth(MASTER_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(row) = page["data"].as_array().and_then(|rows| rows.first()) {
+            return row.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no ledger row for {request_id}");
+}
+
+async fn continued_after(fault: Fault) {
+    let h = harness().await;
+    h.upstream.state.push_fault(Some("first-up"), fault);
+    let resp = h.chat(streamed("resilient")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-switchyard-model"), "first-model", "the headers name the target that began");
+    let request_id = header(&resp, "x-request-id");
+    let (chunks, done) = payloads(&sse_events(resp).await);
+    assert!(done, "ends with [DONE]");
+    let text = one_chat_stream(&chunks);
+    let partial = partial_sent_upstream(&h);
+    assert!(!partial.is_empty() && text.starts_with(&partial), "{text:?} continues {partial:?}");
+    assert!(reads_on(&text), "no repeated or missing words: {text:?}");
+    // The fake answers 24 words, and restated the last three of the partial answer, trimmed at the seam.
+    assert_eq!(text.split_whitespace().count(), partial.split_whitespace().count() + 24, "{text:?}");
+    let usage = &chunks.iter().find(|c| c["usage"].is_object()).unwrap()["usage"];
+    assert_eq!(usage["continuation"]["count"], 1);
+    assert_eq!(usage["continuation"]["from"][0]["model"], "first-model");
+    assert_eq!(
+        usage["total_tokens"].as_u64(),
+        Some(usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap())
+    );
+    let row = ledger_row(&h, &request_id).await;
+    assert_eq!((row["outcome"].as_str(), row["served_model"].as_str()), (Some("completed"), Some("second-model")));
+    assert_eq!(row["attempts"], 2);
+    let earlier = &row["continued_from"][0];
+    assert_eq!((earlier["model"].as_str(), earlier["provider"].as_str()), (Some("first-model"), Some("upstream")));
+    assert!(earlier["completion_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(
+        row["prompt_tokens"].as_u64(),
+        Some(usage["prompt_tokens"].as_u64().unwrap()),
+        "the client's usage is what the ledger bills: both attempts"
+    );
+    assert_eq!(
+        row["cost_micros"].as_i64(),
+        usage["cost"].as_f64().map(|usd| (usd * 1e6).round() as i64),
+        "the cost shown is the cost billed"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_cut_mid_way_continues_on_the_next_target_as_one_stream() {
+    continued_after(Fault::CutMidStream { after_chunks: 4 }).await;
+}
+
+#[tokio::test]
+async fn a_stream_gone_silent_continues_after_the_idle_timeout() {
+    continued_after(Fault::StallMidStream { after_chunks: 3, duration: Duration::from_secs(5) }).await;
+}
+
+#[tokio::test]
+async fn a_stream_ending_in_an_error_event_continues() {
+    continued_after(Fault::ErrorMidStream { after_chunks: 5 }).await;
+}
+
+#[tokio::test]
+async fn anthropic_continues_from_a_prefill_without_restating() {
+    let h = harness().await;
+    h.upstream.state.push_fault(Some("first-up"), Fault::CutMidStream { after_chunks: 4 });
+    let resp = h.chat(streamed("resilient-claude")).await;
+    let (chunks, done) = payloads(&sse_events(resp).await);
+    assert!(done);
+    let text = one_chat_stream(&chunks);
+    let requests = h.upstream.state.requests();
+    let last = &requests.last().unwrap().body;
+    assert_eq!(last["messages"].as_array().unwrap().last().unwrap()["role"], "assistant", "a prefill: {last}");
+    assert!(reads_on(&text), "{text:?}");
+    assert_eq!(text.split_whitespace().count(), partial_sent_upstream(&h).split_whitespace().count() + 24);
+}
+
+#[tokio::test]
+async fn the_messages_door_reads_one_message_across_the_seam() {
+    let h = harness().await;
+    h.upstream.state.push_fault(Some("first-up"), Fault::CutMidStream { after_chunks: 4 });
+    let resp = h
+        .client
+        .post(h.url("/v1/messages"))
+        .header("x-api-key", MASTER_KEY)
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model": "resilient", "max_tokens": 200, "stream": true,
+                      "messages": [{"role": "user", "content": "Tell me about the gateway"}]}))
+        .send()
+        .await
+        .unwrap();
+    let events = sse_events(resp).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e.event.as_deref().unwrap_or("")).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "message_start").count(), 1, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "message_stop").count(), 1, "{kinds:?}");
+    assert!(!kinds.contains(&"error"), "{kinds:?}");
+    let data: Vec<Value> = events.iter().map(|e| serde_json::from_str(&e.data).unwrap()).collect();
+    let text: String = data
+        .iter()
+        .filter(|d| d["type"] == "content_block_delta")
+        .inspect(|d| assert_eq!(d["index"], 0, "one text block"))
+        .filter_map(|d| d["delta"]["text"].as_str())
+        .collect();
+    assert!(reads_on(&text), "{text:?}");
+    assert_eq!(text.split_whitespace().count(), partial_sent_upstream(&h).split_whitespace().count() + 24);
+}
+
+#[tokio::test]
+async fn the_gemini_door_reads_one_answer_across_the_seam() {
+    let h = harness().await;
+    h.upstream.state.push_fault(Some("first-up"), Fault::CutMidStream { after_chunks: 4 });
+    let resp = h
+        .client
+        .post(h.url("/v1beta/models/resilient:streamGenerateContent?alt=sse"))
+        .header("x-goog-api-key", MASTER_KEY)
+        .json(&json!({"contents": [{"role": "user", "parts": [{"text": "Tell me about the gateway"}]}]}))
+        .send()
+        .await
+        .unwrap();
+    let (frames, _) = payloads(&sse_events(resp).await);
+    assert!(frames.iter().all(|f| f.get("error").is_none()), "{frames:?}");
+    let finishes = frames.iter().filter(|f| f["candidates"][0]["finishReason"].is_string()).count();
+    assert_eq!(finishes, 1);
+    let text: String =
+        frames.iter().filter_map(|f| f["candidates"][0]["content"]["parts"][0]["text"].as_str()).collect();
+    assert!(reads_on(&text), "{text:?}");
+    assert_eq!(text.split_whitespace().count(), partial_sent_upstream(&h).split_whitespace().count() + 24);
+}
+
+#[tokio::test]
+async fn the_responses_door_continues_the_same_item_and_sequence() {
+    let h = harness().await;
+    h.upstream.state.push_fault(Some("claude-first-up"), Fault::CutMidStream { after_chunks: 5 });
+    let resp = h
+        .post("/v1/responses")
+        .json(&json!({"model": "claude-pair", "stream": true, "input": "Tell me about the gateway"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let events = sse_events(resp).await;
+    let data: Vec<Value> = events.iter().map(|e| serde_json::from_str(&e.data).unwrap()).collect();
+    let kinds: Vec<&str> = data.iter().filter_map(|d| d["type"].as_str()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "response.created").count(), 1, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "response.completed").count(), 1, "{kinds:?}");
+    assert!(!kinds.iter().any(|k| k.contains("error") || *k == "response.failed"), "{kinds:?}");
+    let seq: Vec<u64> = data.iter().filter_map(|d| d["sequence_number"].as_u64()).collect();
+    assert!(seq.windows(2).all(|w| w[1] == w[0] + 1), "sequence numbers continue: {seq:?}");
+    let deltas: Vec<&Value> = data.iter().filter(|d| d["type"] == "response.output_text.delta").collect();
+    let items: std::collections::HashSet<&str> = deltas.iter().filter_map(|d| d["item_id"].as_str()).collect();
+    assert_eq!(items.len(), 1, "one message item");
+    let text: String = deltas.iter().filter_map(|d| d["delta"].as_str()).collect();
+    assert!(reads_on(&text), "{text:?}");
+    assert_eq!(text.split_whitespace().count(), partial_sent_upstream(&h).split_whitespace().count() + 24);
+    let done = data.iter().find(|d| d["type"] == "response.completed").unwrap();
+    assert_eq!(done["response"]["output"][0]["content"][0]["text"].as_str(), Some(text.as_str()));
+}
+
+#[tokio::test]
+async fn no_continuation_with_a_tool_call_open_or_when_the_caller_opts_out() {
+    let h = harness().await;
+    let mut with_tools = streamed("resilient");
+    with_tools["tools"] = json!([{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object",
+        "properties": {"q": {"type": "string"}}}}}]);
+    with_tools["tool_choice"] = json!("required");
+    for (body, opt_out) in [(with_tools, false), (streamed("resilient"), true)] {
+        h.upstream.state.push_fault(Some("first-up"), Fault::CutMidStream { after_chunks: 3 });
+        let before = h.upstream.state.requests().len();
+        let mut req = h.post("/v1/chat/completions").json(&body);
+        if opt_out {
+            req = req.header("x-switchyard-continuation", "off");
+        }
+        let (chunks, done) = payloads(&sse_events(req.send().await.unwrap()).await);
+        assert!(!done, "no [DONE] after a failure");
+        assert!(chunks.last().unwrap().get("error").is_some(), "ends with the error event: {chunks:?}");
+        assert_eq!(h.upstream.state.requests().len(), before + 1, "no second attempt");
+    }
+}
