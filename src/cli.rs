@@ -292,6 +292,7 @@ async fn keys_command(action: KeysCommand) -> anyhow::Result<()> {
                                 blocked_providers: "[]".into(),
                                 allow_cheaper_swaps: false,
                                 model_fallbacks: true,
+                                stream_continuation: true,
                                 created_at: now,
                                 updated_at: now,
                             };

@@ -53,6 +53,8 @@ pub struct OrganizationRow {
     pub allow_cheaper_swaps: bool,
     /// A plain model name may be answered by the next model of its fallback chain.
     pub model_fallbacks: bool,
+    /// A stream whose provider fails mid-way may continue on the next target.
+    pub stream_continuation: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -184,7 +186,7 @@ impl Store {
 
     pub async fn insert_organization(&self, org: &OrganizationRow) -> Result<(), StoreError> {
         const SQL: &str = "INSERT INTO organizations (id, name, blocked_providers, allow_cheaper_swaps, created_at, updated_at, \
-                           model_fallbacks) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+                           model_fallbacks, stream_continuation) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
         on_pool!(
             self,
             |pool, sql| {
@@ -196,6 +198,7 @@ impl Store {
                     .bind(org.created_at)
                     .bind(org.updated_at)
                     .bind(org.model_fallbacks)
+                    .bind(org.stream_continuation)
                     .execute(pool)
                     .await
                     .map(|_| ())
@@ -247,7 +250,7 @@ impl Store {
 
     pub async fn update_organization(&self, org: &OrganizationRow) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE organizations SET name = $2, blocked_providers = $3, allow_cheaper_swaps = $4, updated_at = $5, \
-                           model_fallbacks = $6 WHERE id = $1";
+                           model_fallbacks = $6, stream_continuation = $7 WHERE id = $1";
         let done = on_pool!(
             self,
             |pool, sql| {
@@ -258,6 +261,7 @@ impl Store {
                     .bind(org.allow_cheaper_swaps)
                     .bind(org.updated_at)
                     .bind(org.model_fallbacks)
+                    .bind(org.stream_continuation)
                     .execute(pool)
                     .await
                     .map(|r| r.rows_affected())

@@ -70,20 +70,21 @@ impl KeyCache {
         let ticket = self.next_ticket.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         let rows = store.active_keys().await?;
         let plans: HashMap<String, PlanRow> = store.plans().await?.into_iter().map(|p| (p.name.clone(), p)).collect();
-        let orgs: HashMap<String, (Vec<String>, bool, bool)> = store
+        let orgs: HashMap<String, (Vec<String>, bool, bool, bool)> = store
             .all_organizations()
             .await?
             .into_iter()
             .map(|o| {
                 let blocked = serde_json::from_str(&o.blocked_providers).unwrap_or_default();
-                (o.id, (blocked, o.allow_cheaper_swaps, o.model_fallbacks))
+                (o.id, (blocked, o.allow_cheaper_swaps, o.model_fallbacks, o.stream_continuation))
             })
             .collect();
         let mut map: HashMap<String, Arc<ActiveKey>> = HashMap::new();
         for r in rows {
             let previous = r.previous_hash.clone().zip(r.previous_expires_at);
             let mut key = active(r.clone(), &plans);
-            if let Some((blocked, swaps, fallbacks)) = orgs.get(&key.organization_id) {
+            if let Some((blocked, swaps, fallbacks, continuation)) = orgs.get(&key.organization_id) {
+                key.caller.no_stream_continuation = !continuation;
                 key.caller.blocked_providers.clone_from(blocked);
                 key.caller.cheaper_swaps = *swaps;
                 key.caller.exact_model = !fallbacks;
@@ -127,6 +128,7 @@ fn active(r: KeyRow, plans: &HashMap<String, PlanRow>) -> ActiveKey {
             plan_alias: plan.and_then(|p| p.public_alias.clone()),
             cheaper_swaps: false,
             exact_model: false,
+            no_stream_continuation: false,
             priced_only: limits.budget_micros.is_some(),
         },
         organization_id: r.organization_id,

@@ -171,6 +171,9 @@ pub struct AliasConfig {
     /// Set for names kept for old callers: the message says what to use instead.
     pub deprecated: Option<String>,
     pub note: Option<String>,
+    /// A stream whose provider fails mid-way continues on the next target (on by default).
+    #[serde(default = "yes")]
+    pub continue_streams: bool,
     #[serde(skip)]
     pub origin: String,
 }
@@ -390,4 +393,8 @@ fn cycle_through(root: &str, aliases: &HashMap<&str, &AliasConfig>) -> Option<Ve
     }
     let mut path = vec![root.to_owned()];
     walk(root, root, aliases, &mut path).then_some(path)
+}
+
+fn yes() -> bool {
+    true
 }

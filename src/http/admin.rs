@@ -130,6 +130,8 @@ pub struct NewOrganization {
     allow_cheaper_swaps: bool,
     #[serde(default = "yes")]
     model_fallbacks: bool,
+    #[serde(default = "yes")]
+    stream_continuation: bool,
 }
 
 fn yes() -> bool {
@@ -150,6 +152,7 @@ pub async fn create_organization(
         blocked_providers: serde_json::to_string(&req.blocked_providers).unwrap_or_else(|_| "[]".into()),
         allow_cheaper_swaps: req.allow_cheaper_swaps,
         model_fallbacks: req.model_fallbacks,
+        stream_continuation: req.stream_continuation,
         created_at: now,
         updated_at: now,
     };
@@ -164,6 +167,7 @@ fn organization_json(org: &OrganizationRow) -> Value {
         "id": org.id, "object": "organization", "name": org.name,
         "blocked_providers": serde_json::from_str::<Value>(&org.blocked_providers).unwrap_or(json!([])),
         "allow_cheaper_swaps": org.allow_cheaper_swaps, "model_fallbacks": org.model_fallbacks,
+        "stream_continuation": org.stream_continuation,
         "created_at": org.created_at, "updated_at": org.updated_at,
     })
 }
@@ -198,6 +202,7 @@ pub struct OrganizationPatch {
     blocked_providers: Option<Vec<String>>,
     allow_cheaper_swaps: Option<bool>,
     model_fallbacks: Option<bool>,
+    stream_continuation: Option<bool>,
 }
 
 pub async fn update_organization(
@@ -221,6 +226,9 @@ pub async fn update_organization(
     }
     if let Some(on) = patch.model_fallbacks {
         org.model_fallbacks = on;
+    }
+    if let Some(on) = patch.stream_continuation {
+        org.stream_continuation = on;
     }
     org.updated_at = now_ms();
     state.store.update_organization(&org).await?;

@@ -172,9 +172,7 @@ pub(super) async fn serve_chat<P: Passthrough>(
         }
         Answer::Stream(stream, leading) => {
             // A translated stream can go on from another target if its provider fails mid-way.
-            let resume: Option<Box<dyn resume::Resumable<ChatChunk>>> = (!resume::opted_out(headers)
-                && !rest.is_empty())
-            .then(|| {
+            let resume: Option<Box<dyn resume::Resumable<ChatChunk>>> = (!rest.is_empty()).then(|| {
                 Box::new(resume::Resume::new(req, target.clone(), rest.clone(), state.router.breaker, deadline)) as _
             });
             return Ok(relay::respond_resumable(

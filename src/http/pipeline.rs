@@ -70,7 +70,8 @@ pub(super) struct Served<T> {
     pub target: Arc<ModelEntry>,
     pub usage: UsageGuard,
     pub headers: HeaderMap,
-    /// The plan's targets after the one that answered, for a stream continued mid-way (`http::resume`).
+    /// The plan's targets after the one that answered, where a stream whose provider fails mid-way may
+    /// continue (`http::resume`); empty when the caller, its organisation or the alias turned that off.
     pub rest: Vec<Arc<ModelEntry>>,
     /// The request's deadline across all attempts.
     pub deadline: Instant,
@@ -90,6 +91,9 @@ impl<'s> Pipeline<'s> {
             // Exactly the model asked for: no cheaper swap, no fallback chain.
             caller.cheaper_swaps = false;
             caller.exact_model = true;
+        }
+        if super::resume::opted_out(headers) {
+            caller.no_stream_continuation = true;
         }
         let plan = state.catalog.route(intake.model, &caller, intake.features).await?;
         let ask = admission::ask(intake.features, &plan, intake.prompts, intake.choices);
@@ -129,7 +133,10 @@ impl<'s> Pipeline<'s> {
                     route_headers(&mut headers, &plan, &fallback, &target, state.router.seed_headers);
                     admission::headers(&mut headers, limits.as_ref());
                     let after = plan.targets.iter().position(|t| Arc::ptr_eq(t, &target)).map_or(0, |i| i + 1);
-                    let rest = plan.targets.get(after..).unwrap_or_default().to_vec();
+                    let rest = match plan.continue_streams {
+                        true => plan.targets.get(after..).unwrap_or_default().to_vec(),
+                        false => Vec::new(),
+                    };
                     return Ok(Served { value, target, usage, headers, rest, deadline: fallback.deadline() });
                 }
                 Err(e) => {

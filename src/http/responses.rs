@@ -132,7 +132,6 @@ pub async fn create_response(
     let mut chat = translated.chat;
     crate::schema::strip_own_fields(&mut chat.extra);
     let mut door = Attempts { req, history, input, chat, problem: translated.problem, streamed };
-    let opted_out = super::resume::opted_out(&headers);
     let Served { value, target, mut usage, headers, rest, deadline } = pipeline.run(&mut door).await?;
     let prices = target.prices();
     Ok(match value {
@@ -179,13 +178,17 @@ pub async fn create_response(
             });
             let encoder = ResponsesStream::new(envelope, custom_tools, on_complete);
             // Translated through chat: the stream can go on from another target if its provider fails.
-            let resume: Option<Box<dyn super::resume::Resumable<crate::schema::ChatChunk>>> = (!opted_out
-                && !rest.is_empty())
-            .then(|| {
-                let r =
-                    super::resume::Resume::new(door.chat, target.clone(), rest.clone(), state.router.breaker, deadline);
-                Box::new(r) as _
-            });
+            let resume: Option<Box<dyn super::resume::Resumable<crate::schema::ChatChunk>>> =
+                (!rest.is_empty()).then(|| {
+                    let r = super::resume::Resume::new(
+                        door.chat,
+                        target.clone(),
+                        rest.clone(),
+                        state.router.breaker,
+                        deadline,
+                    );
+                    Box::new(r) as _
+                });
             let served = Served { value: (stream, leading), target, usage, headers, rest, deadline };
             relay::respond_resumable(&state, served, Box::new(encoder), resume)
         }

@@ -102,6 +102,8 @@ pub struct AliasEntry {
     pub content_policy_chain: Vec<Arc<ModelEntry>>,
     pub deprecated: Option<String>,
     pub note: Option<String>,
+    /// A stream served through the alias may continue on its next target if a provider fails mid-way.
+    pub continue_streams: bool,
 }
 
 /// Every model, alias and tier a caller can ask for, in configuration order.
@@ -183,6 +185,7 @@ impl Catalog {
                 content_policy_chain: expand(&a.content_policy_targets),
                 deprecated: a.deprecated.clone(),
                 note: a.note.clone(),
+                continue_streams: a.continue_streams,
             });
             c.alias_by_name.insert(entry.name.clone(), entry.clone());
             c.aliases.push(entry);

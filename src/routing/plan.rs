@@ -35,6 +35,9 @@ pub struct Caller {
     /// A plain model name is served by that model only, not by its fallback chain (the request said
     /// `x-gateway-routing: explicit`, or the organisation turned model fallbacks off).
     pub exact_model: bool,
+    /// A stream whose provider fails mid-way ends with an error event rather than continuing on the
+    /// next target (the organisation turned continuation off, or the request did).
+    pub no_stream_continuation: bool,
 }
 
 /// A request opts out of cheaper swaps with `x-gateway-routing: explicit` (or `x-switchyard-routing`).
@@ -248,6 +251,9 @@ pub struct RoutePlan {
     pub swap: Option<String>,
     /// What `auto` decided, when the caller asked for it.
     pub auto: Option<super::auto::AutoDecision>,
+    /// A stream may continue on the next target if its provider fails mid-way: not when the caller,
+    /// its organisation or the alias asked for said no.
+    pub continue_streams: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -455,6 +461,8 @@ impl Catalog {
             deprecated,
             swap,
             auto,
+            continue_streams: !caller.no_stream_continuation
+                && self.alias(effective).is_none_or(|a| a.continue_streams),
         })
     }
 

@@ -44,6 +44,11 @@ name = "resilient"
 targets = ["first-model", "second-model"]
 
 [[aliases]]
+name = "no-resume"
+targets = ["first-model", "second-model"]
+continue_streams = false
+
+[[aliases]]
 name = "resilient-claude"
 targets = ["first-model", "claude-next"]
 "#;
@@ -272,23 +277,52 @@ async fn the_responses_door_continues_the_same_item_and_sequence() {
     assert_eq!(done["response"]["output"][0]["content"][0]["text"].as_str(), Some(text.as_str()));
 }
 
+/// A stream that cannot be continued ends with the error event, after one upstream attempt.
+async fn ends_in_error(h: &Harness, req: reqwest::RequestBuilder) {
+    h.upstream.state.push_fault(Some("first-up"), Fault::CutMidStream { after_chunks: 3 });
+    let before = h.upstream.state.requests().len();
+    let (chunks, done) = payloads(&sse_events(req.send().await.unwrap()).await);
+    assert!(!done, "no [DONE] after a failure");
+    assert!(chunks.last().unwrap().get("error").is_some(), "ends with the error event: {chunks:?}");
+    assert_eq!(h.upstream.state.requests().len(), before + 1, "no second attempt");
+}
+
 #[tokio::test]
-async fn no_continuation_with_a_tool_call_open_or_when_the_caller_opts_out() {
+async fn no_continuation_with_a_tool_call_open_or_when_the_caller_its_organisation_or_the_alias_opts_out() {
     let h = harness().await;
     let mut with_tools = streamed("resilient");
     with_tools["tools"] = json!([{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object",
         "properties": {"q": {"type": "string"}}}}}]);
     with_tools["tool_choice"] = json!("required");
-    for (body, opt_out) in [(with_tools, false), (streamed("resilient"), true)] {
+    ends_in_error(&h, h.post("/v1/chat/completions").json(&with_tools)).await;
+    let opted_out = h.post("/v1/chat/completions").header("x-switchyard-continuation", "off");
+    ends_in_error(&h, opted_out.json(&streamed("resilient"))).await;
+    ends_in_error(&h, h.post("/v1/chat/completions").json(&streamed("no-resume"))).await;
+    let org = h.new_org(json!({"name": "No Seams", "stream_continuation": false})).await;
+    assert_eq!(org["stream_continuation"], false);
+    let (_, secret) = h.new_key(&org, json!({})).await;
+    let as_org = h.client.post(h.url("/v1/chat/completions")).bearer_auth(&secret);
+    ends_in_error(&h, as_org.json(&streamed("resilient"))).await;
+    // The same organisation turned back on: the stream continues.
+    let resp = h
+        .client
+        .patch(h.url(&format!("/admin/v1/organizations/{}", org["id"].as_str().unwrap())))
+        .bearer_auth(MASTER_KEY)
+        .json(&json!({"stream_continuation": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut continued = false;
+    for _ in 0..100 {
         h.upstream.state.push_fault(Some("first-up"), Fault::CutMidStream { after_chunks: 3 });
-        let before = h.upstream.state.requests().len();
-        let mut req = h.post("/v1/chat/completions").json(&body);
-        if opt_out {
-            req = req.header("x-switchyard-continuation", "off");
+        let req = h.client.post(h.url("/v1/chat/completions")).bearer_auth(&secret).json(&streamed("resilient"));
+        let (_, done) = payloads(&sse_events(req.send().await.unwrap()).await);
+        if done {
+            continued = true;
+            break;
         }
-        let (chunks, done) = payloads(&sse_events(req.send().await.unwrap()).await);
-        assert!(!done, "no [DONE] after a failure");
-        assert!(chunks.last().unwrap().get("error").is_some(), "ends with the error event: {chunks:?}");
-        assert_eq!(h.upstream.state.requests().len(), before + 1, "no second attempt");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert!(continued, "continues once the key cache has the organisation's new setting");
 }

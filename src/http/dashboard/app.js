@@ -91,6 +91,7 @@ async function loadOrgs() {
     cell(tr, (o.blocked_providers || []).join(", ") || "none");
     cell(tr, o.allow_cheaper_swaps ? "on" : "off");
     cell(tr, o.model_fallbacks === false ? "off" : "on");
+    cell(tr, o.stream_continuation === false ? "off" : "on");
     cell(tr, when(o.created_at));
     const actions = document.createElement("td");
     actions.appendChild(button(o.allow_cheaper_swaps ? "Turn swaps off" : "Turn swaps on", "secondary", () =>
@@ -102,6 +103,12 @@ async function loadOrgs() {
     actions.appendChild(button(fallbacks ? "Turn fallbacks off" : "Turn fallbacks on", "secondary", () =>
       guarded(async () => {
         await api("PATCH", "/admin/v1/organizations/" + encodeURIComponent(o.id), { model_fallbacks: !fallbacks });
+        await loadOrgs();
+      })));
+    const continuation = o.stream_continuation !== false;
+    actions.appendChild(button(continuation ? "Turn continuation off" : "Turn continuation on", "secondary", () =>
+      guarded(async () => {
+        await api("PATCH", "/admin/v1/organizations/" + encodeURIComponent(o.id), { stream_continuation: !continuation });
         await loadOrgs();
       })));
     tr.appendChild(actions);
