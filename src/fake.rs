@@ -431,6 +431,11 @@ impl Reply {
         let tool_calls = tool_calls_for(body, messages);
         if !tool_calls.is_empty() {
             reply.completion_tokens = tool_calls.iter().map(|(n, a)| (n.len() + a.len()).div_ceil(4) as u64).sum();
+            // Asked to "think aloud", it says a few words before its calls, as some models do.
+            if last_text.to_ascii_lowercase().contains("think aloud") {
+                reply.tokens = ["Let", " me", " check."].map(str::to_owned).to_vec();
+                reply.completion_tokens += 3;
+            }
             reply.tool_calls = tool_calls;
             reply.finish_reason = "tool_calls";
             return reply;

@@ -292,9 +292,9 @@ impl UsageGuard {
         prices: Prices,
         error: String,
         extra_prompt_tokens: u64,
-    ) -> Option<Segment> {
+    ) {
         let used = self.used(true, Outcome::Interrupted);
-        let r = self.record.as_mut()?;
+        let Some(r) = self.record.as_mut() else { return };
         let segment = Segment {
             model: r.served_model.clone().unwrap_or_default(),
             provider: r.provider.clone().unwrap_or_default(),
@@ -305,13 +305,17 @@ impl UsageGuard {
             usage_source: used.source,
             error,
         };
-        r.continued_from.push(segment.clone());
+        r.continued_from.push(segment);
         self.provider_usage = None;
         self.usage_final = false;
         self.streamed_chars = 0;
         self.estimated_prompt_tokens += extra_prompt_tokens;
         self.set_served(model, provider, prices);
-        Some(segment)
+    }
+
+    /// The earlier attempts of a continued stream, oldest first (empty for one served by one attempt).
+    pub fn continued(&self) -> &[Segment] {
+        self.record.as_ref().map_or(&[], |r| r.continued_from.as_slice())
     }
 
     /// An upstream call made for the request that produced nothing (a continuation that did not start).

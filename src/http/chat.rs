@@ -152,7 +152,7 @@ pub(super) async fn serve_chat<P: Passthrough>(
     }
     let ChatDoor { dialect, native, problem } = door;
     let mut attempt = Attempt { req: &mut req, native: native.as_ref(), problem: problem.as_ref() };
-    let Served { value, target, mut usage, headers: response_headers, rest, deadline } =
+    let Served { value, target, mut usage, headers: response_headers, mut rest, deadline } =
         pipeline.run(&mut attempt).await?;
     let (body, cost) = match value {
         Answer::Whole(mut resp) => {
@@ -173,7 +173,13 @@ pub(super) async fn serve_chat<P: Passthrough>(
         Answer::Stream(stream, leading) => {
             // A translated stream can go on from another target if its provider fails mid-way.
             let resume: Option<Box<dyn resume::Resumable<ChatChunk>>> = (!rest.is_empty()).then(|| {
-                Box::new(resume::Resume::new(req, target.clone(), rest.clone(), state.router.breaker, deadline)) as _
+                Box::new(resume::Resume::new(
+                    req,
+                    target.clone(),
+                    std::mem::take(&mut rest),
+                    state.router.breaker,
+                    deadline,
+                )) as _
             });
             return Ok(relay::respond_resumable(
                 state,

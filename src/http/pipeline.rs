@@ -132,9 +132,12 @@ impl<'s> Pipeline<'s> {
                     let mut headers = HeaderMap::new();
                     route_headers(&mut headers, &plan, &fallback, &target, state.router.seed_headers);
                     admission::headers(&mut headers, limits.as_ref());
-                    let after = plan.targets.iter().position(|t| Arc::ptr_eq(t, &target)).map_or(0, |i| i + 1);
-                    let rest = match plan.continue_streams {
-                        true => plan.targets.get(after..).unwrap_or_default().to_vec(),
+                    // Where a stream may continue if its provider fails mid-way (`http::resume`).
+                    let rest = match streamed && plan.continue_streams {
+                        true => {
+                            let after = plan.targets.iter().position(|t| Arc::ptr_eq(t, &target)).map_or(0, |i| i + 1);
+                            plan.targets.get(after..).unwrap_or_default().to_vec()
+                        }
                         false => Vec::new(),
                     };
                     return Ok(Served { value, target, usage, headers, rest, deadline: fallback.deadline() });

@@ -261,7 +261,7 @@ impl<I: Relayed> Relay<I> {
             None => self.encoder.chunk(&item, &mut frames),
             Some(resume) => {
                 let mut items = Vec::with_capacity(1);
-                resume.pass(item, &mut items);
+                resume.pass(item, &self.usage, &mut items);
                 for item in &items {
                     self.encoder.chunk(item, &mut frames);
                 }

@@ -28,7 +28,7 @@ use crate::providers::exec::{self, ChunkStream};
 use crate::routing::ModelEntry;
 use crate::routing::breaker::{BreakerConfig, Gate};
 use crate::schema::{ChatChunk, ChatRequest, ChunkChoice, Delta};
-use crate::usage::{Prices, UsageGuard};
+use crate::usage::{Prices, Segment, UsageGuard};
 
 /// Continuations one request may make.
 pub const MAX_CONTINUATIONS: u8 = 2;
@@ -46,8 +46,8 @@ pub(super) type Resumed<I> = (ChunkStream<I>, VecDeque<I>, Prices);
 
 /// What the relay asks of a stream that may go on elsewhere.
 pub(super) trait Resumable<I: crate::protocols::StreamItem>: Send {
-    /// Each item on its way to the client, after the books saw it: what to render in its place.
-    fn pass(&mut self, item: I, out: &mut Vec<I>);
+    /// Each item on its way to the client, after the books (`usage`) saw it: what to render in its place.
+    fn pass(&mut self, item: I, usage: &UsageGuard, out: &mut Vec<I>);
     /// At the stream's proper end: anything still held back.
     fn flush(&mut self, out: &mut Vec<I>);
     /// After the stream failed with `e`: the stream that continues it, when it can be continued.
@@ -64,9 +64,8 @@ pub(super) struct Resume {
     breaker: BreakerConfig,
     /// The request's deadline across all attempts.
     deadline: Instant,
-    left: u8,
-    /// The first stream's id and creation time, which the continuation's chunks take.
-    first: Option<(String, u64)>,
+    /// The first stream's id, creation time and (public) model, which the continuation's chunks take.
+    first: Option<(String, u64, String)>,
     /// The answer's text as the client has it.
     sent: String,
     /// Why the answer cannot be continued, once something makes it so.
@@ -75,9 +74,6 @@ pub(super) struct Resume {
     finished: bool,
     /// After a continuation began: its text held back until the seam is decided.
     held: Option<String>,
-    /// What the earlier attempts used, for the client's usage.
-    prior: (u64, u64, Option<i64>),
-    from: Vec<Value>,
 }
 
 impl Resume {
@@ -95,20 +91,13 @@ impl Resume {
             current,
             breaker,
             deadline,
-            left: MAX_CONTINUATIONS,
             first: None,
             sent: String::new(),
             blocked,
             reasoning_open: false,
             finished: false,
             held: None,
-            prior: (0, 0, Some(0)),
-            from: Vec::new(),
         }
-    }
-
-    fn continued(&self) -> bool {
-        !self.from.is_empty()
     }
 
     /// Notes what the client is about to get, so a continuation knows where the answer stands.
@@ -134,9 +123,10 @@ impl Resume {
         }
     }
 
-    /// A chunk of the continuation made to read as the first stream's.
-    fn as_first(&self, c: &mut ChatChunk) {
-        if let Some((id, created)) = &self.first {
+    /// A chunk of the continuation made to read as the first stream's; its usage (the last chunk's)
+    /// becomes the whole request's: the earlier attempts' tokens and cost added, and where they came from.
+    fn as_first(&self, c: &mut ChatChunk, earlier: &[Segment]) {
+        if let Some((id, created, _)) = &self.first {
             c.id.clone_from(id);
             c.created = *created;
         }
@@ -144,33 +134,35 @@ impl Resume {
             choice.delta.role = None;
         }
         if let Some(u) = &mut c.usage {
-            let (prompt, completion, cost) = self.prior;
-            u.prompt_tokens += prompt;
-            u.completion_tokens += completion;
-            u.total_tokens += prompt + completion;
-            let this = u.extra.get("cost").and_then(Value::as_f64);
-            match (this, cost) {
-                (Some(usd), Some(micros)) => relay::put_cost(&mut u.extra, (usd * 1e6).round() as i64 + micros),
-                _ => {
+            for s in earlier {
+                u.prompt_tokens += s.prompt_tokens;
+                u.completion_tokens += s.completion_tokens;
+                u.total_tokens += s.prompt_tokens + s.completion_tokens;
+            }
+            let this = u.extra.get("cost").and_then(Value::as_f64).map(|usd| (usd * 1e6).round() as i64);
+            let before = earlier.iter().try_fold(0, |sum, s| Some(sum + s.cost_micros?));
+            match this.zip(before) {
+                Some((this, before)) => relay::put_cost(&mut u.extra, this + before),
+                None => {
                     u.extra.remove("cost");
                 }
             }
-            u.extra.insert("continuation".to_owned(), json!({"count": self.from.len(), "from": self.from}));
+            let from: Vec<Value> =
+                earlier.iter().map(|s| json!({"model": s.model, "provider": s.provider, "error": s.error})).collect();
+            u.extra.insert("continuation".to_owned(), json!({"count": earlier.len(), "from": from}));
         }
     }
 
-    /// Releases the held continuation text, trimmed at the seam, as one chunk shaped like `like`.
-    fn release(&mut self, like: &ChatChunk, out: &mut Vec<ChatChunk>) {
+    /// Releases the held continuation text, trimmed at the seam, as a chunk of the first stream.
+    fn release(&mut self, out: &mut Vec<ChatChunk>) {
         let Some(held) = self.held.take() else { return };
         let text = &held[continuation::seam(&self.sent, &held)..];
-        if text.is_empty() {
-            return;
-        }
+        let Some((id, created, model)) = self.first.clone().filter(|_| !text.is_empty()) else { return };
         let chunk = ChatChunk {
-            id: like.id.clone(),
-            object: like.object.clone(),
-            created: like.created,
-            model: like.model.clone(),
+            id,
+            object: "chat.completion.chunk".to_owned(),
+            created,
+            model,
             choices: vec![ChunkChoice {
                 index: 0,
                 delta: Delta { content: Some(text.to_owned()), ..Delta::default() },
@@ -186,23 +178,24 @@ impl Resume {
 }
 
 impl Resumable<ChatChunk> for Resume {
-    fn pass(&mut self, mut c: ChatChunk, out: &mut Vec<ChatChunk>) {
+    fn pass(&mut self, mut c: ChatChunk, usage: &UsageGuard, out: &mut Vec<ChatChunk>) {
         if self.first.is_none() && !c.id.is_empty() {
-            self.first = Some((c.id.clone(), c.created));
+            self.first = Some((c.id.clone(), c.created, c.model.clone()));
         }
-        if !self.continued() {
+        let earlier = usage.continued();
+        if earlier.is_empty() {
             self.note(&c);
             out.push(c);
             return;
         }
-        self.as_first(&mut c);
+        self.as_first(&mut c, earlier);
         if let Some(held) = &mut self.held {
             if let Some(text) = c.choices.first_mut().and_then(|ch| ch.delta.content.take()) {
                 held.push_str(&text);
             }
             let ending = c.usage.is_some() || c.choices.iter().any(|ch| ch.finish_reason.is_some());
             if held.len() >= continuation::seam_window(&self.sent) || ending {
-                self.release(&c, out);
+                self.release(out);
             }
         }
         let empty = c.usage.is_none() && c.choices.iter().all(|ch| ch.finish_reason.is_none() && ch.delta.is_empty());
@@ -213,18 +206,7 @@ impl Resumable<ChatChunk> for Resume {
     }
 
     fn flush(&mut self, out: &mut Vec<ChatChunk>) {
-        if self.held.is_some() {
-            let like = ChatChunk {
-                id: self.first.as_ref().map(|f| f.0.clone()).unwrap_or_default(),
-                object: "chat.completion.chunk".to_owned(),
-                created: self.first.as_ref().map_or(0, |f| f.1),
-                model: String::new(),
-                choices: Vec::new(),
-                usage: None,
-                extra: Default::default(),
-            };
-            self.release(&like, out);
-        }
+        self.release(out);
     }
 
     fn resume<'a>(
@@ -233,7 +215,7 @@ impl Resumable<ChatChunk> for Resume {
         usage: &'a mut UsageGuard,
     ) -> BoxFuture<'a, Option<Resumed<ChatChunk>>> {
         Box::pin(async move {
-            let why_not = if self.left == 0 {
+            let why_not = if usage.continued().len() >= usize::from(MAX_CONTINUATIONS) {
                 Some("it was continued twice already")
             } else if let Some(blocked) = self.blocked {
                 Some(blocked)
@@ -276,28 +258,12 @@ impl Resumable<ChatChunk> for Resume {
                 match opened {
                     Ok((stream, leading)) => {
                         target.breaker.record_success();
+                        // The new prompt also carries the partial answer (and, without a prefill, a short
+                        // instruction): its estimate if the provider never reports.
                         let extra = self.sent.len().div_ceil(4) as u64 + 64;
-                        let label = e.label();
-                        if let Some(s) = usage.continue_with(
-                            &target.name,
-                            &target.provider.name,
-                            target.prices(),
-                            label.clone(),
-                            extra,
-                        ) {
-                            self.prior.0 += s.prompt_tokens;
-                            self.prior.1 += s.completion_tokens;
-                            self.prior.2 = self.prior.2.zip(s.cost_micros).map(|(a, b)| a + b);
-                        }
-                        self.from.push(json!({
-                            "model": self.current.name,
-                            "provider": self.current.provider.name,
-                            "error": label,
-                            "text_bytes": self.sent.len(),
-                        }));
+                        usage.continue_with(&target.name, &target.provider.name, target.prices(), e.label(), extra);
                         tracing::info!(from = %self.current.name, to = %target.name, error = %e, "stream continued on another target");
                         self.current = target.clone();
-                        self.left -= 1;
                         self.held = Some(String::new());
                         return Some((stream, leading, target.prices()));
                     }

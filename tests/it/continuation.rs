@@ -108,22 +108,22 @@ fn one_chat_stream(chunks: &[Value]) -> String {
 
 async fn ledger_row(h: &Harness, request_id: &str) -> Value {
     for _ in 0..200 {
-        let page: Value = h
-            .client
-            .get(h.url(&format!("/admin/v1/usage/requests?request_id={request_id}")))
-            .bearer_auth(MASTER_KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = h.get_json(&format!("/admin/v1/usage/requests?request_id={request_id}")).await;
         if let Some(row) = page["data"].as_array().and_then(|rows| rows.first()) {
             return row.clone();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("no ledger row for {request_id}");
+}
+
+/// `text` is the partial answer the continuation was given followed by the fake's 24 further words,
+/// no word repeated or missing at the seam.
+fn continues_the_partial_answer(h: &Harness, text: &str) {
+    assert!(reads_on(text), "no repeated or missing words: {text:?}");
+    let partial = partial_sent_upstream(h);
+    assert!(!partial.is_empty() && text.starts_with(partial.trim_end()), "{text:?} continues {partial:?}");
+    assert_eq!(text.split_whitespace().count(), partial.split_whitespace().count() + 24, "{text:?}");
 }
 
 async fn continued_after(fault: Fault) {
@@ -135,12 +135,8 @@ async fn continued_after(fault: Fault) {
     let request_id = header(&resp, "x-request-id");
     let (chunks, done) = payloads(&sse_events(resp).await);
     assert!(done, "ends with [DONE]");
-    let text = one_chat_stream(&chunks);
-    let partial = partial_sent_upstream(&h);
-    assert!(!partial.is_empty() && text.starts_with(&partial), "{text:?} continues {partial:?}");
-    assert!(reads_on(&text), "no repeated or missing words: {text:?}");
-    // The fake answers 24 words, and restated the last three of the partial answer, trimmed at the seam.
-    assert_eq!(text.split_whitespace().count(), partial.split_whitespace().count() + 24, "{text:?}");
+    // The fake restated the last three words of the partial answer: trimmed at the seam.
+    continues_the_partial_answer(&h, &one_chat_stream(&chunks));
     let usage = &chunks.iter().find(|c| c["usage"].is_object()).unwrap()["usage"];
     assert_eq!(usage["continuation"]["count"], 1);
     assert_eq!(usage["continuation"]["from"][0]["model"], "first-model");
@@ -192,8 +188,7 @@ async fn anthropic_continues_from_a_prefill_without_restating() {
     let requests = h.upstream.state.requests();
     let last = &requests.last().unwrap().body;
     assert_eq!(last["messages"].as_array().unwrap().last().unwrap()["role"], "assistant", "a prefill: {last}");
-    assert!(reads_on(&text), "{text:?}");
-    assert_eq!(text.split_whitespace().count(), partial_sent_upstream(&h).split_whitespace().count() + 24);
+    continues_the_partial_answer(&h, &text);
 }
 
 #[tokio::test]
@@ -222,8 +217,7 @@ async fn the_messages_door_reads_one_message_across_the_seam() {
         .inspect(|d| assert_eq!(d["index"], 0, "one text block"))
         .filter_map(|d| d["delta"]["text"].as_str())
         .collect();
-    assert!(reads_on(&text), "{text:?}");
-    assert_eq!(text.split_whitespace().count(), partial_sent_upstream(&h).split_whitespace().count() + 24);
+    continues_the_partial_answer(&h, &text);
 }
 
 #[tokio::test]
@@ -244,8 +238,7 @@ async fn the_gemini_door_reads_one_answer_across_the_seam() {
     assert_eq!(finishes, 1);
     let text: String =
         frames.iter().filter_map(|f| f["candidates"][0]["content"]["parts"][0]["text"].as_str()).collect();
-    assert!(reads_on(&text), "{text:?}");
-    assert_eq!(text.split_whitespace().count(), partial_sent_upstream(&h).split_whitespace().count() + 24);
+    continues_the_partial_answer(&h, &text);
 }
 
 #[tokio::test]
@@ -271,20 +264,25 @@ async fn the_responses_door_continues_the_same_item_and_sequence() {
     let items: std::collections::HashSet<&str> = deltas.iter().filter_map(|d| d["item_id"].as_str()).collect();
     assert_eq!(items.len(), 1, "one message item");
     let text: String = deltas.iter().filter_map(|d| d["delta"].as_str()).collect();
-    assert!(reads_on(&text), "{text:?}");
-    assert_eq!(text.split_whitespace().count(), partial_sent_upstream(&h).split_whitespace().count() + 24);
+    continues_the_partial_answer(&h, &text);
     let done = data.iter().find(|d| d["type"] == "response.completed").unwrap();
     assert_eq!(done["response"]["output"][0]["content"][0]["text"].as_str(), Some(text.as_str()));
 }
 
 /// A stream that cannot be continued ends with the error event, after one upstream attempt.
 async fn ends_in_error(h: &Harness, req: reqwest::RequestBuilder) {
-    h.upstream.state.push_fault(Some("first-up"), Fault::CutMidStream { after_chunks: 3 });
+    let chunks = ends_in_error_after(h, req, 3).await;
+    assert!(chunks.iter().any(|c| c["choices"][0]["delta"]["content"].as_str().is_some_and(|t| !t.is_empty())));
+}
+
+async fn ends_in_error_after(h: &Harness, req: reqwest::RequestBuilder, after_chunks: usize) -> Vec<Value> {
+    h.upstream.state.push_fault(Some("first-up"), Fault::CutMidStream { after_chunks });
     let before = h.upstream.state.requests().len();
     let (chunks, done) = payloads(&sse_events(req.send().await.unwrap()).await);
     assert!(!done, "no [DONE] after a failure");
     assert!(chunks.last().unwrap().get("error").is_some(), "ends with the error event: {chunks:?}");
     assert_eq!(h.upstream.state.requests().len(), before + 1, "no second attempt");
+    chunks
 }
 
 #[tokio::test]
@@ -294,7 +292,12 @@ async fn no_continuation_with_a_tool_call_open_or_when_the_caller_its_organisati
     with_tools["tools"] = json!([{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object",
         "properties": {"q": {"type": "string"}}}}}]);
     with_tools["tool_choice"] = json!("required");
-    ends_in_error(&h, h.post("/v1/chat/completions").json(&with_tools)).await;
+    // Some words, then the call: cut inside the call's arguments, with text already sent.
+    with_tools["messages"][0]["content"] = json!("Look it up, and think aloud");
+    let chunks = ends_in_error_after(&h, h.post("/v1/chat/completions").json(&with_tools), 6).await;
+    let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(text, "Let me check.", "text went out before the call");
+    assert!(chunks.iter().any(|c| c["choices"][0]["delta"]["tool_calls"].is_array()), "the call had begun");
     let opted_out = h.post("/v1/chat/completions").header("x-switchyard-continuation", "off");
     ends_in_error(&h, opted_out.json(&streamed("resilient"))).await;
     ends_in_error(&h, h.post("/v1/chat/completions").json(&streamed("no-resume"))).await;
