@@ -293,6 +293,7 @@ async fn keys_command(action: KeysCommand) -> anyhow::Result<()> {
                                 allow_cheaper_swaps: false,
                                 model_fallbacks: true,
                                 stream_continuation: true,
+                                allowed_regions: crate::tenancy::DEFAULT_REGIONS.into(),
                                 created_at: now,
                                 updated_at: now,
                             };

@@ -16,8 +16,8 @@ pub mod catalog;
 pub mod presets;
 
 pub use catalog::{
-    AliasConfig, Capability, CatalogFile, CatalogSettings, FallbackOverrides, ModelConfig, ModelStatus, ModelTier,
-    Speed, TierConfig,
+    AliasConfig, Capability, CatalogFile, CatalogSettings, FallbackOverrides, GLOBAL_REGION, ModelConfig, ModelStatus,
+    ModelTier, Speed, TierConfig,
 };
 
 /// The shipped default configuration, used when no file is given and `config/switchyard.toml` is absent.
@@ -325,6 +325,9 @@ pub struct ProviderConfig {
     /// (their spending could not be counted); `"free"` lets it, at no charge to the budget.
     #[serde(default)]
     pub budget_unpriced: UnpricedPolicy,
+    /// Where the provider serves its models (`global` when left out; `in`, `cn`, …): a model's region
+    /// unless the catalog names its own.
+    pub region: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -587,6 +590,11 @@ impl Config {
                 && let Err(why) = http_url(url)
             {
                 bad(at("proxy"), why);
+            }
+            if let Some(region) = &p.region
+                && !catalog::valid_region(region)
+            {
+                bad(at("region"), format!("\"{region}\" is not a region name (lowercase letters, digits and '-')"));
             }
             if let Some(path) = &p.tls_ca_file
                 && let Err(why) = load_certificates(path)

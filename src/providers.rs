@@ -70,6 +70,8 @@ pub struct Provider {
     pub unpriced_free: bool,
     /// Resells other labs' models (OpenRouter): fallback chains use it last, as an emergency route.
     pub aggregator: bool,
+    /// Where it serves its models, unless the catalog says otherwise for a model (`global` by default).
+    pub region: String,
 }
 
 impl std::fmt::Debug for Provider {
@@ -154,6 +156,7 @@ impl Provider {
             default_prices: cfg.default_prices,
             unpriced_free: cfg.budget_unpriced == crate::config::UnpricedPolicy::Free,
             aggregator: cfg.preset.as_deref() == Some("openrouter"),
+            region: cfg.region.clone().unwrap_or_else(|| crate::config::GLOBAL_REGION.to_owned()),
         })
     }
 

@@ -55,6 +55,8 @@ pub struct OrganizationRow {
     pub model_fallbacks: bool,
     /// A stream whose provider fails mid-way may continue on the next target.
     pub stream_continuation: bool,
+    /// The regions its traffic may go to, a JSON array (`["global"]` by default).
+    pub allowed_regions: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -186,7 +188,7 @@ impl Store {
 
     pub async fn insert_organization(&self, org: &OrganizationRow) -> Result<(), StoreError> {
         const SQL: &str = "INSERT INTO organizations (id, name, blocked_providers, allow_cheaper_swaps, created_at, updated_at, \
-                           model_fallbacks, stream_continuation) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+                           model_fallbacks, stream_continuation, allowed_regions) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
         on_pool!(
             self,
             |pool, sql| {
@@ -199,6 +201,7 @@ impl Store {
                     .bind(org.updated_at)
                     .bind(org.model_fallbacks)
                     .bind(org.stream_continuation)
+                    .bind(&org.allowed_regions)
                     .execute(pool)
                     .await
                     .map(|_| ())
@@ -250,7 +253,7 @@ impl Store {
 
     pub async fn update_organization(&self, org: &OrganizationRow) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE organizations SET name = $2, blocked_providers = $3, allow_cheaper_swaps = $4, updated_at = $5, \
-                           model_fallbacks = $6, stream_continuation = $7 WHERE id = $1";
+                           model_fallbacks = $6, stream_continuation = $7, allowed_regions = $8 WHERE id = $1";
         let done = on_pool!(
             self,
             |pool, sql| {
@@ -262,6 +265,7 @@ impl Store {
                     .bind(org.updated_at)
                     .bind(org.model_fallbacks)
                     .bind(org.stream_continuation)
+                    .bind(&org.allowed_regions)
                     .execute(pool)
                     .await
                     .map(|r| r.rows_affected())

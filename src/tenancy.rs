@@ -7,9 +7,12 @@
 
 pub use crate::clock::now_ms;
 use crate::keys;
-use crate::store::{KeyRow, PlanRow, Store, StoreError};
+use crate::store::{KeyRow, OrganizationRow, PlanRow, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+
+/// An organisation's allowed regions when it names none: global only.
+pub const DEFAULT_REGIONS: &str = r#"["global"]"#;
 
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
@@ -70,24 +73,22 @@ impl KeyCache {
         let ticket = self.next_ticket.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         let rows = store.active_keys().await?;
         let plans: HashMap<String, PlanRow> = store.plans().await?.into_iter().map(|p| (p.name.clone(), p)).collect();
-        let orgs: HashMap<String, (Vec<String>, bool, bool, bool)> = store
-            .all_organizations()
-            .await?
-            .into_iter()
-            .map(|o| {
-                let blocked = serde_json::from_str(&o.blocked_providers).unwrap_or_default();
-                (o.id, (blocked, o.allow_cheaper_swaps, o.model_fallbacks, o.stream_continuation))
-            })
-            .collect();
+        let orgs: HashMap<String, OrganizationRow> =
+            store.all_organizations().await?.into_iter().map(|o| (o.id.clone(), o)).collect();
         let mut map: HashMap<String, Arc<ActiveKey>> = HashMap::new();
         for r in rows {
             let previous = r.previous_hash.clone().zip(r.previous_expires_at);
             let mut key = active(r.clone(), &plans);
-            if let Some((blocked, swaps, fallbacks, continuation)) = orgs.get(&key.organization_id) {
-                key.caller.no_stream_continuation = !continuation;
-                key.caller.blocked_providers.clone_from(blocked);
-                key.caller.cheaper_swaps = *swaps;
-                key.caller.exact_model = !fallbacks;
+            if let Some(org) = orgs.get(&key.organization_id) {
+                key.caller.no_stream_continuation = !org.stream_continuation;
+                key.caller.blocked_providers = serde_json::from_str(&org.blocked_providers).unwrap_or_default();
+                // Unreadable (never written so): the default, global only.
+                key.caller.allowed_regions = Some(
+                    serde_json::from_str(&org.allowed_regions)
+                        .unwrap_or_else(|_| vec![crate::config::GLOBAL_REGION.to_owned()]),
+                );
+                key.caller.cheaper_swaps = org.allow_cheaper_swaps;
+                key.caller.exact_model = !org.model_fallbacks;
             }
             let key = Arc::new(key);
             map.insert(r.key_hash.clone(), key.clone());
@@ -125,6 +126,7 @@ fn active(r: KeyRow, plans: &HashMap<String, PlanRow>) -> ActiveKey {
         caller: crate::routing::Caller {
             allowed_models: models.clone(),
             blocked_providers: Vec::new(),
+            allowed_regions: Some(vec![crate::config::GLOBAL_REGION.to_owned()]),
             plan_alias: plan.and_then(|p| p.public_alias.clone()),
             cheaper_swaps: false,
             exact_model: false,

@@ -131,6 +131,9 @@ pub struct ModelConfig {
     pub speed: Option<Speed>,
     /// 0–100, a rounded reading of public benchmark composites (`prefer: quality`). Left out: by tier.
     pub quality: Option<u8>,
+    /// Where the model is served, in the seeds' terms (`global`, `in`, `cn`, …); left out, its
+    /// provider's region. An organisation's traffic goes only to the regions it allows.
+    pub region: Option<String>,
     #[serde(default)]
     pub status: ModelStatus,
     pub note: Option<String>,
@@ -313,6 +316,11 @@ pub fn problems(config: &Config, out: &mut Vec<ConfigProblem>) {
         if m.quality.is_some_and(|q| q > 100) {
             bad(at("quality"), "must be between 0 and 100".into());
         }
+        if let Some(region) = &m.region
+            && !valid_region(region)
+        {
+            bad(at("region"), format!("\"{region}\" is not a region name (lowercase letters, digits and '-')"));
+        }
         if m.context_window == Some(0) {
             bad(at("context_window"), "must be greater than 0".into());
         }
@@ -397,4 +405,14 @@ fn cycle_through(root: &str, aliases: &HashMap<&str, &AliasConfig>) -> Option<Ve
 
 fn yes() -> bool {
     true
+}
+
+/// The region of a model or provider that names none, and the one organisations allow by default.
+pub const GLOBAL_REGION: &str = "global";
+
+/// A region name: `global`, `in`, `cn`, `eu-west`: lowercase ASCII letters, digits and `-`.
+pub fn valid_region(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }

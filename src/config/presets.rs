@@ -110,6 +110,19 @@ pub const PRESETS: &[Preset] = &[
         quirks: Quirks::COMPATIBLE,
     },
     Preset { name: "zai", base_url: "https://api.z.ai/api/paas/v4", quirks: Quirks::COMPATIBLE },
+    // The China-region platforms of Zhipu, Moonshot and Alibaba, and ByteDance's Volcengine Ark.
+    Preset { name: "zhipu-cn", base_url: "https://open.bigmodel.cn/api/paas/v4", quirks: Quirks::COMPATIBLE },
+    Preset { name: "moonshot-cn", base_url: "https://api.moonshot.cn/v1", quirks: Quirks::COMPATIBLE },
+    Preset {
+        name: "dashscope-cn",
+        base_url: "https://dashscope.aliyuncs.com/compatible-mode/v1",
+        quirks: Quirks::COMPATIBLE,
+    },
+    Preset { name: "volcengine-ark", base_url: "https://ark.cn-beijing.volces.com/api/v3", quirks: Quirks::COMPATIBLE },
+    // India: Sarvam (its chat endpoint takes the key as a bearer token) and Ola Krutrim.
+    Preset { name: "sarvam", base_url: "https://api.sarvam.ai/v1", quirks: Quirks::COMPATIBLE },
+    Preset { name: "krutrim", base_url: "https://cloud.olakrutrim.com/v1", quirks: Quirks::COMPATIBLE },
+    Preset { name: "cerebras", base_url: "https://api.cerebras.ai/v1", quirks: Quirks::COMPATIBLE },
     // MiniMax and Mistral answer 4xx to fields outside their documented set.
     Preset { name: "minimax", base_url: "https://api.minimax.io/v1", quirks: STRICT },
     Preset {

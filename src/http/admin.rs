@@ -132,6 +132,7 @@ pub struct NewOrganization {
     model_fallbacks: bool,
     #[serde(default = "yes")]
     stream_continuation: bool,
+    allowed_regions: Option<Vec<String>>,
 }
 
 fn yes() -> bool {
@@ -145,6 +146,10 @@ pub async fn create_organization(
 ) -> Result<Response, GatewayError> {
     let req: NewOrganization = body::read_json(&headers, body, state.body_limits).await?;
     check_name(&req.name, "name")?;
+    let allowed_regions = match &req.allowed_regions {
+        Some(regions) => regions_json(&state, regions)?,
+        None => crate::tenancy::DEFAULT_REGIONS.to_owned(),
+    };
     let now = now_ms();
     let org = OrganizationRow {
         id: new_id(),
@@ -153,6 +158,7 @@ pub async fn create_organization(
         allow_cheaper_swaps: req.allow_cheaper_swaps,
         model_fallbacks: req.model_fallbacks,
         stream_continuation: req.stream_continuation,
+        allowed_regions,
         created_at: now,
         updated_at: now,
     };
@@ -168,8 +174,37 @@ fn organization_json(org: &OrganizationRow) -> Value {
         "blocked_providers": serde_json::from_str::<Value>(&org.blocked_providers).unwrap_or(json!([])),
         "allow_cheaper_swaps": org.allow_cheaper_swaps, "model_fallbacks": org.model_fallbacks,
         "stream_continuation": org.stream_continuation,
+        "allowed_regions": serde_json::from_str::<Value>(&org.allowed_regions).unwrap_or(json!(["global"])),
         "created_at": org.created_at, "updated_at": org.updated_at,
     })
+}
+
+/// An organisation's allowed regions as stored, once each names a region some configured model is served
+/// from (a misspelt region would quietly keep every model out).
+fn regions_json(state: &AppState, regions: &[String]) -> Result<String, GatewayError> {
+    let known: std::collections::BTreeSet<&str> = state.catalog.models().iter().map(|m| m.region.as_str()).collect();
+    if regions.is_empty() {
+        return Err(GatewayError::invalid_value(
+            format!(
+                "allowed_regions must name at least one region (known: {}).",
+                known.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+            "allowed_regions",
+        ));
+    }
+    if let Some(bad) = regions.iter().find(|r| !known.contains(r.as_str())) {
+        return Err(GatewayError::invalid_value(
+            format!(
+                "No configured model is served from region '{bad}' (known: {}).",
+                known.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+            "allowed_regions",
+        ));
+    }
+    let mut unique: Vec<&str> = regions.iter().map(String::as_str).collect();
+    unique.sort_unstable();
+    unique.dedup();
+    Ok(serde_json::to_string(&unique).unwrap_or_else(|_| crate::tenancy::DEFAULT_REGIONS.into()))
 }
 
 fn not_found(what: &str, id: &str) -> GatewayError {
@@ -203,6 +238,7 @@ pub struct OrganizationPatch {
     allow_cheaper_swaps: Option<bool>,
     model_fallbacks: Option<bool>,
     stream_continuation: Option<bool>,
+    allowed_regions: Option<Vec<String>>,
 }
 
 pub async fn update_organization(
@@ -230,9 +266,12 @@ pub async fn update_organization(
     if let Some(on) = patch.stream_continuation {
         org.stream_continuation = on;
     }
+    if let Some(regions) = &patch.allowed_regions {
+        org.allowed_regions = regions_json(&state, regions)?;
+    }
     org.updated_at = now_ms();
     state.store.update_organization(&org).await?;
-    // Blocked providers travel with the cached keys.
+    // Blocked providers and allowed regions travel with the cached keys.
     state.keys_changed().await?;
     let after = organization_json(&org);
     audit(&state, "organization.update", "organization", &id, Some(&before), Some(&after)).await;

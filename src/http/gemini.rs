@@ -202,18 +202,7 @@ fn model_object(m: &ModelEntry) -> Value {
 /// The catalog models the calling key may use.
 fn visible_models<'a>(state: &'a AppState, key: &Option<Extension<Arc<ActiveKey>>>) -> Vec<&'a ModelEntry> {
     let caller = key.as_ref().map(|Extension(k)| &k.caller);
-    state
-        .catalog
-        .models()
-        .iter()
-        .filter(|m| {
-            caller.is_none_or(|c| {
-                !c.blocked_providers.contains(&m.provider.name)
-                    && c.allowed_models.as_ref().is_none_or(|a| a.contains(&m.name))
-            })
-        })
-        .map(AsRef::as_ref)
-        .collect()
+    state.catalog.models().iter().filter(|m| caller.is_none_or(|c| c.may_use(m))).map(AsRef::as_ref).collect()
 }
 
 #[derive(Debug, Deserialize)]

@@ -14,7 +14,7 @@ use super::body::Query;
 use super::{GatewayError, body};
 use crate::app::AppState;
 use crate::config::ModelTier;
-use crate::routing::{AliasEntry, Caller, ChainType, ModelEntry, RequestFeatures, RouteError};
+use crate::routing::{AliasEntry, ChainType, ModelEntry, RequestFeatures, RouteError};
 use crate::schema::ChatRequest;
 use crate::tenancy::ActiveKey;
 
@@ -50,12 +50,7 @@ impl ListQuery {
 fn fallbacks_json(state: &AppState, key: Option<&ActiveKey>, m: &ModelEntry, only: Option<ChainType>) -> Option<Value> {
     let chains = state.catalog.chains(&m.name)?;
     let names = |kind: ChainType| -> Vec<&str> {
-        chains
-            .of(kind)
-            .iter()
-            .filter(|h| visible(key, &h.name, Some(&h.provider.name)))
-            .map(|h| h.name.as_str())
-            .collect()
+        chains.of(kind).iter().filter(|h| usable(key, h)).map(|h| h.name.as_str()).collect()
     };
     let kind = only.unwrap_or(ChainType::General);
     Some(json!({
@@ -104,7 +99,7 @@ pub async fn model_info(
         .catalog
         .models()
         .iter()
-        .filter(|m| visible(key, &m.name, Some(&m.provider.name)))
+        .filter(|m| usable(key, m))
         .map(|m| {
             let mut o = json!({
                 "model_name": m.name,
@@ -194,14 +189,16 @@ fn alias_object(a: &AliasEntry, created: u64, metadata: bool) -> Value {
     o
 }
 
-/// What the calling key may name: everything for the master key; for a virtual key, what its allowlist
-/// names (its organisation's blocked providers hidden).
-fn visible(key: Option<&ActiveKey>, name: &str, provider: Option<&str>) -> bool {
-    let Some(k) = key else { return true };
-    if provider.is_some_and(|p| k.caller.blocked_providers.iter().any(|b| b == p)) {
-        return false;
-    }
-    k.caller.allowed_models.as_ref().is_none_or(|allowed| allowed.iter().any(|a| a == name))
+/// Whether the calling key may name an alias or tier: everything for the master key; for a virtual key,
+/// what its allowlist names.
+fn visible(key: Option<&ActiveKey>, name: &str) -> bool {
+    key.is_none_or(|k| k.caller.lists(name))
+}
+
+/// Whether the calling key may use a model: its allowlist names it, and its organisation neither blocks
+/// the provider nor keeps traffic out of the model's region.
+fn usable(key: Option<&ActiveKey>, m: &ModelEntry) -> bool {
+    key.is_none_or(|k| k.caller.may_use(m))
 }
 
 /// The Anthropic SDKs list models with `anthropic-version` set, and read Anthropic's shape.
@@ -228,7 +225,7 @@ pub async fn list_models(
         .catalog
         .models()
         .iter()
-        .filter(|m| visible(key, &m.name, Some(&m.provider.name)))
+        .filter(|m| usable(key, m))
         .map(|m| {
             let mut o = model_object(m, state.created, meta);
             if meta && let Some(chains) = fallbacks_json(&state, key, m, only) {
@@ -238,14 +235,9 @@ pub async fn list_models(
         })
         .collect();
     data.extend(
-        state
-            .catalog
-            .aliases()
-            .iter()
-            .filter(|a| visible(key, &a.name, None))
-            .map(|a| alias_object(a, state.created, meta)),
+        state.catalog.aliases().iter().filter(|a| visible(key, &a.name)).map(|a| alias_object(a, state.created, meta)),
     );
-    let mut tiers: Vec<&str> = state.catalog.tier_names().filter(|t| visible(key, t, None)).collect();
+    let mut tiers: Vec<&str> = state.catalog.tier_names().filter(|t| visible(key, t)).collect();
     tiers.sort_unstable();
     for t in tiers {
         let mut o = json!({"id": t, "object": "model", "created": state.created, "owned_by": "switchyard"});
@@ -275,7 +267,7 @@ pub async fn retrieve_model(
     let key = key.as_ref().map(|Extension(k)| k.as_ref());
     let only = q.fallback_type()?;
     let found = match (state.catalog.model(&id), state.catalog.alias(&id)) {
-        (Some(m), _) if visible(key, &m.name, Some(&m.provider.name)) => {
+        (Some(m), _) if usable(key, m) => {
             let mut o = model_object(m, state.created, q.metadata());
             if q.metadata()
                 && let Some(chains) = fallbacks_json(&state, key, m, only)
@@ -284,7 +276,7 @@ pub async fn retrieve_model(
             }
             Some(o)
         }
-        (None, Some(a)) if visible(key, &a.name, None) => Some(alias_object(a, state.created, q.metadata())),
+        (None, Some(a)) if visible(key, &a.name) => Some(alias_object(a, state.created, q.metadata())),
         _ => None,
     };
     match found {
@@ -294,16 +286,22 @@ pub async fn retrieve_model(
     }
 }
 
-/// The plan a chat request would get, and why, without calling any provider.
+/// The plan the calling key's chat request would get, and why, without calling any provider: planned
+/// exactly as the request itself would be (its allowlist, its organisation's blocked providers, allowed
+/// regions, swaps and fallback settings, its plan's alias, the request's routing headers), so it shows
+/// nothing the key could not use.
 pub async fn explain_route(
     State(state): State<Arc<AppState>>,
+    key: Option<Extension<Arc<ActiveKey>>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, GatewayError> {
     let req: ChatRequest = body::read_json(&headers, body, state.body_limits).await?;
     let features = RequestFeatures::for_chat(&req)
         .map_err(|field| GatewayError::invalid_value(format!("'{field}' has an invalid value."), &field))?;
-    let plan = state.catalog.route(&req.model, &Caller::default(), &features).await?;
+    let key = key.as_ref().map(|Extension(k)| k.as_ref());
+    let caller = super::pipeline::caller_for(key, &headers);
+    let plan = state.catalog.route(&req.model, &caller, &features).await?;
     let now = tokio::time::Instant::now();
     let targets: Vec<Value> = plan
         .targets
@@ -316,7 +314,7 @@ pub async fn explain_route(
             };
             json!({
                 "model": m.name, "provider": m.provider.name, "upstream": m.upstream, "tier": tier_name(m.tier),
-                "context_window": m.context_window, "breaker": breaker,
+                "region": m.region, "context_window": m.context_window, "breaker": breaker,
                 "available": m.provider.unavailable_reason().is_none(),
                 "input_per_mtok": m.input_per_mtok, "output_per_mtok": m.output_per_mtok,
             })
@@ -330,6 +328,19 @@ pub async fn explain_route(
         "skipped": plan.skipped,
         "content_policy_targets": plan.content_policy_targets.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
         "deprecated": plan.deprecated,
+        "swap": plan.swap,
+        "fallback_type": plan.chain,
+        "continue_streams": plan.continue_streams,
+        "caller": {
+            "key": key.map(|k| k.id.as_str()),
+            "organization": key.map(|k| k.organization_id.as_str()),
+            "plan": key.map(|k| k.plan.as_str()),
+            "plan_alias": caller.plan_alias,
+            "allowed_regions": caller.allowed_regions,
+            "blocked_providers": caller.blocked_providers,
+            "cheaper_swaps": caller.cheaper_swaps,
+            "exact_model": caller.exact_model,
+        },
         "features": {
             "tools": features.tools, "images": features.images, "json_schema": features.json_schema,
             "max_output": features.max_output, "prefer": features.prefer,

@@ -77,6 +77,21 @@ pub(super) struct Served<T> {
     pub deadline: Instant,
 }
 
+/// Who is asking, for routing: the key's view (the master key's is everything), narrowed by what the
+/// request's headers ask for. `route/explain` plans with the same.
+pub fn caller_for(key: Option<&ActiveKey>, headers: &HeaderMap) -> Caller {
+    let mut caller = key.map_or_else(Caller::default, |k| k.caller.clone());
+    if crate::routing::wants_explicit_routing(headers) {
+        // Exactly the model asked for: no cheaper swap, no fallback chain.
+        caller.cheaper_swaps = false;
+        caller.exact_model = true;
+    }
+    if super::resume::opted_out(headers) {
+        caller.no_stream_continuation = true;
+    }
+    caller
+}
+
 impl<'s> Pipeline<'s> {
     /// Plans the request for its caller and takes what it needs from its key's limits.
     pub async fn admit(
@@ -86,15 +101,7 @@ impl<'s> Pipeline<'s> {
         headers: &HeaderMap,
         intake: Intake<'_, '_>,
     ) -> Result<Pipeline<'s>, GatewayError> {
-        let mut caller = key.map_or_else(Caller::default, |k| k.caller.clone());
-        if crate::routing::wants_explicit_routing(headers) {
-            // Exactly the model asked for: no cheaper swap, no fallback chain.
-            caller.cheaper_swaps = false;
-            caller.exact_model = true;
-        }
-        if super::resume::opted_out(headers) {
-            caller.no_stream_continuation = true;
-        }
+        let caller = caller_for(key.map(AsRef::as_ref), headers);
         let plan = state.catalog.route(intake.model, &caller, intake.features).await?;
         let ask = admission::ask(intake.features, &plan, intake.prompts, intake.choices);
         let mut usage = UsageGuard::for_request(

@@ -29,6 +29,8 @@ pub struct ModelEntry {
     /// 0–100, declared or the tier's default (`prefer: quality`).
     pub quality: u8,
     pub speed: Speed,
+    /// Where it is served (`global`, `in`, `cn`, …): the catalog's word, else its provider's.
+    pub region: String,
     /// This replica's measured time to first token (`prefer: fast`).
     pub ttft: Ttft,
     pub status: ModelStatus,
@@ -68,6 +70,7 @@ impl ModelEntry {
     /// An entry for a `provider/model` string naming a model the catalog does not list.
     pub fn ad_hoc(provider: Arc<Provider>, upstream: &str) -> ModelEntry {
         let defaults = provider.default_prices;
+        let region = provider.region.clone();
         ModelEntry {
             name: format!("{}/{upstream}", provider.name),
             lab: None,
@@ -84,6 +87,7 @@ impl ModelEntry {
             strengths: Vec::new(),
             quality: ModelTier::Smart.default_quality(),
             speed: Speed::Standard,
+            region,
             ttft: Ttft::assuming(Speed::Standard.assumed_ttft_ms()),
             status: ModelStatus::Ga,
             note: None,
@@ -146,6 +150,7 @@ impl Catalog {
                     _ => (m.input_per_mtok, m.output_per_mtok, m.cached_input_per_mtok),
                 };
             let speed = m.speed.unwrap_or(Speed::of_tier(m.tier));
+            let region = m.region.clone().unwrap_or_else(|| provider.region.clone());
             let entry = Arc::new(ModelEntry {
                 name: m.name.clone(),
                 lab: m.lab.clone(),
@@ -161,6 +166,7 @@ impl Catalog {
                 strengths: m.strengths.clone(),
                 quality: m.quality.unwrap_or(m.tier.default_quality()),
                 speed,
+                region,
                 ttft: Ttft::assuming(speed.assumed_ttft_ms()),
                 status: m.status,
                 note: m.note.clone(),

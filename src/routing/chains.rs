@@ -7,6 +7,9 @@
 //! - `context_window`: models with a larger window than the model's, the smallest larger window first.
 //! - `content_policy`: models of other labs only (another lab's policy is what can help).
 //!
+//! Every hop is served from the model's own region: a fallback does not move a request's data to
+//! another region (an organisation's allowed regions bound the plan too, per request).
+//!
 //! The same model served by another provider (`kimi-k2-thinking` and `kimi-k2-thinking-direct`) is the
 //! first hop of both. A model's `fallbacks` in the catalog replace the derived chain of a type with a
 //! curated one. Chains are derived only between models that name their lab (the catalog's do; an
@@ -173,7 +176,7 @@ pub fn derive(
             .iter()
             .filter(|_| model.lab.is_some())
             .filter(|c| !Arc::ptr_eq(c, model) && c.status != ModelStatus::Deprecated && conversational(c))
-            .filter(|c| c.lab.is_some())
+            .filter(|c| c.lab.is_some() && c.region == model.region)
             .filter(|c| keeps_capabilities(model, c))
             .cloned()
             .collect();
@@ -251,6 +254,7 @@ mod tests {
                 for (i, hop) in chain.iter().enumerate() {
                     assert!(!Arc::ptr_eq(hop, m), "{} is not its own fallback", m.name);
                     assert!(keeps_capabilities(m, hop), "{} -> {} drops a capability", m.name, hop.name);
+                    assert_eq!(hop.region, m.region, "{} -> {} leaves its region", m.name, hop.name);
                     assert!(!hop.provider.aggregator || i == chain.len() - 1, "{}: aggregator only last", m.name);
                     if kind == ChainType::ContentPolicy {
                         assert_ne!(lab(hop), lab(m), "{}: content policy goes to other labs", m.name);
@@ -270,7 +274,7 @@ mod tests {
                 .models()
                 .iter()
                 .filter(|h| !Arc::ptr_eq(h, m) && conversational(h) && h.status != ModelStatus::Deprecated)
-                .filter(|h| h.lab.is_some())
+                .filter(|h| h.lab.is_some() && h.region == m.region)
                 .filter(|h| keeps_capabilities(m, h) && in_band(m, h, PRICE_BAND) && !h.provider.aggregator)
                 .map(|h| lab(h))
                 .filter(|l| *l != lab(m))

@@ -25,6 +25,8 @@ pub struct Caller {
     pub allowed_models: Option<Vec<String>>,
     /// Providers the caller's organisation will not send traffic to.
     pub blocked_providers: Vec<String>,
+    /// The regions the caller's organisation lets its traffic go to (`None`: any, the master key's).
+    pub allowed_regions: Option<Vec<String>>,
     /// The public alias of the caller's plan: any `smart-route*` name resolves to it.
     pub plan_alias: Option<String>,
     /// The organisation opted in to cheaper same-tier swaps (and this request did not opt out).
@@ -38,6 +40,34 @@ pub struct Caller {
     /// A stream whose provider fails mid-way ends with an error event rather than continuing on the
     /// next target (the organisation turned continuation off, or the request did).
     pub no_stream_continuation: bool,
+}
+
+impl Caller {
+    /// Why the caller's organisation keeps its traffic away from `m`, if it does: its provider is
+    /// blocked, or it is served from a region the organisation does not allow.
+    pub fn excludes(&self, m: &ModelEntry) -> Option<String> {
+        if self.blocked_providers.contains(&m.provider.name) {
+            return Some(format!("provider {} is blocked for this organization", m.provider.name));
+        }
+        match &self.allowed_regions {
+            Some(regions) if !regions.contains(&m.region) => Some(format!(
+                "served from region {}, which this organization does not allow (allowed: {})",
+                m.region,
+                regions.join(", ")
+            )),
+            _ => None,
+        }
+    }
+
+    /// The key's allowlist names `name` itself (no allowlist names everything).
+    pub fn lists(&self, name: &str) -> bool {
+        self.allowed_models.as_ref().is_none_or(|list| list.iter().any(|a| a == name))
+    }
+
+    /// A model the caller could name itself: its allowlist names it, its organisation does not exclude it.
+    pub fn may_use(&self, m: &ModelEntry) -> bool {
+        self.lists(&m.name) && self.excludes(m).is_none()
+    }
 }
 
 /// A request opts out of cheaper swaps with `x-gateway-routing: explicit` (or `x-switchyard-routing`).
@@ -251,6 +281,10 @@ pub struct RoutePlan {
     pub swap: Option<String>,
     /// What `auto` decided, when the caller asked for it.
     pub auto: Option<super::auto::AutoDecision>,
+    /// The fallback chain a plain model name was followed by: `general` (then the larger windows), or
+    /// `context_window` when the model itself cannot hold the prompt; none for aliases, tiers, lists and
+    /// exact requests.
+    pub chain: Option<super::chains::ChainType>,
     /// A stream may continue on the next target if its provider fails mid-way: not when the caller,
     /// its organisation or the alias asked for said no.
     pub continue_streams: bool,
@@ -357,26 +391,26 @@ impl Catalog {
         let allowed = |m: &ModelEntry| {
             caller.allowed_models.as_ref().is_none_or(|list| list.iter().any(|a| a == requested || *a == m.name))
         };
+        // A model the caller may not use is named in the plan (and so in headers and explanations) only
+        // when the caller named it itself: an alias's or tier's other members stay unseen.
+        let named = |m: &ModelEntry| m.name == requested || features.models.contains(&m.name);
+        let mut refused: Vec<String> = Vec::new();
         candidates.retain(|m| {
-            let reason = if !allowed(m) {
-                Some(NOT_ALLOWED.to_owned())
-            } else if caller.blocked_providers.contains(&m.provider.name) {
-                Some(format!("provider {} is blocked for this organization", m.provider.name))
-            } else {
-                None
+            let Some(reason) = (if !allowed(m) { Some(NOT_ALLOWED.to_owned()) } else { caller.excludes(m) }) else {
+                return true;
             };
-            match reason {
-                None => true,
-                Some(reason) => {
-                    skipped.push(Skipped { model: m.name.clone(), reason });
-                    false
-                }
+            if named(m) {
+                skipped.push(Skipped { model: m.name.clone(), reason: reason.clone() });
             }
+            if !refused.contains(&reason) {
+                refused.push(reason);
+            }
+            false
         });
-        if candidates.is_empty() && !skipped.is_empty() {
+        if candidates.is_empty() && !refused.is_empty() {
             return Err(RouteError::NotAllowed(format!(
                 "This key may not use `{requested}` ({}).",
-                skipped.iter().map(|s| format!("{}: {}", s.model, s.reason)).collect::<Vec<_>>().join("; ")
+                refused.join("; ")
             )));
         }
         if caller.priced_only {
@@ -402,19 +436,25 @@ impl Catalog {
         // caller asked for exactly this model. Hops the caller could not name themselves (allowlist,
         // blocked or unconfigured provider, no price for a budget) are left out; a model that cannot
         // serve the request for want of a capability is not replaced by one that can.
+        let mut chain = None;
         if resolution == Resolution::Model
             && !caller.exact_model
             && let Some(primary) = candidates.first().cloned()
             && let Some(chains) = self.chains(&primary.name)
         {
             let hops: Vec<&Arc<ModelEntry>> = match self.unsuitable(&primary, features) {
-                None => chains.general.iter().chain(&chains.context_window).collect(),
-                Some(why) if why.starts_with("context window") => chains.context_window.iter().collect(),
+                None => {
+                    chain = Some(super::chains::ChainType::General);
+                    chains.general.iter().chain(&chains.context_window).collect()
+                }
+                Some(why) if why.starts_with("context window") => {
+                    chain = Some(super::chains::ChainType::ContextWindow);
+                    chains.context_window.iter().collect()
+                }
                 Some(_) => Vec::new(),
             };
             let usable = |hop: &ModelEntry| {
-                caller.allowed_models.as_ref().is_none_or(|list| list.contains(&hop.name))
-                    && !caller.blocked_providers.contains(&hop.provider.name)
+                caller.may_use(hop)
                     && hop.provider.unavailable_reason().is_none()
                     && (!caller.priced_only || hop.budgetable())
             };
@@ -461,6 +501,7 @@ impl Catalog {
             deprecated,
             swap,
             auto,
+            chain,
             continue_streams: !caller.no_stream_continuation
                 && self.alias(effective).is_none_or(|a| a.continue_streams),
         })
@@ -469,7 +510,8 @@ impl Catalog {
     /// The cheapest model of `asked`'s swap band that can serve this request, when it is cheaper than
     /// `asked`. Never with tools (tool-call behaviour differs between models), never to a model without
     /// a capability the request needs (images, JSON schema), never to one the key's allowlist does not
-    /// name itself or one whose provider is blocked or not configured. The model asked for stays next in
+    /// name itself, one whose provider is blocked or not configured, or one served from a region the
+    /// organisation does not allow. The model asked for stays next in
     /// line as the fallback.
     fn cheaper_swap(
         &self,
@@ -477,7 +519,6 @@ impl Catalog {
         caller: &Caller,
         features: &RequestFeatures<'_>,
     ) -> Option<(&str, Arc<ModelEntry>)> {
-        let allowed = |m: &ModelEntry| caller.allowed_models.as_ref().is_none_or(|list| list.contains(&m.name));
         if features.tools || features.embeddings || features.moderation {
             return None;
         }
@@ -488,7 +529,7 @@ impl Catalog {
             .filter(|m| !Arc::ptr_eq(m, asked) && m.blended_price().is_finite() && m.blended_price() < price)
             .filter(|m| m.status != crate::config::ModelStatus::Deprecated)
             .filter(|m| m.provider.unavailable_reason().is_none())
-            .filter(|m| allowed(m) && !caller.blocked_providers.contains(&m.provider.name))
+            .filter(|m| caller.may_use(m))
             .filter(|m| self.unsuitable(m, features).is_none())
             .min_by(|a, b| a.blended_price().total_cmp(&b.blended_price()))
             .map(|m| (band, m.clone()))

@@ -22,6 +22,7 @@ mod messages;
 mod outage;
 mod providers;
 mod redis_trouble;
+mod regions;
 mod responses;
 mod routing;
 mod secrets;

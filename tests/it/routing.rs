@@ -476,6 +476,118 @@ async fn every_seed_alias_resolves_to_its_seed_chain() {
     assert!(state.catalog.models().len() >= 78);
 }
 
+/// Seed 003's bands, row by row: the catalog name, provider, region, prices and vision. deepseek-v4-flash
+/// and gpt-5-nano are priced differently by seed 000, whose prices win (the catalog says so).
+const SEED_003: &[(&str, &str, &str, f64, f64, bool)] = &[
+    ("deepseek-v4-flash", "deepseek", "global", 0.14, 0.28, false),
+    ("sarvam-30b", "sarvam", "in", 0.03, 0.12, false),
+    ("sarvam-105b", "sarvam", "in", 0.048, 0.19, false),
+    ("krutrim-llama-4-scout", "krutrim", "in", 0.083, 0.083, false),
+    ("mistral-saba-24b", "sarvam", "in", 0.15, 0.15, false),
+    ("krutrim-spectre-v2", "krutrim", "in", 0.20, 0.20, false),
+    ("doubao-vision-pro-32k", "doubao", "cn", 0.40, 1.00, true),
+    ("moonshot-v1-8k-vision-preview", "kimi", "cn", 0.20, 2.00, true),
+    ("glm-4-plus", "glm", "cn", 0.69, 0.69, false),
+    ("glm-4v-plus", "glm", "cn", 0.69, 0.69, true),
+    ("doubao-seed-2.1-turbo", "doubao", "cn", 0.42, 2.08, false),
+    ("doubao-seed-2.0-pro", "doubao", "cn", 0.44, 2.22, false),
+    ("qwen2.5-vl-72b-instruct", "qwen", "cn", 0.80, 1.00, true),
+    ("qwen-vl-max", "qwen", "cn", 0.80, 3.20, true),
+    ("moonshot-v1-32k", "kimi", "cn", 1.00, 3.00, false),
+    ("doubao-seed-2.1-pro", "doubao", "cn", 0.83, 4.17, false),
+    ("grok-4-3", "xai", "global", 1.25, 2.50, false),
+    ("qwen-max", "qwen", "cn", 1.60, 6.40, false),
+    ("moonshot-v1-128k", "kimi", "cn", 2.00, 5.00, false),
+    ("gemini-2.5-pro", "gemini", "global", 1.25, 10.00, true),
+    ("claude-sonnet-5", "anthropic", "global", 2.00, 10.00, true),
+    ("gpt-4o", "openai", "global", 2.50, 10.00, true),
+    ("grok-4", "xai", "global", 3.00, 7.50, false),
+    ("claude-sonnet-4-6", "anthropic", "global", 3.00, 15.00, true),
+    // cheap-fast
+    // Seed 003 marks it text-only; OpenAI's model page and the catalog give it image input.
+    ("gpt-5-nano", "openai", "global", 0.20, 1.25, true),
+    ("glm-4-flash", "glm", "cn", 0.014, 0.014, false),
+    ("doubao-seed-2.0-mini", "doubao", "cn", 0.028, 0.28, false),
+    ("doubao-seed-2.0-lite", "doubao", "cn", 0.083, 0.50, false),
+    ("krutrim-llama-3-8b", "krutrim", "in", 0.20, 0.20, false),
+    ("qwen-plus", "qwen", "cn", 0.18, 0.42, false),
+    ("gpt-4o-mini", "openai", "global", 0.15, 0.60, true),
+    ("grok-code-fast-1", "xai", "global", 0.20, 1.50, false),
+    ("moonshot-v1-8k", "kimi", "cn", 0.20, 2.00, false),
+    ("gemini-2.5-flash", "gemini", "global", 0.30, 2.50, true),
+    ("krutrim-llama-3-70b", "krutrim", "in", 0.89, 0.89, false),
+    ("claude-haiku-4-5", "anthropic", "global", 1.00, 5.00, true),
+];
+
+#[tokio::test]
+async fn the_catalog_holds_the_seed_tier_tables() {
+    let state = default_state().await;
+    let c = &state.catalog;
+    for (i, (name, provider, region, input, output, vision)) in SEED_003.iter().enumerate() {
+        let m = c.model(name).unwrap_or_else(|| panic!("{name} is missing"));
+        assert_eq!((m.provider.name.as_str(), m.region.as_str()), (*provider, *region), "{name}");
+        assert_eq!((m.input_per_mtok, m.output_per_mtok), (Some(*input), Some(*output)), "{name}");
+        assert_eq!(m.has(switchyard::config::Capability::Vision), *vision, "{name}");
+        let band = if i < 24 { "flagship" } else { "cheap-fast" };
+        assert_eq!(c.swap_band_of(name).map(|b| b.0), Some(band), "{name}");
+    }
+    assert_eq!(c.tier("flagship").unwrap().len(), 24, "25 rows, deepseek-chat being deepseek-v4-flash's alias");
+    assert_eq!(c.tier("cheap-fast").unwrap().len(), 12);
+    assert_eq!(chain_of(&state, "deepseek-chat"), ["deepseek-v4-flash"]);
+
+    // Seed 004's tiers: every model they name that has a provider here (Bedrock's wait for one), under
+    // the seed's name or, for Groq's ids, the catalog's name for the same model.
+    let seed_004: &[(&str, &[&str])] = &[
+        (
+            "economy",
+            &[
+                "gemini-2.5-flash",
+                "gpt-4.1-mini",
+                "o4-mini",
+                "claude-haiku-4-5",
+                "grok-3-mini-beta",
+                "llama-3.3-70b-versatile",
+                "meta-llama/llama-4-scout-17b-16e-instruct",
+                "llama3.1-8b",
+                "qwen-3-235b-a22b-instruct-2507",
+            ],
+        ),
+        (
+            "standard",
+            &[
+                "gemini-2.5-pro",
+                "gpt-4.1",
+                "gpt-5.3-chat-latest",
+                "gpt-5.3-codex",
+                "gpt-5.1-codex-mini",
+                "o3",
+                "claude-sonnet-4-6",
+                "grok-3-beta",
+            ],
+        ),
+        ("premium", &["gemini-3.1-pro-preview", "claude-opus-4-7", "claude-opus-4-6", "gpt-5.4"]),
+    ];
+    for (tier, seeded) in seed_004 {
+        let members: Vec<&str> = c.tier(tier).unwrap().iter().map(|m| m.name.as_str()).collect();
+        for name in *seeded {
+            let model = c.model(name).map_or_else(|| chain_of(&state, name)[0].clone(), |m| m.name.clone());
+            assert!(members.contains(&model.as_str()), "{tier} lacks {name}");
+        }
+    }
+    // No model in two of them (the seed puts none there).
+    let mut seen = std::collections::HashMap::new();
+    for tier in ["economy", "standard", "premium"] {
+        for m in c.tier(tier).unwrap() {
+            assert_eq!(seen.insert(m.name.clone(), tier).filter(|t| *t != tier), None, "{} is in two tiers", m.name);
+        }
+    }
+    // The new providers' models stay out of the global models' chains.
+    for m in c.models().iter().filter(|m| m.region == "global") {
+        let chains = c.chains(&m.name);
+        assert!(chains.is_none_or(|ch| ch.general.iter().all(|h| h.region == "global")), "{}", m.name);
+    }
+}
+
 #[tokio::test]
 async fn a_retry_after_is_waited_out_when_no_other_target_is_left() {
     let h = labs().await;

@@ -92,6 +92,7 @@ async function loadOrgs() {
     cell(tr, o.allow_cheaper_swaps ? "on" : "off");
     cell(tr, o.model_fallbacks === false ? "off" : "on");
     cell(tr, o.stream_continuation === false ? "off" : "on");
+    cell(tr, (o.allowed_regions || ["global"]).join(", "));
     cell(tr, when(o.created_at));
     const actions = document.createElement("td");
     actions.appendChild(button(o.allow_cheaper_swaps ? "Turn swaps off" : "Turn swaps on", "secondary", () =>
@@ -131,7 +132,11 @@ $("#org-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
   const form = ev.target;
   guarded(async () => {
-    await api("POST", "/admin/v1/organizations", { name: form.name.value, allow_cheaper_swaps: form.swaps.checked });
+    const regions = form.regions.value.split(",").map((r) => r.trim()).filter(Boolean);
+    await api("POST", "/admin/v1/organizations", {
+      name: form.name.value, allow_cheaper_swaps: form.swaps.checked,
+      allowed_regions: regions.length ? regions : ["global"],
+    });
     form.reset();
     await loadOrgs();
     status("Organization created.");
