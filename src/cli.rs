@@ -67,6 +67,9 @@ enum Command {
         /// Tokens in each reply.
         #[arg(long, default_value_t = 24)]
         completion_tokens: u32,
+        /// Also take scripted faults over HTTP (`POST /fake/faults`), for scripts testing a gateway.
+        #[arg(long)]
+        control: bool,
     },
 }
 
@@ -104,9 +107,9 @@ pub fn main() -> ExitCode {
         }),
         Command::CheckConfig { file } => check_config(file.or(cli.serve.config)),
         Command::AutoEval { file } => auto_eval(file, cli.serve.config),
-        Command::FakeUpstream { listen, latency_ms, tokens_per_second, completion_tokens } => {
+        Command::FakeUpstream { listen, latency_ms, tokens_per_second, completion_tokens, control } => {
             let settings = FakeSettings { latency_ms, tokens_per_second, completion_tokens };
-            run_async(run_fake(listen, settings))
+            run_async(run_fake(listen, settings, control))
         }
     }
 }
@@ -231,11 +234,16 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_fake(listen: String, settings: FakeSettings) -> anyhow::Result<()> {
+async fn run_fake(listen: String, settings: FakeSettings, control: bool) -> anyhow::Result<()> {
     crate::logging::init(&Default::default());
     let listener = tokio::net::TcpListener::bind(&listen).await?;
-    tracing::info!(address = %listener.local_addr()?, "fake upstream is listening");
-    crate::fake::serve(listener, Arc::new(crate::fake::FakeState::new(settings))).await?;
+    tracing::info!(address = %listener.local_addr()?, control, "fake upstream is listening");
+    let state = Arc::new(crate::fake::FakeState::new(settings));
+    let mut app = crate::fake::router(state.clone());
+    if control {
+        app = app.merge(crate::fake::control_router(state.clone()));
+    }
+    crate::fake::serve_router(listener, state, app).await?;
     Ok(())
 }
 

@@ -5,7 +5,9 @@
 //! and reports usage the way OpenAI does. Tests, benchmarks and the built-in `fake` provider kind all use
 //! this one implementation: tests and benchmarks over a socket, the `fake` kind in process.
 //! Faults (error statuses, stalls, cut streams) are scripted through [`FakeState::push_fault`], never by
-//! anything a request says, so a caller of the built-in provider cannot trigger them.
+//! anything a request says, so a caller of the built-in provider cannot trigger them. A standalone
+//! `switchyard fake-upstream --control` also takes them over HTTP ([`control_router`]), for scripts
+//! driving a gateway from outside (the SDK checks).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -136,14 +138,60 @@ pub fn router(state: Arc<FakeState>) -> Router {
 }
 
 /// Serves the fake on `listener` until the process ends (for `switchyard fake-upstream` and benchmarks).
+/// `POST /fake/faults`: queues a fault, as [`FakeState::push_fault`] does, for a script outside the process.
+/// The body names the upstream model id (`model`, any when left out) and one fault: `status` (with an
+/// optional `retry_after_secs`), `cut_after_chunks`, `error_after_chunks`, or `stall_after_chunks` with
+/// `stall_ms`. Only mounted by `fake-upstream --control`.
+pub fn control_router(state: Arc<FakeState>) -> Router {
+    Router::new().route("/fake/faults", post(push_fault_over_http)).with_state(state)
+}
+
+async fn push_fault_over_http(State(state): State<Arc<FakeState>>, body: Bytes) -> Response {
+    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, "a JSON object").into_response();
+    };
+    let n = |field: &str| req.get(field).and_then(Value::as_u64);
+    let fault = if let Some(status) = n("status").and_then(|s| u16::try_from(s).ok()) {
+        Fault::Status {
+            status,
+            retry_after_secs: n("retry_after_secs"),
+            code: None,
+            message: format!("fake upstream error {status}"),
+        }
+    } else if let Some(after) = n("cut_after_chunks") {
+        Fault::CutMidStream { after_chunks: after as usize }
+    } else if let Some(after) = n("error_after_chunks") {
+        Fault::ErrorMidStream { after_chunks: after as usize }
+    } else if let Some(after) = n("stall_after_chunks") {
+        Fault::StallMidStream {
+            after_chunks: after as usize,
+            duration: Duration::from_millis(n("stall_ms").unwrap_or(60_000)),
+        }
+    } else {
+        return (StatusCode::BAD_REQUEST, "one of status, cut_after_chunks, error_after_chunks, stall_after_chunks")
+            .into_response();
+    };
+    state.push_fault(req.get("model").and_then(Value::as_str), fault);
+    StatusCode::NO_CONTENT.into_response()
+}
+
 pub async fn serve(listener: tokio::net::TcpListener, state: Arc<FakeState>) -> std::io::Result<()> {
+    serve_router(listener, state.clone(), router(state)).await
+}
+
+/// Serves `app` (the fake's [`router`], perhaps with [`control_router`]) on `listener`.
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    state: Arc<FakeState>,
+    app: Router,
+) -> std::io::Result<()> {
     // Without TCP_NODELAY, a stream's first event waits on Nagle's algorithm and the reader's delayed ACK.
     let counted = state.clone();
     let listener = listener.tap_io(move |tcp| {
         counted.stats.connections.fetch_add(1, Ordering::Relaxed);
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router(state)).await
+    axum::serve(listener, app).await
 }
 
 async fn list_models() -> Response {

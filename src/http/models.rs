@@ -165,6 +165,7 @@ fn model_object(m: &ModelEntry, created: u64, metadata: bool) -> Value {
             "capabilities": caps,
             "quality": m.quality,
             "speed": m.speed,
+            "region": m.region,
             "ttft_ms": {"assumed": m.speed.assumed_ttft_ms(), "measured": m.ttft.measured_ms().map(f64::round)},
             "status": format!("{:?}", m.status).to_lowercase(),
             "available": m.provider.unavailable_reason().is_none(),

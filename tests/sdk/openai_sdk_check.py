@@ -20,6 +20,7 @@ from openai import OpenAI
 
 import anthropic_sdk_check
 import responses_sdk_check
+import routing_sdk_check
 
 KEY = "sk-sy-master-sdk-check-0123456789abcdef"
 MODEL = "fake-chat"
@@ -72,6 +73,7 @@ def main():
         proc.terminate()
         proc.wait(timeout=30)
     responses_sdk_check.run(binary, check, free_port, wait_ready)
+    routing_sdk_check.run(binary, check, free_port, wait_ready)
     print(f"openai sdk {openai.__version__}, anthropic sdk {anthropic_version}: "
           f"{results['passed']} passed, {results['failed']} failed")
     sys.exit(1 if results["failed"] else 0)
@@ -180,6 +182,7 @@ def run_checks(base):
         ("unknown model -> NotFoundError", unknown_model_is_not_found),
         ("wrong key -> AuthenticationError", wrong_key_is_authentication_error),
         ("bad field -> BadRequestError with param", bad_request_names_the_param),
+        ("routing: the seeds' tier models are listed", lambda: routing_sdk_check.seed_models_listed(client)),
     ]:
         check(name, fn)
 
