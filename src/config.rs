@@ -17,7 +17,7 @@ pub mod presets;
 
 pub use catalog::{
     AliasConfig, Capability, CatalogFile, CatalogSettings, FallbackOverrides, GLOBAL_REGION, ModelConfig, ModelStatus,
-    ModelTier, Speed, TierConfig,
+    ModelTier, Speed, TierConfig, valid_region,
 };
 
 /// The shipped default configuration, used when no file is given and `config/switchyard.toml` is absent.
@@ -325,8 +325,9 @@ pub struct ProviderConfig {
     /// (their spending could not be counted); `"free"` lets it, at no charge to the budget.
     #[serde(default)]
     pub budget_unpriced: UnpricedPolicy,
-    /// Where the provider serves its models (`global` when left out; `in`, `cn`, …): a model's region
-    /// unless the catalog names its own.
+    /// Where the provider serves its models (`in`, `cn`, `global`, …): when set, the region of all its
+    /// models, whatever the catalog says (an operator pointing a provider at another endpoint says so
+    /// here); left out, each model's catalog region, else global.
     pub region: Option<String>,
 }
 

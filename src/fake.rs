@@ -137,7 +137,6 @@ pub fn router(state: Arc<FakeState>) -> Router {
         .with_state(state)
 }
 
-/// Serves the fake on `listener` until the process ends (for `switchyard fake-upstream` and benchmarks).
 /// `POST /fake/faults`: queues a fault, as [`FakeState::push_fault`] does, for a script outside the process.
 /// The body names the upstream model id (`model`, any when left out) and one fault: `status` (with an
 /// optional `retry_after_secs`), `cut_after_chunks`, `error_after_chunks`, or `stall_after_chunks` with
@@ -175,6 +174,7 @@ async fn push_fault_over_http(State(state): State<Arc<FakeState>>, body: Bytes) 
     StatusCode::NO_CONTENT.into_response()
 }
 
+/// Serves the fake on `listener` until the process ends (for `switchyard fake-upstream` and benchmarks).
 pub async fn serve(listener: tokio::net::TcpListener, state: Arc<FakeState>) -> std::io::Result<()> {
     serve_router(listener, state.clone(), router(state)).await
 }

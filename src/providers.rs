@@ -70,8 +70,9 @@ pub struct Provider {
     pub unpriced_free: bool,
     /// Resells other labs' models (OpenRouter): fallback chains use it last, as an emergency route.
     pub aggregator: bool,
-    /// Where it serves its models, unless the catalog says otherwise for a model (`global` by default).
-    pub region: String,
+    /// Where it serves its models, when its configuration says: then every model of it is served there,
+    /// whatever the catalog says (the endpoint decides where data goes).
+    pub region: Option<String>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -156,7 +157,7 @@ impl Provider {
             default_prices: cfg.default_prices,
             unpriced_free: cfg.budget_unpriced == crate::config::UnpricedPolicy::Free,
             aggregator: cfg.preset.as_deref() == Some("openrouter"),
-            region: cfg.region.clone().unwrap_or_else(|| crate::config::GLOBAL_REGION.to_owned()),
+            region: cfg.region.clone(),
         })
     }
 

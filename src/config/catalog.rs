@@ -131,8 +131,9 @@ pub struct ModelConfig {
     pub speed: Option<Speed>,
     /// 0–100, a rounded reading of public benchmark composites (`prefer: quality`). Left out: by tier.
     pub quality: Option<u8>,
-    /// Where the model is served, in the seeds' terms (`global`, `in`, `cn`, …); left out, its
-    /// provider's region. An organisation's traffic goes only to the regions it allows.
+    /// Where the model is served, in the seeds' terms (`global`, `in`, `cn`, …), unless its provider's
+    /// configuration names a region; left out, global. An organisation's traffic goes only to the
+    /// regions it allows.
     pub region: Option<String>,
     #[serde(default)]
     pub status: ModelStatus,

@@ -146,10 +146,8 @@ pub async fn create_organization(
 ) -> Result<Response, GatewayError> {
     let req: NewOrganization = body::read_json(&headers, body, state.body_limits).await?;
     check_name(&req.name, "name")?;
-    let allowed_regions = match &req.allowed_regions {
-        Some(regions) => regions_json(&state, regions)?,
-        None => crate::tenancy::DEFAULT_REGIONS.to_owned(),
-    };
+    let default = [crate::config::GLOBAL_REGION.to_owned()];
+    let allowed_regions = regions_json(&state, req.allowed_regions.as_deref().unwrap_or(&default))?;
     let now = now_ms();
     let org = OrganizationRow {
         id: new_id(),
@@ -182,7 +180,13 @@ fn organization_json(org: &OrganizationRow) -> Value {
 /// An organisation's allowed regions as stored, once each names a region some configured model is served
 /// from (a misspelt region would quietly keep every model out).
 fn regions_json(state: &AppState, regions: &[String]) -> Result<String, GatewayError> {
-    let known: std::collections::BTreeSet<&str> = state.catalog.models().iter().map(|m| m.region.as_str()).collect();
+    let known: std::collections::BTreeSet<&str> = state
+        .catalog
+        .models()
+        .iter()
+        .map(|m| m.region.as_str())
+        .chain(state.providers.iter().filter_map(|p| p.region.as_deref()))
+        .collect();
     if regions.is_empty() {
         return Err(GatewayError::invalid_value(
             format!(
@@ -192,7 +196,10 @@ fn regions_json(state: &AppState, regions: &[String]) -> Result<String, GatewayE
             "allowed_regions",
         ));
     }
-    if let Some(bad) = regions.iter().find(|r| !known.contains(r.as_str())) {
+    // With no models configured there is nothing to check against: any well-formed name.
+    if let Some(bad) =
+        regions.iter().find(|r| !crate::config::valid_region(r) || (!known.is_empty() && !known.contains(r.as_str())))
+    {
         return Err(GatewayError::invalid_value(
             format!(
                 "No configured model is served from region '{bad}' (known: {}).",

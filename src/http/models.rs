@@ -175,14 +175,22 @@ fn model_object(m: &ModelEntry, created: u64, metadata: bool) -> Value {
     o
 }
 
-fn alias_object(a: &AliasEntry, created: u64, metadata: bool) -> Value {
+/// An alias as the calling key may see it: its chains without the models the key could not use.
+fn alias_object(a: &AliasEntry, key: Option<&ActiveKey>, created: u64, metadata: bool) -> Value {
     let mut o = json!({"id": a.name, "object": "model", "created": created, "owned_by": "switchyard"});
     if metadata {
+        let names = |chain: &[Arc<ModelEntry>]| -> Vec<String> {
+            chain.iter().filter(|m| alias_member_usable(key, a, m)).map(|m| m.name.clone()).collect()
+        };
         o["metadata"] = json!({
             "type": "alias",
-            "targets": a.targets,
-            "fallback_chain": a.chain.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
-            "content_policy_chain": a.content_policy_chain.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+            "targets": a
+                .targets
+                .iter()
+                .filter(|t| !a.chain.iter().any(|m| &m.name == *t && !alias_member_usable(key, a, m)))
+                .collect::<Vec<_>>(),
+            "fallback_chain": names(&a.chain),
+            "content_policy_chain": names(&a.content_policy_chain),
             "deprecated": a.deprecated,
             "note": a.note,
         });
@@ -194,6 +202,12 @@ fn alias_object(a: &AliasEntry, created: u64, metadata: bool) -> Value {
 /// what its allowlist names.
 fn visible(key: Option<&ActiveKey>, name: &str) -> bool {
     key.is_none_or(|k| k.caller.lists(name))
+}
+
+/// Whether the calling key may be served `m` through alias `a`: an allowlist naming the alias allows its
+/// members, and the organisation's blocked providers and allowed regions still apply.
+fn alias_member_usable(key: Option<&ActiveKey>, a: &AliasEntry, m: &ModelEntry) -> bool {
+    key.is_none_or(|k| (k.caller.lists(&a.name) || k.caller.lists(&m.name)) && k.caller.excludes(m).is_none())
 }
 
 /// Whether the calling key may use a model: its allowlist names it, and its organisation neither blocks
@@ -236,14 +250,28 @@ pub async fn list_models(
         })
         .collect();
     data.extend(
-        state.catalog.aliases().iter().filter(|a| visible(key, &a.name)).map(|a| alias_object(a, state.created, meta)),
+        state
+            .catalog
+            .aliases()
+            .iter()
+            .filter(|a| visible(key, &a.name))
+            .map(|a| alias_object(a, key, state.created, meta)),
     );
     let mut tiers: Vec<&str> = state.catalog.tier_names().filter(|t| visible(key, t)).collect();
     tiers.sort_unstable();
     for t in tiers {
         let mut o = json!({"id": t, "object": "model", "created": state.created, "owned_by": "switchyard"});
         if meta {
-            let models: Vec<&str> = state.catalog.tier(t).unwrap_or_default().iter().map(|m| m.name.as_str()).collect();
+            let models: Vec<&str> = state
+                .catalog
+                .tier(t)
+                .unwrap_or_default()
+                .iter()
+                .filter(|m| {
+                    key.is_none_or(|k| (k.caller.lists(t) || k.caller.lists(&m.name)) && k.caller.excludes(m).is_none())
+                })
+                .map(|m| m.name.as_str())
+                .collect();
             o["metadata"] =
                 json!({"type": "tier", "models": models, "prefer": ["cheap", "fast", "balanced", "quality", "coding"]});
         }
@@ -277,7 +305,7 @@ pub async fn retrieve_model(
             }
             Some(o)
         }
-        (None, Some(a)) if visible(key, &a.name) => Some(alias_object(a, state.created, q.metadata())),
+        (None, Some(a)) if visible(key, &a.name) => Some(alias_object(a, key, state.created, q.metadata())),
         _ => None,
     };
     match found {

@@ -29,7 +29,8 @@ pub struct ModelEntry {
     /// 0–100, declared or the tier's default (`prefer: quality`).
     pub quality: u8,
     pub speed: Speed,
-    /// Where it is served (`global`, `in`, `cn`, …): the catalog's word, else its provider's.
+    /// Where it is served (`global`, `in`, `cn`, …): its provider's region when configured, else the
+    /// catalog's word, else global.
     pub region: String,
     /// This replica's measured time to first token (`prefer: fast`).
     pub ttft: Ttft,
@@ -70,7 +71,7 @@ impl ModelEntry {
     /// An entry for a `provider/model` string naming a model the catalog does not list.
     pub fn ad_hoc(provider: Arc<Provider>, upstream: &str) -> ModelEntry {
         let defaults = provider.default_prices;
-        let region = provider.region.clone();
+        let region = provider.region.clone().unwrap_or_else(|| crate::config::GLOBAL_REGION.to_owned());
         ModelEntry {
             name: format!("{}/{upstream}", provider.name),
             lab: None,
@@ -150,7 +151,11 @@ impl Catalog {
                     _ => (m.input_per_mtok, m.output_per_mtok, m.cached_input_per_mtok),
                 };
             let speed = m.speed.unwrap_or(Speed::of_tier(m.tier));
-            let region = m.region.clone().unwrap_or_else(|| provider.region.clone());
+            let region = provider
+                .region
+                .clone()
+                .or_else(|| m.region.clone())
+                .unwrap_or_else(|| crate::config::GLOBAL_REGION.to_owned());
             let entry = Arc::new(ModelEntry {
                 name: m.name.clone(),
                 lab: m.lab.clone(),

@@ -138,9 +138,9 @@ impl<'a> Fallback<'a> {
                 .skipped
                 .iter()
                 .filter_map(|s| {
-                    let outcome = match s.reason.as_str() {
-                        super::plan::UNKNOWN => "unknown_model",
-                        super::plan::NOT_ALLOWED => "not_allowed",
+                    let outcome = match s.kind {
+                        super::plan::SkipKind::Unknown => "unknown_model",
+                        super::plan::SkipKind::NotAllowed => "not_allowed",
                         _ => return None,
                     };
                     Some(Attempt { model: s.model.clone(), provider: String::new(), outcome: outcome.to_owned() })

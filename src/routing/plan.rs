@@ -263,6 +263,21 @@ pub enum Resolution {
 pub struct Skipped {
     pub model: String,
     pub reason: String,
+    #[serde(skip)]
+    pub kind: SkipKind,
+}
+
+/// Why a target was left out, for the attempts header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipKind {
+    /// A `models` entry that names nothing.
+    Unknown,
+    /// The key's allowlist, or its organisation's blocked providers or allowed regions.
+    NotAllowed,
+    /// It cannot serve this request (window, capabilities).
+    Unsuitable,
+    /// No price, and the key has a budget.
+    Unpriced,
 }
 
 /// The targets to try for one request, in order. Built once, then logged, shown and recorded.
@@ -339,6 +354,11 @@ impl Catalog {
         };
         let mut skipped = Vec::new();
         let mut auto = None;
+        // The models the caller named itself (by name or `provider/model`), not through an alias or tier.
+        let mut direct: Vec<Arc<ModelEntry>> = Vec::new();
+        // A `models` list's targets reached through an entry the key's allowlist names.
+        let mut via_allowed: Vec<Arc<ModelEntry>> = Vec::new();
+        let is_direct = |r: Resolution| matches!(r, Resolution::Model | Resolution::ProviderModel);
         let (resolution, mut candidates, mut content_policy, deprecated) = if let Some(prefer) =
             super::auto::requested(effective)
             && features.models.is_empty()
@@ -361,7 +381,11 @@ impl Catalog {
             auto = Some(decision);
             (Resolution::Tier, ordered, Vec::new(), None)
         } else if features.models.is_empty() {
-            self.candidates(effective, features)?
+            let found = self.candidates(effective, features)?;
+            if is_direct(found.0) {
+                direct.extend(found.1.iter().cloned());
+            }
+            found
         } else {
             // The primary (when named) first, then the list, each entry resolved the same way; an entry
             // that names nothing is skipped, and only a list where nothing resolves fails.
@@ -369,9 +393,21 @@ impl Catalog {
             let primary = (!requested.is_empty()).then_some(requested);
             for name in primary.into_iter().chain(features.models.iter().map(String::as_str)) {
                 let found = match self.candidates(name, features) {
-                    Ok(found) => found.1,
+                    Ok(found) => {
+                        if is_direct(found.0) {
+                            direct.extend(found.1.iter().cloned());
+                        }
+                        if caller.lists(name) {
+                            via_allowed.extend(found.1.iter().cloned());
+                        }
+                        found.1
+                    }
                     Err(RouteError::UnknownModel(_)) => {
-                        skipped.push(Skipped { model: name.to_owned(), reason: UNKNOWN.to_owned() });
+                        skipped.push(Skipped {
+                            model: name.to_owned(),
+                            reason: UNKNOWN.to_owned(),
+                            kind: SkipKind::Unknown,
+                        });
                         continue;
                     }
                     Err(e) => return Err(e),
@@ -388,19 +424,24 @@ impl Catalog {
             }
             (Resolution::ModelList, all, Vec::new(), None)
         };
-        let allowed = |m: &ModelEntry| {
-            caller.allowed_models.as_ref().is_none_or(|list| list.iter().any(|a| a == requested || *a == m.name))
+        // The allowlist allows a model it names, and the models of an alias or tier it names: the string
+        // requested, or for a `models` list the entry the model came from (allowing the primary does not
+        // allow the rest of the list).
+        let allowed = |m: &Arc<ModelEntry>| {
+            caller.lists(&m.name)
+                || (features.models.is_empty() && caller.lists(requested))
+                || via_allowed.iter().any(|v| Arc::ptr_eq(v, m))
         };
         // A model the caller may not use is named in the plan (and so in headers and explanations) only
         // when the caller named it itself: an alias's or tier's other members stay unseen.
-        let named = |m: &ModelEntry| m.name == requested || features.models.contains(&m.name);
+        let named = |m: &Arc<ModelEntry>| direct.iter().any(|d| Arc::ptr_eq(d, m));
         let mut refused: Vec<String> = Vec::new();
         candidates.retain(|m| {
             let Some(reason) = (if !allowed(m) { Some(NOT_ALLOWED.to_owned()) } else { caller.excludes(m) }) else {
                 return true;
             };
             if named(m) {
-                skipped.push(Skipped { model: m.name.clone(), reason: reason.clone() });
+                skipped.push(Skipped { model: m.name.clone(), reason: reason.clone(), kind: SkipKind::NotAllowed });
             }
             if !refused.contains(&reason) {
                 refused.push(reason);
@@ -418,7 +459,11 @@ impl Catalog {
             candidates.retain(|m| {
                 let counted = m.budgetable();
                 if !counted {
-                    skipped.push(Skipped { model: m.name.clone(), reason: UNPRICED.to_owned() });
+                    skipped.push(Skipped {
+                        model: m.name.clone(),
+                        reason: UNPRICED.to_owned(),
+                        kind: SkipKind::Unpriced,
+                    });
                 }
                 counted
             });
@@ -468,7 +513,7 @@ impl Catalog {
         candidates.retain(|m| match self.unsuitable(m, features) {
             None => true,
             Some(reason) => {
-                skipped.push(Skipped { model: m.name.clone(), reason });
+                skipped.push(Skipped { model: m.name.clone(), reason, kind: SkipKind::Unsuitable });
                 false
             }
         });
@@ -493,9 +538,11 @@ impl Catalog {
             requested: requested.to_owned(),
             resolution,
             targets: candidates,
+            // An alias's content-policy chain, like every target, only within what the caller may use.
             content_policy_targets: content_policy
                 .into_iter()
-                .filter(|m| !caller.priced_only || m.budgetable())
+                .filter(|m| allowed(m) && caller.excludes(m).is_none())
+                .filter(|m| m.provider.unavailable_reason().is_none() && (!caller.priced_only || m.budgetable()))
                 .collect(),
             skipped,
             deprecated,

@@ -51,6 +51,11 @@ models = ["g-pricey", "g-mid", "in-cheap"]
 [[aliases]]
 name = "my-alias"
 targets = ["g-pricey", "in-cheap", "g-mid"]
+
+[[aliases]]
+name = "policy-alias"
+targets = ["g-pricey"]
+content_policy_targets = ["in-cheap", "g-mid"]
 "#;
 
 async fn regions() -> Harness {
@@ -90,13 +95,38 @@ async fn an_organisations_traffic_goes_only_to_the_regions_it_allows() {
     assert_eq!(body["error"]["code"], "model_not_allowed");
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("region in") && message.contains("allowed: global"), "{message}");
-    // Tiers and aliases leave it out; the model list does not show it.
-    let resp = chat(&h, &key, hello("my-alias")).await;
-    assert_eq!(header(&resp, "x-switchyard-model"), "g-pricey");
-    let listed: Value = h.client.get(h.url("/v1/models")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    // Aliases and tiers leave it out: the alias's next target after a 429 is the global one, the tier's
+    // cheapest is not the one in India, nor is an alias's content-policy fallback.
+    h.upstream.state.push_fault(Some("g-pricey-id"), Fault::status(429));
+    assert_eq!(header(&chat(&h, &key, hello("my-alias")).await, "x-switchyard-model"), "g-mid");
+    let mut cheapest = hello("band");
+    cheapest["prefer"] = json!("cheap");
+    assert_eq!(header(&chat(&h, &key, cheapest.clone()).await, "x-switchyard-model"), "g-mid");
+    assert_eq!(header(&h.chat(cheapest).await, "x-switchyard-model"), "in-cheap", "the master key's cheapest");
+    let refusal = Fault::Status {
+        status: 400,
+        retry_after_secs: None,
+        code: Some("content_policy_violation".into()),
+        message: "refused".into(),
+    };
+    h.upstream.state.push_fault(Some("g-pricey-id"), refusal);
+    assert_eq!(header(&chat(&h, &key, hello("policy-alias")).await, "x-switchyard-model"), "g-mid");
+    assert_eq!(h.upstream.state.requests().iter().filter(|r| r.body["model"] == "in-cheap-id").count(), 1);
+    // The model list shows neither the model nor it as a member of the tier or the aliases.
+    let listed: Value = h
+        .client
+        .get(h.url("/v1/models?include_metadata=true"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let ids = names(&listed["data"], "id");
     assert!(ids.contains(&"g-mid".to_owned()) && !ids.contains(&"in-cheap".to_owned()), "{ids:?}");
-    assert_eq!(h.upstream.state.requests().iter().filter(|r| r.body["model"] == "in-cheap-id").count(), 0);
+    assert!(ids.contains(&"band".to_owned()) && ids.contains(&"my-alias".to_owned()), "{ids:?}");
+    assert!(!listed.to_string().contains("in-cheap"), "{listed}");
 
     // Allowing India: the swap goes there.
     let path = format!("/admin/v1/organizations/{}", org["id"].as_str().unwrap());
@@ -107,6 +137,8 @@ async fn an_organisations_traffic_goes_only_to_the_regions_it_allows() {
     let resp = chat(&h, &key, hello("g-pricey")).await;
     assert_eq!(header(&resp, "x-switchyard-model"), "in-cheap");
     assert_eq!(chat(&h, &key, hello("in-cheap")).await.status(), 200);
+    let listed: Value = h.client.get(h.url("/v1/models")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    assert!(names(&listed["data"], "id").contains(&"in-cheap".to_owned()), "{listed}");
 
     // A misspelt or empty list is refused with the regions that exist.
     for bad in [json!(["global", "mars"]), json!([])] {
@@ -174,6 +206,18 @@ async fn explain_plans_for_the_calling_key_as_its_request_would_be_planned() {
     assert_eq!(status, 403, "{refused}");
     assert_eq!(refused["error"]["code"], "model_not_allowed");
     assert_eq!(error_of(chat(&h, &key, hello("g-mid")).await).await.0, 403);
+
+    // Entries of a `models` list the key named itself are reported as not allowed, however named.
+    let mut listed = hello("g-pricey");
+    listed["models"] = json!(["upstream/g-mid-id", "india/in-cheap-id", "no-such-model"]);
+    let resp = chat(&h, &key, listed).await;
+    assert_eq!(resp.status(), 200);
+    let attempts = header(&resp, "x-switchyard-attempts");
+    for entry in ["g-mid", "in-cheap"] {
+        assert!(attempts.contains(entry), "{attempts}");
+    }
+    assert_eq!(attempts.matches("not_allowed").count(), 2, "{attempts}");
+    assert!(attempts.contains("unknown_model"), "{attempts}");
 
     // The routing headers count: `explicit` means exactly the model.
     let exact = h
