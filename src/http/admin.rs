@@ -559,31 +559,43 @@ fn nullable<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Resu
     Option::<T>::deserialize(d).map(Some)
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KeyPatch {
-    name: Option<String>,
-    plan: Option<String>,
-    #[serde(default, deserialize_with = "nullable")]
-    models: Option<Option<Vec<String>>>,
-    #[serde(default, deserialize_with = "nullable")]
-    expires_at: Option<Option<i64>>,
-    metadata: Option<serde_json::Map<String, Value>>,
-    // A key's own limits; null goes back to the plan's.
-    #[serde(default, deserialize_with = "nullable")]
-    daily_prompt_quota: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "nullable")]
-    monthly_prompt_quota: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "nullable")]
-    rpm_limit: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "nullable")]
-    tpm_limit: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "nullable")]
-    max_parallel: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "nullable")]
-    budget_usd: Option<Option<f64>>,
-    #[serde(default, deserialize_with = "nullable")]
-    budget_period: Option<Option<String>>,
+/// A PATCH body: its own fields, then the limits keys and plans share, each `null`able (left out: kept).
+macro_rules! patch_with_limits {
+    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident: $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $($(#[$fmeta])* $field: $ty,)*
+            #[serde(default, deserialize_with = "nullable")]
+            daily_prompt_quota: Option<Option<i64>>,
+            #[serde(default, deserialize_with = "nullable")]
+            monthly_prompt_quota: Option<Option<i64>>,
+            #[serde(default, deserialize_with = "nullable")]
+            rpm_limit: Option<Option<i64>>,
+            #[serde(default, deserialize_with = "nullable")]
+            tpm_limit: Option<Option<i64>>,
+            #[serde(default, deserialize_with = "nullable")]
+            max_parallel: Option<Option<i64>>,
+            #[serde(default, deserialize_with = "nullable")]
+            budget_usd: Option<Option<f64>>,
+            #[serde(default, deserialize_with = "nullable")]
+            budget_period: Option<Option<String>>,
+        }
+    };
+}
+
+patch_with_limits! {
+    /// A key's fields to change; its own limits' `null` goes back to the plan's.
+    KeyPatch {
+        name: Option<String>,
+        plan: Option<String>,
+        #[serde(default, deserialize_with = "nullable")]
+        models: Option<Option<Vec<String>>>,
+        #[serde(default, deserialize_with = "nullable")]
+        expires_at: Option<Option<i64>>,
+        metadata: Option<serde_json::Map<String, Value>>,
+    }
 }
 
 /// `PATCH /admin/v1/keys/{id}`: name, plan, models (null: any), expiry (null: never), metadata, and the
@@ -735,20 +747,46 @@ pub async fn create_plan(
     Ok(created(view))
 }
 
-/// `PATCH /admin/v1/plans/{name}`: replaces the plan's limits with those given (absent: unlimited).
+patch_with_limits! {
+    /// A plan's fields to change: one left out keeps its value, `null` makes a limit unlimited.
+    PlanPatch {
+        name: Option<String>,
+        #[serde(default, deserialize_with = "nullable")]
+        public_alias: Option<Option<String>>,
+        #[serde(default, deserialize_with = "nullable")]
+        monthly_token_allowance: Option<Option<i64>>,
+    }
+}
+
+/// `PATCH /admin/v1/plans/{name}`: changes the fields given (`null`: unlimited) and keeps the rest; the
+/// plan as a whole is checked again.
 pub async fn update_plan(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, GatewayError> {
-    let req: PlanBody = body::read_json(&headers, body, state.body_limits).await?;
+    let patch: PlanPatch = body::read_json(&headers, body, state.body_limits).await?;
     let existing =
         state.store.plan(&name).await?.ok_or_else(|| GatewayError::not_found(format!("No plan named '{name}'.")))?;
-    if req.name.as_ref().is_some_and(|n| *n != name) {
+    if patch.name.as_ref().is_some_and(|n| *n != name) {
         return Err(GatewayError::invalid_value("A plan cannot be renamed.", "name"));
     }
-    let row = req.into_row(name, existing.created_at)?;
+    let e = existing.clone();
+    let merged = PlanBody {
+        name: None,
+        public_alias: patch.public_alias.unwrap_or(e.public_alias),
+        daily_prompt_quota: patch.daily_prompt_quota.unwrap_or(e.daily_prompt_quota),
+        monthly_prompt_quota: patch.monthly_prompt_quota.unwrap_or(e.monthly_prompt_quota),
+        monthly_token_allowance: patch.monthly_token_allowance.unwrap_or(e.monthly_token_allowance),
+        rpm_limit: patch.rpm_limit.unwrap_or(e.rpm_limit),
+        tpm_limit: patch.tpm_limit.unwrap_or(e.tpm_limit),
+        max_parallel: patch.max_parallel.unwrap_or(e.max_parallel),
+        // Micro-USD back to USD: exact for every amount the API accepts (six decimals).
+        budget_usd: patch.budget_usd.unwrap_or(e.budget_micros.map(|m| m as f64 / 1e6)),
+        budget_period: patch.budget_period.unwrap_or(e.budget_period),
+    };
+    let row = merged.into_row(name, existing.created_at)?;
     state.store.upsert_plan(&row).await?;
     state.keys_changed().await?;
     let (before, after) =

@@ -1102,3 +1102,33 @@ models = ["band-pricey", "band-cheap-text", "band-cheap-vision", "band-keyless"]
     );
     assert_eq!(send(&key, hello("band-pricey"), false).await.0, "band-pricey");
 }
+
+#[tokio::test]
+async fn patching_a_plan_changes_only_the_fields_given() {
+    let h = Harness::start().await;
+    let created = json!({"name": "partial", "daily_prompt_quota": 500, "monthly_prompt_quota": 9000,
+                         "rpm_limit": 60, "budget_usd": 12.345678, "budget_period": "month", "public_alias": "smart-route"});
+    assert_eq!(admin(&h, reqwest::Method::POST, "/admin/v1/plans", Some(created)).await.status(), 201);
+    let path = "/admin/v1/plans/partial";
+    let patched: Value =
+        admin(&h, reqwest::Method::PATCH, path, Some(json!({"rpm_limit": 120}))).await.json().await.unwrap();
+    let read: Value = admin(&h, reqwest::Method::GET, path, None).await.json().await.unwrap();
+    for plan in [&patched, &read] {
+        assert_eq!(plan["rpm_limit"], 120, "{plan}");
+        assert_eq!(
+            (plan["daily_prompt_quota"].as_i64(), plan["monthly_prompt_quota"].as_i64()),
+            (Some(500), Some(9000))
+        );
+        assert_eq!((plan["budget_micros"].as_i64(), plan["budget_period"].as_str()), (Some(12_345_678), Some("month")));
+        assert_eq!(plan["public_alias"], "smart-route");
+    }
+    // null makes a limit unlimited, and only that one.
+    let cleared: Value =
+        admin(&h, reqwest::Method::PATCH, path, Some(json!({"daily_prompt_quota": null}))).await.json().await.unwrap();
+    assert_eq!((cleared["daily_prompt_quota"].clone(), cleared["rpm_limit"].as_i64()), (Value::Null, Some(120)));
+    // A bad value is refused and changes nothing.
+    let (status, _) = error_of(admin(&h, reqwest::Method::PATCH, path, Some(json!({"rpm_limit": -1}))).await).await;
+    assert_eq!(status, 400);
+    let read: Value = admin(&h, reqwest::Method::GET, path, None).await.json().await.unwrap();
+    assert_eq!((read["rpm_limit"].as_i64(), read["monthly_prompt_quota"].as_i64()), (Some(120), Some(9000)));
+}
