@@ -56,7 +56,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         // LiteLLM's model details (aider and other tools read it).
         .route("/model/info", get(models::model_info))
         .route("/v1/model/info", get(models::model_info))
-        .route("/v1/key", get(admin::own_key))
+        .route("/v1/key", get(admin::own_key).layer(axum::middleware::map_response(no_store)))
         // Azure OpenAI's paths: by deployment, and Responses by resource.
         .route("/openai/deployments/{deployment}/chat/completions", post(azure::chat_completions))
         .route("/openai/deployments/{deployment}/completions", post(azure::completions))
@@ -105,7 +105,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/v1/keys/{id}/regenerate", post(admin::regenerate_key))
         // While the database is down, at once 503 (inference goes on from the key cache).
         .route_layer(from_fn_with_state(state.clone(), admin::database_up))
-        .route_layer(from_fn_with_state(state.clone(), auth::require_master_key));
+        .route_layer(from_fn_with_state(state.clone(), auth::require_master_key))
+        .route_layer(axum::middleware::map_response(no_store));
     let metrics = Router::new()
         .route("/metrics", get(health::metrics))
         .route_layer(from_fn_with_state(state.clone(), auth::require_master_key));
@@ -145,6 +146,13 @@ const OPENAPI: &str = include_str!("http/openapi.json");
 
 async fn openapi() -> impl IntoResponse {
     ([(http::header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+/// Admin answers (a new key's secret, tenants' settings and usage) and a key's own view are never kept
+/// by a browser or proxy cache.
+async fn no_store(mut resp: Response) -> Response {
+    resp.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    resp
 }
 
 async fn route_not_found(method: Method, OriginalUri(uri): OriginalUri) -> GatewayError {

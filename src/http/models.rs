@@ -1,5 +1,6 @@
 //! `GET /v1/models`, `GET /v1/models/{id}` (OpenAI's shape; `?include_metadata=true` adds the catalog's
-//! facts and each alias's fallback chain) and `POST /v1/route/explain`.
+//! facts and each alias's fallback chain) and `POST /v1/route/explain`, each as the calling key sees
+//! the catalog: nothing it could not use is listed or explained.
 
 use std::sync::Arc;
 

@@ -6,6 +6,11 @@
 //! `premium`) with `prefer`, then `provider/model`. Names match exactly: no case folding, no trimming.
 //! A catalog name is followed by its fallback chain (`routing::chains`) unless the caller asked for
 //! exactly that model; an unknown entry of a `models` list is skipped.
+//!
+//! What the caller may use bounds every target alike (`Caller::excludes`, `Caller::may_use`): the key's
+//! allowlist, its organisation's blocked providers and allowed regions apply to candidates, chain hops,
+//! swap targets and content-policy targets. A model the caller may not use is named in the plan only
+//! when the caller named it itself.
 
 use std::sync::Arc;
 use std::sync::OnceLock;

@@ -1132,3 +1132,25 @@ async fn patching_a_plan_changes_only_the_fields_given() {
     let read: Value = admin(&h, reqwest::Method::GET, path, None).await.json().await.unwrap();
     assert_eq!((read["rpm_limit"].as_i64(), read["monthly_prompt_quota"].as_i64()), (Some(120), Some(9000)));
 }
+
+#[tokio::test]
+async fn admin_answers_and_a_keys_own_view_are_never_cached() {
+    let h = Harness::start().await;
+    let org = new_org(&h, "Cacheless").await;
+    let created = admin(&h, reqwest::Method::POST, "/admin/v1/keys", Some(json!({"organization_id": org["id"]}))).await;
+    assert_eq!(created.status(), 201);
+    let no_store =
+        |resp: &reqwest::Response| resp.headers().get("cache-control").map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(no_store(&created).as_deref(), Some("no-store"), "the response holding a new secret");
+    let secret = created.json::<Value>().await.unwrap()["key"].as_str().unwrap().to_owned();
+    for resp in [
+        admin(&h, reqwest::Method::GET, "/admin/v1/plans", None).await,
+        h.client.get(h.url("/admin/v1/keys")).bearer_auth("sk-sy-wrong-0123456789abcdefghijkl").send().await.unwrap(),
+        h.client.get(h.url("/v1/key")).bearer_auth(&secret).send().await.unwrap(),
+    ] {
+        assert_eq!(no_store(&resp).as_deref(), Some("no-store"), "{}", resp.url());
+    }
+    // Inference answers are not marked so.
+    let chat = h.client.post(h.url("/v1/chat/completions")).bearer_auth(&secret).json(&hello("test-model"));
+    assert_eq!(no_store(&chat.send().await.unwrap()), None);
+}
