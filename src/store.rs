@@ -503,6 +503,14 @@ impl Store {
         )?;
         Ok(done == 1)
     }
+
+    /// Deletes a key for good (its usage rows stay: they name the key by id).
+    pub async fn delete_key(&self, id: &str) -> Result<bool, StoreError> {
+        const SQL: &str = "DELETE FROM api_keys WHERE id = $1";
+        let done =
+            on_pool!(self, |pool, sql| sqlx::query(sql).bind(id).execute(pool).await.map(|r| r.rows_affected()), SQL)?;
+        Ok(done == 1)
+    }
 }
 
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]

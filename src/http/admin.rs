@@ -466,6 +466,21 @@ pub async fn revoke_key(
     Ok(Json(key_json(&key)))
 }
 
+/// `DELETE /admin/v1/keys/{id}`: the key is gone at once (every replica within the cache's reload); its
+/// usage rows and audit trail stay.
+pub async fn delete_key(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, GatewayError> {
+    let before = state.store.key(&id).await?.ok_or_else(|| not_found("key", &id))?;
+    if !state.store.delete_key(&id).await? {
+        return Err(not_found("key", &id));
+    }
+    state.keys_changed().await?;
+    audit(&state, "key.delete", "api_key", &id, Some(&key_json(&before)), None).await;
+    Ok(Json(json!({"id": id, "object": "key", "deleted": true})))
+}
+
 /// `GET /v1/key`: what a virtual key may do and how much of it is left.
 pub async fn own_key(
     State(state): State<Arc<AppState>>,

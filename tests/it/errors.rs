@@ -357,6 +357,7 @@ async fn the_openapi_document_describes_every_route_the_gateway_serves_and_no_ot
         "GET /admin/v1/keys",
         "GET /admin/v1/keys/{id}",
         "PATCH /admin/v1/keys/{id}",
+        "DELETE /admin/v1/keys/{id}",
         "POST /admin/v1/keys/{id}/revoke",
         "POST /admin/v1/keys/{id}/regenerate",
         "GET /admin/v1/usage",

@@ -1106,10 +1106,12 @@ models = ["band-pricey", "band-cheap-text", "band-cheap-vision", "band-keyless"]
 #[tokio::test]
 async fn patching_a_plan_changes_only_the_fields_given() {
     let h = Harness::start().await;
-    let created = json!({"name": "partial", "daily_prompt_quota": 500, "monthly_prompt_quota": 9000,
+    // Unique per run: the Postgres of a test run keeps its rows.
+    let name = format!("partial-{}", uuid::Uuid::now_v7().simple());
+    let created = json!({"name": name, "daily_prompt_quota": 500, "monthly_prompt_quota": 9000,
                          "rpm_limit": 60, "budget_usd": 12.345678, "budget_period": "month", "public_alias": "smart-route"});
     assert_eq!(admin(&h, reqwest::Method::POST, "/admin/v1/plans", Some(created)).await.status(), 201);
-    let path = "/admin/v1/plans/partial";
+    let path = &format!("/admin/v1/plans/{name}");
     let patched: Value =
         admin(&h, reqwest::Method::PATCH, path, Some(json!({"rpm_limit": 120}))).await.json().await.unwrap();
     let read: Value = admin(&h, reqwest::Method::GET, path, None).await.json().await.unwrap();
@@ -1153,4 +1155,33 @@ async fn admin_answers_and_a_keys_own_view_are_never_cached() {
     // Inference answers are not marked so.
     let chat = h.client.post(h.url("/v1/chat/completions")).bearer_auth(&secret).json(&hello("test-model"));
     assert_eq!(no_store(&chat.send().await.unwrap()), None);
+}
+
+#[tokio::test]
+async fn a_deleted_key_stops_working_at_once_and_its_usage_stays() {
+    let h = Harness::start().await;
+    let org = new_org(&h, "Deleting").await;
+    let key = new_key(&h, org["id"].as_str().unwrap(), "unlimited").await;
+    let (id, secret) = (key["id"].as_str().unwrap().to_owned(), key["key"].as_str().unwrap().to_owned());
+    let chat = || h.client.post(h.url("/v1/chat/completions")).bearer_auth(&secret).json(&hello("test-model")).send();
+    let used = chat().await.unwrap();
+    assert_eq!(used.status(), 200);
+    let request_id = used.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(ledger_rows(&h, &id, 1).await.len(), 1, "the request is in the ledger");
+
+    let path = format!("/admin/v1/keys/{id}");
+    let deleted = admin(&h, reqwest::Method::DELETE, &path, None).await;
+    assert_eq!(deleted.status(), 200);
+    assert_eq!(deleted.json::<Value>().await.unwrap(), json!({"id": id, "object": "key", "deleted": true}));
+    assert_eq!(chat().await.unwrap().status(), 401, "refused at once");
+    assert_eq!(admin(&h, reqwest::Method::GET, &path, None).await.status(), 404);
+    assert_eq!(admin(&h, reqwest::Method::DELETE, &path, None).await.status(), 404);
+    // What it used stays in the ledger, and the deletion is audited.
+    let rows = h.get_json(&format!("/admin/v1/usage/requests?request_id={request_id}")).await;
+    assert_eq!(rows["data"][0]["key_id"], id.as_str(), "{rows}");
+    let audit = h.get_json("/admin/v1/audit?limit=500").await;
+    assert!(
+        audit["data"].as_array().unwrap().iter().any(|a| a["action"] == "key.delete" && a["target_id"] == id.as_str()),
+        "{audit}"
+    );
 }
