@@ -73,22 +73,15 @@ impl KeyCache {
         let ticket = self.next_ticket.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         let rows = store.active_keys().await?;
         let plans: HashMap<String, PlanRow> = store.plans().await?.into_iter().map(|p| (p.name.clone(), p)).collect();
-        let orgs: HashMap<String, OrganizationRow> =
-            store.all_organizations().await?.into_iter().map(|o| (o.id.clone(), o)).collect();
+        // Each organisation's routing settings, read once for all its keys.
+        let orgs: HashMap<String, OrgRouting> =
+            store.all_organizations().await?.into_iter().map(|o| (o.id.clone(), OrgRouting::of(&o))).collect();
         let mut map: HashMap<String, Arc<ActiveKey>> = HashMap::new();
         for r in rows {
             let previous = r.previous_hash.clone().zip(r.previous_expires_at);
             let mut key = active(r.clone(), &plans);
             if let Some(org) = orgs.get(&key.organization_id) {
-                key.caller.no_stream_continuation = !org.stream_continuation;
-                key.caller.blocked_providers = serde_json::from_str(&org.blocked_providers).unwrap_or_default();
-                // Unreadable (never written so): the default, global only.
-                key.caller.allowed_regions = Some(
-                    serde_json::from_str(&org.allowed_regions)
-                        .unwrap_or_else(|_| vec![crate::config::GLOBAL_REGION.to_owned()]),
-                );
-                key.caller.cheaper_swaps = org.allow_cheaper_swaps;
-                key.caller.exact_model = !org.model_fallbacks;
+                org.apply(&mut key.caller);
             }
             let key = Arc::new(key);
             map.insert(r.key_hash.clone(), key.clone());
@@ -114,6 +107,37 @@ impl KeyCache {
         }
         let found = self.by_hash.read().unwrap_or_else(|p| p.into_inner()).1.get(&keys::hash(presented)).cloned()?;
         found.expires_at.is_none_or(|at| at > now_ms).then_some(found)
+    }
+}
+
+/// What an organisation's settings say about routing its keys' requests.
+struct OrgRouting {
+    blocked_providers: Vec<String>,
+    allowed_regions: Vec<String>,
+    cheaper_swaps: bool,
+    model_fallbacks: bool,
+    stream_continuation: bool,
+}
+
+impl OrgRouting {
+    fn of(o: &OrganizationRow) -> OrgRouting {
+        OrgRouting {
+            blocked_providers: serde_json::from_str(&o.blocked_providers).unwrap_or_default(),
+            // Unreadable (never written so): the default, global only.
+            allowed_regions: serde_json::from_str(&o.allowed_regions)
+                .unwrap_or_else(|_| vec![crate::config::GLOBAL_REGION.to_owned()]),
+            cheaper_swaps: o.allow_cheaper_swaps,
+            model_fallbacks: o.model_fallbacks,
+            stream_continuation: o.stream_continuation,
+        }
+    }
+
+    fn apply(&self, caller: &mut crate::routing::Caller) {
+        caller.blocked_providers.clone_from(&self.blocked_providers);
+        caller.allowed_regions = Some(self.allowed_regions.clone());
+        caller.cheaper_swaps = self.cheaper_swaps;
+        caller.exact_model = !self.model_fallbacks;
+        caller.no_stream_continuation = !self.stream_continuation;
     }
 }
 

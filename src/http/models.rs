@@ -181,14 +181,14 @@ fn alias_object(a: &AliasEntry, key: Option<&ActiveKey>, created: u64, metadata:
     let mut o = json!({"id": a.name, "object": "model", "created": created, "owned_by": "switchyard"});
     if metadata {
         let names = |chain: &[Arc<ModelEntry>]| -> Vec<String> {
-            chain.iter().filter(|m| alias_member_usable(key, a, m)).map(|m| m.name.clone()).collect()
+            chain.iter().filter(|m| member_usable(key, &a.name, m)).map(|m| m.name.clone()).collect()
         };
         o["metadata"] = json!({
             "type": "alias",
             "targets": a
                 .targets
                 .iter()
-                .filter(|t| !a.chain.iter().any(|m| &m.name == *t && !alias_member_usable(key, a, m)))
+                .filter(|t| !a.chain.iter().any(|m| &m.name == *t && !member_usable(key, &a.name, m)))
                 .collect::<Vec<_>>(),
             "fallback_chain": names(&a.chain),
             "content_policy_chain": names(&a.content_policy_chain),
@@ -205,10 +205,11 @@ fn visible(key: Option<&ActiveKey>, name: &str) -> bool {
     key.is_none_or(|k| k.caller.lists(name))
 }
 
-/// Whether the calling key may be served `m` through alias `a`: an allowlist naming the alias allows its
-/// members, and the organisation's blocked providers and allowed regions still apply.
-fn alias_member_usable(key: Option<&ActiveKey>, a: &AliasEntry, m: &ModelEntry) -> bool {
-    key.is_none_or(|k| (k.caller.lists(&a.name) || k.caller.lists(&m.name)) && k.caller.excludes(m).is_none())
+/// Whether the calling key may be served `m` as a member of the alias or tier `group`: an allowlist
+/// naming the group allows its members, and the organisation's blocked providers and allowed regions
+/// still apply.
+fn member_usable(key: Option<&ActiveKey>, group: &str, m: &ModelEntry) -> bool {
+    key.is_none_or(|k| (k.caller.lists(group) || k.caller.lists(&m.name)) && k.caller.excludes(m).is_none())
 }
 
 /// Whether the calling key may use a model: its allowlist names it, and its organisation neither blocks
@@ -268,9 +269,7 @@ pub async fn list_models(
                 .tier(t)
                 .unwrap_or_default()
                 .iter()
-                .filter(|m| {
-                    key.is_none_or(|k| (k.caller.lists(t) || k.caller.lists(&m.name)) && k.caller.excludes(m).is_none())
-                })
+                .filter(|m| member_usable(key, t, m))
                 .map(|m| m.name.as_str())
                 .collect();
             o["metadata"] =

@@ -111,18 +111,10 @@ async fn an_organisations_traffic_goes_only_to_the_regions_it_allows() {
     };
     h.upstream.state.push_fault(Some("g-pricey-id"), refusal);
     assert_eq!(header(&chat(&h, &key, hello("policy-alias")).await, "x-switchyard-model"), "g-mid");
+    // The one request India served is the master key's above.
     assert_eq!(h.upstream.state.requests().iter().filter(|r| r.body["model"] == "in-cheap-id").count(), 1);
     // The model list shows neither the model nor it as a member of the tier or the aliases.
-    let listed: Value = h
-        .client
-        .get(h.url("/v1/models?include_metadata=true"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = h.get_json_as(&key, "/v1/models?include_metadata=true").await;
     let ids = names(&listed["data"], "id");
     assert!(ids.contains(&"g-mid".to_owned()) && !ids.contains(&"in-cheap".to_owned()), "{ids:?}");
     assert!(ids.contains(&"band".to_owned()) && ids.contains(&"my-alias".to_owned()), "{ids:?}");
@@ -137,7 +129,7 @@ async fn an_organisations_traffic_goes_only_to_the_regions_it_allows() {
     let resp = chat(&h, &key, hello("g-pricey")).await;
     assert_eq!(header(&resp, "x-switchyard-model"), "in-cheap");
     assert_eq!(chat(&h, &key, hello("in-cheap")).await.status(), 200);
-    let listed: Value = h.client.get(h.url("/v1/models")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    let listed = h.get_json_as(&key, "/v1/models").await;
     assert!(names(&listed["data"], "id").contains(&"in-cheap".to_owned()), "{listed}");
 
     // A misspelt or empty list is refused with the regions that exist.

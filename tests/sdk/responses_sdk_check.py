@@ -68,21 +68,23 @@ WEATHER = {
 }
 
 
-def start(binary, free_port, wait_ready):
-    """Starts the fake upstream and a gateway configured for it; returns (base URL, processes)."""
+def start(binary, free_port, wait_ready, config=CONFIG, key=KEY, control=False):
+    """Starts the fake upstream (taking scripted faults over HTTP with `control`) and a gateway whose
+    configuration `config` names it as `{fake}`; returns (base URL, processes, the fake's port)."""
     fake, port = free_port(), free_port()
-    env = dict(os.environ, RUST_LOG="warn", SWITCHYARD_MASTER_KEY=KEY, SDK_UPSTREAM_KEY="sk-upstream-sdk")
-    upstream = subprocess.Popen([binary, "fake-upstream", "--listen", f"127.0.0.1:{fake}"], env=env)
-    config = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
-    config.write(CONFIG.format(fake=fake))
-    config.close()
+    env = dict(os.environ, RUST_LOG="warn", SWITCHYARD_MASTER_KEY=key, SDK_UPSTREAM_KEY="sk-upstream-sdk")
+    flags = ["--control"] if control else []
+    upstream = subprocess.Popen([binary, "fake-upstream", *flags, "--listen", f"127.0.0.1:{fake}"], env=env)
+    file = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+    file.write(config.format(fake=fake))
+    file.close()
     gateway = subprocess.Popen(
-        [binary, "serve", "--config", config.name, "--listen", f"127.0.0.1:{port}"],
-        env=dict(env, DATABASE_URL=f"sqlite://{config.name}.db"),
+        [binary, "serve", "--config", file.name, "--listen", f"127.0.0.1:{port}"],
+        env=dict(env, DATABASE_URL=f"sqlite://{file.name}.db"),
     )
     base = f"http://127.0.0.1:{port}"
     wait_ready(base, gateway)
-    return base, [gateway, upstream]
+    return base, [gateway, upstream], fake
 
 
 def run_checks(base, check):
@@ -224,7 +226,7 @@ def run_node_checks(base, check):
 
 
 def run(binary, check, free_port, wait_ready):
-    base, procs = start(binary, free_port, wait_ready)
+    base, procs, _ = start(binary, free_port, wait_ready)
     try:
         run_checks(base, check)
         run_node_checks(base, check)

@@ -13,12 +13,11 @@ against the gateway it runs with the shipped configuration.
 """
 
 import json
-import os
-import subprocess
-import tempfile
 import urllib.request
 
 from openai import OpenAI
+
+import responses_sdk_check
 
 KEY = "sk-sy-master-sdk-routing-0123456789abcde"
 
@@ -89,25 +88,13 @@ def fault(fake, body):
 
 
 def run(binary, check, free_port, wait_ready):
-    fake, port = free_port(), free_port()
-    env = dict(os.environ, RUST_LOG="warn", SWITCHYARD_MASTER_KEY=KEY, SDK_UPSTREAM_KEY="sk-upstream-sdk")
-    upstream = subprocess.Popen([binary, "fake-upstream", "--control", "--listen", f"127.0.0.1:{fake}"], env=env)
-    config = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
-    config.write(CONFIG.format(fake=fake))
-    config.close()
-    gateway = subprocess.Popen(
-        [binary, "serve", "--config", config.name, "--listen", f"127.0.0.1:{port}"], env=env
-    )
+    base, procs, fake = responses_sdk_check.start(binary, free_port, wait_ready, CONFIG, KEY, control=True)
     try:
-        base = f"http://127.0.0.1:{port}"
-        wait_ready(base, gateway)
-        client = OpenAI(base_url=f"{base}/v1", api_key=KEY, max_retries=0)
-        checks(client, fake, check)
+        checks(OpenAI(base_url=f"{base}/v1", api_key=KEY, max_retries=0), fake, check)
     finally:
-        for p in (gateway, upstream):
+        for p in procs:
             p.terminate()
             p.wait(timeout=30)
-        os.unlink(config.name)
 
 
 def checks(client, fake, check):

@@ -300,7 +300,12 @@ impl Harness {
 
     /// `GET path` with the master key, read as JSON.
     pub async fn get_json(&self, path: &str) -> Value {
-        self.client.get(self.url(path)).bearer_auth(MASTER_KEY).send().await.unwrap().json().await.unwrap()
+        self.get_json_as(MASTER_KEY, path).await
+    }
+
+    /// `GET path` with `key`, read as JSON.
+    pub async fn get_json_as(&self, key: &str, path: &str) -> Value {
+        self.client.get(self.url(path)).bearer_auth(key).send().await.unwrap().json().await.unwrap()
     }
 
     /// A new organisation (`body` as the admin API takes it), created with the master key.
