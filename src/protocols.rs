@@ -170,6 +170,23 @@ pub struct NativeCall<'a> {
 pub trait StreamMapper<I: StreamItem = ChatChunk>: Send {
     /// Appends the items this event yields to `out`. An `Err` is an in-band upstream failure.
     fn map(&mut self, event: &SseEvent, out: &mut Vec<I>) -> Result<StreamStep, ProviderError>;
+    /// Called once when the stream ended properly (its last event mapped, or a body that closed after its
+    /// final item): the items still held back, if any.
+    fn end(&mut self, _out: &mut Vec<I>) {}
+    /// Whether the stream's final item was read though not yet yielded (a mapper holding items back
+    /// until [`end`](StreamMapper::end)), so a body that closes now has ended properly.
+    fn finished(&self) -> bool {
+        false
+    }
+}
+
+/// Turns a chat stream's chunks into another protocol's stream items, keeping that protocol's envelope
+/// (the one start, block indices, the one end): a door's encoder that yields items instead of frames.
+pub trait ChunkTranslator<E>: Send {
+    /// Called for each chunk in order: the items it yields (none is fine).
+    fn chunk(&mut self, chunk: &ChatChunk, out: &mut Vec<E>);
+    /// Called once when the chat stream finished properly: the items that end it.
+    fn done(&mut self, out: &mut Vec<E>);
 }
 
 /// A model or deployment id as one URL path segment: everything but unreserved characters is

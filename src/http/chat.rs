@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use super::observe::RequestId;
 use super::pipeline::{Call, Intake, Pipeline, Served};
-use super::relay::{self, Relayed};
+use super::relay;
 use super::resume;
 use super::{GatewayError, body, input};
 use crate::app::AppState;
@@ -69,7 +69,7 @@ impl ChatDoor<Canonical> {
 /// [`protocol`](Passthrough::protocol).
 pub(super) trait Passthrough: Send + Sync {
     /// One event of the protocol's stream.
-    type Event: Relayed;
+    type Event: resume::Continuable;
     /// Which protocol the door speaks.
     fn protocol(&self) -> Native;
     /// Called once per native attempt: the door's request for the upstream `model` (a serialisation
@@ -173,7 +173,7 @@ pub(super) async fn serve_chat<P: Passthrough>(
         Answer::Stream(stream, leading) => {
             // A translated stream can go on from another target if its provider fails mid-way.
             let resume: Option<Box<dyn resume::Resumable<ChatChunk>>> = (!rest.is_empty()).then(|| {
-                Box::new(resume::Resume::new(
+                Box::new(resume::Resume::<ChatChunk>::new(
                     req,
                     target.clone(),
                     std::mem::take(&mut rest),
@@ -190,8 +190,19 @@ pub(super) async fn serve_chat<P: Passthrough>(
         }
         Answer::NativeStream(stream, leading) => {
             let encoder = native.as_ref().map(Passthrough::encoder).ok_or_else(GatewayError::internal)?;
+            // Passed through, it goes on in chat from another target, when chat can carry the request.
+            let resume: Option<Box<dyn resume::Resumable<P::Event>>> =
+                (!rest.is_empty() && problem.is_none()).then(|| {
+                    Box::new(resume::Resume::<P::Event>::new(
+                        req,
+                        target.clone(),
+                        std::mem::take(&mut rest),
+                        state.router.breaker,
+                        deadline,
+                    )) as _
+                });
             let served = Served { value: (stream, leading), target, usage, headers: response_headers, rest, deadline };
-            return Ok(relay::respond(state, served, encoder));
+            return Ok(relay::respond_resumable(state, served, encoder, resume));
         }
     };
     let mut response = Served { value: (), target, usage, headers: response_headers, rest, deadline }.json(body);

@@ -21,19 +21,20 @@ use tokio::time::Instant;
 use super::chat::{ChatDoor, Passthrough, serve_chat};
 use super::observe::RequestId;
 use super::relay::Relayed;
+use super::resume::{Continuable, Progress, add_earlier};
 use super::{GatewayError, body};
 use crate::app::AppState;
 use crate::config::Capability;
-use crate::protocols::gemini::inbound::{Framing, Gemini, Translated, to_chat};
+use crate::protocols::gemini::inbound::{Framing, Gemini, GeminiEvents, Translated, to_chat};
 use crate::protocols::gemini::native::{self, NativeStream};
 use crate::protocols::gemini::outbound::to_canonical;
 use crate::protocols::gemini::wire::{GenerateRequest, GenerateResponse};
-use crate::protocols::{Native, StreamEncoder, StreamMapper};
+use crate::protocols::{ChunkTranslator, Native, StreamEncoder, StreamMapper};
 use crate::providers::ProviderError;
 use crate::routing::{Caller, ModelEntry, RequestFeatures};
 use crate::schema::Usage;
 use crate::tenancy::ActiveKey;
-use crate::usage::{Prices, UsageGuard};
+use crate::usage::{Prices, Segment, UsageGuard};
 
 /// `POST /v1beta/models/{model}:{generateContent|streamGenerateContent|countTokens}`.
 pub async fn generate(
@@ -146,6 +147,51 @@ impl Relayed for GenerateResponse {
                 usage.partial_usage(&u);
             }
             add_cost(self, Some(&u), prices);
+        }
+    }
+}
+
+impl Continuable for GenerateResponse {
+    /// The first stream's `responseId`.
+    type Mark = Option<String>;
+
+    fn note(&self, p: &mut Progress, id: &mut Option<String>) {
+        if id.is_none() {
+            id.clone_from(&self.response_id);
+        }
+        for (i, candidate) in self.candidates.iter().enumerate() {
+            if i > 0 || candidate.index.is_some_and(|index| index != 0) {
+                p.blocked = Some("several choices");
+            }
+            for part in candidate.content.iter().flat_map(|c| &c.parts) {
+                if part.function_call.is_some() {
+                    p.blocked = Some("a tool call was being streamed");
+                } else if let Some(text) = part.text.as_deref().filter(|t| !t.is_empty()) {
+                    if part.is_thought() {
+                        p.reasoning_open = true;
+                    } else {
+                        p.reasoning_open = false;
+                        p.sent.push_str(text);
+                    }
+                }
+            }
+            if candidate.finish_reason.is_some() {
+                p.finished = true;
+            }
+        }
+    }
+
+    fn translator(id: &Option<String>) -> Box<dyn ChunkTranslator<GenerateResponse>> {
+        Box::new(GeminiEvents::continuing(id.clone()))
+    }
+
+    fn as_first(&mut self, _id: &Option<String>, earlier: &[Segment]) {
+        // Only the last response counts the whole answer (the continuation's earlier ones carry none).
+        if crate::protocols::StreamItem::is_final(self)
+            && let Some(u) = &mut self.usage_metadata
+        {
+            add_earlier(earlier, &mut u.prompt_token_count, &mut u.candidates_token_count, &mut u.extra);
+            u.total_token_count = u.prompt_token_count + u.candidates_token_count + u.thoughts_token_count;
         }
     }
 }

@@ -18,18 +18,19 @@ use tokio::time::Instant;
 use super::chat::{ChatDoor, Passthrough, serve_chat};
 use super::observe::RequestId;
 use super::relay::{self, Relayed};
+use super::resume::{Continuable, Progress, add_earlier};
 use super::{GatewayError, body};
 use crate::app::AppState;
-use crate::protocols::anthropic::inbound::{Messages, Translated, to_chat};
+use crate::protocols::anthropic::inbound::{Messages, MessagesEvents, Translated, to_chat};
 use crate::protocols::anthropic::native;
 use crate::protocols::anthropic::outbound::FORWARDED_HEADERS;
 use crate::protocols::anthropic::wire::{MessagesRequest, StreamEvent, TokenCount};
-use crate::protocols::{Native, StreamEncoder, StreamMapper};
+use crate::protocols::{ChunkTranslator, Native, StreamEncoder, StreamMapper};
 use crate::providers::ProviderError;
 use crate::routing::{Caller, RequestFeatures};
 use crate::schema::Usage;
 use crate::tenancy::ActiveKey;
-use crate::usage::{Prices, UsageGuard};
+use crate::usage::{Prices, Segment, UsageGuard};
 
 /// `POST /v1/messages`.
 pub async fn create_message(
@@ -146,4 +147,61 @@ pub async fn count_tokens(
     let caller = key.as_ref().map_or_else(Caller::default, |Extension(k)| k.caller.clone());
     state.catalog.route(&chat.model, &caller, &features).await?;
     Ok(axum::Json(TokenCount { input_tokens: features.prompt_tokens().await }).into_response())
+}
+
+/// Where an Anthropic stream stands beyond its text.
+#[derive(Debug, Default)]
+pub(super) struct BlockMark {
+    /// The index of the text block still open, if one is.
+    open_text: Option<u32>,
+    /// The index the next block takes.
+    next_index: u32,
+}
+
+impl Continuable for StreamEvent {
+    type Mark = BlockMark;
+
+    fn note(&self, p: &mut Progress, mark: &mut BlockMark) {
+        match self.kind.as_str() {
+            "content_block_start" => {
+                let index = self.index.unwrap_or(mark.next_index);
+                mark.next_index = mark.next_index.max(index + 1);
+                mark.open_text = None;
+                match self.content_block.as_ref().map(|b| b.kind.as_str()) {
+                    Some("text") => mark.open_text = Some(index),
+                    Some("thinking" | "redacted_thinking") => p.reasoning_open = true,
+                    _ => p.blocked = Some("a tool call was being streamed"),
+                }
+            }
+            "content_block_delta" => {
+                if let Some(text) = self.delta.as_ref().and_then(|d| d.text.as_deref()) {
+                    p.sent.push_str(text);
+                }
+            }
+            "content_block_stop" => {
+                mark.open_text = None;
+                p.reasoning_open = false;
+            }
+            "message_delta"
+                if self.delta.as_ref().is_some_and(|d| d.stop_reason.as_ref().is_some_and(Option::is_some)) =>
+            {
+                p.finished = true;
+            }
+            "message_stop" => p.finished = true,
+            _ => {}
+        }
+    }
+
+    fn translator(mark: &BlockMark) -> Box<dyn ChunkTranslator<StreamEvent>> {
+        Box::new(MessagesEvents::continuing(mark.open_text, mark.next_index))
+    }
+
+    fn as_first(&mut self, _mark: &BlockMark, earlier: &[Segment]) {
+        // The continuation's events carry no id: only its final count changes.
+        if self.kind == "message_delta"
+            && let Some(u) = &mut self.usage
+        {
+            add_earlier(earlier, &mut u.input_tokens, &mut u.output_tokens, &mut u.extra);
+        }
+    }
 }

@@ -212,13 +212,6 @@ impl<I: Relayed> Relay<I> {
         let (outcome, error) = match end {
             End::Done => {
                 let mut frames = Vec::new();
-                if let Some(resume) = self.resume.as_mut() {
-                    let mut held = Vec::new();
-                    resume.flush(&mut held);
-                    for item in held {
-                        self.encoder.chunk(&item, &mut frames);
-                    }
-                }
                 self.encoder.done(&mut frames);
                 // Recorded before the client has the stream's end: a client that saw its answer has its
                 // ledger row, whatever happens to the process next.

@@ -1,33 +1,46 @@
-//! Mid-stream continuation: a chat stream whose provider fails after content began (a cut connection,
-//! an idle timeout, an in-band error) goes on from the next target of its plan, and the client reads one
-//! stream. The new attempt is asked to continue the text already sent (`protocols::continuation`); here
-//! its chunks are made to read as the first stream's: the first stream's `id` and `created` (the relay
-//! keeps the public `model`), no second role, the repeated words at the seam trimmed, one finish, one
-//! usage (both attempts' tokens and cost, with `continuation` saying from which target). The door's
-//! encoder sees one stream, so every door rendering chat chunks (chat, Messages and Gemini translated,
-//! Responses translated) keeps its own continuity: Anthropic's block indices, Responses' sequence.
+//! Mid-stream continuation: a stream whose provider fails after content began (a cut connection, an
+//! idle timeout, an in-band error) goes on from the next target of its plan, and the client reads one
+//! stream. The new attempt is asked, in chat, to continue the text already sent
+//! (`protocols::continuation`), whatever the door and whichever protocol the first attempt spoke; its
+//! chunks are then made to read as the first stream's, in one mechanism for every door:
+//!
+//! - [`Continued`], the continuation's stream mapper: no second role, the repeated words at the seam
+//!   trimmed (held back until the seam is decided), then the chunks turned into the first stream's item
+//!   type by a [`ChunkTranslator`] seeded where that stream stands (chat chunks stay chunks; for a native
+//!   pass-through, Anthropic's events go on in the open text block with no second `message_start`,
+//!   Gemini's responses under the first `responseId`).
+//! - [`Continuable`], per item type: what an item tells of the answer so far ([`Progress`]: the text,
+//!   an open tool call or reasoning block, the finish) and how a continuation's item takes the first
+//!   stream's identity, its final usage summing every attempt's tokens and cost, with `continuation`
+//!   saying from which target.
+//! - [`Resume`]: when a continuation may happen, and opening the next target.
+//!
+//! A translated stream's items are chat chunks, rendered by the door's encoder after this, so each door's
+//! own continuity (Anthropic's block indices, Responses' sequence) comes from its encoder's state.
 //!
 //! Not when the answer cannot be continued faithfully: a tool call or reasoning open (or seen) at the
 //! break, several choices, nothing sent yet (that is an ordinary fallback), the caller's opt-out
-//! (`x-switchyard-continuation: off`) or exactly one target. At most [`MAX_CONTINUATIONS`] per request.
-//! Each attempt keeps its own tokens and cost in the ledger row (`UsageRecord::continued_from`).
-//! Not here: streams passed through in a door's own protocol (they end with the door's error event).
+//! (`x-switchyard-continuation: off`), exactly one target, or a native request chat cannot carry. At
+//! most [`MAX_CONTINUATIONS`] per request. Each attempt keeps its own tokens and cost in the ledger row
+//! (`UsageRecord::continued_from`). Not here: Responses streams passed through natively (they end with
+//! the door's error event).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use http::HeaderMap;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
-use super::relay;
-use crate::protocols::continuation;
+use super::relay::{self, Relayed};
+use crate::protocols::{ChunkTranslator, StreamMapper, StreamStep, continuation};
 use crate::providers::ProviderError;
 use crate::providers::exec::{self, ChunkStream};
 use crate::routing::ModelEntry;
 use crate::routing::breaker::{BreakerConfig, Gate};
 use crate::schema::{ChatChunk, ChatRequest, ChunkChoice, Delta};
+use crate::sse::SseEvent;
 use crate::usage::{Prices, Segment, UsageGuard};
 
 /// Continuations one request may make.
@@ -41,128 +54,170 @@ pub fn opted_out(headers: &HeaderMap) -> bool {
         .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "off" | "false" | "0" | "no"))
 }
 
-/// A continued stream: the next stream, what its chunks come in before the rest, and its prices.
+/// A continued stream: the next stream, what its items come in before the rest, and its prices.
 pub(super) type Resumed<I> = (ChunkStream<I>, VecDeque<I>, Prices);
 
 /// What the relay asks of a stream that may go on elsewhere.
 pub(super) trait Resumable<I: crate::protocols::StreamItem>: Send {
     /// Each item on its way to the client, after the books (`usage`) saw it: what to render in its place.
     fn pass(&mut self, item: I, usage: &UsageGuard, out: &mut Vec<I>);
-    /// At the stream's proper end: anything still held back.
-    fn flush(&mut self, out: &mut Vec<I>);
     /// After the stream failed with `e`: the stream that continues it, when it can be continued.
     fn resume<'a>(&'a mut self, e: &'a ProviderError, usage: &'a mut UsageGuard) -> BoxFuture<'a, Option<Resumed<I>>>;
 }
 
-/// A chat stream's continuation state.
-pub(super) struct Resume {
-    /// The caller's request as the door gave it (the model is the last attempt's upstream id).
-    req: ChatRequest,
-    /// The plan's targets after the one answering, in order.
-    rest: VecDeque<Arc<ModelEntry>>,
-    current: Arc<ModelEntry>,
-    breaker: BreakerConfig,
-    /// The request's deadline across all attempts.
-    deadline: Instant,
-    /// The first stream's id, creation time and (public) model, which the continuation's chunks take.
-    first: Option<(String, u64, String)>,
+/// What the client has of the answer so far, as far as continuing it goes.
+#[derive(Debug, Default)]
+pub(super) struct Progress {
     /// The answer's text as the client has it.
-    sent: String,
+    pub sent: String,
     /// Why the answer cannot be continued, once something makes it so.
-    blocked: Option<&'static str>,
-    reasoning_open: bool,
-    finished: bool,
-    /// After a continuation began: its text held back until the seam is decided.
-    held: Option<String>,
+    pub blocked: Option<&'static str>,
+    pub reasoning_open: bool,
+    pub finished: bool,
 }
 
-impl Resume {
-    pub fn new(
-        req: ChatRequest,
-        current: Arc<ModelEntry>,
-        rest: Vec<Arc<ModelEntry>>,
-        breaker: BreakerConfig,
-        deadline: Instant,
-    ) -> Resume {
-        let blocked = (req.n.unwrap_or(1) > 1).then_some("several choices");
-        Resume {
-            req,
-            rest: rest.into(),
-            current,
-            breaker,
-            deadline,
-            first: None,
-            sent: String::new(),
-            blocked,
-            reasoning_open: false,
-            finished: false,
-            held: None,
+/// A stream item a continuation can be written in: chat chunks, and the events of a door's protocol
+/// passed through natively.
+pub(super) trait Continuable: Relayed + Sized + 'static {
+    /// What a continuation takes from the first stream beyond its text: its ids, its open block.
+    type Mark: Default + Send;
+    /// Notes an item the client is about to get.
+    fn note(&self, progress: &mut Progress, mark: &mut Self::Mark);
+    /// Renders a continuation's chat chunks as this type's items, going on where the stream stands.
+    fn translator(mark: &Self::Mark) -> Box<dyn ChunkTranslator<Self>>;
+    /// An item of a continuation made to read as the first stream's: the first stream's identity, and
+    /// (on the item with the final usage) the earlier attempts' tokens and cost added with
+    /// [`add_earlier`].
+    fn as_first(&mut self, mark: &Self::Mark, earlier: &[Segment]);
+}
+
+/// Adds the earlier attempts of a continued answer to the final usage of its last: their tokens, their
+/// cost (`extra.cost` in USD; dropped when any attempt's is unknown, as money is never guessed), and
+/// `extra.continuation` saying how many there were and where they came from.
+pub(super) fn add_earlier(earlier: &[Segment], prompt: &mut u64, completion: &mut u64, extra: &mut Map<String, Value>) {
+    for s in earlier {
+        *prompt += s.prompt_tokens;
+        *completion += s.completion_tokens;
+    }
+    let this = extra.get("cost").and_then(Value::as_f64).map(|usd| (usd * 1e6).round() as i64);
+    let before = earlier.iter().try_fold(0, |sum, s| Some(sum + s.cost_micros?));
+    match this.zip(before) {
+        Some((this, before)) => relay::put_cost(extra, this + before),
+        None => {
+            extra.remove("cost");
         }
     }
+    let from: Vec<Value> =
+        earlier.iter().map(|s| json!({"model": s.model, "provider": s.provider, "error": s.error})).collect();
+    extra.insert("continuation".to_owned(), json!({"count": earlier.len(), "from": from}));
+}
 
-    /// Notes what the client is about to get, so a continuation knows where the answer stands.
-    fn note(&mut self, c: &ChatChunk) {
-        for choice in &c.choices {
+impl Continuable for ChatChunk {
+    /// The first stream's id and creation time.
+    type Mark = Option<(String, u64)>;
+
+    fn note(&self, p: &mut Progress, first: &mut Self::Mark) {
+        if first.is_none() && !self.id.is_empty() {
+            *first = Some((self.id.clone(), self.created));
+        }
+        for choice in &self.choices {
             if choice.index != 0 {
-                self.blocked = Some("several choices");
+                p.blocked = Some("several choices");
             }
             let d = &choice.delta;
             if d.tool_calls.as_ref().is_some_and(|t| !t.is_empty()) {
-                self.blocked = Some("a tool call was being streamed");
+                p.blocked = Some("a tool call was being streamed");
             }
             if d.reasoning_content.as_ref().is_some_and(|r| !r.is_empty()) {
-                self.reasoning_open = true;
+                p.reasoning_open = true;
             }
             if let Some(text) = d.content.as_deref().filter(|t| !t.is_empty()) {
-                self.reasoning_open = false;
-                self.sent.push_str(text);
+                p.reasoning_open = false;
+                p.sent.push_str(text);
             }
             if choice.finish_reason.is_some() {
-                self.finished = true;
+                p.finished = true;
             }
         }
     }
 
-    /// A chunk of the continuation made to read as the first stream's; its usage (the last chunk's)
-    /// becomes the whole request's: the earlier attempts' tokens and cost added, and where they came from.
-    fn as_first(&self, c: &mut ChatChunk, earlier: &[Segment]) {
-        if let Some((id, created, _)) = &self.first {
-            c.id.clone_from(id);
-            c.created = *created;
+    fn translator(_first: &Self::Mark) -> Box<dyn ChunkTranslator<ChatChunk>> {
+        Box::new(Same)
+    }
+
+    fn as_first(&mut self, first: &Self::Mark, earlier: &[Segment]) {
+        if let Some((id, created)) = first {
+            self.id.clone_from(id);
+            self.created = *created;
         }
-        for choice in &mut c.choices {
-            choice.delta.role = None;
+        if let Some(u) = &mut self.usage {
+            add_earlier(earlier, &mut u.prompt_tokens, &mut u.completion_tokens, &mut u.extra);
+            u.total_tokens = u.prompt_tokens + u.completion_tokens;
         }
-        if let Some(u) = &mut c.usage {
-            for s in earlier {
-                u.prompt_tokens += s.prompt_tokens;
-                u.completion_tokens += s.completion_tokens;
-                u.total_tokens += s.prompt_tokens + s.completion_tokens;
+    }
+}
+
+/// Chat chunks stay chat chunks.
+struct Same;
+
+impl ChunkTranslator<ChatChunk> for Same {
+    fn chunk(&mut self, chunk: &ChatChunk, out: &mut Vec<ChatChunk>) {
+        out.push(chunk.clone());
+    }
+
+    fn done(&mut self, _out: &mut Vec<ChatChunk>) {}
+}
+
+/// The stream mapper of a continuation: the target's own chat mapper, then no role, the seam, and the
+/// translation into the first stream's item type.
+struct Continued<E> {
+    inner: Box<dyn StreamMapper>,
+    to: Box<dyn ChunkTranslator<E>>,
+    /// The answer's text as the client has it.
+    sent: String,
+    /// The continuation's text held back until the seam is decided; `None` once it was.
+    held: Option<String>,
+    chunks: Vec<ChatChunk>,
+    /// The target's final chunk was read.
+    finished: bool,
+}
+
+impl<E> Continued<E> {
+    fn translate(&mut self, out: &mut Vec<E>) {
+        let mut chunks = std::mem::take(&mut self.chunks);
+        for mut c in chunks.drain(..) {
+            self.finished |= crate::protocols::StreamItem::is_final(&c);
+            for choice in &mut c.choices {
+                choice.delta.role = None;
             }
-            let this = u.extra.get("cost").and_then(Value::as_f64).map(|usd| (usd * 1e6).round() as i64);
-            let before = earlier.iter().try_fold(0, |sum, s| Some(sum + s.cost_micros?));
-            match this.zip(before) {
-                Some((this, before)) => relay::put_cost(&mut u.extra, this + before),
-                None => {
-                    u.extra.remove("cost");
+            if let Some(held) = &mut self.held {
+                if let Some(text) = c.choices.first_mut().and_then(|ch| ch.delta.content.take()) {
+                    held.push_str(&text);
+                }
+                // Anything else in the chunk (a finish, usage, a tool call) goes after the text before it.
+                if held.len() >= continuation::seam_window(&self.sent) || !is_empty(&c) {
+                    self.release(out);
                 }
             }
-            let from: Vec<Value> =
-                earlier.iter().map(|s| json!({"model": s.model, "provider": s.provider, "error": s.error})).collect();
-            u.extra.insert("continuation".to_owned(), json!({"count": earlier.len(), "from": from}));
+            if !is_empty(&c) {
+                self.to.chunk(&c, out);
+            }
         }
+        self.chunks = chunks;
     }
 
-    /// Releases the held continuation text, trimmed at the seam, as a chunk of the first stream.
-    fn release(&mut self, out: &mut Vec<ChatChunk>) {
+    /// The held text, trimmed at the seam, as a chunk.
+    fn release(&mut self, out: &mut Vec<E>) {
         let Some(held) = self.held.take() else { return };
         let text = &held[continuation::seam(&self.sent, &held)..];
-        let Some((id, created, model)) = self.first.clone().filter(|_| !text.is_empty()) else { return };
+        if text.is_empty() {
+            return;
+        }
         let chunk = ChatChunk {
-            id,
+            id: String::new(),
             object: "chat.completion.chunk".to_owned(),
-            created,
-            model,
+            created: 0,
+            model: String::new(),
             choices: vec![ChunkChoice {
                 index: 0,
                 delta: Delta { content: Some(text.to_owned()), ..Delta::default() },
@@ -172,72 +227,106 @@ impl Resume {
             usage: None,
             extra: Default::default(),
         };
-        self.note(&chunk);
-        out.push(chunk);
+        self.to.chunk(&chunk, out);
     }
 }
 
-impl Resumable<ChatChunk> for Resume {
-    fn pass(&mut self, mut c: ChatChunk, usage: &UsageGuard, out: &mut Vec<ChatChunk>) {
-        if self.first.is_none() && !c.id.is_empty() {
-            self.first = Some((c.id.clone(), c.created, c.model.clone()));
-        }
-        let earlier = usage.continued();
-        if earlier.is_empty() {
-            self.note(&c);
-            out.push(c);
-            return;
-        }
-        self.as_first(&mut c, earlier);
-        if let Some(held) = &mut self.held {
-            if let Some(text) = c.choices.first_mut().and_then(|ch| ch.delta.content.take()) {
-                held.push_str(&text);
-            }
-            let ending = c.usage.is_some() || c.choices.iter().any(|ch| ch.finish_reason.is_some());
-            if held.len() >= continuation::seam_window(&self.sent) || ending {
-                self.release(out);
-            }
-        }
-        let empty = c.usage.is_none() && c.choices.iter().all(|ch| ch.finish_reason.is_none() && ch.delta.is_empty());
-        if !empty {
-            self.note(&c);
-            out.push(c);
-        }
+fn is_empty(c: &ChatChunk) -> bool {
+    c.usage.is_none() && c.choices.iter().all(|ch| ch.finish_reason.is_none() && ch.delta.is_empty())
+}
+
+impl<E: crate::protocols::StreamItem> StreamMapper<E> for Continued<E> {
+    fn map(&mut self, event: &SseEvent, out: &mut Vec<E>) -> Result<StreamStep, ProviderError> {
+        let step = self.inner.map(event, &mut self.chunks)?;
+        self.translate(out);
+        Ok(step)
     }
 
-    fn flush(&mut self, out: &mut Vec<ChatChunk>) {
+    fn end(&mut self, out: &mut Vec<E>) {
+        self.inner.end(&mut self.chunks);
+        self.translate(out);
         self.release(out);
+        self.to.done(out);
     }
 
-    fn resume<'a>(
-        &'a mut self,
-        e: &'a ProviderError,
-        usage: &'a mut UsageGuard,
-    ) -> BoxFuture<'a, Option<Resumed<ChatChunk>>> {
+    fn finished(&self) -> bool {
+        self.finished
+    }
+}
+
+/// A stream's continuation state.
+pub(super) struct Resume<E: Continuable> {
+    /// The caller's request in chat (the model is the last attempt's upstream id).
+    req: ChatRequest,
+    /// The plan's targets after the one answering, in order.
+    rest: VecDeque<Arc<ModelEntry>>,
+    current: Arc<ModelEntry>,
+    breaker: BreakerConfig,
+    /// The request's deadline across all attempts.
+    deadline: Instant,
+    progress: Progress,
+    mark: E::Mark,
+}
+
+impl<E: Continuable> Resume<E> {
+    pub fn new(
+        req: ChatRequest,
+        current: Arc<ModelEntry>,
+        rest: Vec<Arc<ModelEntry>>,
+        breaker: BreakerConfig,
+        deadline: Instant,
+    ) -> Resume<E> {
+        let blocked = (req.n.unwrap_or(1) > 1).then_some("several choices");
+        Resume {
+            req,
+            rest: rest.into(),
+            current,
+            breaker,
+            deadline,
+            progress: Progress { blocked, ..Progress::default() },
+            mark: E::Mark::default(),
+        }
+    }
+
+    /// Why the stream cannot be continued after `e`, if it cannot.
+    fn why_not(&self, e: &ProviderError, usage: &UsageGuard) -> Option<&'static str> {
+        let p = &self.progress;
+        if usage.continued().len() >= usize::from(MAX_CONTINUATIONS) {
+            Some("it was continued twice already")
+        } else if let Some(blocked) = p.blocked {
+            Some(blocked)
+        } else if p.reasoning_open {
+            Some("a reasoning block was open")
+        } else if p.finished {
+            Some("the answer had finished")
+        } else if p.sent.trim().is_empty() {
+            Some("no text was sent yet")
+        } else if !e.should_fallback() {
+            Some("the failure would recur elsewhere")
+        } else if self.rest.is_empty() {
+            Some("no other target")
+        } else {
+            None
+        }
+    }
+}
+
+impl<E: Continuable> Resumable<E> for Resume<E> {
+    fn pass(&mut self, mut item: E, usage: &UsageGuard, out: &mut Vec<E>) {
+        let earlier = usage.continued();
+        if !earlier.is_empty() {
+            item.as_first(&self.mark, earlier);
+        }
+        item.note(&mut self.progress, &mut self.mark);
+        out.push(item);
+    }
+
+    fn resume<'a>(&'a mut self, e: &'a ProviderError, usage: &'a mut UsageGuard) -> BoxFuture<'a, Option<Resumed<E>>> {
         Box::pin(async move {
-            let why_not = if usage.continued().len() >= usize::from(MAX_CONTINUATIONS) {
-                Some("it was continued twice already")
-            } else if let Some(blocked) = self.blocked {
-                Some(blocked)
-            } else if self.reasoning_open {
-                Some("a reasoning block was open")
-            } else if self.finished {
-                Some("the answer had finished")
-            } else if self.sent.trim().is_empty() {
-                Some("no text was sent yet")
-            } else if !e.should_fallback() {
-                Some("the failure would recur elsewhere")
-            } else if self.rest.is_empty() {
-                Some("no other target")
-            } else {
-                None
-            };
-            if let Some(why) = why_not {
+            if let Some(why) = self.why_not(e, usage) {
                 tracing::info!(error = %e, why, "stream not continued");
                 return None;
             }
-            // Text held back at a seam never reached the client: the next attempt starts from what did.
-            self.held = None;
             self.current.breaker.record_failure(e, self.breaker, Instant::now());
             while let Some(target) = self.rest.pop_front() {
                 let now = Instant::now();
@@ -248,10 +337,20 @@ impl Resumable<ChatChunk> for Resume {
                     continue;
                 }
                 let (provider, timeouts) = (&target.provider, &target.timeouts);
-                let mut req = continuation::request(&self.req, &self.sent, provider.adapter().prefill());
+                let adapter = provider.adapter();
+                let mut req = continuation::request(&self.req, &self.progress.sent, adapter.prefill());
                 req.model.clone_from(&target.upstream);
+                let mapper = Box::new(Continued {
+                    inner: adapter.stream_mapper(&req),
+                    to: E::translator(&self.mark),
+                    sent: self.progress.sent.clone(),
+                    held: Some(String::new()),
+                    chunks: Vec::new(),
+                    finished: false,
+                });
                 let deadline = (now + timeouts.total).min(self.deadline);
-                let opened = match exec::open_stream(provider, timeouts, &req, deadline).await {
+                let build = |ep: &crate::providers::Endpoint<'_>| adapter.chat_request(&req, ep);
+                let opened = match exec::open_stream_with(provider, timeouts, build, mapper, deadline).await {
                     Ok(stream) => relay::past_preamble(stream).await,
                     Err(e) => Err(e),
                 };
@@ -260,11 +359,10 @@ impl Resumable<ChatChunk> for Resume {
                         target.breaker.record_success();
                         // The new prompt also carries the partial answer (and, without a prefill, a short
                         // instruction): its estimate if the provider never reports.
-                        let extra = self.sent.len().div_ceil(4) as u64 + 64;
+                        let extra = self.progress.sent.len().div_ceil(4) as u64 + 64;
                         usage.continue_with(&target.name, &target.provider.name, target.prices(), e.label(), extra);
                         tracing::info!(from = %self.current.name, to = %target.name, error = %e, "stream continued on another target");
                         self.current = target.clone();
-                        self.held = Some(String::new());
                         return Some((stream, leading, target.prices()));
                     }
                     Err(e2) => {

@@ -306,11 +306,12 @@ impl<I: StreamItem> ChunkStream<I> {
                 for event in self.events.drain(..) {
                     if self.mapper.map(&event, &mut self.mapped)? == StreamStep::Done {
                         self.done = true;
+                        self.mapper.end(&mut self.mapped);
                         break;
                     }
                 }
                 self.events.clear();
-                self.saw_finish |= self.mapped.iter().any(StreamItem::is_final);
+                self.saw_finish |= self.mapper.finished() || self.mapped.iter().any(StreamItem::is_final);
                 self.pending.extend(self.mapped.drain(..));
                 continue;
             }
@@ -334,6 +335,8 @@ impl<I: StreamItem> ChunkStream<I> {
                     if partial || !self.saw_finish {
                         return Err(interrupted());
                     }
+                    self.mapper.end(&mut self.mapped);
+                    self.pending.extend(self.mapped.drain(..));
                 }
             }
         }

@@ -35,9 +35,31 @@ name = "claude-first"
 provider = "anthropic"
 upstream = "claude-first-up"
 
+[[models]]
+name = "gemini-first"
+provider = "gemini"
+upstream = "gemini-first-up"
+input_per_mtok = 1.0
+output_per_mtok = 2.0
+
+[[models]]
+name = "gemini-next"
+provider = "gemini"
+upstream = "gemini-next-up"
+input_per_mtok = 1.0
+output_per_mtok = 2.0
+
 [[aliases]]
 name = "claude-pair"
 targets = ["claude-first", "claude-next"]
+
+[[aliases]]
+name = "claude-then-openai"
+targets = ["claude-first", "second-model"]
+
+[[aliases]]
+name = "gemini-pair"
+targets = ["gemini-first", "gemini-next"]
 
 [[aliases]]
 name = "resilient"
@@ -81,6 +103,11 @@ fn reads_on(text: &str) -> bool {
 fn partial_sent_upstream(h: &Harness) -> String {
     let requests = h.upstream.state.requests();
     let body = &requests.last().unwrap().body;
+    if let Some(contents) = body["contents"].as_array() {
+        // Gemini's: the last model turn's text parts.
+        let model = contents.iter().rev().find(|c| c["role"] == "model").expect("a model turn");
+        return model["parts"].as_array().unwrap().iter().filter_map(|p| p["text"].as_str()).collect();
+    }
     let messages = body["messages"].as_array().unwrap();
     let assistant = messages.iter().rev().find(|m| m["role"] == "assistant").expect("an assistant turn");
     match &assistant["content"] {
@@ -241,6 +268,96 @@ async fn the_gemini_door_reads_one_answer_across_the_seam() {
     continues_the_partial_answer(&h, &text);
 }
 
+/// A Messages stream passed through to Anthropic, cut mid-way: the continuation (on Anthropic again,
+/// or on an OpenAI-kind target) goes on in the same text block; one `message_start`, one `message_stop`,
+/// and a final count that is both attempts', as the ledger bills them.
+#[tokio::test]
+async fn a_messages_stream_passed_through_continues_in_its_open_block() {
+    let h = harness().await;
+    for (alias, next, upstream) in
+        [("claude-pair", "claude-next", "claude-next-up"), ("claude-then-openai", "second-model", "second-up")]
+    {
+        h.upstream.state.push_fault(Some("claude-first-up"), Fault::CutMidStream { after_chunks: 6 });
+        let resp = h
+            .client
+            .post(h.url("/v1/messages"))
+            .header("x-api-key", MASTER_KEY)
+            .header("anthropic-version", "2023-06-01")
+            .json(&json!({"model": alias, "max_tokens": 200, "stream": true, "top_k": 5,
+                          "messages": [{"role": "user", "content": "Tell me about the gateway"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let request_id = header(&resp, "x-request-id");
+        let events = sse_events(resp).await;
+        let kinds: Vec<&str> = events.iter().map(|e| e.event.as_deref().unwrap_or("")).collect();
+        assert_eq!(kinds.iter().filter(|k| **k == "message_start").count(), 1, "{kinds:?}");
+        assert_eq!(kinds.iter().filter(|k| **k == "content_block_start").count(), 1, "{kinds:?}");
+        assert_eq!(kinds.iter().filter(|k| **k == "message_stop").count(), 1, "{kinds:?}");
+        assert_eq!(kinds.last(), Some(&"message_stop"), "{kinds:?}");
+        assert!(!kinds.contains(&"error"), "{alias}: {kinds:?}");
+        let data: Vec<Value> = events.iter().map(|e| serde_json::from_str(&e.data).unwrap()).collect();
+        let first = &data[0]["message"];
+        assert!(first["id"].as_str().unwrap().starts_with("msg_"), "{first}");
+        let text: String = data
+            .iter()
+            .filter(|d| d["type"] == "content_block_delta")
+            .inspect(|d| assert_eq!(d["index"], 0, "one text block"))
+            .filter_map(|d| d["delta"]["text"].as_str())
+            .collect();
+        continues_the_partial_answer(&h, &text);
+        let requests = h.upstream.state.requests();
+        let (cut, last) = (&requests[requests.len() - 2].body, &requests.last().unwrap().body);
+        assert_eq!(cut["top_k"], 5, "the first attempt passed through as it came: {cut}");
+        assert_eq!(last["model"].as_str(), Some(upstream), "continued on {next}");
+        let stops: Vec<&Value> = data.iter().filter(|d| d["type"] == "message_delta").collect();
+        assert_eq!(stops.len(), 1);
+        let usage = &stops[0]["usage"];
+        assert_eq!(usage["continuation"]["count"], 1, "{usage}");
+        assert_eq!(usage["continuation"]["from"][0]["model"], "claude-first");
+        let row = ledger_row(&h, &request_id).await;
+        assert_eq!((row["outcome"].as_str(), row["served_model"].as_str()), (Some("completed"), Some(next)));
+        assert_eq!(row["attempts"], 2);
+        assert_eq!(row["continued_from"][0]["model"], "claude-first");
+        assert_eq!(row["prompt_tokens"].as_u64(), usage["input_tokens"].as_u64(), "{usage} {row}");
+        assert_eq!(row["completion_tokens"].as_u64(), usage["output_tokens"].as_u64(), "{usage} {row}");
+    }
+}
+
+/// A Gemini stream passed through to Gemini, cut mid-way, continues under its first `responseId`, one
+/// finish, its final count both attempts'.
+#[tokio::test]
+async fn a_gemini_stream_passed_through_continues_under_its_response_id() {
+    let h = harness().await;
+    h.upstream.state.push_fault(Some("gemini-first-up"), Fault::CutMidStream { after_chunks: 4 });
+    let resp = h
+        .client
+        .post(h.url("/v1beta/models/gemini-pair:streamGenerateContent?alt=sse"))
+        .header("x-goog-api-key", MASTER_KEY)
+        .json(&json!({"contents": [{"role": "user", "parts": [{"text": "Tell me about the gateway"}]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let request_id = header(&resp, "x-request-id");
+    let (frames, _) = payloads(&sse_events(resp).await);
+    assert!(frames.iter().all(|f| f.get("error").is_none()), "{frames:?}");
+    let finishes = frames.iter().filter(|f| f["candidates"][0]["finishReason"].is_string()).count();
+    assert_eq!(finishes, 1);
+    let ids: std::collections::HashSet<&str> = frames.iter().filter_map(|f| f["responseId"].as_str()).collect();
+    assert_eq!(ids.len(), 1, "one responseId: {ids:?}");
+    let text: String =
+        frames.iter().filter_map(|f| f["candidates"][0]["content"]["parts"][0]["text"].as_str()).collect();
+    continues_the_partial_answer(&h, &text);
+    let usage = &frames.last().unwrap()["usageMetadata"];
+    assert_eq!(usage["continuation"]["count"], 1, "{usage}");
+    let row = ledger_row(&h, &request_id).await;
+    assert_eq!((row["outcome"].as_str(), row["served_model"].as_str()), (Some("completed"), Some("gemini-next")));
+    assert_eq!(row["prompt_tokens"].as_u64(), usage["promptTokenCount"].as_u64(), "{usage} {row}");
+    assert_eq!(row["completion_tokens"].as_u64(), usage["candidatesTokenCount"].as_u64(), "{usage} {row}");
+}
+
 #[tokio::test]
 async fn the_responses_door_continues_the_same_item_and_sequence() {
     let h = harness().await;
@@ -328,4 +445,32 @@ async fn no_continuation_with_a_tool_call_open_or_when_the_caller_its_organisati
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(continued, "continues once the key cache has the organisation's new setting");
+}
+
+#[tokio::test]
+async fn a_messages_stream_passed_through_is_not_continued_inside_a_tool_call() {
+    let h = harness().await;
+    // The text block, then the call's start and its first arguments: cut inside the call.
+    h.upstream.state.push_fault(Some("claude-first-up"), Fault::CutMidStream { after_chunks: 8 });
+    let before = h.upstream.state.requests().len();
+    let resp = h
+        .client
+        .post(h.url("/v1/messages"))
+        .header("x-api-key", MASTER_KEY)
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model": "claude-pair", "max_tokens": 200, "stream": true,
+                      "tools": [{"name": "lookup", "input_schema": {"type": "object",
+                                 "properties": {"q": {"type": "string"}}}}],
+                      "tool_choice": {"type": "any"},
+                      "messages": [{"role": "user", "content": "Look it up, and think aloud"}]}))
+        .send()
+        .await
+        .unwrap();
+    let events = sse_events(resp).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e.event.as_deref().unwrap_or("")).collect();
+    assert_eq!(kinds.last(), Some(&"error"), "ends with the error event: {kinds:?}");
+    let data: Vec<Value> = events.iter().map(|e| serde_json::from_str(&e.data).unwrap()).collect();
+    assert!(data.iter().any(|d| d["content_block"]["type"] == "tool_use"), "the call had begun: {kinds:?}");
+    assert!(data.iter().any(|d| d["delta"]["text"].is_string()), "text went out before the call: {kinds:?}");
+    assert_eq!(h.upstream.state.requests().len(), before + 1, "no second attempt");
 }

@@ -10,7 +10,7 @@ use super::wire::{
     Block, Delta, InputMessage, Message, MessageContent, MessagesRequest, Role as WireRole, StreamEvent, System,
     ToolResultContent, Usage as WireUsage,
 };
-use crate::protocols::{Dialect, ErrorReply, Invalid, StreamEncoder};
+use crate::protocols::{ChunkTranslator, Dialect, ErrorReply, Invalid, StreamEncoder};
 use crate::schema::{
     ChatChunk, ChatRequest, ChatResponse, Content, ContentPart, FunctionCall, FunctionDef, ImageUrl,
     Message as ChatMessage, Role, Stop, Tool, ToolCall, ToolChoice, Usage,
@@ -344,12 +344,15 @@ impl Dialect for Messages {
 
     fn stream(&self) -> Box<dyn StreamEncoder> {
         Box::new(MessagesStream {
-            model: self.model.clone(),
-            started: false,
-            open: None,
-            next_index: 0,
-            stop_reason: None,
-            usage: None,
+            events: MessagesEvents {
+                model: self.model.clone(),
+                started: false,
+                open: None,
+                next_index: 0,
+                stop_reason: None,
+                usage: None,
+            },
+            buf: Vec::new(),
         })
     }
 }
@@ -363,7 +366,7 @@ enum Open {
 }
 
 /// The Messages stream, built from chat chunks: blocks open and close as the kind of content changes.
-struct MessagesStream {
+pub struct MessagesEvents {
     model: String,
     started: bool,
     open: Option<(u32, Open)>,
@@ -372,12 +375,8 @@ struct MessagesStream {
     usage: Option<Usage>,
 }
 
-fn event(e: &StreamEvent) -> Bytes {
-    named_frame(&e.kind, &serde_json::to_vec(e).unwrap_or_default())
-}
-
-impl MessagesStream {
-    fn start(&mut self, id: &str, model: &str, out: &mut Vec<Bytes>) {
+impl MessagesEvents {
+    fn start(&mut self, id: &str, model: &str, out: &mut Vec<StreamEvent>) {
         if self.started {
             return;
         }
@@ -394,17 +393,17 @@ impl MessagesStream {
             usage: WireUsage::default(),
             extra: Map::new(),
         };
-        out.push(event(&StreamEvent { message: Some(message), ..StreamEvent::new("message_start") }));
+        out.push(StreamEvent { message: Some(message), ..StreamEvent::new("message_start") });
     }
 
-    fn close(&mut self, out: &mut Vec<Bytes>) {
+    fn close(&mut self, out: &mut Vec<StreamEvent>) {
         if let Some((index, _)) = self.open.take() {
-            out.push(event(&StreamEvent { index: Some(index), ..StreamEvent::new("content_block_stop") }));
+            out.push(StreamEvent { index: Some(index), ..StreamEvent::new("content_block_stop") });
         }
     }
 
     /// Makes `kind` the open block (closing another), returning its index.
-    fn open(&mut self, kind: Open, start: Block, out: &mut Vec<Bytes>) -> u32 {
+    fn open(&mut self, kind: Open, start: Block, out: &mut Vec<StreamEvent>) -> u32 {
         if let Some((index, open)) = self.open
             && open == kind
         {
@@ -414,25 +413,21 @@ impl MessagesStream {
         let index = self.next_index;
         self.next_index += 1;
         self.open = Some((index, kind));
-        out.push(event(&StreamEvent {
+        out.push(StreamEvent {
             index: Some(index),
             content_block: Some(start),
             ..StreamEvent::new("content_block_start")
-        }));
+        });
         index
     }
 
-    fn delta(index: u32, delta: Delta, out: &mut Vec<Bytes>) {
-        out.push(event(&StreamEvent {
-            index: Some(index),
-            delta: Some(delta),
-            ..StreamEvent::new("content_block_delta")
-        }));
+    fn delta(index: u32, delta: Delta, out: &mut Vec<StreamEvent>) {
+        out.push(StreamEvent { index: Some(index), delta: Some(delta), ..StreamEvent::new("content_block_delta") });
     }
 }
 
-impl StreamEncoder for MessagesStream {
-    fn chunk(&mut self, chunk: &ChatChunk, out: &mut Vec<Bytes>) {
+impl ChunkTranslator<StreamEvent> for MessagesEvents {
+    fn chunk(&mut self, chunk: &ChatChunk, out: &mut Vec<StreamEvent>) {
         self.start(&chunk.id, &chunk.model, out);
         if let Some(u) = &chunk.usage {
             self.usage = Some(u.clone());
@@ -483,7 +478,7 @@ impl StreamEncoder for MessagesStream {
         }
     }
 
-    fn done(&mut self, out: &mut Vec<Bytes>) {
+    fn done(&mut self, out: &mut Vec<StreamEvent>) {
         self.start("", "", out);
         self.close(out);
         let delta = Delta {
@@ -491,12 +486,54 @@ impl StreamEncoder for MessagesStream {
             stop_sequence: Some(None),
             ..Delta::default()
         };
-        out.push(event(&StreamEvent {
+        out.push(StreamEvent {
             delta: Some(delta),
             usage: Some(wire_usage(self.usage.as_ref())),
             ..StreamEvent::new("message_delta")
-        }));
-        out.push(event(&StreamEvent::new("message_stop")));
+        });
+        out.push(StreamEvent::new("message_stop"));
+    }
+}
+
+impl MessagesEvents {
+    /// The events that continue a stream the client already has: its `message_start` sent, `open_text`
+    /// the index of its text block still open (the continuation's text goes on in it), `next_index` the
+    /// index a new block takes.
+    pub fn continuing(open_text: Option<u32>, next_index: u32) -> Self {
+        MessagesEvents {
+            model: String::new(),
+            started: true,
+            open: open_text.map(|index| (index, Open::Text)),
+            next_index,
+            stop_reason: None,
+            usage: None,
+        }
+    }
+}
+
+/// The Messages stream rendered from chat chunks: [`MessagesEvents`], each event as its frame.
+struct MessagesStream {
+    events: MessagesEvents,
+    buf: Vec<StreamEvent>,
+}
+
+impl MessagesStream {
+    fn frames(&mut self, out: &mut Vec<Bytes>) {
+        for e in self.buf.drain(..) {
+            out.push(named_frame(&e.kind, &serde_json::to_vec(&e).unwrap_or_default()));
+        }
+    }
+}
+
+impl StreamEncoder for MessagesStream {
+    fn chunk(&mut self, chunk: &ChatChunk, out: &mut Vec<Bytes>) {
+        self.events.chunk(chunk, &mut self.buf);
+        self.frames(out);
+    }
+
+    fn done(&mut self, out: &mut Vec<Bytes>) {
+        self.events.done(&mut self.buf);
+        self.frames(out);
     }
 
     fn error(&mut self, e: &ErrorReply<'_>) -> Bytes {

@@ -12,7 +12,7 @@ pub use super::native::Framing;
 use super::wire::{
     Candidate, Content as WireContent, FunctionCall as WireCall, GenerateRequest, GenerateResponse, Part, UsageMetadata,
 };
-use crate::protocols::{Dialect, ErrorReply, Invalid, StreamEncoder};
+use crate::protocols::{ChunkTranslator, Dialect, ErrorReply, Invalid, StreamEncoder};
 use crate::schema::{
     ChatChunk, ChatRequest, ChatResponse, Content, ContentPart, FunctionCall, FunctionDef, ImageUrl, Message,
     ResponseFormat, Role, Stop, Tool, ToolCall, ToolChoice, Usage,
@@ -292,24 +292,19 @@ impl Dialect for Gemini {
 
     fn stream(&self) -> Box<dyn StreamEncoder> {
         Box::new(GeminiStream {
-            model: self.model.clone(),
+            events: GeminiEvents::new(self.model.clone()),
             framing: self.framing,
             sent: 0,
-            calls: BTreeMap::new(),
-            usage: None,
-            finish: None,
-            id: None,
+            buf: Vec::new(),
         })
     }
 }
 
-/// Gemini's stream: one `GenerateContentResponse` per event with the new text; function calls are held
-/// until their arguments are complete (Gemini sends them whole), then sent with the finish reason.
-struct GeminiStream {
+/// Gemini's stream as its responses: one `GenerateContentResponse` per chunk with new text; function
+/// calls are held until their arguments are complete (Gemini sends them whole), then sent with the
+/// finish reason.
+pub struct GeminiEvents {
     model: String,
-    framing: Framing,
-    /// Responses sent so far.
-    sent: u64,
     /// By OpenAI tool-call index: id, name, arguments so far.
     calls: BTreeMap<u32, (String, String, String)>,
     usage: Option<Usage>,
@@ -317,17 +312,19 @@ struct GeminiStream {
     id: Option<String>,
 }
 
-impl GeminiStream {
-    fn frame(&mut self, parts: Vec<Part>, finish: Option<&str>, usage: Option<&Usage>) -> Bytes {
-        let resp = response(parts, finish, &self.model, self.id.as_deref(), usage);
-        let frame = self.framing.frame(&serde_json::to_vec(&resp).unwrap_or_default(), self.sent);
-        self.sent += 1;
-        frame
+impl GeminiEvents {
+    fn new(model: String) -> Self {
+        GeminiEvents { model, calls: BTreeMap::new(), usage: None, finish: None, id: None }
+    }
+
+    /// The responses that continue a stream the client already has, under its `responseId`.
+    pub fn continuing(id: Option<String>) -> Self {
+        GeminiEvents { id, ..GeminiEvents::new(String::new()) }
     }
 }
 
-impl StreamEncoder for GeminiStream {
-    fn chunk(&mut self, chunk: &ChatChunk, out: &mut Vec<Bytes>) {
+impl ChunkTranslator<GenerateResponse> for GeminiEvents {
+    fn chunk(&mut self, chunk: &ChatChunk, out: &mut Vec<GenerateResponse>) {
         if self.id.is_none() && !chunk.id.is_empty() {
             self.id = Some(chunk.id.clone());
         }
@@ -364,18 +361,49 @@ impl StreamEncoder for GeminiStream {
             self.finish = Some(finish_reason(f));
         }
         if !parts.is_empty() {
-            out.push(self.frame(parts, None, None));
+            out.push(response(parts, None, &self.model, self.id.as_deref(), None));
         }
     }
 
-    fn done(&mut self, out: &mut Vec<Bytes>) {
+    fn done(&mut self, out: &mut Vec<GenerateResponse>) {
         let calls: Vec<Part> = std::mem::take(&mut self.calls)
             .into_values()
             .map(|(id, name, args)| function_call_part(&id, &name, &args))
             .collect();
         let usage = self.usage.take();
         let finish = self.finish.unwrap_or("STOP");
-        out.push(self.frame(calls, Some(finish), usage.as_ref()));
+        out.push(response(calls, Some(finish), &self.model, self.id.as_deref(), usage.as_ref()));
+    }
+}
+
+/// Gemini's stream rendered from chat chunks: [`GeminiEvents`], each response framed as the caller
+/// asked (SSE or a JSON array).
+struct GeminiStream {
+    events: GeminiEvents,
+    framing: Framing,
+    /// Responses sent so far.
+    sent: u64,
+    buf: Vec<GenerateResponse>,
+}
+
+impl GeminiStream {
+    fn frames(&mut self, out: &mut Vec<Bytes>) {
+        for resp in self.buf.drain(..) {
+            out.push(self.framing.frame(&serde_json::to_vec(&resp).unwrap_or_default(), self.sent));
+            self.sent += 1;
+        }
+    }
+}
+
+impl StreamEncoder for GeminiStream {
+    fn chunk(&mut self, chunk: &ChatChunk, out: &mut Vec<Bytes>) {
+        self.events.chunk(chunk, &mut self.buf);
+        self.frames(out);
+    }
+
+    fn done(&mut self, out: &mut Vec<Bytes>) {
+        self.events.done(&mut self.buf);
+        self.frames(out);
         out.extend(self.framing.end(self.sent));
     }
 
