@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use super::observe::RequestId;
 use super::pipeline::{Call, Intake, Pipeline, Served};
 use super::relay::{self, Relayed};
+use super::resume::{Continuable, Progress, add_earlier};
 use super::{GatewayError, body, input};
 use crate::app::AppState;
 use crate::protocols::responses::inbound::{self, ResponsesStream, new_item_id};
@@ -31,14 +32,14 @@ use crate::protocols::responses::native::{self, NativeEvent, NativeMapper, Nativ
 use crate::protocols::responses::wire::{
     Content, Deleted, Input, Item, ItemList, Part, Response as ResponseObject, ResponsesRequest,
 };
-use crate::protocols::{Invalid, Native, NativeCall, bad_request};
+use crate::protocols::{ChunkTranslator, Invalid, Native, NativeCall, bad_request};
 use crate::providers::exec::{self, ChunkStream};
 use crate::providers::{ErrorKind, ProviderError};
 use crate::response_store::{History, MAX_TURNS, ResponseStore, Sourced, StoredResponse, new_response_id};
 use crate::routing::{ModelEntry, RequestFeatures};
 use crate::schema::{ChatChunk, ChatRequest, ChatResponse};
 use crate::tenancy::ActiveKey;
-use crate::usage::{Prices, UsageGuard};
+use crate::usage::{Prices, Segment, UsageGuard};
 
 /// Whose stored responses a caller sees: its organisation's, or the master key's own.
 fn scope(key: &Option<Extension<Arc<ActiveKey>>>) -> String {
@@ -157,6 +158,20 @@ pub async fn create_response(
             Served { value: (), target, usage, headers, rest, deadline }.json(body.to_string().into_bytes())
         }
         Either::Stream(Opened::Native(stream, leading)) => {
+            // Passed through, it goes on in chat from another target, when chat can carry the request.
+            let resume: Option<Box<dyn super::resume::Resumable<NativeEvent>>> =
+                (!rest.is_empty() && door.problem.is_none()).then(|| {
+                    let mut chat = door.chat;
+                    chat.stream_options.get_or_insert_with(Default::default).include_usage = Some(true);
+                    let r = super::resume::Resume::<NativeEvent>::new(
+                        chat,
+                        target.clone(),
+                        rest.clone(),
+                        state.router.breaker,
+                        deadline,
+                    );
+                    Box::new(r) as _
+                });
             let (shown, provider) = (rewrite.clone(), target.provider.name.clone());
             let on_complete = Box::new(move |response: &Value| {
                 let output = output_items(response);
@@ -165,11 +180,8 @@ pub async fn create_response(
                 keeper.keep(&response, output, &provider);
             });
             let encoder = NativeStream::new(rewrite, on_complete);
-            relay::respond(
-                &state,
-                Served { value: (stream, leading), target, usage, headers, rest, deadline },
-                Box::new(encoder),
-            )
+            let served = Served { value: (stream, leading), target, usage, headers, rest, deadline };
+            relay::respond_resumable(&state, served, Box::new(encoder), resume)
         }
         Either::Stream(Opened::Translated(stream, leading)) => {
             let provider = target.provider.name.clone();
@@ -180,7 +192,7 @@ pub async fn create_response(
             // Translated through chat: the stream can go on from another target if its provider fails.
             let resume: Option<Box<dyn super::resume::Resumable<crate::schema::ChatChunk>>> =
                 (!rest.is_empty()).then(|| {
-                    let r = super::resume::Resume::new(
+                    let r = super::resume::Resume::<ChatChunk>::new(
                         door.chat,
                         target.clone(),
                         rest.clone(),
@@ -456,6 +468,99 @@ impl Relayed for NativeEvent {
             }
             add_native_cost(response, prices);
         }
+    }
+}
+
+/// Where a Responses stream stands beyond its text.
+#[derive(Debug, Default)]
+pub(super) struct ResponseMark {
+    /// The last response snapshot the stream carried (`response.created`, `response.in_progress`).
+    snapshot: Option<Value>,
+    /// The last `sequence_number` sent.
+    sequence: Option<u64>,
+    /// The message item still open: its output index, id and text so far.
+    open: Option<(u32, String, String)>,
+    /// The output items done so far.
+    done: Vec<Value>,
+    /// The output index a new item takes.
+    next_index: u32,
+}
+
+impl Continuable for NativeEvent {
+    type Mark = ResponseMark;
+
+    fn note(&self, p: &mut Progress, mark: &mut ResponseMark) {
+        let data = &self.data;
+        if let Some(n) = data.get("sequence_number").and_then(Value::as_u64) {
+            mark.sequence = Some(n);
+        }
+        let index = data.get("output_index").and_then(Value::as_u64).map(|i| i as u32);
+        match self.kind.as_str() {
+            "response.created" | "response.in_progress" => mark.snapshot = data.get("response").cloned(),
+            "response.output_item.added" => {
+                let item = data.get("item").unwrap_or(&Value::Null);
+                let index = index.unwrap_or(mark.next_index);
+                mark.next_index = mark.next_index.max(index + 1);
+                match item.get("type").and_then(Value::as_str) {
+                    Some("message") => {
+                        let id = item.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+                        mark.open = Some((index, id, String::new()));
+                    }
+                    Some("reasoning") => p.reasoning_open = true,
+                    _ => p.blocked = Some("a tool call was being streamed"),
+                }
+            }
+            "response.output_text.delta" => {
+                let delta = data.get("delta").and_then(Value::as_str).unwrap_or_default();
+                p.sent.push_str(delta);
+                if let Some((_, _, text)) = &mut mark.open {
+                    text.push_str(delta);
+                }
+            }
+            "response.content_part.added" if data.get("content_index").and_then(Value::as_u64) > Some(0) => {
+                // A second part in one message: the continuation could not say which it goes on in.
+                p.blocked = Some("a message of several parts");
+            }
+            "response.output_item.done" => {
+                mark.open = None;
+                p.reasoning_open = false;
+                if let Some(item) = data.get("item") {
+                    mark.done.push(item.clone());
+                }
+            }
+            "response.completed" | "response.incomplete" => p.finished = true,
+            _ => {}
+        }
+    }
+
+    fn translator(mark: &ResponseMark) -> Box<dyn ChunkTranslator<NativeEvent>> {
+        let mut snapshot = mark.snapshot.clone().unwrap_or_else(|| json!({}));
+        snapshot["output"] = Value::Array(mark.done.clone());
+        let response = serde_json::from_value::<ResponseObject>(snapshot)
+            .unwrap_or_else(|_| inbound::envelope(&Default::default(), &new_response_id(), 0, ""));
+        let sequence = mark.sequence.map_or(0, |n| n + 1);
+        Box::new(native::Continuing::new(inbound::ResponsesEvents::continuing(
+            response,
+            sequence,
+            mark.open.clone(),
+            mark.next_index,
+        )))
+    }
+
+    fn as_first(&mut self, _mark: &ResponseMark, earlier: &[Segment]) {
+        if !crate::protocols::StreamItem::is_final(self) {
+            return;
+        }
+        let Some(usage) = self.response_mut().and_then(|r| r.get_mut("usage")).and_then(Value::as_object_mut) else {
+            return;
+        };
+        let count =
+            |usage: &serde_json::Map<String, Value>, name: &str| usage.get(name).and_then(Value::as_u64).unwrap_or(0);
+        let (mut input, mut output) = (count(usage, "input_tokens"), count(usage, "output_tokens"));
+        add_earlier(earlier, &mut input, &mut output, usage);
+        usage.insert("input_tokens".into(), json!(input));
+        usage.insert("output_tokens".into(), json!(output));
+        usage.insert("total_tokens".into(), json!(input + output));
     }
 }
 

@@ -8,7 +8,8 @@
 //!   trimmed (held back until the seam is decided), then the chunks turned into the first stream's item
 //!   type by a [`ChunkTranslator`] seeded where that stream stands (chat chunks stay chunks; for a native
 //!   pass-through, Anthropic's events go on in the open text block with no second `message_start`,
-//!   Gemini's responses under the first `responseId`).
+//!   Gemini's responses under the first `responseId`, Responses' events in the open message item with
+//!   `sequence_number` continuing and a `response.completed` holding every item).
 //! - [`Continuable`], per item type: what an item tells of the answer so far ([`Progress`]: the text,
 //!   an open tool call or reasoning block, the finish) and how a continuation's item takes the first
 //!   stream's identity, its final usage summing every attempt's tokens and cost, with `continuation`
@@ -22,8 +23,7 @@
 //! break, several choices, nothing sent yet (that is an ordinary fallback), the caller's opt-out
 //! (`x-switchyard-continuation: off`), exactly one target, or a native request chat cannot carry. At
 //! most [`MAX_CONTINUATIONS`] per request. Each attempt keeps its own tokens and cost in the ledger row
-//! (`UsageRecord::continued_from`). Not here: Responses streams passed through natively (they end with
-//! the door's error event).
+//! (`UsageRecord::continued_from`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -49,6 +49,24 @@ upstream = "gemini-next-up"
 input_per_mtok = 1.0
 output_per_mtok = 2.0
 
+[[providers]]
+name = "native"
+kind = "openai"
+base_url = "{base}"
+api_key_env = "TEST_UPSTREAM_KEY"
+quirks = { responses = true }
+
+[[models]]
+name = "native-first"
+provider = "native"
+upstream = "native-first-up"
+input_per_mtok = 1.0
+output_per_mtok = 2.0
+
+[[aliases]]
+name = "native-then-second"
+targets = ["native-first", "second-model"]
+
 [[aliases]]
 name = "claude-pair"
 targets = ["claude-first", "claude-next"]
@@ -384,6 +402,49 @@ async fn the_responses_door_continues_the_same_item_and_sequence() {
     continues_the_partial_answer(&h, &text);
     let done = data.iter().find(|d| d["type"] == "response.completed").unwrap();
     assert_eq!(done["response"]["output"][0]["content"][0]["text"].as_str(), Some(text.as_str()));
+}
+
+/// A Responses stream passed through to an OpenAI-kind provider, cut mid-way: the continuation goes on
+/// in the same message item with the sequence continuing, and the response kept is the whole answer.
+#[tokio::test]
+async fn a_responses_stream_passed_through_continues_its_item_and_is_kept_whole() {
+    let h = harness().await;
+    h.upstream.state.push_fault(Some("native-first-up"), Fault::CutMidStream { after_chunks: 7 });
+    let resp = h
+        .post("/v1/responses")
+        .json(&json!({"model": "native-then-second", "stream": true, "input": "Tell me about the gateway"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let request_id = header(&resp, "x-request-id");
+    let events = sse_events(resp).await;
+    let data: Vec<Value> = events.iter().map(|e| serde_json::from_str(&e.data).unwrap()).collect();
+    let kinds: Vec<&str> = data.iter().filter_map(|d| d["type"].as_str()).collect();
+    let requests = h.upstream.state.requests();
+    assert!(requests[requests.len() - 2].body.get("input").is_some(), "the first attempt was native");
+    assert!(requests.last().unwrap().body.get("messages").is_some(), "the continuation is in chat");
+    assert_eq!(kinds.iter().filter(|k| **k == "response.created").count(), 1, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "response.output_item.added").count(), 1, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "response.completed").count(), 1, "{kinds:?}");
+    assert!(!kinds.iter().any(|k| k.contains("error") || *k == "response.failed"), "{kinds:?}");
+    let seq: Vec<u64> = data.iter().filter_map(|d| d["sequence_number"].as_u64()).collect();
+    assert!(seq.windows(2).all(|w| w[1] == w[0] + 1), "sequence numbers continue: {seq:?}");
+    let deltas: Vec<&Value> = data.iter().filter(|d| d["type"] == "response.output_text.delta").collect();
+    let items: std::collections::HashSet<&str> = deltas.iter().filter_map(|d| d["item_id"].as_str()).collect();
+    assert_eq!(items.len(), 1, "one message item: {items:?}");
+    let text: String = deltas.iter().filter_map(|d| d["delta"].as_str()).collect();
+    continues_the_partial_answer(&h, &text);
+    let done = data.iter().find(|d| d["type"] == "response.completed").unwrap();
+    let response = &done["response"];
+    assert_eq!(response["output"][0]["content"][0]["text"].as_str(), Some(text.as_str()), "{response}");
+    assert_eq!(response["usage"]["continuation"]["count"], 1, "{response}");
+    let stored = h.get_json(&format!("/v1/responses/{}", response["id"].as_str().unwrap())).await;
+    assert_eq!(stored["output"][0]["content"][0]["text"].as_str(), Some(text.as_str()), "kept whole: {stored}");
+    let row = ledger_row(&h, &request_id).await;
+    assert_eq!((row["outcome"].as_str(), row["served_model"].as_str()), (Some("completed"), Some("second-model")));
+    assert_eq!(row["prompt_tokens"].as_u64(), response["usage"]["input_tokens"].as_u64(), "{row}");
+    assert_eq!(row["completion_tokens"].as_u64(), response["usage"]["output_tokens"].as_u64(), "{row}");
 }
 
 /// A stream that cannot be continued ends with the error event, after one upstream attempt.

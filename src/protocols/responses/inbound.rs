@@ -12,7 +12,7 @@ use super::wire::{
     Content, Event, Format, IncompleteDetails, InputDetails, Item, OutputDetails, Part, Reasoning, Response,
     ResponseError, ResponsesRequest, TextConfig, Tool as WireTool, Usage as WireUsage,
 };
-use crate::protocols::{ErrorReply, Invalid, StreamEncoder};
+use crate::protocols::{ChunkTranslator, ErrorReply, Invalid, StreamEncoder};
 use crate::schema::{
     ChatChunk, ChatRequest, ChatResponse, Content as ChatContent, ContentPart, FunctionCall, FunctionDef, ImageUrl,
     Message, ResponseFormat, Role, Tool, ToolCall, ToolChoice, Usage,
@@ -548,7 +548,7 @@ struct Call {
 /// output item bracketed by `output_item.added` … `output_item.done` with its part and delta events, then
 /// `response.completed` (or `response.incomplete`) with the whole output and usage. Sequence numbers
 /// and item ids are the encoder's own.
-pub struct ResponsesStream {
+pub struct ResponsesEvents {
     response: Response,
     custom_tools: Vec<String>,
     on_complete: Option<OnComplete>,
@@ -562,9 +562,9 @@ pub struct ResponsesStream {
     usage: Option<Usage>,
 }
 
-impl ResponsesStream {
+impl ResponsesEvents {
     pub fn new(envelope: Response, custom_tools: Vec<String>, on_complete: OnComplete) -> Self {
-        ResponsesStream {
+        ResponsesEvents {
             response: envelope,
             custom_tools,
             on_complete: Some(on_complete),
@@ -578,17 +578,17 @@ impl ResponsesStream {
         }
     }
 
-    fn emit(&mut self, mut event: Event, out: &mut Vec<Bytes>) {
+    fn emit(&mut self, mut event: Event, out: &mut Vec<Event>) {
         event.sequence_number = self.sequence;
         self.sequence += 1;
-        out.push(named_frame(&event.kind, &serde_json::to_vec(&event).unwrap_or_default()));
+        out.push(event);
     }
 
     fn event(kind: &str) -> Event {
         Event { kind: kind.to_owned(), ..Event::default() }
     }
 
-    fn start(&mut self, out: &mut Vec<Bytes>) {
+    fn start(&mut self, out: &mut Vec<Event>) {
         if self.started {
             return;
         }
@@ -605,7 +605,7 @@ impl ResponsesStream {
         i
     }
 
-    fn close(&mut self, out: &mut Vec<Bytes>) {
+    fn close(&mut self, out: &mut Vec<Event>) {
         match self.open.take() {
             None => {}
             Some(Open::Reasoning { index, id, text }) => {
@@ -649,7 +649,7 @@ impl ResponsesStream {
         }
     }
 
-    fn item_done(&mut self, index: u32, item: Item, out: &mut Vec<Bytes>) {
+    fn item_done(&mut self, index: u32, item: Item, out: &mut Vec<Event>) {
         self.emit(
             Event { output_index: Some(index), item: Some(item.clone()), ..Self::event("response.output_item.done") },
             out,
@@ -657,7 +657,7 @@ impl ResponsesStream {
         self.response.output.push(item);
     }
 
-    fn reasoning(&mut self, delta: &str, out: &mut Vec<Bytes>) {
+    fn reasoning(&mut self, delta: &str, out: &mut Vec<Event>) {
         if !matches!(self.open, Some(Open::Reasoning { .. })) {
             self.close(out);
             let (index, id) = (self.take_index(), new_item_id("rs"));
@@ -689,7 +689,7 @@ impl ResponsesStream {
         }
     }
 
-    fn text(&mut self, delta: &str, out: &mut Vec<Bytes>) {
+    fn text(&mut self, delta: &str, out: &mut Vec<Event>) {
         if !matches!(self.open, Some(Open::Message { .. })) {
             self.close(out);
             let (index, id) = (self.take_index(), new_item_id("msg"));
@@ -722,7 +722,7 @@ impl ResponsesStream {
         }
     }
 
-    fn finish_calls(&mut self, out: &mut Vec<Bytes>) {
+    fn finish_calls(&mut self, out: &mut Vec<Event>) {
         for call in std::mem::take(&mut self.calls).into_values() {
             let base = |kind: &str| Event {
                 output_index: Some(call.index),
@@ -746,8 +746,8 @@ impl ResponsesStream {
     }
 }
 
-impl StreamEncoder for ResponsesStream {
-    fn chunk(&mut self, chunk: &ChatChunk, out: &mut Vec<Bytes>) {
+impl ChunkTranslator<Event> for ResponsesEvents {
+    fn chunk(&mut self, chunk: &ChatChunk, out: &mut Vec<Event>) {
         self.start(out);
         if let Some(u) = &chunk.usage {
             self.usage = Some(u.clone());
@@ -803,7 +803,7 @@ impl StreamEncoder for ResponsesStream {
         }
     }
 
-    fn done(&mut self, out: &mut Vec<Bytes>) {
+    fn done(&mut self, out: &mut Vec<Event>) {
         self.start(out);
         self.close(out);
         self.finish_calls(out);
@@ -816,16 +816,78 @@ impl StreamEncoder for ResponsesStream {
         let e = Event { response: Some(self.response.clone()), ..Self::event(kind) };
         self.emit(e, out);
     }
+}
 
-    fn error(&mut self, e: &ErrorReply<'_>) -> Bytes {
-        let mut out = Vec::new();
-        self.start(&mut out);
+impl ResponsesEvents {
+    /// The events that continue a stream the client already has: `response` its snapshot (the output
+    /// items done so far in it), `sequence` the next `sequence_number`, `open_text` the output index, id
+    /// and text so far of its message still open (the continuation's text goes on in it), `next_index`
+    /// the output index a new item takes. The response is kept by whoever kept the first stream's.
+    pub fn continuing(
+        response: Response,
+        sequence: u64,
+        open_text: Option<(u32, String, String)>,
+        next_index: u32,
+    ) -> Self {
+        ResponsesEvents {
+            response,
+            custom_tools: Vec::new(),
+            on_complete: None,
+            sequence,
+            started: true,
+            open: open_text.map(|(index, id, text)| Open::Message { index, id, text }),
+            calls: BTreeMap::new(),
+            next_index,
+            finish_reason: None,
+            usage: None,
+        }
+    }
+
+    /// The events that end a stream that failed after it started.
+    fn failed(&mut self, e: &ErrorReply<'_>, out: &mut Vec<Event>) {
+        self.start(out);
         self.response.status = "failed".into();
         self.response.error = Some(ResponseError { code: failure_code(e).into(), message: e.message.to_owned() });
         let failed = Event { response: Some(self.response.clone()), ..Self::event("response.failed") };
-        self.emit(failed, &mut out);
+        self.emit(failed, out);
+    }
+}
+
+/// The Responses stream rendered from chat chunks: [`ResponsesEvents`], each event as its frame.
+pub struct ResponsesStream {
+    events: ResponsesEvents,
+    buf: Vec<Event>,
+}
+
+impl ResponsesStream {
+    pub fn new(envelope: Response, custom_tools: Vec<String>, on_complete: OnComplete) -> Self {
+        ResponsesStream { events: ResponsesEvents::new(envelope, custom_tools, on_complete), buf: Vec::new() }
+    }
+
+    fn frames(&mut self, out: &mut Vec<Bytes>) {
+        for e in self.buf.drain(..) {
+            out.push(named_frame(&e.kind, &serde_json::to_vec(&e).unwrap_or_default()));
+        }
+    }
+}
+
+impl StreamEncoder for ResponsesStream {
+    fn chunk(&mut self, chunk: &ChatChunk, out: &mut Vec<Bytes>) {
+        self.events.chunk(chunk, &mut self.buf);
+        self.frames(out);
+    }
+
+    fn done(&mut self, out: &mut Vec<Bytes>) {
+        self.events.done(&mut self.buf);
+        self.frames(out);
+    }
+
+    fn error(&mut self, e: &ErrorReply<'_>) -> Bytes {
+        self.events.failed(e, &mut self.buf);
+        let mut frames = Vec::new();
+        self.frames(&mut frames);
         let mut all = bytes::BytesMut::new();
-        for frame in out {
+        for frame in frames {
             all.extend_from_slice(&frame);
         }
         all.freeze()

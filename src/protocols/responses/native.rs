@@ -11,10 +11,11 @@
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::wire::{Item, ResponsesRequest};
+use super::inbound::ResponsesEvents;
+use super::wire::{Event, Item, ResponsesRequest};
 use crate::protocols::error::{ErrorKind, ProviderError};
-use crate::protocols::{ErrorReply, StreamEncoder, StreamItem, StreamMapper, StreamStep};
-use crate::schema::{CompletionTokensDetails, PromptTokensDetails, Usage};
+use crate::protocols::{ChunkTranslator, ErrorReply, StreamEncoder, StreamItem, StreamMapper, StreamStep};
+use crate::schema::{ChatChunk, CompletionTokensDetails, PromptTokensDetails, Usage};
 use crate::sse::{SseEvent, named_frame};
 
 pub const ENCRYPTED_REASONING: &str = "reasoning.encrypted_content";
@@ -185,6 +186,38 @@ impl StreamMapper<NativeEvent> for NativeMapper {
                 Ok(StreamStep::Continue)
             }
         }
+    }
+}
+
+/// A continuation's chat chunks as a passed-through stream's events: [`ResponsesEvents`] seeded where
+/// the stream stands, each event as the provider would have written it.
+pub struct Continuing {
+    events: ResponsesEvents,
+    buf: Vec<Event>,
+}
+
+impl Continuing {
+    pub fn new(events: ResponsesEvents) -> Self {
+        Continuing { events, buf: Vec::new() }
+    }
+
+    fn convert(&mut self, out: &mut Vec<NativeEvent>) {
+        for e in self.buf.drain(..) {
+            let data = serde_json::to_value(&e).unwrap_or_default();
+            out.push(NativeEvent { kind: e.kind, data });
+        }
+    }
+}
+
+impl ChunkTranslator<NativeEvent> for Continuing {
+    fn chunk(&mut self, chunk: &ChatChunk, out: &mut Vec<NativeEvent>) {
+        self.events.chunk(chunk, &mut self.buf);
+        self.convert(out);
+    }
+
+    fn done(&mut self, out: &mut Vec<NativeEvent>) {
+        self.events.done(&mut self.buf);
+        self.convert(out);
     }
 }
 
