@@ -292,10 +292,18 @@ async fn the_gemini_door_reads_one_answer_across_the_seam() {
 #[tokio::test]
 async fn a_messages_stream_passed_through_continues_in_its_open_block() {
     let h = harness().await;
-    for (alias, next, upstream) in
-        [("claude-pair", "claude-next", "claude-next-up"), ("claude-then-openai", "second-model", "second-up")]
-    {
-        h.upstream.state.push_fault(Some("claude-first-up"), Fault::CutMidStream { after_chunks: 6 });
+    let cases = [
+        ("claude-pair", "claude-next", "claude-next-up", Fault::CutMidStream { after_chunks: 6 }),
+        ("claude-then-openai", "second-model", "second-up", Fault::ErrorMidStream { after_chunks: 6 }),
+        (
+            "claude-pair",
+            "claude-next",
+            "claude-next-up",
+            Fault::StallMidStream { after_chunks: 5, duration: Duration::from_secs(5) },
+        ),
+    ];
+    for (alias, next, upstream, fault) in cases {
+        h.upstream.state.push_fault(Some("claude-first-up"), fault);
         let resp = h
             .client
             .post(h.url("/v1/messages"))
@@ -348,7 +356,17 @@ async fn a_messages_stream_passed_through_continues_in_its_open_block() {
 #[tokio::test]
 async fn a_gemini_stream_passed_through_continues_under_its_response_id() {
     let h = harness().await;
-    h.upstream.state.push_fault(Some("gemini-first-up"), Fault::CutMidStream { after_chunks: 4 });
+    for fault in [
+        Fault::CutMidStream { after_chunks: 4 },
+        Fault::StallMidStream { after_chunks: 3, duration: Duration::from_secs(5) },
+        Fault::ErrorMidStream { after_chunks: 5 },
+    ] {
+        gemini_continues_after(&h, fault).await;
+    }
+}
+
+async fn gemini_continues_after(h: &Harness, fault: Fault) {
+    h.upstream.state.push_fault(Some("gemini-first-up"), fault);
     let resp = h
         .client
         .post(h.url("/v1beta/models/gemini-pair:streamGenerateContent?alt=sse"))
@@ -367,10 +385,10 @@ async fn a_gemini_stream_passed_through_continues_under_its_response_id() {
     assert_eq!(ids.len(), 1, "one responseId: {ids:?}");
     let text: String =
         frames.iter().filter_map(|f| f["candidates"][0]["content"]["parts"][0]["text"].as_str()).collect();
-    continues_the_partial_answer(&h, &text);
+    continues_the_partial_answer(h, &text);
     let usage = &frames.last().unwrap()["usageMetadata"];
     assert_eq!(usage["continuation"]["count"], 1, "{usage}");
-    let row = ledger_row(&h, &request_id).await;
+    let row = ledger_row(h, &request_id).await;
     assert_eq!((row["outcome"].as_str(), row["served_model"].as_str()), (Some("completed"), Some("gemini-next")));
     assert_eq!(row["prompt_tokens"].as_u64(), usage["promptTokenCount"].as_u64(), "{usage} {row}");
     assert_eq!(row["completion_tokens"].as_u64(), usage["candidatesTokenCount"].as_u64(), "{usage} {row}");
