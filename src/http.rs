@@ -16,6 +16,7 @@ pub mod error;
 pub mod framing;
 pub mod gemini;
 pub mod health;
+pub mod idempotency;
 pub mod input;
 pub mod messages;
 pub mod models;
@@ -72,18 +73,22 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/openai/v1/responses/{id}", get(responses::get_response).delete(responses::delete_response))
         .route("/openai/v1/responses/{id}/input_items", get(responses::list_input_items))
         .route("/openai/v1/models", get(models::list_models))
+        // Inside authentication: a repeated Idempotency-Key is the same caller's.
+        .route_layer(from_fn_with_state(state.clone(), idempotency::idempotent))
         // Only matched routes require a key, so an unknown path is a 404 whoever asks.
         .route_layer(from_fn_with_state(state.clone(), auth::require_caller));
     // Anthropic's front door: the same keys, and errors in Anthropic's shape whichever layer raised them.
     let anthropic = Router::new()
         .route("/v1/messages", post(messages::create_message))
         .route("/v1/messages/count_tokens", post(messages::count_tokens))
+        .route_layer(from_fn_with_state(state.clone(), idempotency::idempotent))
         .route_layer(from_fn_with_state(state.clone(), auth::require_caller))
         .route_layer(from_fn_with_state(ErrorDialect::Anthropic, error::render_errors_as));
     // Gemini's front door: `?key=` or x-goog-api-key, and errors in Google's shape.
     let gemini = Router::new()
         .route("/v1beta/models", get(gemini::list_models))
         .route("/v1beta/models/{*target}", post(gemini::generate).get(gemini::get_model))
+        .route_layer(from_fn_with_state(state.clone(), idempotency::idempotent))
         .route_layer(from_fn_with_state(state.clone(), auth::require_caller))
         .route_layer(from_fn(gemini::key_from_query))
         .route_layer(from_fn_with_state(ErrorDialect::Gemini, error::render_errors_as));
@@ -104,6 +109,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/v1/keys/{id}/revoke", post(admin::revoke_key))
         .route("/admin/v1/keys/{id}/regenerate", post(admin::regenerate_key))
         // While the database is down, at once 503 (inference goes on from the key cache).
+        .route_layer(from_fn_with_state(state.clone(), idempotency::idempotent))
         .route_layer(from_fn_with_state(state.clone(), admin::database_up))
         .route_layer(from_fn_with_state(state.clone(), auth::require_master_key))
         .route_layer(axum::middleware::map_response(no_store));

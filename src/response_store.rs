@@ -427,6 +427,10 @@ async fn sweep_loop(store: Store, clock: Clock) {
             Ok(n) => tracing::info!(removed = n, "expired stored responses removed"),
             Err(e) => tracing::warn!(error = %e, "sweeping expired stored responses failed"),
         }
+        // Idempotency keys' kept answers expire the same way.
+        if let Err(e) = store.delete_expired_idempotency_keys(clock()).await {
+            tracing::warn!(error = %e, "sweeping expired idempotency keys failed");
+        }
     }
 }
 

@@ -130,6 +130,7 @@ macro_rules! on_pool {
 }
 
 // After `on_pool!`, which they use.
+pub mod idempotency;
 pub mod ledger;
 pub mod responses;
 

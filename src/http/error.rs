@@ -202,6 +202,11 @@ impl GatewayError {
         )
     }
 
+    /// A repeated `Idempotency-Key` that cannot be replayed (409: still running, or not kept; 422: another body).
+    pub fn idempotency(status: StatusCode, code: &'static str, message: &'static str) -> Self {
+        Self::new(status, INVALID_REQUEST, Some(code), message)
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, INVALID_REQUEST, Some("not_found"), message)
     }

@@ -17,6 +17,7 @@ mod errors;
 mod fixtures;
 mod gemini_door;
 mod hardening;
+mod idempotency;
 mod lifecycle;
 mod messages;
 mod outage;
