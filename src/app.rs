@@ -56,6 +56,8 @@ pub struct AppState {
     pub ledger: Arc<Ledger>,
     /// Stored responses of the Responses API.
     pub responses: Arc<crate::response_store::ResponseStore>,
+    /// The response cache's entries (opt-in per organisation or request).
+    pub cache: Arc<crate::response_cache::ResponseCache>,
     pub catalog: Catalog,
     pub router: Router,
     pub providers: Vec<Arc<Provider>>,
@@ -130,6 +132,7 @@ impl AppState {
             bus,
             ledger: ledger.clone(),
             responses,
+            cache: Arc::default(),
             catalog,
             router: Router::new(&config.router),
             providers,

@@ -302,6 +302,7 @@ async fn keys_command(action: KeysCommand) -> anyhow::Result<()> {
                                 model_fallbacks: true,
                                 stream_continuation: true,
                                 allowed_regions: crate::tenancy::DEFAULT_REGIONS.into(),
+                                response_cache_ttl_seconds: None,
                                 created_at: now,
                                 updated_at: now,
                             };

@@ -8,6 +8,7 @@ pub mod admission;
 pub mod auth;
 pub mod azure;
 pub mod body;
+pub mod cache;
 pub mod chat;
 pub mod completions;
 pub mod dashboard;

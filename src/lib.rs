@@ -17,6 +17,7 @@ pub mod logging;
 pub mod metrics;
 pub mod protocols;
 pub mod providers;
+pub mod response_cache;
 pub mod response_store;
 pub mod routing;
 pub mod schema;

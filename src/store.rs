@@ -57,6 +57,8 @@ pub struct OrganizationRow {
     pub stream_continuation: bool,
     /// The regions its traffic may go to, a JSON array (`["global"]` by default).
     pub allowed_regions: String,
+    /// Opted in to the response cache: how long an answer is kept, in seconds.
+    pub response_cache_ttl_seconds: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -189,7 +191,8 @@ impl Store {
 
     pub async fn insert_organization(&self, org: &OrganizationRow) -> Result<(), StoreError> {
         const SQL: &str = "INSERT INTO organizations (id, name, blocked_providers, allow_cheaper_swaps, created_at, updated_at, \
-                           model_fallbacks, stream_continuation, allowed_regions) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+                           model_fallbacks, stream_continuation, allowed_regions, response_cache_ttl_seconds) \
+                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
         on_pool!(
             self,
             |pool, sql| {
@@ -203,6 +206,7 @@ impl Store {
                     .bind(org.model_fallbacks)
                     .bind(org.stream_continuation)
                     .bind(&org.allowed_regions)
+                    .bind(org.response_cache_ttl_seconds)
                     .execute(pool)
                     .await
                     .map(|_| ())
@@ -254,7 +258,8 @@ impl Store {
 
     pub async fn update_organization(&self, org: &OrganizationRow) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE organizations SET name = $2, blocked_providers = $3, allow_cheaper_swaps = $4, updated_at = $5, \
-                           model_fallbacks = $6, stream_continuation = $7, allowed_regions = $8 WHERE id = $1";
+                           model_fallbacks = $6, stream_continuation = $7, allowed_regions = $8, \
+                           response_cache_ttl_seconds = $9 WHERE id = $1";
         let done = on_pool!(
             self,
             |pool, sql| {
@@ -267,6 +272,7 @@ impl Store {
                     .bind(org.model_fallbacks)
                     .bind(org.stream_continuation)
                     .bind(&org.allowed_regions)
+                    .bind(org.response_cache_ttl_seconds)
                     .execute(pool)
                     .await
                     .map(|r| r.rows_affected())

@@ -56,6 +56,8 @@ pub struct ActiveKey {
     pub limits: crate::limits::Limits,
     pub expires_at: Option<i64>,
     pub models: Option<Vec<String>>,
+    /// The organisation opted in to the response cache: how long an answer is kept, in seconds.
+    pub cache_ttl_seconds: Option<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -82,6 +84,7 @@ impl KeyCache {
             let mut key = active(r.clone(), &plans);
             if let Some(org) = orgs.get(&key.organization_id) {
                 org.apply(&mut key.caller);
+                key.cache_ttl_seconds = org.cache_ttl_seconds;
             }
             let key = Arc::new(key);
             map.insert(r.key_hash.clone(), key.clone());
@@ -117,6 +120,7 @@ struct OrgRouting {
     cheaper_swaps: bool,
     model_fallbacks: bool,
     stream_continuation: bool,
+    cache_ttl_seconds: Option<i64>,
 }
 
 impl OrgRouting {
@@ -129,6 +133,7 @@ impl OrgRouting {
             cheaper_swaps: o.allow_cheaper_swaps,
             model_fallbacks: o.model_fallbacks,
             stream_continuation: o.stream_continuation,
+            cache_ttl_seconds: o.response_cache_ttl_seconds,
         }
     }
 
@@ -162,6 +167,7 @@ fn active(r: KeyRow, plans: &HashMap<String, PlanRow>) -> ActiveKey {
         plan: r.plan,
         expires_at: r.expires_at,
         models,
+        cache_ttl_seconds: None,
     }
 }
 

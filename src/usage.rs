@@ -91,6 +91,8 @@ pub struct UsageGuard {
     prices: Prices,
     /// What this request holds of its key's limits, settled to what it used when the record is emitted.
     admission: Option<(Arc<crate::limits::Limiter>, crate::limits::Admission)>,
+    /// Answered from the response cache.
+    cache_hit: bool,
 }
 
 /// A model's prices as integer pico-USD per token (USD per million tokens × 10⁶), so costs are computed
@@ -167,6 +169,7 @@ impl UsageGuard {
             usage_final: false,
             prices: Prices::default(),
             admission: None,
+            cache_hit: false,
         }
     }
 
@@ -191,6 +194,18 @@ impl UsageGuard {
                 ..r.clone()
             };
             self.sink.begin(&if_lost);
+        }
+    }
+
+    /// The request is answered from the response cache with `model`'s kept answer: a prompt counted, no
+    /// tokens, no cost, no provider.
+    pub fn cache_hit(&mut self, model: &str) {
+        self.cache_hit = true;
+        self.provider_usage = Some(Usage::default());
+        self.usage_final = true;
+        if let Some(r) = &mut self.record {
+            r.served_model = Some(model.to_owned());
+            r.provider = Some("cache".to_owned());
         }
     }
 
@@ -341,6 +356,10 @@ impl UsageGuard {
         r.reasoning_tokens = used.reasoning_tokens;
         r.usage_source = used.source;
         r.cost_micros = self.prices.cost_micros(r.prompt_tokens, r.cached_tokens, r.completion_tokens);
+        if self.cache_hit {
+            r.usage_source = UsageSource::Cache;
+            r.cost_micros = Some(0);
+        }
         // A continued stream: its earlier attempts are billed with it.
         for earlier in &r.continued_from {
             r.prompt_tokens += earlier.prompt_tokens;

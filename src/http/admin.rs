@@ -133,6 +133,7 @@ pub struct NewOrganization {
     #[serde(default = "yes")]
     stream_continuation: bool,
     allowed_regions: Option<Vec<String>>,
+    response_cache_ttl_seconds: Option<i64>,
 }
 
 fn yes() -> bool {
@@ -157,6 +158,7 @@ pub async fn create_organization(
         model_fallbacks: req.model_fallbacks,
         stream_continuation: req.stream_continuation,
         allowed_regions,
+        response_cache_ttl_seconds: cache_ttl(req.response_cache_ttl_seconds)?,
         created_at: now,
         updated_at: now,
     };
@@ -173,8 +175,24 @@ fn organization_json(org: &OrganizationRow) -> Value {
         "allow_cheaper_swaps": org.allow_cheaper_swaps, "model_fallbacks": org.model_fallbacks,
         "stream_continuation": org.stream_continuation,
         "allowed_regions": serde_json::from_str::<Value>(&org.allowed_regions).unwrap_or(json!(["global"])),
+        "response_cache_ttl_seconds": org.response_cache_ttl_seconds,
         "created_at": org.created_at, "updated_at": org.updated_at,
     })
+}
+
+/// A response cache TTL as given: 1 second to 30 days, `null` (or 0) for off.
+fn cache_ttl(ttl: Option<i64>) -> Result<Option<i64>, GatewayError> {
+    match ttl {
+        None | Some(0) => Ok(None),
+        Some(s) if (1..=crate::http::cache::MAX_TTL_SECONDS).contains(&s) => Ok(Some(s)),
+        Some(_) => Err(GatewayError::invalid_value(
+            format!(
+                "'response_cache_ttl_seconds' must be 1 to {} seconds, or null to turn the cache off.",
+                crate::http::cache::MAX_TTL_SECONDS
+            ),
+            "response_cache_ttl_seconds",
+        )),
+    }
 }
 
 /// An organisation's allowed regions as stored, once each names a region some configured model is served
@@ -246,6 +264,14 @@ pub struct OrganizationPatch {
     model_fallbacks: Option<bool>,
     stream_continuation: Option<bool>,
     allowed_regions: Option<Vec<String>>,
+    /// Absent: unchanged; `null` or 0: off.
+    #[serde(default, deserialize_with = "present")]
+    response_cache_ttl_seconds: Option<Option<i64>>,
+}
+
+/// A field that may be given as `null`: `Some(None)` then, `None` when absent.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    Option::<i64>::deserialize(d).map(Some)
 }
 
 pub async fn update_organization(
@@ -275,6 +301,9 @@ pub async fn update_organization(
     }
     if let Some(regions) = &patch.allowed_regions {
         org.allowed_regions = regions_json(&state, regions)?;
+    }
+    if let Some(ttl) = patch.response_cache_ttl_seconds {
+        org.response_cache_ttl_seconds = cache_ttl(ttl)?;
     }
     org.updated_at = now_ms();
     state.store.update_organization(&org).await?;

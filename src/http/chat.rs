@@ -18,6 +18,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use tokio::time::Instant;
 
+use super::cache;
 use super::observe::RequestId;
 use super::pipeline::{Call, Intake, Pipeline, Served};
 use super::relay;
@@ -146,14 +147,30 @@ pub(super) async fn serve_chat<P: Passthrough>(
         Pipeline::admit(state, request_id, key.as_ref(), headers, intake).await?
     };
     crate::schema::strip_own_fields(&mut req.extra);
+    // The response cache (opt-in): the plan's first target is the one whose kept answer may serve it.
+    let first = pipeline.plan.targets.first().cloned();
+    let cache_use = first.as_ref().map_or(cache::Use::Off, |t| {
+        let native_first = door.native.as_ref().is_some_and(|n| t.provider.adapter().speaks(n.protocol()));
+        cache::decide(key.as_deref(), headers, &req, &t.name, native_first)
+    });
+    if let (cache::Use::On { key: kept, read: true, .. }, Some(target)) = (&cache_use, first)
+        && let Some(bytes) = state.cache.get(kept)
+        && let Ok(resp) = serde_json::from_slice::<ChatResponse>(&bytes)
+    {
+        let served = pipeline.answered_from_cache(target);
+        return Ok(cached_answer(served, resp, door.dialect.as_ref(), req.is_streaming()));
+    }
     if req.is_streaming() {
         // Switchyard always learns a stream's usage; the caller's own choice is honoured when forwarding.
         req.stream_options.get_or_insert_with(Default::default).include_usage = Some(true);
     }
     let ChatDoor { dialect, native, problem } = door;
     let mut attempt = Attempt { req: &mut req, native: native.as_ref(), problem: problem.as_ref() };
-    let Served { value, target, mut usage, headers: response_headers, mut rest, deadline } =
+    let Served { value, target, mut usage, headers: mut response_headers, mut rest, deadline } =
         pipeline.run(&mut attempt).await?;
+    if let Some(v) = cache_use.miss_header() {
+        response_headers.insert("x-switchyard-cache", v);
+    }
     let (body, cost) = match value {
         Answer::Whole(mut resp) => {
             resp.model.clone_from(&target.name);
@@ -161,6 +178,12 @@ pub(super) async fn serve_chat<P: Passthrough>(
                 usage.provider_usage(u);
                 relay::add_cost(u, target.prices())
             });
+            if let Some((kept, ttl)) = cache_use.keep()
+                && cache::keepable(&resp)
+                && let Ok(bytes) = serde_json::to_vec(&resp)
+            {
+                state.cache.put(kept.to_owned(), Bytes::from(bytes), ttl);
+            }
             (dialect.whole(&resp), cost)
         }
         Answer::NativeWhole(body, reported) => {
@@ -181,10 +204,14 @@ pub(super) async fn serve_chat<P: Passthrough>(
                     deadline,
                 )) as _
             });
+            let encoder = match cache_use.keep() {
+                Some((kept, ttl)) => Box::new(cache::Gathering::new(dialect.stream(), state.cache.clone(), kept, ttl)),
+                None => dialect.stream(),
+            };
             return Ok(relay::respond_resumable(
                 state,
                 Served { value: (stream, leading), target, usage, headers: response_headers, rest, deadline },
-                dialect.stream(),
+                encoder,
                 resume,
             ));
         }
@@ -210,6 +237,35 @@ pub(super) async fn serve_chat<P: Passthrough>(
         response.headers_mut().insert("x-switchyard-cost-micros", HeaderValue::from(micros));
     }
     Ok(response)
+}
+
+/// An answer from the response cache in the door's dialect, whole or as a stream, under a new id: the
+/// cached tokens shown, at no cost.
+fn cached_answer(served: Served<()>, mut resp: ChatResponse, dialect: &dyn Dialect, streamed: bool) -> Response {
+    resp.id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+    resp.created = (crate::clock::now_ms() / 1000).unsigned_abs();
+    resp.model.clone_from(&served.target.name);
+    if let Some(u) = &mut resp.usage {
+        relay::put_cost(&mut u.extra, 0);
+    }
+    if !streamed {
+        return served.json(dialect.whole(&resp));
+    }
+    let mut encoder = dialect.stream();
+    let mut frames = Vec::new();
+    for chunk in cache::chunks_of(&resp) {
+        encoder.chunk(&chunk, &mut frames);
+    }
+    encoder.done(&mut frames);
+    let body: Vec<u8> = frames.concat();
+    let Served { usage, headers, .. } = served;
+    usage.finish(crate::usage::Outcome::Completed, 200, None);
+    let mut response = Response::new(Body::from(body));
+    let h = response.headers_mut();
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.extend(headers);
+    response
 }
 
 /// What one attempt produced.

@@ -161,6 +161,29 @@ impl<'s> Pipeline<'s> {
     }
 }
 
+impl Pipeline<'_> {
+    /// The request answered from the response cache with `target`'s kept answer: no provider is asked;
+    /// the headers say what answered and that it was the cache.
+    pub fn answered_from_cache(self, target: Arc<ModelEntry>) -> Served<()> {
+        let Pipeline { plan, mut usage, limits, .. } = self;
+        usage.cache_hit(&target.name);
+        let mut headers = HeaderMap::new();
+        let mut put = |name: &'static str, value: &str| {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                headers.insert(name, v);
+            }
+        };
+        put("x-switchyard-model", &target.name);
+        put("x-switchyard-provider", &target.provider.name);
+        put("x-switchyard-cache", "hit");
+        if plan.requested != target.name {
+            put("x-switchyard-routed-from", &plan.requested);
+        }
+        admission::headers(&mut headers, limits.as_ref());
+        Served { value: (), target, usage, headers, rest: Vec::new(), deadline: Instant::now() }
+    }
+}
+
 impl<T> Served<T> {
     /// A whole JSON answer: the usage record is finished as completed and the headers are set.
     pub fn json(self, body: Vec<u8>) -> axum::response::Response {

@@ -49,6 +49,18 @@ pub enum UsageSource {
     /// Counted by us because the provider's report never came (a cut or abandoned stream).
     #[default]
     Estimated,
+    /// Answered from the response cache: no provider was asked.
+    Cache,
+}
+
+impl UsageSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageSource::Provider => "provider",
+            UsageSource::Estimated => "estimated",
+            UsageSource::Cache => "cache",
+        }
+    }
 }
 
 /// Serialized as it is into the ledger's spool (`usage::spool`), and read back from it.
@@ -145,7 +157,7 @@ impl Store {
                             .bind(r.cached_tokens as i64)
                             .bind(r.cache_write_tokens as i64)
                             .bind(r.reasoning_tokens as i64)
-                            .bind(if r.usage_source == UsageSource::Provider { "provider" } else { "estimated" })
+                            .bind(r.usage_source.as_str())
                             .bind(r.cost_micros)
                             .bind(r.latency_ms as i64)
                             .bind(r.ttft_ms.map(|t| t as i64))

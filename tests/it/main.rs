@@ -7,6 +7,7 @@ mod support;
 
 mod auto;
 mod azure_door;
+mod cache;
 mod chains;
 mod chat;
 mod completions;
