@@ -98,6 +98,8 @@ pub struct KeyRow {
     #[serde(skip)]
     pub previous_hash: Option<String>,
     pub previous_expires_at: Option<i64>,
+    /// Opted in to the response cache (over its organisation's setting): seconds an answer is kept.
+    pub response_cache_ttl_seconds: Option<i64>,
     /// Per-key limits; `None` falls back to the plan's.
     #[sqlx(flatten)]
     pub limits: KeyLimits,
@@ -343,8 +345,8 @@ impl Store {
     pub async fn insert_key(&self, key: &KeyRow) -> Result<(), StoreError> {
         const SQL: &str = "INSERT INTO api_keys (id, organization_id, name, key_hash, display_prefix, plan, status, expires_at, \
                            models, metadata, created_at, updated_at, revoked_at, daily_prompt_quota, monthly_prompt_quota, \
-                           rpm_limit, tpm_limit, max_parallel, budget_micros, budget_period) \
-                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)";
+                           rpm_limit, tpm_limit, max_parallel, budget_micros, budget_period, response_cache_ttl_seconds) \
+                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)";
         on_pool!(
             self,
             |pool, sql| {
@@ -369,6 +371,7 @@ impl Store {
                     .bind(key.limits.max_parallel)
                     .bind(key.limits.budget_micros)
                     .bind(&key.limits.budget_period)
+                    .bind(key.response_cache_ttl_seconds)
                     .execute(pool)
                     .await
                     .map(|_| ())
@@ -421,7 +424,8 @@ impl Store {
     pub async fn update_key(&self, k: &KeyRow) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE api_keys SET name = $2, plan = $3, models = $4, expires_at = $5, metadata = $6, updated_at = $7, \
                            daily_prompt_quota = $8, monthly_prompt_quota = $9, rpm_limit = $10, tpm_limit = $11, \
-                           max_parallel = $12, budget_micros = $13, budget_period = $14 WHERE id = $1";
+                           max_parallel = $12, budget_micros = $13, budget_period = $14, response_cache_ttl_seconds = $15 \
+                           WHERE id = $1";
         let done = on_pool!(
             self,
             |pool, sql| {
@@ -440,6 +444,7 @@ impl Store {
                     .bind(k.limits.max_parallel)
                     .bind(k.limits.budget_micros)
                     .bind(&k.limits.budget_period)
+                    .bind(k.response_cache_ttl_seconds)
                     .execute(pool)
                     .await
                     .map(|r| r.rows_affected())

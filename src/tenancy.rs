@@ -84,7 +84,8 @@ impl KeyCache {
             let mut key = active(r.clone(), &plans);
             if let Some(org) = orgs.get(&key.organization_id) {
                 org.apply(&mut key.caller);
-                key.cache_ttl_seconds = org.cache_ttl_seconds;
+                // The key's own setting wins over its organisation's.
+                key.cache_ttl_seconds = key.cache_ttl_seconds.or(org.cache_ttl_seconds);
             }
             let key = Arc::new(key);
             map.insert(r.key_hash.clone(), key.clone());
@@ -167,7 +168,7 @@ fn active(r: KeyRow, plans: &HashMap<String, PlanRow>) -> ActiveKey {
         plan: r.plan,
         expires_at: r.expires_at,
         models,
-        cache_ttl_seconds: None,
+        cache_ttl_seconds: r.response_cache_ttl_seconds,
     }
 }
 
@@ -200,6 +201,8 @@ pub struct KeySpec {
     pub metadata: serde_json::Map<String, serde_json::Value>,
     /// Overrides of the plan's limits.
     pub limits: crate::store::KeyLimits,
+    /// The key's own response cache opt-in, in seconds.
+    pub response_cache_ttl_seconds: Option<i64>,
 }
 
 /// Why a key could not be made: a field the caller must fix.
@@ -257,6 +260,7 @@ pub async fn create_key(store: &Store, spec: KeySpec) -> Result<(KeyRow, crate::
         revoked_at: None,
         previous_hash: None,
         previous_expires_at: None,
+        response_cache_ttl_seconds: spec.response_cache_ttl_seconds,
         limits: spec.limits,
     };
     store.insert_key(&row).await?;

@@ -265,13 +265,8 @@ pub struct OrganizationPatch {
     stream_continuation: Option<bool>,
     allowed_regions: Option<Vec<String>>,
     /// Absent: unchanged; `null` or 0: off.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "nullable")]
     response_cache_ttl_seconds: Option<Option<i64>>,
-}
-
-/// A field that may be given as `null`: `Some(None)` then, `None` when absent.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
-    Option::<i64>::deserialize(d).map(Some)
 }
 
 pub async fn update_organization(
@@ -357,6 +352,7 @@ pub struct NewKey {
     max_parallel: Option<i64>,
     budget_usd: Option<f64>,
     budget_period: Option<String>,
+    response_cache_ttl_seconds: Option<i64>,
 }
 
 /// A key's own limits as the admin API writes them; left out means "the plan's".
@@ -421,6 +417,7 @@ fn key_json(k: &KeyRow) -> Value {
         "daily_prompt_quota": k.limits.daily_prompt_quota, "monthly_prompt_quota": k.limits.monthly_prompt_quota,
         "rpm_limit": k.limits.rpm_limit, "tpm_limit": k.limits.tpm_limit, "max_parallel": k.limits.max_parallel,
         "budget_usd": k.limits.budget_micros.map(|m| m as f64 / 1e6), "budget_period": k.limits.budget_period,
+        "response_cache_ttl_seconds": k.response_cache_ttl_seconds,
         "created_at": k.created_at, "updated_at": k.updated_at, "revoked_at": k.revoked_at,
     })
 }
@@ -451,6 +448,7 @@ pub async fn create_key(
             budget_period: req.budget_period,
         }
         .validate()?,
+        response_cache_ttl_seconds: cache_ttl(req.response_cache_ttl_seconds)?,
     };
     let (row, secret) = match create_key_in(&state.store, spec).await {
         Ok(made) => made,
@@ -639,6 +637,8 @@ patch_with_limits! {
         #[serde(default, deserialize_with = "nullable")]
         expires_at: Option<Option<i64>>,
         metadata: Option<serde_json::Map<String, Value>>,
+        #[serde(default, deserialize_with = "nullable")]
+        response_cache_ttl_seconds: Option<Option<i64>>,
     }
 }
 
@@ -678,6 +678,9 @@ pub async fn update_key(
     }
     if let Some(metadata) = patch.metadata {
         key.metadata = Value::Object(metadata).to_string();
+    }
+    if let Some(ttl) = patch.response_cache_ttl_seconds {
+        key.response_cache_ttl_seconds = cache_ttl(ttl)?;
     }
     // The new values are checked as a whole, then each one given replaces the key's own.
     let given = LimitFields {

@@ -4,7 +4,7 @@
 //! serves every chat-shaped door (chat, Messages and Gemini translated, Azure), whole or streamed; a
 //! streamed hit is replayed as a stream with a new id.
 //!
-//! Opt-in: the organisation's `response_cache_ttl_seconds`, or the request's
+//! Opt-in: the key's `response_cache_ttl_seconds` (else its organisation's), or the request's
 //! `Cache-Control: max-age=N`; `Cache-Control: no-store` bypasses it, `no-cache` does not read it (the
 //! answer is still kept). The key is a hash of the organisation, the resolved target (the plan's
 //! first) and the whole normalised request without `stream`, `stream_options`, `user` and `metadata`
@@ -13,9 +13,9 @@
 //! temperature above 0 (or none, which is the provider's default of 1) only when the request itself
 //! asks. `x-switchyard-cache` says `hit`, `miss` or `bypass` whenever the cache was asked.
 //!
-//! Entries live in this replica's memory, bounded in bytes (oldest dropped first): losing one is
-//! harmless, and a replica that misses asks the provider. Not here yet: keeping entries in Redis for
-//! every replica to share, a key's own opt-in.
+//! Entries live in this replica's memory (`response_cache`), bounded in bytes: losing one is harmless,
+//! and a replica that misses asks the provider. Not here yet: entries in Redis for every replica to
+//! share.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -171,4 +171,39 @@ async fn sampled_answers_are_cached_only_when_the_request_asks_and_no_store_bypa
     assert!(resp.headers().get("x-switchyard-cache").is_none(), "not cached");
     assert_eq!(header(&send(&h, &plain, &ask(Some(0.0)), &asked).await, "x-switchyard-cache"), "miss");
     assert_eq!(header(&send(&h, &plain, &ask(Some(0.0)), &asked).await, "x-switchyard-cache"), "hit");
+    // A key of its own opted in, in an organisation that did not.
+    let (key_id, own) = h.new_key(&org, json!({"response_cache_ttl_seconds": 60})).await;
+    let mut other = ask(Some(0.0));
+    other["messages"][0]["content"] = json!("A question of the key's own");
+    assert_eq!(header(&send(&h, &own, &other, &[]).await, "x-switchyard-cache"), "miss");
+    assert_eq!(header(&send(&h, &own, &other, &[]).await, "x-switchyard-cache"), "hit");
+    // Turned off again by PATCH (null): the key cache reloads, and the cache is not asked.
+    let resp = h
+        .client
+        .patch(h.url(&format!("/admin/v1/keys/{key_id}")))
+        .bearer_auth(crate::support::MASTER_KEY)
+        .json(&json!({"response_cache_ttl_seconds": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap()["response_cache_ttl_seconds"], Value::Null);
+    let mut off = false;
+    for _ in 0..100 {
+        if send(&h, &own, &other, &[]).await.headers().get("x-switchyard-cache").is_none() {
+            off = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(off, "the key's opt-in was withdrawn");
+    let (status, _) = crate::support::error_of(
+        h.post("/admin/v1/keys")
+            .json(&json!({"organization_id": org["id"], "response_cache_ttl_seconds": -5}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400, "a TTL out of range is refused");
 }

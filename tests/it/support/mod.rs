@@ -376,15 +376,6 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// Polls the async `f` until it is true, failing after 10 s.
-pub async fn eventually_async<F: Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !f().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 pub async fn error_of(resp: reqwest::Response) -> (u16, Value) {
     let status = resp.status().as_u16();
     let body: Value = resp.json().await.unwrap();
