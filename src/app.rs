@@ -125,6 +125,8 @@ impl AppState {
             metrics: metrics.clone(),
             inner: Arc::new(Tee(ledger.clone(), opts.usage_sink.clone())),
         });
+        // The response cache shares its entries through Redis when the replicas have one.
+        let cache = Arc::new(crate::response_cache::ResponseCache::new(bus.as_ref().map(|b| b.connection())));
         let state = AppState {
             store,
             keys,
@@ -132,7 +134,7 @@ impl AppState {
             bus,
             ledger: ledger.clone(),
             responses,
-            cache: Arc::default(),
+            cache,
             catalog,
             router: Router::new(&config.router),
             providers,

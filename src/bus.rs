@@ -37,6 +37,11 @@ impl Bus {
         Ok(Bus { client, conn })
     }
 
+    /// A connection to the same Redis, for other shared state (the response cache).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
     /// Tells every replica to reload its keys. Does not wait. A first try on a connection that Redis
     /// dropped (a restart) fails; the manager reconnects, and the notice is sent again.
     pub fn keys_changed(&self) {

@@ -13,9 +13,8 @@
 //! temperature above 0 (or none, which is the provider's default of 1) only when the request itself
 //! asks. `x-switchyard-cache` says `hit`, `miss` or `bypass` whenever the cache was asked.
 //!
-//! Entries live in this replica's memory (`response_cache`), bounded in bytes: losing one is harmless,
-//! and a replica that misses asks the provider. Not here yet: entries in Redis for every replica to
-//! share.
+//! Entries live in this replica's memory and, with Redis, in Redis for every replica (`response_cache`):
+//! losing one is harmless, and a replica that misses asks the provider.
 
 use std::sync::Arc;
 use std::time::Duration;

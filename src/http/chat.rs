@@ -154,7 +154,7 @@ pub(super) async fn serve_chat<P: Passthrough>(
         cache::decide(key.as_deref(), headers, &req, &t.name, native_first)
     });
     if let (cache::Use::On { key: kept, read: true, .. }, Some(target)) = (&cache_use, first)
-        && let Some(bytes) = state.cache.get(kept)
+        && let Some(bytes) = state.cache.get(kept).await
         && let Ok(resp) = serde_json::from_slice::<ChatResponse>(&bytes)
     {
         let served = pipeline.answered_from_cache(target);

@@ -207,3 +207,36 @@ async fn sampled_answers_are_cached_only_when_the_request_asks_and_no_store_bypa
     .await;
     assert_eq!(status, 400, "a TTL out of range is refused");
 }
+
+/// With Redis, what one replica kept answers on another.
+#[tokio::test]
+async fn with_redis_a_replica_answers_from_what_another_kept() {
+    let h = Harness::start().await;
+    if !h.has_redis() {
+        eprintln!("skipped: no REDIS_URL, so replicas share no cache entries");
+        return;
+    }
+    let other = h.replica().await;
+    let mut body = ask(Some(0.0));
+    body["messages"][0]["content"] = json!(format!("A question asked once: {}", uuid::Uuid::new_v4()));
+    let asked = |url: String| {
+        h.client
+            .post(url)
+            .bearer_auth(crate::support::MASTER_KEY)
+            .header("cache-control", "max-age=60")
+            .json(&body)
+            .send()
+    };
+    let first = asked(h.url("/v1/chat/completions")).await.unwrap();
+    assert_eq!(header(&first, "x-switchyard-cache"), "miss");
+    let mut hit = false;
+    for _ in 0..100 {
+        let resp = asked(other.url("/v1/chat/completions")).await.unwrap();
+        if header(&resp, "x-switchyard-cache") == "hit" {
+            hit = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(hit, "the other replica answered from the kept answer");
+}
