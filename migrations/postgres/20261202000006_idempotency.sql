@@ -7,6 +7,8 @@ CREATE TABLE idempotency_keys (
     key_id TEXT NOT NULL,
     idempotency_key TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
+    -- The claiming request's own token: only it keeps its answer or gives the claim up.
+    owner TEXT NOT NULL,
     state TEXT NOT NULL,
     status BIGINT,
     headers TEXT,

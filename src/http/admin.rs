@@ -180,6 +180,15 @@ fn organization_json(org: &OrganizationRow) -> Value {
     })
 }
 
+/// A key's response cache TTL as given: `null` for its organisation's, 0 for off, else as
+/// [`cache_ttl`].
+fn key_cache_ttl(ttl: Option<i64>) -> Result<Option<i64>, GatewayError> {
+    match ttl {
+        Some(0) => Ok(Some(0)),
+        other => cache_ttl(other),
+    }
+}
+
 /// A response cache TTL as given: 1 second to 30 days, `null` (or 0) for off.
 fn cache_ttl(ttl: Option<i64>) -> Result<Option<i64>, GatewayError> {
     match ttl {
@@ -448,7 +457,7 @@ pub async fn create_key(
             budget_period: req.budget_period,
         }
         .validate()?,
-        response_cache_ttl_seconds: cache_ttl(req.response_cache_ttl_seconds)?,
+        response_cache_ttl_seconds: key_cache_ttl(req.response_cache_ttl_seconds)?,
     };
     let (row, secret) = match create_key_in(&state.store, spec).await {
         Ok(made) => made,
@@ -680,7 +689,7 @@ pub async fn update_key(
         key.metadata = Value::Object(metadata).to_string();
     }
     if let Some(ttl) = patch.response_cache_ttl_seconds {
-        key.response_cache_ttl_seconds = cache_ttl(ttl)?;
+        key.response_cache_ttl_seconds = key_cache_ttl(ttl)?;
     }
     // The new values are checked as a whole, then each one given replaces the key's own.
     let given = LimitFields {

@@ -5,8 +5,8 @@
 //! streamed hit is replayed as a stream with a new id.
 //!
 //! Opt-in: the key's `response_cache_ttl_seconds` (else its organisation's), or the request's
-//! `Cache-Control: max-age=N`; `Cache-Control: no-store` bypasses it, `no-cache` does not read it (the
-//! answer is still kept). The key is a hash of the organisation, the resolved target (the plan's
+//! `Cache-Control: max-age=N` (which also refuses a kept answer older than N seconds; a hit says its
+//! `Age`); `Cache-Control: no-store` bypasses it, `no-cache` does not read it (the answer is still kept). The key is a hash of the organisation, the resolved target (the plan's
 //! first) and the whole normalised request without `stream`, `stream_options`, `user` and `metadata`
 //! (so `tools`, `response_format`, reasoning effort, every sampling field change it). Never kept: errors,
 //! partial streams, `n` > 1, an answer passed through in a door's own protocol; a request with a
@@ -41,8 +41,9 @@ pub enum Use {
     Off,
     /// Asked for, but not for this request, and why.
     Bypass(&'static str),
-    /// Read (unless the request said `no-cache`) and, on a miss, keep the answer for `ttl`.
-    On { key: String, read: bool, ttl: Duration },
+    /// Read (unless the request said `no-cache`; only answers at most `max_age` seconds old when the
+    /// request said `max-age`) and, on a miss, keep the answer for `ttl`.
+    On { key: String, read: bool, max_age: Option<i64>, ttl: Duration },
 }
 
 impl Use {
@@ -81,6 +82,7 @@ pub fn decide(key: Option<&ActiveKey>, headers: &HeaderMap, req: &ChatRequest, t
             }
         }
     }
+    // The key's own setting, else its organisation's (a key's 0 is its own "off").
     let org_ttl = key.and_then(|k| k.cache_ttl_seconds).filter(|t| *t > 0);
     let ttl = match asked {
         // `max-age=0`: nothing older than now; read nothing, keep for the organisation's TTL if it has one.
@@ -103,7 +105,7 @@ pub fn decide(key: Option<&ActiveKey>, headers: &HeaderMap, req: &ChatRequest, t
     if native {
         return Use::Bypass("the answer is passed through in the door's own protocol");
     }
-    if asked.is_none() && req.temperature.is_none_or(|t| t > 0.0) {
+    if asked.is_none_or(|n| n <= 0) && req.temperature.is_none_or(|t| t > 0.0) {
         return Use::Bypass("a sampled answer (temperature above 0) is cached only when the request asks");
     }
     let Ok(Value::Object(mut fields)) = serde_json::to_value(req) else { return Use::Bypass("unreadable request") };
@@ -117,7 +119,7 @@ pub fn decide(key: Option<&ActiveKey>, headers: &HeaderMap, req: &ChatRequest, t
     h.update([0]);
     h.update(serde_json::to_vec(&fields).unwrap_or_default());
     let key = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    Use::On { key, read, ttl: Duration::from_secs(ttl.unsigned_abs()) }
+    Use::On { key, read, max_age: asked, ttl: Duration::from_secs(ttl.unsigned_abs()) }
 }
 
 /// Whether an answer may be kept: one choice, finished.
@@ -240,7 +242,9 @@ impl StreamEncoder for Gathering {
 
     fn done(&mut self, out: &mut Vec<Bytes>) {
         let a = std::mem::take(&mut self.answer);
-        if let (Some(first), Some(finish), false) = (a.first, a.finish, a.several) {
+        // A stream continued on another target is not the first target's answer.
+        let continued = a.usage.as_ref().is_some_and(|u| u.extra.contains_key("continuation"));
+        if let (Some(first), Some(finish), false, false) = (a.first, a.finish, a.several, continued) {
             let calls: Vec<crate::schema::ToolCall> = a
                 .calls
                 .into_values()

@@ -149,15 +149,19 @@ pub(super) async fn serve_chat<P: Passthrough>(
     crate::schema::strip_own_fields(&mut req.extra);
     // The response cache (opt-in): the plan's first target is the one whose kept answer may serve it.
     let first = pipeline.plan.targets.first().cloned();
+    let first_name = first.as_ref().map(|t| t.name.clone());
     let cache_use = first.as_ref().map_or(cache::Use::Off, |t| {
         let native_first = door.native.as_ref().is_some_and(|n| t.provider.adapter().speaks(n.protocol()));
         cache::decide(key.as_deref(), headers, &req, &t.name, native_first)
     });
-    if let (cache::Use::On { key: kept, read: true, .. }, Some(target)) = (&cache_use, first)
-        && let Some(bytes) = state.cache.get(kept).await
-        && let Ok(resp) = serde_json::from_slice::<ChatResponse>(&bytes)
+    if let (cache::Use::On { key: kept, read: true, max_age, .. }, Some(target)) = (&cache_use, first)
+        && let Some(hit) = state.cache.get(kept).await
+        && let age = (crate::clock::now_ms() - hit.written_at).max(0) / 1000
+        && max_age.is_none_or(|m| age <= m)
+        && let Ok(resp) = serde_json::from_slice::<ChatResponse>(&hit.value)
     {
-        let served = pipeline.answered_from_cache(target);
+        let mut served = pipeline.answered_from_cache(target);
+        served.headers.insert(http::header::AGE, HeaderValue::from(age));
         return Ok(cached_answer(served, resp, door.dialect.as_ref(), req.is_streaming()));
     }
     if req.is_streaming() {
@@ -171,6 +175,8 @@ pub(super) async fn serve_chat<P: Passthrough>(
     if let Some(v) = cache_use.miss_header() {
         response_headers.insert("x-switchyard-cache", v);
     }
+    // Kept only as the first target's answer, which is what the key names (not a fallback's).
+    let keep = cache_use.keep().filter(|_| first_name.as_deref() == Some(target.name.as_str()));
     let (body, cost) = match value {
         Answer::Whole(mut resp) => {
             resp.model.clone_from(&target.name);
@@ -178,7 +184,7 @@ pub(super) async fn serve_chat<P: Passthrough>(
                 usage.provider_usage(u);
                 relay::add_cost(u, target.prices())
             });
-            if let Some((kept, ttl)) = cache_use.keep()
+            if let Some((kept, ttl)) = keep
                 && cache::keepable(&resp)
                 && let Ok(bytes) = serde_json::to_vec(&resp)
             {
@@ -204,7 +210,7 @@ pub(super) async fn serve_chat<P: Passthrough>(
                     deadline,
                 )) as _
             });
-            let encoder = match cache_use.keep() {
+            let encoder = match keep {
                 Some((kept, ttl)) => Box::new(cache::Gathering::new(dialect.stream(), state.cache.clone(), kept, ttl)),
                 None => dialect.stream(),
             };

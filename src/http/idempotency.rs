@@ -5,11 +5,13 @@
 //! still running gets 409; the same key with another body (or on another route) 422; a key whose answer
 //! was too large to keep ([`MAX_KEPT`]) 409 saying so.
 //!
-//! Only successful answers are kept: a request that failed (any non-2xx), or whose client left before
-//! its answer ended, gives its claim up, so the SDKs' own retries (which resend the same key) run
-//! again. Claims live in the database (`store::idempotency`), so every replica agrees: the first to
-//! insert the key wins. A claim still `running` after [`ABANDONED_AFTER`] (its replica died) is taken
-//! over. Nothing here runs for a request without the header.
+//! Only successful answers are kept: a request that failed (any non-2xx, or a stream that ended with an
+//! error event), or whose client left before its answer ended, gives its claim up, so the SDKs' own
+//! retries (which resend the same key) run again. While the database is down, an inference request
+//! runs without the replay (inference does not depend on the database); an admin one is refused. Claims live in the database (`store::idempotency`), so every replica agrees: the first to
+//! insert the key wins. A claim still `running` after [`ABANDONED_AFTER_MS`] (its replica died) is
+//! taken over; each claim carries its request's token, so a late first request cannot keep or free the
+//! claim of the one that took over. Nothing here runs for a request without the header.
 //!
 //! A key's secret is never kept: a replay of `POST /admin/v1/keys` (or of a regeneration) returns the key
 //! without it.
@@ -35,7 +37,7 @@ use crate::tenancy::ActiveKey;
 /// How long a kept answer is replayed.
 pub const KEPT_FOR_MS: i64 = 24 * 3600 * 1000;
 /// A claim `running` for longer than this is taken as abandoned (beyond any request's deadline).
-pub const ABANDONED_AFTER_MS: i64 = 15 * 60 * 1000;
+pub const ABANDONED_AFTER_MS: i64 = 60 * 60 * 1000;
 /// The largest answer kept, in bytes.
 pub const MAX_KEPT: usize = 4 << 20;
 /// The longest key accepted.
@@ -72,20 +74,39 @@ pub async fn idempotent(State(state): State<Arc<AppState>>, req: Request, next: 
         Err(e) => return e.into_response(),
     };
     let path = parts.uri.path().to_owned();
-    let fingerprint = fingerprint(&path, &bytes);
-    let scope = Owned { scope: org, key_id, key };
-    let now = crate::clock::now_ms();
-    let claim = state
-        .store
-        .claim_idempotency_key(&scope.as_ref(), &fingerprint, now, now + KEPT_FOR_MS, now - ABANDONED_AFTER_MS)
-        .await;
-    match claim {
-        Err(e) => {
-            tracing::warn!(error = %e, "idempotency key could not be claimed");
-            return GatewayError::database_unavailable().into_response();
+    let fingerprint = fingerprint(&path, parts.uri.query(), &bytes);
+    let scope = Owned { scope: org, key_id, key, owner: uuid::Uuid::new_v4().simple().to_string() };
+    let mut tries = 0;
+    loop {
+        let now = crate::clock::now_ms();
+        let claim = state
+            .store
+            .claim_idempotency_key(&scope.as_ref(), &fingerprint, now, now + KEPT_FOR_MS, now - ABANDONED_AFTER_MS)
+            .await;
+        tries += 1;
+        match claim {
+            // Admin routes need the database anyway; inference goes on without it (as it does for keys
+            // and limits), only without the replay.
+            Err(e) if !path.starts_with("/admin/") => {
+                tracing::warn!(error = %e, "idempotency key could not be claimed; the request runs without it");
+                return next.run(Request::from_parts(parts, Body::from(bytes))).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "idempotency key could not be claimed");
+                return GatewayError::database_unavailable().into_response();
+            }
+            Ok(Claim::Held(row)) => return held(&row, &fingerprint),
+            Ok(Claim::Released) if tries < 3 => continue,
+            Ok(Claim::Released) => {
+                return GatewayError::idempotency(
+                    StatusCode::CONFLICT,
+                    "idempotency_key_in_use",
+                    "A request with this Idempotency-Key is still running; retry once it has answered.",
+                )
+                .into_response();
+            }
+            Ok(Claim::Claimed) => break,
         }
-        Ok(Claim::Held(row)) => return held(&row, &fingerprint),
-        Ok(Claim::Claimed) => {}
     }
     let mut claim = Held { state: state.clone(), scope: Some(scope) };
     let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
@@ -97,7 +118,10 @@ pub async fn idempotent(State(state): State<Arc<AppState>>, req: Request, next: 
     let secret_free = path.starts_with("/admin/v1/keys");
     let (parts, body) = response.into_parts();
     let headers = kept_headers(&parts.headers);
+    // A stream is kept only if it ended properly, not with an error event after a failure.
+    let completed = parts.extensions.get::<super::relay::StreamCompleted>().cloned();
     let tee = Tee {
+        completed,
         inner: body.into_data_stream(),
         kept: Some(BytesMut::new()),
         status: parts.status.as_u16(),
@@ -153,10 +177,16 @@ fn replay(row: &IdempotencyRow, body: &str) -> Response {
     response
 }
 
-/// The route and the body, hashed: a repeat must match both.
-fn fingerprint(path: &str, body: &[u8]) -> String {
+/// The route, its query (which may choose the answer's form, as Gemini's `alt=sse` does; a `key=`
+/// credential left out) and the body, hashed: a repeat must match all three.
+fn fingerprint(path: &str, query: Option<&str>, body: &[u8]) -> String {
     let mut h = Sha256::new();
     h.update(path.as_bytes());
+    h.update([0]);
+    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty() && !p.starts_with("key=")) {
+        h.update(pair.as_bytes());
+        h.update([b'&']);
+    }
     h.update([0]);
     h.update(body);
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
@@ -176,11 +206,13 @@ struct Owned {
     scope: String,
     key_id: String,
     key: String,
+    /// This request's token: a claim taken over after [`ABANDONED_AFTER_MS`] is no longer ours.
+    owner: String,
 }
 
 impl Owned {
     fn as_ref(&self) -> IdempotencyScope<'_> {
-        IdempotencyScope { scope: &self.scope, key_id: &self.key_id, idempotency_key: &self.key }
+        IdempotencyScope { scope: &self.scope, key_id: &self.key_id, idempotency_key: &self.key, owner: &self.owner }
     }
 }
 
@@ -227,6 +259,8 @@ impl Drop for Held {
 /// The answer's body on its way to the client, copied (up to [`MAX_KEPT`]) to be kept once it ends.
 struct Tee<S> {
     inner: S,
+    /// For a relayed stream: whether it ended properly.
+    completed: Option<super::relay::StreamCompleted>,
     /// What was sent so far; `None` once it grew past the bound.
     kept: Option<BytesMut>,
     status: u16,
@@ -254,6 +288,12 @@ impl<S: Stream<Item = Result<Bytes, axum::Error>> + Unpin> Stream for Tee<S> {
             Poll::Ready(Some(Err(_))) => {
                 // A body that failed is not an answer to keep; the drop releases the claim.
                 self.kept = None;
+                if let Some(mut claim) = self.claim.take() {
+                    claim.release();
+                }
+            }
+            Poll::Ready(None) if self.completed.as_ref().is_some_and(|c| !c.get()) => {
+                // A stream that ended with an error event: not an answer to keep; the key is free again.
                 if let Some(mut claim) = self.claim.take() {
                     claim.release();
                 }

@@ -122,7 +122,9 @@ pub(super) fn respond_resumable<I: Relayed>(
         usage,
         hard_stop: state.hard_stop.clone(),
         resume,
+        completed: StreamCompleted::default(),
     };
+    let completed = relay.completed.clone();
     let first: Vec<Result<Bytes, std::convert::Infallible>> =
         leading.into_iter().filter_map(|item| relay.render(item)).map(Ok).collect();
     tokio::spawn(relay.run(upstream, tx).instrument(tracing::Span::current()));
@@ -131,6 +133,7 @@ pub(super) fn respond_resumable<I: Relayed>(
     });
     let body = futures_util::stream::iter(first).chain(rest);
     let mut response = Response::new(Body::from_stream(body));
+    response.extensions_mut().insert(completed);
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -154,6 +157,19 @@ struct Relay<I> {
     hard_stop: tokio_util::sync::CancellationToken,
     /// Set for a stream that may continue elsewhere (`http::resume`).
     resume: Option<Box<dyn Resumable<I>>>,
+    completed: StreamCompleted,
+}
+
+/// Set once a stream ended properly (its provider finished it), before its last frames go: a layer
+/// that keeps a stream's bytes (`http::idempotency`) keeps only such a stream. In the response's
+/// extensions.
+#[derive(Debug, Clone, Default)]
+pub struct StreamCompleted(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl StreamCompleted {
+    pub fn get(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 enum End {
@@ -213,6 +229,7 @@ impl<I: Relayed> Relay<I> {
             End::Done => {
                 let mut frames = Vec::new();
                 self.encoder.done(&mut frames);
+                self.completed.0.store(true, std::sync::atomic::Ordering::Release);
                 // Recorded before the client has the stream's end: a client that saw its answer has its
                 // ledger row, whatever happens to the process next.
                 self.usage.finish_in_place(Outcome::Completed, 200, None);

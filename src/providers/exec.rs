@@ -317,6 +317,13 @@ impl<I: StreamItem> ChunkStream<I> {
             }
             let (at, phase) = next_deadline(self.idle, self.deadline);
             match timeout_at(at, self.body.next()).await {
+                // A mapper holding its last items back has read the stream's final one: what breaks
+                // after it (a connection cut before `[DONE]`) ends a finished stream.
+                Ok(Some(Err(_))) | Err(_) if self.mapper.finished() => {
+                    self.done = true;
+                    self.mapper.end(&mut self.mapped);
+                    self.pending.extend(self.mapped.drain(..));
+                }
                 Err(_) => return Err(ProviderError::timeout(phase)),
                 Ok(Some(Ok(bytes))) => self
                     .decoder

@@ -10,6 +10,8 @@ pub struct IdempotencyScope<'a> {
     pub scope: &'a str,
     pub key_id: &'a str,
     pub idempotency_key: &'a str,
+    /// The claiming request's token.
+    pub owner: &'a str,
 }
 
 /// A claimed key as its row holds it.
@@ -32,6 +34,8 @@ pub enum Claim {
     Claimed,
     /// Another request holds it (running, or done and kept).
     Held(IdempotencyRow),
+    /// Another request held it and gave it up while this one looked: try again.
+    Released,
 }
 
 impl Store {
@@ -47,8 +51,8 @@ impl Store {
     ) -> Result<Claim, StoreError> {
         const STALE: &str = "DELETE FROM idempotency_keys WHERE scope = $1 AND key_id = $2 AND idempotency_key = $3 \
                              AND (expires_at <= $4 OR (state = 'running' AND created_at < $5))";
-        const CLAIM: &str = "INSERT INTO idempotency_keys (scope, key_id, idempotency_key, fingerprint, state, \
-                             created_at, expires_at) VALUES ($1, $2, $3, $4, 'running', $5, $6) \
+        const CLAIM: &str = "INSERT INTO idempotency_keys (scope, key_id, idempotency_key, fingerprint, owner, state, \
+                             created_at, expires_at) VALUES ($1, $2, $3, $4, $7, 'running', $5, $6) \
                              ON CONFLICT (scope, key_id, idempotency_key) DO NOTHING";
         const READ: &str = "SELECT fingerprint, state, status, headers, body, created_at FROM idempotency_keys \
                             WHERE scope = $1 AND key_id = $2 AND idempotency_key = $3";
@@ -75,6 +79,7 @@ impl Store {
                 .bind(fingerprint)
                 .bind(now)
                 .bind(expires_at)
+                .bind(key.owner)
                 .execute(pool)
                 .await
                 .map(|r| r.rows_affected()),
@@ -88,18 +93,11 @@ impl Store {
             |pool, sql| sqlx::query_as(sql).bind(scope).bind(key_id).bind(idem).fetch_optional(pool).await,
             READ
         )?;
-        match row {
-            Some(row) => Ok(Claim::Held(row)),
-            // Released between the two statements: the caller may simply try again.
-            None => Ok(Claim::Held(IdempotencyRow {
-                fingerprint: fingerprint.to_owned(),
-                state: "running".to_owned(),
-                status: None,
-                headers: None,
-                body: None,
-                created_at: now,
-            })),
-        }
+        Ok(match row {
+            Some(row) => Claim::Held(row),
+            // Given up between the two statements: the key is free to claim again.
+            None => Claim::Released,
+        })
     }
 
     /// Keeps the answer of the request holding `key`: `done` with its status, headers and body, or
@@ -112,7 +110,7 @@ impl Store {
         body: Option<&str>,
     ) -> Result<(), StoreError> {
         const SQL: &str = "UPDATE idempotency_keys SET state = $4, status = $5, headers = $6, body = $7 \
-                           WHERE scope = $1 AND key_id = $2 AND idempotency_key = $3 AND state = 'running'";
+                           WHERE scope = $1 AND key_id = $2 AND idempotency_key = $3 AND owner = $8 AND state = 'running'";
         let state = if body.is_some() { "done" } else { "too_large" };
         on_pool!(
             self,
@@ -124,6 +122,7 @@ impl Store {
                 .bind(i64::from(status))
                 .bind(headers)
                 .bind(body)
+                .bind(key.owner)
                 .execute(pool)
                 .await
                 .map(|_| ()),
@@ -135,13 +134,14 @@ impl Store {
     /// Gives up a claim whose request did not answer (failed, or its client left): a repeat runs again.
     pub async fn release_idempotency_key(&self, key: &IdempotencyScope<'_>) -> Result<(), StoreError> {
         const SQL: &str = "DELETE FROM idempotency_keys WHERE scope = $1 AND key_id = $2 AND idempotency_key = $3 \
-                           AND state = 'running'";
+                           AND owner = $4 AND state = 'running'";
         on_pool!(
             self,
             |pool, sql| sqlx::query(sql)
                 .bind(key.scope)
                 .bind(key.key_id)
                 .bind(key.idempotency_key)
+                .bind(key.owner)
                 .execute(pool)
                 .await
                 .map(|_| ()),

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Harness, header, payloads, sse_events};
+use switchyard::fake::Fault;
+
+use crate::support::{Harness, Setup, header, payloads, sse_events};
 
 fn ask(temperature: Option<f64>) -> Value {
     let mut body = json!({"model": "test-model", "messages": [{"role": "user", "content": "What is a gateway?"}]});
@@ -239,4 +241,48 @@ async fn with_redis_a_replica_answers_from_what_another_kept() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(hit, "the other replica answered from the kept answer");
+}
+
+#[tokio::test]
+async fn a_fallbacks_answer_is_not_kept_as_the_first_targets_and_max_age_refuses_old_answers() {
+    let h = Harness::with(Setup {
+        extra: r#"
+[[models]]
+name = "second-model"
+provider = "upstream"
+upstream = "second-up"
+
+[[aliases]]
+name = "pair"
+targets = ["test-model", "second-model"]
+"#
+        .into(),
+        ..Setup::default()
+    })
+    .await;
+    let secret = opted_in_key(&h, json!({})).await;
+    let mut body = ask(Some(0.0));
+    body["model"] = json!("pair");
+    h.upstream.state.push_fault(Some("upstream-model-id"), Fault::status(503));
+    let resp = send(&h, &secret, &body, &[]).await;
+    assert_eq!(header(&resp, "x-switchyard-model"), "second-model");
+    assert_eq!(header(&resp, "x-switchyard-cache"), "miss");
+    let resp = send(&h, &secret, &body, &[]).await;
+    assert_eq!(header(&resp, "x-switchyard-model"), "test-model");
+    assert_eq!(header(&resp, "x-switchyard-cache"), "miss", "the fallback's answer was not kept as the first's");
+    let resp = send(&h, &secret, &body, &[]).await;
+    assert_eq!(header(&resp, "x-switchyard-cache"), "hit");
+    assert_eq!(header(&resp, "age"), "0");
+    // An answer older than the request's max-age is not served (and a fresh one is kept).
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let resp = send(&h, &secret, &body, &[("cache-control", "max-age=1")]).await;
+    assert_eq!(header(&resp, "x-switchyard-cache"), "miss");
+    let resp = send(&h, &secret, &body, &[]).await;
+    assert_eq!(header(&resp, "x-switchyard-cache"), "hit");
+    // A key's own 0 turns the cache off in an organisation that opted in.
+    let org =
+        h.new_org(json!({"name": format!("Cached {}", uuid::Uuid::new_v4()), "response_cache_ttl_seconds": 300})).await;
+    let (_, off) = h.new_key(&org, json!({"response_cache_ttl_seconds": 0})).await;
+    let resp = send(&h, &off, &ask(Some(0.0)), &[]).await;
+    assert!(resp.headers().get("x-switchyard-cache").is_none(), "off for this key");
 }

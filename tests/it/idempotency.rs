@@ -212,3 +212,29 @@ async fn admin_creates_are_idempotent_and_a_replayed_key_creation_shows_no_secre
     assert_eq!(again["id"], made["id"], "one key");
     assert!(again.get("key").is_none(), "the secret is shown once, never kept: {again}");
 }
+
+#[tokio::test]
+async fn a_stream_that_failed_mid_way_is_not_kept() {
+    let h = Harness::start().await;
+    let key = fresh_key();
+    let body = json!({"model": "test-model", "stream": true,
+                      "messages": [{"role": "user", "content": "Tell me about the gateway"}]});
+    let send = || h.post("/v1/chat/completions").header("Idempotency-Key", &key).json(&body).send();
+    h.upstream.state.push_fault(None, Fault::CutMidStream { after_chunks: 3 });
+    let cut = send().await.unwrap().text().await.unwrap();
+    assert!(cut.contains("\"error\""), "the stream ended with its error event: {cut}");
+    let calls = h.upstream.state.requests().len();
+    let mut ran = false;
+    for _ in 0..100 {
+        let resp = send().await.unwrap();
+        assert!(resp.headers().get("idempotent-replayed").is_none(), "a failed stream is never replayed");
+        if resp.status() == 200 {
+            assert!(resp.text().await.unwrap().ends_with("data: [DONE]\n\n"));
+            ran = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ran, "the retry ran");
+    assert_eq!(h.upstream.state.requests().len(), calls + 1);
+}
