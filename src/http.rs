@@ -59,6 +59,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/model/info", get(models::model_info))
         .route("/v1/model/info", get(models::model_info))
         .route("/v1/key", get(admin::own_key).layer(axum::middleware::map_response(no_store)))
+        .route("/v1/key/regenerate", post(admin::regenerate_own_key).layer(axum::middleware::map_response(no_store)))
+        .route("/v1/key/revoke", post(admin::revoke_own_key).layer(axum::middleware::map_response(no_store)))
         // Azure OpenAI's paths: by deployment, and Responses by resource.
         .route("/openai/deployments/{deployment}/chat/completions", post(azure::chat_completions))
         .route("/openai/deployments/{deployment}/completions", post(azure::completions))

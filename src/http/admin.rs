@@ -84,10 +84,23 @@ async fn audit(
     before: Option<&Value>,
     after: Option<&Value>,
 ) {
+    audit_as(state, "master_key", action, target_type, target_id, before, after).await;
+}
+
+/// [`audit`] for an action taken by someone other than the master key (a key on itself: `key:<id>`).
+async fn audit_as(
+    state: &AppState,
+    actor: &str,
+    action: &str,
+    target_type: &str,
+    target_id: &str,
+    before: Option<&Value>,
+    after: Option<&Value>,
+) {
     let row = crate::store::AuditRow {
         id: new_id(),
         at: now_ms(),
-        actor: "master_key".to_owned(),
+        actor: actor.to_owned(),
         action: action.to_owned(),
         target_type: target_type.to_owned(),
         target_id: target_id.to_owned(),
@@ -577,7 +590,57 @@ pub async fn regenerate_key(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, GatewayError> {
-    let bytes = body::read(&headers, body, state.body_limits).await?;
+    regenerate(&state, &id, &headers, body, "master_key").await
+}
+
+/// `POST /v1/key/regenerate`: a key regenerates itself (`{"grace_seconds"}` keeps the old secret working
+/// that long); the new secret is shown once.
+pub async fn regenerate_own_key(
+    State(state): State<Arc<AppState>>,
+    key: Option<axum::Extension<Arc<crate::tenancy::ActiveKey>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, GatewayError> {
+    let id = own_id(key)?;
+    regenerate(&state, &id, &headers, body, &format!("key:{id}")).await
+}
+
+/// `POST /v1/key/revoke`: a key revokes itself, at once.
+pub async fn revoke_own_key(
+    State(state): State<Arc<AppState>>,
+    key: Option<axum::Extension<Arc<crate::tenancy::ActiveKey>>>,
+) -> Result<Json<Value>, GatewayError> {
+    let id = own_id(key)?;
+    let before = state.store.key(&id).await?.ok_or_else(|| not_found("key", &id))?;
+    state.store.revoke_key(&id, now_ms()).await?;
+    state.keys_changed().await?;
+    let key = state.store.key(&id).await?.ok_or_else(|| not_found("key", &id))?;
+    let actor = format!("key:{id}");
+    audit_as(&state, &actor, "key.revoke", "api_key", &id, Some(&key_json(&before)), Some(&key_json(&key))).await;
+    Ok(Json(key_json(&key)))
+}
+
+/// The calling virtual key's id; the master key has no key of its own to change here.
+fn own_id(key: Option<axum::Extension<Arc<crate::tenancy::ActiveKey>>>) -> Result<String, GatewayError> {
+    match key {
+        Some(axum::Extension(k)) => Ok(k.id.clone()),
+        None => Err(GatewayError::invalid_value(
+            "The master key is not a virtual key: regenerate or revoke a virtual key with its own credentials, \
+             or through /admin/v1/keys/{id}.",
+            "authorization",
+        )),
+    }
+}
+
+async fn regenerate(
+    state: &AppState,
+    id: &str,
+    headers: &HeaderMap,
+    body: Body,
+    actor: &str,
+) -> Result<Json<Value>, GatewayError> {
+    let id = id.to_owned();
+    let bytes = body::read(headers, body, state.body_limits).await?;
     let req: Regenerate =
         if bytes.iter().all(u8::is_ascii_whitespace) { Regenerate::default() } else { body::decode(&bytes)? };
     let grace = req.grace_seconds.unwrap_or(0);
@@ -592,8 +655,9 @@ pub async fn regenerate_key(
     state.keys_changed().await?;
     let row = state.store.key(&id).await?.ok_or_else(|| not_found("key", &id))?;
     let mut out = key_json(&row);
-    audit(
-        &state,
+    audit_as(
+        state,
+        actor,
         "key.regenerate",
         "api_key",
         &id,

@@ -149,18 +149,17 @@ pub(super) async fn serve_chat<P: Passthrough>(
     crate::schema::strip_own_fields(&mut req.extra);
     // The response cache (opt-in): the plan's first target is the one whose kept answer may serve it.
     let first = pipeline.plan.targets.first().cloned();
-    let first_name = first.as_ref().map(|t| t.name.clone());
     let cache_use = first.as_ref().map_or(cache::Use::Off, |t| {
         let native_first = door.native.as_ref().is_some_and(|n| t.provider.adapter().speaks(n.protocol()));
         cache::decide(key.as_deref(), headers, &req, &t.name, native_first)
     });
-    if let (cache::Use::On { key: kept, read: true, max_age, .. }, Some(target)) = (&cache_use, first)
+    if let (cache::Use::On { key: kept, read: true, max_age, .. }, Some(target)) = (&cache_use, &first)
         && let Some(hit) = state.cache.get(kept).await
         && let age = (crate::clock::now_ms() - hit.written_at).max(0) / 1000
         && max_age.is_none_or(|m| age <= m)
         && let Ok(resp) = serde_json::from_slice::<ChatResponse>(&hit.value)
     {
-        let mut served = pipeline.answered_from_cache(target);
+        let mut served = pipeline.answered_from_cache(target.clone());
         served.headers.insert(http::header::AGE, HeaderValue::from(age));
         return Ok(cached_answer(served, resp, door.dialect.as_ref(), req.is_streaming()));
     }
@@ -176,7 +175,7 @@ pub(super) async fn serve_chat<P: Passthrough>(
         response_headers.insert("x-switchyard-cache", v);
     }
     // Kept only as the first target's answer, which is what the key names (not a fallback's).
-    let keep = cache_use.keep().filter(|_| first_name.as_deref() == Some(target.name.as_str()));
+    let keep = cache_use.keep().filter(|_| first.as_ref().is_some_and(|f| Arc::ptr_eq(f, &target)));
     let (body, cost) = match value {
         Answer::Whole(mut resp) => {
             resp.model.clone_from(&target.name);

@@ -13,8 +13,8 @@
 //! taken over; each claim carries its request's token, so a late first request cannot keep or free the
 //! claim of the one that took over. Nothing here runs for a request without the header.
 //!
-//! A key's secret is never kept: a replay of `POST /admin/v1/keys` (or of a regeneration) returns the key
-//! without it.
+//! A key's secret is never kept: a replay of `POST /admin/v1/keys` (or of a regeneration, by an admin
+//! or by the key itself) returns the key without it.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -115,7 +115,7 @@ pub async fn idempotent(State(state): State<Arc<AppState>>, req: Request, next: 
         return response;
     }
     // A created or regenerated key's secret is shown once, never kept.
-    let secret_free = path.starts_with("/admin/v1/keys");
+    let secret_free = path.starts_with("/admin/v1/keys") || path.starts_with("/v1/key/");
     let (parts, body) = response.into_parts();
     let headers = kept_headers(&parts.headers);
     // A stream is kept only if it ended properly, not with an error event after a failure.

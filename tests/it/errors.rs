@@ -340,6 +340,8 @@ async fn the_openapi_document_describes_every_route_the_gateway_serves_and_no_ot
         "GET /model/info",
         "GET /v1/model/info",
         "GET /v1/key",
+        "POST /v1/key/regenerate",
+        "POST /v1/key/revoke",
         "GET /health/liveness",
         "GET /health/readiness",
         "GET /openapi.json",

@@ -1185,3 +1185,47 @@ async fn a_deleted_key_stops_working_at_once_and_its_usage_stays() {
         "{audit}"
     );
 }
+
+#[tokio::test]
+async fn a_key_regenerates_and_revokes_itself_with_its_own_credentials() {
+    let h = Harness::start().await;
+    let org = new_org(&h, "Self service").await;
+    let key = new_key(&h, org["id"].as_str().unwrap(), "unlimited").await;
+    let (id, old) = (key["id"].as_str().unwrap().to_owned(), key["key"].as_str().unwrap().to_owned());
+    let chat = |secret: String| {
+        let req = h.client.post(h.url("/v1/chat/completions")).bearer_auth(secret).json(&hello("test-model"));
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    let resp = h
+        .client
+        .post(h.url("/v1/key/regenerate"))
+        .bearer_auth(&old)
+        .json(&json!({"grace_seconds": 60}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    let regenerated: Value = resp.json().await.unwrap();
+    assert_eq!(regenerated["id"], id.as_str());
+    let new = regenerated["key"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    assert_eq!(chat(new.clone()).await, 200, "the new secret works");
+    assert_eq!(chat(old.clone()).await, 200, "the old one still works within its grace period");
+    // Revoked with the new secret: both stop at once.
+    let resp = h.client.post(h.url("/v1/key/revoke")).bearer_auth(&new).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap()["status"], "revoked");
+    assert_eq!(chat(new.clone()).await, 401);
+    assert_eq!(chat(old).await, 401);
+    let audit = h.get_json("/admin/v1/audit?limit=500").await;
+    let mine: Vec<&Value> =
+        audit["data"].as_array().unwrap().iter().filter(|a| a["target_id"] == id.as_str()).collect();
+    let by_itself = format!("key:{id}");
+    assert!(mine.iter().any(|a| a["action"] == "key.regenerate" && a["actor"] == by_itself.as_str()), "{mine:?}");
+    assert!(mine.iter().any(|a| a["action"] == "key.revoke" && a["actor"] == by_itself.as_str()), "{mine:?}");
+    assert!(mine.iter().all(|a| !a.to_string().contains(&new)), "no secret in the audit trail");
+    // The master key has no key of its own to change.
+    let (status, _) = error_of(h.post("/v1/key/revoke").send().await.unwrap()).await;
+    assert_eq!(status, 400);
+}
