@@ -98,12 +98,7 @@ pub async fn idempotent(State(state): State<Arc<AppState>>, req: Request, next: 
             Ok(Claim::Held(row)) => return held(&row, &fingerprint),
             Ok(Claim::Released) if tries < 3 => continue,
             Ok(Claim::Released) => {
-                return GatewayError::idempotency(
-                    StatusCode::CONFLICT,
-                    "idempotency_key_in_use",
-                    "A request with this Idempotency-Key is still running; retry once it has answered.",
-                )
-                .into_response();
+                return in_use();
             }
             Ok(Claim::Claimed) => break,
         }
@@ -151,13 +146,18 @@ fn held(row: &IdempotencyRow, fingerprint: &str) -> Response {
              replay; use a new key to ask again.",
         )
         .into_response(),
-        _ => GatewayError::idempotency(
-            StatusCode::CONFLICT,
-            "idempotency_key_in_use",
-            "A request with this Idempotency-Key is still running; retry once it has answered.",
-        )
-        .into_response(),
+        _ => in_use(),
     }
+}
+
+/// 409: another request holds the key and has not answered yet.
+fn in_use() -> Response {
+    GatewayError::idempotency(
+        StatusCode::CONFLICT,
+        "idempotency_key_in_use",
+        "A request with this Idempotency-Key is still running; retry once it has answered.",
+    )
+    .into_response()
 }
 
 /// The kept answer, as it was first sent.

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use switchyard::fake::Fault;
 
-use crate::support::{Harness, Setup, header, payloads, sse_events};
+use crate::support::{Harness, Setup, header, ledger_row, payloads, sse_events};
 
 fn ask(temperature: Option<f64>) -> Value {
     let mut body = json!({"model": "test-model", "messages": [{"role": "user", "content": "What is a gateway?"}]});
@@ -24,17 +24,6 @@ async fn send(h: &Harness, secret: &str, body: &Value, headers: &[(&str, &str)])
         req = req.header(*k, *v);
     }
     req.send().await.unwrap()
-}
-
-async fn ledger_row(h: &Harness, request_id: &str) -> Value {
-    for _ in 0..200 {
-        let page = h.get_json(&format!("/admin/v1/usage/requests?request_id={request_id}")).await;
-        if let Some(row) = page["data"].as_array().and_then(|rows| rows.first()) {
-            return row.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no ledger row for {request_id}");
 }
 
 async fn opted_in_key(h: &Harness, fields: Value) -> String {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use switchyard::fake::{Fault, PROSE};
 
-use crate::support::{Harness, MASTER_KEY, Setup, header, payloads, sse_events};
+use crate::support::{Harness, MASTER_KEY, Setup, header, ledger_row, payloads, sse_events};
 
 const TARGETS: &str = r#"
 [[models]]
@@ -149,17 +149,6 @@ fn one_chat_stream(chunks: &[Value]) -> String {
     assert_eq!(usages, 1, "one usage chunk");
     assert!(chunks.iter().all(|c| c.get("error").is_none()), "no error event");
     chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect()
-}
-
-async fn ledger_row(h: &Harness, request_id: &str) -> Value {
-    for _ in 0..200 {
-        let page = h.get_json(&format!("/admin/v1/usage/requests?request_id={request_id}")).await;
-        if let Some(row) = page["data"].as_array().and_then(|rows| rows.first()) {
-            return row.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no ledger row for {request_id}");
 }
 
 /// `text` is the partial answer the continuation was given followed by the fake's 24 further words,

@@ -376,6 +376,18 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// The ledger's row for `request_id`, once the ledger writer has written it (fails after 10 s).
+pub async fn ledger_row(h: &Harness, request_id: &str) -> Value {
+    for _ in 0..200 {
+        let page = h.get_json(&format!("/admin/v1/usage/requests?request_id={request_id}")).await;
+        if let Some(row) = page["data"].as_array().and_then(|rows| rows.first()) {
+            return row.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no ledger row for {request_id}");
+}
+
 pub async fn error_of(resp: reqwest::Response) -> (u16, Value) {
     let status = resp.status().as_u16();
     let body: Value = resp.json().await.unwrap();
