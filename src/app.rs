@@ -76,6 +76,8 @@ pub struct AppState {
     pub hard_stop: CancellationToken,
     /// Reported as `created` for models.
     pub created: u64,
+    /// Wrong passwords and admin credentials, per source and per account.
+    pub throttle: crate::http::auth::Throttle,
 }
 
 /// The master key in force, and whether it was generated for this run.
@@ -151,6 +153,7 @@ impl AppState {
             draining: AtomicBool::new(false),
             hard_stop: CancellationToken::new(),
             created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default(),
+            throttle: crate::http::auth::Throttle::default(),
         };
         Ok((Arc::new(state), master))
     }

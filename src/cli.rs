@@ -43,6 +43,11 @@ enum Command {
         #[command(subcommand)]
         action: KeysCommand,
     },
+    /// Manage dashboard accounts in the database (`DATABASE_URL`, default the SQLite file).
+    Accounts {
+        #[command(subcommand)]
+        action: AccountsCommand,
+    },
     /// Validate a configuration file and print every problem found.
     CheckConfig {
         /// The file to check [default: --config, else config/switchyard.toml].
@@ -94,12 +99,31 @@ enum KeysCommand {
     Revoke { id: String },
 }
 
+#[derive(Debug, Subcommand)]
+enum AccountsCommand {
+    /// Create an account that signs in to the dashboard. The password is read from
+    /// `SWITCHYARD_ACCOUNT_PASSWORD`, else from the first line of standard input.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// admin (the whole gateway), org_admin (one organisation) or viewer (read only).
+        #[arg(long, default_value = "admin")]
+        role: String,
+        /// The organisation's id (org_admin, and a viewer of one organisation).
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         // The calling thread is the first worker; `server::serve` starts the others, a runtime each.
         Command::Serve => run_on(tokio::runtime::Builder::new_current_thread(), run_serve(cli.serve)),
         Command::Keys { action } => run_async(keys_command(action)),
+        Command::Accounts { action } => run_async(accounts_command(action)),
         Command::Migrate => run_async(async {
             let store = crate::store::Store::connect(std::env::var("DATABASE_URL").ok().as_deref()).await?;
             eprintln!("migrations applied ({})", store.backend());
@@ -307,6 +331,16 @@ async fn keys_command(action: KeysCommand) -> anyhow::Result<()> {
                                 updated_at: now,
                             };
                             store.insert_organization(&row).await?;
+                            let view = serde_json::json!({"id": row.id, "name": row.name});
+                            crate::tenancy::audit(
+                                &store,
+                                "cli",
+                                "organization.create",
+                                ("organization", &row.id),
+                                None,
+                                Some(&view),
+                            )
+                            .await;
                             say(&format!("created organization {} ({})", row.name, row.id));
                             row.id
                         }
@@ -316,6 +350,9 @@ async fn keys_command(action: KeysCommand) -> anyhow::Result<()> {
             let spec =
                 crate::tenancy::KeySpec { organization_id: org_id, name, plan: Some(plan), ..Default::default() };
             let (row, secret) = crate::tenancy::create_key(&store, spec).await?;
+            let view = serde_json::json!({"id": row.id, "organization_id": row.organization_id, "plan": row.plan,
+                                          "display_prefix": row.display_prefix});
+            crate::tenancy::audit(&store, "cli", "key.create", ("api_key", &row.id), None, Some(&view)).await;
             say(&format!("key {} (plan {}, organization {})", row.id, row.plan, row.organization_id));
             say(secret.expose());
         }
@@ -329,10 +366,66 @@ async fn keys_command(action: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::Revoke { id } => {
             if store.revoke_key(&id, crate::tenancy::now_ms()).await? {
+                crate::tenancy::audit(&store, "cli", "key.revoke", ("api_key", &id), None, None).await;
                 say(&format!("revoked {id}"));
             } else {
                 anyhow::bail!("no active key with id {id}");
             }
+        }
+    }
+    Ok(())
+}
+
+async fn accounts_command(action: AccountsCommand) -> anyhow::Result<()> {
+    use crate::http::accounts::{check_password, hash_password, normal_email};
+    let store = crate::store::Store::connect(std::env::var("DATABASE_URL").ok().as_deref()).await?;
+    let plain = |e: crate::http::GatewayError| anyhow::anyhow!(e.message.to_string());
+    match action {
+        AccountsCommand::Create { email, role, org, name } => {
+            let email = normal_email(&email).map_err(plain)?;
+            let role = crate::http::auth::Role::parse(&role)
+                .ok_or_else(|| anyhow::anyhow!("--role must be admin, org_admin or viewer"))?;
+            match (role, &org) {
+                (crate::http::auth::Role::Admin, Some(_)) => {
+                    anyhow::bail!("a gateway admin belongs to no organization")
+                }
+                (crate::http::auth::Role::OrgAdmin, None) => anyhow::bail!("an org_admin needs --org"),
+                _ => {}
+            }
+            if let Some(o) = &org
+                && store.organization(o).await?.is_none()
+            {
+                anyhow::bail!("no organization with id {o}");
+            }
+            let password = match std::env::var("SWITCHYARD_ACCOUNT_PASSWORD") {
+                Ok(p) => p,
+                Err(_) => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            check_password(&password).map_err(plain)?;
+            let now = crate::tenancy::now_ms();
+            let row = crate::store::accounts::AccountRow {
+                id: crate::tenancy::new_id(),
+                name: name.unwrap_or_else(|| email.clone()),
+                email,
+                password_hash: hash_password(password).await.map_err(plain)?,
+                role: role.as_str().to_owned(),
+                organization_id: org,
+                disabled: false,
+                created_at: now,
+                updated_at: now,
+                last_sign_in_at: None,
+            };
+            if !store.insert_account(&row).await? {
+                anyhow::bail!("an account with email {} exists", row.email);
+            }
+            let view = serde_json::json!({"id": row.id, "email": row.email, "role": row.role,
+                                          "organization_id": row.organization_id});
+            crate::tenancy::audit(&store, "cli", "account.create", ("account", &row.id), None, Some(&view)).await;
+            say(&format!("account {} ({}, {})", row.id, row.email, row.role));
         }
     }
     Ok(())

@@ -3,6 +3,7 @@
 //! Handlers decode the caller's dialect, call into routing and providers, and encode the answer; they hold
 //! no business rules of their own. Tower is used only for edge concerns, each layer commented with why.
 
+pub mod accounts;
 pub mod admin;
 pub mod admission;
 pub mod auth;
@@ -111,10 +112,25 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/v1/keys/{id}", get(admin::get_key).patch(admin::update_key).delete(admin::delete_key))
         .route("/admin/v1/keys/{id}/revoke", post(admin::revoke_key))
         .route("/admin/v1/keys/{id}/regenerate", post(admin::regenerate_key))
-        // While the database is down, at once 503 (inference goes on from the key cache).
+        .route("/admin/v1/session", get(accounts::whoami).delete(accounts::sign_out))
+        .route("/admin/v1/accounts", get(accounts::list_accounts).post(accounts::create_account))
+        .route(
+            "/admin/v1/accounts/{id}",
+            get(accounts::get_account).patch(accounts::update_account).delete(accounts::delete_account),
+        )
+        .route("/admin/v1/management_keys", get(accounts::list_management_keys).post(accounts::create_management_key))
+        .route("/admin/v1/management_keys/{id}/revoke", post(accounts::revoke_management_key))
         .route_layer(from_fn_with_state(state.clone(), idempotency::idempotent))
+        // Who is calling and whether their role reaches the route (sessions and management keys are
+        // looked up in the database, hence after its check).
+        .route_layer(from_fn_with_state(state.clone(), auth::require_admin))
+        // While the database is down, at once 503 (inference goes on from the key cache).
         .route_layer(from_fn_with_state(state.clone(), admin::database_up))
-        .route_layer(from_fn_with_state(state.clone(), auth::require_master_key))
+        .route_layer(axum::middleware::map_response(no_store));
+    // Signing in: no credential yet (the handler counts failures per source and per account).
+    let sign_in = Router::new()
+        .route("/admin/v1/session", post(accounts::sign_in))
+        .route_layer(from_fn_with_state(state.clone(), admin::database_up))
         .route_layer(axum::middleware::map_response(no_store));
     let metrics = Router::new()
         .route("/metrics", get(health::metrics))
@@ -132,6 +148,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(anthropic)
         .merge(gemini)
         .merge(admin)
+        .merge(sign_in)
         .merge(metrics)
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)

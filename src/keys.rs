@@ -26,10 +26,29 @@ pub struct NewKey {
 }
 
 pub fn generate() -> NewKey {
+    generate_with(PREFIX)
+}
+
+/// An organisation's management key: the virtual-key shape under its own prefix, so neither can pass
+/// for the other.
+pub const MANAGEMENT_PREFIX: &str = "sk-sy-mgmt-";
+
+pub fn generate_management() -> NewKey {
+    generate_with(MANAGEMENT_PREFIX)
+}
+
+fn generate_with(prefix: &str) -> NewKey {
     let mut rng = rand::rng();
     let body: String = (0..BODY_LEN).map(|_| char::from(BASE62[rng.random_range(0..BASE62.len())])).collect();
-    let key = format!("{PREFIX}{body}{}", checksum(&body));
-    NewKey { hash: hash(&key), display_prefix: display_prefix(&key), secret: Secret::new(key) }
+    let key = format!("{prefix}{body}{}", checksum(&body));
+    let shown = key.chars().take(prefix.len() + 6).collect();
+    NewKey { hash: hash(&key), display_prefix: shown, secret: Secret::new(key) }
+}
+
+/// A random token for sessions and CSRF: 32 bytes, URL-safe base62.
+pub fn random_token() -> String {
+    let mut rng = rand::rng();
+    (0..43).map(|_| char::from(BASE62[rng.random_range(0..BASE62.len())])).collect()
 }
 
 fn checksum(body: &str) -> String {
@@ -47,7 +66,16 @@ fn checksum(body: &str) -> String {
 
 /// Whether `key` has the virtual-key shape and a valid checksum (no lookup needed to refuse it).
 pub fn is_well_formed(key: &str) -> bool {
-    let Some(rest) = key.strip_prefix(PREFIX) else { return false };
+    well_formed_with(key, PREFIX)
+}
+
+/// [`is_well_formed`] for a management key.
+pub fn is_management_key(key: &str) -> bool {
+    well_formed_with(key, MANAGEMENT_PREFIX)
+}
+
+fn well_formed_with(key: &str, prefix: &str) -> bool {
+    let Some(rest) = key.strip_prefix(prefix) else { return false };
     if rest.len() != BODY_LEN + CHECK_LEN || !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return false;
     }

@@ -318,6 +318,11 @@ async fn accept_and_drain(listener: TcpListener, worker: Worker, settings: Serve
                     return;
                 }
             }
+            // The peer's address, for what is counted per source (failed sign-ins).
+            let app = tower::ServiceExt::map_request(app, move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                req
+            });
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(app));
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");

@@ -134,6 +134,7 @@ macro_rules! on_pool {
 }
 
 // After `on_pool!`, which they use.
+pub mod accounts;
 pub mod idempotency;
 pub mod ledger;
 pub mod responses;

@@ -266,3 +266,29 @@ pub async fn create_key(store: &Store, spec: KeySpec) -> Result<(KeyRow, crate::
     store.insert_key(&row).await?;
     Ok((row, new.secret))
 }
+
+/// Records an admin action in the audit log, whoever took it: `actor` is a principal's (`master_key`,
+/// `account:<id>`, `management_key:<id>`), `key:<id>` for a key acting on itself, or `cli`. The JSON
+/// given is the object's public view, which never holds a secret. A failed write is logged, not fatal.
+pub async fn audit(
+    store: &Store,
+    actor: &str,
+    action: &str,
+    target: (&str, &str),
+    before: Option<&serde_json::Value>,
+    after: Option<&serde_json::Value>,
+) {
+    let row = crate::store::AuditRow {
+        id: new_id(),
+        at: now_ms(),
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        target_type: target.0.to_owned(),
+        target_id: target.1.to_owned(),
+        before_state: before.map(serde_json::Value::to_string),
+        after_state: after.map(serde_json::Value::to_string),
+    };
+    if let Err(e) = store.insert_audit(&row).await {
+        tracing::error!(error = %e, action, target_id = target.1, "audit log write failed");
+    }
+}

@@ -1,4 +1,5 @@
-//! The admin API under `/admin/v1` (master key only): organisations, plans and virtual keys.
+//! The admin API under `/admin/v1`: organisations, plans and virtual keys, for the caller's
+//! [`Principal`] (its role decides the routes, its organisation the rows it sees; see `auth`).
 //! Bodies reject unknown fields; lists are paginated; every change reloads the key cache.
 
 use std::sync::Arc;
@@ -11,12 +12,14 @@ use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::auth::Principal;
 use super::body::Query;
 use super::{GatewayError, body};
 use crate::app::AppState;
 use crate::keys;
 use crate::store::{KeyRow, OrganizationRow, StoreError};
 use crate::tenancy::{KeySpec, KeySpecError, create_key as create_key_in, new_id, now_ms};
+use axum::extract::Extension;
 
 impl From<StoreError> for GatewayError {
     fn from(e: StoreError) -> Self {
@@ -68,27 +71,16 @@ impl Page {
     }
 }
 
-fn check_name(name: &str, param: &str) -> Result<(), GatewayError> {
+pub(crate) fn check_name(name: &str, param: &str) -> Result<(), GatewayError> {
     if name.trim().is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
         return Err(GatewayError::invalid_value(format!("'{param}' must be 1-200 printable characters."), param));
     }
     Ok(())
 }
 
-/// Records an admin action. The JSON given is the public view of the object, which never holds a secret.
-async fn audit(
-    state: &AppState,
-    action: &str,
-    target_type: &str,
-    target_id: &str,
-    before: Option<&Value>,
-    after: Option<&Value>,
-) {
-    audit_as(state, "master_key", action, target_type, target_id, before, after).await;
-}
-
-/// [`audit`] for an action taken by someone other than the master key (a key on itself: `key:<id>`).
-async fn audit_as(
+/// Records an admin action by `actor` (a principal's actor, or `key:<id>` for a key on itself). The JSON
+/// given is the public view of the object, which never holds a secret.
+pub(crate) async fn audit_as(
     state: &AppState,
     actor: &str,
     action: &str,
@@ -97,19 +89,7 @@ async fn audit_as(
     before: Option<&Value>,
     after: Option<&Value>,
 ) {
-    let row = crate::store::AuditRow {
-        id: new_id(),
-        at: now_ms(),
-        actor: actor.to_owned(),
-        action: action.to_owned(),
-        target_type: target_type.to_owned(),
-        target_id: target_id.to_owned(),
-        before_state: before.map(Value::to_string),
-        after_state: after.map(Value::to_string),
-    };
-    if let Err(e) = state.store.insert_audit(&row).await {
-        tracing::error!(error = %e, action, target_id, "audit log write failed");
-    }
+    crate::tenancy::audit(&state.store, actor, action, (target_type, target_id), before, after).await;
 }
 
 pub async fn list_audit(
@@ -155,6 +135,7 @@ fn yes() -> bool {
 
 pub async fn create_organization(
     State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, GatewayError> {
@@ -177,7 +158,7 @@ pub async fn create_organization(
     };
     state.store.insert_organization(&org).await?;
     let view = organization_json(&org);
-    audit(&state, "organization.create", "organization", &org.id, None, Some(&view)).await;
+    audit_as(&state, &who.actor, "organization.create", "organization", &org.id, None, Some(&view)).await;
     Ok(created(view))
 }
 
@@ -258,12 +239,22 @@ fn not_found(what: &str, id: &str) -> GatewayError {
     GatewayError::not_found(format!("No {what} with id '{id}'."))
 }
 
+/// A key the caller may see (its organisation's, or any for the whole gateway's), else "not found".
+async fn visible_key(state: &AppState, who: &Principal, id: &str) -> Result<KeyRow, GatewayError> {
+    state.store.key(id).await?.filter(|k| who.sees(&k.organization_id)).ok_or_else(|| not_found("key", id))
+}
+
 pub async fn list_organizations(
     State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
     Query(page): Query<Page>,
 ) -> Result<Json<Value>, GatewayError> {
     let (limit, offset) = page.bounds();
-    let orgs = state.store.organizations(page.search.as_deref(), page.sort()?, limit, offset).await?;
+    let orgs = match &who.organization_id {
+        // One organisation's people see that organisation only.
+        Some(own) => state.store.organization(own).await?.into_iter().collect(),
+        None => state.store.organizations(page.search.as_deref(), page.sort()?, limit, offset).await?,
+    };
     Ok(Json(
         json!({"object": "list", "data": orgs.iter().map(organization_json).collect::<Vec<_>>(), "limit": limit, "offset": offset}),
     ))
@@ -271,9 +262,15 @@ pub async fn list_organizations(
 
 pub async fn get_organization(
     State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, GatewayError> {
-    let org = state.store.organization(&id).await?.ok_or_else(|| not_found("organization", &id))?;
+    let org = state
+        .store
+        .organization(&id)
+        .await?
+        .filter(|o| who.sees(&o.id))
+        .ok_or_else(|| not_found("organization", &id))?;
     Ok(Json(organization_json(&org)))
 }
 
@@ -293,6 +290,7 @@ pub struct OrganizationPatch {
 
 pub async fn update_organization(
     State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -327,19 +325,21 @@ pub async fn update_organization(
     // Blocked providers and allowed regions travel with the cached keys.
     state.keys_changed().await?;
     let after = organization_json(&org);
-    audit(&state, "organization.update", "organization", &id, Some(&before), Some(&after)).await;
+    audit_as(&state, &who.actor, "organization.update", "organization", &id, Some(&before), Some(&after)).await;
     Ok(Json(after))
 }
 
 pub async fn delete_organization(
     State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, GatewayError> {
     let before = state.store.organization(&id).await?.ok_or_else(|| not_found("organization", &id))?;
     if !state.store.delete_organization(&id).await? {
         return Err(not_found("organization", &id));
     }
-    audit(&state, "organization.delete", "organization", &id, Some(&organization_json(&before)), None).await;
+    audit_as(&state, &who.actor, "organization.delete", "organization", &id, Some(&organization_json(&before)), None)
+        .await;
     state.keys_changed().await?;
     Ok(Json(json!({"id": id, "object": "organization", "deleted": true})))
 }
@@ -446,6 +446,7 @@ fn key_json(k: &KeyRow) -> Value {
 
 pub async fn create_key(
     State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, GatewayError> {
@@ -453,8 +454,10 @@ pub async fn create_key(
     if let Some(name) = &req.name {
         check_name(name, "name")?;
     }
+    // Another organisation's id is "not found" to an organisation's own principals.
+    let organization_id = who.scope(Some(req.organization_id))?.unwrap_or_default();
     let spec = KeySpec {
-        organization_id: req.organization_id,
+        organization_id,
         name: req.name,
         plan: req.plan,
         models: req.models,
@@ -479,7 +482,7 @@ pub async fn create_key(
     };
     state.keys_changed().await?;
     let view = key_json(&row);
-    audit(&state, "key.create", "api_key", &row.id, None, Some(&view)).await;
+    audit_as(&state, &who.actor, "key.create", "api_key", &row.id, None, Some(&view)).await;
     let mut out = view;
     // The only time the secret is shown.
     out["key"] = Value::String(secret.expose().to_owned());
@@ -488,30 +491,36 @@ pub async fn create_key(
 
 pub async fn list_keys(
     State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
     Query(page): Query<Page>,
 ) -> Result<Json<Value>, GatewayError> {
     let (limit, offset) = page.bounds();
-    let keys =
-        state.store.keys(page.organization_id.as_deref(), page.search.as_deref(), page.sort()?, limit, offset).await?;
+    let org = who.scope(page.organization_id.clone())?;
+    let keys = state.store.keys(org.as_deref(), page.search.as_deref(), page.sort()?, limit, offset).await?;
     Ok(Json(
         json!({"object": "list", "data": keys.iter().map(key_json).collect::<Vec<_>>(), "limit": limit, "offset": offset}),
     ))
 }
 
-pub async fn get_key(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Value>, GatewayError> {
-    let key = state.store.key(&id).await?.ok_or_else(|| not_found("key", &id))?;
+pub async fn get_key(
+    State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, GatewayError> {
+    let key = visible_key(&state, &who, &id).await?;
     Ok(Json(key_json(&key)))
 }
 
 pub async fn revoke_key(
     State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, GatewayError> {
-    let before = state.store.key(&id).await?.ok_or_else(|| not_found("key", &id))?;
+    let before = visible_key(&state, &who, &id).await?;
     state.store.revoke_key(&id, now_ms()).await?;
     state.keys_changed().await?;
     let key = state.store.key(&id).await?.ok_or_else(|| not_found("key", &id))?;
-    audit(&state, "key.revoke", "api_key", &id, Some(&key_json(&before)), Some(&key_json(&key))).await;
+    audit_as(&state, &who.actor, "key.revoke", "api_key", &id, Some(&key_json(&before)), Some(&key_json(&key))).await;
     Ok(Json(key_json(&key)))
 }
 
@@ -519,14 +528,15 @@ pub async fn revoke_key(
 /// usage rows and audit trail stay.
 pub async fn delete_key(
     State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, GatewayError> {
-    let before = state.store.key(&id).await?.ok_or_else(|| not_found("key", &id))?;
+    let before = visible_key(&state, &who, &id).await?;
     if !state.store.delete_key(&id).await? {
         return Err(not_found("key", &id));
     }
     state.keys_changed().await?;
-    audit(&state, "key.delete", "api_key", &id, Some(&key_json(&before)), None).await;
+    audit_as(&state, &who.actor, "key.delete", "api_key", &id, Some(&key_json(&before)), None).await;
     Ok(Json(json!({"id": id, "object": "key", "deleted": true})))
 }
 
@@ -586,11 +596,13 @@ pub struct Regenerate {
 /// `POST /admin/v1/keys/{id}/regenerate`: a new secret, shown once; the old one works for the grace period.
 pub async fn regenerate_key(
     State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, GatewayError> {
-    regenerate(&state, &id, &headers, body, "master_key").await
+    visible_key(&state, &who, &id).await?;
+    regenerate(&state, &id, &headers, body, &who.actor).await
 }
 
 /// `POST /v1/key/regenerate`: a key regenerates itself (`{"grace_seconds"}` keeps the old secret working
@@ -719,12 +731,13 @@ patch_with_limits! {
 /// key's own limits (null: the plan's).
 pub async fn update_key(
     State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, GatewayError> {
     let patch: KeyPatch = body::read_json(&headers, body, state.body_limits).await?;
-    let mut key = state.store.key(&id).await?.ok_or_else(|| not_found("key", &id))?;
+    let mut key = visible_key(&state, &who, &id).await?;
     let before = key_json(&key);
     if let Some(name) = patch.name {
         check_name(&name, "name")?;
@@ -792,7 +805,7 @@ pub async fn update_key(
     state.store.update_key(&key).await?;
     state.keys_changed().await?;
     let after = key_json(&key);
-    audit(&state, "key.update", "api_key", &id, Some(&before), Some(&after)).await;
+    audit_as(&state, &who.actor, "key.update", "api_key", &id, Some(&before), Some(&after)).await;
     Ok(Json(after))
 }
 
@@ -851,6 +864,7 @@ impl PlanBody {
 /// `POST /admin/v1/plans`: a new plan (its name must be new).
 pub async fn create_plan(
     State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, GatewayError> {
@@ -863,7 +877,7 @@ pub async fn create_plan(
     let row = req.into_row(name, now_ms())?;
     state.store.upsert_plan(&row).await?;
     let view = serde_json::to_value(&row).unwrap_or_default();
-    audit(&state, "plan.create", "plan", &row.name, None, Some(&view)).await;
+    audit_as(&state, &who.actor, "plan.create", "plan", &row.name, None, Some(&view)).await;
     Ok(created(view))
 }
 
@@ -882,6 +896,7 @@ patch_with_limits! {
 /// plan as a whole is checked again.
 pub async fn update_plan(
     State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -911,18 +926,19 @@ pub async fn update_plan(
     state.keys_changed().await?;
     let (before, after) =
         (serde_json::to_value(&existing).unwrap_or_default(), serde_json::to_value(&row).unwrap_or_default());
-    audit(&state, "plan.update", "plan", &row.name, Some(&before), Some(&after)).await;
+    audit_as(&state, &who.actor, "plan.update", "plan", &row.name, Some(&before), Some(&after)).await;
     Ok(Json(after))
 }
 
 pub async fn delete_plan(
     State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, GatewayError> {
     if !state.store.delete_plan(&name).await? {
         return Err(GatewayError::invalid_value(format!("Plan '{name}' does not exist or keys still use it."), "name"));
     }
-    audit(&state, "plan.delete", "plan", &name, None, None).await;
+    audit_as(&state, &who.actor, "plan.delete", "plan", &name, None, None).await;
     Ok(Json(json!({"name": name, "object": "plan", "deleted": true})))
 }
 
@@ -965,6 +981,7 @@ pub struct BillingQuery {
 /// overage beyond them at passthrough cost), with totals per organisation.
 pub async fn billing(
     State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
     Query(q): Query<BillingQuery>,
 ) -> Result<Json<Value>, GatewayError> {
     let month = q.month.unwrap_or_else(|| crate::limits::month_string(state.limiter.now_ms()));
@@ -975,7 +992,8 @@ pub async fn billing(
     }
     let (from, to) =
         crate::limits::month_bounds(y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?).ok_or_else(bad)?;
-    let rows = state.store.billing(from, to, q.organization_id.as_deref()).await?;
+    let org = who.scope(q.organization_id)?;
+    let rows = state.store.billing(from, to, org.as_deref()).await?;
     let usd = |m: i64| m as f64 / 1e6;
     let mut orgs: std::collections::BTreeMap<String, (i64, i64, i64, i64)> = std::collections::BTreeMap::new();
     for r in &rows {
@@ -1006,11 +1024,12 @@ pub async fn billing(
 /// `GET /admin/v1/usage/requests`: the ledger's rows, one per request, newest first.
 pub async fn usage_events(
     State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
     Query(q): Query<UsageEventsQuery>,
 ) -> Result<Json<Value>, GatewayError> {
     let now = now_ms();
     let filter = crate::store::UsageFilter {
-        organization_id: q.organization_id,
+        organization_id: who.scope(q.organization_id)?,
         key_id: q.key_id,
         model: q.model,
         from: q.from.unwrap_or(now - 30 * 86_400_000),
@@ -1024,11 +1043,12 @@ pub async fn usage_events(
 /// `GET /admin/v1/usage`: requests, tokens and spend by day, model or key.
 pub async fn usage(
     State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
     Query(q): Query<UsageQuery>,
 ) -> Result<Json<Value>, GatewayError> {
     let now = now_ms();
     let filter = crate::store::UsageFilter {
-        organization_id: q.organization_id,
+        organization_id: who.scope(q.organization_id)?,
         key_id: q.key_id,
         model: q.model,
         from: q.from.unwrap_or(now - 30 * 86_400_000),

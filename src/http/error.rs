@@ -89,6 +89,37 @@ impl GatewayError {
         Self::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, INVALID_REQUEST, Some("header_too_large"), message)
     }
 
+    /// Too many wrong passwords or keys from this source (or for this account): wait and retry.
+    pub fn too_many_attempts(wait_seconds: u64) -> Self {
+        let mut g = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            Some("too_many_attempts"),
+            format!("Too many failed sign-in attempts; try again in {wait_seconds} seconds."),
+        );
+        g.retry_after = Some(Duration::from_secs(wait_seconds));
+        g
+    }
+
+    pub fn invalid_credentials() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, INVALID_REQUEST, Some("invalid_credentials"), "Wrong email or password.")
+    }
+
+    /// The caller is known but its role does not reach this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "permission_error", Some("forbidden"), message)
+    }
+
+    /// The session cookie is unknown, expired or its account disabled: sign in again.
+    pub fn session_expired() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            INVALID_REQUEST,
+            Some("session_expired"),
+            "The session has ended or is unknown; sign in again.",
+        )
+    }
+
     pub fn invalid_key() -> Self {
         Self::new(StatusCode::UNAUTHORIZED, INVALID_REQUEST, Some("invalid_api_key"), "Incorrect API key provided.")
     }

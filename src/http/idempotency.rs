@@ -64,10 +64,13 @@ pub async fn idempotent(State(state): State<Arc<AppState>>, req: Request, next: 
             .into_response();
         }
     };
-    let (org, key_id) = match req.extensions().get::<Arc<ActiveKey>>() {
-        Some(k) => (k.organization_id.clone(), k.id.clone()),
-        None => (String::new(), String::new()),
-    };
+    let (org, key_id) =
+        match (req.extensions().get::<Arc<ActiveKey>>(), req.extensions().get::<super::auth::Principal>()) {
+            (Some(k), _) => (k.organization_id.clone(), k.id.clone()),
+            // The admin API: each principal's keys are its own.
+            (None, Some(p)) => (p.organization_id.clone().unwrap_or_default(), p.actor.clone()),
+            (None, None) => (String::new(), String::new()),
+        };
     let (parts, raw) = req.into_parts();
     let bytes = match body::read(&parts.headers, raw, state.body_limits).await {
         Ok(b) => b,

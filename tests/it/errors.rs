@@ -366,6 +366,17 @@ async fn the_openapi_document_describes_every_route_the_gateway_serves_and_no_ot
         "GET /admin/v1/usage/requests",
         "GET /admin/v1/billing",
         "GET /admin/v1/audit",
+        "POST /admin/v1/session",
+        "GET /admin/v1/session",
+        "DELETE /admin/v1/session",
+        "GET /admin/v1/accounts",
+        "POST /admin/v1/accounts",
+        "GET /admin/v1/accounts/{id}",
+        "PATCH /admin/v1/accounts/{id}",
+        "DELETE /admin/v1/accounts/{id}",
+        "GET /admin/v1/management_keys",
+        "POST /admin/v1/management_keys",
+        "POST /admin/v1/management_keys/{id}/revoke",
         "GET /metrics",
     ];
     served.sort_unstable();

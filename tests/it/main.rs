@@ -5,6 +5,7 @@
 
 mod support;
 
+mod accounts;
 mod auto;
 mod azure_door;
 mod cache;
