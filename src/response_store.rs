@@ -428,6 +428,9 @@ async fn sweep_loop(store: Store, clock: Clock) {
             Err(e) => tracing::warn!(error = %e, "sweeping expired stored responses failed"),
         }
         // Idempotency keys' kept answers expire the same way.
+        if let Err(e) = store.sweep_sessions(clock()).await {
+            tracing::warn!(error = %e, "sweeping expired dashboard sessions failed");
+        }
         if let Err(e) = store.delete_expired_idempotency_keys(clock()).await {
             tracing::warn!(error = %e, "sweeping expired idempotency keys failed");
         }

@@ -15,10 +15,12 @@ CREATE TABLE admin_accounts (
     last_sign_in_at BIGINT
 );
 -- A signed-in browser: the cookie's SHA-256 (the cookie itself is never stored) and the CSRF token its
--- state-changing calls must carry. `account_id` is null for a session opened with the master key.
+-- state-changing calls must carry. `account_id` is null for a session opened with the master key;
+-- `master_digest` is then that key's SHA-256, so a new master key ends the old one's sessions.
 CREATE TABLE admin_sessions (
     token_hash TEXT PRIMARY KEY,
     account_id TEXT REFERENCES admin_accounts (id) ON DELETE CASCADE,
+    master_digest TEXT,
     csrf_token TEXT NOT NULL,
     created_at BIGINT NOT NULL,
     expires_at BIGINT NOT NULL

@@ -35,6 +35,7 @@ const MAX_PASSWORD: usize = 256;
 /// An argon2id hash (the crate's defaults: 19 MiB, 2 passes, 1 lane, as OWASP recommends), on the
 /// blocking pool.
 pub async fn hash_password(password: String) -> Result<String, GatewayError> {
+    let _turn = HASHING.acquire().await.map_err(|_| GatewayError::internal())?;
     tokio::task::spawn_blocking(move || {
         argon2::Argon2::default().hash_password(password.as_bytes()).map(|h| h.to_string())
     })
@@ -46,7 +47,11 @@ pub async fn hash_password(password: String) -> Result<String, GatewayError> {
 
 /// Whether `password` matches `stored`; `None` checks against a dummy hash, so that an unknown email
 /// takes as long as a wrong password.
+/// Hashes at once at most: each takes 19 MiB and a core for tens of milliseconds.
+static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
 async fn verify_password(password: String, stored: Option<String>) -> bool {
+    let Ok(_turn) = HASHING.acquire().await else { return false };
     static DUMMY: LazyLock<String> = LazyLock::new(|| {
         argon2::Argon2::default().hash_password(b"not a password of anyone").map(|h| h.to_string()).unwrap_or_default()
     });
@@ -93,37 +98,35 @@ pub struct SignIn {
 pub async fn sign_in(State(state): State<Arc<AppState>>, req: Request) -> Result<Response, GatewayError> {
     let source = super::auth::source_of(&req);
     let secure = behind_tls(req.headers());
+    cross_site(req.headers())?;
     let (parts, raw) = req.into_parts();
     let body: SignIn = body::read_json(&parts.headers, raw, state.body_limits).await?;
-    if let Some(wait) = state.throttle.refused(&source) {
-        return Err(GatewayError::too_many_attempts(wait));
-    }
     let account = match (body.email, body.password, body.master_key) {
         (None, None, Some(master)) => {
             if !state.master_key.matches(&master) {
-                state.throttle.failed(&source);
+                state.throttle.attempt(&source).map_err(GatewayError::too_many_attempts)?;
                 return Err(GatewayError::invalid_key());
             }
             None
         }
         (Some(email), Some(password), None) => {
-            let email = email.trim().to_lowercase();
+            // Malformed is wrong, and never a throttle entry of unbounded size.
+            let Ok(email) = normal_email(&email) else { return Err(GatewayError::invalid_credentials()) };
             let account_key = format!("account:{email}");
-            if let Some(wait) = state.throttle.refused(&account_key) {
+            // Counted before the check, so that parallel guesses cannot all pass it.
+            state.throttle.attempt(&source).map_err(GatewayError::too_many_attempts)?;
+            if let Err(wait) = state.throttle.attempt(&account_key) {
                 return Err(GatewayError::too_many_attempts(wait));
             }
             let found = state.store.account_by_email(&email).await?;
             let ok = verify_password(password, found.as_ref().map(|a| a.password_hash.clone())).await;
             match found.filter(|a| ok && !a.disabled) {
                 Some(a) => {
-                    state.throttle.succeeded(&account_key);
+                    state.throttle.forgive(&source);
+                    state.throttle.forgive(&account_key);
                     Some(a)
                 }
-                None => {
-                    state.throttle.failed(&source);
-                    state.throttle.failed(&account_key);
-                    return Err(GatewayError::invalid_credentials());
-                }
+                None => return Err(GatewayError::invalid_credentials()),
             }
         }
         _ => {
@@ -138,6 +141,7 @@ pub async fn sign_in(State(state): State<Arc<AppState>>, req: Request) -> Result
     let session = SessionRow {
         token_hash: keys::hash(&token),
         account_id: account.as_ref().map(|a| a.id.clone()),
+        master_digest: account.is_none().then(|| super::auth::master_digest(&state)),
         csrf_token: keys::random_token(),
         created_at: now,
         expires_at: now + SESSION_MS,
@@ -170,6 +174,19 @@ pub async fn sign_in(State(state): State<Arc<AppState>>, req: Request) -> Result
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }
     Ok(resp)
+}
+
+/// A sign-in posted from another site's page (login CSRF) is refused: a browser always says where a
+/// cross-origin request comes from.
+fn cross_site(headers: &HeaderMap) -> Result<(), GatewayError> {
+    let (Some(origin), Some(host)) = (headers.get(header::ORIGIN), headers.get(header::HOST)) else { return Ok(()) };
+    let origin = origin.to_str().unwrap_or_default();
+    let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+    if origin_host.eq_ignore_ascii_case(host.to_str().unwrap_or_default()) {
+        Ok(())
+    } else {
+        Err(GatewayError::forbidden("Sign-in is accepted from this gateway's own pages only."))
+    }
 }
 
 /// Whether the client reached us over TLS (a terminating proxy says so; the flag only makes the cookie
@@ -290,7 +307,7 @@ pub async fn create_account(
         last_sign_in_at: None,
     };
     if !state.store.insert_account(&row).await? {
-        return Err(GatewayError::invalid_value(format!("An account with email '{}' exists.", row.email), "email"));
+        return Err(GatewayError::invalid_value("That email cannot be used for a new account.", "email"));
     }
     let view = account_json(&row);
     audit_as(&state, &who.actor, "account.create", "account", &row.id, None, Some(&view)).await;

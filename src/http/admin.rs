@@ -239,6 +239,45 @@ fn not_found(what: &str, id: &str) -> GatewayError {
     GatewayError::not_found(format!("No {what} with id '{id}'."))
 }
 
+/// What an organisation's own principals (its admins, its management keys) may give a key: a plan its
+/// keys already have (or the default), and limits no looser than that plan's. Plans and their limits are
+/// the gateway admin's to hand out.
+async fn within_reach(
+    state: &AppState,
+    who: &Principal,
+    organization_id: &str,
+    plan: &str,
+    limits: &crate::store::KeyLimits,
+) -> Result<(), GatewayError> {
+    if who.role == super::auth::Role::Admin {
+        return Ok(());
+    }
+    let held = state.store.keys(Some(organization_id), None, crate::store::Sort::default(), 500, 0).await?;
+    if plan != "free" && !held.iter().any(|k| k.plan == plan) {
+        return Err(GatewayError::forbidden(format!(
+            "Plan '{plan}' is not one this organization's keys have; a gateway admin assigns new plans."
+        )));
+    }
+    let Some(p) = state.store.plan(plan).await? else { return Ok(()) };
+    for (field, own, cap) in [
+        ("daily_prompt_quota", limits.daily_prompt_quota, p.daily_prompt_quota),
+        ("monthly_prompt_quota", limits.monthly_prompt_quota, p.monthly_prompt_quota),
+        ("rpm_limit", limits.rpm_limit, p.rpm_limit),
+        ("tpm_limit", limits.tpm_limit, p.tpm_limit),
+        ("max_parallel", limits.max_parallel, p.max_parallel),
+        ("budget_usd", limits.budget_micros, p.budget_micros),
+    ] {
+        if let (Some(own), Some(cap)) = (own, cap)
+            && own > cap
+        {
+            return Err(GatewayError::forbidden(format!(
+                "'{field}' may not be looser than plan '{plan}' allows; a gateway admin can raise it."
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A key the caller may see (its organisation's, or any for the whole gateway's), else "not found".
 async fn visible_key(state: &AppState, who: &Principal, id: &str) -> Result<KeyRow, GatewayError> {
     state.store.key(id).await?.filter(|k| who.sees(&k.organization_id)).ok_or_else(|| not_found("key", id))
@@ -441,6 +480,8 @@ fn key_json(k: &KeyRow) -> Value {
         "budget_usd": k.limits.budget_micros.map(|m| m as f64 / 1e6), "budget_period": k.limits.budget_period,
         "response_cache_ttl_seconds": k.response_cache_ttl_seconds,
         "created_at": k.created_at, "updated_at": k.updated_at, "revoked_at": k.revoked_at,
+        // During a rotation's grace period: until when the old secret works.
+        "previous_expires_at": k.previous_expires_at.filter(|_| k.previous_hash.is_some()),
     })
 }
 
@@ -475,6 +516,7 @@ pub async fn create_key(
         .validate()?,
         response_cache_ttl_seconds: key_cache_ttl(req.response_cache_ttl_seconds)?,
     };
+    within_reach(&state, &who, &spec.organization_id, spec.plan.as_deref().unwrap_or("free"), &spec.limits).await?;
     let (row, secret) = match create_key_in(&state.store, spec).await {
         Ok(made) => made,
         Err(KeySpecError::Store(e)) => return Err(e.into()),
@@ -801,6 +843,7 @@ pub async fn update_key(
     if patch.budget_period.is_some() {
         l.budget_period = given.budget_period;
     }
+    within_reach(&state, &who, &key.organization_id.clone(), &key.plan.clone(), &key.limits).await?;
     key.updated_at = now;
     state.store.update_key(&key).await?;
     state.keys_changed().await?;
@@ -1069,4 +1112,32 @@ pub async fn usage(
         })
         .collect();
     Ok(Json(json!({"object": "list", "group_by": group, "from": filter.from, "to": filter.to, "data": data})))
+}
+
+/// `GET /admin/v1/providers`: each configured provider (whether its key is set) and each model's circuit
+/// breaker, read from memory.
+pub async fn providers(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let now = tokio::time::Instant::now();
+    let providers: Vec<Value> = state
+        .providers
+        .iter()
+        .map(|p| {
+            json!({"name": p.name, "kind": p.kind.as_str(), "region": p.region, "aggregator": p.aggregator,
+                   "available": p.unavailable_reason().is_none(), "unavailable_reason": p.unavailable_reason()})
+        })
+        .collect();
+    let models: Vec<Value> = state
+        .catalog
+        .models()
+        .iter()
+        .map(|m| {
+            let breaker = match m.breaker.peek(now) {
+                crate::routing::breaker::Gate::Closed => "closed",
+                crate::routing::breaker::Gate::Open { .. } => "open",
+                crate::routing::breaker::Gate::Probe => "half_open",
+            };
+            json!({"name": m.name, "provider": m.provider.name, "region": m.region, "breaker": breaker})
+        })
+        .collect();
+    Json(json!({"object": "providers", "providers": providers, "models": models}))
 }

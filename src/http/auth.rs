@@ -44,18 +44,15 @@ pub async fn require_caller(State(state): State<Arc<AppState>>, mut req: Request
 
 /// `/metrics`: the master key only.
 pub async fn require_master_key(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let source = source_of(&req);
-    if let Some(wait) = state.throttle.refused(&source) {
-        return GatewayError::too_many_attempts(wait).into_response();
-    }
     match keys::from_headers(req.headers()) {
         Err(e) => GatewayError::ambiguous_key(e).into_response(),
         Ok(None) => GatewayError::missing_key().into_response(),
+        // The right key always opens, whatever others guessed from the same address.
         Ok(Some(token)) if state.master_key.matches(token) => next.run(req).await,
-        Ok(Some(_)) => {
-            state.throttle.failed(&source);
-            GatewayError::invalid_key().into_response()
-        }
+        Ok(Some(_)) => match state.throttle.attempt(&source_of(&req)) {
+            Err(wait) => GatewayError::too_many_attempts(wait).into_response(),
+            Ok(()) => GatewayError::invalid_key().into_response(),
+        },
     }
 }
 
@@ -190,15 +187,15 @@ async fn principal_of(
 ) -> Result<Principal, GatewayError> {
     let presented = keys::from_headers(headers).map_err(GatewayError::ambiguous_key)?;
     if let Some(token) = presented {
-        if let Some(wait) = state.throttle.refused(source) {
-            return Err(GatewayError::too_many_attempts(wait));
-        }
         if state.master_key.matches(token) {
             return Ok(Principal::master());
         }
+        // Counted before the lookup, so that parallel guesses cannot all slip under the limit.
+        state.throttle.attempt(source).map_err(GatewayError::too_many_attempts)?;
         if keys::is_management_key(token)
             && let Some(k) = state.store.management_key_by_hash(&keys::hash(token)).await?
         {
+            state.throttle.forgive(source);
             return Ok(Principal {
                 actor: format!("management_key:{}", k.id),
                 role: Role::KeyManager,
@@ -206,7 +203,6 @@ async fn principal_of(
                 csrf_token: None,
             });
         }
-        state.throttle.failed(source);
         return Err(GatewayError::invalid_key());
     }
     let Some(cookie) = cookie(headers, SESSION_COOKIE) else {
@@ -224,7 +220,11 @@ async fn principal_of(
     }
     let csrf_token = Some(session.csrf_token);
     match session.account_id {
-        None => Ok(Principal { csrf_token, ..Principal::master() }),
+        // Opened with the master key: valid while that key is the one in force.
+        None if session.master_digest.as_deref() == Some(master_digest(state).as_str()) => {
+            Ok(Principal { csrf_token, ..Principal::master() })
+        }
+        None => Err(GatewayError::session_expired()),
         Some(id) => {
             let account =
                 state.store.account(&id).await?.filter(|a| !a.disabled).ok_or_else(GatewayError::session_expired)?;
@@ -237,6 +237,11 @@ async fn principal_of(
             })
         }
     }
+}
+
+/// What a master-key session remembers of the key that opened it.
+pub fn master_digest(state: &AppState) -> String {
+    keys::hash(state.master_key.expose())
 }
 
 /// A cookie's value from the request's `Cookie` headers.
@@ -254,14 +259,22 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// The address a request came from: the connection's peer (headers a client sets are not trusted).
 pub fn source_of(req: &Request) -> String {
-    match req.extensions().get::<ConnectInfo<SocketAddr>>() {
-        Some(ConnectInfo(addr)) => format!("source:{}", addr.ip()),
+    match req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()) {
+        // An IPv6 host usually holds a whole /64: counted as one source.
+        Some(std::net::IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("source:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Some(ip) => format!("source:{}", ip.to_canonical()),
         None => "source:unknown".to_owned(),
     }
 }
 
-/// Failed sign-ins and wrong admin credentials, counted in fixed windows per source address and per
-/// account. In memory, per replica: a guesser spread over replicas gets each replica's allowance.
+/// Sign-in attempts and wrong admin credentials, counted in fixed windows per source address and per
+/// account. An attempt is counted before it is checked (so parallel guesses cannot all pass the check)
+/// and forgiven when it succeeds. In memory, per replica: a guesser spread over replicas gets each
+/// replica's allowance. Bounded: when full of live windows, new sources are refused until some expire
+/// (an entry over its limit is never dropped early, so a flood cannot reset a locked account).
 #[derive(Debug, Default)]
 pub struct Throttle {
     seen: Mutex<HashMap<String, (u32, i64)>>,
@@ -273,7 +286,7 @@ pub const THROTTLE_WINDOW_MS: i64 = 15 * 60 * 1000;
 pub const PER_SOURCE: u32 = 20;
 /// Failed passwords an account may have in a window.
 pub const PER_ACCOUNT: u32 = 5;
-/// Entries kept at most; past it, expired ones go, and if all are live the oldest window is dropped.
+/// Windows kept at most.
 const MAX_ENTRIES: usize = 100_000;
 
 impl Throttle {
@@ -281,36 +294,33 @@ impl Throttle {
         if key.starts_with("account:") { PER_ACCOUNT } else { PER_SOURCE }
     }
 
-    /// `Some(seconds to wait)` while `key` is over its limit.
-    pub fn refused(&self, key: &str) -> Option<u64> {
-        let now = crate::tenancy::now_ms();
-        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let &(count, since) = seen.get(key)?;
-        let left = since + THROTTLE_WINDOW_MS - now;
-        (left > 0 && count >= Self::limit_of(key)).then(|| (left as u64).div_ceil(1000))
-    }
-
-    pub fn failed(&self, key: &str) {
+    /// Counts an attempt for `key`; `Err(seconds to wait)` when it is over its limit (not counted).
+    pub fn attempt(&self, key: &str) -> Result<(), u64> {
         let now = crate::tenancy::now_ms();
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if seen.len() >= MAX_ENTRIES && !seen.contains_key(key) {
             seen.retain(|_, (_, since)| *since + THROTTLE_WINDOW_MS > now);
-            if seen.len() >= MAX_ENTRIES
-                && let Some(oldest) = seen.iter().min_by_key(|(_, (_, since))| *since).map(|(k, _)| k.clone())
-            {
-                seen.remove(&oldest);
+            if seen.len() >= MAX_ENTRIES {
+                return Err(60);
             }
         }
         let entry = seen.entry(key.to_owned()).or_insert((0, now));
         if entry.1 + THROTTLE_WINDOW_MS <= now {
             *entry = (0, now);
         }
+        if entry.0 >= Self::limit_of(key) {
+            return Err(((entry.1 + THROTTLE_WINDOW_MS - now).max(1) as u64).div_ceil(1000));
+        }
         entry.0 += 1;
+        Ok(())
     }
 
-    /// A right password clears its account's count (not its source's).
-    pub fn succeeded(&self, key: &str) {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    /// An attempt that succeeded is not held against `key`.
+    pub fn forgive(&self, key: &str) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = seen.get_mut(key) {
+            entry.0 = entry.0.saturating_sub(1);
+        }
     }
 }
 
@@ -319,17 +329,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_account_is_refused_after_its_allowance_of_failures_and_cleared_by_success() {
+    fn an_account_is_refused_after_its_allowance_and_a_success_is_not_held_against_it() {
         let t = Throttle::default();
+        t.attempt("account:a@b").expect("first");
+        t.forgive("account:a@b");
         for _ in 0..PER_ACCOUNT {
-            assert!(t.refused("account:a@b").is_none());
-            t.failed("account:a@b");
+            t.attempt("account:a@b").expect("within the allowance");
         }
-        let wait = t.refused("account:a@b").expect("refused");
+        let wait = t.attempt("account:a@b").expect_err("refused");
         assert!((1..=900).contains(&wait));
-        assert!(t.refused("account:other").is_none());
-        t.succeeded("account:a@b");
-        assert!(t.refused("account:a@b").is_none());
+        assert!(t.attempt("account:other").is_ok());
     }
 
     #[test]

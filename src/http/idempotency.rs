@@ -113,7 +113,10 @@ pub async fn idempotent(State(state): State<Arc<AppState>>, req: Request, next: 
         return response;
     }
     // A created or regenerated key's secret is shown once, never kept.
-    let secret_free = path.starts_with("/admin/v1/keys") || path.starts_with("/v1/key/");
+    // Answers that carry a secret (a key's, a management key's) are never kept.
+    let secret_free = path.starts_with("/admin/v1/keys")
+        || path.starts_with("/admin/v1/management_keys")
+        || path.starts_with("/v1/key/");
     let (parts, body) = response.into_parts();
     let headers = kept_headers(&parts.headers);
     // A stream is kept only if it ended properly, not with an error event after a failure.

@@ -22,6 +22,7 @@ pub struct AccountRow {
 pub struct SessionRow {
     pub token_hash: String,
     pub account_id: Option<String>,
+    pub master_digest: Option<String>,
     pub csrf_token: String,
     pub created_at: i64,
     pub expires_at: i64,
@@ -134,13 +135,14 @@ impl Store {
     // --- sessions ---
 
     pub async fn insert_session(&self, s: &SessionRow) -> Result<(), StoreError> {
-        const SQL: &str = "INSERT INTO admin_sessions (token_hash, account_id, csrf_token, created_at, expires_at) \
-                           VALUES ($1, $2, $3, $4, $5)";
+        const SQL: &str = "INSERT INTO admin_sessions (token_hash, account_id, master_digest, csrf_token, created_at, \
+                           expires_at) VALUES ($1, $2, $3, $4, $5, $6)";
         on_pool!(
             self,
             |pool, sql| sqlx::query(sql)
                 .bind(&s.token_hash)
                 .bind(&s.account_id)
+                .bind(&s.master_digest)
                 .bind(&s.csrf_token)
                 .bind(s.created_at)
                 .bind(s.expires_at)

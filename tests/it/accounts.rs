@@ -78,6 +78,23 @@ async fn an_organization_admin_manages_its_own_organization_and_sees_no_other() 
     let (status, err) = error_of(no_csrf).await;
     assert_eq!(status, 403, "{err}");
 
+    // Plans and their limits are the gateway admin's: not a plan the organisation does not have, not
+    // looser limits than its plan's.
+    let unlimited = s
+        .send(&h, reqwest::Method::POST, "/admin/v1/keys")
+        .json(&json!({"organization_id": mine["id"], "plan": "unlimited"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unlimited.status(), 403);
+    let looser = s
+        .send(&h, reqwest::Method::POST, "/admin/v1/keys")
+        .json(&json!({"organization_id": mine["id"], "daily_prompt_quota": 1_000_000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(looser.status(), 403);
+    h.new_key(&mine, json!({})).await; // the gateway admin gives it an unlimited key
     let made = s
         .send(&h, reqwest::Method::POST, "/admin/v1/keys")
         .json(&json!({"organization_id": mine["id"], "plan": "unlimited"}))
@@ -242,6 +259,8 @@ async fn wrong_admin_keys_are_throttled_per_source() {
     let resp = h.client.get(h.url("/admin/v1/keys")).bearer_auth("sk-wrong").send().await.unwrap();
     assert_eq!(resp.status(), 429);
     assert!(!header(&resp, "retry-after").is_empty());
+    // The right key still opens: guessers cannot lock the operator out.
+    assert_eq!(h.client.get(h.url("/admin/v1/keys")).bearer_auth(MASTER_KEY).send().await.unwrap().status(), 200);
 }
 
 #[tokio::test]
@@ -262,8 +281,11 @@ async fn a_management_key_manages_its_organizations_keys_and_nothing_else() {
     assert!(listed.to_string().contains(made["id"].as_str().unwrap()) && !listed.to_string().contains(&mgmt));
 
     let as_mgmt = |m: reqwest::Method, path: &str| h.client.request(m, h.url(path)).bearer_auth(&mgmt);
+    let unlimited = as_mgmt(reqwest::Method::POST, "/admin/v1/keys")
+        .json(&json!({"organization_id": mine["id"], "plan": "unlimited"}));
+    assert_eq!(unlimited.send().await.unwrap().status(), 403, "a plan is the gateway admin's to give");
     let created = as_mgmt(reqwest::Method::POST, "/admin/v1/keys")
-        .json(&json!({"organization_id": mine["id"], "plan": "unlimited"}))
+        .json(&json!({"organization_id": mine["id"], "name": "from a script"}))
         .send()
         .await
         .unwrap();
