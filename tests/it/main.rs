@@ -8,6 +8,7 @@ mod support;
 mod accounts;
 mod auto;
 mod azure_door;
+mod browser;
 mod cache;
 mod chains;
 mod chat;

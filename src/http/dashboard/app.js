@@ -116,6 +116,8 @@ const list = (s) => (s || "").split(",").map((x) => x.trim()).filter(Boolean);
 
 function showSignIn(message) {
   me = null;
+  $("#new-secret").hidden = true;
+  $("#new-secret-value").textContent = "";
   csrf = null;
   $("#tabs").hidden = true;
   $("#me").hidden = true;
@@ -556,7 +558,7 @@ function barChart(target, points, format) {
     t.textContent = "No requests in this range.";
     svg.appendChild(t);
   }
-  const bw = (w - 2 * pad) / Math.max(points.length, 1);
+  const bw = Math.min(28, (w - 2 * pad) / Math.max(points.length, 1));
   points.forEach((p, i) => {
     const bh = max > 0 ? ((h - 2 * pad) * p.value) / max : 0;
     const r = document.createElementNS(SVG, "rect");
