@@ -66,6 +66,94 @@ pub fn date_string(day: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// A moment (Unix milliseconds) as RFC 3339 in UTC: `2027-01-01T00:00:00Z`, with `.mmm` when the
+/// milliseconds are not zero.
+pub fn rfc3339(ms: i64) -> String {
+    let (day, in_day) = (ms.div_euclid(DAY_MS), ms.rem_euclid(DAY_MS));
+    let (y, m, d) = civil_from_days(day);
+    let (h, min, sec, milli) = (in_day / 3_600_000, in_day / 60_000 % 60, in_day / 1000 % 60, in_day % 1000);
+    if milli == 0 {
+        format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{sec:02}Z")
+    } else {
+        format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{sec:02}.{milli:03}Z")
+    }
+}
+
+/// An RFC 3339 date-time (`2027-01-01T00:00:00Z`, `…T09:30:00.5+02:00`; `t` and a space for `T`
+/// accepted, as the RFC allows) or a bare date (`2027-01-01`, midnight UTC) as Unix milliseconds.
+/// Fractions beyond milliseconds are cut; years 1970 to 9999 only.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = b.get(r)?;
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(part).ok()?.parse().ok()
+    };
+    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let (y, mo, d) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let days_in = [
+        31,
+        if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if y < 1970 || !(1..=12).contains(&mo) || d < 1 || d > days_in[(mo - 1) as usize] {
+        return None;
+    }
+    let day_ms = days_from_civil(y, mo as u32, d as u32) * DAY_MS;
+    if b.len() == 10 {
+        return Some(day_ms);
+    }
+    if !matches!(b[10], b'T' | b't' | b' ') || b.len() < 20 || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (h, mi, sec) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    if h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut milli = 0;
+    if b[i] == b'.' {
+        let start = i + 1;
+        i = start;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        let frac = &s[start..i];
+        milli = format!("{:0<3}", &frac[..frac.len().min(3)]).parse::<i64>().ok()?;
+    }
+    let offset = match b.get(i..)? {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (oh, om) = (digits(i + 1..i + 3)?, digits(i + 4..i + 6)?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let off = (oh * 60 + om) * 60_000;
+            if *sign == b'+' { off } else { -off }
+        }
+        _ => return None,
+    };
+    // A leap second is the last millisecond's neighbour: counted as :59.999.
+    let sec_ms = if sec == 60 { 59_999 } else { sec * 1000 + milli };
+    Some(day_ms + h * 3_600_000 + mi * 60_000 + sec_ms - offset)
+}
+
 /// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -653,6 +741,38 @@ impl Memory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_reads_what_admins_write() {
+        assert_eq!(parse_rfc3339("2027-01-01T00:00:00Z"), Some(1_798_761_600_000));
+        assert_eq!(parse_rfc3339("2027-01-01"), Some(1_798_761_600_000));
+        assert_eq!(parse_rfc3339("2027-01-01T02:00:00+02:00"), Some(1_798_761_600_000));
+        assert_eq!(parse_rfc3339("2027-01-01T00:00:00.5Z"), Some(1_798_761_600_500));
+        assert_eq!(rfc3339(1_798_761_600_500), "2027-01-01T00:00:00.500Z");
+        for bad in [
+            "2027-02-30",
+            "2027-13-01",
+            "2027-01-01T24:00:00Z",
+            "2027-01-01T00:00:00",
+            "tomorrow",
+            "",
+            "2027-01-01T00:00:00+2:00",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn rfc3339_round_trips(ms in 0i64..253_402_300_799_999) {
+            proptest::prop_assert_eq!(parse_rfc3339(&rfc3339(ms)), Some(ms));
+        }
+
+        #[test]
+        fn rfc3339_never_panics(s in "\\PC{0,40}") {
+            let _ = parse_rfc3339(&s);
+        }
+    }
     use std::sync::Arc;
     use std::sync::atomic::{AtomicI64, Ordering};
 

@@ -75,7 +75,9 @@ pub struct PlanRow {
     pub max_parallel: Option<i64>,
     pub budget_micros: Option<i64>,
     pub budget_period: Option<String>,
+    #[serde(serialize_with = "rfc3339")]
     pub created_at: i64,
+    #[serde(serialize_with = "rfc3339")]
     pub updated_at: i64,
 }
 
@@ -734,6 +736,7 @@ impl Store {
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct UsageEvent {
     pub request_id: String,
+    #[serde(serialize_with = "rfc3339")]
     pub created_at: i64,
     pub organization_id: Option<String>,
     pub key_id: Option<String>,
@@ -762,6 +765,11 @@ pub struct UsageEvent {
 }
 
 /// A JSON text column shown as the JSON it holds (`null` when absent or unreadable).
+/// Moments in the admin API's answers: RFC 3339 in UTC.
+fn rfc3339<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::limits::rfc3339(*ms))
+}
+
 fn raw_json<S: serde::Serializer>(text: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
     use serde::Serialize;
     let value: Option<serde_json::Value> = text.as_deref().and_then(|t| serde_json::from_str(t).ok());

@@ -18,7 +18,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::admin::{audit_as, check_name};
+use super::admin::{audit_as, check_name, ts, ts_opt};
 use super::auth::{CSRF_HEADER, Principal, Role, SESSION_COOKIE, cookie};
 use super::body::Query;
 use super::{GatewayError, body};
@@ -199,7 +199,7 @@ fn session_json(p: &Principal, account: Option<&AccountRow>, csrf: Option<&str>,
     json!({
         "object": "session", "actor": p.actor, "role": p.role.as_str(), "organization_id": p.organization_id,
         "account": account.map(account_json), "csrf_token": csrf, "csrf_header": CSRF_HEADER,
-        "expires_at": expires_at,
+        "expires_at": if expires_at > 0 { super::admin::ts(expires_at) } else { Value::Null },
     })
 }
 
@@ -231,8 +231,8 @@ pub async fn sign_out(State(state): State<Arc<AppState>>, headers: HeaderMap) ->
 fn account_json(a: &AccountRow) -> Value {
     json!({
         "id": a.id, "object": "account", "email": a.email, "name": a.name, "role": a.role,
-        "organization_id": a.organization_id, "disabled": a.disabled, "created_at": a.created_at,
-        "updated_at": a.updated_at, "last_sign_in_at": a.last_sign_in_at,
+        "organization_id": a.organization_id, "disabled": a.disabled, "created_at": ts(a.created_at),
+        "updated_at": ts(a.updated_at), "last_sign_in_at": ts_opt(a.last_sign_in_at),
     })
 }
 
@@ -421,7 +421,7 @@ pub async fn delete_account(
 fn management_key_json(k: &ManagementKeyRow) -> Value {
     json!({
         "id": k.id, "object": "management_key", "organization_id": k.organization_id, "name": k.name,
-        "display_prefix": k.display_prefix, "created_at": k.created_at, "revoked_at": k.revoked_at,
+        "display_prefix": k.display_prefix, "created_at": ts(k.created_at), "revoked_at": ts_opt(k.revoked_at),
         "status": if k.revoked_at.is_some() { "revoked" } else { "active" },
     })
 }

@@ -102,7 +102,7 @@ pub async fn list_audit(
         .into_iter()
         .map(|r| {
             let parse = |s: Option<String>| s.and_then(|s| serde_json::from_str::<Value>(&s).ok());
-            json!({"id": r.id, "at": r.at, "actor": r.actor, "action": r.action, "target_type": r.target_type,
+            json!({"id": r.id, "at": ts(r.at), "actor": r.actor, "action": r.action, "target_type": r.target_type,
                    "target_id": r.target_id, "before": parse(r.before_state), "after": parse(r.after_state)})
         })
         .collect();
@@ -170,7 +170,7 @@ fn organization_json(org: &OrganizationRow) -> Value {
         "stream_continuation": org.stream_continuation,
         "allowed_regions": serde_json::from_str::<Value>(&org.allowed_regions).unwrap_or(json!(["global"])),
         "response_cache_ttl_seconds": org.response_cache_ttl_seconds,
-        "created_at": org.created_at, "updated_at": org.updated_at,
+        "created_at": ts(org.created_at), "updated_at": ts(org.updated_at),
     })
 }
 
@@ -274,6 +274,24 @@ async fn within_reach(
                 "'{field}' may not be looser than plan '{plan}' allows; a gateway admin can raise it."
             )));
         }
+    }
+    Ok(())
+}
+
+/// A key's model allowlist as given, once every entry names something a request could ask for (a
+/// misspelt entry would quietly allow nothing); the refusal says what the entry may have meant.
+fn check_models(state: &AppState, models: &[String]) -> Result<(), GatewayError> {
+    if let Some(bad) = models.iter().find(|m| !state.catalog.names(m)) {
+        let close = state.catalog.close_to(bad);
+        let hint = if close.is_empty() {
+            "; GET /v1/models lists what there is".to_owned()
+        } else {
+            format!("; did you mean {}?", close.iter().map(|c| format!("'{c}'")).collect::<Vec<_>>().join(", "))
+        };
+        return Err(GatewayError::invalid_value(
+            format!("'models' entry '{bad}' names no model, alias or tier{hint}"),
+            "models",
+        ));
     }
     Ok(())
 }
@@ -403,6 +421,7 @@ pub struct NewKey {
     name: Option<String>,
     plan: Option<String>,
     models: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "timestamp")]
     expires_at: Option<i64>,
     metadata: Option<serde_json::Map<String, Value>>,
     // The limit fields are listed here, not flattened: serde cannot reject unknown fields across a flatten.
@@ -472,16 +491,16 @@ impl LimitFields {
 fn key_json(k: &KeyRow) -> Value {
     json!({
         "id": k.id, "object": "api_key", "organization_id": k.organization_id, "name": k.name,
-        "display_prefix": k.display_prefix, "plan": k.plan, "status": k.status, "expires_at": k.expires_at,
+        "display_prefix": k.display_prefix, "plan": k.plan, "status": k.status, "expires_at": ts_opt(k.expires_at),
         "models": k.models.as_deref().and_then(|m| serde_json::from_str::<Value>(m).ok()),
         "metadata": serde_json::from_str::<Value>(&k.metadata).unwrap_or(json!({})),
         "daily_prompt_quota": k.limits.daily_prompt_quota, "monthly_prompt_quota": k.limits.monthly_prompt_quota,
         "rpm_limit": k.limits.rpm_limit, "tpm_limit": k.limits.tpm_limit, "max_parallel": k.limits.max_parallel,
         "budget_usd": k.limits.budget_micros.map(|m| m as f64 / 1e6), "budget_period": k.limits.budget_period,
         "response_cache_ttl_seconds": k.response_cache_ttl_seconds,
-        "created_at": k.created_at, "updated_at": k.updated_at, "revoked_at": k.revoked_at,
+        "created_at": ts(k.created_at), "updated_at": ts(k.updated_at), "revoked_at": ts_opt(k.revoked_at),
         // During a rotation's grace period: until when the old secret works.
-        "previous_expires_at": k.previous_expires_at.filter(|_| k.previous_hash.is_some()),
+        "previous_expires_at": ts_opt(k.previous_expires_at.filter(|_| k.previous_hash.is_some())),
     })
 }
 
@@ -494,6 +513,9 @@ pub async fn create_key(
     let req: NewKey = body::read_json(&headers, body, state.body_limits).await?;
     if let Some(name) = &req.name {
         check_name(name, "name")?;
+    }
+    if let Some(models) = &req.models {
+        check_models(&state, models)?;
     }
     // Another organisation's id is "not found" to an organisation's own principals.
     let organization_id = who.scope(Some(req.organization_id))?.unwrap_or_default();
@@ -604,7 +626,7 @@ pub async fn own_key(
     let usd = |m: i64| m as f64 / 1e6;
     Ok(Json(json!({
         "object": "key", "id": key.id, "organization_id": key.organization_id, "plan": key.plan,
-        "expires_at": key.expires_at, "models": key.models,
+        "expires_at": ts_opt(key.expires_at), "models": key.models,
         "limits": {
             "daily_prompt_quota": l.daily, "monthly_prompt_quota": l.monthly, "rpm_limit": l.rpm,
             "tpm_limit": l.tpm, "max_parallel": l.max_parallel, "budget_usd": l.budget_micros.map(usd),
@@ -723,6 +745,55 @@ async fn regenerate(
     Ok(Json(out))
 }
 
+/// A moment as the admin API writes it: RFC 3339 in UTC.
+pub(crate) fn ts(ms: i64) -> Value {
+    Value::String(crate::limits::rfc3339(ms))
+}
+
+pub(crate) fn ts_opt(ms: Option<i64>) -> Value {
+    ms.map_or(Value::Null, ts)
+}
+
+/// A moment as the admin API reads it: RFC 3339 (`"2027-01-01T00:00:00Z"`, or a bare date) or Unix
+/// milliseconds, in a body or a query string.
+pub(crate) fn timestamp<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    struct Moment;
+    impl<'v> serde::de::Visitor<'v> for Moment {
+        type Value = Option<i64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an RFC 3339 date-time such as \"2027-01-01T00:00:00Z\", or Unix milliseconds")
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Option<i64>, E> {
+            Ok(Some(v))
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Option<i64>, E> {
+            i64::try_from(v).map(Some).map_err(|_| E::custom("a moment too far in the future"))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Option<i64>, E> {
+            v.parse::<i64>()
+                .ok()
+                .or_else(|| crate::limits::parse_rfc3339(v))
+                .map(Some)
+                .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(v), &self))
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Option<i64>, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Option<i64>, E> {
+            Ok(None)
+        }
+        fn visit_some<S: serde::Deserializer<'v>>(self, d: S) -> Result<Option<i64>, S::Error> {
+            d.deserialize_any(Moment)
+        }
+    }
+    d.deserialize_option(Moment)
+}
+
+/// [`timestamp`] for PATCH bodies: left out is `None`, `null` is `Some(None)`.
+fn nullable_timestamp<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    timestamp(d).map(Some)
+}
+
 /// For PATCH bodies: a field left out is `None` (unchanged), `null` is `Some(None)` (cleared).
 fn nullable<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
@@ -761,7 +832,7 @@ patch_with_limits! {
         plan: Option<String>,
         #[serde(default, deserialize_with = "nullable")]
         models: Option<Option<Vec<String>>>,
-        #[serde(default, deserialize_with = "nullable")]
+        #[serde(default, deserialize_with = "nullable_timestamp")]
         expires_at: Option<Option<i64>>,
         metadata: Option<serde_json::Map<String, Value>>,
         #[serde(default, deserialize_with = "nullable")]
@@ -792,15 +863,15 @@ pub async fn update_key(
         key.plan = plan;
     }
     if let Some(models) = patch.models {
+        if let Some(list) = &models {
+            check_models(&state, list)?;
+        }
         key.models = models.map(|m| serde_json::to_string(&m).unwrap_or_default());
     }
     let now = now_ms();
     if let Some(expires_at) = patch.expires_at {
         if expires_at.is_some_and(|at| at <= now) {
-            return Err(GatewayError::invalid_value(
-                "'expires_at' must be in the future (Unix milliseconds).",
-                "expires_at",
-            ));
+            return Err(GatewayError::invalid_value("'expires_at' must be in the future.", "expires_at"));
         }
         key.expires_at = expires_at;
     }
@@ -991,9 +1062,11 @@ pub struct UsageQuery {
     organization_id: Option<String>,
     key_id: Option<String>,
     model: Option<String>,
-    /// Unix milliseconds, inclusive; default 30 days ago.
+    /// RFC 3339 or Unix milliseconds, inclusive; default 30 days ago.
+    #[serde(default, deserialize_with = "timestamp")]
     from: Option<i64>,
-    /// Unix milliseconds, exclusive; default now.
+    /// RFC 3339 or Unix milliseconds, exclusive; default now.
+    #[serde(default, deserialize_with = "timestamp")]
     to: Option<i64>,
     group_by: Option<crate::store::UsageGroup>,
 }
@@ -1006,7 +1079,9 @@ pub struct UsageEventsQuery {
     organization_id: Option<String>,
     key_id: Option<String>,
     model: Option<String>,
+    #[serde(default, deserialize_with = "timestamp")]
     from: Option<i64>,
+    #[serde(default, deserialize_with = "timestamp")]
     to: Option<i64>,
     limit: Option<i64>,
     offset: Option<i64>,
@@ -1060,7 +1135,7 @@ pub async fn billing(
         })
         .collect();
     Ok(Json(
-        json!({"object": "billing", "month": month, "from": from, "to": to, "keys": keys, "organizations": organizations}),
+        json!({"object": "billing", "month": month, "from": ts(from), "to": ts(to), "keys": keys, "organizations": organizations}),
     ))
 }
 
@@ -1111,7 +1186,7 @@ pub async fn usage(
                    "cost_usd": r.cost_micros as f64 / 1e6})
         })
         .collect();
-    Ok(Json(json!({"object": "list", "group_by": group, "from": filter.from, "to": filter.to, "data": data})))
+    Ok(Json(json!({"object": "list", "group_by": group, "from": ts(filter.from), "to": ts(filter.to), "data": data})))
 }
 
 /// `GET /admin/v1/providers`: each configured provider (whether its key is set) and each model's circuit

@@ -248,6 +248,40 @@ impl Catalog {
         &self.aliases
     }
 
+    /// Whether a model string names something a request could ask for: a model, an alias, a tier, a
+    /// configured provider's `provider/model`, `auto` or `smart/<prefer>`, or a plan's `smart-route*`.
+    pub fn names(&self, name: &str) -> bool {
+        self.model(name).is_some()
+            || self.alias(name).is_some()
+            || self.tier(name).is_some()
+            || crate::routing::auto::requested(name).is_some()
+            || name.starts_with("smart-route")
+            || name.split_once('/').is_some_and(|(p, m)| !m.is_empty() && self.provider(p).is_some())
+    }
+
+    /// Up to five names of the catalog close to `name` (one contains the other, ignoring case, or a
+    /// few letters apart), for "did you mean".
+    pub fn close_to(&self, name: &str) -> Vec<String> {
+        let wanted = name.to_lowercase();
+        let all = self
+            .models
+            .iter()
+            .map(|m| m.name.as_str())
+            .chain(self.aliases.iter().map(|a| a.name.as_str()))
+            .chain(self.tier_names());
+        let mut close: Vec<(usize, &str)> = all
+            .filter_map(|n| {
+                let lower = n.to_lowercase();
+                let d = edit_distance(&lower, &wanted);
+                let related = d <= 2 || (wanted.len() >= 3 && (lower.contains(&wanted) || wanted.contains(&lower)));
+                related.then_some((d, n))
+            })
+            .collect();
+        close.sort_unstable();
+        close.dedup_by(|a, b| a.1 == b.1);
+        close.into_iter().take(5).map(|(_, n)| n.to_owned()).collect()
+    }
+
     pub fn model(&self, name: &str) -> Option<&Arc<ModelEntry>> {
         self.by_name.get(name)
     }
@@ -302,4 +336,20 @@ impl Catalog {
     pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
         self.providers.get(name)
     }
+}
+
+/// Levenshtein distance over chars (names are short).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let here = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(here + 1);
+            prev = here;
+        }
+    }
+    row[b.len()]
 }

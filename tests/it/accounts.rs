@@ -340,3 +340,63 @@ async fn the_master_key_opens_a_session_for_the_first_sign_in() {
         .unwrap();
     assert!(header(&tls, "set-cookie").contains("Secure"));
 }
+
+#[tokio::test]
+async fn the_admin_api_reads_and_writes_moments_as_rfc_3339() {
+    let h = Harness::start().await;
+    let org = h.new_org(json!({"name": "dates"})).await;
+    let made = h
+        .post("/admin/v1/keys")
+        .json(&json!({"organization_id": org["id"], "expires_at": "2099-01-01T00:00:00Z"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), 201);
+    let key: Value = made.json().await.unwrap();
+    assert_eq!(key["expires_at"], "2099-01-01T00:00:00Z");
+    assert!(key["created_at"].as_str().unwrap().ends_with('Z'), "{key}");
+    // Milliseconds are still understood, and answered the same way.
+    let id = key["id"].as_str().unwrap();
+    let patched = h
+        .client
+        .patch(h.url(&format!("/admin/v1/keys/{id}")))
+        .bearer_auth(MASTER_KEY)
+        .json(&json!({"expires_at": 4_102_444_800_000_i64}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.json::<Value>().await.unwrap()["expires_at"], "2100-01-01T00:00:00Z");
+    let (status, err) = error_of(
+        h.post("/admin/v1/keys")
+            .json(&json!({"organization_id": org["id"], "expires_at": "next tuesday"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400, "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("RFC 3339"), "{err}");
+    let past = h.post("/admin/v1/keys").json(&json!({"organization_id": org["id"], "expires_at": "2001-01-01"}));
+    let (status, err) = error_of(past.send().await.unwrap()).await;
+    assert_eq!((status, err["error"]["param"].as_str()), (400, Some("expires_at")));
+    // Usage ranges take RFC 3339 too.
+    let usage = h.get_json("/admin/v1/usage?from=2026-01-01T00:00:00Z&to=2026-02-01").await;
+    assert_eq!(usage["from"], "2026-01-01T00:00:00Z");
+    assert_eq!(usage["to"], "2026-02-01T00:00:00Z");
+}
+
+#[tokio::test]
+async fn an_allowlist_entry_that_names_nothing_is_refused_with_what_it_may_have_meant() {
+    let h = Harness::start().await;
+    let org = h.new_org(json!({"name": "lists"})).await;
+    let typo =
+        h.post("/admin/v1/keys").json(&json!({"organization_id": org["id"], "models": ["test-model", "test-modle"]}));
+    let (status, err) = error_of(typo.send().await.unwrap()).await;
+    assert_eq!((status, err["error"]["param"].as_str()), (400, Some("models")));
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(message.contains("'test-modle'") && message.contains("did you mean 'test-model'"), "{message}");
+    let (key, _) = h.new_key(&org, json!({"models": ["test-model", "upstream/anything", "auto"]})).await;
+    let patch = h.client.patch(h.url(&format!("/admin/v1/keys/{key}"))).bearer_auth(MASTER_KEY);
+    let (status, _) = error_of(patch.json(&json!({"models": ["nothing-like-it-at-all"]})).send().await.unwrap()).await;
+    assert_eq!(status, 400);
+}

@@ -58,8 +58,9 @@ function button(label, cls, onClick, aria) {
   return b;
 }
 
-function when(ms) {
-  return ms ? new Date(ms).toISOString().replace("T", " ").slice(0, 16) + " UTC" : "—";
+// A moment from the API (RFC 3339) for people: "2027-01-01 09:30 UTC".
+function when(at) {
+  return at ? new Date(at).toISOString().replace("T", " ").slice(0, 16) + " UTC" : "—";
 }
 
 const intFmt = new Intl.NumberFormat("en-US");
@@ -372,8 +373,8 @@ async function loadKeys() {
     cell(tr, k.display_prefix + "…");
     cell(tr, orgNames.get(k.organization_id) || k.organization_id);
     cell(tr, k.plan);
-    const expired = k.expires_at && k.expires_at <= Date.now();
-    const rotating = k.previous_expires_at && k.previous_expires_at > Date.now();
+    const expired = k.expires_at && Date.parse(k.expires_at) <= Date.now();
+    const rotating = k.previous_expires_at && Date.parse(k.previous_expires_at) > Date.now();
     const state = expired ? "expired" : k.status + (rotating ? " (old secret works until " + when(k.previous_expires_at) + ")" : "");
     cell(tr, state).className = k.status === "active" && !expired ? "good" : "bad";
     cell(tr, k.budget_usd === null ? "plan's" : money(k.budget_usd) + (k.budget_period ? " / " + k.budget_period : ""), "num");
@@ -424,7 +425,7 @@ $("#key-form").addEventListener("submit", (ev) => {
       const v = optionalInt(f, n);
       if (v !== undefined) body[n] = v;
     }
-    if (f.expires.value) body.expires_at = Date.parse(f.expires.value + "T00:00:00Z");
+    if (f.expires.value) body.expires_at = f.expires.value + "T00:00:00Z";
     const created = await api("POST", "/admin/v1/keys", body);
     showSecret("The new key " + created.name + ", shown once: copy it now.", created.key);
     f.reset();
