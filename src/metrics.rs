@@ -2,7 +2,8 @@
 //!
 //! Label values come from configuration only (catalog model names, provider names, outcomes), never from
 //! what a caller typed: a model string that is not in the catalog is counted as `other`, so callers
-//! cannot grow the number of series.
+//! cannot grow the number of series. Per-key series carry the ids of authenticated keys only (made by
+//! admins, never typed by a caller), and at most [`MAX_KEY_SERIES`] of them; later keys share `other`.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -47,10 +48,21 @@ struct ModelSeries {
     ttft: Histogram,
 }
 
+/// Keys with series of their own at most; the rest are summed under `key_id="other"`.
+pub const MAX_KEY_SERIES: usize = 1000;
+
+#[derive(Default)]
+struct KeySeries {
+    organization_id: String,
+    requests: u64,
+    cost_micros: i64,
+}
+
 #[derive(Default)]
 struct Inner {
     requests: HashMap<RequestKey, u64>,
     models: HashMap<(Arc<str>, Arc<str>), ModelSeries>,
+    keys: HashMap<String, KeySeries>,
 }
 
 pub struct Metrics {
@@ -102,6 +114,22 @@ impl Metrics {
         series.latency.observe(r.latency_ms as f64 / 1000.0);
         if let Some(t) = r.ttft_ms {
             series.ttft.observe(t as f64 / 1000.0);
+        }
+        if let Some(key) = &r.key_id {
+            // Looked up by reference: a known key costs no allocation.
+            let id = if inner.keys.contains_key(key.as_str()) || inner.keys.len() < MAX_KEY_SERIES {
+                key.as_str()
+            } else {
+                "other"
+            };
+            if !inner.keys.contains_key(id) {
+                let org = if id == "other" { "other" } else { r.organization_id.as_deref().unwrap_or("") };
+                inner.keys.insert(id.to_owned(), KeySeries { organization_id: org.to_owned(), ..KeySeries::default() });
+            }
+            if let Some(k) = inner.keys.get_mut(id) {
+                k.requests += 1;
+                k.cost_micros += r.cost_micros.unwrap_or(0);
+            }
         }
     }
 
@@ -177,6 +205,30 @@ impl Metrics {
                 let _ = writeln!(out, "{name}_count{{{l}}} {}", h.count);
             }
         }
+        let mut keys: Vec<_> = inner.keys.iter().collect();
+        keys.sort_by(|a, b| a.0.cmp(b.0));
+        let _ = writeln!(out, "# HELP switchyard_key_requests_total Requests made with each virtual key.");
+        let _ = writeln!(out, "# TYPE switchyard_key_requests_total counter");
+        for (id, k) in &keys {
+            let _ = writeln!(
+                out,
+                "switchyard_key_requests_total{{key_id=\"{}\",organization_id=\"{}\"}} {}",
+                escape(id),
+                escape(&k.organization_id),
+                k.requests
+            );
+        }
+        let _ = writeln!(out, "# HELP switchyard_key_spend_usd_total Spend of each virtual key at catalog prices.");
+        let _ = writeln!(out, "# TYPE switchyard_key_spend_usd_total counter");
+        for (id, k) in &keys {
+            let _ = writeln!(
+                out,
+                "switchyard_key_spend_usd_total{{key_id=\"{}\",organization_id=\"{}\"}} {}",
+                escape(id),
+                escape(&k.organization_id),
+                k.cost_micros as f64 / 1e6
+            );
+        }
         out.push_str(gauges);
         out
     }
@@ -201,5 +253,55 @@ impl UsageSink for Metered {
     fn record(&self, record: UsageRecord) {
         self.metrics.observe(&record);
         self.inner.record(record);
+    }
+}
+
+#[cfg(test)]
+mod key_series_tests {
+    use super::*;
+    use crate::store::ledger::{Outcome, UsageSource};
+
+    fn record(key: &str, cost: i64) -> UsageRecord {
+        UsageRecord {
+            request_id: key.to_owned(),
+            client_request_id: None,
+            created_at: 0,
+            organization_id: Some("org".into()),
+            key_id: Some(key.to_owned()),
+            attempts: 1,
+            cost_micros: Some(cost),
+            prompt_counted: true,
+            requested_model: "m".into(),
+            served_model: Some("m".into()),
+            provider: Some("p".into()),
+            streamed: false,
+            outcome: Outcome::Completed,
+            status: 200,
+            prompt_tokens: 1,
+            completion_tokens: 1,
+            cached_tokens: 0,
+            cache_write_tokens: 0,
+            reasoning_tokens: 0,
+            usage_source: UsageSource::Provider,
+            latency_ms: 1,
+            ttft_ms: None,
+            error: None,
+            continued_from: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn keys_past_the_cap_share_one_series_and_nothing_is_lost() {
+        let m = Metrics::new(["m".to_owned()], ["p".to_owned()]);
+        for i in 0..MAX_KEY_SERIES + 50 {
+            m.observe(&record(&format!("key-{i:05}"), 1_000_000));
+        }
+        let text = m.render("");
+        let spend: Vec<&str> = text.lines().filter(|l| l.starts_with("switchyard_key_spend_usd_total{")).collect();
+        assert_eq!(spend.len(), MAX_KEY_SERIES + 1, "the cap, plus `other`");
+        let other = spend.iter().find(|l| l.contains("key_id=\"other\"")).expect("an other series");
+        assert!(other.ends_with(" 50"), "{other}");
+        let total: f64 = spend.iter().map(|l| l.rsplit(' ').next().unwrap_or("0").parse::<f64>().unwrap_or(0.0)).sum();
+        assert_eq!(total, (MAX_KEY_SERIES + 50) as f64);
     }
 }

@@ -242,3 +242,30 @@ async fn metrics_count_requests_tokens_and_latency_with_labels_from_configuratio
     assert!(line("switchyard_breaker_open{model=\"test-model\",provider=\"upstream\"} 0").is_some());
     assert!(line("switchyard_ready 1").is_some());
 }
+
+#[tokio::test]
+async fn metrics_carry_each_keys_requests_and_spend_and_the_time_to_first_token() {
+    let h = Harness::start().await;
+    let org = h.new_org(serde_json::json!({"name": "metered"})).await;
+    let (key_id, secret) = h.new_key(&org, serde_json::json!({})).await;
+    let mut streamed = hello("test-model");
+    streamed["stream"] = serde_json::json!(true);
+    for body in [hello("test-model"), streamed] {
+        let resp = h.client.post(h.url("/v1/chat/completions")).bearer_auth(&secret).json(&body).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.bytes().await.unwrap();
+    }
+    h.usage.wait_for(2).await;
+    let text = h.client.get(h.url("/metrics")).bearer_auth(MASTER_KEY).send().await.unwrap().text().await.unwrap();
+    let org_id = org["id"].as_str().unwrap();
+    let labels = format!("{{key_id=\"{key_id}\",organization_id=\"{org_id}\"}}");
+    assert!(text.lines().any(|l| l == format!("switchyard_key_requests_total{labels} 2")), "{text}");
+    let spend = text.lines().find(|l| l.starts_with(&format!("switchyard_key_spend_usd_total{labels} "))).unwrap();
+    let usd: f64 = spend.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(usd > 0.0, "{spend}");
+    assert!(
+        text.lines().any(|l| l
+            .starts_with("switchyard_time_to_first_token_seconds_count{model=\"test-model\",provider=\"upstream\"} ")),
+        "{text}"
+    );
+}
