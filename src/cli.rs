@@ -317,30 +317,8 @@ async fn keys_command(action: KeysCommand) -> anyhow::Result<()> {
                     match found {
                         Some(o) => o.id,
                         None => {
-                            let now = crate::tenancy::now_ms();
-                            let row = crate::store::OrganizationRow {
-                                id: crate::tenancy::new_id(),
-                                name: org.clone(),
-                                blocked_providers: "[]".into(),
-                                allow_cheaper_swaps: false,
-                                model_fallbacks: true,
-                                stream_continuation: true,
-                                allowed_regions: crate::tenancy::DEFAULT_REGIONS.into(),
-                                response_cache_ttl_seconds: None,
-                                created_at: now,
-                                updated_at: now,
-                            };
-                            store.insert_organization(&row).await?;
-                            let view = serde_json::json!({"id": row.id, "name": row.name});
-                            crate::tenancy::audit(
-                                &store,
-                                "cli",
-                                "organization.create",
-                                ("organization", &row.id),
-                                None,
-                                Some(&view),
-                            )
-                            .await;
+                            let spec = crate::tenancy::OrgSpec::named(org.clone());
+                            let row = crate::tenancy::create_organization(&store, spec, "cli").await?;
                             say(&format!("created organization {} ({})", row.name, row.id));
                             row.id
                         }

@@ -190,6 +190,68 @@ fn limits(own: &crate::store::KeyLimits, plan: Option<&PlanRow>) -> crate::limit
     }
 }
 
+/// A new organisation's settings; `OrgSpec::named` gives the defaults (fallbacks and continuation on,
+/// cheaper swaps off, global only, no cache).
+#[derive(Debug)]
+pub struct OrgSpec {
+    pub name: String,
+    pub blocked_providers: Vec<String>,
+    pub allow_cheaper_swaps: bool,
+    pub model_fallbacks: bool,
+    pub stream_continuation: bool,
+    /// Already checked and stored as JSON (see the admin API's region check).
+    pub allowed_regions_json: String,
+    pub response_cache_ttl_seconds: Option<i64>,
+}
+
+impl OrgSpec {
+    pub fn named(name: String) -> OrgSpec {
+        OrgSpec {
+            name,
+            blocked_providers: Vec::new(),
+            allow_cheaper_swaps: false,
+            model_fallbacks: true,
+            stream_continuation: true,
+            allowed_regions_json: DEFAULT_REGIONS.to_owned(),
+            response_cache_ttl_seconds: None,
+        }
+    }
+}
+
+/// Creates an organisation and writes its audit row (the admin API and the CLI both come here).
+pub async fn create_organization(store: &Store, spec: OrgSpec, actor: &str) -> Result<OrganizationRow, StoreError> {
+    let now = now_ms();
+    let org = OrganizationRow {
+        id: new_id(),
+        name: spec.name,
+        blocked_providers: serde_json::to_string(&spec.blocked_providers).unwrap_or_else(|_| "[]".into()),
+        allow_cheaper_swaps: spec.allow_cheaper_swaps,
+        model_fallbacks: spec.model_fallbacks,
+        stream_continuation: spec.stream_continuation,
+        allowed_regions: spec.allowed_regions_json,
+        response_cache_ttl_seconds: spec.response_cache_ttl_seconds,
+        created_at: now,
+        updated_at: now,
+    };
+    store.insert_organization(&org).await?;
+    let view = organization_view(&org);
+    audit(store, actor, "organization.create", ("organization", &org.id), None, Some(&view)).await;
+    Ok(org)
+}
+
+/// An organisation as the admin API and the audit log show it.
+pub fn organization_view(org: &OrganizationRow) -> serde_json::Value {
+    serde_json::json!({
+        "id": org.id, "object": "organization", "name": org.name,
+        "blocked_providers": serde_json::from_str::<serde_json::Value>(&org.blocked_providers).unwrap_or(serde_json::json!([])),
+        "allow_cheaper_swaps": org.allow_cheaper_swaps, "model_fallbacks": org.model_fallbacks,
+        "stream_continuation": org.stream_continuation,
+        "allowed_regions": serde_json::from_str::<serde_json::Value>(&org.allowed_regions).unwrap_or(serde_json::json!(["global"])),
+        "response_cache_ttl_seconds": org.response_cache_ttl_seconds,
+        "created_at": crate::limits::rfc3339(org.created_at), "updated_at": crate::limits::rfc3339(org.updated_at),
+    })
+}
+
 /// What a new key needs; everything but the organisation has a default.
 #[derive(Debug, Default)]
 pub struct KeySpec {

@@ -18,7 +18,7 @@ use super::{GatewayError, body};
 use crate::app::AppState;
 use crate::keys;
 use crate::store::{KeyRow, OrganizationRow, StoreError};
-use crate::tenancy::{KeySpec, KeySpecError, create_key as create_key_in, new_id, now_ms};
+use crate::tenancy::{KeySpec, KeySpecError, create_key as create_key_in, now_ms};
 use axum::extract::Extension;
 
 impl From<StoreError> for GatewayError {
@@ -143,35 +143,22 @@ pub async fn create_organization(
     check_name(&req.name, "name")?;
     let default = [crate::config::GLOBAL_REGION.to_owned()];
     let allowed_regions = regions_json(&state, req.allowed_regions.as_deref().unwrap_or(&default))?;
-    let now = now_ms();
-    let org = OrganizationRow {
-        id: new_id(),
+    let spec = crate::tenancy::OrgSpec {
         name: req.name,
-        blocked_providers: serde_json::to_string(&req.blocked_providers).unwrap_or_else(|_| "[]".into()),
+        blocked_providers: req.blocked_providers,
         allow_cheaper_swaps: req.allow_cheaper_swaps,
         model_fallbacks: req.model_fallbacks,
         stream_continuation: req.stream_continuation,
-        allowed_regions,
+        allowed_regions_json: allowed_regions,
         response_cache_ttl_seconds: cache_ttl(req.response_cache_ttl_seconds)?,
-        created_at: now,
-        updated_at: now,
     };
-    state.store.insert_organization(&org).await?;
+    let org = crate::tenancy::create_organization(&state.store, spec, &who.actor).await?;
     let view = organization_json(&org);
-    audit_as(&state, &who.actor, "organization.create", "organization", &org.id, None, Some(&view)).await;
     Ok(created(view))
 }
 
 fn organization_json(org: &OrganizationRow) -> Value {
-    json!({
-        "id": org.id, "object": "organization", "name": org.name,
-        "blocked_providers": serde_json::from_str::<Value>(&org.blocked_providers).unwrap_or(json!([])),
-        "allow_cheaper_swaps": org.allow_cheaper_swaps, "model_fallbacks": org.model_fallbacks,
-        "stream_continuation": org.stream_continuation,
-        "allowed_regions": serde_json::from_str::<Value>(&org.allowed_regions).unwrap_or(json!(["global"])),
-        "response_cache_ttl_seconds": org.response_cache_ttl_seconds,
-        "created_at": ts(org.created_at), "updated_at": ts(org.updated_at),
-    })
+    crate::tenancy::organization_view(org)
 }
 
 /// A key's response cache TTL as given: `null` for its organisation's, 0 for off, else as
