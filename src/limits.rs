@@ -120,7 +120,7 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         return None;
     }
     let (h, mi, sec) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
-    if h > 23 || mi > 59 || sec > 60 {
+    if h > 23 || mi > 59 || sec > 60 || (sec == 60 && mi != 59) {
         return None;
     }
     let mut i = 19;
@@ -151,7 +151,7 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     };
     // A leap second is the last millisecond's neighbour: counted as :59.999.
     let sec_ms = if sec == 60 { 59_999 } else { sec * 1000 + milli };
-    Some(day_ms + h * 3_600_000 + mi * 60_000 + sec_ms - offset)
+    Some(day_ms + h * 3_600_000 + mi * 60_000 + sec_ms - offset).filter(|ms| *ms >= 0)
 }
 
 /// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).

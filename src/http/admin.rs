@@ -246,13 +246,25 @@ async fn within_reach(
         )));
     }
     let Some(p) = state.store.plan(plan).await? else { return Ok(()) };
+    // Budgets compare over a month: $10 a day is not within $10 a month.
+    let per_month = |micros: Option<i64>, period: Option<&str>| {
+        micros.map(|m| {
+            m.saturating_mul(match period {
+                Some("day") => 31,
+                Some("week") => 5,
+                _ => 1,
+            })
+        })
+    };
+    let own_budget = per_month(limits.budget_micros, limits.budget_period.as_deref());
+    let plan_budget = per_month(p.budget_micros, p.budget_period.as_deref());
     for (field, own, cap) in [
         ("daily_prompt_quota", limits.daily_prompt_quota, p.daily_prompt_quota),
         ("monthly_prompt_quota", limits.monthly_prompt_quota, p.monthly_prompt_quota),
         ("rpm_limit", limits.rpm_limit, p.rpm_limit),
         ("tpm_limit", limits.tpm_limit, p.tpm_limit),
         ("max_parallel", limits.max_parallel, p.max_parallel),
-        ("budget_usd", limits.budget_micros, p.budget_micros),
+        ("budget_usd", own_budget, plan_budget),
     ] {
         if let (Some(own), Some(cap)) = (own, cap)
             && own > cap
@@ -744,6 +756,10 @@ pub(crate) fn ts_opt(ms: Option<i64>) -> Value {
 /// A moment as the admin API reads it: RFC 3339 (`"2027-01-01T00:00:00Z"`, or a bare date) or Unix
 /// milliseconds, in a body or a query string.
 pub(crate) fn timestamp<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    /// Milliseconds from 1973 (smaller is Unix seconds sent by mistake) to the end of year 9999.
+    fn within(ms: i64) -> Option<i64> {
+        (100_000_000_000..=253_402_300_799_999).contains(&ms).then_some(ms)
+    }
     struct Moment;
     impl<'v> serde::de::Visitor<'v> for Moment {
         type Value = Option<i64>;
@@ -751,14 +767,19 @@ pub(crate) fn timestamp<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option
             f.write_str("an RFC 3339 date-time such as \"2027-01-01T00:00:00Z\", or Unix milliseconds")
         }
         fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Option<i64>, E> {
-            Ok(Some(v))
+            within(v).map(Some).ok_or_else(|| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
         }
         fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Option<i64>, E> {
-            i64::try_from(v).map(Some).map_err(|_| E::custom("a moment too far in the future"))
+            i64::try_from(v)
+                .ok()
+                .and_then(within)
+                .map(Some)
+                .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
         }
         fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Option<i64>, E> {
             v.parse::<i64>()
                 .ok()
+                .and_then(within)
                 .or_else(|| crate::limits::parse_rfc3339(v))
                 .map(Some)
                 .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(v), &self))

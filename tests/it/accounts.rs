@@ -95,6 +95,25 @@ async fn an_organization_admin_manages_its_own_organization_and_sees_no_other() 
         .unwrap();
     assert_eq!(looser.status(), 403);
     h.new_key(&mine, json!({})).await; // the gateway admin gives it an unlimited key
+    let plan = format!("capped-{}", uuid::Uuid::new_v4().simple());
+    let capped = h.post("/admin/v1/plans").json(&json!({"name": plan, "budget_usd": 10.0, "budget_period": "month"}));
+    assert_eq!(capped.send().await.unwrap().status(), 201);
+    h.new_key(&mine, json!({"plan": plan})).await;
+    // $10 a day is not within $10 a month; $2 a week is.
+    let daily = s
+        .send(&h, reqwest::Method::POST, "/admin/v1/keys")
+        .json(&json!({"organization_id": mine["id"], "plan": plan, "budget_usd": 10.0, "budget_period": "day"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(daily.status(), 403);
+    let weekly = s
+        .send(&h, reqwest::Method::POST, "/admin/v1/keys")
+        .json(&json!({"organization_id": mine["id"], "plan": plan, "budget_usd": 2.0, "budget_period": "week"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(weekly.status(), 201);
     let made = s
         .send(&h, reqwest::Method::POST, "/admin/v1/keys")
         .json(&json!({"organization_id": mine["id"], "plan": "unlimited"}))

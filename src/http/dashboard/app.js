@@ -60,7 +60,9 @@ function button(label, cls, onClick, aria) {
 
 // A moment from the API (RFC 3339) for people: "2027-01-01 09:30 UTC".
 function when(at) {
-  return at ? new Date(at).toISOString().replace("T", " ").slice(0, 16) + " UTC" : "—";
+  if (!at) return "—";
+  const d = new Date(at);
+  return Number.isNaN(d.getTime()) ? String(at) : d.toISOString().replace("T", " ").slice(0, 16) + " UTC";
 }
 
 const intFmt = new Intl.NumberFormat("en-US");
@@ -95,7 +97,10 @@ async function guarded(work) {
     status("");
     await work();
   } catch (e) {
-    if (e.status === 401) {
+    if (e.status === 401 && me) {
+      // A fresh page: nothing of the last session's data, forms or roles stays behind.
+      location.reload();
+    } else if (e.status === 401) {
       showSignIn("Your session has ended: sign in again.");
     } else {
       status(e.message, true);
@@ -159,7 +164,8 @@ $("#login-form").addEventListener("submit", (ev) => {
 
 $("#logout").addEventListener("click", () => guarded(async () => {
   await api("DELETE", "/admin/v1/session");
-  showSignIn("Signed out.");
+  // A fresh page: the next person sees nothing of this session.
+  location.reload();
 }));
 
 // --- tabs ---
@@ -643,7 +649,8 @@ async function loadEvents() {
     cell(tr, e.outcome !== "completed" && !e.cost_micros ? "—" : money(micros(e.cost_micros)), "num");
     cell(tr, e.latency_ms === null || e.latency_ms === undefined ? null : num(e.latency_ms) + " ms", "num");
   });
-  $("#events-page").textContent = "rows " + (eventsOffset + 1) + "–" + (eventsOffset + events.data.length);
+  $("#events-page").textContent = events.data.length
+    ? "rows " + (eventsOffset + 1) + "–" + (eventsOffset + events.data.length) : "no rows here";
   $("#events-prev").disabled = eventsOffset === 0;
   $("#events-next").disabled = events.data.length < PAGE;
 }
