@@ -355,26 +355,9 @@ async fn keys_command(action: KeysCommand) -> anyhow::Result<()> {
 }
 
 async fn accounts_command(action: AccountsCommand) -> anyhow::Result<()> {
-    use crate::http::accounts::{check_password, hash_password, normal_email};
     let store = crate::store::Store::connect(std::env::var("DATABASE_URL").ok().as_deref()).await?;
-    let plain = |e: crate::http::GatewayError| anyhow::anyhow!(e.message.to_string());
     match action {
         AccountsCommand::Create { email, role, org, name } => {
-            let email = normal_email(&email).map_err(plain)?;
-            let role = crate::http::auth::Role::parse(&role)
-                .ok_or_else(|| anyhow::anyhow!("--role must be admin, org_admin or viewer"))?;
-            match (role, &org) {
-                (crate::http::auth::Role::Admin, Some(_)) => {
-                    anyhow::bail!("a gateway admin belongs to no organization")
-                }
-                (crate::http::auth::Role::OrgAdmin, None) => anyhow::bail!("an org_admin needs --org"),
-                _ => {}
-            }
-            if let Some(o) = &org
-                && store.organization(o).await?.is_none()
-            {
-                anyhow::bail!("no organization with id {o}");
-            }
             let password = match std::env::var("SWITCHYARD_ACCOUNT_PASSWORD") {
                 Ok(p) => p,
                 Err(_) => {
@@ -383,26 +366,12 @@ async fn accounts_command(action: AccountsCommand) -> anyhow::Result<()> {
                     line.trim_end_matches(['\r', '\n']).to_owned()
                 }
             };
-            check_password(&password).map_err(plain)?;
-            let now = crate::tenancy::now_ms();
-            let row = crate::store::accounts::AccountRow {
-                id: crate::tenancy::new_id(),
-                name: name.unwrap_or_else(|| email.clone()),
-                email,
-                password_hash: hash_password(password).await.map_err(plain)?,
-                role: role.as_str().to_owned(),
-                organization_id: org,
-                disabled: false,
-                created_at: now,
-                updated_at: now,
-                last_sign_in_at: None,
-            };
-            if !store.insert_account(&row).await? {
-                anyhow::bail!("an account with email {} exists", row.email);
-            }
-            let view = serde_json::json!({"id": row.id, "email": row.email, "role": row.role,
-                                          "organization_id": row.organization_id});
-            crate::tenancy::audit(&store, "cli", "account.create", ("account", &row.id), None, Some(&view)).await;
+            // The command line is the gateway's operator: the same checks and audit row as the admin API's.
+            let cli = crate::http::auth::Principal { actor: "cli".into(), ..crate::http::auth::Principal::master() };
+            let req = crate::http::accounts::NewAccount { email, name, password, role, organization_id: org };
+            let row = crate::http::accounts::new_account(&store, &cli, req)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.message.to_string()))?;
             say(&format!("account {} ({}, {})", row.id, row.email, row.role));
         }
     }

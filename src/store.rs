@@ -520,6 +520,22 @@ impl Store {
     }
 
     /// Deletes a key for good (its usage rows stay: they name the key by id).
+    /// Whether any key of the organisation is on this plan.
+    pub async fn organization_has_plan(&self, organization_id: &str, plan: &str) -> Result<bool, StoreError> {
+        const SQL: &str = "SELECT id FROM api_keys WHERE organization_id = $1 AND plan = $2 LIMIT 1";
+        let found = on_pool!(
+            self,
+            |pool, sql| sqlx::query(sql)
+                .bind(organization_id)
+                .bind(plan)
+                .fetch_optional(pool)
+                .await
+                .map(|r| r.is_some()),
+            SQL
+        )?;
+        Ok(found)
+    }
+
     pub async fn delete_key(&self, id: &str) -> Result<bool, StoreError> {
         const SQL: &str = "DELETE FROM api_keys WHERE id = $1";
         let done =

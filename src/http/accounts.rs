@@ -24,6 +24,7 @@ use super::body::Query;
 use super::{GatewayError, body};
 use crate::app::AppState;
 use crate::keys;
+use crate::store::Store;
 use crate::store::accounts::{AccountRow, ManagementKeyRow, SessionRow};
 use crate::tenancy::{new_id, now_ms};
 
@@ -64,7 +65,7 @@ async fn verify_password(password: String, stored: Option<String>) -> bool {
     .unwrap_or(false)
 }
 
-pub fn check_password(password: &str) -> Result<(), GatewayError> {
+fn check_password(password: &str) -> Result<(), GatewayError> {
     let n = password.chars().count();
     if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&n) {
         return Err(GatewayError::invalid_value(
@@ -75,7 +76,7 @@ pub fn check_password(password: &str) -> Result<(), GatewayError> {
     Ok(())
 }
 
-pub fn normal_email(email: &str) -> Result<String, GatewayError> {
+fn normal_email(email: &str) -> Result<String, GatewayError> {
     let e = email.trim().to_lowercase();
     let ok = e.len() <= 254
         && e.split_once('@').is_some_and(|(user, host)| !user.is_empty() && host.contains('.') && !host.contains('@'))
@@ -261,32 +262,27 @@ fn may_grant(who: &Principal, role: Role, organization_id: Option<&str>) -> Resu
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewAccount {
-    email: String,
-    name: Option<String>,
-    password: String,
-    role: String,
-    organization_id: Option<String>,
+    pub email: String,
+    pub name: Option<String>,
+    pub password: String,
+    pub role: String,
+    pub organization_id: Option<String>,
 }
 
 fn role_of(s: &str) -> Result<Role, GatewayError> {
     Role::parse(s).ok_or_else(|| GatewayError::invalid_value("'role' must be admin, org_admin or viewer.", "role"))
 }
 
-/// `POST /admin/v1/accounts`.
-pub async fn create_account(
-    State(state): State<Arc<AppState>>,
-    Extension(who): Extension<Principal>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, GatewayError> {
-    let req: NewAccount = body::read_json(&headers, body, state.body_limits).await?;
+/// Makes an account for `who` (the admin API's principal, or the CLI's gateway-admin one): checks every
+/// field and what `who` may grant, hashes the password, writes the row and its audit row.
+pub async fn new_account(store: &Store, who: &Principal, req: NewAccount) -> Result<AccountRow, GatewayError> {
     let email = normal_email(&req.email)?;
     let role = role_of(&req.role)?;
     // An organisation admin's members are its own organisation's unless it says otherwise.
     let org = req.organization_id.or_else(|| who.organization_id.clone().filter(|_| role != Role::Admin));
-    may_grant(&who, role, org.as_deref())?;
+    may_grant(who, role, org.as_deref())?;
     if let Some(o) = &org
-        && state.store.organization(o).await?.is_none()
+        && store.organization(o).await?.is_none()
     {
         return Err(GatewayError::invalid_value(format!("No organization with id '{o}'."), "organization_id"));
     }
@@ -306,12 +302,24 @@ pub async fn create_account(
         updated_at: now,
         last_sign_in_at: None,
     };
-    if !state.store.insert_account(&row).await? {
+    if !store.insert_account(&row).await? {
         return Err(GatewayError::invalid_value("That email cannot be used for a new account.", "email"));
     }
     let view = account_json(&row);
-    audit_as(&state, &who.actor, "account.create", "account", &row.id, None, Some(&view)).await;
-    Ok((StatusCode::CREATED, Json(view)).into_response())
+    crate::tenancy::audit(store, &who.actor, "account.create", ("account", &row.id), None, Some(&view)).await;
+    Ok(row)
+}
+
+/// `POST /admin/v1/accounts`.
+pub async fn create_account(
+    State(state): State<Arc<AppState>>,
+    Extension(who): Extension<Principal>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, GatewayError> {
+    let req: NewAccount = body::read_json(&headers, body, state.body_limits).await?;
+    let row = new_account(&state.store, &who, req).await?;
+    Ok((StatusCode::CREATED, Json(account_json(&row))).into_response())
 }
 
 #[derive(Debug, Deserialize)]

@@ -17,7 +17,7 @@ use super::body::Query;
 use super::{GatewayError, body};
 use crate::app::AppState;
 use crate::keys;
-use crate::store::{KeyRow, OrganizationRow, StoreError};
+use crate::store::{KeyRow, StoreError};
 use crate::tenancy::{KeySpec, KeySpecError, create_key as create_key_in, now_ms};
 use axum::extract::Extension;
 
@@ -153,12 +153,8 @@ pub async fn create_organization(
         response_cache_ttl_seconds: cache_ttl(req.response_cache_ttl_seconds)?,
     };
     let org = crate::tenancy::create_organization(&state.store, spec, &who.actor).await?;
-    let view = organization_json(&org);
+    let view = crate::tenancy::organization_view(&org);
     Ok(created(view))
-}
-
-fn organization_json(org: &OrganizationRow) -> Value {
-    crate::tenancy::organization_view(org)
 }
 
 /// A key's response cache TTL as given: `null` for its organisation's, 0 for off, else as
@@ -239,8 +235,7 @@ async fn within_reach(
     if who.role == super::auth::Role::Admin {
         return Ok(());
     }
-    let held = state.store.keys(Some(organization_id), None, crate::store::Sort::default(), 500, 0).await?;
-    if plan != "free" && !held.iter().any(|k| k.plan == plan) {
+    if plan != "free" && !state.store.organization_has_plan(organization_id, plan).await? {
         return Err(GatewayError::forbidden(format!(
             "Plan '{plan}' is not one this organization's keys have; a gateway admin assigns new plans."
         )));
@@ -312,7 +307,7 @@ pub async fn list_organizations(
         None => state.store.organizations(page.search.as_deref(), page.sort()?, limit, offset).await?,
     };
     Ok(Json(
-        json!({"object": "list", "data": orgs.iter().map(organization_json).collect::<Vec<_>>(), "limit": limit, "offset": offset}),
+        json!({"object": "list", "data": orgs.iter().map(crate::tenancy::organization_view).collect::<Vec<_>>(), "limit": limit, "offset": offset}),
     ))
 }
 
@@ -327,7 +322,7 @@ pub async fn get_organization(
         .await?
         .filter(|o| who.sees(&o.id))
         .ok_or_else(|| not_found("organization", &id))?;
-    Ok(Json(organization_json(&org)))
+    Ok(Json(crate::tenancy::organization_view(&org)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -353,7 +348,7 @@ pub async fn update_organization(
 ) -> Result<Json<Value>, GatewayError> {
     let patch: OrganizationPatch = body::read_json(&headers, body, state.body_limits).await?;
     let mut org = state.store.organization(&id).await?.ok_or_else(|| not_found("organization", &id))?;
-    let before = organization_json(&org);
+    let before = crate::tenancy::organization_view(&org);
     if let Some(name) = patch.name {
         check_name(&name, "name")?;
         org.name = name;
@@ -380,7 +375,7 @@ pub async fn update_organization(
     state.store.update_organization(&org).await?;
     // Blocked providers and allowed regions travel with the cached keys.
     state.keys_changed().await?;
-    let after = organization_json(&org);
+    let after = crate::tenancy::organization_view(&org);
     audit_as(&state, &who.actor, "organization.update", "organization", &id, Some(&before), Some(&after)).await;
     Ok(Json(after))
 }
@@ -394,8 +389,16 @@ pub async fn delete_organization(
     if !state.store.delete_organization(&id).await? {
         return Err(not_found("organization", &id));
     }
-    audit_as(&state, &who.actor, "organization.delete", "organization", &id, Some(&organization_json(&before)), None)
-        .await;
+    audit_as(
+        &state,
+        &who.actor,
+        "organization.delete",
+        "organization",
+        &id,
+        Some(&crate::tenancy::organization_view(&before)),
+        None,
+    )
+    .await;
     state.keys_changed().await?;
     Ok(Json(json!({"id": id, "object": "organization", "deleted": true})))
 }
