@@ -1,5 +1,9 @@
 //! The application's shared state, built once from a validated configuration. Tests build it the same
 //! way `main` does, with their own environment lookup and usage sink.
+//!
+//! What a request reads of the configuration (providers, catalog, aliases, tiers, the router's
+//! settings, body and input limits) is one [`Live`] snapshot, swapped whole by [`AppState::reload`]: a
+//! request takes the snapshot once and finishes on it, so requests in flight are untouched by a reload.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -8,8 +12,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rand::RngExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::BodyLimits;
-use crate::config::Config;
+use arc_swap::ArcSwap;
+
+use crate::config::{BodyLimits, Config, ConfigProblem, ConfigSource};
 use crate::limits::Limiter;
 use crate::providers::Provider;
 use crate::routing::{Catalog, Router};
@@ -33,6 +38,9 @@ pub struct AppOptions {
     pub redis_url: Option<String>,
     /// Milliseconds since the epoch (tests move it across midnight).
     pub clock: crate::clock::Clock,
+    /// Where a reload reads the configuration again; `None` when it was given in memory (tests), and
+    /// a reload is then refused.
+    pub config_source: Option<ConfigSource>,
 }
 
 impl Default for AppOptions {
@@ -43,7 +51,96 @@ impl Default for AppOptions {
             database_url: std::env::var("DATABASE_URL").ok(),
             redis_url: std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()),
             clock: crate::clock::system(),
+            config_source: None,
         }
+    }
+}
+
+/// Which configuration is in force: counted from 1 at start, with a digest of the configuration as
+/// parsed (the catalog file included), so an edit that changes nothing keeps its digest.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConfigVersion {
+    pub version: u64,
+    pub digest: String,
+    /// Unix milliseconds.
+    pub loaded_at: i64,
+    pub source: String,
+}
+
+/// Everything a request reads of the configuration, swapped whole by a reload.
+pub struct Live {
+    pub catalog: Catalog,
+    pub router: Router,
+    pub providers: Vec<Arc<Provider>>,
+    pub body_limits: BodyLimits,
+    /// The most choices (`n`) one request may ask for.
+    pub max_choices: u32,
+    /// What one request may hold (`[input]`).
+    pub input: crate::config::InputLimits,
+    pub version: ConfigVersion,
+    /// As loaded: the next reload compares itself with it.
+    pub config: Config,
+}
+
+impl Live {
+    /// Builds the snapshot of `config`. With a `previous` one, each provider whose configuration is
+    /// unchanged is kept as it is (its connections, its keys' rotation and set-asides), and each model
+    /// still served the same way keeps its breaker and its measured latency.
+    fn build(
+        config: Config,
+        env: &(dyn Fn(&str) -> Option<String> + Send + Sync),
+        previous: Option<&Live>,
+        version: ConfigVersion,
+    ) -> Result<Live, Vec<ConfigProblem>> {
+        let mut problems = Vec::new();
+        let mut providers = Vec::with_capacity(config.providers.len());
+        for (i, p) in config.providers.iter().enumerate() {
+            let kept = previous.and_then(|old| {
+                let same = old.config.providers.iter().any(|o| o == p);
+                same.then(|| old.providers.iter().find(|o| o.name == p.name).cloned()).flatten()
+            });
+            match kept.map(Ok).unwrap_or_else(|| Provider::from_config(p, env).map(Arc::new)) {
+                Ok(provider) => providers.push(provider),
+                Err(message) => problems.push(ConfigProblem { path: format!("providers[{i}]"), message }),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let catalog = Catalog::new(&config, &providers);
+        if let Some(old) = previous {
+            catalog.take_over(&old.catalog);
+        }
+        Ok(Live {
+            catalog,
+            router: Router::new(&config.router),
+            providers,
+            body_limits: config.server.body_limits(),
+            max_choices: config.server.max_choices,
+            input: config.input,
+            version,
+            config,
+        })
+    }
+}
+
+/// The digest a [`ConfigVersion`] carries: SHA-256 of the parsed configuration, first 16 hex digits.
+fn digest_of(config: &Config) -> String {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(format!("{config:?}").as_bytes());
+    hash.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// A reload refused: the configuration in force stays.
+#[derive(Debug)]
+pub struct ReloadRefused {
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl std::fmt::Display for ReloadRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list: Vec<String> = self.problems.iter().map(ToString::to_string).collect();
+        write!(f, "{}", list.join("; "))
     }
 }
 
@@ -58,18 +155,17 @@ pub struct AppState {
     pub responses: Arc<crate::response_store::ResponseStore>,
     /// The response cache's entries (opt-in per organisation or request).
     pub cache: Arc<crate::response_cache::ResponseCache>,
-    pub catalog: Catalog,
-    pub router: Router,
-    pub providers: Vec<Arc<Provider>>,
+    /// The configuration in force (see [`Live`]); read with [`AppState::live`].
+    live: ArcSwap<Live>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+    config_source: Option<ConfigSource>,
+    env: EnvLookup,
+    clock: crate::clock::Clock,
     pub master_key: Secret,
     pub usage: Arc<dyn UsageSink>,
     pub metrics: Arc<crate::metrics::Metrics>,
-    pub body_limits: BodyLimits,
-    /// The most choices (`n`) one request may ask for.
-    pub max_choices: u32,
     pub header_limits: crate::http::framing::HeaderLimits,
-    /// What one request may hold (`[input]`).
-    pub input: crate::config::InputLimits,
     /// Set when shutdown begins: readiness turns 503.
     pub draining: AtomicBool,
     /// Fired at the drain deadline: streams still running end with an error event.
@@ -108,20 +204,21 @@ impl AppState {
         };
         let responses =
             Arc::new(crate::response_store::ResponseStore::start(store.clone(), opts.clock.clone(), &config.responses));
-        let providers = config
-            .providers
-            .iter()
-            .map(|p| Provider::from_config(p, opts.env.as_ref()).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| anyhow::anyhow!(e))?;
-        let catalog = Catalog::new(config, &providers);
+        let version = ConfigVersion {
+            version: 1,
+            digest: digest_of(config),
+            loaded_at: (opts.clock)(),
+            source: opts.config_source.as_ref().map_or_else(|| "given in memory".to_owned(), ToString::to_string),
+        };
+        let live = Live::build(config.clone(), opts.env.as_ref(), None, version)
+            .map_err(|problems| anyhow::anyhow!(ReloadRefused { problems }.to_string()))?;
         let master = match (opts.env)(&config.auth.master_key_env).filter(|k| !k.trim().is_empty()) {
             Some(key) => MasterKey { key: Secret::new(key.trim()), generated: false },
             None => MasterKey { key: generate_master_key(), generated: true },
         };
         let metrics = Arc::new(crate::metrics::Metrics::new(
-            catalog.models().iter().map(|m| m.name.clone()),
-            providers.iter().map(|p| p.name.clone()),
+            live.catalog.models().iter().map(|m| m.name.clone()),
+            live.providers.iter().map(|p| p.name.clone()),
         ));
         let usage: Arc<dyn UsageSink> = Arc::new(crate::metrics::Metered {
             metrics: metrics.clone(),
@@ -137,15 +234,14 @@ impl AppState {
             ledger: ledger.clone(),
             responses,
             cache,
-            catalog,
-            router: Router::new(&config.router),
-            providers,
+            live: ArcSwap::from_pointee(live),
+            reloading: tokio::sync::Mutex::new(()),
+            config_source: opts.config_source.clone(),
+            env: opts.env.clone(),
+            clock: opts.clock.clone(),
             master_key: master.key.clone(),
             usage,
             metrics,
-            body_limits: config.server.body_limits(),
-            max_choices: config.server.max_choices,
-            input: config.input,
             header_limits: crate::http::framing::HeaderLimits {
                 max_header_bytes: config.server.max_header_bytes,
                 max_block_bytes: config.server.max_header_block_bytes,
@@ -160,6 +256,58 @@ impl AppState {
 }
 
 impl AppState {
+    /// The configuration in force. A request takes it once and keeps it to its end.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// Reads the configuration again from where it came from, validates it whole, and swaps it in;
+    /// requests in flight finish on the one they started with. A configuration that does not load, or
+    /// that changes what cannot change while running, is refused with every problem by its path, and
+    /// the one in force stays. An unchanged configuration keeps its version.
+    pub async fn reload(&self) -> Result<ConfigVersion, ReloadRefused> {
+        let _one = self.reloading.lock().await;
+        let refused = |path: &str, message: String| ReloadRefused {
+            problems: vec![ConfigProblem { path: path.to_owned(), message }],
+        };
+        let Some(source) = self.config_source.clone() else {
+            return Err(refused(
+                "",
+                "this gateway was given its configuration in memory; there is no file to read again".to_owned(),
+            ));
+        };
+        // Reading the files is blocking I/O.
+        let loaded = tokio::task::spawn_blocking(move || source.load())
+            .await
+            .map_err(|e| refused("", format!("the reload failed: {e}")))?;
+        let config = loaded.map_err(|e| match e {
+            crate::config::ConfigError::Invalid { problems, .. } => ReloadRefused { problems },
+            read => refused("", read.to_string()),
+        })?;
+        let current = self.live();
+        let fixed = current.config.fixed_changes(&config);
+        if !fixed.is_empty() {
+            return Err(ReloadRefused { problems: fixed });
+        }
+        let digest = digest_of(&config);
+        if digest == current.version.digest {
+            return Ok(current.version.clone());
+        }
+        let version = ConfigVersion {
+            version: current.version.version + 1,
+            digest,
+            loaded_at: (self.clock)(),
+            source: current.version.source.clone(),
+        };
+        let live = Live::build(config, self.env.as_ref(), Some(&current), version)
+            .map_err(|problems| ReloadRefused { problems })?;
+        self.metrics
+            .know(live.catalog.models().iter().map(|m| m.name.clone()), live.providers.iter().map(|p| p.name.clone()));
+        let version = live.version.clone();
+        self.live.store(Arc::new(live));
+        Ok(version)
+    }
+
     /// After an admin change to keys, plans or organisations: reload this replica's key cache now and
     /// tell the other replicas to do the same.
     pub async fn keys_changed(&self) -> Result<(), crate::store::StoreError> {

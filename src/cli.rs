@@ -225,9 +225,12 @@ fn check_config(file: Option<PathBuf>) -> ExitCode {
 }
 
 async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = Config::load(args.config.as_deref())?;
+    let source = crate::config::ConfigSource::resolve(args.config.as_deref());
+    let config = source.load()?;
     crate::logging::init(&config.log);
-    let (state, master) = AppState::new(&config, &AppOptions::default()).await?;
+    let opts = AppOptions { config_source: Some(source), ..AppOptions::default() };
+    let (state, master) = AppState::new(&config, &opts).await?;
+    reload_on_hangup(state.clone());
     // The tokenizer takes a moment to build; do it now rather than in the first request that needs it.
     tokio::task::spawn_blocking(crate::routing::tokens::warm_up);
     if master.generated {
@@ -239,7 +242,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             config.auth.master_key_env
         );
     }
-    for p in &state.providers {
+    for p in &state.live().providers {
         if let Some(why) = p.unavailable_reason() {
             tracing::info!(provider = %p.name, "{why}");
         }
@@ -253,7 +256,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get));
     let listener =
         crate::server::bind(&listen, workers).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    tracing::info!(address = %listener.local_addr()?, models = state.catalog.models().len(), workers, "switchyard is listening");
+    tracing::info!(address = %listener.local_addr()?, models = state.live().catalog.models().len(), workers, "switchyard is listening");
     serve(listener, workers, state, ServeSettings::from_config(&config), shutdown_signal()).await;
     Ok(())
 }
@@ -269,6 +272,21 @@ async fn run_fake(listen: String, settings: FakeSettings, control: bool) -> anyh
     }
     crate::fake::serve_router(listener, state, app).await?;
     Ok(())
+}
+
+/// `SIGHUP` reads the configuration again, as `POST /admin/v1/reload` does; the outcome is logged.
+fn reload_on_hangup(state: Arc<AppState>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            let _ = crate::http::admin::reload_config(&state, "signal").await;
+        }
+    });
+    #[cfg(not(unix))]
+    drop(state);
 }
 
 /// Completes on Ctrl-C or SIGTERM.

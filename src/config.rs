@@ -25,7 +25,7 @@ pub const EMBEDDED_DEFAULT: &str = include_str!("../config/switchyard.toml");
 pub const DEFAULT_PATH: &str = "config/switchyard.toml";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -56,7 +56,7 @@ pub struct Config {
 
 /// The usage ledger's local spool: every record is appended here before the database takes it, so a
 /// crash or a database outage loses none.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LedgerConfig {
     /// A directory of this machine's disk; each running gateway keeps its own subdirectory in it, and
@@ -77,7 +77,7 @@ impl Default for LedgerConfig {
 /// What one request may hold, beyond the body's size: each bound is named in the refusal's `param`, on
 /// every door. A request near the whole-body limit could otherwise carry 10,000 tools or a 5 MB schema
 /// that every upstream attempt would pay for.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InputLimits {
     /// Messages (or input items, or contents) in one conversation.
@@ -111,7 +111,7 @@ impl Default for InputLimits {
 }
 
 /// Stored responses (`POST /v1/responses` with `store`, `previous_response_id`, `item_reference`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ResponsesConfig {
     /// How long a stored response is kept (OpenAI's default is 30 days); expired ones are removed in the
@@ -131,7 +131,7 @@ impl Default for ResponsesConfig {
 }
 
 /// How the router tries targets.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouterConfig {
     /// Upstream attempts at most per client request, fallbacks included.
@@ -187,7 +187,7 @@ impl ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Overridden by `--listen` / `SWITCHYARD_LISTEN`.
@@ -228,7 +228,7 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// The environment variable holding the master key. With none set, a key is generated at start.
@@ -241,7 +241,7 @@ impl Default for AuthConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     pub format: LogFormat,
@@ -290,7 +290,7 @@ impl ProviderKind {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     pub name: String,
@@ -331,7 +331,7 @@ pub struct ProviderConfig {
     pub region: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DefaultPrices {
     pub input_per_mtok: f64,
@@ -365,7 +365,7 @@ impl ProviderConfig {
 }
 
 /// Upstream deadlines in milliseconds; anything left out takes the default.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeoutsConfig {
     pub connect_ms: Option<u64>,
@@ -410,7 +410,7 @@ impl TimeoutsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FakeSettings {
     /// Delay before the response (or the first streamed token).
@@ -440,6 +440,42 @@ impl std::fmt::Display for ConfigProblem {
     }
 }
 
+/// Where the configuration is read from: what `serve` started with is what a reload reads again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    File(PathBuf),
+    Embedded,
+}
+
+impl ConfigSource {
+    /// `path`, else the default file when it exists, else the embedded default.
+    pub fn resolve(path: Option<&Path>) -> ConfigSource {
+        match path {
+            Some(p) => ConfigSource::File(p.to_owned()),
+            None if Path::new(DEFAULT_PATH).exists() => ConfigSource::File(PathBuf::from(DEFAULT_PATH)),
+            None => ConfigSource::Embedded,
+        }
+    }
+
+    /// Reads and validates the configuration (and the catalog file it names).
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let text = match self {
+            ConfigSource::File(p) => read(p)?,
+            ConfigSource::Embedded => EMBEDDED_DEFAULT.to_owned(),
+        };
+        Config::parse(&text).map_err(|problems| ConfigError::Invalid { source_name: self.to_string(), problems })
+    }
+}
+
+impl std::fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigSource::File(p) => write!(f, "{}", p.display()),
+            ConfigSource::Embedded => f.write_str("embedded default configuration"),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
@@ -455,12 +491,7 @@ fn list(problems: &[ConfigProblem]) -> String {
 impl Config {
     /// Loads `path`, or the default file, or the embedded default when neither exists.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        let (text, name) = match path {
-            Some(p) => (read(p)?, p.display().to_string()),
-            None if Path::new(DEFAULT_PATH).exists() => (read(Path::new(DEFAULT_PATH))?, DEFAULT_PATH.to_owned()),
-            None => (EMBEDDED_DEFAULT.to_owned(), "embedded default configuration".to_owned()),
-        };
-        Config::parse(&text).map_err(|problems| ConfigError::Invalid { source_name: name, problems })
+        ConfigSource::resolve(path).load()
     }
 
     /// Decodes and validates a TOML document, returning every problem found.
@@ -484,6 +515,34 @@ impl Config {
         }
         let problems = config.problems();
         if problems.is_empty() { Ok(config) } else { Err(problems) }
+    }
+
+    /// What a running gateway cannot take from a reload (the sockets, the connection limits at the
+    /// edge, the drain, the master key's variable, logging, the response store's and the ledger's
+    /// settings), each that differs between `self` and `next`, by its path. The database and Redis
+    /// come from the environment and cannot change at all.
+    pub fn fixed_changes(&self, next: &Config) -> Vec<ConfigProblem> {
+        let (a, b) = (&self.server, &next.server);
+        let fixed = [
+            ("server.listen", a.listen != b.listen),
+            ("server.workers", a.workers != b.workers),
+            ("server.header_read_timeout_ms", a.header_read_timeout_ms != b.header_read_timeout_ms),
+            ("server.max_header_bytes", a.max_header_bytes != b.max_header_bytes),
+            ("server.max_header_block_bytes", a.max_header_block_bytes != b.max_header_block_bytes),
+            ("server.drain_timeout_ms", a.drain_timeout_ms != b.drain_timeout_ms),
+            ("auth.master_key_env", self.auth != next.auth),
+            ("log", self.log != next.log),
+            ("responses", self.responses != next.responses),
+            ("ledger", self.ledger != next.ledger),
+        ];
+        fixed
+            .into_iter()
+            .filter(|(_, changed)| *changed)
+            .map(|(path, _)| ConfigProblem {
+                path: path.to_owned(),
+                message: "cannot change while the gateway runs; restart it to apply this".to_owned(),
+            })
+            .collect()
     }
 
     pub fn listen_addr(&self) -> Option<&str> {

@@ -110,6 +110,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/v1/billing", get(admin::billing))
         .route("/admin/v1/audit", get(admin::list_audit))
         .route("/admin/v1/providers", get(admin::providers))
+        .route("/admin/v1/config", get(admin::config_version))
+        .route("/admin/v1/reload", post(admin::reload))
         .route("/admin/v1/keys/{id}", get(admin::get_key).patch(admin::update_key).delete(admin::delete_key))
         .route("/admin/v1/keys/{id}/revoke", post(admin::revoke_key))
         .route("/admin/v1/keys/{id}/regenerate", post(admin::regenerate_key))

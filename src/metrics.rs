@@ -65,10 +65,16 @@ struct Inner {
     keys: HashMap<String, KeySeries>,
 }
 
-pub struct Metrics {
-    /// Label values allowed as they are: catalog model names, provider names.
+/// Label values allowed as they are: catalog model names, provider names.
+#[derive(Default, Clone)]
+struct Known {
     models: HashMap<String, Arc<str>>,
     providers: HashMap<String, Arc<str>>,
+}
+
+pub struct Metrics {
+    /// Grown by configuration reloads (never shrunk: a removed model's series stay).
+    known: arc_swap::ArcSwap<Known>,
     /// For a value that is not configured, and for none at all.
     other: Arc<str>,
     none: Arc<str>,
@@ -81,12 +87,23 @@ impl Metrics {
             names.into_iter().map(|n| (n.clone(), Arc::from(n))).collect()
         }
         Self {
-            models: interned(models),
-            providers: interned(providers),
+            known: arc_swap::ArcSwap::from_pointee(Known { models: interned(models), providers: interned(providers) }),
             other: Arc::from("other"),
             none: Arc::from("none"),
             inner: Mutex::default(),
         }
+    }
+
+    /// After a configuration reload: its model and provider names become label values too.
+    pub fn know(&self, models: impl IntoIterator<Item = String>, providers: impl IntoIterator<Item = String>) {
+        let mut known = Known::clone(&self.known.load());
+        for m in models {
+            known.models.entry(m.clone()).or_insert_with(|| Arc::from(m));
+        }
+        for p in providers {
+            known.providers.entry(p.clone()).or_insert_with(|| Arc::from(p));
+        }
+        self.known.store(Arc::new(known));
     }
 
     fn label(&self, known: &HashMap<String, Arc<str>>, value: Option<&str>) -> Arc<str> {
@@ -97,8 +114,10 @@ impl Metrics {
     }
 
     pub fn observe(&self, r: &UsageRecord) {
-        let model = self.label(&self.models, r.served_model.as_deref());
-        let provider = self.label(&self.providers, r.provider.as_deref());
+        let known = self.known.load();
+        let model = self.label(&known.models, r.served_model.as_deref());
+        let provider = self.label(&known.providers, r.provider.as_deref());
+        drop(known);
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let key = RequestKey {
             model: model.clone(),

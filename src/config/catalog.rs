@@ -13,7 +13,7 @@ use super::{Config, ConfigProblem};
 
 pub const EMBEDDED_CATALOG: &str = include_str!("../../config/catalog.toml");
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CatalogFile {
     #[serde(default)]
@@ -25,7 +25,7 @@ pub struct CatalogFile {
 }
 
 /// Where the catalog comes from: the built-in one by default, a file, or none (`file = ""`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CatalogSettings {
     pub file: Option<String>,
@@ -104,7 +104,7 @@ pub enum ModelStatus {
     Deprecated,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// The public name clients send.
@@ -149,7 +149,7 @@ pub struct ModelConfig {
 }
 
 /// A model's curated fallback chains (model names, in order); a type left out keeps its derived chain.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FallbackOverrides {
     pub general: Option<Vec<String>>,
@@ -163,7 +163,7 @@ impl ModelConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AliasConfig {
     pub name: String,
@@ -182,7 +182,7 @@ pub struct AliasConfig {
     pub origin: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TierConfig {
     /// The model string that selects this tier (`economy`, `standard`, `premium`).

@@ -59,7 +59,7 @@ impl Quirks {
 }
 
 /// Operator overrides of a preset's quirks.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuirksConfig {
     pub max_completion_tokens: Option<bool>,

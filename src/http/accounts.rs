@@ -101,7 +101,7 @@ pub async fn sign_in(State(state): State<Arc<AppState>>, req: Request) -> Result
     let secure = behind_tls(req.headers());
     cross_site(req.headers())?;
     let (parts, raw) = req.into_parts();
-    let body: SignIn = body::read_json(&parts.headers, raw, state.body_limits).await?;
+    let body: SignIn = body::read_json(&parts.headers, raw, state.live().body_limits).await?;
     let account = match (body.email, body.password, body.master_key) {
         (None, None, Some(master)) => {
             if !state.master_key.matches(&master) {
@@ -317,7 +317,7 @@ pub async fn create_account(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, GatewayError> {
-    let req: NewAccount = body::read_json(&headers, body, state.body_limits).await?;
+    let req: NewAccount = body::read_json(&headers, body, state.live().body_limits).await?;
     let row = new_account(&state.store, &who, req).await?;
     Ok((StatusCode::CREATED, Json(account_json(&row))).into_response())
 }
@@ -379,7 +379,7 @@ pub async fn update_account(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, GatewayError> {
-    let patch: AccountPatch = body::read_json(&headers, body, state.body_limits).await?;
+    let patch: AccountPatch = body::read_json(&headers, body, state.live().body_limits).await?;
     let mut a = visible_account(&state, &who, &id).await?;
     let before = account_json(&a);
     // The account as it is must be the caller's to manage, and so must what it becomes.
@@ -448,7 +448,7 @@ pub async fn create_management_key(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, GatewayError> {
-    let req: NewManagementKey = body::read_json(&headers, body, state.body_limits).await?;
+    let req: NewManagementKey = body::read_json(&headers, body, state.live().body_limits).await?;
     let Some(org) = who.scope(req.organization_id)? else {
         return Err(GatewayError::invalid_value("'organization_id' is required.", "organization_id"));
     };

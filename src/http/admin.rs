@@ -139,7 +139,7 @@ pub async fn create_organization(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, GatewayError> {
-    let req: NewOrganization = body::read_json(&headers, body, state.body_limits).await?;
+    let req: NewOrganization = body::read_json(&headers, body, state.live().body_limits).await?;
     check_name(&req.name, "name")?;
     let default = [crate::config::GLOBAL_REGION.to_owned()];
     let allowed_regions = regions_json(&state, req.allowed_regions.as_deref().unwrap_or(&default))?;
@@ -184,12 +184,13 @@ fn cache_ttl(ttl: Option<i64>) -> Result<Option<i64>, GatewayError> {
 /// An organisation's allowed regions as stored, once each names a region some configured model is served
 /// from (a misspelt region would quietly keep every model out).
 fn regions_json(state: &AppState, regions: &[String]) -> Result<String, GatewayError> {
-    let known: std::collections::BTreeSet<&str> = state
+    let live = state.live();
+    let known: std::collections::BTreeSet<&str> = live
         .catalog
         .models()
         .iter()
         .map(|m| m.region.as_str())
-        .chain(state.providers.iter().filter_map(|p| p.region.as_deref()))
+        .chain(live.providers.iter().filter_map(|p| p.region.as_deref()))
         .collect();
     if regions.is_empty() {
         return Err(GatewayError::invalid_value(
@@ -275,8 +276,8 @@ async fn within_reach(
 /// A key's model allowlist as given, once every entry names something a request could ask for (a
 /// misspelt entry would quietly allow nothing); the refusal says what the entry may have meant.
 fn check_models(state: &AppState, models: &[String]) -> Result<(), GatewayError> {
-    if let Some(bad) = models.iter().find(|m| !state.catalog.names(m)) {
-        let close = state.catalog.close_to(bad);
+    if let Some(bad) = models.iter().find(|m| !state.live().catalog.names(m)) {
+        let close = state.live().catalog.close_to(bad);
         let hint = if close.is_empty() {
             "; GET /v1/models lists what there is".to_owned()
         } else {
@@ -346,7 +347,7 @@ pub async fn update_organization(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, GatewayError> {
-    let patch: OrganizationPatch = body::read_json(&headers, body, state.body_limits).await?;
+    let patch: OrganizationPatch = body::read_json(&headers, body, state.live().body_limits).await?;
     let mut org = state.store.organization(&id).await?.ok_or_else(|| not_found("organization", &id))?;
     let before = crate::tenancy::organization_view(&org);
     if let Some(name) = patch.name {
@@ -512,7 +513,7 @@ pub async fn create_key(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, GatewayError> {
-    let req: NewKey = body::read_json(&headers, body, state.body_limits).await?;
+    let req: NewKey = body::read_json(&headers, body, state.live().body_limits).await?;
     if let Some(name) = &req.name {
         check_name(name, "name")?;
     }
@@ -718,7 +719,7 @@ async fn regenerate(
     actor: &str,
 ) -> Result<Json<Value>, GatewayError> {
     let id = id.to_owned();
-    let bytes = body::read(headers, body, state.body_limits).await?;
+    let bytes = body::read(headers, body, state.live().body_limits).await?;
     let req: Regenerate =
         if bytes.iter().all(u8::is_ascii_whitespace) { Regenerate::default() } else { body::decode(&bytes)? };
     let grace = req.grace_seconds.unwrap_or(0);
@@ -860,7 +861,7 @@ pub async fn update_key(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, GatewayError> {
-    let patch: KeyPatch = body::read_json(&headers, body, state.body_limits).await?;
+    let patch: KeyPatch = body::read_json(&headers, body, state.live().body_limits).await?;
     let mut key = visible_key(&state, &who, &id).await?;
     let before = key_json(&key);
     if let Some(name) = patch.name {
@@ -993,7 +994,7 @@ pub async fn create_plan(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, GatewayError> {
-    let req: PlanBody = body::read_json(&headers, body, state.body_limits).await?;
+    let req: PlanBody = body::read_json(&headers, body, state.live().body_limits).await?;
     let name = req.name.clone().ok_or_else(|| GatewayError::invalid_value("'name' is required.", "name"))?;
     check_name(&name, "name")?;
     if state.store.plan(&name).await?.is_some() {
@@ -1026,7 +1027,7 @@ pub async fn update_plan(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, GatewayError> {
-    let patch: PlanPatch = body::read_json(&headers, body, state.body_limits).await?;
+    let patch: PlanPatch = body::read_json(&headers, body, state.live().body_limits).await?;
     let existing =
         state.store.plan(&name).await?.ok_or_else(|| GatewayError::not_found(format!("No plan named '{name}'.")))?;
     if patch.name.as_ref().is_some_and(|n| *n != name) {
@@ -1200,11 +1201,72 @@ pub async fn usage(
     Ok(Json(json!({"object": "list", "group_by": group, "from": ts(filter.from), "to": ts(filter.to), "data": data})))
 }
 
+/// The configuration in force, as the admin API shows it (never the configuration itself: a
+/// provider's `headers` may hold credentials).
+fn config_json(v: &crate::app::ConfigVersion) -> Value {
+    json!({"object": "config", "version": v.version, "digest": v.digest, "loaded_at": ts(v.loaded_at), "source": v.source})
+}
+
+/// `GET /admin/v1/config`: which configuration is in force, and since when.
+pub async fn config_version(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(config_json(&state.live().version))
+}
+
+/// `POST /admin/v1/reload` (and `SIGHUP`): read the configuration again and swap it in, or refuse it
+/// whole with every problem by its path (422) and keep the one in force.
+pub async fn reload(State(state): State<Arc<AppState>>, Extension(who): Extension<Principal>) -> Response {
+    let before = state.live().version.clone();
+    match reload_config(&state, &who.actor).await {
+        Ok(now) => {
+            let mut body = config_json(&now);
+            body["changed"] = json!(now.version != before.version);
+            Json(body).into_response()
+        }
+        Err(refused) => {
+            let problems: Vec<Value> =
+                refused.problems.iter().map(|p| json!({"path": p.path, "message": p.message})).collect();
+            let message =
+                format!("The configuration was not reloaded; version {} stays in force. {refused}", before.version);
+            let param = refused.problems.first().map(|p| p.path.clone()).filter(|p| !p.is_empty());
+            let body = json!({"error": {"message": message, "type": "invalid_request_error", "param": param,
+                                        "code": "config_invalid", "problems": problems}});
+            (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+        }
+    }
+}
+
+/// A reload by `actor` (an admin, or `signal` for `SIGHUP`): swapped in and audited, or refused and
+/// logged with its problems.
+pub async fn reload_config(
+    state: &AppState,
+    actor: &str,
+) -> Result<crate::app::ConfigVersion, crate::app::ReloadRefused> {
+    let before = state.live().version.clone();
+    match state.reload().await {
+        Ok(now) => {
+            if now.version != before.version {
+                tracing::info!(actor, version = now.version, digest = %now.digest, "configuration reloaded");
+                let (was, is) = (config_json(&before), config_json(&now));
+                audit_as(state, actor, "config.reload", "config", &now.version.to_string(), Some(&was), Some(&is))
+                    .await;
+            } else {
+                tracing::info!(actor, version = now.version, "configuration reloaded: nothing changed");
+            }
+            Ok(now)
+        }
+        Err(refused) => {
+            tracing::warn!(actor, version = before.version, problems = %refused, "configuration reload refused");
+            Err(refused)
+        }
+    }
+}
+
 /// `GET /admin/v1/providers`: each configured provider (whether its key is set) and each model's circuit
 /// breaker, read from memory.
 pub async fn providers(State(state): State<Arc<AppState>>) -> Json<Value> {
     let now = tokio::time::Instant::now();
-    let providers: Vec<Value> = state
+    let live = state.live();
+    let providers: Vec<Value> = live
         .providers
         .iter()
         .map(|p| {
@@ -1212,7 +1274,7 @@ pub async fn providers(State(state): State<Arc<AppState>>) -> Json<Value> {
                    "available": p.unavailable_reason().is_none(), "unavailable_reason": p.unavailable_reason()})
         })
         .collect();
-    let models: Vec<Value> = state
+    let models: Vec<Value> = live
         .catalog
         .models()
         .iter()

@@ -25,7 +25,7 @@ async fn with_model(
     body: Body,
     deployment: &str,
 ) -> Result<Body, GatewayError> {
-    let mut value: Value = body::read_json(headers, body, state.body_limits).await?;
+    let mut value: Value = body::read_json(headers, body, state.live().body_limits).await?;
     let Some(obj) = value.as_object_mut() else {
         return Err(GatewayError::invalid_body("The request body must be a JSON object.", None));
     };

@@ -41,7 +41,7 @@ pub async fn create_chat_completion(
     body: Body,
 ) -> Result<Response, GatewayError> {
     let started = Instant::now();
-    let req: ChatRequest = body::read_json(&headers, body, state.body_limits).await?;
+    let req: ChatRequest = body::read_json(&headers, body, state.live().body_limits).await?;
     let dialect = crate::protocols::openai::OpenAi { wants_usage: req.wants_stream_usage() };
     let door = ChatDoor::canonical(Box::new(dialect));
     serve_chat(&state, &request_id, key.map(|Extension(k)| k), req, started, door, &headers).await
@@ -131,7 +131,7 @@ pub(super) async fn serve_chat<P: Passthrough>(
     headers: &HeaderMap,
 ) -> Result<Response, GatewayError> {
     input::check_not_empty(&req)
-        .and_then(|()| input::check_chat(&state.input, state.max_choices, &req))
+        .and_then(|()| input::check_chat(&state.live().input, state.live().max_choices, &req))
         .map_err(|e| e.into_error(door.dialect.param_names()))?;
     let pipeline = {
         let features = RequestFeatures::for_chat(&req)
@@ -205,7 +205,7 @@ pub(super) async fn serve_chat<P: Passthrough>(
                     req,
                     target.clone(),
                     std::mem::take(&mut rest),
-                    state.router.breaker,
+                    state.live().router.breaker,
                     deadline,
                 )) as _
             });
@@ -229,7 +229,7 @@ pub(super) async fn serve_chat<P: Passthrough>(
                         req,
                         target.clone(),
                         std::mem::take(&mut rest),
-                        state.router.breaker,
+                        state.live().router.breaker,
                         deadline,
                     )) as _
                 });

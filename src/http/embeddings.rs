@@ -33,7 +33,7 @@ pub async fn create_embeddings(
     body: Body,
 ) -> Result<Response, GatewayError> {
     let started = Instant::now();
-    let mut req: EmbeddingRequest = body::read_json(&headers, body, state.body_limits).await?;
+    let mut req: EmbeddingRequest = body::read_json(&headers, body, state.live().body_limits).await?;
     if req.input.is_empty() {
         return Err(GatewayError::invalid_value("'input' must not be empty.", "input"));
     }
@@ -42,7 +42,7 @@ pub async fn create_embeddings(
         EmbeddingInput::Many(v) => v.len(),
         EmbeddingInput::TokenBatches(v) => v.len(),
     };
-    input::check_embedding_inputs(&state.input, inputs).map_err(|e| e.into_error(input::as_is))?;
+    input::check_embedding_inputs(&state.live().input, inputs).map_err(|e| e.into_error(input::as_is))?;
     if req.dimensions == Some(0) {
         return Err(GatewayError::invalid_value("'dimensions' must be at least 1.", "dimensions"));
     }
@@ -133,7 +133,7 @@ pub async fn create_moderation(
     body: Body,
 ) -> Result<Response, GatewayError> {
     let started = Instant::now();
-    let mut req: ModerationRequest = body::read_json(&headers, body, state.body_limits).await?;
+    let mut req: ModerationRequest = body::read_json(&headers, body, state.live().body_limits).await?;
     let requested = req.model.clone().unwrap_or_else(|| DEFAULT_MODERATION_MODEL.to_owned());
     let pipeline = {
         let features = RequestFeatures::for_embeddings(Vec::new()).moderation();

@@ -57,7 +57,7 @@ pub async fn generate(
         other => return Err(GatewayError::not_found(format!("Method '{other}' is not supported."))),
     };
     let framing = if query_has(&uri, "alt", "sse") { Framing::Sse } else { Framing::JsonArray };
-    let req: GenerateRequest = body::read_json(&headers, body, state.body_limits).await?;
+    let req: GenerateRequest = body::read_json(&headers, body, state.live().body_limits).await?;
     let Translated { chat, problem } = to_chat(model.clone(), stream, req.clone())?;
     let door = ChatDoor {
         dialect: Box::new(Gemini { model, framing }),
@@ -205,7 +205,7 @@ async fn count_tokens(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, GatewayError> {
-    let mut value: Value = body::read_json(headers, body, state.body_limits).await?;
+    let mut value: Value = body::read_json(headers, body, state.live().body_limits).await?;
     if let Some(inner) = value.get_mut("generateContentRequest").map(Value::take) {
         value = inner;
     }
@@ -216,7 +216,7 @@ async fn count_tokens(
         .map_err(|field| GatewayError::invalid_value(format!("'{field}' has an invalid value."), &field))?;
     // The model must exist for the caller, as Google's endpoint requires.
     let caller = key.as_ref().map_or_else(Caller::default, |Extension(k)| k.caller.clone());
-    state.catalog.route(&chat.model, &caller, &features).await?;
+    state.live().catalog.route(&chat.model, &caller, &features).await?;
     let tokens = features.prompt_tokens().await;
     Ok(axum::Json(json!({"totalTokens": tokens, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": tokens}]}))
         .into_response())
@@ -246,9 +246,9 @@ fn model_object(m: &ModelEntry) -> Value {
 }
 
 /// The catalog models the calling key may use.
-fn visible_models<'a>(state: &'a AppState, key: &Option<Extension<Arc<ActiveKey>>>) -> Vec<&'a ModelEntry> {
+fn visible_models<'a>(live: &'a crate::app::Live, key: &Option<Extension<Arc<ActiveKey>>>) -> Vec<&'a ModelEntry> {
     let caller = key.as_ref().map(|Extension(k)| &k.caller);
-    state.catalog.models().iter().filter(|m| caller.is_none_or(|c| c.may_use(m))).map(AsRef::as_ref).collect()
+    live.catalog.models().iter().filter(|m| caller.is_none_or(|c| c.may_use(m))).map(AsRef::as_ref).collect()
 }
 
 #[derive(Debug, Deserialize)]
@@ -271,7 +271,8 @@ pub async fn list_models(
             t.parse::<usize>().map_err(|_| GatewayError::invalid_value("pageToken is not valid.", "pageToken"))?
         }
     };
-    let models = visible_models(&state, &key);
+    let live = state.live();
+    let models = visible_models(&live, &key);
     let page: Vec<Value> = models.iter().skip(start).take(size).map(|m| model_object(m)).collect();
     let mut body = json!({"models": page});
     let next = start.saturating_add(size);
@@ -288,7 +289,8 @@ pub async fn get_model(
     Path(model): Path<String>,
 ) -> Result<Response, GatewayError> {
     let name = model.strip_prefix("models/").unwrap_or(&model);
-    visible_models(&state, &key)
+    let live = state.live();
+    visible_models(&live, &key)
         .into_iter()
         .find(|m| m.name == name)
         .map(|m| axum::Json(model_object(m)).into_response())

@@ -33,8 +33,8 @@ pub async fn readiness(State(state): State<Arc<AppState>>) -> Response {
         // Virtual-key requests are refused until the shared counters are back (the master key still works).
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "limits_unavailable"}))).into_response();
     }
-    let available = state.providers.iter().filter(|p| p.unavailable_reason().is_none()).count();
-    Json(json!({"status": "ready", "providers_available": available, "providers_configured": state.providers.len()}))
+    let available = state.live().providers.iter().filter(|p| p.unavailable_reason().is_none()).count();
+    Json(json!({"status": "ready", "providers_available": available, "providers_configured": state.live().providers.len()}))
         .into_response()
 }
 
@@ -47,7 +47,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let _ =
         writeln!(gauges, "# HELP switchyard_breaker_open Whether a model's circuit breaker is open (1) or not (0).");
     let _ = writeln!(gauges, "# TYPE switchyard_breaker_open gauge");
-    for m in state.catalog.models() {
+    for m in state.live().catalog.models() {
         let open = matches!(m.breaker.peek(now), crate::routing::breaker::Gate::Open { .. });
         let _ = writeln!(
             gauges,

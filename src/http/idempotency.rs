@@ -72,7 +72,7 @@ pub async fn idempotent(State(state): State<Arc<AppState>>, req: Request, next: 
             (None, None) => (String::new(), String::new()),
         };
     let (parts, raw) = req.into_parts();
-    let bytes = match body::read(&parts.headers, raw, state.body_limits).await {
+    let bytes = match body::read(&parts.headers, raw, state.live().body_limits).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };

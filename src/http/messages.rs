@@ -41,7 +41,7 @@ pub async fn create_message(
     body: Body,
 ) -> Result<Response, GatewayError> {
     let started = Instant::now();
-    let req: MessagesRequest = body::read_json(&headers, body, state.body_limits).await?;
+    let req: MessagesRequest = body::read_json(&headers, body, state.live().body_limits).await?;
     let Translated { chat, problem } = to_chat(&req)?;
     let mut forwarded = HeaderMap::new();
     for name in FORWARDED_HEADERS {
@@ -133,7 +133,7 @@ pub async fn count_tokens(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, GatewayError> {
-    let mut value: Value = body::read_json(&headers, body, state.body_limits).await?;
+    let mut value: Value = body::read_json(&headers, body, state.live().body_limits).await?;
     // The endpoint takes no max_tokens; the translation needs one.
     if let Some(obj) = value.as_object_mut() {
         obj.entry("max_tokens").or_insert(json!(1));
@@ -145,7 +145,7 @@ pub async fn count_tokens(
         .map_err(|field| GatewayError::invalid_value(format!("'{field}' has an invalid value."), &field))?;
     // The model must exist for the caller, as Anthropic's endpoint requires.
     let caller = key.as_ref().map_or_else(Caller::default, |Extension(k)| k.caller.clone());
-    state.catalog.route(&chat.model, &caller, &features).await?;
+    state.live().catalog.route(&chat.model, &caller, &features).await?;
     Ok(axum::Json(TokenCount { input_tokens: features.prompt_tokens().await }).into_response())
 }
 

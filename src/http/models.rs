@@ -48,8 +48,13 @@ impl ListQuery {
 
 /// A model's fallback chains as the calling key may see them (hops it could not use left out): every
 /// type under `fallbacks`, and the one of `only` (default `general`) as `fallback_chain`.
-fn fallbacks_json(state: &AppState, key: Option<&ActiveKey>, m: &ModelEntry, only: Option<ChainType>) -> Option<Value> {
-    let chains = state.catalog.chains(&m.name)?;
+fn fallbacks_json(
+    live: &crate::app::Live,
+    key: Option<&ActiveKey>,
+    m: &ModelEntry,
+    only: Option<ChainType>,
+) -> Option<Value> {
+    let chains = live.catalog.chains(&m.name)?;
     let names = |kind: ChainType| -> Vec<&str> {
         chains.of(kind).iter().filter(|h| usable(key, h)).map(|h| h.name.as_str()).collect()
     };
@@ -96,7 +101,8 @@ pub async fn model_info(
     let key = key.as_ref().map(|Extension(k)| k.as_ref());
     let only = q.fallback_type()?;
     let per_token = |p: Option<f64>| p.map(|p| p / 1e6);
-    let data: Vec<Value> = state
+    let live = state.live();
+    let data: Vec<Value> = live
         .catalog
         .models()
         .iter()
@@ -125,7 +131,7 @@ pub async fn model_info(
                 },
             });
             if q.metadata()
-                && let Some(chains) = fallbacks_json(&state, key, m, only)
+                && let Some(chains) = fallbacks_json(&live, key, m, only)
             {
                 o["metadata"] = chains;
             }
@@ -238,33 +244,33 @@ pub async fn list_models(
     let key = key.as_ref().map(|Extension(k)| k.as_ref());
     let meta = q.metadata();
     let only = q.fallback_type()?;
-    let mut data: Vec<Value> = state
+    let live = state.live();
+    let mut data: Vec<Value> = live
         .catalog
         .models()
         .iter()
         .filter(|m| usable(key, m))
         .map(|m| {
             let mut o = model_object(m, state.created, meta);
-            if meta && let Some(chains) = fallbacks_json(&state, key, m, only) {
+            if meta && let Some(chains) = fallbacks_json(&live, key, m, only) {
                 add_fallbacks(&mut o, chains);
             }
             o
         })
         .collect();
     data.extend(
-        state
-            .catalog
+        live.catalog
             .aliases()
             .iter()
             .filter(|a| visible(key, &a.name))
             .map(|a| alias_object(a, key, state.created, meta)),
     );
-    let mut tiers: Vec<&str> = state.catalog.tier_names().filter(|t| visible(key, t)).collect();
+    let mut tiers: Vec<&str> = live.catalog.tier_names().filter(|t| visible(key, t)).collect();
     tiers.sort_unstable();
     for t in tiers {
         let mut o = json!({"id": t, "object": "model", "created": state.created, "owned_by": "switchyard"});
         if meta {
-            let models: Vec<&str> = state
+            let models: Vec<&str> = live
                 .catalog
                 .tier(t)
                 .unwrap_or_default()
@@ -295,11 +301,12 @@ pub async fn retrieve_model(
 ) -> Result<Json<Value>, GatewayError> {
     let key = key.as_ref().map(|Extension(k)| k.as_ref());
     let only = q.fallback_type()?;
-    let found = match (state.catalog.model(&id), state.catalog.alias(&id)) {
+    let live = state.live();
+    let found = match (live.catalog.model(&id), live.catalog.alias(&id)) {
         (Some(m), _) if usable(key, m) => {
             let mut o = model_object(m, state.created, q.metadata());
             if q.metadata()
-                && let Some(chains) = fallbacks_json(&state, key, m, only)
+                && let Some(chains) = fallbacks_json(&live, key, m, only)
             {
                 add_fallbacks(&mut o, chains);
             }
@@ -325,12 +332,12 @@ pub async fn explain_route(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, GatewayError> {
-    let req: ChatRequest = body::read_json(&headers, body, state.body_limits).await?;
+    let req: ChatRequest = body::read_json(&headers, body, state.live().body_limits).await?;
     let features = RequestFeatures::for_chat(&req)
         .map_err(|field| GatewayError::invalid_value(format!("'{field}' has an invalid value."), &field))?;
     let key = key.as_ref().map(|Extension(k)| k.as_ref());
     let caller = super::pipeline::caller_for(key, &headers);
-    let plan = state.catalog.route(&req.model, &caller, &features).await?;
+    let plan = state.live().catalog.route(&req.model, &caller, &features).await?;
     let now = tokio::time::Instant::now();
     let targets: Vec<Value> = plan
         .targets
@@ -375,6 +382,6 @@ pub async fn explain_route(
             "max_output": features.max_output, "prefer": features.prefer,
             "estimated_prompt_tokens": features.prompt_tokens().await,
         },
-        "max_attempts": state.router.max_attempts,
+        "max_attempts": state.live().router.max_attempts,
     })))
 }

@@ -54,8 +54,9 @@ pub(super) struct Intake<'r, 'f> {
 }
 
 /// An admitted request, ready for its attempts.
-pub(super) struct Pipeline<'s> {
-    state: &'s AppState,
+pub(super) struct Pipeline {
+    /// The configuration the request was planned on; its attempts run on the same one.
+    live: Arc<crate::app::Live>,
     pub plan: RoutePlan,
     usage: UsageGuard,
     limits: Option<crate::limits::View>,
@@ -92,17 +93,18 @@ pub fn caller_for(key: Option<&ActiveKey>, headers: &HeaderMap) -> Caller {
     caller
 }
 
-impl<'s> Pipeline<'s> {
+impl Pipeline {
     /// Plans the request for its caller and takes what it needs from its key's limits.
     pub async fn admit(
-        state: &'s AppState,
+        state: &AppState,
         request_id: &RequestId,
         key: Option<&Arc<ActiveKey>>,
         headers: &HeaderMap,
         intake: Intake<'_, '_>,
-    ) -> Result<Pipeline<'s>, GatewayError> {
+    ) -> Result<Pipeline, GatewayError> {
         let caller = caller_for(key.map(AsRef::as_ref), headers);
-        let plan = state.catalog.route(intake.model, &caller, intake.features).await?;
+        let live = state.live();
+        let plan = live.catalog.route(intake.model, &caller, intake.features).await?;
         let ask = admission::ask(intake.features, &plan, intake.prompts, intake.choices);
         let mut usage = UsageGuard::for_request(
             state.usage.clone(),
@@ -118,13 +120,13 @@ impl<'s> Pipeline<'s> {
         }
         // Every limit of the key at once; the guard settles the holds whatever happens next.
         let (usage, limits) = admission::admit(state, key, ask, usage).await?;
-        Ok(Pipeline { state, plan, usage, limits, started: intake.started, streamed: intake.streamed })
+        Ok(Pipeline { live, plan, usage, limits, started: intake.started, streamed: intake.streamed })
     }
 
     /// Tries the plan's targets in turn with `door.call(target, deadline)` until one answers.
     pub async fn run<C: Call>(self, door: &mut C) -> Result<Served<C::Output>, GatewayError> {
-        let Pipeline { state, plan, mut usage, limits, started, streamed } = self;
-        let mut fallback = Fallback::new(&plan, &state.router, started);
+        let Pipeline { live, plan, mut usage, limits, started, streamed } = self;
+        let mut fallback = Fallback::new(&plan, &live.router, started);
         while let Some(target) = fallback.next().await {
             usage.set_served(&target.name, &target.provider.name, target.prices());
             let deadline = fallback.attempt_deadline(&target);
@@ -137,7 +139,7 @@ impl<'s> Pipeline<'s> {
                     }
                     fallback.succeeded(&target);
                     let mut headers = HeaderMap::new();
-                    route_headers(&mut headers, &plan, &fallback, &target, state.router.seed_headers);
+                    route_headers(&mut headers, &plan, &fallback, &target, live.router.seed_headers);
                     admission::headers(&mut headers, limits.as_ref());
                     // Where a stream may continue if its provider fails mid-way (`http::resume`).
                     let rest = match streamed && plan.continue_streams {
@@ -161,7 +163,7 @@ impl<'s> Pipeline<'s> {
     }
 }
 
-impl Pipeline<'_> {
+impl Pipeline {
     /// The request answered from the response cache with `target`'s kept answer: no provider is asked;
     /// the headers say what answered and that it was the cache.
     pub fn answered_from_cache(self, target: Arc<ModelEntry>) -> Served<()> {

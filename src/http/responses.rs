@@ -56,13 +56,13 @@ fn check_input(state: &AppState, req: &ResponsesRequest, chat: &ChatRequest) -> 
             other => other,
         }
     }
-    let limits = &state.input;
+    let limits = &state.live().input;
     let mut checked = input::check_tools(limits, req.tools.as_ref().map_or(0, Vec::len));
     if let (Ok(()), Some(metadata)) = (&checked, &req.metadata) {
         checked = input::check_metadata(limits, metadata);
     }
     if checked.is_ok() {
-        checked = input::check_chat(limits, state.max_choices, chat);
+        checked = input::check_chat(limits, state.live().max_choices, chat);
     }
     checked.map_err(|e| e.into_error(names))
 }
@@ -76,7 +76,7 @@ pub async fn create_response(
     body: Body,
 ) -> Result<Response, GatewayError> {
     let started = Instant::now();
-    let mut req: ResponsesRequest = body::read_json(&headers, body, state.body_limits).await?;
+    let mut req: ResponsesRequest = body::read_json(&headers, body, state.live().body_limits).await?;
     if req.model.is_empty() {
         return Err(GatewayError::invalid_value("'model' is required.", "model"));
     }
@@ -167,7 +167,7 @@ pub async fn create_response(
                         chat,
                         target.clone(),
                         rest.clone(),
-                        state.router.breaker,
+                        state.live().router.breaker,
                         deadline,
                     );
                     Box::new(r) as _
@@ -196,7 +196,7 @@ pub async fn create_response(
                         door.chat,
                         target.clone(),
                         rest.clone(),
-                        state.router.breaker,
+                        state.live().router.breaker,
                         deadline,
                     );
                     Box::new(r) as _

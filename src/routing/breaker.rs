@@ -51,6 +51,13 @@ impl Breaker {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Takes over another breaker's state (a configuration reload keeps what the model's failures
+    /// taught; a probe in flight on the old one is not carried).
+    pub fn take_over(&self, from: &Breaker) {
+        let state = State { probing: false, ..*from.lock() };
+        *self.lock() = state;
+    }
+
     /// Whether a request may go now, without taking the probe slot.
     pub fn peek(&self, now: Instant) -> Gate {
         let s = self.lock();

@@ -336,6 +336,28 @@ impl Catalog {
     pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
         self.providers.get(name)
     }
+
+    /// After a configuration reload: each model that is still served the same way (same name, same
+    /// provider instance, same upstream id) keeps its breaker's state and its measured latency, and
+    /// each pass-through target its entry, so a reload forgets no outage.
+    pub fn take_over(&self, previous: &Catalog) {
+        for m in &self.models {
+            if let Some(old) = previous.by_name.get(&m.name)
+                && Arc::ptr_eq(&old.provider, &m.provider)
+                && old.upstream == m.upstream
+            {
+                m.breaker.take_over(&old.breaker);
+                m.ttft.take_over(&old.ttft);
+            }
+        }
+        let old = previous.ad_hoc.lock().unwrap_or_else(|p| p.into_inner());
+        let mut new = self.ad_hoc.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, entry) in old.iter() {
+            if self.providers.get(&key.0).is_some_and(|p| Arc::ptr_eq(p, &entry.provider)) {
+                new.insert(key.clone(), entry.clone());
+            }
+        }
+    }
 }
 
 /// Levenshtein distance over chars (names are short).

@@ -24,6 +24,11 @@ impl Ttft {
         Ttft { measured_us: AtomicU32::new(0), assumed_ms }
     }
 
+    /// Takes over another measurement (a configuration reload keeps what was measured).
+    pub fn take_over(&self, from: &Ttft) {
+        self.measured_us.store(from.measured_us.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
     /// Folds in one attempt's time to its first content.
     pub fn record(&self, took: Duration) {
         let sample = u32::try_from(took.as_micros()).unwrap_or(u32::MAX).max(1);

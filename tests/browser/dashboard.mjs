@@ -168,6 +168,12 @@ try {
     await noSideScroll(tab);
   }
   check((await page.locator("#audit-table").textContent()).includes("key.revoke"), "the audit log shows the revocation");
+
+  // The health tab names the configuration in force, and an admin reloads it from there.
+  await page.click("#tabs [data-tab=health]");
+  await page.locator("#config-version", { hasText: /^Configuration version \d+ \([0-9a-f]{16}\), loaded / }).waitFor();
+  await page.click("#reload-config");
+  await page.locator("#status", { hasText: /^The file is unchanged: version \d+ stays\.$/ }).waitFor();
   check(problems.length === 0, "no script errors or policy violations: " + problems.join("; "));
 } catch (e) {
   await shot("failure").catch(() => {});

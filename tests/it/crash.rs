@@ -18,13 +18,13 @@ use tokio::process::{Child, Command};
 use crate::support::{FakeUpstream, MASTER_KEY, hello};
 
 /// A gateway process on its own directory (configuration, spool) and database.
-struct Gateway {
-    child: Child,
+pub(crate) struct Gateway {
+    pub(crate) child: Child,
     addr: SocketAddr,
 }
 
-struct Site {
-    dir: PathBuf,
+pub(crate) struct Site {
+    pub(crate) dir: PathBuf,
     database_url: String,
     upstream: String,
     /// More of the `[ledger]` table.
@@ -32,7 +32,7 @@ struct Site {
 }
 
 impl Site {
-    fn new(upstream: &FakeUpstream) -> Site {
+    pub(crate) fn new(upstream: &FakeUpstream) -> Site {
         let dir = std::env::temp_dir().join(format!("switchyard-crash-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir).unwrap();
         let database_url = match std::env::var("DATABASE_URL") {
@@ -42,7 +42,8 @@ impl Site {
         Site { dir, database_url, upstream: upstream.base_url.clone(), ledger_extra: String::new() }
     }
 
-    async fn start(&self) -> Gateway {
+    /// Starts the gateway on `dir/switchyard.toml` (written here).
+    pub(crate) async fn start(&self) -> Gateway {
         let config = format!(
             r#"
             [log]
@@ -125,7 +126,7 @@ impl Drop for Site {
 }
 
 impl Gateway {
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 

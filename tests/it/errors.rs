@@ -367,6 +367,8 @@ async fn the_openapi_document_describes_every_route_the_gateway_serves_and_no_ot
         "GET /admin/v1/billing",
         "GET /admin/v1/audit",
         "GET /admin/v1/providers",
+        "GET /admin/v1/config",
+        "POST /admin/v1/reload",
         "POST /admin/v1/session",
         "GET /admin/v1/session",
         "DELETE /admin/v1/session",

@@ -27,6 +27,7 @@ mod outage;
 mod providers;
 mod redis_trouble;
 mod regions;
+mod reload;
 mod responses;
 mod routing;
 mod secrets;

@@ -384,7 +384,15 @@ async fn default_state() -> Arc<AppState> {
 fn chain_of(state: &AppState, model: &str) -> Vec<String> {
     let req: switchyard::schema::ChatRequest = serde_json::from_value(hello(model)).unwrap();
     let features = RequestFeatures::for_chat(&req).unwrap();
-    state.catalog.plan(model, &Caller::default(), &features).unwrap().targets.iter().map(|m| m.name.clone()).collect()
+    state
+        .live()
+        .catalog
+        .plan(model, &Caller::default(), &features)
+        .unwrap()
+        .targets
+        .iter()
+        .map(|m| m.name.clone())
+        .collect()
 }
 
 #[tokio::test]
@@ -448,7 +456,8 @@ async fn every_seed_alias_resolves_to_its_seed_chain() {
     for (alias, chain) in expected {
         if alias.starts_with("embed-") {
             let texts = vec!["hello"];
-            let plan = state.catalog.plan(alias, &Caller::default(), &RequestFeatures::for_embeddings(texts)).unwrap();
+            let plan =
+                state.live().catalog.plan(alias, &Caller::default(), &RequestFeatures::for_embeddings(texts)).unwrap();
             let names: Vec<&str> = plan.targets.iter().map(|m| m.name.as_str()).collect();
             assert_eq!(names, *chain, "{alias}");
             continue;
@@ -456,14 +465,18 @@ async fn every_seed_alias_resolves_to_its_seed_chain() {
         assert_eq!(chain_of(&state, alias), *chain, "{alias}");
     }
     // Per-lab variants pin one lab: no cross-vendor chain.
-    for alias in
-        state.catalog.aliases().iter().filter(|a| a.name.starts_with("smooth-") && a.name.matches('-').count() == 2)
+    for alias in state
+        .live()
+        .catalog
+        .aliases()
+        .iter()
+        .filter(|a| a.name.starts_with("smooth-") && a.name.matches('-').count() == 2)
     {
         let labs: std::collections::HashSet<_> = alias.chain.iter().map(|m| m.lab.clone()).collect();
         assert_eq!(labs.len(), 1, "{} spans {labs:?}", alias.name);
     }
     // Aggregator (OpenRouter) hops only after every direct one, and no provider carries most hops.
-    for alias in state.catalog.aliases() {
+    for alias in state.live().catalog.aliases() {
         let aggregated: Vec<bool> = alias.chain.iter().map(|m| m.provider.aggregator).collect();
         assert!(aggregated.windows(2).all(|w| !w[0] || w[1]), "{}: {:?}", alias.name, chain_of(&state, &alias.name));
         let direct: Vec<&str> =
@@ -473,7 +486,7 @@ async fn every_seed_alias_resolves_to_its_seed_chain() {
             assert!(direct.len() < 3 || n * 2 <= direct.len(), "{}: {p} carries {n} of {}", alias.name, direct.len());
         }
     }
-    assert!(state.catalog.models().len() >= 78);
+    assert!(state.live().catalog.models().len() >= 78);
 }
 
 /// Seed 003's bands, row by row: the catalog name, provider, region, prices and vision. deepseek-v4-flash
@@ -522,7 +535,7 @@ const SEED_003: &[(&str, &str, &str, f64, f64, bool)] = &[
 #[tokio::test]
 async fn the_catalog_holds_the_seed_tier_tables() {
     let state = default_state().await;
-    let c = &state.catalog;
+    let c = &state.live().catalog;
     for (i, (name, provider, region, input, output, vision)) in SEED_003.iter().enumerate() {
         let m = c.model(name).unwrap_or_else(|| panic!("{name} is missing"));
         assert_eq!((m.provider.name.as_str(), m.region.as_str()), (*provider, *region), "{name}");

@@ -31,6 +31,7 @@ async function api(method, path, body) {
   if (!resp.ok) {
     const err = new Error((data && data.error && data.error.message) || resp.statusText);
     err.status = resp.status;
+    err.body = data;
     throw err;
   }
   return data;
@@ -716,11 +717,13 @@ $("#billing-csv").addEventListener("click", () => guarded(async () => {
 
 let health = null;
 async function loadHealth() {
-  const [p, ready] = await Promise.all([
+  const [p, ready, config] = await Promise.all([
     api("GET", "/admin/v1/providers"),
     fetch("/health/readiness").then((r) => r.json()).catch(() => ({ status: "unreachable" })),
+    api("GET", "/admin/v1/config").catch(() => null),
   ]);
   health = p;
+  showConfig(config);
   $("#readiness").textContent = "Gateway: " + ready.status + (ready.providers_configured !== undefined
     ? " · " + ready.providers_available + " of " + ready.providers_configured + " providers have their keys" : "");
   fill($("#provider-table tbody"), p.providers, (tr, x) => {
@@ -742,6 +745,32 @@ function renderBreakers() {
   });
 }
 $("#breaker-filter").addEventListener("change", renderBreakers);
+
+function showConfig(config) {
+  $("#config-version").textContent = config
+    ? "Configuration version " + config.version + " (" + config.digest + "), loaded " + when(config.loaded_at) + " from " + config.source
+    : "";
+}
+$("#reload-config").addEventListener("click", () => guarded(async () => {
+  const problems = $("#config-problems");
+  problems.hidden = true;
+  problems.replaceChildren();
+  try {
+    const config = await api("POST", "/admin/v1/reload");
+    showConfig(config);
+    status(config.changed ? "Configuration version " + config.version + " is in force." : "The file is unchanged: version " + config.version + " stays.");
+    await loadHealth();
+  } catch (e) {
+    if (e.status !== 422 || !e.body) throw e;
+    status(e.message, true);
+    for (const p of e.body.error.problems || []) {
+      const li = document.createElement("li");
+      li.textContent = p.path + ": " + p.message;
+      problems.appendChild(li);
+    }
+    problems.hidden = problems.childElementCount === 0;
+  }
+}));
 
 // --- audit ---
 

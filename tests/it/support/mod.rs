@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use switchyard::app::AppOptions;
-use switchyard::config::{Config, FakeSettings};
+use switchyard::config::{Config, ConfigSource, FakeSettings};
 use switchyard::fake::FakeState;
 use switchyard::server::RunningServer;
 use switchyard::sse::{SseDecoder, SseEvent};
@@ -124,6 +124,8 @@ pub struct Harness {
     pub client: reqwest::Client,
     config: Config,
     opts: AppOptions,
+    /// The configuration the gateway reads again on `POST /admin/v1/reload`.
+    pub config_file: std::path::PathBuf,
 }
 
 /// Knobs for the harness's configuration.
@@ -262,6 +264,9 @@ impl Harness {
             extra = setup.extra.replace("{base}", &upstream.base_url),
         );
         let config = Config::parse(&toml).unwrap_or_else(|p| panic!("test config invalid: {p:?}"));
+        // Written to a file of its own, so the gateway can be told to read it again (`reload`).
+        let config_file = std::env::temp_dir().join(format!("switchyard-it-config-{}.toml", uuid::Uuid::now_v7()));
+        std::fs::write(&config_file, &toml).unwrap();
         let usage = Arc::new(CollectSink::default());
         let keys = setup.keys.unwrap_or_else(|| PROVIDER_KEY.to_owned());
         let opts = AppOptions {
@@ -275,9 +280,10 @@ impl Harness {
             // The shared counters of several replicas, when the run names a Redis (CI's Postgres pass does).
             redis_url: setup.redis_url.or_else(|| std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty())),
             clock: setup.clock.unwrap_or_else(switchyard::clock::system),
+            config_source: Some(ConfigSource::File(config_file.clone())),
         };
         let gateway = RunningServer::start(&config, &opts, "127.0.0.1:0").await.unwrap();
-        Harness { gateway, upstream, usage, client: reqwest::Client::new(), config, opts }
+        Harness { gateway, upstream, usage, client: reqwest::Client::new(), config, opts, config_file }
     }
 
     /// A second gateway with the same configuration, database and Redis: another replica.
