@@ -174,6 +174,8 @@ pub struct AppState {
     pub created: u64,
     /// Wrong passwords and admin credentials, per source and per account.
     pub throttle: crate::http::auth::Throttle,
+    /// Request traces' export (`[traces]`), when configured.
+    pub tracer: Option<Arc<crate::otlp::Tracer>>,
 }
 
 /// The master key in force, and whether it was generated for this run.
@@ -226,6 +228,7 @@ impl AppState {
         });
         // The response cache shares its entries through Redis when the replicas have one.
         let cache = Arc::new(crate::response_cache::ResponseCache::new(bus.as_ref().map(|b| b.connection())));
+        let tracer = crate::otlp::Tracer::start(&config.traces, opts.env.as_ref())?;
         let state = AppState {
             store,
             keys,
@@ -250,6 +253,7 @@ impl AppState {
             hard_stop: CancellationToken::new(),
             created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default(),
             throttle: crate::http::auth::Throttle::default(),
+            tracer,
         };
         Ok((Arc::new(state), master))
     }

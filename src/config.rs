@@ -52,6 +52,50 @@ pub struct Config {
     pub input: InputLimits,
     #[serde(default)]
     pub ledger: LedgerConfig,
+    #[serde(default)]
+    pub traces: TracesConfig,
+}
+
+/// OTLP export of request traces (HTTP/protobuf), off unless `endpoint` is set.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracesConfig {
+    /// The collector's traces URL, e.g. `http://127.0.0.1:4318/v1/traces`.
+    pub endpoint: Option<String>,
+    /// `service.name` of the resource the spans belong to.
+    pub service_name: String,
+    /// The share of traces that start here which are exported (0.0 to 1.0); a caller's `traceparent`
+    /// decides for the traces it continues.
+    pub sample_ratio: f64,
+    /// Spans waiting for export at most; beyond it new spans are dropped (and counted), never waited for.
+    pub queue_spans: usize,
+    /// Spans per export request at most.
+    pub batch_spans: usize,
+    /// A batch is sent at least this often while spans wait.
+    pub flush_interval_ms: u64,
+    /// One export request's deadline.
+    pub export_timeout_ms: u64,
+    /// Headers sent with each export (an API key, say): header name → the environment variable holding
+    /// its value.
+    pub headers: BTreeMap<String, String>,
+    /// PEM certificates to trust for an `https` collector, besides the platform's.
+    pub tls_ca_file: Option<String>,
+}
+
+impl Default for TracesConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            service_name: "switchyard".to_owned(),
+            sample_ratio: 1.0,
+            queue_spans: 8192,
+            batch_spans: 512,
+            flush_interval_ms: 1000,
+            export_timeout_ms: 10_000,
+            headers: BTreeMap::new(),
+            tls_ca_file: None,
+        }
+    }
 }
 
 /// The usage ledger's local spool: every record is appended here before the database takes it, so a
@@ -534,6 +578,7 @@ impl Config {
             ("log", self.log != next.log),
             ("responses", self.responses != next.responses),
             ("ledger", self.ledger != next.ledger),
+            ("traces", self.traces != next.traces),
         ];
         fixed
             .into_iter()
@@ -613,6 +658,44 @@ impl Config {
         }
         if !is_env_name(&self.auth.master_key_env) {
             bad("auth.master_key_env".into(), "must be an environment variable name".into());
+        }
+        let t = &self.traces;
+        if let Some(endpoint) = &t.endpoint
+            && let Err(e) = check_base_url(endpoint)
+        {
+            bad("traces.endpoint".into(), e);
+        }
+        if !(0.0..=1.0).contains(&t.sample_ratio) {
+            bad("traces.sample_ratio".into(), "must be between 0.0 and 1.0".into());
+        }
+        if t.service_name.trim().is_empty() {
+            bad("traces.service_name".into(), "must not be empty".into());
+        }
+        for (name, v, max) in [
+            ("queue_spans", t.queue_spans as u64, 1 << 20),
+            ("batch_spans", t.batch_spans as u64, 1 << 16),
+            ("flush_interval_ms", t.flush_interval_ms, 3_600_000),
+            ("export_timeout_ms", t.export_timeout_ms, 600_000),
+        ] {
+            if !(1..=max).contains(&v) {
+                bad(format!("traces.{name}"), format!("must be between 1 and {max}"));
+            }
+        }
+        for (header, env) in &t.headers {
+            if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                bad(format!("traces.headers.{header}"), "is not a header name".into());
+            }
+            if !is_env_name(env) {
+                bad(
+                    format!("traces.headers.{header}"),
+                    "must name the environment variable that holds its value".into(),
+                );
+            }
+        }
+        if let Some(path) = &t.tls_ca_file
+            && let Err(e) = load_certificates(path)
+        {
+            bad("traces.tls_ca_file".into(), e);
         }
 
         let mut provider_names = HashSet::new();

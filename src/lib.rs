@@ -15,6 +15,7 @@ pub mod keys;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod otlp;
 pub mod protocols;
 pub mod providers;
 pub mod response_cache;

@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod exec;
+pub mod propagation;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;

@@ -148,6 +148,9 @@ pub async fn serve(
     // hold in shared counters is settled.
     state.ledger.close().await;
     state.responses.close().await;
+    if let Some(tracer) = &state.tracer {
+        tracer.flush(std::time::Duration::from_secs(5)).await;
+    }
     background.end();
     state.limiter.retire().await;
     exit.cancel();

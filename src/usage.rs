@@ -93,6 +93,8 @@ pub struct UsageGuard {
     admission: Option<(Arc<crate::limits::Limiter>, crate::limits::Admission)>,
     /// Answered from the response cache.
     cache_hit: bool,
+    /// The request's trace (`otlp`): its spans are sent when the record is emitted.
+    trace: Option<Box<crate::otlp::RequestTrace>>,
 }
 
 /// A model's prices as integer pico-USD per token (USD per million tokens × 10⁶), so costs are computed
@@ -170,6 +172,31 @@ impl UsageGuard {
             prices: Prices::default(),
             admission: None,
             cache_hit: false,
+            trace: None,
+        }
+    }
+
+    /// The request's trace, when it has one.
+    pub fn trace(&mut self, trace: Option<Box<crate::otlp::RequestTrace>>) {
+        self.trace = trace;
+    }
+
+    /// An upstream attempt begins on `model` (`upstream_model` at `provider`): the trace headers it
+    /// sends, if the request has a trace.
+    pub fn trace_attempt(
+        &mut self,
+        model: &str,
+        upstream_model: &str,
+        provider: &str,
+        kind: crate::config::ProviderKind,
+    ) -> Option<crate::otlp::Upstream> {
+        self.trace.as_mut().map(|t| t.attempt(model, upstream_model, provider, kind))
+    }
+
+    /// The open attempt failed (`error`: a short label).
+    pub fn trace_attempt_failed(&mut self, error: &str) {
+        if let Some(t) = &mut self.trace {
+            t.attempt_failed(error);
         }
     }
 
@@ -382,6 +409,9 @@ impl UsageGuard {
                     cost_micros: r.cost_micros.unwrap_or(0),
                 },
             );
+        }
+        if let Some(trace) = self.trace.take() {
+            (*trace).finish(&r);
         }
         self.sink.record(r);
     }

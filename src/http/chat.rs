@@ -143,6 +143,7 @@ pub(super) async fn serve_chat<P: Passthrough>(
             choices: req.n.unwrap_or(1),
             streamed: req.is_streaming(),
             started,
+            operation: "chat",
         };
         Pipeline::admit(state, request_id, key.as_ref(), headers, intake).await?
     };

@@ -77,6 +77,7 @@ pub async fn create_completion(
             choices: n.saturating_mul(prompts),
             streamed: req.is_streaming(),
             started,
+            operation: "text_completion",
         };
         Pipeline::admit(&state, &request_id, key.as_deref(), &headers, intake).await?
     };

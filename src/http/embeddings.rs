@@ -48,8 +48,15 @@ pub async fn create_embeddings(
     }
     let pipeline = {
         let features = RequestFeatures::for_embeddings(req.input.texts().unwrap_or_default());
-        let intake =
-            Intake { model: &req.model, features: &features, prompts: 0, choices: 1, streamed: false, started };
+        let intake = Intake {
+            model: &req.model,
+            features: &features,
+            prompts: 0,
+            choices: 1,
+            streamed: false,
+            started,
+            operation: "embeddings",
+        };
         Pipeline::admit(&state, &request_id, key.as_deref(), &headers, intake).await?
     };
     let wanted = req.encoding_format.unwrap_or(EncodingFormat::Float);
@@ -137,8 +144,15 @@ pub async fn create_moderation(
     let requested = req.model.clone().unwrap_or_else(|| DEFAULT_MODERATION_MODEL.to_owned());
     let pipeline = {
         let features = RequestFeatures::for_embeddings(Vec::new()).moderation();
-        let intake =
-            Intake { model: &requested, features: &features, prompts: 0, choices: 1, streamed: false, started };
+        let intake = Intake {
+            model: &requested,
+            features: &features,
+            prompts: 0,
+            choices: 1,
+            streamed: false,
+            started,
+            operation: "moderation",
+        };
         Pipeline::admit(&state, &request_id, key.as_deref(), &headers, intake).await?
     };
     let mut served = pipeline.run(&mut Moderate(&mut req)).await?;

@@ -74,6 +74,18 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     );
     let _ = writeln!(gauges, "# TYPE switchyard_ledger_backlogged gauge");
     let _ = writeln!(gauges, "switchyard_ledger_backlogged {}", u8::from(state.ledger.is_backlogged()));
+    if let Some(tracer) = &state.tracer {
+        let c = &tracer.counters;
+        for (name, help, value) in [
+            ("exported", "Spans the trace collector took.", &c.exported),
+            ("dropped", "Spans dropped because the export queue was full.", &c.dropped),
+            ("failed", "Spans the collector refused or could not be sent after retries.", &c.failed),
+        ] {
+            let _ = writeln!(gauges, "# HELP switchyard_trace_spans_{name}_total {help}");
+            let _ = writeln!(gauges, "# TYPE switchyard_trace_spans_{name}_total counter");
+            let _ = writeln!(gauges, "switchyard_trace_spans_{name}_total {}", value.load(Ordering::Relaxed));
+        }
+    }
     ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render(&gauges))
         .into_response()
 }

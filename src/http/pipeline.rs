@@ -51,6 +51,8 @@ pub(super) struct Intake<'r, 'f> {
     pub streamed: bool,
     /// When the request arrived: the deadline across all attempts counts from here.
     pub started: Instant,
+    /// `gen_ai.operation.name` of its trace: `chat`, `text_completion`, `embeddings`, …
+    pub operation: &'static str,
 }
 
 /// An admitted request, ready for its attempts.
@@ -118,6 +120,12 @@ impl Pipeline {
         if let Some(key) = key {
             usage.set_caller(&key.organization_id, &key.id);
         }
+        usage.trace(crate::otlp::RequestTrace::start(
+            state.tracer.as_ref(),
+            headers,
+            intake.operation,
+            intake.started.into_std(),
+        ));
         // Every limit of the key at once; the guard settles the holds whatever happens next.
         let (usage, limits) = admission::admit(state, key, ask, usage).await?;
         Ok(Pipeline { live, plan, usage, limits, started: intake.started, streamed: intake.streamed })
@@ -131,7 +139,9 @@ impl Pipeline {
             usage.set_served(&target.name, &target.provider.name, target.prices());
             let deadline = fallback.attempt_deadline(&target);
             let asked = Instant::now();
-            match door.call(&target, deadline).await {
+            let trace =
+                usage.trace_attempt(&target.name, &target.upstream, &target.provider.name, target.provider.kind);
+            match crate::otlp::propagate(trace, door.call(&target, deadline)).await {
                 Ok(value) => {
                     // A streamed attempt answers with its first content: its time is the time to first token.
                     if streamed {
@@ -153,6 +163,7 @@ impl Pipeline {
                 }
                 Err(e) => {
                     tracing::warn!(model = %target.name, provider = %target.provider.name, error = %e, "upstream attempt failed");
+                    usage.trace_attempt_failed(&e.label());
                     if !fallback.failed(&target, e) {
                         break;
                     }

@@ -107,6 +107,7 @@ pub async fn create_response(
             choices: 1,
             streamed: req.is_streaming(),
             started,
+            operation: "chat",
         };
         Pipeline::admit(&state, &request_id, key.as_deref(), &headers, intake).await?
     };

@@ -328,6 +328,7 @@ impl<E: Continuable> Resumable<E> for Resume<E> {
                 return None;
             }
             self.current.breaker.record_failure(e, self.breaker, Instant::now());
+            usage.trace_attempt_failed(&e.label());
             while let Some(target) = self.rest.pop_front() {
                 let now = Instant::now();
                 if now >= self.deadline {
@@ -350,7 +351,9 @@ impl<E: Continuable> Resumable<E> for Resume<E> {
                 });
                 let deadline = (now + timeouts.total).min(self.deadline);
                 let build = |ep: &crate::providers::Endpoint<'_>| adapter.chat_request(&req, ep);
-                let opened = match exec::open_stream_with(provider, timeouts, build, mapper, deadline).await {
+                let trace = usage.trace_attempt(&target.name, &target.upstream, &provider.name, provider.kind);
+                let open = exec::open_stream_with(provider, timeouts, build, mapper, deadline);
+                let opened = match crate::otlp::propagate(trace, open).await {
                     Ok(stream) => relay::past_preamble(stream).await,
                     Err(e) => Err(e),
                 };
@@ -367,6 +370,7 @@ impl<E: Continuable> Resumable<E> for Resume<E> {
                     }
                     Err(e2) => {
                         usage.count_attempt();
+                        usage.trace_attempt_failed(&e2.label());
                         tracing::warn!(model = %target.name, error = %e2, "a continuation attempt failed");
                         target.breaker.record_failure(&e2, self.breaker, Instant::now());
                     }

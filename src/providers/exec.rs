@@ -165,6 +165,7 @@ async fn send(
             let mut builder = http::Request::post(uri);
             if let Some(h) = builder.headers_mut() {
                 *h = req.headers;
+                super::propagation::insert_upstream(h);
                 if let Some(auth) = clients.settings.proxy_authorization() {
                     h.insert(http::header::PROXY_AUTHORIZATION, auth.clone());
                 }
@@ -186,6 +187,7 @@ async fn send(
             let mut builder = http::Request::post(path);
             if let Some(h) = builder.headers_mut() {
                 *h = req.headers;
+                super::propagation::insert_upstream(h);
             }
             let request = builder
                 .body(axum::body::Body::from(req.body))

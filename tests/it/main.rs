@@ -33,3 +33,4 @@ mod routing;
 mod secrets;
 mod streaming;
 mod tenancy;
+mod traces;
