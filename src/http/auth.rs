@@ -123,15 +123,26 @@ impl Principal {
     }
 }
 
-/// Whether a role may call this route (its matched path) with this method at all.
-pub fn allowed(role: Role, method: &Method, route: &str) -> bool {
+/// Whether a role may call this route (its matched path) with this method at all; `org_scoped`: the
+/// principal belongs to one organisation (then the gateway's own settings, health, configuration and
+/// audit are not its to read, whatever its role).
+pub fn allowed(role: Role, org_scoped: bool, method: &Method, route: &str) -> bool {
     let read = matches!(*method, Method::GET | Method::HEAD);
     let session = route == "/admin/v1/session";
+    let organisation_reads = |route: &str| {
+        route.starts_with("/admin/v1/keys")
+            || route.starts_with("/admin/v1/accounts")
+            || route.starts_with("/admin/v1/usage")
+            || route == "/admin/v1/billing"
+            || route.starts_with("/admin/v1/organizations")
+            || route.starts_with("/admin/v1/plans")
+    };
     match role {
         Role::Admin => true,
-        Role::Viewer => {
-            session || (read && route != "/admin/v1/audit" && !route.starts_with("/admin/v1/management_keys"))
-        }
+        // A gateway-wide viewer reads everything but management keys (their list is a credential
+        // inventory); an organisation's viewer reads what its organisation admin reads.
+        Role::Viewer if org_scoped => session || (read && organisation_reads(route)),
+        Role::Viewer => session || (read && !route.starts_with("/admin/v1/management_keys")),
         Role::KeyManager => {
             matches!(
                 (method.as_str(), route),
@@ -167,7 +178,7 @@ pub async fn require_admin(State(state): State<Arc<AppState>>, mut req: Request,
         Err(e) => return e.into_response(),
     };
     let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()).unwrap_or_default();
-    if !allowed(principal.role, req.method(), &route) {
+    if !allowed(principal.role, principal.organization_id.is_some(), req.method(), &route) {
         return GatewayError::forbidden(format!(
             "A {} may not {} {route}.",
             principal.role.as_str().replace('_', " "),
@@ -344,14 +355,23 @@ mod tests {
     #[test]
     fn roles_reach_only_their_routes() {
         let (get, post, patch) = (Method::GET, Method::POST, Method::PATCH);
-        assert!(allowed(Role::KeyManager, &post, "/admin/v1/keys"));
-        assert!(!allowed(Role::KeyManager, &patch, "/admin/v1/keys/{id}"));
-        assert!(!allowed(Role::KeyManager, &get, "/admin/v1/usage"));
-        assert!(!allowed(Role::Viewer, &post, "/admin/v1/keys"));
-        assert!(allowed(Role::Viewer, &get, "/admin/v1/usage/requests"));
-        assert!(!allowed(Role::OrgAdmin, &patch, "/admin/v1/organizations/{id}"));
-        assert!(!allowed(Role::OrgAdmin, &post, "/admin/v1/plans"));
-        assert!(!allowed(Role::OrgAdmin, &get, "/admin/v1/audit"));
+        assert!(allowed(Role::KeyManager, true, &post, "/admin/v1/keys"));
+        assert!(!allowed(Role::KeyManager, true, &patch, "/admin/v1/keys/{id}"));
+        assert!(!allowed(Role::KeyManager, true, &get, "/admin/v1/usage"));
+        assert!(!allowed(Role::Viewer, false, &post, "/admin/v1/keys"));
+        assert!(allowed(Role::Viewer, false, &get, "/admin/v1/usage/requests"));
+        assert!(!allowed(Role::OrgAdmin, true, &patch, "/admin/v1/organizations/{id}"));
+        assert!(!allowed(Role::OrgAdmin, true, &post, "/admin/v1/plans"));
+        assert!(!allowed(Role::OrgAdmin, true, &get, "/admin/v1/audit"));
+        // A gateway-wide viewer reads the gateway's health, configuration and audit; an
+        // organisation's viewer reads only what its organisation admin does; neither writes.
+        for route in ["/admin/v1/audit", "/admin/v1/providers", "/admin/v1/config"] {
+            assert!(allowed(Role::Viewer, false, &get, route), "{route}");
+            assert!(!allowed(Role::Viewer, true, &get, route), "{route}");
+        }
+        assert!(allowed(Role::Viewer, true, &get, "/admin/v1/usage"));
+        assert!(!allowed(Role::Viewer, false, &get, "/admin/v1/management_keys"));
+        assert!(!allowed(Role::Viewer, false, &post, "/admin/v1/reload"));
         assert!(allowed(Role::OrgAdmin, &post, "/admin/v1/accounts"));
         assert!(allowed(Role::Admin, &post, "/admin/v1/plans"));
     }

@@ -232,6 +232,10 @@ async fn members_are_granted_only_within_the_granting_admins_reach() {
     assert_eq!(v.get(&h, "/admin/v1/keys").send().await.unwrap().status(), 200);
     let post = v.send(&h, reqwest::Method::POST, "/admin/v1/keys").json(&json!({"organization_id": mine["id"]}));
     assert_eq!(post.send().await.unwrap().status(), 403);
+    // An organisation's viewer reads what its organisation admin reads, not the gateway's own state.
+    for path in ["/admin/v1/providers", "/admin/v1/config", "/admin/v1/audit"] {
+        assert_eq!(v.get(&h, path).send().await.unwrap().status(), 403, "{path}");
+    }
 
     // Disabled by its admin, the viewer's session ends at once.
     let id = viewer["id"].as_str().unwrap();
@@ -417,4 +421,19 @@ async fn an_allowlist_entry_that_names_nothing_is_refused_with_what_it_may_have_
     let patch = h.client.patch(h.url(&format!("/admin/v1/keys/{key}"))).bearer_auth(MASTER_KEY);
     let (status, _) = error_of(patch.json(&json!({"models": ["nothing-like-it-at-all"]})).send().await.unwrap()).await;
     assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn a_gateway_wide_viewer_reads_health_configuration_and_audit_and_changes_nothing() {
+    let h = Harness::start().await;
+    let who = email();
+    new_account(&h, &who, "viewer", None).await;
+    let v = session(&h, &who).await;
+    for path in ["/admin/v1/providers", "/admin/v1/config", "/admin/v1/audit", "/admin/v1/organizations"] {
+        assert_eq!(v.get(&h, path).send().await.unwrap().status(), 200, "{path}");
+    }
+    assert_eq!(v.get(&h, "/admin/v1/management_keys").send().await.unwrap().status(), 403);
+    assert_eq!(v.send(&h, reqwest::Method::POST, "/admin/v1/reload").send().await.unwrap().status(), 403);
+    let org = v.send(&h, reqwest::Method::POST, "/admin/v1/organizations").json(&json!({"name": "nope"}));
+    assert_eq!(org.send().await.unwrap().status(), 403);
 }

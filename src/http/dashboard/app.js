@@ -39,6 +39,8 @@ async function api(method, path, body) {
 
 const enc = encodeURIComponent;
 const isAdmin = () => me && me.role === "admin";
+// Gateway-wide: an admin, or a viewer of no one organisation (the gateway's health and audit are theirs to read).
+const isGatewayWide = () => me && (me.role === "admin" || (me.role === "viewer" && !me.organization_id));
 const canWrite = () => me && (me.role === "admin" || me.role === "org_admin");
 
 function cell(row, value, cls) {
@@ -139,6 +141,7 @@ async function signedIn() {
   $("#me").hidden = false;
   $("#tabs").hidden = false;
   for (const el of $$("[data-admin]")) el.hidden = !isAdmin();
+  for (const el of $$("[data-gateway]")) el.hidden = !isGatewayWide();
   for (const el of $$("form")) if (el.id !== "login-form" && !el.classList.contains("filters") && el.id !== "org-edit") {
     if (!canWrite()) el.hidden = true;
   }
