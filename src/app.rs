@@ -135,6 +135,22 @@ fn digest_of(config: &Config) -> String {
 #[derive(Debug)]
 pub struct ReloadRefused {
     pub problems: Vec<ConfigProblem>,
+    /// The version that stays in force.
+    pub in_force: u64,
+}
+
+/// A reload that was taken: the version before it and the one now in force (the same when the file
+/// read the same), both read under the reload lock, so two reloads at once cannot both claim a change.
+#[derive(Debug, Clone)]
+pub struct Reloaded {
+    pub before: ConfigVersion,
+    pub now: ConfigVersion,
+}
+
+impl Reloaded {
+    pub fn changed(&self) -> bool {
+        self.now.version != self.before.version
+    }
 }
 
 impl std::fmt::Display for ReloadRefused {
@@ -176,6 +192,8 @@ pub struct AppState {
     pub throttle: crate::http::auth::Throttle,
     /// Request traces' export (`[traces]`), when configured.
     pub tracer: Option<Arc<crate::otlp::Tracer>>,
+    /// Providers are sent W3C trace context (`traces.propagate`).
+    pub propagate_traces: bool,
 }
 
 /// The master key in force, and whether it was generated for this run.
@@ -213,7 +231,7 @@ impl AppState {
             source: opts.config_source.as_ref().map_or_else(|| "given in memory".to_owned(), ToString::to_string),
         };
         let live = Live::build(config.clone(), opts.env.as_ref(), None, version)
-            .map_err(|problems| anyhow::anyhow!(ReloadRefused { problems }.to_string()))?;
+            .map_err(|problems| anyhow::anyhow!(ReloadRefused { problems, in_force: 0 }.to_string()))?;
         let master = match (opts.env)(&config.auth.master_key_env).filter(|k| !k.trim().is_empty()) {
             Some(key) => MasterKey { key: Secret::new(key.trim()), generated: false },
             None => MasterKey { key: generate_master_key(), generated: true },
@@ -254,14 +272,21 @@ impl AppState {
             created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default(),
             throttle: crate::http::auth::Throttle::default(),
             tracer,
+            propagate_traces: config.traces.propagate,
         };
         Ok((Arc::new(state), master))
     }
 }
 
 impl AppState {
-    /// The configuration in force. A request takes it once and keeps it to its end.
-    pub fn live(&self) -> Arc<Live> {
+    /// The configuration in force, for a short read: no reference count is written (a shared
+    /// counter every core would contend for), so a request's handful of reads cost next to nothing.
+    pub fn live(&self) -> arc_swap::Guard<Arc<Live>> {
+        self.live.load()
+    }
+
+    /// The configuration in force, kept: a request's pipeline holds it from admission to its attempts.
+    pub fn live_arc(&self) -> Arc<Live> {
         self.live.load_full()
     }
 
@@ -269,10 +294,14 @@ impl AppState {
     /// requests in flight finish on the one they started with. A configuration that does not load, or
     /// that changes what cannot change while running, is refused with every problem by its path, and
     /// the one in force stays. An unchanged configuration keeps its version.
-    pub async fn reload(&self) -> Result<ConfigVersion, ReloadRefused> {
+    pub async fn reload(&self) -> Result<Reloaded, ReloadRefused> {
         let _one = self.reloading.lock().await;
+        let current = self.live();
+        let before = current.version.clone();
+        let in_force = before.version;
         let refused = |path: &str, message: String| ReloadRefused {
             problems: vec![ConfigProblem { path: path.to_owned(), message }],
+            in_force,
         };
         let Some(source) = self.config_source.clone() else {
             return Err(refused(
@@ -285,17 +314,16 @@ impl AppState {
             .await
             .map_err(|e| refused("", format!("the reload failed: {e}")))?;
         let config = loaded.map_err(|e| match e {
-            crate::config::ConfigError::Invalid { problems, .. } => ReloadRefused { problems },
+            crate::config::ConfigError::Invalid { problems, .. } => ReloadRefused { problems, in_force },
             read => refused("", read.to_string()),
         })?;
-        let current = self.live();
         let fixed = current.config.fixed_changes(&config);
         if !fixed.is_empty() {
-            return Err(ReloadRefused { problems: fixed });
+            return Err(ReloadRefused { problems: fixed, in_force });
         }
         let digest = digest_of(&config);
         if digest == current.version.digest {
-            return Ok(current.version.clone());
+            return Ok(Reloaded { now: before.clone(), before });
         }
         let version = ConfigVersion {
             version: current.version.version + 1,
@@ -304,12 +332,12 @@ impl AppState {
             source: current.version.source.clone(),
         };
         let live = Live::build(config, self.env.as_ref(), Some(&current), version)
-            .map_err(|problems| ReloadRefused { problems })?;
+            .map_err(|problems| ReloadRefused { problems, in_force })?;
         self.metrics
             .know(live.catalog.models().iter().map(|m| m.name.clone()), live.providers.iter().map(|p| p.name.clone()));
-        let version = live.version.clone();
+        let now = live.version.clone();
         self.live.store(Arc::new(live));
-        Ok(version)
+        Ok(Reloaded { before, now })
     }
 
     /// After an admin change to keys, plans or organisations: reload this replica's key cache now and

@@ -275,16 +275,21 @@ async fn run_fake(listen: String, settings: FakeSettings, control: bool) -> anyh
 }
 
 /// `SIGHUP` reads the configuration again, as `POST /admin/v1/reload` does; the outcome is logged.
+/// The handler is installed before this returns (before the socket listens), so an early `SIGHUP`
+/// cannot take its default action and end the process.
 fn reload_on_hangup(state: Arc<AppState>) {
     #[cfg(unix)]
-    tokio::spawn(async move {
+    {
         let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; reload with POST /admin/v1/reload");
             return;
         };
-        while hangups.recv().await.is_some() {
-            let _ = crate::http::admin::reload_config(&state, "signal").await;
-        }
-    });
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                let _ = crate::http::admin::reload_config(&state, "signal").await;
+            }
+        });
+    }
     #[cfg(not(unix))]
     drop(state);
 }

@@ -80,6 +80,9 @@ pub struct TracesConfig {
     pub headers: BTreeMap<String, String>,
     /// PEM certificates to trust for an `https` collector, besides the platform's.
     pub tls_ca_file: Option<String>,
+    /// Send providers W3C trace context (`traceparent`, a caller's valid `tracestate`), whether or not
+    /// spans are exported.
+    pub propagate: bool,
 }
 
 impl Default for TracesConfig {
@@ -94,6 +97,7 @@ impl Default for TracesConfig {
             export_timeout_ms: 10_000,
             headers: BTreeMap::new(),
             tls_ca_file: None,
+            propagate: true,
         }
     }
 }

@@ -84,6 +84,55 @@ impl TraceParent {
     }
 }
 
+/// A caller's `tracestate`: its fields joined, as the recommendation reads several; `None` when it is
+/// not valid (then it is not passed on at all): over 512 characters, over 32 members, or a member that
+/// is not `key=value` in its grammar.
+fn tracestate(headers: &HeaderMap) -> Option<HeaderValue> {
+    let mut joined = String::new();
+    for v in headers.get_all(TRACESTATE) {
+        if !joined.is_empty() {
+            joined.push(',');
+        }
+        joined.push_str(v.to_str().ok()?);
+    }
+    if joined.len() > 512 {
+        return None;
+    }
+    let mut members = 0;
+    for member in joined.split(',').map(|m| m.trim_matches([' ', '\t'])).filter(|m| !m.is_empty()) {
+        members += 1;
+        let (key, value) = member.split_once('=')?;
+        if members > 32 || !valid_key(key) || !valid_value(value) {
+            return None;
+        }
+    }
+    (members > 0).then(|| HeaderValue::try_from(joined).ok()).flatten()
+}
+
+/// `key = simple-key / multi-tenant-key` of the Trace Context recommendation.
+fn valid_key(key: &str) -> bool {
+    let part = |s: &str, max: usize, first_digit: bool| {
+        let b = s.as_bytes();
+        !b.is_empty()
+            && b.len() <= max
+            && (b[0].is_ascii_lowercase() || (first_digit && b[0].is_ascii_digit()))
+            && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_-*/".contains(c))
+    };
+    match key.split_once('@') {
+        None => part(key, 256, false),
+        Some((tenant, system)) => part(tenant, 241, true) && part(system, 14, false),
+    }
+}
+
+/// Printable ASCII but `,` and `=`, at most 256 characters, not ending in a space.
+fn valid_value(value: &str) -> bool {
+    let b = value.as_bytes();
+    !b.is_empty()
+        && b.len() <= 256
+        && b.last() != Some(&b' ')
+        && b.iter().all(|c| (0x20..=0x7e).contains(c) && *c != b',' && *c != b'=')
+}
+
 /// Lower-case hex only, as the recommendation requires.
 fn hex<const N: usize>(digits: &[u8]) -> Option<[u8; N]> {
     let nibble = |c: u8| match c {
@@ -216,6 +265,8 @@ impl Tracer {
 /// reaches the router when traces are on, and for those that came with a `traceparent` when they are
 /// off (then only to pass it on).
 pub struct RequestTrace {
+    /// Providers are sent the attempt's context.
+    propagate: bool,
     /// Set when this request's spans are exported.
     recording: Option<Arc<Tracer>>,
     trace_id: [u8; 16],
@@ -246,15 +297,24 @@ impl RequestTrace {
     /// to record or pass on.
     pub fn start(
         tracer: Option<&Arc<Tracer>>,
+        propagate: bool,
         headers: &HeaderMap,
         operation: &'static str,
         started: Instant,
     ) -> Option<Box<RequestTrace>> {
-        let caller = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
+        if tracer.is_none() && (!propagate || !headers.contains_key(TRACEPARENT)) {
+            return None;
+        }
+        // Several `traceparent` fields are not one context: none is taken.
+        let mut fields = headers.get_all(TRACEPARENT).iter();
+        let caller = match (fields.next(), fields.next()) {
+            (Some(v), None) => v.to_str().ok().and_then(TraceParent::parse),
+            _ => None,
+        };
         if tracer.is_none() && caller.is_none() {
             return None;
         }
-        let tracestate = caller.and(headers.get(TRACESTATE)).cloned();
+        let tracestate = caller.and_then(|_| tracestate(headers));
         let (trace_id, parent, flags) = match caller {
             Some(c) => (c.trace_id, Some(c.parent_id), c.flags),
             None => (rand::random(), None, 0),
@@ -274,6 +334,7 @@ impl RequestTrace {
         let now_unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let started_unix_nanos = (now_unix.saturating_sub(started.elapsed())).as_nanos() as u64;
         Some(Box::new(RequestTrace {
+            propagate,
             recording: recording.cloned(),
             trace_id,
             span_id,
@@ -289,7 +350,13 @@ impl RequestTrace {
 
     /// An attempt begins: the headers it sends its provider. The attempt before it, if still open,
     /// has ended.
-    pub fn attempt(&mut self, model: &str, upstream_model: &str, provider: &str, kind: ProviderKind) -> Upstream {
+    pub fn attempt(
+        &mut self,
+        model: &str,
+        upstream_model: &str,
+        provider: &str,
+        kind: ProviderKind,
+    ) -> Option<Upstream> {
         self.end_attempt(None);
         let parent = match self.recording {
             Some(_) => {
@@ -309,7 +376,12 @@ impl RequestTrace {
             None => self.span_id,
         };
         let header = TraceParent { trace_id: self.trace_id, parent_id: parent, flags: self.flags }.header();
-        Upstream::new(header, self.tracestate.clone())
+        self.propagate.then(|| Upstream::new(header, self.tracestate.clone()))
+    }
+
+    /// The open attempt answered.
+    pub fn attempt_done(&mut self) {
+        self.end_attempt(None);
     }
 
     /// The open attempt failed with `error` (a short label).
@@ -329,7 +401,10 @@ impl RequestTrace {
     /// The request ended with `record`: its spans go to the export queue.
     pub fn finish(mut self, record: &UsageRecord) {
         let Some(tracer) = self.recording.take() else { return };
-        let failed = matches!(record.outcome, Outcome::Failed | Outcome::Crashed) || record.status >= 500;
+        // A stream cut mid-way (by its provider or by the drain) failed, whatever status its head had.
+        let failed =
+            matches!(record.outcome, Outcome::Failed | Outcome::Crashed | Outcome::Interrupted | Outcome::ShutDown)
+                || record.status >= 500;
         let ended = Instant::now();
         let last_open = self.attempts.last().is_some_and(|a| a.ended.is_none());
         if last_open && failed {
@@ -606,7 +681,43 @@ mod tests {
         assert!(TraceParent::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-ever").is_some());
     }
 
+    #[test]
+    fn tracestate_is_passed_on_only_when_valid_and_joined_across_fields() {
+        let of = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(TRACESTATE, HeaderValue::from_str(v).unwrap());
+            }
+            tracestate(&h).map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(of(&["congo=t61rcWkgMzE"]).as_deref(), Some("congo=t61rcWkgMzE"));
+        assert_eq!(of(&["a=1", "b@1tenant=2"]), None, "the system after @ starts with a letter");
+        assert_eq!(of(&["a=1", "tenant-1@b=2"]).as_deref(), Some("a=1,tenant-1@b=2"));
+        assert_eq!(of(&["a=1 , ,b=2"]).as_deref(), Some("a=1 , ,b=2"), "empty members are allowed");
+        for bad in ["A=1", "a", "a=", "a=x,y", "a=b=c", "1a=2", "a=x\ty", &format!("a={}", "x".repeat(600))] {
+            assert_eq!(of(&[bad]), None, "{bad}");
+        }
+        let many: Vec<String> = (0..33).map(|i| format!("k{i}=v")).collect();
+        assert_eq!(of(&[&many.join(",")]), None, "at most 32 members");
+        assert_eq!(of(&[&many[..32].join(",")]).map(|s| s.split(',').count()), Some(32));
+    }
+
     proptest! {
+        /// Headers that are almost right: one byte of a valid header changed is read or refused, and a
+        /// header read is written back the same way.
+        #[test]
+        fn a_header_one_byte_off_is_read_or_refused_consistently(at in 0usize..55, byte in any::<u8>()) {
+            let mut v = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_vec();
+            v[at] = byte;
+            if let Ok(s) = std::str::from_utf8(&v)
+                && let Some(tp) = TraceParent::parse(s)
+            {
+                // Written back as version 00, the rest as it came.
+                let written = tp.header();
+                prop_assert_eq!(&written.to_str().unwrap()[2..], &s[2..]);
+            }
+        }
+
         #[test]
         fn any_ids_round_trip(trace in any::<[u8; 16]>(), parent in any::<[u8; 8]>(), flags in any::<u8>()) {
             prop_assume!(trace != [0; 16] && parent != [0; 8]);

@@ -190,7 +190,14 @@ impl UsageGuard {
         provider: &str,
         kind: crate::config::ProviderKind,
     ) -> Option<crate::otlp::Upstream> {
-        self.trace.as_mut().map(|t| t.attempt(model, upstream_model, provider, kind))
+        self.trace.as_mut().and_then(|t| t.attempt(model, upstream_model, provider, kind))
+    }
+
+    /// The open attempt answered whole (a stream's attempt stays open until the stream ends).
+    pub fn trace_attempt_done(&mut self) {
+        if let Some(t) = &mut self.trace {
+            t.attempt_done();
+        }
     }
 
     /// The open attempt failed (`error`: a short label).

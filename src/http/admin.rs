@@ -1215,18 +1215,17 @@ pub async fn config_version(State(state): State<Arc<AppState>>) -> Json<Value> {
 /// `POST /admin/v1/reload` (and `SIGHUP`): read the configuration again and swap it in, or refuse it
 /// whole with every problem by its path (422) and keep the one in force.
 pub async fn reload(State(state): State<Arc<AppState>>, Extension(who): Extension<Principal>) -> Response {
-    let before = state.live().version.clone();
     match reload_config(&state, &who.actor).await {
-        Ok(now) => {
-            let mut body = config_json(&now);
-            body["changed"] = json!(now.version != before.version);
+        Ok(done) => {
+            let mut body = config_json(&done.now);
+            body["changed"] = json!(done.changed());
             Json(body).into_response()
         }
         Err(refused) => {
             let problems: Vec<Value> =
                 refused.problems.iter().map(|p| json!({"path": p.path, "message": p.message})).collect();
             let message =
-                format!("The configuration was not reloaded; version {} stays in force. {refused}", before.version);
+                format!("The configuration was not reloaded; version {} stays in force. {refused}", refused.in_force);
             let param = refused.problems.first().map(|p| p.path.clone()).filter(|p| !p.is_empty());
             let body = json!({"error": {"message": message, "type": "invalid_request_error", "param": param,
                                         "code": "config_invalid", "problems": problems}});
@@ -1237,25 +1236,22 @@ pub async fn reload(State(state): State<Arc<AppState>>, Extension(who): Extensio
 
 /// A reload by `actor` (an admin, or `signal` for `SIGHUP`): swapped in and audited, or refused and
 /// logged with its problems.
-pub async fn reload_config(
-    state: &AppState,
-    actor: &str,
-) -> Result<crate::app::ConfigVersion, crate::app::ReloadRefused> {
-    let before = state.live().version.clone();
+pub async fn reload_config(state: &AppState, actor: &str) -> Result<crate::app::Reloaded, crate::app::ReloadRefused> {
     match state.reload().await {
-        Ok(now) => {
-            if now.version != before.version {
+        Ok(done) => {
+            let now = &done.now;
+            if done.changed() {
                 tracing::info!(actor, version = now.version, digest = %now.digest, "configuration reloaded");
-                let (was, is) = (config_json(&before), config_json(&now));
+                let (was, is) = (config_json(&done.before), config_json(now));
                 audit_as(state, actor, "config.reload", "config", &now.version.to_string(), Some(&was), Some(&is))
                     .await;
             } else {
                 tracing::info!(actor, version = now.version, "configuration reloaded: nothing changed");
             }
-            Ok(now)
+            Ok(done)
         }
         Err(refused) => {
-            tracing::warn!(actor, version = before.version, problems = %refused, "configuration reload refused");
+            tracing::warn!(actor, version = refused.in_force, problems = %refused, "configuration reload refused");
             Err(refused)
         }
     }

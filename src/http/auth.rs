@@ -372,8 +372,8 @@ mod tests {
         assert!(allowed(Role::Viewer, true, &get, "/admin/v1/usage"));
         assert!(!allowed(Role::Viewer, false, &get, "/admin/v1/management_keys"));
         assert!(!allowed(Role::Viewer, false, &post, "/admin/v1/reload"));
-        assert!(allowed(Role::OrgAdmin, &post, "/admin/v1/accounts"));
-        assert!(allowed(Role::Admin, &post, "/admin/v1/plans"));
+        assert!(allowed(Role::OrgAdmin, true, &post, "/admin/v1/accounts"));
+        assert!(allowed(Role::Admin, false, &post, "/admin/v1/plans"));
     }
 
     #[test]

@@ -105,7 +105,7 @@ impl Pipeline {
         intake: Intake<'_, '_>,
     ) -> Result<Pipeline, GatewayError> {
         let caller = caller_for(key.map(AsRef::as_ref), headers);
-        let live = state.live();
+        let live = state.live_arc();
         let plan = live.catalog.route(intake.model, &caller, intake.features).await?;
         let ask = admission::ask(intake.features, &plan, intake.prompts, intake.choices);
         let mut usage = UsageGuard::for_request(
@@ -122,6 +122,7 @@ impl Pipeline {
         }
         usage.trace(crate::otlp::RequestTrace::start(
             state.tracer.as_ref(),
+            state.propagate_traces,
             headers,
             intake.operation,
             intake.started.into_std(),
@@ -146,6 +147,8 @@ impl Pipeline {
                     // A streamed attempt answers with its first content: its time is the time to first token.
                     if streamed {
                         target.ttft.record(asked.elapsed());
+                    } else {
+                        usage.trace_attempt_done();
                     }
                     fallback.succeeded(&target);
                     let mut headers = HeaderMap::new();

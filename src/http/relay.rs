@@ -251,6 +251,7 @@ impl<I: Relayed> Relay<I> {
             End::Failed(e) => {
                 drop(upstream);
                 tracing::warn!(error = %e, "stream failed after it started");
+                self.usage.trace_attempt_failed(&e.label());
                 let _ = tx.send(self.encoder.error(&stream_error(&e).reply())).await;
                 (Outcome::Interrupted, Some(e.label()))
             }

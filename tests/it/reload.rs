@@ -123,7 +123,7 @@ async fn a_broken_configuration_is_refused_with_its_path_and_the_one_in_force_st
     assert_eq!(served_by(&h, "team-default").await, "test-model");
     assert_eq!(h.get_json("/admin/v1/config").await["version"], 1);
 
-    // Only a gateway admin may reload: a virtual key may not, nor a viewer.
+    // Only a gateway admin may reload: a virtual key may not (viewers: tests/it/accounts.rs).
     let org = h.new_org(json!({"name": format!("reload-{}", uuid::Uuid::now_v7())})).await;
     let (_, key) = h.new_key(&org, json!({})).await;
     let resp = h.client.post(h.url("/admin/v1/reload")).bearer_auth(&key).send().await.unwrap();
@@ -133,7 +133,7 @@ async fn a_broken_configuration_is_refused_with_its_path_and_the_one_in_force_st
 #[tokio::test]
 async fn a_stream_in_flight_ends_on_the_configuration_it_started_with() {
     let h = Harness::with(Setup {
-        fake: FakeSettings { latency_ms: 0, tokens_per_second: 40.0, completion_tokens: 40 },
+        fake: FakeSettings { latency_ms: 0, tokens_per_second: 40.0, completion_tokens: 80 },
         ..with_alias()
     })
     .await;
@@ -147,7 +147,7 @@ async fn a_stream_in_flight_ends_on_the_configuration_it_started_with() {
     let first = stream.next().await.unwrap().unwrap();
     assert!(!first.is_empty());
 
-    // The model the stream is on leaves the catalog while it runs.
+    // The model the stream is on leaves the catalog while it runs, and its price goes up a hundredfold.
     let text = std::fs::read_to_string(&h.config_file).unwrap();
     let without = text
         .replacen(
@@ -155,22 +155,34 @@ async fn a_stream_in_flight_ends_on_the_configuration_it_started_with() {
             "name = \"renamed-model\"\n            provider = \"upstream\"",
             1,
         )
+        .replacen(
+            "input_per_mtok = 1.0\n            output_per_mtok = 2.0",
+            "input_per_mtok = 100.0\n            output_per_mtok = 200.0",
+            1,
+        )
         .replacen(r#"targets = ["test-model"]"#, r#"targets = ["claude-test"]"#, 1);
-    assert_ne!(without, text);
+    assert!(without.contains("renamed-model") && without.contains("100.0"), "every edit applied");
     std::fs::write(&h.config_file, without).unwrap();
     let (status, reloaded) = reload(&h).await;
     assert_eq!(status, 200, "{reloaded}");
 
-    let mut rest = first.to_vec();
+    let mut rest = Vec::new();
     while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.unwrap() {
         rest.extend_from_slice(&chunk.unwrap());
     }
-    let text = String::from_utf8(rest).unwrap();
-    assert!(text.trim_end().ends_with("data: [DONE]"), "the stream ended whole: {text}");
+    let after = String::from_utf8(rest).unwrap();
+    assert!(
+        after.matches("\"content\":").count() >= 5,
+        "the stream was still running when the reload was done, and went on: {after}"
+    );
+    assert!(after.trim_end().ends_with("data: [DONE]"), "the stream ended whole: {after}");
     let records = h.usage.wait_for(1).await;
     let row = records.iter().find(|r| r.requested_model == "team-default").unwrap();
     assert_eq!(row.served_model.as_deref(), Some("test-model"));
-    assert!(row.cost_micros.is_some_and(|c| c > 0), "priced by the configuration it started on");
+    // $1 and $2 a million tokens are one and two micro-dollars a token: the old prices, not the new.
+    assert!(row.completion_tokens >= 40, "{row:?}");
+    let at_old_prices = row.prompt_tokens as i64 + 2 * row.completion_tokens as i64;
+    assert_eq!(row.cost_micros, Some(at_old_prices), "priced by the configuration it started on");
 
     // New requests see the new one.
     let (status, err) = error_of(h.chat(hello("test-model")).await).await;

@@ -396,7 +396,34 @@ async fn with_traces_off_a_callers_trace_context_reaches_the_provider_unchanged(
     assert_eq!(h.chat(hello("test-model")).await.status(), 200);
     assert!(h.upstream.last_request().headers.get("traceparent").is_none());
     let metrics = h.client.get(h.url("/metrics")).bearer_auth(MASTER_KEY).send().await.unwrap().text().await.unwrap();
-    assert!(!metrics.contains("switchyard_trace_spans"), "no trace counters while traces are off");
+    assert!(metrics.contains("switchyard_requests_total") && !metrics.contains("switchyard_trace_spans"));
+
+    // Told not to, it passes nothing on; an invalid tracestate is never passed on.
+    let quiet = Harness::with(Setup { extra: "[traces]\npropagate = false\n".into(), ..Setup::default() }).await;
+    let resp = quiet
+        .client
+        .post(quiet.url("/v1/chat/completions"))
+        .bearer_auth(MASTER_KEY)
+        .header("traceparent", format!("00-{TRACE}-{PARENT}-01"))
+        .json(&hello("test-model"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(quiet.upstream.last_request().headers.get("traceparent").is_none());
+    let resp = h
+        .client
+        .post(h.url("/v1/chat/completions"))
+        .bearer_auth(MASTER_KEY)
+        .header("traceparent", format!("00-{TRACE}-{PARENT}-01"))
+        .header("tracestate", "Not Valid")
+        .json(&hello("test-model"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = h.upstream.last_request();
+    assert!(seen.headers.get("traceparent").is_some() && seen.headers.get("tracestate").is_none());
 }
 
 #[tokio::test]
