@@ -142,6 +142,8 @@ pub struct InputLimits {
     pub max_metadata_bytes: usize,
     /// Inputs in one embeddings request.
     pub max_embedding_inputs: usize,
+    /// Documents in one rerank request.
+    pub max_rerank_documents: usize,
 }
 
 impl Default for InputLimits {
@@ -154,6 +156,7 @@ impl Default for InputLimits {
             max_logit_bias: 300,
             max_metadata_bytes: 16 * 1024,
             max_embedding_inputs: 2048,
+            max_rerank_documents: 1000,
         }
     }
 }
@@ -649,6 +652,7 @@ impl Config {
             ("max_logit_bias", i.max_logit_bias),
             ("max_metadata_bytes", i.max_metadata_bytes),
             ("max_embedding_inputs", i.max_embedding_inputs),
+            ("max_rerank_documents", i.max_rerank_documents),
         ] {
             if v == 0 {
                 bad(format!("input.{name}"), "must be greater than 0".into());

@@ -127,6 +127,8 @@ pub fn router(state: Arc<FakeState>) -> Router {
         .route("/openai/deployments/{deployment}/embeddings", post(embeddings))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/moderations", post(moderations))
+        .route("/v1/rerank", post(rerank_compatible))
+        .route("/v2/rerank", post(rerank_cohere))
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/responses", post(responses::responses))
         .route("/v1/completions", post(completions::completions))
@@ -366,6 +368,63 @@ async fn embeddings(State(state): State<Arc<FakeState>>, headers: HeaderMap, bod
     json_response(
         &json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}),
     )
+}
+
+/// Jina's and vLLM's rerank shape: results with the documents, and `usage`.
+async fn rerank_compatible(State(state): State<Arc<FakeState>>, headers: HeaderMap, body: Bytes) -> Response {
+    rerank(state, headers, body, false).await
+}
+
+/// Cohere's v2 rerank: results without documents, `meta.billed_units` in search units, no tokens.
+async fn rerank_cohere(State(state): State<Arc<FakeState>>, headers: HeaderMap, body: Bytes) -> Response {
+    rerank(state, headers, body, true).await
+}
+
+async fn rerank(state: Arc<FakeState>, headers: HeaderMap, body: Bytes, cohere: bool) -> Response {
+    let body = match parse_json(Dialect::OpenAi, &body) {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let model = body.get("model").and_then(Value::as_str).unwrap_or("fake-rerank").to_owned();
+    if let Err(resp) = intake(&state, Dialect::OpenAi, headers, &body, &model).await {
+        return resp;
+    }
+    let (Some(query), Some(documents)) =
+        (body.get("query").and_then(Value::as_str), body.get("documents").and_then(Value::as_array))
+    else {
+        return Dialect::OpenAi.error_response(400, None, None, "'query' and 'documents' are required");
+    };
+    let Some(texts) = documents.iter().map(Value::as_str).collect::<Option<Vec<&str>>>() else {
+        return Dialect::OpenAi.error_response(400, None, None, "documents must be strings");
+    };
+    // The share of the query's words a document holds, a little less for longer documents: deterministic.
+    let words: Vec<String> = query.split_whitespace().map(str::to_lowercase).collect();
+    let mut results: Vec<(usize, f64)> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let lower = text.to_lowercase();
+            let hits = words.iter().filter(|w| lower.contains(w.as_str())).count() as f64;
+            (i, hits / words.len().max(1) as f64 - text.len() as f64 / 1e6)
+        })
+        .collect();
+    results.sort_by(|a, b| b.1.total_cmp(&a.1));
+    if let Some(n) = body.get("top_n").and_then(Value::as_u64) {
+        results.truncate(n as usize);
+    }
+    let tokens: usize = texts.iter().map(|t| t.len().div_ceil(4)).sum::<usize>() + query.len().div_ceil(4);
+    let answer = if cohere {
+        let results: Vec<Value> = results.iter().map(|(i, s)| json!({"index": i, "relevance_score": s})).collect();
+        json!({"id": state.next_id("rerank"), "results": results,
+               "meta": {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}}})
+    } else {
+        let results: Vec<Value> = results
+            .iter()
+            .map(|(i, s)| json!({"index": i, "relevance_score": s, "document": {"text": texts[*i]}}))
+            .collect();
+        json!({"model": model, "results": results, "usage": {"total_tokens": tokens}})
+    };
+    json_response(&answer)
 }
 
 /// A deterministic unit-length vector for `text`.

@@ -25,6 +25,7 @@ pub mod models;
 pub mod observe;
 pub mod pipeline;
 pub mod relay;
+pub mod rerank;
 pub mod responses;
 mod resume;
 
@@ -53,6 +54,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/responses/{id}/input_items", get(responses::list_input_items))
         .route("/v1/embeddings", post(embeddings::create_embeddings))
         .route("/v1/moderations", post(embeddings::create_moderation))
+        .route("/v1/rerank", post(rerank::create_rerank))
+        .route("/v2/rerank", post(rerank::create_rerank))
         .route("/v1/models", get(models::list_models))
         .route("/v1/models/{*id}", get(models::retrieve_model))
         .route("/v1/route/explain", post(models::explain_route))

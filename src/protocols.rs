@@ -24,7 +24,10 @@ use http::{HeaderMap, StatusCode};
 
 pub use error::{ErrorKind, ProviderError, TimeoutPhase};
 
-use crate::schema::{ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, ModerationRequest};
+use crate::schema::{
+    ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, ModerationRequest, RerankRequest,
+    RerankResponse,
+};
 use crate::secret::Secret;
 use crate::sse::SseEvent;
 
@@ -119,6 +122,27 @@ pub trait Adapter: Send + Sync {
         _endpoint: &Endpoint<'_>,
     ) -> Result<UpstreamRequest, ProviderError> {
         Err(bad_request("This model's provider does not offer moderations.", "model"))
+    }
+
+    /// Whether the provider has a rerank API at all.
+    fn reranks(&self) -> bool {
+        false
+    }
+
+    /// Builds a rerank call (model already the upstream id); providers without a rerank API refuse, so
+    /// the router moves on to the next target.
+    fn rerank_request(&self, _req: &RerankRequest, _endpoint: &Endpoint<'_>) -> Result<UpstreamRequest, ProviderError> {
+        Err(ProviderError::new(ErrorKind::Untranslatable, "this model's provider does not offer reranking"))
+    }
+
+    /// Called with the body of a successful rerank response.
+    fn parse_rerank(&self, body: &[u8]) -> Result<RerankResponse, ProviderError> {
+        serde_json::from_slice(body).map_err(|e| {
+            ProviderError::new(
+                ErrorKind::InvalidResponse,
+                format!("the provider's response is not a rerank result: {e}"),
+            )
+        })
     }
 }
 

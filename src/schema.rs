@@ -728,6 +728,72 @@ pub struct ModerationRequest {
     pub extra: Extra,
 }
 
+/// `POST /v1/rerank` request body, in Cohere's shape (which Jina and vLLM also take): documents are
+/// strings, or objects with a string `text`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RerankRequest {
+    pub model: String,
+    pub query: String,
+    pub documents: Vec<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_n: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_documents: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens_per_doc: Option<u32>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl RerankRequest {
+    /// A document's text (`None` for one that is neither a string nor an object with a string `text`).
+    pub fn text_of(document: &Value) -> Option<&str> {
+        match document {
+            Value::String(s) => Some(s),
+            Value::Object(o) => o.get("text").and_then(Value::as_str),
+            _ => None,
+        }
+    }
+}
+
+/// A rerank answer, read from any of the shapes providers give (Cohere's, Jina's, vLLM's) and written
+/// in Cohere's.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RerankResponse {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    pub results: Vec<RerankResult>,
+    /// Cohere's `meta` (`billed_units`, `tokens`), as the provider wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<Value>,
+    /// Jina's and vLLM's `usage` (`total_tokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Value>,
+}
+
+impl RerankResponse {
+    /// The input tokens the provider reports, wherever its shape puts them.
+    pub fn input_tokens(&self) -> Option<u64> {
+        let at = |v: &Option<Value>, path: &[&str]| {
+            path.iter().try_fold(v.as_ref()?, |v, k| v.get(k)).and_then(Value::as_u64)
+        };
+        at(&self.usage, &["prompt_tokens"])
+            .or_else(|| at(&self.usage, &["total_tokens"]))
+            .or_else(|| at(&self.meta, &["tokens", "input_tokens"]))
+            .or_else(|| at(&self.meta, &["billed_units", "input_tokens"]))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RerankResult {
+    pub index: usize,
+    pub relevance_score: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document: Option<Value>,
+}
+
 /// The body of every error Switchyard returns: `{"error":{"message","type","param","code"}}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -784,6 +850,7 @@ with_extra!(EmbeddingResponse { object = list_object, data, model = Default::def
 with_extra!(Embedding { object = embedding_object, index, embedding });
 with_extra!(EmbeddingUsage { prompt_tokens = Default::default, total_tokens = Default::default });
 with_extra!(ModerationRequest { model, input });
+with_extra!(RerankRequest { model, query, documents, top_n, return_documents, max_tokens_per_doc });
 
 #[cfg(test)]
 mod tests {

@@ -40,6 +40,8 @@ pub enum Capability {
     Reasoning,
     Embeddings,
     Moderation,
+    /// Scores documents against a query (`POST /v1/rerank`).
+    Rerank,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

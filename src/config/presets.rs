@@ -19,6 +19,20 @@ pub struct Quirks {
     pub completions: bool,
     /// How the API takes a partial answer to continue (a stream continued after its provider failed).
     pub prefill: Prefill,
+    /// Where and how the API reranks documents, if it does.
+    pub rerank: Rerank,
+}
+
+/// A provider's rerank API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rerank {
+    /// None is served.
+    None,
+    /// `POST {base_url}/rerank` taking and answering Cohere's shape (Jina, vLLM, Infinity, TEI routers).
+    Compatible,
+    /// Cohere's own `POST /v2/rerank`, beside its OpenAI-compatible API (`…/compatibility/v1`).
+    CohereV2,
 }
 
 /// How a provider is asked to continue a partial answer.
@@ -43,6 +57,7 @@ impl Quirks {
         responses: true,
         completions: true,
         prefill: Prefill::Instruction,
+        rerank: Rerank::None,
     };
     pub const COMPATIBLE: Quirks = Quirks {
         max_completion_tokens: false,
@@ -51,11 +66,12 @@ impl Quirks {
         responses: false,
         completions: false,
         prefill: Prefill::Instruction,
+        rerank: Rerank::None,
     };
     /// A self-hosted server (vLLM, Ollama) or an aggregator that serves both older and newer routes.
     const SERVES_ALL: Quirks = Quirks { responses: true, completions: true, ..Quirks::COMPATIBLE };
-    /// The built-in fake speaks everything it is asked in OpenAI's wire format.
-    pub const FAKE: Quirks = Quirks::SERVES_ALL;
+    /// The built-in fake speaks everything it is asked in OpenAI's wire format, reranks included.
+    pub const FAKE: Quirks = Quirks { rerank: Rerank::Compatible, ..Quirks::SERVES_ALL };
 }
 
 /// Operator overrides of a preset's quirks.
@@ -68,6 +84,7 @@ pub struct QuirksConfig {
     pub responses: Option<bool>,
     pub completions: Option<bool>,
     pub prefill: Option<Prefill>,
+    pub rerank: Option<Rerank>,
 }
 
 impl QuirksConfig {
@@ -79,6 +96,7 @@ impl QuirksConfig {
             responses: self.responses.unwrap_or(base.responses),
             completions: self.completions.unwrap_or(base.completions),
             prefill: self.prefill.unwrap_or(base.prefill),
+            rerank: self.rerank.unwrap_or(base.rerank),
         }
     }
 }
@@ -131,10 +149,22 @@ pub const PRESETS: &[Preset] = &[
         quirks: Quirks { prefill: Prefill::PrefixFlag, ..STRICT },
     },
     Preset { name: "openrouter", base_url: "https://openrouter.ai/api/v1", quirks: WITH_COMPLETIONS },
+    // Cohere's OpenAI-compatible API (chat, streams, tools, embeddings) beside its own v2 rerank;
+    // Jina's API (embeddings, rerank).
+    Preset {
+        name: "cohere",
+        base_url: "https://api.cohere.ai/compatibility/v1",
+        quirks: Quirks { stream_options: false, rerank: Rerank::CohereV2, ..STRICT },
+    },
+    Preset {
+        name: "jina",
+        base_url: "https://api.jina.ai/v1",
+        quirks: Quirks { rerank: Rerank::Compatible, ..Quirks::COMPATIBLE },
+    },
     Preset {
         name: "vllm",
         base_url: "http://127.0.0.1:8000/v1",
-        quirks: Quirks { prefill: Prefill::ContinueFinalMessage, ..Quirks::SERVES_ALL },
+        quirks: Quirks { prefill: Prefill::ContinueFinalMessage, rerank: Rerank::Compatible, ..Quirks::SERVES_ALL },
     },
     Preset { name: "ollama", base_url: "http://127.0.0.1:11434/v1", quirks: Quirks::SERVES_ALL },
 ];

@@ -125,6 +125,10 @@ pub fn check_embedding_inputs(limits: &InputLimits, inputs: usize) -> Result<(),
     count("input", "inputs", inputs, limits.max_embedding_inputs)
 }
 
+pub fn check_rerank_documents(limits: &InputLimits, documents: usize) -> Result<(), Exceeded> {
+    count("documents", "documents", documents, limits.max_rerank_documents)
+}
+
 fn count(param: &'static str, what: &str, n: usize, max: usize) -> Result<(), Exceeded> {
     if n > max {
         return Err(Exceeded::new(param, format!("holds {n} {what}; at most {max} are accepted.")));

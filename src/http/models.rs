@@ -85,6 +85,8 @@ fn mode(m: &ModelEntry) -> &'static str {
         "embedding"
     } else if only(Capability::Moderation) {
         "moderation"
+    } else if caps.contains(&Capability::Rerank) {
+        "rerank"
     } else {
         "chat"
     }

@@ -17,10 +17,10 @@ use super::{
     Adapter, Dialect, Endpoint, ErrorReply, Native, NativeCall, StreamEncoder, StreamMapper, StreamStep,
     UpstreamRequest, bad_request,
 };
-use crate::config::presets::{Quirks, STRICT_EXTRA_FIELDS, is_reasoning_model};
+use crate::config::presets::{Quirks, Rerank, STRICT_EXTRA_FIELDS, is_reasoning_model};
 use crate::schema::{
     ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, ErrorBody, ErrorObject,
-    ModerationRequest,
+    ModerationRequest, RerankRequest,
 };
 use crate::sse::{DONE_FRAME, SseEvent, data_frame};
 
@@ -141,6 +141,43 @@ impl Adapter for OpenAiAdapter {
             headers: bearer_headers(endpoint)?,
             body: encode(req)?,
         })
+    }
+
+    fn reranks(&self) -> bool {
+        self.quirks.rerank != Rerank::None
+    }
+
+    /// Documents go as strings (Cohere's v2 takes nothing else; the others take them too); the gateway
+    /// keeps the originals to return.
+    fn rerank_request(&self, req: &RerankRequest, endpoint: &Endpoint<'_>) -> Result<UpstreamRequest, ProviderError> {
+        let url = match self.quirks.rerank {
+            Rerank::None => {
+                return Err(ProviderError::new(
+                    ErrorKind::Untranslatable,
+                    "this model's provider does not offer reranking",
+                ));
+            }
+            Rerank::Compatible => url(endpoint, "rerank"),
+            Rerank::CohereV2 => {
+                let base = endpoint.base_url.trim_end_matches('/');
+                let root =
+                    ["/compatibility/v1", "/v1", "/v2"].iter().find_map(|s| base.strip_suffix(s)).unwrap_or(base);
+                format!("{root}/v2/rerank")
+            }
+        };
+        let documents: Vec<serde_json::Value> = req
+            .documents
+            .iter()
+            .map(|d| serde_json::Value::String(RerankRequest::text_of(d).unwrap_or_default().to_owned()))
+            .collect();
+        let mut body = serde_json::json!({"model": req.model, "query": req.query, "documents": documents});
+        if let Some(n) = req.top_n {
+            body["top_n"] = n.into();
+        }
+        if let Some(n) = req.max_tokens_per_doc {
+            body["max_tokens_per_doc"] = n.into();
+        }
+        Ok(UpstreamRequest { url, headers: bearer_headers(endpoint)?, body: encode(&body)? })
     }
 }
 

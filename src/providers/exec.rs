@@ -20,7 +20,10 @@ use crate::protocols::{ErrorKind, ProviderError, TimeoutPhase};
 use serde_json::Value;
 
 use crate::config::Timeouts;
-use crate::schema::{ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, ModerationRequest};
+use crate::schema::{
+    ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, ModerationRequest, RerankRequest,
+    RerankResponse,
+};
 use crate::sse::{SseDecoder, SseEvent};
 
 type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
@@ -78,6 +81,17 @@ pub async fn embed(
 ) -> Result<EmbeddingResponse, ProviderError> {
     let body = call_whole(provider, timeouts, |ep| provider.adapter().embeddings_request(req, ep), deadline).await?;
     provider.adapter().parse_embeddings(req, &body)
+}
+
+/// Sends a rerank request and reads the answer, whichever of the rerank shapes it came in.
+pub async fn rerank(
+    provider: &Provider,
+    timeouts: &Timeouts,
+    req: &RerankRequest,
+    deadline: Instant,
+) -> Result<RerankResponse, ProviderError> {
+    let body = call_whole(provider, timeouts, |ep| provider.adapter().rerank_request(req, ep), deadline).await?;
+    provider.adapter().parse_rerank(&body)
 }
 
 /// Sends a moderations request and returns the provider's JSON answer as it is.

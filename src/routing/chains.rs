@@ -81,8 +81,9 @@ pub fn lab(m: &ModelEntry) -> &str {
 fn conversational(m: &ModelEntry) -> bool {
     m.tier != ModelTier::Embedding
         && !m.capabilities.as_ref().is_some_and(|c| {
-            (c.contains(&Capability::Embeddings) || c.contains(&Capability::Moderation))
-                && !c.contains(&Capability::Tools)
+            ((c.contains(&Capability::Embeddings) || c.contains(&Capability::Moderation))
+                && !c.contains(&Capability::Tools))
+                || c.contains(&Capability::Rerank)
         })
 }
 

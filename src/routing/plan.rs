@@ -110,6 +110,7 @@ pub struct RequestFeatures<'a> {
     pub json_schema: bool,
     pub embeddings: bool,
     pub moderation: bool,
+    pub rerank: bool,
     /// The caller's cap on generated tokens.
     pub max_output: Option<u64>,
     pub prefer: Option<Prefer>,
@@ -159,6 +160,7 @@ impl<'a> RequestFeatures<'a> {
             json_schema: req.response_format.as_ref().is_some_and(|f| f.kind == "json_schema"),
             embeddings: false,
             moderation: false,
+            rerank: false,
             max_output: req.max_output_tokens().map(u64::from),
             prefer,
             models,
@@ -178,6 +180,7 @@ impl<'a> RequestFeatures<'a> {
             json_schema: false,
             embeddings: true,
             moderation: false,
+            rerank: false,
             max_output: None,
             prefer: None,
             models: Vec::new(),
@@ -188,6 +191,14 @@ impl<'a> RequestFeatures<'a> {
             tokens: OnceLock::new(),
             deferred: AtomicBool::new(false),
         }
+    }
+
+    /// For a rerank: the query and the documents are the prompt; the model must rerank.
+    pub fn for_rerank(texts: Vec<&'a str>) -> Self {
+        let mut features = Self::for_embeddings(texts);
+        features.embeddings = false;
+        features.rerank = true;
+        features
     }
 
     /// For moderations: no capability is required of the model.
@@ -571,7 +582,7 @@ impl Catalog {
         caller: &Caller,
         features: &RequestFeatures<'_>,
     ) -> Option<(&str, Arc<ModelEntry>)> {
-        if features.tools || features.embeddings || features.moderation {
+        if features.tools || features.embeddings || features.moderation || features.rerank {
             return None;
         }
         let (band, members) = self.swap_band_of(&asked.name)?;
@@ -630,6 +641,16 @@ impl Catalog {
         if let Some((_, _, why)) = needs.iter().find(|(needed, cap, _)| *needed && !m.has(*cap)) {
             return Some((*why).to_owned());
         }
+        // A rerank needs a model that says it reranks, or (undeclared: a `provider/model` string) a
+        // provider with a rerank API; "capable of anything" does not stretch to a chat model.
+        if f.rerank
+            && !match &m.capabilities {
+                Some(c) => c.contains(&Capability::Rerank),
+                None => m.provider.adapter().reranks(),
+            }
+        {
+            return Some("is not a rerank model".to_owned());
+        }
         if f.moderation {
             return None;
         }
@@ -639,6 +660,9 @@ impl Catalog {
                 .is_some_and(|c| c.contains(&Capability::Embeddings) && !c.contains(&Capability::Tools))
         {
             return Some("is an embedding model".to_owned());
+        }
+        if !f.rerank && m.capabilities.as_ref().is_some_and(|c| c.contains(&Capability::Rerank)) {
+            return Some("is a rerank model".to_owned());
         }
         if let Some(window) = m.context_window
             && !f.fits(window)

@@ -345,6 +345,8 @@ async fn the_openapi_document_describes_every_route_the_gateway_serves_and_no_ot
         "GET /health/liveness",
         "GET /health/readiness",
         "GET /openapi.json",
+        "POST /v1/rerank",
+        "POST /v2/rerank",
         "POST /admin/v1/organizations",
         "GET /admin/v1/organizations",
         "GET /admin/v1/organizations/{id}",

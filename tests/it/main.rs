@@ -28,6 +28,7 @@ mod providers;
 mod redis_trouble;
 mod regions;
 mod reload;
+mod rerank;
 mod responses;
 mod routing;
 mod secrets;
