@@ -53,6 +53,8 @@ impl HttpClients {
 pub struct Provider {
     pub name: String,
     pub kind: ProviderKind,
+    /// The preset it was configured from (`preset = "vllm"`), for LiteLLM-style model prefixes.
+    pub preset: Option<String>,
     pub timeouts: Timeouts,
     adapter: Box<dyn Adapter>,
     base_url: String,
@@ -143,6 +145,7 @@ impl Provider {
         };
         let key_count = keys.len();
         Ok(Provider {
+            preset: cfg.preset.clone(),
             name: cfg.name.clone(),
             kind: cfg.kind,
             timeouts,

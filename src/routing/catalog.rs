@@ -337,6 +337,17 @@ impl Catalog {
         self.providers.get(name)
     }
 
+    /// The provider a model string's prefix names: a provider by its own name, else (LiteLLM's
+    /// prefixes, `hosted_vllm/…`, `ollama_chat/…`, `together_ai/…`) the first provider, by name, made
+    /// from the preset that prefix stands for.
+    pub fn provider_for_prefix(&self, prefix: &str) -> Option<&Arc<Provider>> {
+        if let Some(p) = self.providers.get(prefix) {
+            return Some(p);
+        }
+        let preset = LITELLM_PREFIXES.iter().find(|(p, _)| *p == prefix).map(|(_, preset)| *preset)?;
+        self.providers.values().filter(|p| p.preset.as_deref() == Some(preset)).min_by(|a, b| a.name.cmp(&b.name))
+    }
+
     /// After a configuration reload: each model that is still served the same way (same name, same
     /// provider instance, same upstream id) keeps its breaker's state and its measured latency, and
     /// each pass-through target its entry, so a reload forgets no outage.
@@ -359,6 +370,27 @@ impl Catalog {
         }
     }
 }
+
+/// LiteLLM's provider prefixes that differ from our preset names, and the preset each stands for.
+const LITELLM_PREFIXES: &[(&str, &str)] = &[
+    ("hosted_vllm", "vllm"),
+    ("ollama_chat", "ollama"),
+    ("ollama", "ollama"),
+    ("vllm", "vllm"),
+    ("together_ai", "together"),
+    ("fireworks_ai", "fireworks"),
+    ("mistral", "mistral"),
+    ("deepseek", "deepseek"),
+    ("groq", "groq"),
+    ("xai", "xai"),
+    ("cerebras", "cerebras"),
+    ("openrouter", "openrouter"),
+    ("cohere", "cohere"),
+    ("cohere_chat", "cohere"),
+    ("jina_ai", "jina"),
+    ("moonshot", "moonshot"),
+    ("dashscope", "dashscope"),
+];
 
 /// Levenshtein distance over chars (names are short).
 fn edit_distance(a: &str, b: &str) -> usize {

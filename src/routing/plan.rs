@@ -618,10 +618,11 @@ impl Catalog {
                 None,
             ));
         }
-        if let Some((provider, model)) = requested.split_once('/')
-            && let Some(p) = self.provider(provider)
+        if let Some((prefix, model)) = requested.split_once('/')
+            && let Some(p) = self.provider_for_prefix(prefix)
             && !model.is_empty()
         {
+            let provider = p.name.as_str();
             let known =
                 self.models().iter().find(|m| m.provider.name == provider && (m.upstream == model || m.name == model));
             let entry = known.cloned().unwrap_or_else(|| self.ad_hoc(p, model));

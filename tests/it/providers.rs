@@ -393,3 +393,38 @@ async fn moderations_are_relayed() {
     assert_eq!(body["results"][0]["flagged"], false);
     assert_eq!(body["results"][1]["flagged"], true);
 }
+
+#[tokio::test]
+async fn litellm_prefixes_reach_the_provider_made_from_their_preset() {
+    let extra = r#"
+[[providers]]
+name = "local-vllm"
+kind = "openai"
+preset = "vllm"
+base_url = "{base}"
+
+[[providers]]
+name = "my-ollama"
+kind = "openai"
+preset = "ollama"
+base_url = "{base}"
+"#;
+    let h =
+        crate::support::Harness::with(crate::support::Setup { extra: extra.to_owned(), ..Default::default() }).await;
+    for (asked, provider, upstream) in [
+        ("hosted_vllm/meta-llama/Llama-3.1-8B-Instruct", "local-vllm", "meta-llama/Llama-3.1-8B-Instruct"),
+        ("ollama_chat/qwen2.5:7b", "my-ollama", "qwen2.5:7b"),
+        ("ollama/llama3.2", "my-ollama", "llama3.2"),
+        ("local-vllm/by-its-own-name", "local-vllm", "by-its-own-name"),
+    ] {
+        let resp = h.chat(crate::support::hello(asked)).await;
+        assert_eq!(resp.status(), 200, "{asked}");
+        assert_eq!(crate::support::header(&resp, "x-switchyard-provider"), provider, "{asked}");
+        assert_eq!(h.upstream.last_request().body["model"], upstream, "{asked}");
+        // Keyless, as a local server is: no authorization header is invented.
+        assert!(h.upstream.last_request().headers.get("authorization").is_none(), "{asked}");
+    }
+    // A prefix whose preset no provider was made from is an unknown model, not a guess.
+    let resp = h.chat(crate::support::hello("together_ai/some-model")).await;
+    assert_eq!(resp.status(), 404);
+}
