@@ -408,9 +408,18 @@ async fn rerank(state: Arc<FakeState>, headers: HeaderMap, body: Bytes, cohere: 
             (i, hits / words.len().max(1) as f64 - text.len() as f64 / 1e6)
         })
         .collect();
-    results.sort_by(|a, b| b.1.total_cmp(&a.1));
-    if let Some(n) = body.get("top_n").and_then(Value::as_u64) {
-        results.truncate(n as usize);
+    // "unsorted" in the query: every result in document order, `top_n` ignored (the gateway sorts and
+    // cuts); "duplicate": the first document ranked twice (the gateway refuses the answer).
+    if !query.contains("unsorted") {
+        results.sort_by(|a, b| b.1.total_cmp(&a.1));
+        if let Some(n) = body.get("top_n").and_then(Value::as_u64) {
+            results.truncate(n as usize);
+        }
+    }
+    if query.contains("duplicate")
+        && let Some(first) = results.first().copied()
+    {
+        results.push(first);
     }
     let tokens: usize = texts.iter().map(|t| t.len().div_ceil(4)).sum::<usize>() + query.len().div_ceil(4);
     let answer = if cohere {

@@ -779,10 +779,17 @@ impl RerankResponse {
         let at = |v: &Option<Value>, path: &[&str]| {
             path.iter().try_fold(v.as_ref()?, |v, k| v.get(k)).and_then(Value::as_u64)
         };
-        at(&self.usage, &["prompt_tokens"])
-            .or_else(|| at(&self.usage, &["total_tokens"]))
-            .or_else(|| at(&self.meta, &["tokens", "input_tokens"]))
-            .or_else(|| at(&self.meta, &["billed_units", "input_tokens"]))
+        // A rerank generates nothing, so its total is its input; some relays send `prompt_tokens: 0`
+        // beside the total. Zero is not a count of a query and its documents: not reported.
+        [
+            at(&self.usage, &["total_tokens"]),
+            at(&self.usage, &["prompt_tokens"]),
+            at(&self.meta, &["tokens", "input_tokens"]),
+            at(&self.meta, &["billed_units", "input_tokens"]),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|&n| n > 0)
     }
 }
 

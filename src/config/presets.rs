@@ -29,7 +29,7 @@ pub struct Quirks {
 pub enum Rerank {
     /// None is served.
     None,
-    /// `POST {base_url}/rerank` taking and answering Cohere's shape (Jina, vLLM, Infinity, TEI routers).
+    /// `POST {base_url}/rerank` taking and answering Cohere's shape (Jina, vLLM, Infinity).
     Compatible,
     /// Cohere's own `POST /v2/rerank`, beside its OpenAI-compatible API (`…/compatibility/v1`).
     CohereV2,

@@ -87,16 +87,28 @@ impl Call for Rank<'_> {
     async fn call(&mut self, target: &ModelEntry, deadline: Instant) -> Result<RerankResponse, ProviderError> {
         self.0.model.clone_from(&target.upstream);
         let resp = exec::rerank(&target.provider, &target.timeouts, self.0, deadline).await?;
-        if let Some(r) =
-            resp.results.iter().find(|r| r.index >= self.0.documents.len() || !r.relevance_score.is_finite())
-        {
-            return Err(ProviderError::new(
-                ErrorKind::InvalidResponse,
-                format!("the provider ranked a document that was not sent (index {})", r.index),
-            ));
-        }
+        check(&resp, self.0.documents.len())?;
         Ok(resp)
     }
+}
+
+/// Each result names a document that was sent, once, with a score.
+fn check(resp: &RerankResponse, documents: usize) -> Result<(), ProviderError> {
+    let invalid = |what: String| ProviderError::new(ErrorKind::InvalidResponse, what);
+    let mut seen = vec![false; documents];
+    for r in &resp.results {
+        match seen.get_mut(r.index) {
+            None => {
+                return Err(invalid(format!("the provider ranked a document that was not sent (index {})", r.index)));
+            }
+            Some(true) => return Err(invalid(format!("the provider ranked document {} twice", r.index))),
+            Some(slot) => *slot = true,
+        }
+        if !r.relevance_score.is_finite() {
+            return Err(invalid(format!("the provider gave document {} no usable score", r.index)));
+        }
+    }
+    Ok(())
 }
 
 /// Cohere's answer: results by relevance, at most `top_n`, with the caller's own documents when asked.

@@ -174,7 +174,8 @@ impl Adapter for OpenAiAdapter {
         if let Some(n) = req.top_n {
             body["top_n"] = n.into();
         }
-        if let Some(n) = req.max_tokens_per_doc {
+        // Cohere's own field; the others do not document it.
+        if let (Some(n), Rerank::CohereV2) = (req.max_tokens_per_doc, self.quirks.rerank) {
             body["max_tokens_per_doc"] = n.into();
         }
         Ok(UpstreamRequest { url, headers: bearer_headers(endpoint)?, body: encode(&body)? })
@@ -378,6 +379,30 @@ impl StreamEncoder for OpenAiChunks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cohere_reranks_go_to_its_own_v2_api_beside_the_compatibility_one() {
+        let headers = HeaderMap::new();
+        let req: RerankRequest =
+            serde_json::from_value(serde_json::json!({"model": "rerank-v3.5", "query": "q", "documents": ["a"],
+                                                      "max_tokens_per_doc": 512}))
+            .unwrap();
+        let url_for = |base: &str, rerank: Rerank| {
+            let adapter = OpenAiAdapter { quirks: Quirks { rerank, ..Quirks::COMPATIBLE } };
+            let endpoint = Endpoint { base_url: base, api_key: None, key_index: None, headers: &headers };
+            adapter
+                .rerank_request(&req, &endpoint)
+                .map(|r| (r.url, serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()))
+        };
+        let (url, body) = url_for("https://api.cohere.ai/compatibility/v1", Rerank::CohereV2).unwrap();
+        assert_eq!(url, "https://api.cohere.ai/v2/rerank");
+        assert_eq!(body["max_tokens_per_doc"], 512);
+        assert_eq!(url_for("https://api.cohere.com/", Rerank::CohereV2).unwrap().0, "https://api.cohere.com/v2/rerank");
+        let (url, body) = url_for("https://api.jina.ai/v1", Rerank::Compatible).unwrap();
+        assert_eq!(url, "https://api.jina.ai/v1/rerank");
+        assert!(body.get("max_tokens_per_doc").is_none(), "Cohere's own field, for Cohere only");
+        assert!(url_for("https://api.openai.com/v1", Rerank::None).is_err());
+    }
 
     fn classify_json(status: u16, body: serde_json::Value) -> ProviderError {
         classify(StatusCode::from_u16(status).unwrap(), &HeaderMap::new(), body.to_string().as_bytes())

@@ -38,6 +38,8 @@ pub struct ModelEntry {
     pub note: Option<String>,
     pub timeouts: Timeouts,
     pub breaker: Breaker,
+    /// Made for a `provider/model` string outside the catalog: nothing is declared of it.
+    pub ad_hoc: bool,
 }
 
 impl ModelEntry {
@@ -92,6 +94,7 @@ impl ModelEntry {
             ttft: Ttft::assuming(Speed::Standard.assumed_ttft_ms()),
             status: ModelStatus::Ga,
             note: None,
+            ad_hoc: true,
             breaker: Breaker::default(),
         }
     }
@@ -144,10 +147,14 @@ impl Catalog {
         for m in &config.models {
             let Some(provider) = c.providers.get(&m.provider).cloned() else { continue };
             let timeouts = m.timeouts.map_or(provider.timeouts, |t| t.resolve_over(provider.timeouts));
-            // A model the catalog does not price takes its provider's default prices, if any, whole.
+            // A model the catalog does not price takes its provider's default prices, if any, whole; a
+            // rerank model does not (reranks are billed by search, not by token: not guessed).
+            let reranks = m.capabilities.as_ref().is_some_and(|c| c.contains(&crate::config::Capability::Rerank));
             let (input_per_mtok, output_per_mtok, cached_input_per_mtok) =
                 match (m.input_per_mtok, provider.default_prices) {
-                    (None, Some(d)) => (Some(d.input_per_mtok), Some(d.output_per_mtok), d.cached_input_per_mtok),
+                    (None, Some(d)) if !reranks => {
+                        (Some(d.input_per_mtok), Some(d.output_per_mtok), d.cached_input_per_mtok)
+                    }
                     _ => (m.input_per_mtok, m.output_per_mtok, m.cached_input_per_mtok),
                 };
             let speed = m.speed.unwrap_or(Speed::of_tier(m.tier));
@@ -176,6 +183,7 @@ impl Catalog {
                 status: m.status,
                 note: m.note.clone(),
                 timeouts,
+                ad_hoc: false,
                 breaker: Breaker::default(),
             });
             c.by_name.insert(entry.name.clone(), entry.clone());
@@ -256,7 +264,7 @@ impl Catalog {
             || self.tier(name).is_some()
             || crate::routing::auto::requested(name).is_some()
             || name.starts_with("smart-route")
-            || name.split_once('/').is_some_and(|(p, m)| !m.is_empty() && self.provider(p).is_some())
+            || name.split_once('/').is_some_and(|(p, m)| !m.is_empty() && self.provider_for_prefix(p).is_some())
     }
 
     /// Up to five names of the catalog close to `name` (one contains the other, ignoring case, or a
@@ -337,15 +345,21 @@ impl Catalog {
         self.providers.get(name)
     }
 
-    /// The provider a model string's prefix names: a provider by its own name, else (LiteLLM's
-    /// prefixes, `hosted_vllm/…`, `ollama_chat/…`, `together_ai/…`) the first provider, by name, made
-    /// from the preset that prefix stands for.
+    /// The provider a model string's prefix names: a provider by its own name, else the providers made
+    /// from the preset the prefix names (a preset's own name, or one of LiteLLM's prefixes:
+    /// `hosted_vllm/…`, `ollama_chat/…`, `together_ai/…`), one that can serve first, then by name.
     pub fn provider_for_prefix(&self, prefix: &str) -> Option<&Arc<Provider>> {
         if let Some(p) = self.providers.get(prefix) {
             return Some(p);
         }
-        let preset = LITELLM_PREFIXES.iter().find(|(p, _)| *p == prefix).map(|(_, preset)| *preset)?;
-        self.providers.values().filter(|p| p.preset.as_deref() == Some(preset)).min_by(|a, b| a.name.cmp(&b.name))
+        let preset = LITELLM_PREFIXES
+            .iter()
+            .find(|(p, _)| *p == prefix)
+            .map(|(_, preset)| *preset)
+            .or_else(|| crate::config::presets::find(prefix).map(|p| p.name))?;
+        self.providers.values().filter(|p| p.preset.as_deref() == Some(preset)).min_by(|a, b| {
+            (a.unavailable_reason().is_some(), &a.name).cmp(&(b.unavailable_reason().is_some(), &b.name))
+        })
     }
 
     /// After a configuration reload: each model that is still served the same way (same name, same
@@ -375,21 +389,10 @@ impl Catalog {
 const LITELLM_PREFIXES: &[(&str, &str)] = &[
     ("hosted_vllm", "vllm"),
     ("ollama_chat", "ollama"),
-    ("ollama", "ollama"),
-    ("vllm", "vllm"),
     ("together_ai", "together"),
     ("fireworks_ai", "fireworks"),
-    ("mistral", "mistral"),
-    ("deepseek", "deepseek"),
-    ("groq", "groq"),
-    ("xai", "xai"),
-    ("cerebras", "cerebras"),
-    ("openrouter", "openrouter"),
-    ("cohere", "cohere"),
     ("cohere_chat", "cohere"),
     ("jina_ai", "jina"),
-    ("moonshot", "moonshot"),
-    ("dashscope", "dashscope"),
 ];
 
 /// Levenshtein distance over chars (names are short).

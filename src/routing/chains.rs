@@ -13,8 +13,8 @@
 //! The same model served by another provider (`kimi-k2-thinking` and `kimi-k2-thinking-direct`) is the
 //! first hop of both. A model's `fallbacks` in the catalog replace the derived chain of a type with a
 //! curated one. Chains are derived only between models that name their lab (the catalog's do; an
-//! operator's own models without one get only the chains they are given), and never for embedding or
-//! moderation models: another model's vectors are not interchangeable.
+//! operator's own models without one get only the chains they are given), and never for embedding,
+//! moderation or rerank models: another model's vectors (or scores) are not interchangeable.
 //! Whether a hop can serve a given request (its window, the request's needs, the caller's allowlist,
 //! blocked or unconfigured providers) is decided per request by the plan, not here.
 
@@ -81,9 +81,10 @@ pub fn lab(m: &ModelEntry) -> &str {
 fn conversational(m: &ModelEntry) -> bool {
     m.tier != ModelTier::Embedding
         && !m.capabilities.as_ref().is_some_and(|c| {
-            ((c.contains(&Capability::Embeddings) || c.contains(&Capability::Moderation))
-                && !c.contains(&Capability::Tools))
-                || c.contains(&Capability::Rerank)
+            (c.contains(&Capability::Embeddings)
+                || c.contains(&Capability::Moderation)
+                || c.contains(&Capability::Rerank))
+                && !c.contains(&Capability::Tools)
         })
 }
 

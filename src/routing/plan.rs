@@ -642,15 +642,17 @@ impl Catalog {
         if let Some((_, _, why)) = needs.iter().find(|(needed, cap, _)| *needed && !m.has(*cap)) {
             return Some((*why).to_owned());
         }
-        // A rerank needs a model that says it reranks, or (undeclared: a `provider/model` string) a
-        // provider with a rerank API; "capable of anything" does not stretch to a chat model.
-        if f.rerank
-            && !match &m.capabilities {
-                Some(c) => c.contains(&Capability::Rerank),
-                None => m.provider.adapter().reranks(),
-            }
-        {
+        // A rerank needs a model that says it reranks, or (a `provider/model` string, of which nothing
+        // is declared) a provider with a rerank API; "capable of anything" does not stretch to a
+        // catalog model that never said so.
+        let declares = |cap: Capability| m.capabilities.as_ref().is_some_and(|c| c.contains(&cap));
+        if f.rerank && !declares(Capability::Rerank) && !(m.ad_hoc && m.provider.adapter().reranks()) {
             return Some("is not a rerank model".to_owned());
+        }
+        // A model that only reranks serves nothing else.
+        let serves_this_too = declares(Capability::Tools) || (f.embeddings && declares(Capability::Embeddings));
+        if !f.rerank && declares(Capability::Rerank) && !serves_this_too {
+            return Some("is a rerank model".to_owned());
         }
         if f.moderation {
             return None;
@@ -661,9 +663,6 @@ impl Catalog {
                 .is_some_and(|c| c.contains(&Capability::Embeddings) && !c.contains(&Capability::Tools))
         {
             return Some("is an embedding model".to_owned());
-        }
-        if !f.rerank && m.capabilities.as_ref().is_some_and(|c| c.contains(&Capability::Rerank)) {
-            return Some("is a rerank model".to_owned());
         }
         if let Some(window) = m.context_window
             && !f.fits(window)

@@ -416,6 +416,7 @@ base_url = "{base}"
         ("ollama_chat/qwen2.5:7b", "my-ollama", "qwen2.5:7b"),
         ("ollama/llama3.2", "my-ollama", "llama3.2"),
         ("local-vllm/by-its-own-name", "local-vllm", "by-its-own-name"),
+        ("vllm/a-preset-name-as-the-prefix", "local-vllm", "a-preset-name-as-the-prefix"),
     ] {
         let resp = h.chat(crate::support::hello(asked)).await;
         assert_eq!(resp.status(), 200, "{asked}");

@@ -29,6 +29,10 @@ capabilities = ["rerank"]
 input_per_mtok = 50.0
 
 [[models]]
+name = "fake-chat-undeclared"
+provider = "jina-like"
+
+[[models]]
 name = "rerank-cohere"
 provider = "cohere"
 upstream = "rerank-v3.5"
@@ -188,5 +192,33 @@ async fn bad_reranks_are_refused_with_the_field_that_is_wrong() {
     let (status, err) = error_of(h.chat(crate::support::hello("rerank-fake")).await).await;
     assert_eq!(status, 400, "{err}");
     assert!(err["error"]["message"].as_str().unwrap().contains("is a rerank model"), "{err}");
-    assert!(h.usage.all().iter().all(|r| r.served_model.is_none()), "nothing was sent upstream");
+}
+
+#[tokio::test]
+async fn the_gateway_sorts_cuts_and_checks_what_a_provider_ranked() {
+    let h = harness().await;
+    // A provider that answers in document order and ignores top_n: sorted and cut here.
+    let body = json!({"model": "rerank-fake", "query": "unsorted Germany", "documents": documents(), "top_n": 1});
+    let answer: Value = rerank(&h, "/v1/rerank", body).await.json().await.unwrap();
+    assert_eq!(answer["results"].as_array().unwrap().len(), 1, "{answer}");
+    assert_eq!(answer["results"][0]["index"], 1, "the German document is the most relevant: {answer}");
+    // One that ranks a document twice is not believed.
+    let body = json!({"model": "rerank-fake", "query": "duplicate", "documents": documents()});
+    let (status, err) = error_of(rerank(&h, "/v1/rerank", body).await).await;
+    assert_eq!(status, 502, "{err}");
+}
+
+#[tokio::test]
+async fn a_refused_rerank_sends_nothing_upstream() {
+    let h = harness().await;
+    let sent = h.upstream.state.requests().len();
+    for body in [
+        json!({"model": "rerank-fake", "query": "q", "documents": []}),
+        json!({"model": "test-model", "query": "q", "documents": ["a"]}),
+        json!({"model": "fake-chat-undeclared", "query": "q", "documents": ["a"]}),
+    ] {
+        let resp = rerank(&h, "/v1/rerank", body.clone()).await;
+        assert!(resp.status().is_client_error(), "{body}: {}", resp.status());
+    }
+    assert_eq!(h.upstream.state.requests().len(), sent, "nothing reached the provider");
 }
