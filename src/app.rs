@@ -111,9 +111,13 @@ impl Live {
         if let Some(old) = previous {
             catalog.take_over(&old.catalog);
         }
+        let router = Router::new(&config.router);
+        if let Some(old) = previous {
+            router.take_over(&old.router);
+        }
         Ok(Live {
             catalog,
-            router: Router::new(&config.router),
+            router,
             providers,
             body_limits: config.server.body_limits(),
             max_choices: config.server.max_choices,

@@ -50,6 +50,13 @@ impl Router {
             budget: RetryBudget::new(config.retry_budget_ratio, config.retry_budget_per_second),
         }
     }
+
+    /// After a configuration reload: the retry budget keeps what it earned and spent this second, so a
+    /// reload during an incident hands out no fresh burst of retries (its ratio and rate may change).
+    pub fn take_over(&self, previous: &Router) {
+        let old = *previous.budget.lock();
+        *self.budget.lock() = old;
+    }
 }
 
 /// Retries may add `ratio` of the request rate plus `per_second` a second (Envoy's and Linkerd's model).
@@ -60,7 +67,7 @@ struct RetryBudget {
     state: Mutex<BudgetState>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 struct BudgetState {
     /// Retries earned by first attempts, capped so a quiet period does not bank an avalanche.
     balance: f64,
@@ -302,6 +309,22 @@ impl<'a> Fallback<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reloaded_router_keeps_the_retry_budget_spent_and_earned() {
+        let config = RouterConfig { retry_budget_ratio: 0.5, retry_budget_per_second: 1, ..RouterConfig::default() };
+        let old = Router::new(&config);
+        let now = Instant::now();
+        assert!(old.budget.withdraw(now), "the free retry of this second");
+        for _ in 0..4 {
+            old.budget.deposit(); // two retries earned
+        }
+        let new = Router::new(&config);
+        new.take_over(&old);
+        // A fresh budget would give one free retry and nothing banked; the carried one, two earned.
+        assert!(new.budget.withdraw(now) && new.budget.withdraw(now), "the earned retries came along");
+        assert!(!new.budget.withdraw(now), "and the free one was already spent this second");
+    }
 
     #[test]
     fn the_retry_budget_allows_a_few_free_retries_a_second_plus_a_share_of_traffic() {
