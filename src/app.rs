@@ -73,12 +73,9 @@ pub struct Live {
     pub router: Router,
     pub providers: Vec<Arc<Provider>>,
     pub body_limits: BodyLimits,
-    /// The most choices (`n`) one request may ask for.
-    pub max_choices: u32,
-    /// What one request may hold (`[input]`).
-    pub input: crate::config::InputLimits,
     pub version: ConfigVersion,
-    /// As loaded: the next reload compares itself with it.
+    /// As loaded: the next reload compares itself with it, and a request reads its plain settings
+    /// (`[input]`, `server.max_choices`, `traces.propagate`) here.
     pub config: Config,
 }
 
@@ -115,16 +112,7 @@ impl Live {
         if let Some(old) = previous {
             router.take_over(&old.router);
         }
-        Ok(Live {
-            catalog,
-            router,
-            providers,
-            body_limits: config.server.body_limits(),
-            max_choices: config.server.max_choices,
-            input: config.input,
-            version,
-            config,
-        })
+        Ok(Live { catalog, router, providers, body_limits: config.server.body_limits(), version, config })
     }
 }
 
@@ -196,8 +184,6 @@ pub struct AppState {
     pub throttle: crate::http::auth::Throttle,
     /// Request traces' export (`[traces]`), when configured.
     pub tracer: Option<Arc<crate::otlp::Tracer>>,
-    /// Providers are sent W3C trace context (`traces.propagate`).
-    pub propagate_traces: bool,
 }
 
 /// The master key in force, and whether it was generated for this run.
@@ -276,7 +262,6 @@ impl AppState {
             created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default(),
             throttle: crate::http::auth::Throttle::default(),
             tracer,
-            propagate_traces: config.traces.propagate,
         };
         Ok((Arc::new(state), master))
     }
@@ -300,7 +285,7 @@ impl AppState {
     /// the one in force stays. An unchanged configuration keeps its version.
     pub async fn reload(&self) -> Result<Reloaded, ReloadRefused> {
         let _one = self.reloading.lock().await;
-        let current = self.live();
+        let current = self.live_arc();
         let before = current.version.clone();
         let in_force = before.version;
         let refused = |path: &str, message: String| ReloadRefused {

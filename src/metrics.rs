@@ -83,18 +83,17 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new(models: impl IntoIterator<Item = String>, providers: impl IntoIterator<Item = String>) -> Self {
-        fn interned(names: impl IntoIterator<Item = String>) -> HashMap<String, Arc<str>> {
-            names.into_iter().map(|n| (n.clone(), Arc::from(n))).collect()
-        }
-        Self {
-            known: arc_swap::ArcSwap::from_pointee(Known { models: interned(models), providers: interned(providers) }),
+        let metrics = Self {
+            known: arc_swap::ArcSwap::from_pointee(Known::default()),
             other: Arc::from("other"),
             none: Arc::from("none"),
             inner: Mutex::default(),
-        }
+        };
+        metrics.know(models, providers);
+        metrics
     }
 
-    /// After a configuration reload: its model and provider names become label values too.
+    /// The model and provider names that are label values as they are (at start, and each reload's).
     pub fn know(&self, models: impl IntoIterator<Item = String>, providers: impl IntoIterator<Item = String>) {
         let mut known = Known::clone(&self.known.load());
         for m in models {

@@ -406,8 +406,8 @@ impl RequestTrace {
             matches!(record.outcome, Outcome::Failed | Outcome::Crashed | Outcome::Interrupted | Outcome::ShutDown)
                 || record.status >= 500;
         let ended = Instant::now();
-        let last_open = self.attempts.last().is_some_and(|a| a.ended.is_none());
-        if last_open && failed {
+        if failed {
+            // The attempt still open is the one that failed (one already closed keeps its outcome).
             self.end_attempt(Some(record.error.as_deref().unwrap_or("failed")));
         }
         let nanos =

@@ -276,8 +276,9 @@ async fn within_reach(
 /// A key's model allowlist as given, once every entry names something a request could ask for (a
 /// misspelt entry would quietly allow nothing); the refusal says what the entry may have meant.
 fn check_models(state: &AppState, models: &[String]) -> Result<(), GatewayError> {
-    if let Some(bad) = models.iter().find(|m| !state.live().catalog.names(m)) {
-        let close = state.live().catalog.close_to(bad);
+    let catalog = &state.live().catalog;
+    if let Some(bad) = models.iter().find(|m| !catalog.names(m)) {
+        let close = catalog.close_to(bad);
         let hint = if close.is_empty() {
             "; GET /v1/models lists what there is".to_owned()
         } else {

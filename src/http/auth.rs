@@ -151,16 +151,13 @@ pub fn allowed(role: Role, org_scoped: bool, method: &Method, route: &str) -> bo
                     | ("POST", "/admin/v1/keys/{id}/revoke")
             ) || session
         }
+        // Its organisation's keys, members and management keys, and reads of the rest of it.
         Role::OrgAdmin => {
             session
                 || route.starts_with("/admin/v1/keys")
                 || route.starts_with("/admin/v1/accounts")
                 || route.starts_with("/admin/v1/management_keys")
-                || (read
-                    && (route.starts_with("/admin/v1/usage")
-                        || route == "/admin/v1/billing"
-                        || route.starts_with("/admin/v1/organizations")
-                        || route.starts_with("/admin/v1/plans")))
+                || (read && organisation_reads(route))
         }
     }
 }

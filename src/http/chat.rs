@@ -130,9 +130,11 @@ pub(super) async fn serve_chat<P: Passthrough>(
     door: ChatDoor<P>,
     headers: &HeaderMap,
 ) -> Result<Response, GatewayError> {
-    input::check_not_empty(&req)
-        .and_then(|()| input::check_chat(&state.live().input, state.live().max_choices, &req))
-        .map_err(|e| e.into_error(door.dialect.param_names()))?;
+    {
+        let config = &state.live().config;
+        input::check_not_empty(&req).and_then(|()| input::check_chat(&config.input, config.server.max_choices, &req))
+    }
+    .map_err(|e| e.into_error(door.dialect.param_names()))?;
     let pipeline = {
         let features = RequestFeatures::for_chat(&req)
             .map_err(|field| GatewayError::invalid_value(format!("'{field}' has an invalid value."), &field))?;

@@ -42,7 +42,7 @@ pub async fn create_completion(
     let req: CompletionRequest = body::read_json(&headers, body, state.live().body_limits).await?;
     let prompt = req.prompt.as_ref().ok_or_else(|| GatewayError::invalid_value("'prompt' is required.", "prompt"))?;
     let n = req.n.unwrap_or(1);
-    input::check_choices(n, state.live().max_choices).map_err(|e| e.into_error(input::as_is))?;
+    input::check_choices(n, state.live().config.server.max_choices).map_err(|e| e.into_error(input::as_is))?;
     if prompt.count() == 0 {
         return Err(GatewayError::invalid_value("'prompt' must hold at least one prompt.", "prompt"));
     }
@@ -57,7 +57,8 @@ pub async fn create_completion(
     let chats: Vec<ChatRequest> = prompts.iter().map(|p| to_chat(&req, p)).collect();
     if let Some(first) = chats.first() {
         // The prompts share every other field: one check covers them all.
-        input::check_chat(&state.live().input, state.live().max_choices, first)
+        let config = &state.live().config;
+        input::check_chat(&config.input, config.server.max_choices, first)
             .map_err(|e| e.into_error(completion_names))?;
     }
     let pipeline = {
@@ -84,8 +85,12 @@ pub async fn create_completion(
     let wants_usage = req.wants_stream_usage();
     let mut chats = chats;
     chats.iter_mut().for_each(|c| crate::schema::strip_own_fields(&mut c.extra));
-    let mut door =
-        Attempts { problem: untranslatable(&req, state.live().max_choices), native: native_body(req), chats, n };
+    let mut door = Attempts {
+        problem: untranslatable(&req, state.live().config.server.max_choices),
+        native: native_body(req),
+        chats,
+        n,
+    };
     let Served { value, target, mut usage, headers, rest, deadline } = pipeline.run(&mut door).await?;
     let prices = target.prices();
     Ok(match value {

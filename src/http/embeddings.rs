@@ -42,21 +42,13 @@ pub async fn create_embeddings(
         EmbeddingInput::Many(v) => v.len(),
         EmbeddingInput::TokenBatches(v) => v.len(),
     };
-    input::check_embedding_inputs(&state.live().input, inputs).map_err(|e| e.into_error(input::as_is))?;
+    input::check_embedding_inputs(&state.live().config.input, inputs).map_err(|e| e.into_error(input::as_is))?;
     if req.dimensions == Some(0) {
         return Err(GatewayError::invalid_value("'dimensions' must be at least 1.", "dimensions"));
     }
     let pipeline = {
         let features = RequestFeatures::for_embeddings(req.input.texts().unwrap_or_default());
-        let intake = Intake {
-            model: &req.model,
-            features: &features,
-            prompts: 0,
-            choices: 1,
-            streamed: false,
-            started,
-            operation: "embeddings",
-        };
+        let intake = Intake::uncounted(&req.model, &features, started, "embeddings");
         Pipeline::admit(&state, &request_id, key.as_deref(), &headers, intake).await?
     };
     let wanted = req.encoding_format.unwrap_or(EncodingFormat::Float);
@@ -144,15 +136,7 @@ pub async fn create_moderation(
     let requested = req.model.clone().unwrap_or_else(|| DEFAULT_MODERATION_MODEL.to_owned());
     let pipeline = {
         let features = RequestFeatures::for_embeddings(Vec::new()).moderation();
-        let intake = Intake {
-            model: &requested,
-            features: &features,
-            prompts: 0,
-            choices: 1,
-            streamed: false,
-            started,
-            operation: "moderation",
-        };
+        let intake = Intake::uncounted(&requested, &features, started, "moderation");
         Pipeline::admit(&state, &request_id, key.as_deref(), &headers, intake).await?
     };
     let mut served = pipeline.run(&mut Moderate(&mut req)).await?;

@@ -33,8 +33,9 @@ pub async fn readiness(State(state): State<Arc<AppState>>) -> Response {
         // Virtual-key requests are refused until the shared counters are back (the master key still works).
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "limits_unavailable"}))).into_response();
     }
-    let available = state.live().providers.iter().filter(|p| p.unavailable_reason().is_none()).count();
-    Json(json!({"status": "ready", "providers_available": available, "providers_configured": state.live().providers.len()}))
+    let providers = &state.live().providers;
+    let available = providers.iter().filter(|p| p.unavailable_reason().is_none()).count();
+    Json(json!({"status": "ready", "providers_available": available, "providers_configured": providers.len()}))
         .into_response()
 }
 

@@ -55,6 +55,19 @@ pub(super) struct Intake<'r, 'f> {
     pub operation: &'static str,
 }
 
+impl<'r, 'f> Intake<'r, 'f> {
+    /// A request that uses none of its key's prompts and answers whole, once: embeddings,
+    /// moderations, reranks.
+    pub fn uncounted(
+        model: &'r str,
+        features: &'r RequestFeatures<'f>,
+        started: Instant,
+        operation: &'static str,
+    ) -> Self {
+        Intake { model, features, prompts: 0, choices: 1, streamed: false, started, operation }
+    }
+}
+
 /// An admitted request, ready for its attempts.
 pub(super) struct Pipeline {
     /// The configuration the request was planned on; its attempts run on the same one.
@@ -122,7 +135,7 @@ impl Pipeline {
         }
         usage.trace(crate::otlp::RequestTrace::start(
             state.tracer.as_ref(),
-            state.propagate_traces,
+            live.config.traces.propagate,
             headers,
             intake.operation,
             intake.started.into_std(),

@@ -41,7 +41,8 @@ pub async fn create_rerank(
     if req.documents.is_empty() {
         return Err(GatewayError::invalid_value("'documents' must hold at least one document.", "documents"));
     }
-    input::check_rerank_documents(&state.live().input, req.documents.len()).map_err(|e| e.into_error(input::as_is))?;
+    input::check_rerank_documents(&state.live().config.input, req.documents.len())
+        .map_err(|e| e.into_error(input::as_is))?;
     if let Some(i) = req.documents.iter().position(|d| RerankRequest::text_of(d).is_none()) {
         return Err(GatewayError::invalid_value(
             format!("'documents[{i}]' must be a string or an object with a string 'text'."),
@@ -58,15 +59,7 @@ pub async fn create_rerank(
         let mut texts: Vec<&str> = vec![&req.query];
         texts.extend(req.documents.iter().filter_map(RerankRequest::text_of));
         let features = RequestFeatures::for_rerank(texts);
-        let intake = Intake {
-            model: &req.model,
-            features: &features,
-            prompts: 0,
-            choices: 1,
-            streamed: false,
-            started,
-            operation: "rerank",
-        };
+        let intake = Intake::uncounted(&req.model, &features, started, "rerank");
         Pipeline::admit(&state, &request_id, key.as_deref(), &headers, intake).await?
     };
     let mut served = pipeline.run(&mut Rank(&mut req)).await?;

@@ -56,13 +56,14 @@ fn check_input(state: &AppState, req: &ResponsesRequest, chat: &ChatRequest) -> 
             other => other,
         }
     }
-    let limits = &state.live().input;
+    let live = state.live();
+    let limits = &live.config.input;
     let mut checked = input::check_tools(limits, req.tools.as_ref().map_or(0, Vec::len));
     if let (Ok(()), Some(metadata)) = (&checked, &req.metadata) {
         checked = input::check_metadata(limits, metadata);
     }
     if checked.is_ok() {
-        checked = input::check_chat(limits, state.live().max_choices, chat);
+        checked = input::check_chat(limits, live.config.server.max_choices, chat);
     }
     checked.map_err(|e| e.into_error(names))
 }

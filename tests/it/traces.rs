@@ -254,6 +254,15 @@ fn to_hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// A chat completion through `h` with `key` and these headers (a caller's trace context).
+async fn chat_with(h: &Harness, key: &str, model: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut req = h.client.post(h.url("/v1/chat/completions")).bearer_auth(key).json(&hello(model));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    req.send().await.unwrap()
+}
+
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT: &str = "00f067aa0ba902b7";
 
@@ -263,16 +272,13 @@ async fn a_request_is_a_server_span_with_a_client_span_per_attempt_in_the_caller
     let h = Harness::with(traced(&url, "")).await;
     let org = h.new_org(json!({"name": format!("traced-{}", uuid::Uuid::now_v7())})).await;
     let (key_id, key) = h.new_key(&org, json!({})).await;
-    let resp = h
-        .client
-        .post(h.url("/v1/chat/completions"))
-        .bearer_auth(&key)
-        .header("traceparent", format!("00-{TRACE}-{PARENT}-01"))
-        .header("tracestate", "vendor=opaque")
-        .json(&hello("traced"))
-        .send()
-        .await
-        .unwrap();
+    let resp = chat_with(
+        &h,
+        &key,
+        "traced",
+        &[("traceparent", &format!("00-{TRACE}-{PARENT}-01")), ("tracestate", "vendor=opaque")],
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-switchyard-model"], "test-model");
 
@@ -337,27 +343,18 @@ async fn a_trace_starts_here_without_a_callers_and_an_unsampled_caller_is_passed
 
     // Not sampled by the caller: nothing exported, the context still reaches the provider.
     let unsampled = "0af7651916cd43dd8448eb211c80319c";
-    let resp = h
-        .client
-        .post(h.url("/v1/chat/completions"))
-        .bearer_auth(MASTER_KEY)
-        .header("traceparent", format!("00-{unsampled}-b7ad6b7169203331-00"))
-        .json(&hello("test-model"))
-        .send()
-        .await
-        .unwrap();
+    let resp =
+        chat_with(&h, MASTER_KEY, "test-model", &[("traceparent", &format!("00-{unsampled}-b7ad6b7169203331-00"))])
+            .await;
     assert_eq!(resp.status(), 200);
     let sent = h.upstream.last_request().headers["traceparent"].to_str().unwrap().to_owned();
     assert!(sent.starts_with(&format!("00-{unsampled}-")) && sent.ends_with("-00"), "{sent}");
 
     // No traceparent (or one that is not valid: upper-case hex): a trace of its own, sampled.
-    for header in [None, Some("00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01")] {
+    let invalid = [("traceparent", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01")];
+    for headers in [&[][..], &invalid[..]] {
         let before = collector.spans().len();
-        let mut req = h.client.post(h.url("/v1/chat/completions")).bearer_auth(MASTER_KEY).json(&hello("test-model"));
-        if let Some(v) = header {
-            req = req.header("traceparent", v);
-        }
-        assert_eq!(req.send().await.unwrap().status(), 200);
+        assert_eq!(chat_with(&h, MASTER_KEY, "test-model", headers).await.status(), 200);
         eventually("the request's spans", || collector.spans().len() >= before + 2).await;
         let spans = collector.spans();
         let root = spans[before..].iter().find(|s| s.kind == 2).unwrap();
@@ -377,16 +374,13 @@ async fn a_trace_starts_here_without_a_callers_and_an_unsampled_caller_is_passed
 #[tokio::test]
 async fn with_traces_off_a_callers_trace_context_reaches_the_provider_unchanged() {
     let h = Harness::start().await;
-    let resp = h
-        .client
-        .post(h.url("/v1/chat/completions"))
-        .bearer_auth(MASTER_KEY)
-        .header("traceparent", format!("00-{TRACE}-{PARENT}-01"))
-        .header("tracestate", "a=1")
-        .json(&hello("test-model"))
-        .send()
-        .await
-        .unwrap();
+    let resp = chat_with(
+        &h,
+        MASTER_KEY,
+        "test-model",
+        &[("traceparent", &format!("00-{TRACE}-{PARENT}-01")), ("tracestate", "a=1")],
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     let seen = h.upstream.last_request();
     assert_eq!(seen.headers["traceparent"], format!("00-{TRACE}-{PARENT}-01").as_str());
@@ -400,27 +394,17 @@ async fn with_traces_off_a_callers_trace_context_reaches_the_provider_unchanged(
 
     // Told not to, it passes nothing on; an invalid tracestate is never passed on.
     let quiet = Harness::with(Setup { extra: "[traces]\npropagate = false\n".into(), ..Setup::default() }).await;
-    let resp = quiet
-        .client
-        .post(quiet.url("/v1/chat/completions"))
-        .bearer_auth(MASTER_KEY)
-        .header("traceparent", format!("00-{TRACE}-{PARENT}-01"))
-        .json(&hello("test-model"))
-        .send()
-        .await
-        .unwrap();
+    let resp =
+        chat_with(&quiet, MASTER_KEY, "test-model", &[("traceparent", &format!("00-{TRACE}-{PARENT}-01"))]).await;
     assert_eq!(resp.status(), 200);
     assert!(quiet.upstream.last_request().headers.get("traceparent").is_none());
-    let resp = h
-        .client
-        .post(h.url("/v1/chat/completions"))
-        .bearer_auth(MASTER_KEY)
-        .header("traceparent", format!("00-{TRACE}-{PARENT}-01"))
-        .header("tracestate", "Not Valid")
-        .json(&hello("test-model"))
-        .send()
-        .await
-        .unwrap();
+    let resp = chat_with(
+        &h,
+        MASTER_KEY,
+        "test-model",
+        &[("traceparent", &format!("00-{TRACE}-{PARENT}-01")), ("tracestate", "Not Valid")],
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     let seen = h.upstream.last_request();
     assert!(seen.headers.get("traceparent").is_some() && seen.headers.get("tracestate").is_none());
