@@ -49,9 +49,9 @@ async fn an_organization_admin_and_a_gateway_admin_work_the_dashboard_in_a_real_
         .env("MODEL", "test-model")
         .kill_on_drop(true)
         .output();
-    let out = tokio::time::timeout(std::time::Duration::from_secs(180), run)
+    let out = tokio::time::timeout(std::time::Duration::from_secs(300), run)
         .await
-        .expect("the browser run finished within 3 minutes")
+        .expect("the browser run finished within 5 minutes")
         .expect("node started");
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "the dashboard checks failed:\n{stdout}\n{stderr}");

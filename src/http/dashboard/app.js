@@ -12,6 +12,8 @@ let keyNames = new Map();
 let currentTab = "keys";
 let eventsOffset = 0;
 const PAGE = 50;
+// The plan a key gets when none is named (tenancy's default).
+const DEFAULT_PLAN = "free";
 
 function status(message, isError = false) {
   const el = $("#status");
@@ -457,7 +459,12 @@ async function loadPlans() {
   plansByName = new Map(plans.data.map((p) => [p.name, p]));
   for (const sel of $$(".plan-select")) {
     sel.replaceChildren();
-    for (const p of plans.data) sel.appendChild(new Option(p.name + (p.public_alias ? " (" + p.public_alias + ")" : ""), p.name));
+    // A new key gets the default plan unless another is chosen (also after the form is reset): it is the
+    // one every principal may give, whatever order the plans come in.
+    for (const p of plans.data) {
+      const isDefault = p.name === DEFAULT_PLAN;
+      sel.appendChild(new Option(p.name + (p.public_alias ? " (" + p.public_alias + ")" : ""), p.name, isDefault, isDefault));
+    }
   }
   fill($("#plan-table tbody"), plans.data, (tr, p) => {
     cell(tr, p.name);
