@@ -325,6 +325,8 @@ pub enum ProviderKind {
     Gemini,
     /// Azure OpenAI deployments.
     Azure,
+    /// AWS Bedrock's Converse API, signed with SigV4 (or a Bedrock API key).
+    Bedrock,
     /// The built-in fake model server, answered in process.
     Fake,
 }
@@ -336,6 +338,7 @@ impl ProviderKind {
             ProviderKind::Anthropic => "anthropic",
             ProviderKind::Gemini => "gemini",
             ProviderKind::Azure => "azure",
+            ProviderKind::Bedrock => "bedrock",
             ProviderKind::Fake => "fake",
         }
     }
@@ -380,6 +383,38 @@ pub struct ProviderConfig {
     /// models, whatever the catalog says (an operator pointing a provider at another endpoint says so
     /// here); left out, each model's catalog region, else global.
     pub region: Option<String>,
+    /// For kind "bedrock": the AWS region and where its credentials are read from.
+    pub aws: Option<AwsConfig>,
+}
+
+/// AWS settings of a Bedrock provider. The credentials are read from environment variables (the
+/// standard AWS ones unless named here), never from this file. With the provider's `api_key_env` set,
+/// its Bedrock API key is sent as a bearer token instead of signing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsConfig {
+    /// `us-east-1`, …; left out, `AWS_REGION` or `AWS_DEFAULT_REGION`.
+    pub region: Option<String>,
+    pub access_key_id_env: Option<String>,
+    pub secret_access_key_env: Option<String>,
+    pub session_token_env: Option<String>,
+}
+
+impl AwsConfig {
+    pub fn access_key_id_env(&self) -> &str {
+        self.access_key_id_env.as_deref().unwrap_or("AWS_ACCESS_KEY_ID")
+    }
+    pub fn secret_access_key_env(&self) -> &str {
+        self.secret_access_key_env.as_deref().unwrap_or("AWS_SECRET_ACCESS_KEY")
+    }
+    pub fn session_token_env(&self) -> &str {
+        self.session_token_env.as_deref().unwrap_or("AWS_SESSION_TOKEN")
+    }
+}
+
+/// Bedrock's runtime endpoint in an AWS region.
+pub fn bedrock_base_url(region: &str) -> String {
+    format!("https://bedrock-runtime.{region}.amazonaws.com")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -410,6 +445,8 @@ impl ProviderConfig {
         match self.kind {
             ProviderKind::Anthropic => Some("https://api.anthropic.com".to_owned()),
             ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com".to_owned()),
+            // Without a configured region, the region comes from the environment when the provider is built.
+            ProviderKind::Bedrock => self.aws.as_ref().and_then(|a| a.region.as_deref()).map(bedrock_base_url),
             ProviderKind::Openai | ProviderKind::Azure | ProviderKind::Fake => None,
         }
     }
@@ -730,7 +767,28 @@ impl Config {
             if p.quirks.is_some() && p.kind != ProviderKind::Openai {
                 bad(at("quirks"), "only applies to kind \"openai\"".into());
             }
-            if p.effective_base_url().is_none() && p.kind != ProviderKind::Fake {
+            if p.aws.is_some() && p.kind != ProviderKind::Bedrock {
+                bad(at("aws"), "only applies to kind \"bedrock\"".into());
+            }
+            if let Some(aws) = &p.aws {
+                if let Some(region) = &aws.region
+                    && !catalog::valid_region(region)
+                {
+                    bad(at("aws.region"), format!("\"{region}\" is not an AWS region name (us-east-1, …)"));
+                }
+                for (field, env) in [
+                    ("access_key_id_env", &aws.access_key_id_env),
+                    ("secret_access_key_env", &aws.secret_access_key_env),
+                    ("session_token_env", &aws.session_token_env),
+                ] {
+                    if let Some(env) = env
+                        && !is_env_name(env)
+                    {
+                        bad(at(&format!("aws.{field}")), format!("\"{env}\" is not an environment variable name"));
+                    }
+                }
+            }
+            if p.effective_base_url().is_none() && !matches!(p.kind, ProviderKind::Fake | ProviderKind::Bedrock) {
                 let why = match p.kind {
                     ProviderKind::Azure => "is required for kind \"azure\" (https://RESOURCE.openai.azure.com)",
                     _ => "is required for kind \"openai\" unless a preset is given",

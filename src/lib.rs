@@ -9,6 +9,7 @@ pub mod bus;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod eventstream;
 pub mod fake;
 pub mod http;
 pub mod keys;

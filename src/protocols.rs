@@ -12,6 +12,7 @@
 
 pub mod anthropic;
 pub mod azure;
+pub mod bedrock;
 pub mod completions;
 pub mod continuation;
 pub mod error;
@@ -49,6 +50,16 @@ pub struct UpstreamRequest {
     pub body: Bytes,
 }
 
+/// How a provider frames the events of a streamed answer; the executor decodes each into [`SseEvent`]s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Framing {
+    /// Server-sent events (`text/event-stream`).
+    #[default]
+    Sse,
+    /// AWS event-stream messages (`application/vnd.amazon.eventstream`): Bedrock's streams.
+    EventStream,
+}
+
 /// What a stream mapper wants after an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamStep {
@@ -69,6 +80,11 @@ pub trait Adapter: Send + Sync {
     /// Called once per streamed attempt; the mapper keeps whatever per-stream state the protocol needs.
     fn stream_mapper(&self, req: &ChatRequest) -> Box<dyn StreamMapper>;
 
+    /// How this provider frames a streamed answer.
+    fn framing(&self) -> Framing {
+        Framing::Sse
+    }
+
     /// Called with a non-2xx response; the body may be cut to a bounded prefix.
     fn classify_error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ProviderError;
 
@@ -79,6 +95,12 @@ pub trait Adapter: Send + Sync {
         _endpoint: &Endpoint<'_>,
     ) -> Result<UpstreamRequest, ProviderError> {
         Err(bad_request("This model's provider does not offer embeddings.", "model"))
+    }
+
+    /// How many inputs one embeddings call of `model` may carry, when the provider limits it (Titan
+    /// embeds one text per call): the executor then makes one call per group and joins the answers.
+    fn embeddings_per_call(&self, _model: &str) -> Option<usize> {
+        None
     }
 
     /// Called with the body of a successful embeddings response to `req`.
@@ -190,7 +212,7 @@ pub struct NativeCall<'a> {
     pub forwarded: &'a HeaderMap,
 }
 
-/// Maps one upstream SSE event to zero or more stream items (canonical chunks unless said otherwise).
+/// Maps one upstream event (an SSE event, or an event-stream message decoded as one) to zero or more stream items (canonical chunks unless said otherwise).
 pub trait StreamMapper<I: StreamItem = ChatChunk>: Send {
     /// Appends the items this event yields to `out`. An `Err` is an in-band upstream failure.
     fn map(&mut self, event: &SseEvent, out: &mut Vec<I>) -> Result<StreamStep, ProviderError>;

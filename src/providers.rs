@@ -8,6 +8,7 @@
 pub mod client;
 pub mod exec;
 pub mod propagation;
+pub mod signing;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -18,7 +19,7 @@ use crate::config::{ProviderConfig, ProviderKind, Timeouts};
 pub use crate::protocols::{
     Adapter, Endpoint, ErrorKind, ProviderError, StreamMapper, StreamStep, TimeoutPhase, UpstreamRequest,
 };
-use crate::protocols::{anthropic, azure, gemini, openai};
+use crate::protocols::{anthropic, azure, bedrock, gemini, openai};
 use crate::secret::Secret;
 
 /// How long a key the provider refused is left out of rotation.
@@ -65,6 +66,8 @@ pub struct Provider {
     epoch: std::time::Instant,
     /// Why the provider cannot be used, when it cannot (its key variable is unset).
     unavailable: Option<String>,
+    /// Signs each request, for providers whose credentials are not a key in a header (Bedrock's SigV4).
+    signer: Option<signing::AwsSigner>,
     headers: HeaderMap,
     transport: Transport,
     /// What the catalog's unpriced models of this provider cost (`default_prices`).
@@ -99,10 +102,45 @@ impl Provider {
             .and_then(env)
             .map(|v| v.split(',').map(str::trim).filter(|k| !k.is_empty()).map(Secret::new).collect())
             .unwrap_or_default();
-        let unavailable = match (&cfg.api_key_env, keys.is_empty()) {
+        let mut unavailable = match (&cfg.api_key_env, keys.is_empty()) {
             (Some(var), true) => Some(format!("provider \"{}\" is not configured: set {var}", cfg.name)),
             _ => None,
         };
+        // Bedrock without an API key signs each request with the AWS credentials of the environment.
+        let mut signer = None;
+        let mut aws_region = cfg.aws.as_ref().and_then(|a| a.region.clone());
+        if cfg.kind == ProviderKind::Bedrock {
+            let aws = cfg.aws.clone().unwrap_or_default();
+            aws_region = aws_region.or_else(|| env("AWS_REGION")).or_else(|| env("AWS_DEFAULT_REGION"));
+            if cfg.api_key_env.is_none() {
+                let read = |var: &str| env(var).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+                let (id, secret) = (read(aws.access_key_id_env()), read(aws.secret_access_key_env()));
+                match (&aws_region, id, secret) {
+                    (Some(region), Some(id), Some(secret)) => {
+                        signer = Some(signing::AwsSigner {
+                            access_key_id: Secret::new(id),
+                            secret_access_key: Secret::new(secret),
+                            session_token: read(aws.session_token_env()).map(Secret::new),
+                            region: region.clone(),
+                            service: "bedrock",
+                        });
+                    }
+                    (region, id, _) => {
+                        let missing = if region.is_none() {
+                            "aws.region (or AWS_REGION)".to_owned()
+                        } else if id.is_none() {
+                            aws.access_key_id_env().to_owned()
+                        } else {
+                            aws.secret_access_key_env().to_owned()
+                        };
+                        unavailable = Some(format!("provider \"{}\" is not configured: set {missing}", cfg.name));
+                    }
+                }
+            } else if aws_region.is_none() && cfg.base_url.is_none() {
+                unavailable =
+                    Some(format!("provider \"{}\" is not configured: set aws.region (or AWS_REGION)", cfg.name));
+            }
+        }
         let (transport, base_url) = match cfg.kind {
             ProviderKind::Fake => {
                 let settings = cfg.fake.clone().unwrap_or_default();
@@ -110,7 +148,11 @@ impl Provider {
                 (Transport::InProcess(router), "http://fake.invalid/v1".to_owned())
             }
             _ => {
-                let base_url = cfg.effective_base_url().unwrap_or_default();
+                let base_url = cfg
+                    .effective_base_url()
+                    .or_else(|| aws_region.as_deref().map(crate::config::bedrock_base_url))
+                    // A Bedrock provider with no region is unavailable; its client still needs an address.
+                    .unwrap_or_else(|| crate::config::bedrock_base_url("us-east-1"));
                 let settings = client::ClientSettings::new(
                     &base_url,
                     timeouts.connect,
@@ -142,6 +184,7 @@ impl Provider {
                 api_version: cfg.api_version.clone().unwrap_or_else(|| azure::DEFAULT_API_VERSION.to_owned()),
                 inner: openai::OpenAiAdapter { quirks },
             }),
+            ProviderKind::Bedrock => Box::new(bedrock::BedrockAdapter),
         };
         let key_count = keys.len();
         Ok(Provider {
@@ -156,6 +199,7 @@ impl Provider {
             set_aside_until: (0..key_count).map(|_| AtomicU64::new(0)).collect(),
             epoch: std::time::Instant::now(),
             unavailable,
+            signer,
             headers,
             transport,
             default_prices: cfg.default_prices,
@@ -225,8 +269,18 @@ impl Provider {
         self.epoch.elapsed().as_millis() as u64
     }
 
+    /// Adds what the provider's credentials require to a built request (a SigV4 signature); nothing for
+    /// a provider whose key the adapter already put in a header.
+    pub fn sign(&self, req: &mut UpstreamRequest) -> Result<(), ProviderError> {
+        match &self.signer {
+            Some(signer) => signer.sign(req, std::time::SystemTime::now()),
+            None => Ok(()),
+        }
+    }
+
     /// Removes any of this provider's credentials from text that may reach a client or a log.
     pub fn redact(&self, text: String) -> String {
-        self.keys.iter().fold(text, |t, k| if t.contains(k.expose()) { t.replace(k.expose(), "*****") } else { t })
+        let secrets = self.keys.iter().chain(self.signer.iter().flat_map(signing::AwsSigner::secrets));
+        secrets.fold(text, |t, k| if t.contains(k.expose()) { t.replace(k.expose(), "*****") } else { t })
     }
 }

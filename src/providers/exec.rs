@@ -1,7 +1,9 @@
 //! The executor: the one place that sends requests upstream and reads what comes back.
 //!
 //! It enforces every upstream deadline (connect in the client, first byte here, idle between body pieces,
-//! and the attempt's total deadline), decodes SSE, and hands bodies and events to the adapter. Errors leave
+//! and the attempt's total deadline), decodes the stream's framing (SSE, or AWS event-stream, as the
+//! adapter names it), signs what the provider's credentials require, and hands bodies and events to the
+//! adapter. Errors leave
 //! here classified; credentials and request URLs never appear in their messages.
 
 use std::collections::VecDeque;
@@ -20,11 +22,44 @@ use crate::protocols::{ErrorKind, ProviderError, TimeoutPhase};
 use serde_json::Value;
 
 use crate::config::Timeouts;
+use crate::eventstream::EventStreamDecoder;
+use crate::protocols::Framing;
 use crate::schema::{
-    ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, ModerationRequest, RerankRequest,
-    RerankResponse,
+    ChatChunk, ChatRequest, ChatResponse, EmbeddingInput, EmbeddingRequest, EmbeddingResponse, ModerationRequest,
+    RerankRequest, RerankResponse,
 };
 use crate::sse::{SseDecoder, SseEvent};
+
+/// A stream's decoder, for the framing its adapter names.
+enum Decoder {
+    Sse(SseDecoder),
+    EventStream(EventStreamDecoder),
+}
+
+impl Decoder {
+    fn new(framing: Framing) -> Self {
+        match framing {
+            Framing::Sse => Decoder::Sse(SseDecoder::default()),
+            Framing::EventStream => Decoder::EventStream(EventStreamDecoder::default()),
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8], out: &mut Vec<SseEvent>) -> Result<(), ProviderError> {
+        let invalid = |e: String| ProviderError::new(ErrorKind::InvalidResponse, e);
+        match self {
+            Decoder::Sse(d) => d.push(bytes, out).map_err(|e| invalid(e.to_string())),
+            Decoder::EventStream(d) => d.push(bytes, out).map_err(|e| invalid(e.to_string())),
+        }
+    }
+
+    /// Whether the body stopped part-way through an event.
+    fn finish(&mut self) -> bool {
+        match self {
+            Decoder::Sse(d) => d.finish(),
+            Decoder::EventStream(d) => d.finish(),
+        }
+    }
+}
 
 type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
 
@@ -48,7 +83,8 @@ async fn call_whole(
 ) -> Result<Bytes, ProviderError> {
     let endpoint = provider.endpoint()?;
     let key = endpoint.key_index;
-    let upstream = build(&endpoint)?;
+    let mut upstream = build(&endpoint)?;
+    provider.sign(&mut upstream)?;
     let result = async {
         let resp = send(provider, timeouts, upstream, deadline).await?;
         let resp = reject_error_status(provider, timeouts, resp, deadline).await?;
@@ -79,9 +115,66 @@ pub async fn embed(
     req: &EmbeddingRequest,
     deadline: Instant,
 ) -> Result<EmbeddingResponse, ProviderError> {
+    let Some(per_call) = provider.adapter().embeddings_per_call(&req.model).filter(|n| *n > 0) else {
+        return embed_one(provider, timeouts, req, deadline).await;
+    };
+    // The provider takes a few inputs per call: one call per group (a few at a time), answers joined in
+    // the caller's order, usage summed. Any failed call fails the whole request.
+    let Some(texts) = req.input.texts() else {
+        return Err(crate::protocols::bad_request("This model's embeddings take text input, not token ids.", "input"));
+    };
+    let parts: Vec<EmbeddingRequest> = texts
+        .chunks(per_call)
+        .map(|group| EmbeddingRequest {
+            input: match group {
+                [one] => EmbeddingInput::One((*one).to_owned()),
+                many => EmbeddingInput::Many(many.iter().map(|t| (*t).to_owned()).collect()),
+            },
+            ..req.clone()
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(parts.len());
+    for round in parts.chunks(EMBEDDING_CALLS_AT_ONCE) {
+        let mut calls = Vec::with_capacity(round.len());
+        for part in round {
+            calls.push(embed_one(provider, timeouts, part, deadline));
+        }
+        answers.extend(futures_util::future::try_join_all(calls).await?);
+    }
+    let mut answers = answers.into_iter();
+    let Some(mut joined) = answers.next() else {
+        return Err(crate::protocols::bad_request("There is nothing to embed.", "input"));
+    };
+    for answer in answers {
+        joined.data.extend(answer.data);
+        match (&mut joined.usage, answer.usage) {
+            (Some(total), Some(u)) => {
+                total.prompt_tokens += u.prompt_tokens;
+                total.total_tokens += u.total_tokens;
+            }
+            (total @ None, Some(u)) => *total = Some(u),
+            (_, None) => {}
+        }
+    }
+    for (i, e) in joined.data.iter_mut().enumerate() {
+        e.index = i as u32;
+    }
+    Ok(joined)
+}
+
+async fn embed_one(
+    provider: &Provider,
+    timeouts: &Timeouts,
+    req: &EmbeddingRequest,
+    deadline: Instant,
+) -> Result<EmbeddingResponse, ProviderError> {
     let body = call_whole(provider, timeouts, |ep| provider.adapter().embeddings_request(req, ep), deadline).await?;
     provider.adapter().parse_embeddings(req, &body)
 }
+
+/// How many of one request's embeddings calls are in flight at once, for providers that take few inputs
+/// per call.
+const EMBEDDING_CALLS_AT_ONCE: usize = 4;
 
 /// Sends a rerank request and reads the answer, whichever of the rerank shapes it came in.
 pub async fn rerank(
@@ -139,7 +232,8 @@ pub async fn open_stream_with<I: StreamItem>(
 ) -> Result<ChunkStream<I>, ProviderError> {
     let endpoint = provider.endpoint()?;
     let key = endpoint.key_index;
-    let upstream = build(&endpoint)?;
+    let mut upstream = build(&endpoint)?;
+    provider.sign(&mut upstream)?;
     let opened = async {
         let resp = send(provider, timeouts, upstream, deadline).await?;
         reject_error_status(provider, timeouts, resp, deadline).await
@@ -148,7 +242,7 @@ pub async fn open_stream_with<I: StreamItem>(
     let resp = opened.inspect_err(|e| provider.note_failure(key, e))?;
     Ok(ChunkStream {
         body: resp.body,
-        decoder: SseDecoder::default(),
+        decoder: Decoder::new(provider.adapter().framing()),
         mapper,
         events: Vec::new(),
         mapped: Vec::new(),
@@ -295,7 +389,7 @@ fn next_deadline(idle: std::time::Duration, deadline: Instant) -> (Instant, Time
 /// lazily as the caller asks for them.
 pub struct ChunkStream<I: StreamItem = ChatChunk> {
     body: BodyStream,
-    decoder: SseDecoder,
+    decoder: Decoder,
     mapper: Box<dyn StreamMapper<I>>,
     events: Vec<SseEvent>,
     mapped: Vec<I>,
@@ -341,10 +435,7 @@ impl<I: StreamItem> ChunkStream<I> {
                     self.pending.extend(self.mapped.drain(..));
                 }
                 Err(_) => return Err(ProviderError::timeout(phase)),
-                Ok(Some(Ok(bytes))) => self
-                    .decoder
-                    .push(&bytes, &mut self.events)
-                    .map_err(|e| ProviderError::new(ErrorKind::InvalidResponse, e.to_string()))?,
+                Ok(Some(Ok(bytes))) => self.decoder.push(&bytes, &mut self.events)?,
                 Ok(Some(Err(cause))) => {
                     tracing::warn!(%cause, "upstream stream broke");
                     return Err(interrupted());
