@@ -29,6 +29,7 @@ use crate::protocols::ErrorReply;
 use crate::sse::{DONE_FRAME, data_frame, named_frame};
 
 mod anthropic;
+pub mod bedrock;
 mod completions;
 mod gemini;
 mod responses;
@@ -135,6 +136,7 @@ pub fn router(state: Arc<FakeState>) -> Router {
         .route("/openai/deployments/{deployment}/completions", post(completions::completions))
         .route("/openai/v1/responses", post(responses::responses))
         .route("/v1beta/models/{model_action}", post(gemini::dispatch))
+        .route("/model/{model}/{action}", post(bedrock::dispatch))
         .route("/v1/models", get(list_models))
         .with_state(state)
 }
@@ -211,6 +213,8 @@ pub(crate) enum Dialect {
     Responses,
     Anthropic,
     Gemini,
+    /// AWS Bedrock: `{"message"}` with the exception's name in `x-amzn-ErrorType`; event-stream frames.
+    Bedrock,
 }
 
 impl Dialect {
@@ -233,8 +237,24 @@ impl Dialect {
                 let name = code.unwrap_or(gemini::errors::status_name(status.as_u16()));
                 serde_json::to_vec(&gemini::errors::body(status.as_u16(), name, message)).unwrap_or_default()
             }
+            Dialect::Bedrock => serde_json::to_vec(&json!({"message": message})).unwrap_or_default(),
         };
         let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        if let Dialect::Bedrock = self {
+            let name = code.unwrap_or(match status.as_u16() {
+                429 => "ThrottlingException",
+                403 => "AccessDeniedException",
+                404 => "ResourceNotFoundException",
+                400..=499 => "ValidationException",
+                503 => "ServiceUnavailableException",
+                _ => "InternalServerException",
+            });
+            if let Ok(v) =
+                header::HeaderValue::from_str(&format!("{name}:http://internal.amazon.com/coral/com.amazon.bedrock/"))
+            {
+                resp.headers_mut().insert("x-amzn-errortype", v);
+            }
+        }
         if let Some(secs) = retry_after {
             resp.headers_mut().insert(header::RETRY_AFTER, secs.into());
         }
@@ -244,7 +264,7 @@ impl Dialect {
     /// The in-band error event this protocol uses inside a 200 stream.
     fn mid_stream_error(self) -> Bytes {
         let reply = match self {
-            Dialect::OpenAi | Dialect::Gemini | Dialect::Responses => ErrorReply {
+            Dialect::OpenAi | Dialect::Gemini | Dialect::Responses | Dialect::Bedrock => ErrorReply {
                 status: 500,
                 kind: "server_error",
                 code: Some("server_error"),
@@ -259,6 +279,7 @@ impl Dialect {
             Dialect::OpenAi => data_frame(&crate::protocols::openai::render_error(&reply)),
             Dialect::Anthropic => named_frame("error", &crate::protocols::anthropic::errors::render(&reply)),
             Dialect::Gemini => data_frame(&crate::protocols::gemini::errors::render(&reply)),
+            Dialect::Bedrock => bedrock::mid_stream_exception(),
             Dialect::Responses => {
                 let failed = serde_json::json!({"type": "response.failed", "sequence_number": 999, "response": {
                     "id": "resp_fake", "object": "response", "status": "failed",
@@ -822,8 +843,12 @@ pub(crate) fn stream_frames(
         counter.fetch_add(1, Ordering::Relaxed);
     });
     let body = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let content_type = match dialect {
+        Dialect::Bedrock => "application/vnd.amazon.eventstream",
+        _ => "text/event-stream",
+    };
     Response::builder()
-        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CONTENT_TYPE, content_type)
         .header(header::CACHE_CONTROL, "no-cache")
         .body(Body::from_stream(body))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())

@@ -356,8 +356,15 @@ impl Catalog {
             .iter()
             .find(|(p, _)| *p == prefix)
             .map(|(_, preset)| *preset)
-            .or_else(|| crate::config::presets::find(prefix).map(|p| p.name))?;
-        self.providers.values().filter(|p| p.preset.as_deref() == Some(preset)).min_by(|a, b| {
+            .or_else(|| crate::config::presets::find(prefix).map(|p| p.name));
+        let kind = KIND_PREFIXES.iter().find(|(p, _)| *p == prefix).map(|(_, kind)| *kind);
+        if preset.is_none() && kind.is_none() {
+            return None;
+        }
+        let named = |p: &&Arc<Provider>| {
+            preset.is_some_and(|preset| p.preset.as_deref() == Some(preset)) || kind.is_some_and(|k| p.kind == k)
+        };
+        self.providers.values().filter(named).min_by(|a, b| {
             (a.unavailable_reason().is_some(), &a.name).cmp(&(b.unavailable_reason().is_some(), &b.name))
         })
     }
@@ -384,6 +391,9 @@ impl Catalog {
         }
     }
 }
+
+/// Model-string prefixes that name a kind of provider rather than a preset (LiteLLM's `bedrock/…`).
+const KIND_PREFIXES: &[(&str, crate::config::ProviderKind)] = &[("bedrock", crate::config::ProviderKind::Bedrock)];
 
 /// LiteLLM's provider prefixes that differ from our preset names, and the preset each stands for.
 const LITELLM_PREFIXES: &[(&str, &str)] = &[

@@ -8,6 +8,7 @@ mod support;
 mod accounts;
 mod auto;
 mod azure_door;
+mod bedrock;
 mod browser;
 mod cache;
 mod chains;

@@ -15,6 +15,8 @@ use tokio::net::TcpListener;
 
 pub const MASTER_KEY: &str = "sk-sy-master-test-key-0123456789";
 pub const PROVIDER_KEY: &str = "sk-upstream-canary-5f3a9c";
+/// An AWS secret the fake Bedrock does not accept (a canary for the secret-leak checks too).
+pub const AWS_WRONG_SECRET: &str = "wrong/aws+secret-canary-7d1e";
 
 /// The fake provider, served over HTTP on a random port.
 pub struct FakeUpstream {
@@ -261,7 +263,10 @@ impl Harness {
             // A spool of this harness's own: its replicas share it, other tests' gateways do not.
             spool = std::env::temp_dir().join(format!("switchyard-it-spool-{}", uuid::Uuid::now_v7())).display(),
             provider_extra = setup.provider_extra,
-            extra = setup.extra.replace("{base}", &upstream.base_url),
+            extra = setup
+                .extra
+                .replace("{base}", &upstream.base_url)
+                .replace("{root}", upstream.base_url.trim_end_matches("/v1")),
         );
         let config = Config::parse(&toml).unwrap_or_else(|p| panic!("test config invalid: {p:?}"));
         // Written to a file of its own, so the gateway can be told to read it again (`reload`).
@@ -273,6 +278,10 @@ impl Harness {
             env: Arc::new(move |name| match name {
                 "SWITCHYARD_MASTER_KEY" => Some(MASTER_KEY.to_owned()),
                 "TEST_UPSTREAM_KEY" => Some(keys.clone()),
+                // The AWS identity the fake Bedrock checks signatures against, and one it refuses.
+                "TEST_AWS_ACCESS_KEY_ID" => Some(switchyard::fake::bedrock::ACCESS_KEY_ID.to_owned()),
+                "TEST_AWS_SECRET_ACCESS_KEY" => Some(switchyard::fake::bedrock::SECRET_ACCESS_KEY.to_owned()),
+                "TEST_AWS_WRONG_SECRET" => Some(AWS_WRONG_SECRET.to_owned()),
                 _ => None,
             }),
             usage_sink: usage.clone(),
