@@ -86,6 +86,7 @@ impl Live {
     fn build(
         config: Config,
         env: &(dyn Fn(&str) -> Option<String> + Send + Sync),
+        clock: &crate::clock::Clock,
         previous: Option<&Live>,
         version: ConfigVersion,
     ) -> Result<Live, Vec<ConfigProblem>> {
@@ -96,7 +97,7 @@ impl Live {
                 let same = old.config.providers.iter().any(|o| o == p);
                 same.then(|| old.providers.iter().find(|o| o.name == p.name).cloned()).flatten()
             });
-            match kept.map(Ok).unwrap_or_else(|| Provider::from_config(p, env).map(Arc::new)) {
+            match kept.map(Ok).unwrap_or_else(|| Provider::from_config_at(p, env, clock.clone()).map(Arc::new)) {
                 Ok(provider) => providers.push(provider),
                 Err(message) => problems.push(ConfigProblem { path: format!("providers[{i}]"), message }),
             }
@@ -220,7 +221,7 @@ impl AppState {
             loaded_at: (opts.clock)(),
             source: opts.config_source.as_ref().map_or_else(|| "given in memory".to_owned(), ToString::to_string),
         };
-        let live = Live::build(config.clone(), opts.env.as_ref(), None, version)
+        let live = Live::build(config.clone(), opts.env.as_ref(), &opts.clock, None, version)
             .map_err(|problems| anyhow::anyhow!(ReloadRefused { problems, in_force: 0 }.to_string()))?;
         let master = match (opts.env)(&config.auth.master_key_env).filter(|k| !k.trim().is_empty()) {
             Some(key) => MasterKey { key: Secret::new(key.trim()), generated: false },
@@ -320,7 +321,7 @@ impl AppState {
             loaded_at: (self.clock)(),
             source: current.version.source.clone(),
         };
-        let live = Live::build(config, self.env.as_ref(), Some(&current), version)
+        let live = Live::build(config, self.env.as_ref(), &self.clock, Some(&current), version)
             .map_err(|problems| ReloadRefused { problems, in_force })?;
         self.metrics
             .know(live.catalog.models().iter().map(|m| m.name.clone()), live.providers.iter().map(|p| p.name.clone()));

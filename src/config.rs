@@ -327,6 +327,8 @@ pub enum ProviderKind {
     Azure,
     /// AWS Bedrock's Converse API, signed with SigV4 (or a Bedrock API key).
     Bedrock,
+    /// Google Vertex AI: Gemini and Anthropic models, with a service account's OAuth tokens.
+    Vertex,
     /// The built-in fake model server, answered in process.
     Fake,
 }
@@ -339,6 +341,7 @@ impl ProviderKind {
             ProviderKind::Gemini => "gemini",
             ProviderKind::Azure => "azure",
             ProviderKind::Bedrock => "bedrock",
+            ProviderKind::Vertex => "vertex",
             ProviderKind::Fake => "fake",
         }
     }
@@ -385,6 +388,36 @@ pub struct ProviderConfig {
     pub region: Option<String>,
     /// For kind "bedrock": the AWS region and where its credentials are read from.
     pub aws: Option<AwsConfig>,
+    /// For kind "vertex": the Google Cloud project, location and service account.
+    pub vertex: Option<VertexConfig>,
+}
+
+/// Vertex AI settings. The service account's JSON key is read from the file the environment variable
+/// names (or the variable holds the JSON itself), never from this file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VertexConfig {
+    pub project: String,
+    /// `us-central1`, `europe-west4`, … or `global`.
+    pub location: String,
+    /// Default `GOOGLE_APPLICATION_CREDENTIALS`.
+    pub credentials_env: Option<String>,
+    /// Where tokens are minted; default the key file's `token_uri`, else Google's.
+    pub token_uri: Option<String>,
+}
+
+impl VertexConfig {
+    pub fn credentials_env(&self) -> &str {
+        self.credentials_env.as_deref().unwrap_or("GOOGLE_APPLICATION_CREDENTIALS")
+    }
+
+    /// Vertex's endpoint for the location.
+    pub fn base_url(&self) -> String {
+        match self.location.as_str() {
+            "global" => "https://aiplatform.googleapis.com".to_owned(),
+            location => format!("https://{location}-aiplatform.googleapis.com"),
+        }
+    }
 }
 
 /// AWS settings of a Bedrock provider. The credentials are read from environment variables (the
@@ -447,6 +480,7 @@ impl ProviderConfig {
             ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com".to_owned()),
             // Without a configured region, the region comes from the environment when the provider is built.
             ProviderKind::Bedrock => self.aws.as_ref().and_then(|a| a.region.as_deref()).map(bedrock_base_url),
+            ProviderKind::Vertex => self.vertex.as_ref().map(VertexConfig::base_url),
             ProviderKind::Openai | ProviderKind::Azure | ProviderKind::Fake => None,
         }
     }
@@ -787,6 +821,38 @@ impl Config {
                         bad(at(&format!("aws.{field}")), format!("\"{env}\" is not an environment variable name"));
                     }
                 }
+            }
+            match (&p.vertex, p.kind) {
+                (None, ProviderKind::Vertex) => {
+                    bad(at("vertex"), "is required for kind \"vertex\" (project, location)".into())
+                }
+                (Some(_), kind) if kind != ProviderKind::Vertex => {
+                    bad(at("vertex"), "only applies to kind \"vertex\"".into())
+                }
+                (Some(v), _) => {
+                    // Project ids are lower-case letters, digits and hyphens (a domain-scoped one adds `.` and `:`).
+                    let project_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.:".contains(c);
+                    if v.project.is_empty() || v.project.len() > 100 || !v.project.chars().all(project_char) {
+                        bad(at("vertex.project"), format!("\"{}\" is not a Google Cloud project id", v.project));
+                    }
+                    if !catalog::valid_region(&v.location) {
+                        bad(
+                            at("vertex.location"),
+                            format!("\"{}\" is not a Vertex location (us-central1, global, …)", v.location),
+                        );
+                    }
+                    if let Some(env) = &v.credentials_env
+                        && !is_env_name(env)
+                    {
+                        bad(at("vertex.credentials_env"), format!("\"{env}\" is not an environment variable name"));
+                    }
+                    if let Some(url) = &v.token_uri
+                        && let Err(why) = check_base_url(url)
+                    {
+                        bad(at("vertex.token_uri"), why);
+                    }
+                }
+                (None, _) => {}
             }
             if p.effective_base_url().is_none() && !matches!(p.kind, ProviderKind::Fake | ProviderKind::Bedrock) {
                 let why = match p.kind {

@@ -516,6 +516,7 @@ fn system_of(kind: ProviderKind, provider: &str) -> String {
         ProviderKind::Gemini => "gcp.gemini".to_owned(),
         ProviderKind::Azure => "azure.ai.openai".to_owned(),
         ProviderKind::Bedrock => "aws.bedrock".to_owned(),
+        ProviderKind::Vertex => "gcp.vertex_ai".to_owned(),
         ProviderKind::Openai | ProviderKind::Fake => provider.to_owned(),
     }
 }

@@ -19,6 +19,7 @@ pub mod error;
 pub mod gemini;
 pub mod openai;
 pub mod responses;
+pub mod vertex;
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};

@@ -7,9 +7,11 @@
 
 pub mod client;
 pub mod exec;
+pub mod google;
 pub mod propagation;
 pub mod signing;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -19,7 +21,7 @@ use crate::config::{ProviderConfig, ProviderKind, Timeouts};
 pub use crate::protocols::{
     Adapter, Endpoint, ErrorKind, ProviderError, StreamMapper, StreamStep, TimeoutPhase, UpstreamRequest,
 };
-use crate::protocols::{anthropic, azure, bedrock, gemini, openai};
+use crate::protocols::{anthropic, azure, bedrock, gemini, openai, vertex};
 use crate::secret::Secret;
 
 /// How long a key the provider refused is left out of rotation.
@@ -50,6 +52,16 @@ impl HttpClients {
     }
 }
 
+/// Credentials that are more than a key the adapter puts in a header.
+enum Credentials {
+    /// The adapter's own: a key in a header, or none.
+    Keys,
+    /// Each request signed with AWS SigV4 (Bedrock).
+    Aws(signing::AwsSigner),
+    /// A service account's OAuth access token as a bearer token (Vertex AI).
+    Google(Arc<google::GoogleTokens>),
+}
+
 /// One configured provider at run time.
 pub struct Provider {
     pub name: String,
@@ -66,8 +78,8 @@ pub struct Provider {
     epoch: std::time::Instant,
     /// Why the provider cannot be used, when it cannot (its key variable is unset).
     unavailable: Option<String>,
-    /// Signs each request, for providers whose credentials are not a key in a header (Bedrock's SigV4).
-    signer: Option<signing::AwsSigner>,
+    /// What each request carries besides what the adapter put in it.
+    credentials: Credentials,
     headers: HeaderMap,
     transport: Transport,
     /// What the catalog's unpriced models of this provider cost (`default_prices`).
@@ -90,6 +102,15 @@ impl std::fmt::Debug for Provider {
 impl Provider {
     /// Builds a provider from validated configuration. `env` looks up environment variables.
     pub fn from_config(cfg: &ProviderConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Provider, String> {
+        Self::from_config_at(cfg, env, crate::clock::system())
+    }
+
+    /// As [`from_config`](Provider::from_config), with the clock its credentials' expiry is read by.
+    pub fn from_config_at(
+        cfg: &ProviderConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+        clock: crate::clock::Clock,
+    ) -> Result<Provider, String> {
         let timeouts = cfg.timeouts.resolve();
         let mut headers = HeaderMap::new();
         for (name, value) in &cfg.headers {
@@ -108,6 +129,23 @@ impl Provider {
         };
         // Bedrock without an API key signs each request with the AWS credentials of the environment.
         let mut signer = None;
+        let mut google_account = None;
+        if let (ProviderKind::Vertex, Some(vertex)) = (cfg.kind, &cfg.vertex) {
+            let var = vertex.credentials_env();
+            let loaded = match env(var).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()) {
+                None => Err(format!("set {var} to the service account's JSON key file")),
+                Some(json) if json.starts_with('{') => google::ServiceAccount::from_json(&json),
+                Some(path) => std::fs::read_to_string(&path)
+                    .map_err(|e| format!("the file {var} names cannot be read ({e})"))
+                    .and_then(|json| google::ServiceAccount::from_json(&json)),
+            };
+            match loaded {
+                Ok(account) => google_account = Some(account),
+                Err(why) => {
+                    unavailable = Some(format!("provider \"{}\" is not configured: {why}", cfg.name));
+                }
+            }
+        }
         let mut aws_region = cfg.aws.as_ref().and_then(|a| a.region.clone());
         if cfg.kind == ProviderKind::Bedrock {
             let aws = cfg.aws.clone().unwrap_or_default();
@@ -120,7 +158,13 @@ impl Provider {
                         signer = Some(signing::AwsSigner {
                             access_key_id: Secret::new(id),
                             secret_access_key: Secret::new(secret),
-                            session_token: read(aws.session_token_env()).map(Secret::new),
+                            // The ambient session token belongs to the ambient keys: with keys from
+                            // variables of its own, a provider has a token only from one it names.
+                            session_token: (aws.session_token_env.is_some()
+                                || (aws.access_key_id_env.is_none() && aws.secret_access_key_env.is_none()))
+                            .then(|| read(aws.session_token_env()))
+                            .flatten()
+                            .map(Secret::new),
                             region: region.clone(),
                             service: "bedrock",
                         });
@@ -163,6 +207,26 @@ impl Provider {
                 (Transport::Http(Box::new(HttpClients::new(settings))), base_url)
             }
         };
+        let credentials = match (signer, google_account) {
+            (Some(signer), _) => Credentials::Aws(signer),
+            (None, Some(account)) => {
+                let token_uri = cfg
+                    .vertex
+                    .as_ref()
+                    .and_then(|v| v.token_uri.clone())
+                    .or_else(|| account.token_uri.clone())
+                    .unwrap_or_else(|| google::DEFAULT_TOKEN_URI.to_owned());
+                let settings = client::ClientSettings::new(
+                    &token_uri,
+                    timeouts.connect,
+                    cfg.proxy.as_deref(),
+                    cfg.tls_ca_file.as_deref(),
+                )
+                .map_err(|e| format!("provider \"{}\": the token URI: {e}", cfg.name))?;
+                Credentials::Google(Arc::new(google::GoogleTokens::new(account, token_uri, settings, clock)))
+            }
+            (None, None) => Credentials::Keys,
+        };
         let quirks = {
             use crate::config::presets::{Quirks, find};
             let preset = cfg.preset.as_deref().and_then(find).map(|p| p.quirks);
@@ -185,6 +249,10 @@ impl Provider {
                 inner: openai::OpenAiAdapter { quirks },
             }),
             ProviderKind::Bedrock => Box::new(bedrock::BedrockAdapter),
+            ProviderKind::Vertex => {
+                let v = cfg.vertex.clone().unwrap_or_default();
+                Box::new(vertex::VertexAdapter::new(&v.project, &v.location))
+            }
         };
         let key_count = keys.len();
         Ok(Provider {
@@ -199,7 +267,7 @@ impl Provider {
             set_aside_until: (0..key_count).map(|_| AtomicU64::new(0)).collect(),
             epoch: std::time::Instant::now(),
             unavailable,
-            signer,
+            credentials,
             headers,
             transport,
             default_prices: cfg.default_prices,
@@ -269,18 +337,43 @@ impl Provider {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Adds what the provider's credentials require to a built request (a SigV4 signature); nothing for
-    /// a provider whose key the adapter already put in a header.
-    pub fn sign(&self, req: &mut UpstreamRequest) -> Result<(), ProviderError> {
-        match &self.signer {
-            Some(signer) => signer.sign(req, std::time::SystemTime::now()),
-            None => Ok(()),
+    /// Adds what the provider's credentials require to a built request: a SigV4 signature, or a
+    /// service account's access token (fetched when the one in hand is about to expire); nothing for a
+    /// provider whose key the adapter already put in a header.
+    pub async fn authorize(&self, req: &mut UpstreamRequest) -> Result<(), ProviderError> {
+        match &self.credentials {
+            Credentials::Keys => Ok(()),
+            Credentials::Aws(signer) => signer.sign(req, std::time::SystemTime::now()),
+            Credentials::Google(tokens) => {
+                let token = tokens.token().await.inspect_err(|e| {
+                    tracing::warn!(provider = %self.name, error = %e.message, "no access token for the provider");
+                })?;
+                let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+                    ProviderError::new(ErrorKind::Authentication, "the access token is not a valid header value")
+                })?;
+                value.set_sensitive(true);
+                req.headers.insert(http::header::AUTHORIZATION, value);
+                Ok(())
+            }
+        }
+    }
+
+    /// How many access tokens this provider has fetched (service-account credentials only).
+    pub fn tokens_fetched(&self) -> Option<u64> {
+        match &self.credentials {
+            Credentials::Google(tokens) => Some(tokens.fetched.load(Ordering::Relaxed)),
+            _ => None,
         }
     }
 
     /// Removes any of this provider's credentials from text that may reach a client or a log.
     pub fn redact(&self, text: String) -> String {
-        let secrets = self.keys.iter().chain(self.signer.iter().flat_map(signing::AwsSigner::secrets));
-        secrets.fold(text, |t, k| if t.contains(k.expose()) { t.replace(k.expose(), "*****") } else { t })
+        let mut secrets: Vec<Secret> = self.keys.clone();
+        match &self.credentials {
+            Credentials::Aws(signer) => secrets.extend(signer.secrets().cloned()),
+            Credentials::Google(tokens) => secrets.extend(tokens.current_secret()),
+            Credentials::Keys => {}
+        }
+        secrets.iter().fold(text, |t, k| if t.contains(k.expose()) { t.replace(k.expose(), "*****") } else { t })
     }
 }

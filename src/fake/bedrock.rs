@@ -37,6 +37,11 @@ pub(super) async fn dispatch(
     if let Err(why) = authenticate(&headers, uri.path(), &body) {
         return Dialect::Bedrock.error_response(403, None, Some(why.0), why.1);
     }
+    // The path as it arrived (percent-encoding and all), for tests to see what was signed and sent.
+    let mut headers = headers;
+    if let Ok(path) = axum::http::HeaderValue::from_str(uri.path()) {
+        headers.insert(PATH_HEADER, path);
+    }
     let raw: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(_) => {
@@ -59,9 +64,8 @@ pub(super) async fn dispatch(
                 let why = "A conversation must start with a user message. Try again with a conversation that starts with a user message.";
                 return Dialect::Bedrock.error_response(400, None, Some("ValidationException"), why);
             }
-            if converse.messages.windows(2).any(|w| w[0].role == w[1].role) {
-                let why = "A conversation must alternate between user and assistant roles.";
-                return Dialect::Bedrock.error_response(400, None, Some("ValidationException"), why);
+            if let Err(why) = check_converse(&converse) {
+                return Dialect::Bedrock.error_response(400, None, Some("ValidationException"), &why);
             }
             let chat = as_chat(&converse);
             let reply = Reply::for_request(&chat, &state.settings, &state.next_id("fake"));
@@ -84,6 +88,39 @@ pub(super) async fn dispatch(
         }
         _ => Dialect::Bedrock.error_response(404, None, Some("ResourceNotFoundException"), "Unknown operation."),
     }
+}
+
+/// The header the fake records a Bedrock request's path under.
+pub const PATH_HEADER: &str = "x-fake-request-path";
+
+/// The rules Bedrock holds a Converse request to (its ValidationException messages).
+fn check_converse(req: &ConverseRequest) -> Result<(), String> {
+    if req.messages.windows(2).any(|w| w[0].role == w[1].role) {
+        return Err("A conversation must alternate between user and assistant roles.".into());
+    }
+    let blocks = || req.messages.iter().flat_map(|m| &m.content);
+    if blocks().any(|b| b.text.as_deref().is_some_and(|t| t.trim().is_empty())) {
+        return Err(
+            "The text field in the ContentBlock object is blank. Add text to the text field, and try again.".into()
+        );
+    }
+    if req.tool_config.is_none() && blocks().any(|b| b.tool_use.is_some() || b.tool_result.is_some()) {
+        return Err("The toolConfig field must be defined when using toolUse and toolResult content blocks.".into());
+    }
+    let id_ok = |id: &str| {
+        !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    let ids = blocks().filter_map(|b| {
+        b.tool_use.as_ref().map(|u| u.tool_use_id.as_str()).or(b.tool_result.as_ref().map(|r| r.tool_use_id.as_str()))
+    });
+    for id in ids {
+        if !id_ok(id) {
+            return Err(format!(
+                "1 validation error detected: Value '{id}' at 'toolUseId' failed to satisfy constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_-]+"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The error Bedrock gives an unauthenticated request: its exception name and message.

@@ -84,7 +84,7 @@ async fn call_whole(
     let endpoint = provider.endpoint()?;
     let key = endpoint.key_index;
     let mut upstream = build(&endpoint)?;
-    provider.sign(&mut upstream)?;
+    provider.authorize(&mut upstream).await?;
     let result = async {
         let resp = send(provider, timeouts, upstream, deadline).await?;
         let resp = reject_error_status(provider, timeouts, resp, deadline).await?;
@@ -126,20 +126,28 @@ pub async fn embed(
     let parts: Vec<EmbeddingRequest> = texts
         .chunks(per_call)
         .map(|group| EmbeddingRequest {
+            model: req.model.clone(),
             input: match group {
                 [one] => EmbeddingInput::One((*one).to_owned()),
                 many => EmbeddingInput::Many(many.iter().map(|t| (*t).to_owned()).collect()),
             },
-            ..req.clone()
+            encoding_format: req.encoding_format,
+            dimensions: req.dimensions,
+            extra: req.extra.clone(),
         })
         .collect();
+    // In order, at most a few in flight; the next starts as soon as one ends.
+    let mut pending = parts.iter();
+    let mut in_flight = futures_util::stream::FuturesOrdered::new();
     let mut answers = Vec::with_capacity(parts.len());
-    for round in parts.chunks(EMBEDDING_CALLS_AT_ONCE) {
-        let mut calls = Vec::with_capacity(round.len());
-        for part in round {
-            calls.push(embed_one(provider, timeouts, part, deadline));
+    for part in pending.by_ref().take(EMBEDDING_CALLS_AT_ONCE) {
+        in_flight.push_back(embed_one(provider, timeouts, part, deadline));
+    }
+    while let Some(answer) = in_flight.next().await {
+        answers.push(answer?);
+        if let Some(part) = pending.next() {
+            in_flight.push_back(embed_one(provider, timeouts, part, deadline));
         }
-        answers.extend(futures_util::future::try_join_all(calls).await?);
     }
     let mut answers = answers.into_iter();
     let Some(mut joined) = answers.next() else {
@@ -233,7 +241,7 @@ pub async fn open_stream_with<I: StreamItem>(
     let endpoint = provider.endpoint()?;
     let key = endpoint.key_index;
     let mut upstream = build(&endpoint)?;
-    provider.sign(&mut upstream)?;
+    provider.authorize(&mut upstream).await?;
     let opened = async {
         let resp = send(provider, timeouts, upstream, deadline).await?;
         reject_error_status(provider, timeouts, resp, deadline).await

@@ -2,8 +2,8 @@
 //!
 //! AWS Signature Version 4 (Bedrock) is computed by AWS's own `aws-sigv4` crate over the request exactly
 //! as it will be sent: method, URL, the `content-type` and `x-amz-*` headers, and a hash of the body. The
-//! signature, date and session token are then added as headers. Headers added after signing (trace
-//! context, the operator's extra headers) are not signed, which AWS allows. Static credentials only: from
+//! signature, date and session token are then added as headers. Other headers (the operator's extra ones
+//! unless they are `x-amz-*`, trace context added after signing) are sent unsigned, which AWS allows. Static credentials only: from
 //! the provider's own variables or the standard `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` /
 //! `AWS_SESSION_TOKEN`. No secret appears in `Debug`, logs or errors.
 

@@ -283,10 +283,43 @@ async fn bedrock_model_ids_pass_through_with_the_bedrock_prefix() {
     let resp = h.chat(hello("bedrock/us.meta.llama4-maverick-17b-instruct-v1:0")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(header(&resp, "x-switchyard-provider"), "bedrock");
-    // The model id is one path segment: its colon percent-encoded, and signed as sent.
+    // The model id is one path segment, its colon percent-encoded, and the fake checked the signature
+    // over that very path.
     let req = h.upstream.last_request();
+    assert_eq!(
+        req.headers[switchyard::fake::bedrock::PATH_HEADER],
+        "/model/us.meta.llama4-maverick-17b-instruct-v1%3A0/converse"
+    );
     assert!(last_authorization(&h).starts_with("AWS4-HMAC-SHA256"));
-    assert!(req.body.get("messages").is_some());
+}
+
+/// What Bedrock refuses (the fake holds requests to its rules) is made into what it takes: a conversation
+/// opening with the assistant, blank text, another provider's tool call ids, tool turns with no tools.
+#[tokio::test]
+async fn conversations_other_providers_accept_are_made_acceptable_to_bedrock() {
+    let h = harness().await;
+    let call = json!({"id": "functions.get_weather:0", "type": "function",
+        "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}});
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]);
+    let conversation = json!([
+        {"role": "system", "content": "Be brief."},
+        {"role": "assistant", "content": "Hello! How can I help?"},
+        {"role": "user", "content": [{"type": "text", "text": " "}, {"type": "text", "text": "Weather in Oslo?"}]},
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "functions.get_weather:0", "content": ""},
+    ]);
+    for (with_tools, choice) in [(true, json!("auto")), (false, Value::Null), (true, json!("none"))] {
+        let mut body = json!({"model": "claude-on-bedrock", "messages": conversation});
+        if with_tools {
+            body["tools"] = tools.clone();
+        }
+        if !choice.is_null() {
+            body["tool_choice"] = choice.clone();
+        }
+        let resp = h.chat(body).await;
+        let status = resp.status();
+        assert_eq!(status, 200, "tools {with_tools}, choice {choice}: {}", resp.text().await.unwrap());
+    }
 }
 
 #[tokio::test]
@@ -327,4 +360,29 @@ async fn titan_embeds_each_input_in_its_own_call_joined_in_order() {
     assert_eq!(body["usage"]["prompt_tokens"], 10);
     let row = ledger_row(&h, &request_id).await;
     assert_eq!(row["prompt_tokens"], 10);
+}
+
+#[tokio::test]
+async fn many_titan_inputs_keep_their_order_and_one_failed_call_fails_the_request() {
+    let h = harness().await;
+    let inputs: Vec<String> = (0..9).map(|i| format!("text number {i}")).collect();
+    let resp = h.post("/v1/embeddings").json(&json!({"model": "titan-v2", "input": inputs})).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    for (i, text) in inputs.iter().enumerate() {
+        let alone: Value = h
+            .post("/v1/embeddings")
+            .json(&json!({"model": "titan-v2", "input": text}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["data"][i]["embedding"], alone["data"][0]["embedding"], "input {i} in its place");
+    }
+    h.upstream.state.push_fault(Some("amazon.titan-embed-text-v2:0"), Fault::status(500));
+    let resp = h.post("/v1/embeddings").json(&json!({"model": "titan-v2", "input": inputs})).send().await.unwrap();
+    let (status, body) = error_of(resp).await;
+    assert_eq!(status, 502, "{body}");
 }

@@ -169,7 +169,7 @@ impl Adapter for AnthropicAdapter {
     }
 }
 
-fn translate_request(req: &ChatRequest) -> Result<MessagesRequest, ProviderError> {
+pub fn translate_request(req: &ChatRequest) -> Result<MessagesRequest, ProviderError> {
     if req.n.is_some_and(|n| n > 1) {
         return Err(bad_request("Anthropic models return one choice; 'n' must be 1.", "n"));
     }

@@ -36,7 +36,10 @@ pub fn in_stream(exception_type: &str, payload: &str) -> ProviderError {
     let message = parsed.message.unwrap_or_else(|| payload.to_owned());
     let mut e = from_exception(&exception_name(exception_type), message, None);
     // A stream that failed after it started is interrupted unless Bedrock said it was throttled.
-    if !matches!(e.kind, ErrorKind::RateLimited | ErrorKind::Overloaded | ErrorKind::BadRequest) {
+    if !matches!(
+        e.kind,
+        ErrorKind::RateLimited | ErrorKind::Overloaded | ErrorKind::BadRequest | ErrorKind::ContextTooLong
+    ) {
         e.kind = ErrorKind::StreamInterrupted;
     }
     e
@@ -47,6 +50,10 @@ fn from_exception(name: &str, upstream: String, status: Option<u16>) -> Provider
     let too_long = ["too long", "too many tokens", "exceeds the maximum", "context length", "prompt is too long"]
         .iter()
         .any(|p| lower.contains(p));
+    let model_cannot =
+        ["doesn't support", "does not support", "not supported", "on-demand throughput", "isn't supported"]
+            .iter()
+            .any(|p| lower.contains(p));
     let kind = match (name, status) {
         ("throttlingexception" | "servicequotaexceededexception" | "toomanyrequestsexception", _) => {
             ErrorKind::RateLimited
@@ -66,6 +73,9 @@ fn from_exception(name: &str, upstream: String, status: Option<u16>) -> Provider
         ) => ErrorKind::Authentication,
         ("resourcenotfoundexception", _) => ErrorKind::NotFound,
         ("validationexception", _) if too_long => ErrorKind::ContextTooLong,
+        // What this model cannot do (tool choice, on-demand use, a parameter), not what the caller got
+        // wrong: another model may take the request.
+        ("validationexception", _) if model_cannot => ErrorKind::Untranslatable,
         ("validationexception", _) => ErrorKind::BadRequest,
         (_, Some(429)) => ErrorKind::RateLimited,
         (_, Some(401 | 403)) => ErrorKind::Authentication,
@@ -77,7 +87,11 @@ fn from_exception(name: &str, upstream: String, status: Option<u16>) -> Provider
         _ => ErrorKind::ServerError,
     };
     let message = match kind {
-        ErrorKind::BadRequest | ErrorKind::NotFound | ErrorKind::ContextTooLong if !upstream.is_empty() => upstream,
+        ErrorKind::BadRequest | ErrorKind::NotFound | ErrorKind::ContextTooLong | ErrorKind::Untranslatable
+            if !upstream.is_empty() =>
+        {
+            upstream
+        }
         ErrorKind::RateLimited => "Bedrock is throttling requests".to_owned(),
         ErrorKind::Overloaded => "Bedrock's model is not ready or is unavailable".to_owned(),
         ErrorKind::Authentication => "Bedrock rejected the gateway's AWS credentials".to_owned(),
@@ -134,6 +148,15 @@ mod tests {
         );
         assert_eq!(e.kind, ErrorKind::ContextTooLong);
         assert!(!e.should_fallback());
+        // What the model cannot do moves on to another model.
+        let e = classify(
+            400,
+            &typed("ValidationException"),
+            br#"{"message":"This model doesn't support tool use in streaming mode."}"#,
+            None,
+        );
+        assert_eq!(e.kind, ErrorKind::Untranslatable);
+        assert!(e.should_fallback() && e.message.contains("tool use in streaming mode"));
     }
 
     #[test]

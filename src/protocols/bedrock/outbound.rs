@@ -61,7 +61,7 @@ fn encode(body: &impl serde::Serialize) -> Result<Bytes, ProviderError> {
 
 fn is_titan_embedding(model: &str) -> bool {
     // `amazon.titan-embed-text-v2:0`, possibly behind a regional profile (`us.amazon.…`).
-    model.contains("amazon.titan-embed")
+    model.contains("amazon.titan-embed-text")
 }
 
 impl Adapter for BedrockAdapter {
@@ -169,10 +169,15 @@ impl Adapter for BedrockAdapter {
         let [text] = texts.as_slice() else {
             return Err(bad_request("Titan embeds one text per call.", "input"));
         };
+        // Only v2 takes `dimensions` and `normalize`; v1 refuses them.
+        let v2 = req.model.contains("-v2");
+        if req.dimensions.is_some() && !v2 {
+            return Err(bad_request("Titan text embeddings v1 have a fixed size; leave dimensions out.", "dimensions"));
+        }
         let body = TitanEmbedRequest {
             input_text: (*text).to_owned(),
             dimensions: req.dimensions,
-            normalize: req.model.contains("-v2").then_some(true),
+            normalize: v2.then_some(true),
         };
         Ok(UpstreamRequest {
             url: model_url(endpoint, &req.model, "invoke"),
@@ -227,7 +232,7 @@ pub fn translate_request(req: &ChatRequest) -> Result<ConverseRequest, ProviderE
                         .unwrap_or_else(|| json!({}));
                     blocks.push(ContentBlock {
                         tool_use: Some(ToolUse {
-                            tool_use_id: call.id.clone(),
+                            tool_use_id: tool_use_id(&call.id),
                             name: call.function.name.clone(),
                             input,
                         }),
@@ -246,18 +251,22 @@ pub fn translate_request(req: &ChatRequest) -> Result<ConverseRequest, ProviderE
                 let text = m.content.as_ref().map(Content::to_text).unwrap_or_default();
                 let content = match serde_json::from_str::<Value>(&text) {
                     Ok(v) if v.is_object() => ToolResultContent { text: None, json: Some(v) },
+                    // Bedrock refuses a blank text block.
+                    _ if text.trim().is_empty() => ToolResultContent { text: Some(NO_OUTPUT.to_owned()), json: None },
                     _ => ToolResultContent { text: Some(text), json: None },
                 };
                 let block = ContentBlock {
-                    tool_result: Some(ToolResult { tool_use_id: id, content: vec![content], status: None }),
+                    tool_result: Some(ToolResult {
+                        tool_use_id: tool_use_id(&id),
+                        content: vec![content],
+                        status: None,
+                    }),
                     ..ContentBlock::default()
                 };
                 push(&mut messages, "user", vec![block]);
             }
         }
     }
-    let has_tool_turns =
-        messages.iter().flat_map(|m| &m.content).any(|b| b.tool_use.is_some() || b.tool_result.is_some());
     let mut tools: Vec<WireTool> = req
         .tools
         .iter()
@@ -278,17 +287,18 @@ pub fn translate_request(req: &ChatRequest) -> Result<ConverseRequest, ProviderE
         Ok(None | Some(ToolChoiceMode::Auto)) => None,
         Ok(Some(ToolChoiceMode::Required)) => Some(json!({"any": {}})),
         Ok(Some(ToolChoiceMode::Function(name))) => Some(json!({"tool": {"name": name}})),
-        Ok(Some(ToolChoiceMode::None)) if has_tool_turns && !tools.is_empty() => {
-            return Err(bad_request(
-                "Bedrock cannot be told not to call tools in a conversation that has used them (tool_choice \"none\").",
-                "tool_choice",
-            ));
-        }
+        // Converse has no "none": the tools are not offered (and earlier tool turns become text below).
         Ok(Some(ToolChoiceMode::None)) => {
             tools.clear();
             None
         }
     };
+    if tool_choice.is_some() && !forces_tools(&req.model) {
+        return Err(bad_request(
+            "This Bedrock model cannot be made to call a tool (tool_choice \"required\" or a named function).",
+            "tool_choice",
+        ));
+    }
     if let Some(name) = json_tool_name(req) {
         let schema = req
             .response_format
@@ -297,6 +307,12 @@ pub fn translate_request(req: &ChatRequest) -> Result<ConverseRequest, ProviderE
             .and_then(|s| s.get("schema"))
             .cloned()
             .unwrap_or_else(|| json!({"type": "object"}));
+        if !forces_tools(&req.model) {
+            return Err(bad_request(
+                "This Bedrock model cannot be held to a JSON schema (Converse forces a tool only for Claude and Nova).",
+                "response_format",
+            ));
+        }
         tools.push(WireTool {
             tool_spec: ToolSpec {
                 name: name.clone(),
@@ -305,6 +321,16 @@ pub fn translate_request(req: &ChatRequest) -> Result<ConverseRequest, ProviderE
             },
         });
         tool_choice = Some(json!({"tool": {"name": name}}));
+    }
+    // Converse refuses toolUse and toolResult blocks without a toolConfig: with no tools offered, the
+    // conversation's tool turns are told as text.
+    if tools.is_empty() {
+        tool_turns_as_text(&mut messages);
+    }
+    // Converse's conversation starts with a user turn.
+    if messages.first().is_none_or(|m| m.role != "user") {
+        messages
+            .insert(0, WireMessage { role: "user".to_owned(), content: vec![ContentBlock::text(PLACEHOLDER_TURN)] });
     }
     let inference = InferenceConfig {
         max_tokens: req.max_output_tokens(),
@@ -329,6 +355,53 @@ pub fn translate_request(req: &ChatRequest) -> Result<ConverseRequest, ProviderE
     })
 }
 
+/// What an empty tool result is sent as (Bedrock refuses blank text).
+const NO_OUTPUT: &str = "(no output)";
+/// The user turn put first when a conversation starts with the assistant (or has no turn at all).
+const PLACEHOLDER_TURN: &str = "Continue.";
+
+/// Whether Converse's `toolChoice` `any`/`tool` works for the model (Anthropic's Claude and Amazon Nova;
+/// other models take `auto` only). Regional inference profiles (`us.anthropic.…`) included.
+fn forces_tools(model: &str) -> bool {
+    model.contains("anthropic.") || model.contains("amazon.nova")
+}
+
+/// A tool call id as Converse takes it (`[a-zA-Z0-9_-]{1,64}`): kept when it fits, else a digest of it,
+/// the same for the call and its result. Another provider's ids (`functions.get:0`) reach Bedrock after
+/// a fallback.
+fn tool_use_id(id: &str) -> String {
+    let fits =
+        !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if fits {
+        return id.to_owned();
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(id.as_bytes());
+    format!("tooluse_{}", digest.iter().take(12).map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// Rewrites toolUse and toolResult blocks as text, for a request that offers no tools.
+fn tool_turns_as_text(messages: &mut [WireMessage]) {
+    let mut names = std::collections::HashMap::new();
+    for m in messages.iter_mut() {
+        for block in &mut m.content {
+            if let Some(call) = block.tool_use.take() {
+                let text = format!("[called tool {} with {}]", call.name, call.input);
+                names.insert(call.tool_use_id, call.name);
+                *block = ContentBlock::text(text);
+            } else if let Some(result) = block.tool_result.take() {
+                let name = names.get(&result.tool_use_id).map_or("a tool", String::as_str);
+                let output: Vec<String> = result
+                    .content
+                    .into_iter()
+                    .map(|c| c.text.unwrap_or_else(|| c.json.map(|j| j.to_string()).unwrap_or_default()))
+                    .collect();
+                *block = ContentBlock::text(format!("[{name} returned {}]", output.join(" ")));
+            }
+        }
+    }
+}
+
 /// Appends a turn, merging it into the previous one of the same role (Converse alternates roles).
 fn push(messages: &mut Vec<WireMessage>, role: &str, blocks: Vec<ContentBlock>) {
     if blocks.is_empty() {
@@ -343,11 +416,13 @@ fn push(messages: &mut Vec<WireMessage>, role: &str, blocks: Vec<ContentBlock>) 
 fn blocks_of(content: Option<&Content>, i: usize) -> Result<Vec<ContentBlock>, ProviderError> {
     match content {
         None => Ok(Vec::new()),
-        Some(Content::Text(t)) if t.is_empty() => Ok(Vec::new()),
+        // Bedrock refuses blank text blocks.
+        Some(Content::Text(t)) if t.trim().is_empty() => Ok(Vec::new()),
         Some(Content::Text(t)) => Ok(vec![ContentBlock::text(t)]),
         Some(Content::Parts(parts)) => parts
             .iter()
             .enumerate()
+            .filter(|(_, p)| !(p.kind == "text" && p.text.as_deref().is_none_or(|t| t.trim().is_empty())))
             .map(|(j, p)| match (p.kind.as_str(), &p.text, &p.image_url) {
                 ("text", Some(t), _) => Ok(ContentBlock::text(t)),
                 ("image_url", _, Some(img)) => image_block(&img.url).ok_or_else(|| {
@@ -578,9 +653,10 @@ mod tests {
                 {"role": "user", "content": [{"type": "text", "text": "Weather?"},
                     {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]},
                 {"role": "assistant", "content": null, "tool_calls": [
-                    {"id": "tooluse_1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+                    {"id": "tooluse_1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}},
+                    {"id": "functions.weather:1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Rome\"}"}}]},
                 {"role": "tool", "tool_call_id": "tooluse_1", "content": "{\"temp\":21}"},
-                {"role": "tool", "tool_call_id": "tooluse_2", "content": "sunny"}
+                {"role": "tool", "tool_call_id": "functions.weather:1", "content": ""}
             ],
             "tools": [{"type": "function", "function": {"name": "weather", "description": "Look it up",
                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
@@ -593,6 +669,9 @@ mod tests {
             "https://bedrock-runtime.us-east-1.amazonaws.com/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/converse-stream"
         );
         let body: Value = serde_json::from_slice(&call.body).unwrap();
+        // Another provider's call id, made one Converse takes, the same on the call and its result.
+        let foreign = tool_use_id("functions.weather:1");
+        assert!(foreign.len() <= 64 && foreign.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'), "{foreign}");
         assert_eq!(
             body,
             json!({
@@ -600,10 +679,12 @@ mod tests {
                 "messages": [
                     {"role": "user", "content": [{"text": "Weather?"},
                         {"image": {"format": "png", "source": {"bytes": "iVBORw0KGgo="}}}]},
-                    {"role": "assistant", "content": [{"toolUse": {"toolUseId": "tooluse_1", "name": "weather", "input": {"city": "Paris"}}}]},
+                    {"role": "assistant", "content": [
+                        {"toolUse": {"toolUseId": "tooluse_1", "name": "weather", "input": {"city": "Paris"}}},
+                        {"toolUse": {"toolUseId": foreign, "name": "weather", "input": {"city": "Rome"}}}]},
                     {"role": "user", "content": [
                         {"toolResult": {"toolUseId": "tooluse_1", "content": [{"json": {"temp": 21}}]}},
-                        {"toolResult": {"toolUseId": "tooluse_2", "content": [{"text": "sunny"}]}}]}
+                        {"toolResult": {"toolUseId": foreign, "content": [{"text": "(no output)"}]}}]}
                 ],
                 "inferenceConfig": {"maxTokens": 300, "temperature": 0.2, "stopSequences": ["END"]},
                 "toolConfig": {
@@ -621,15 +702,27 @@ mod tests {
             {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]}));
         let e = translate_request(&by_url).unwrap_err();
         assert_eq!((e.kind, e.param.as_deref()), (ErrorKind::Untranslatable, Some("messages[0].content[0].image_url")));
+        // "none" after tool turns: no tools offered, and the turns told as text (Converse refuses tool
+        // blocks without a toolConfig).
         let none_after_tools = request(json!({"model": "m", "tool_choice": "none",
             "tools": [{"type": "function", "function": {"name": "f"}}],
             "messages": [{"role": "user", "content": "a"},
                 {"role": "assistant", "tool_calls": [{"id": "t", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
                 {"role": "tool", "tool_call_id": "t", "content": "x"}]}));
-        assert_eq!(translate_request(&none_after_tools).unwrap_err().param.as_deref(), Some("tool_choice"));
-        let none_fresh = request(json!({"model": "m", "tool_choice": "none",
+        let body = serde_json::to_value(translate_request(&none_after_tools).unwrap()).unwrap();
+        assert!(body.get("toolConfig").is_none());
+        assert_eq!(body["messages"][1]["content"][0]["text"], "[called tool f with {}]");
+        assert_eq!(body["messages"][2]["content"][0]["text"], "[f returned x]");
+        // A model that cannot be forced to call a tool is not asked to.
+        let required = request(json!({"model": "meta.llama3-70b-instruct-v1:0", "tool_choice": "required",
             "tools": [{"type": "function", "function": {"name": "f"}}], "messages": [{"role": "user", "content": "a"}]}));
-        assert!(translate_request(&none_fresh).unwrap().tool_config.is_none(), "no tools are offered");
+        assert_eq!(translate_request(&required).unwrap_err().param.as_deref(), Some("tool_choice"));
+        // Blank text is left out, and a conversation starting with the assistant gets a user turn first.
+        let odd = request(json!({"model": "m", "messages": [{"role": "assistant", "content": "Hi, how can I help?"},
+            {"role": "user", "content": [{"type": "text", "text": "  "}, {"type": "text", "text": "Weather?"}]}]}));
+        let body = serde_json::to_value(translate_request(&odd).unwrap()).unwrap();
+        assert_eq!(body["messages"][0], json!({"role": "user", "content": [{"text": "Continue."}]}));
+        assert_eq!(body["messages"][2]["content"], json!([{"text": "Weather?"}]));
     }
 
     #[test]
@@ -658,8 +751,10 @@ mod tests {
 
     #[test]
     fn json_schema_goes_through_a_forced_tool_and_comes_back_as_text() {
-        let req = request(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
-            "response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": {"type": "object"}}}}));
+        let req = request(
+            json!({"model": "anthropic.claude-haiku-4-5-v1:0", "messages": [{"role": "user", "content": "hi"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": {"type": "object"}}}}),
+        );
         let body = translate_request(&req).unwrap();
         let config = serde_json::to_value(body.tool_config.unwrap()).unwrap();
         assert_eq!(config["toolChoice"], json!({"tool": {"name": "answer"}}));

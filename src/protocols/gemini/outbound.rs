@@ -208,7 +208,7 @@ impl Adapter for GeminiAdapter {
     }
 }
 
-fn translate_request(req: &ChatRequest) -> Result<GenerateRequest, ProviderError> {
+pub fn translate_request(req: &ChatRequest) -> Result<GenerateRequest, ProviderError> {
     let mut system_parts: Vec<Part> = Vec::new();
     let mut contents: Vec<WireContent> = Vec::new();
     for (i, m) in req.messages.iter().enumerate() {
