@@ -33,6 +33,7 @@ pub mod bedrock;
 mod completions;
 mod gemini;
 mod responses;
+pub mod vertex;
 
 /// A scripted misbehaviour, applied to the next matching request and then used up.
 #[derive(Debug, Clone)]
@@ -65,6 +66,8 @@ pub struct FakeStats {
     pub streams_cancelled: AtomicU64,
     /// TCP connections accepted (when served on a socket).
     pub connections: AtomicU64,
+    /// Access tokens the fake Vertex token endpoint issued.
+    pub tokens_issued: AtomicU64,
 }
 
 /// What the fake received, for tests to inspect.
@@ -80,6 +83,8 @@ pub struct FakeState {
     requests: Mutex<VecDeque<RecordedRequest>>,
     next_id: AtomicU64,
     pub stats: FakeStats,
+    /// The access tokens the token endpoint issued (the Vertex routes take only these).
+    google_tokens: Mutex<std::collections::HashSet<String>>,
 }
 
 const RECORDED_REQUESTS: usize = 256;
@@ -92,6 +97,7 @@ impl FakeState {
             requests: Mutex::default(),
             next_id: AtomicU64::new(1),
             stats: FakeStats::default(),
+            google_tokens: Mutex::default(),
         }
     }
 
@@ -137,6 +143,11 @@ pub fn router(state: Arc<FakeState>) -> Router {
         .route("/openai/v1/responses", post(responses::responses))
         .route("/v1beta/models/{model_action}", post(gemini::dispatch))
         .route("/model/{model}/{action}", post(bedrock::dispatch))
+        .route("/token", post(vertex::token))
+        .route(
+            "/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/{model_action}",
+            post(vertex::dispatch),
+        )
         .route("/v1/models", get(list_models))
         .with_state(state)
 }

@@ -84,7 +84,7 @@ async fn call_whole(
     let endpoint = provider.endpoint()?;
     let key = endpoint.key_index;
     let mut upstream = build(&endpoint)?;
-    provider.authorize(&mut upstream).await?;
+    authorize(provider, &mut upstream, deadline).await?;
     let result = async {
         let resp = send(provider, timeouts, upstream, deadline).await?;
         let resp = reject_error_status(provider, timeouts, resp, deadline).await?;
@@ -241,7 +241,7 @@ pub async fn open_stream_with<I: StreamItem>(
     let endpoint = provider.endpoint()?;
     let key = endpoint.key_index;
     let mut upstream = build(&endpoint)?;
-    provider.authorize(&mut upstream).await?;
+    authorize(provider, &mut upstream, deadline).await?;
     let opened = async {
         let resp = send(provider, timeouts, upstream, deadline).await?;
         reject_error_status(provider, timeouts, resp, deadline).await
@@ -261,6 +261,14 @@ pub async fn open_stream_with<I: StreamItem>(
         saw_finish: false,
         body_ended: false,
     })
+}
+
+/// The provider's credentials added to a built request, within the attempt's deadline (a token fetch
+/// counts against it).
+async fn authorize(provider: &Provider, req: &mut UpstreamRequest, deadline: Instant) -> Result<(), ProviderError> {
+    timeout_at(deadline, provider.authorize(req))
+        .await
+        .unwrap_or_else(|_| Err(ProviderError::timeout(TimeoutPhase::Total)))
 }
 
 async fn send(

@@ -393,7 +393,8 @@ impl Catalog {
 }
 
 /// Model-string prefixes that name a kind of provider rather than a preset (LiteLLM's `bedrock/…`).
-const KIND_PREFIXES: &[(&str, crate::config::ProviderKind)] = &[("bedrock", crate::config::ProviderKind::Bedrock)];
+const KIND_PREFIXES: &[(&str, crate::config::ProviderKind)] =
+    &[("bedrock", crate::config::ProviderKind::Bedrock), ("vertex_ai", crate::config::ProviderKind::Vertex)];
 
 /// LiteLLM's provider prefixes that differ from our preset names, and the preset each stands for.
 const LITELLM_PREFIXES: &[(&str, &str)] = &[

@@ -36,3 +36,4 @@ mod secrets;
 mod streaming;
 mod tenancy;
 mod traces;
+mod vertex;

@@ -19,6 +19,7 @@ import openai
 from openai import OpenAI
 
 import anthropic_sdk_check
+import providers_sdk_check
 import responses_sdk_check
 import routing_sdk_check
 
@@ -74,6 +75,7 @@ def main():
         proc.wait(timeout=30)
     responses_sdk_check.run(binary, check, free_port, wait_ready)
     routing_sdk_check.run(binary, check, free_port, wait_ready)
+    providers_sdk_check.run(binary, check, free_port, wait_ready)
     print(f"openai sdk {openai.__version__}, anthropic sdk {anthropic_version}: "
           f"{results['passed']} passed, {results['failed']} failed")
     sys.exit(1 if results["failed"] else 0)

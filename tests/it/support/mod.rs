@@ -282,6 +282,17 @@ impl Harness {
                 "TEST_AWS_ACCESS_KEY_ID" => Some(switchyard::fake::bedrock::ACCESS_KEY_ID.to_owned()),
                 "TEST_AWS_SECRET_ACCESS_KEY" => Some(switchyard::fake::bedrock::SECRET_ACCESS_KEY.to_owned()),
                 "TEST_AWS_WRONG_SECRET" => Some(AWS_WRONG_SECRET.to_owned()),
+                // Service-account key files for the fake Vertex: one its token endpoint trusts, one not.
+                "TEST_GOOGLE_CREDENTIALS" => {
+                    Some(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/vertex/service-account.json").to_owned())
+                }
+                "TEST_GOOGLE_UNTRUSTED" => Some(
+                    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/vertex/untrusted-service-account.json")
+                        .to_owned(),
+                ),
+                "TEST_GOOGLE_NOT_A_KEY" => {
+                    Some(r#"{"type": "authorized_user", "refresh_token": "rt-canary"}"#.to_owned())
+                }
                 _ => None,
             }),
             usage_sink: usage.clone(),
