@@ -52,3 +52,97 @@ async fn provider_credentials_are_not_echoed_to_callers() {
     assert!(!headers.contains(PROVIDER_KEY) && !body.contains(PROVIDER_KEY));
     assert!(!headers.contains(MASTER_KEY) && !body.contains(MASTER_KEY));
 }
+
+/// Cloud credentials (an AWS secret key, a Google service account's private key and its access tokens)
+/// stay in the gateway too: a provider that echoes them in an error has them masked, and no log line or
+/// answer carries them, whether the call succeeded, was refused or fell over.
+#[tokio::test]
+async fn cloud_credentials_never_reach_logs_or_callers() {
+    use crate::support::{AWS_WRONG_SECRET, Setup};
+    use switchyard::fake::bedrock::SECRET_ACCESS_KEY;
+    capture_logs();
+    let extra = r#"
+[[providers]]
+name = "bedrock"
+kind = "bedrock"
+base_url = "{root}"
+aws = { region = "us-east-1", access_key_id_env = "TEST_AWS_ACCESS_KEY_ID", secret_access_key_env = "TEST_AWS_SECRET_ACCESS_KEY" }
+
+[[providers]]
+name = "bedrock-wrong"
+kind = "bedrock"
+base_url = "{root}"
+aws = { region = "us-east-1", access_key_id_env = "TEST_AWS_ACCESS_KEY_ID", secret_access_key_env = "TEST_AWS_WRONG_SECRET" }
+
+[[providers]]
+name = "vertex"
+kind = "vertex"
+base_url = "{root}"
+vertex = { project = "p", location = "us-east5", credentials_env = "TEST_GOOGLE_CREDENTIALS", token_uri = "{root}/token" }
+
+[[providers]]
+name = "vertex-untrusted"
+kind = "vertex"
+base_url = "{root}"
+vertex = { project = "p", location = "us-east5", credentials_env = "TEST_GOOGLE_UNTRUSTED", token_uri = "{root}/token" }
+
+[[models]]
+name = "on-bedrock"
+provider = "bedrock"
+upstream = "anthropic.claude-haiku-4-5-v1:0"
+
+[[models]]
+name = "on-bedrock-wrong"
+provider = "bedrock-wrong"
+upstream = "anthropic.claude-haiku-4-5-v1:0"
+
+[[models]]
+name = "on-vertex"
+provider = "vertex"
+upstream = "gemini-2.5-flash"
+
+[[models]]
+name = "on-vertex-untrusted"
+provider = "vertex-untrusted"
+upstream = "gemini-2.5-flash"
+"#;
+    let h = Harness::with(Setup { extra: extra.to_owned(), ..Setup::default() }).await;
+    let mut answers = String::new();
+    for model in ["on-bedrock", "on-bedrock-wrong", "on-vertex", "on-vertex-untrusted"] {
+        answers.push_str(&h.chat(hello(model)).await.text().await.unwrap());
+    }
+    // The token the fake issued (there is one, used above), and providers that echo secrets in errors.
+    let token = "ya29.fake-vertex-token-1";
+    h.upstream.state.push_fault(
+        Some("anthropic.claude-haiku-4-5-v1:0"),
+        Fault::Status {
+            status: 400,
+            retry_after_secs: None,
+            code: Some("ValidationException".into()),
+            message: format!("signature for {SECRET_ACCESS_KEY} is off"),
+        },
+    );
+    h.upstream.state.push_fault(
+        Some("gemini-2.5-flash"),
+        Fault::Status { status: 400, retry_after_secs: None, code: None, message: format!("token {token} is odd") },
+    );
+    for model in ["on-bedrock", "on-vertex"] {
+        let resp = h.chat(hello(model)).await;
+        assert_eq!(resp.status(), 400, "{model}");
+        answers.push_str(&format!("{:?}", resp.headers()));
+        answers.push_str(&resp.text().await.unwrap());
+    }
+    assert!(answers.contains("*****"), "the echoed secrets were masked, not dropped: {answers}");
+    h.usage.wait_for(6).await;
+    let key_file =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/vertex/service-account.json"))
+            .unwrap();
+    let key: serde_json::Value = serde_json::from_str(&key_file).unwrap();
+    // A line of the private key's base64 body.
+    let key_line = key["private_key"].as_str().unwrap().lines().nth(3).unwrap().to_owned();
+    let logs = captured_logs();
+    for secret in [SECRET_ACCESS_KEY, AWS_WRONG_SECRET, token, "PRIVATE KEY", key_line.as_str()] {
+        assert!(!logs.contains(secret), "{secret} leaked into the logs");
+        assert!(!answers.contains(secret), "{secret} reached a caller: {answers}");
+    }
+}
