@@ -32,6 +32,7 @@ mod anthropic;
 pub mod bedrock;
 mod completions;
 mod gemini;
+pub mod media;
 mod responses;
 pub mod vertex;
 
@@ -134,6 +135,8 @@ pub fn router(state: Arc<FakeState>) -> Router {
         .route("/openai/deployments/{deployment}/embeddings", post(embeddings))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/moderations", post(moderations))
+        .route("/v1/images/generations", post(media::images))
+        .route("/v1/audio/speech", post(media::speech))
         .route("/v1/rerank", post(rerank_compatible))
         .route("/v2/rerank", post(rerank_cohere))
         .route("/v1/messages", post(anthropic::messages))

@@ -20,6 +20,7 @@ pub mod gemini;
 pub mod health;
 pub mod idempotency;
 pub mod input;
+pub mod media;
 pub mod messages;
 pub mod models;
 pub mod observe;
@@ -55,6 +56,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/embeddings", post(embeddings::create_embeddings))
         .route("/v1/moderations", post(embeddings::create_moderation))
         .route("/v1/rerank", post(rerank::create_rerank))
+        .route("/v1/images/generations", post(media::create_image))
+        .route("/v1/audio/speech", post(media::create_speech))
         .route("/v2/rerank", post(rerank::create_rerank))
         .route("/v1/models", get(models::list_models))
         .route("/v1/models/{*id}", get(models::retrieve_model))

@@ -152,6 +152,24 @@ pub trait Adapter: Send + Sync {
         false
     }
 
+    /// Whether the provider has an API for this dedicated work (a rerank, images, speech), for models
+    /// passed through by `provider/model`.
+    fn offers(&self, work: crate::config::Capability) -> bool {
+        work == crate::config::Capability::Rerank && self.reranks()
+    }
+
+    /// Builds a call of one of OpenAI's JSON endpoints beyond chat (`images/generations`,
+    /// `audio/speech`), the caller's body passed as it came with its `model` already the upstream id.
+    /// Only OpenAI-compatible providers have them.
+    fn media_request(
+        &self,
+        _path: &'static str,
+        _body: Bytes,
+        _endpoint: &Endpoint<'_>,
+    ) -> Result<UpstreamRequest, ProviderError> {
+        Err(ProviderError::new(ErrorKind::Untranslatable, "this model's provider does not offer this endpoint"))
+    }
+
     /// Builds a rerank call (model already the upstream id); providers without a rerank API refuse, so
     /// the router moves on to the next target.
     fn rerank_request(&self, _req: &RerankRequest, _endpoint: &Endpoint<'_>) -> Result<UpstreamRequest, ProviderError> {

@@ -42,6 +42,35 @@ pub enum Capability {
     Moderation,
     /// Scores documents against a query (`POST /v1/rerank`).
     Rerank,
+    /// Makes images from a prompt (`POST /v1/images/generations`).
+    ImageGeneration,
+    /// Speaks text (`POST /v1/audio/speech`).
+    Speech,
+}
+
+impl Capability {
+    /// Work that is not a conversation, done only by a model that declares it (and such a model does
+    /// nothing else unless it also declares tools).
+    pub const DEDICATED: [Capability; 3] = [Capability::Rerank, Capability::ImageGeneration, Capability::Speech];
+
+    pub fn is_dedicated(self) -> bool {
+        Self::DEDICATED.contains(&self)
+    }
+
+    /// What a model doing this work is called, for refusals ("is not a speech model").
+    pub fn noun(self) -> &'static str {
+        match self {
+            Capability::Tools => "tool",
+            Capability::Vision => "vision",
+            Capability::JsonSchema => "JSON schema",
+            Capability::Reasoning => "reasoning",
+            Capability::Embeddings => "embedding",
+            Capability::Moderation => "moderation",
+            Capability::Rerank => "rerank",
+            Capability::ImageGeneration => "image generation",
+            Capability::Speech => "speech",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

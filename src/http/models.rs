@@ -87,6 +87,10 @@ fn mode(m: &ModelEntry) -> &'static str {
         "moderation"
     } else if caps.contains(&Capability::Rerank) {
         "rerank"
+    } else if caps.contains(&Capability::ImageGeneration) {
+        "image_generation"
+    } else if caps.contains(&Capability::Speech) {
+        "audio_speech"
     } else {
         "chat"
     }

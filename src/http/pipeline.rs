@@ -225,6 +225,40 @@ impl<T> Served<T> {
     }
 }
 
+impl Served<crate::providers::exec::RawStream> {
+    /// An answer relayed as the provider's bytes arrive (speech), with the provider's content type. It is
+    /// committed once the provider answered 2xx; a body that breaks after that cuts the response, and
+    /// the row says so. A client that leaves drops the body, and the row says that.
+    pub fn relay_raw(self) -> axum::response::Response {
+        let Served { value: raw, usage, headers, .. } = self;
+        let content_type =
+            raw.content_type.clone().unwrap_or_else(|| HeaderValue::from_static("application/octet-stream"));
+        let pieces = futures_util::stream::unfold(Some((raw, usage, false)), |state| async move {
+            let (mut raw, mut usage, started) = state?;
+            match raw.next().await {
+                Ok(Some(piece)) => {
+                    if !started {
+                        usage.first_byte();
+                    }
+                    Some((Ok::<_, std::io::Error>(piece), Some((raw, usage, true))))
+                }
+                Ok(None) => {
+                    usage.finish(Outcome::Completed, 200, None);
+                    None
+                }
+                Err(e) => {
+                    usage.finish(Outcome::Interrupted, 200, Some(e.label()));
+                    Some((Err(std::io::Error::other(e.message)), None))
+                }
+            }
+        });
+        let mut response = axum::response::Response::new(axum::body::Body::from_stream(pieces));
+        response.headers_mut().insert(http::header::CONTENT_TYPE, content_type);
+        response.headers_mut().extend(headers);
+        response
+    }
+}
+
 /// What answered and why: `x-switchyard-model`, `-provider`, `-routed-from`, `-swap`, `-attempts`,
 /// `-auto-tier` and `-auto-score`, `-deprecated`; and, with `router.seed_headers`, the same under the
 /// product pages' names.

@@ -147,6 +147,24 @@ impl Adapter for OpenAiAdapter {
         self.quirks.rerank != Rerank::None
     }
 
+    fn offers(&self, work: crate::config::Capability) -> bool {
+        use crate::config::Capability;
+        match work {
+            Capability::Rerank => self.reranks(),
+            Capability::ImageGeneration | Capability::Speech => true,
+            _ => false,
+        }
+    }
+
+    fn media_request(
+        &self,
+        path: &'static str,
+        body: Bytes,
+        endpoint: &Endpoint<'_>,
+    ) -> Result<UpstreamRequest, ProviderError> {
+        Ok(UpstreamRequest { url: url(endpoint, path), headers: bearer_headers(endpoint)?, body })
+    }
+
     /// Documents go as strings (Cohere's v2 takes nothing else; the others take them too); the gateway
     /// keeps the originals to return.
     fn rerank_request(&self, req: &RerankRequest, endpoint: &Endpoint<'_>) -> Result<UpstreamRequest, ProviderError> {

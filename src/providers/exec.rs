@@ -218,6 +218,56 @@ pub async fn call(
     call_whole(provider, timeouts, build, deadline).await
 }
 
+/// Sends a call built by `build` and returns the body of a 2xx answer as it arrives, unparsed (speech),
+/// with the answer's `content-type`.
+pub async fn open_raw(
+    provider: &Provider,
+    timeouts: &Timeouts,
+    build: impl FnOnce(&Endpoint<'_>) -> Result<UpstreamRequest, ProviderError>,
+    deadline: Instant,
+) -> Result<RawStream, ProviderError> {
+    let endpoint = provider.endpoint()?;
+    let key = endpoint.key_index;
+    let mut upstream = build(&endpoint)?;
+    authorize(provider, &mut upstream, deadline).await?;
+    let opened = async {
+        let resp = send(provider, timeouts, upstream, deadline).await?;
+        reject_error_status(provider, timeouts, resp, deadline).await
+    }
+    .await;
+    let resp = opened.inspect_err(|e| provider.note_failure(key, e))?;
+    Ok(RawStream {
+        content_type: resp.headers.get(http::header::CONTENT_TYPE).cloned(),
+        body: resp.body,
+        idle: timeouts.idle,
+        deadline,
+    })
+}
+
+/// A 2xx answer's body, piece by piece, under the idle and total deadlines.
+pub struct RawStream {
+    pub content_type: Option<http::HeaderValue>,
+    body: BodyStream,
+    idle: Duration,
+    deadline: Instant,
+}
+
+impl RawStream {
+    /// The next piece; `Ok(None)` at the end of the body.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, ProviderError> {
+        let (at, phase) = next_deadline(self.idle, self.deadline);
+        match timeout_at(at, self.body.next()).await {
+            Err(_) => Err(ProviderError::timeout(phase)),
+            Ok(None) => Ok(None),
+            Ok(Some(Ok(piece))) => Ok(Some(piece)),
+            Ok(Some(Err(cause))) => {
+                tracing::warn!(%cause, "upstream body broke");
+                Err(interrupted())
+            }
+        }
+    }
+}
+
 /// Sends a streamed chat request and returns its chunks once the provider has answered 2xx.
 pub async fn open_stream(
     provider: &Provider,

@@ -148,8 +148,9 @@ impl Catalog {
             let Some(provider) = c.providers.get(&m.provider).cloned() else { continue };
             let timeouts = m.timeouts.map_or(provider.timeouts, |t| t.resolve_over(provider.timeouts));
             // A model the catalog does not price takes its provider's default prices, if any, whole; a
-            // rerank model does not (reranks are billed by search, not by token: not guessed).
-            let reranks = m.capabilities.as_ref().is_some_and(|c| c.contains(&crate::config::Capability::Rerank));
+            // model of dedicated work does not (reranks are billed by search, images by the picture, speech
+            // by the character: not guessed).
+            let reranks = m.capabilities.as_ref().is_some_and(|c| c.iter().any(|c| c.is_dedicated()));
             let (input_per_mtok, output_per_mtok, cached_input_per_mtok) =
                 match (m.input_per_mtok, provider.default_prices) {
                     (None, Some(d)) if !reranks => {

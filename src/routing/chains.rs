@@ -83,7 +83,7 @@ fn conversational(m: &ModelEntry) -> bool {
         && !m.capabilities.as_ref().is_some_and(|c| {
             (c.contains(&Capability::Embeddings)
                 || c.contains(&Capability::Moderation)
-                || c.contains(&Capability::Rerank))
+                || c.iter().any(|c| c.is_dedicated()))
                 && !c.contains(&Capability::Tools)
         })
 }

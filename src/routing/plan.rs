@@ -110,7 +110,8 @@ pub struct RequestFeatures<'a> {
     pub json_schema: bool,
     pub embeddings: bool,
     pub moderation: bool,
-    pub rerank: bool,
+    /// Work only a model that declares it does (a rerank, an image, speech).
+    pub dedicated: Option<Capability>,
     /// The caller's cap on generated tokens.
     pub max_output: Option<u64>,
     pub prefer: Option<Prefer>,
@@ -160,7 +161,7 @@ impl<'a> RequestFeatures<'a> {
             json_schema: req.response_format.as_ref().is_some_and(|f| f.kind == "json_schema"),
             embeddings: false,
             moderation: false,
-            rerank: false,
+            dedicated: None,
             max_output: req.max_output_tokens().map(u64::from),
             prefer,
             models,
@@ -180,7 +181,7 @@ impl<'a> RequestFeatures<'a> {
             json_schema: false,
             embeddings: true,
             moderation: false,
-            rerank: false,
+            dedicated: None,
             max_output: None,
             prefer: None,
             models: Vec::new(),
@@ -195,9 +196,15 @@ impl<'a> RequestFeatures<'a> {
 
     /// For a rerank: the query and the documents are the prompt; the model must rerank.
     pub fn for_rerank(texts: Vec<&'a str>) -> Self {
+        Self::for_work(texts, Capability::Rerank)
+    }
+
+    /// For work only a model that declares it does (`work` is one of [`Capability::DEDICATED`]): `texts`
+    /// are the prompt.
+    pub fn for_work(texts: Vec<&'a str>, work: Capability) -> Self {
         let mut features = Self::for_embeddings(texts);
         features.embeddings = false;
-        features.rerank = true;
+        features.dedicated = Some(work);
         features
     }
 
@@ -582,7 +589,7 @@ impl Catalog {
         caller: &Caller,
         features: &RequestFeatures<'_>,
     ) -> Option<(&str, Arc<ModelEntry>)> {
-        if features.tools || features.embeddings || features.moderation || features.rerank {
+        if features.tools || features.embeddings || features.moderation || features.dedicated.is_some() {
             return None;
         }
         let (band, members) = self.swap_band_of(&asked.name)?;
@@ -642,17 +649,27 @@ impl Catalog {
         if let Some((_, _, why)) = needs.iter().find(|(needed, cap, _)| *needed && !m.has(*cap)) {
             return Some((*why).to_owned());
         }
-        // A rerank needs a model that says it reranks, or (a `provider/model` string, of which nothing
-        // is declared) a provider with a rerank API; "capable of anything" does not stretch to a
-        // catalog model that never said so.
+        // Dedicated work (a rerank, an image, speech) needs a model that says it does it, or (a
+        // `provider/model` string, of which nothing is declared) a provider with that API; "capable of
+        // anything" does not stretch to a catalog model that never said so.
         let declares = |cap: Capability| m.capabilities.as_ref().is_some_and(|c| c.contains(&cap));
-        if f.rerank && !declares(Capability::Rerank) && !(m.ad_hoc && m.provider.adapter().reranks()) {
-            return Some("is not a rerank model".to_owned());
+        if let Some(work) = f.dedicated
+            && !declares(work)
+            && !(m.ad_hoc && m.provider.adapter().offers(work))
+        {
+            return Some(format!(
+                "is not a{} {} model",
+                if work.noun().starts_with('i') { "n" } else { "" },
+                work.noun()
+            ));
         }
-        // A model that only reranks serves nothing else.
+        // A model that only does dedicated work serves nothing else.
         let serves_this_too = declares(Capability::Tools) || (f.embeddings && declares(Capability::Embeddings));
-        if !f.rerank && declares(Capability::Rerank) && !serves_this_too {
-            return Some("is a rerank model".to_owned());
+        if let Some(its) = Capability::DEDICATED.into_iter().find(|c| declares(*c))
+            && f.dedicated.is_none_or(|w| !declares(w))
+            && !serves_this_too
+        {
+            return Some(format!("is a{} {} model", if its.noun().starts_with('i') { "n" } else { "" }, its.noun()));
         }
         if f.moderation {
             return None;

@@ -347,6 +347,8 @@ async fn the_openapi_document_describes_every_route_the_gateway_serves_and_no_ot
         "GET /openapi.json",
         "POST /v1/rerank",
         "POST /v2/rerank",
+        "POST /v1/images/generations",
+        "POST /v1/audio/speech",
         "POST /admin/v1/organizations",
         "GET /admin/v1/organizations",
         "GET /admin/v1/organizations/{id}",

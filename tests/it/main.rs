@@ -23,6 +23,7 @@ mod gemini_door;
 mod hardening;
 mod idempotency;
 mod lifecycle;
+mod media;
 mod messages;
 mod outage;
 mod providers;

@@ -172,8 +172,27 @@ def run_checks(base):
             {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}])
         assert r.choices[0].message.content
 
+    def images_generate():
+        import base64
+        r = client.images.generate(model="fake-image", prompt="a red fox", n=2)
+        assert len(r.data) == 2, r
+        assert base64.b64decode(r.data[0].b64_json)[:8] == b"\x89PNG\r\n\x1a\n"
+        assert r.usage is not None and r.usage.output_tokens > 0, r.usage
+
+    def audio_speech():
+        with client.audio.speech.with_streaming_response.create(
+            model="fake-tts", voice="alloy", input="Hello from the SDK"
+        ) as resp:
+            assert resp.headers["content-type"] == "audio/mpeg", resp.headers
+            audio = b"".join(resp.iter_bytes())
+        assert audio.startswith(b"ID3") and len(audio) > 100, len(audio)
+        whole = client.audio.speech.create(model="fake-tts", voice="alloy", input="Hello from the SDK")
+        assert whole.content == audio
+
     for name, fn in [
         ("plain chat", plain_chat),
+        ("images.generate", images_generate),
+        ("audio.speech.create, streamed and whole", audio_speech),
         ("streamed chat", streamed_chat),
         ("streamed chat with usage", streamed_with_usage),
         ("tool calls, plain and streamed", tool_calls),

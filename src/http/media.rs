@@ -1,0 +1,186 @@
+//! OpenAI's media endpoints beyond chat, through the router like every other door (plans, limits,
+//! fallbacks between models that declare the work, one ledger row):
+//!
+//! - `POST /v1/images/generations`: the caller's JSON passed on with `model` set to the upstream id;
+//!   the answer (URLs or base64 images) relayed as it came. gpt-image models report token usage, which
+//!   the row carries and the catalog prices; dall-e models report none, so their cost is unknown (per
+//!   image prices are not turned into a guess).
+//! - `POST /v1/audio/speech`: the audio streamed back piece by piece as the provider sends it, with the
+//!   provider's `content-type` (`audio/mpeg`, `audio/wav`, …, or `text/event-stream` for
+//!   `stream_format: "sse"`). Speech reports no usage; the row records the request.
+//!
+//! Bad input is refused before any provider is asked, naming the field.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::Response;
+use bytes::Bytes;
+use http::HeaderMap;
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+
+use super::observe::RequestId;
+use super::pipeline::{Call, Intake, Pipeline};
+use super::{GatewayError, body};
+use crate::app::AppState;
+use crate::config::Capability;
+use crate::providers::{ErrorKind, ProviderError, exec};
+use crate::routing::{ModelEntry, RequestFeatures};
+use crate::schema::Usage;
+use crate::tenancy::ActiveKey;
+
+/// OpenAI's default image model when a request names none.
+const DEFAULT_IMAGE_MODEL: &str = "dall-e-2";
+/// The longest text OpenAI's speech endpoint takes, in characters.
+const MAX_SPEECH_INPUT: usize = 4096;
+
+fn string_field<'a>(req: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>, GatewayError> {
+    match req.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(GatewayError::invalid_value(format!("'{field}' must be a string."), field)),
+    }
+}
+
+fn required<'a>(req: &'a Map<String, Value>, field: &str) -> Result<&'a str, GatewayError> {
+    match string_field(req, field)? {
+        Some(s) if !s.trim().is_empty() => Ok(s),
+        _ => Err(GatewayError::invalid_value(format!("'{field}' is required and must not be empty."), field)),
+    }
+}
+
+/// The caller's body with `model` set to the target's upstream id.
+fn with_model(req: &Map<String, Value>, target: &ModelEntry) -> Result<Bytes, ProviderError> {
+    let mut body = req.clone();
+    body.insert("model".to_owned(), Value::String(target.upstream.clone()));
+    serde_json::to_vec(&body)
+        .map(Bytes::from)
+        .map_err(|e| ProviderError::new(ErrorKind::BadRequest, format!("cannot encode the request: {e}")))
+}
+
+pub async fn create_image(
+    State(state): State<Arc<AppState>>,
+    Extension(request_id): Extension<RequestId>,
+    key: Option<Extension<Arc<ActiveKey>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, GatewayError> {
+    let started = Instant::now();
+    let req: Map<String, Value> = body::read_json(&headers, body, state.live().body_limits).await?;
+    let prompt = required(&req, "prompt")?;
+    let model = string_field(&req, "model")?.unwrap_or(DEFAULT_IMAGE_MODEL).to_owned();
+    match req.get("n") {
+        None | Some(Value::Null) => {}
+        Some(n) if n.as_u64().is_some_and(|n| (1..=10).contains(&n)) => {}
+        Some(_) => return Err(GatewayError::invalid_value("'n' must be an integer from 1 to 10.", "n")),
+    }
+    if req.get("stream").and_then(Value::as_bool) == Some(true) {
+        return Err(GatewayError::invalid_value(
+            "Streamed image generation is not supported; leave 'stream' out.",
+            "stream",
+        ));
+    }
+    let pipeline = {
+        let features = RequestFeatures::for_work(vec![prompt], Capability::ImageGeneration);
+        let intake = Intake::uncounted(&model, &features, started, "image_generation");
+        Pipeline::admit(&state, &request_id, key.as_deref(), &headers, intake).await?
+    };
+    let mut served = pipeline.run(&mut Generate(&req)).await?;
+    // gpt-image models count tokens (text in, image out); dall-e models do not.
+    if let Some(u) = served.value.get("usage").filter(|u| u.is_object()) {
+        let count = |f: &str| u.get(f).and_then(Value::as_u64).unwrap_or(0);
+        let (input, output) = (count("input_tokens"), count("output_tokens"));
+        served.usage.provider_usage(&Usage {
+            prompt_tokens: input,
+            completion_tokens: output,
+            total_tokens: input + output,
+            ..Usage::default()
+        });
+    }
+    let body = served.value.to_string().into_bytes();
+    Ok(served.json(body))
+}
+
+/// An image generation from one target, relayed as the provider wrote it.
+struct Generate<'r>(&'r Map<String, Value>);
+
+impl Call for Generate<'_> {
+    type Output = Value;
+
+    async fn call(&mut self, target: &ModelEntry, deadline: Instant) -> Result<Value, ProviderError> {
+        let body = with_model(self.0, target)?;
+        let adapter = target.provider.adapter();
+        let answer = exec::call(
+            &target.provider,
+            &target.timeouts,
+            |ep| adapter.media_request("images/generations", body, ep),
+            deadline,
+        )
+        .await?;
+        let value: Value = serde_json::from_slice(&answer).map_err(|e| {
+            ProviderError::new(ErrorKind::InvalidResponse, format!("the provider's answer is not an image result: {e}"))
+        })?;
+        if !value.get("data").is_some_and(Value::is_array) {
+            return Err(ProviderError::new(ErrorKind::InvalidResponse, "the provider's image result has no data"));
+        }
+        Ok(value)
+    }
+}
+
+pub async fn create_speech(
+    State(state): State<Arc<AppState>>,
+    Extension(request_id): Extension<RequestId>,
+    key: Option<Extension<Arc<ActiveKey>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, GatewayError> {
+    let started = Instant::now();
+    let req: Map<String, Value> = body::read_json(&headers, body, state.live().body_limits).await?;
+    let model = required(&req, "model")?.to_owned();
+    let input = required(&req, "input")?;
+    if input.chars().count() > MAX_SPEECH_INPUT {
+        return Err(GatewayError::invalid_value(
+            format!("'input' is longer than {MAX_SPEECH_INPUT} characters."),
+            "input",
+        ));
+    }
+    required(&req, "voice").or_else(|e| match req.get("voice") {
+        // Custom voices are objects (`{"id": …}`).
+        Some(Value::Object(_)) => Ok(""),
+        _ => Err(e),
+    })?;
+    if let Some(speed) = req.get("speed").filter(|v| !v.is_null())
+        && !speed.as_f64().is_some_and(|s| (0.25..=4.0).contains(&s))
+    {
+        return Err(GatewayError::invalid_value("'speed' must be a number from 0.25 to 4.0.", "speed"));
+    }
+    let pipeline = {
+        let features = RequestFeatures::for_work(vec![input], Capability::Speech);
+        let intake = Intake::uncounted(&model, &features, started, "speech");
+        Pipeline::admit(&state, &request_id, key.as_deref(), &headers, intake).await?
+    };
+    let served = pipeline.run(&mut Speak(&req)).await?;
+    Ok(served.relay_raw())
+}
+
+/// Speech from one target: its audio, opened once the provider answered 2xx.
+struct Speak<'r>(&'r Map<String, Value>);
+
+impl Call for Speak<'_> {
+    type Output = exec::RawStream;
+
+    async fn call(&mut self, target: &ModelEntry, deadline: Instant) -> Result<exec::RawStream, ProviderError> {
+        let body = with_model(self.0, target)?;
+        let adapter = target.provider.adapter();
+        exec::open_raw(
+            &target.provider,
+            &target.timeouts,
+            |ep| adapter.media_request("audio/speech", body, ep),
+            deadline,
+        )
+        .await
+    }
+}
