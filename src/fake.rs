@@ -67,8 +67,9 @@ pub struct FakeStats {
     pub streams_cancelled: AtomicU64,
     /// TCP connections accepted (when served on a socket).
     pub connections: AtomicU64,
-    /// Access tokens the fake Vertex token endpoint issued.
+    /// Access tokens the fake Vertex token endpoint issued, and requests it received.
     pub tokens_issued: AtomicU64,
+    pub token_requests: AtomicU64,
 }
 
 /// What the fake received, for tests to inspect.
@@ -86,6 +87,8 @@ pub struct FakeState {
     pub stats: FakeStats,
     /// The access tokens the token endpoint issued (the Vertex routes take only these).
     google_tokens: Mutex<std::collections::HashSet<String>>,
+    /// How many token requests in a row are still to fail with 503 ([`FakeState::fail_token_requests`]).
+    token_outage: std::sync::atomic::AtomicU32,
 }
 
 const RECORDED_REQUESTS: usize = 256;
@@ -99,12 +102,24 @@ impl FakeState {
             next_id: AtomicU64::new(1),
             stats: FakeStats::default(),
             google_tokens: Mutex::default(),
+            token_outage: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
     /// Queues a fault for the next request for `model` (any model when `None`).
     pub fn push_fault(&self, model: Option<&str>, fault: Fault) {
         lock(&self.faults).push_back((model.map(str::to_owned), fault));
+    }
+
+    /// The next `n` requests to the Vertex token endpoint fail with 503.
+    pub fn fail_token_requests(&self, n: u32) {
+        self.token_outage.store(n, Ordering::Release);
+    }
+
+    /// Forgets every access token issued, as Google does when a key is disabled: requests carrying one
+    /// are refused with 401.
+    pub fn revoke_tokens(&self) {
+        lock(&self.google_tokens).clear();
     }
 
     /// The most recent requests received, oldest first.

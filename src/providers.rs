@@ -318,6 +318,9 @@ impl Provider {
     /// Called after a failed attempt: a key the provider refused (credentials, exhausted quota) is not
     /// used again for a while. The log names the provider and the key's position, never the key.
     pub fn note_failure(&self, key_index: Option<usize>, e: &ProviderError) {
+        if let (Credentials::Google(tokens), ErrorKind::Authentication) = (&self.credentials, e.kind) {
+            tokens.forget();
+        }
         let Some(i) = key_index else { return };
         if !matches!(e.kind, ErrorKind::Authentication | ErrorKind::QuotaExhausted) {
             return;
@@ -340,6 +343,11 @@ impl Provider {
     /// Adds what the provider's credentials require to a built request: a SigV4 signature, or a
     /// service account's access token (fetched when the one in hand is about to expire); nothing for a
     /// provider whose key the adapter already put in a header.
+    /// Whether requests need [`authorize`](Provider::authorize) (anything but a key in a header).
+    pub fn signs(&self) -> bool {
+        !matches!(self.credentials, Credentials::Keys)
+    }
+
     pub async fn authorize(&self, req: &mut UpstreamRequest) -> Result<(), ProviderError> {
         match &self.credentials {
             Credentials::Keys => Ok(()),
@@ -371,7 +379,7 @@ impl Provider {
         let mut secrets: Vec<Secret> = self.keys.clone();
         match &self.credentials {
             Credentials::Aws(signer) => secrets.extend(signer.secrets().cloned()),
-            Credentials::Google(tokens) => secrets.extend(tokens.current_secret()),
+            Credentials::Google(tokens) => secrets.extend(tokens.secrets()),
             Credentials::Keys => {}
         }
         secrets.iter().fold(text, |t, k| if t.contains(k.expose()) { t.replace(k.expose(), "*****") } else { t })

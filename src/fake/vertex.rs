@@ -40,6 +40,11 @@ fn oauth_error(status: u16, error: &str, description: &str) -> Response {
 }
 
 pub(super) async fn token(State(state): State<Arc<FakeState>>, body: Bytes) -> Response {
+    state.stats.token_requests.fetch_add(1, Ordering::Relaxed);
+    // A scripted outage of the token endpoint: the next requests fail with 503.
+    if state.token_outage.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok() {
+        return oauth_error(503, "temporarily_unavailable", "The service is currently unavailable.");
+    }
     let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
     let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     if field("grant_type") != Some("urn:ietf:params:oauth:grant-type:jwt-bearer") {
@@ -129,14 +134,29 @@ pub(super) async fn dispatch(
                     "anthropic_version: must be vertex-2023-10-16",
                 );
             }
+            if (action == "streamRawPredict") != (raw.get("stream").and_then(Value::as_bool) == Some(true)) {
+                return Dialect::Anthropic.error_response(
+                    400,
+                    None,
+                    None,
+                    "stream: streamRawPredict takes \"stream\": true, rawPredict does not",
+                );
+            }
+            let by_url = raw["messages"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m["content"].as_array())
+                .flatten()
+                .any(|b| b.pointer("/source/type").and_then(Value::as_str) == Some("url"));
+            if by_url {
+                return Dialect::Anthropic.error_response(400, None, None, "URL sources are not supported");
+            }
             let Some(fields) = raw.as_object_mut() else {
                 return Dialect::Anthropic.error_response(400, None, None, "the body is not a JSON object");
             };
             fields.remove("anthropic_version");
             fields.insert("model".into(), json!(model));
-            if action == "streamRawPredict" {
-                fields.insert("stream".into(), json!(true));
-            }
             super::anthropic::messages(State(state), headers, Bytes::from(raw.to_string())).await
         }
         _ => Dialect::Gemini.error_response(404, None, None, "unknown method"),

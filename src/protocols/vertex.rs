@@ -123,6 +123,21 @@ impl Adapter for VertexAdapter {
         if is_anthropic(&req.model) {
             let mut body = serde_json::to_value(anthropic::outbound::translate_request(req)?)
                 .map_err(|e| ProviderError::new(ErrorKind::BadRequest, format!("cannot encode the request: {e}")))?;
+            // Claude on Vertex takes images as base64 only (an image by URL is refused there, and the
+            // gateway never fetches a caller's URL): another target may take the request.
+            let by_url = body["messages"].as_array().into_iter().flatten().enumerate().find_map(|(i, m)| {
+                let blocks = m["content"].as_array()?;
+                blocks
+                    .iter()
+                    .position(|b| b.pointer("/source/type").and_then(Value::as_str) == Some("url"))
+                    .map(|j| (i, j))
+            });
+            if let Some((i, j)) = by_url {
+                return Err(bad_request(
+                    "Claude on Vertex AI takes images as base64 data: URLs, not by URL.",
+                    &format!("messages[{i}].content[{j}].image_url"),
+                ));
+            }
             if let Some(fields) = body.as_object_mut() {
                 fields.remove("model");
                 fields.insert("anthropic_version".into(), json!(ANTHROPIC_VERSION));

@@ -316,6 +316,9 @@ pub async fn open_stream_with<I: StreamItem>(
 /// The provider's credentials added to a built request, within the attempt's deadline (a token fetch
 /// counts against it).
 async fn authorize(provider: &Provider, req: &mut UpstreamRequest, deadline: Instant) -> Result<(), ProviderError> {
+    if !provider.signs() {
+        return Ok(());
+    }
     timeout_at(deadline, provider.authorize(req))
         .await
         .unwrap_or_else(|_| Err(ProviderError::timeout(TimeoutPhase::Total)))

@@ -6,8 +6,12 @@
 //! to the token URI (`urn:ietf:params:oauth:grant-type:jwt-bearer`), as Google's OAuth2 for service
 //! accounts describes. The token is kept until shortly before it expires: in its last minutes a request
 //! still uses it and starts one refresh in the background; only a request that finds no valid token waits,
-//! and then for a single fetch shared by everyone waiting. Time is the gateway's injectable clock, so
-//! tests move it. The key and tokens are [`Secret`]s; no error or log line carries them.
+//! and then for a single fetch shared by everyone waiting. A failed fetch is not repeated for a backoff
+//! (1 s, doubling to a minute): meanwhile requests get its error at once, classified as what it was (an
+//! unreachable endpoint, a 5xx, a refusal of the key). A token the provider refuses is forgotten. The
+//! token's expiry is read by the gateway's injectable clock, so tests move it; the JWT's times are the
+//! wall clock's. The key and tokens are [`Secret`]s; no error or log line carries them, nor do callers
+//! get Google's words about a refusal (they go to the log).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,6 +41,9 @@ const EXPIRY_MARGIN_MS: i64 = 60_000;
 const REFRESH_AHEAD_MS: i64 = 5 * 60_000;
 /// The longest a token fetch may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// After a failed fetch no request fetches again for this long, doubling with each failure in a row.
+const FIRST_BACKOFF_MS: i64 = 1_000;
+const MAX_BACKOFF_MS: i64 = 60_000;
 /// The largest token response read.
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
 
@@ -123,8 +130,13 @@ pub struct GoogleTokens {
     clients: HttpClients,
     clock: Clock,
     current: std::sync::Mutex<Option<Token>>,
+    /// The token before the current one (still in flight in some requests), for redaction.
+    previous: std::sync::Mutex<Option<Secret>>,
     /// Held while a token is being fetched, so requests that must wait share one fetch.
     fetching: tokio::sync::Mutex<()>,
+    /// The last failed fetch: when, how many in a row, and what the caller was told. Until its backoff
+    /// has passed no request fetches again; each gets this error at once.
+    failure: std::sync::Mutex<Option<(i64, u32, ProviderError)>>,
     background: AtomicBool,
     /// Tokens fetched so far (a test and an operator can see refreshes happen).
     pub fetched: AtomicU64,
@@ -161,7 +173,9 @@ impl GoogleTokens {
             clients: HttpClients::new(settings),
             clock,
             current: std::sync::Mutex::new(None),
+            previous: std::sync::Mutex::new(None),
             fetching: tokio::sync::Mutex::new(()),
+            failure: std::sync::Mutex::new(None),
             background: AtomicBool::new(false),
             fetched: AtomicU64::new(0),
         }
@@ -173,44 +187,87 @@ impl GoogleTokens {
         Some((t.value.clone(), t.expires_at_ms - now <= REFRESH_AHEAD_MS))
     }
 
+    /// The error of the last failed fetch while its backoff lasts.
+    fn backing_off(&self, now: i64) -> Option<ProviderError> {
+        let failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        let (at, count, e) = failure.as_ref()?;
+        let backoff = (FIRST_BACKOFF_MS << (*count - 1).min(6)).min(MAX_BACKOFF_MS);
+        (now < at + backoff).then(|| e.clone())
+    }
+
     /// A token to send now.
     pub async fn token(self: &Arc<Self>) -> Result<Secret, ProviderError> {
-        if let Some((token, stale)) = self.valid((self.clock)()) {
-            if stale && !self.background.swap(true, Ordering::AcqRel) {
+        let now = (self.clock)();
+        if let Some((token, stale)) = self.valid(now) {
+            if stale && self.backing_off(now).is_none() && !self.background.swap(true, Ordering::AcqRel) {
                 let tokens = self.clone();
                 tokio::spawn(async move {
                     let _fetching = tokens.fetching.lock().await;
-                    if let Err(e) = tokens.fetch().await {
-                        tracing::warn!(token_uri = %tokens.token_uri, error = %e.message, "a background token refresh failed; the next request retries");
+                    let still_stale = tokens.valid((tokens.clock)()).is_none_or(|(_, stale)| stale);
+                    if still_stale && let Err(e) = tokens.fetch().await {
+                        tracing::warn!(token_uri = %tokens.token_uri, error = %e.message, "a background token refresh failed; the token in hand is used meanwhile");
                     }
                     tokens.background.store(false, Ordering::Release);
                 });
             }
             return Ok(token);
         }
+        if let Some(e) = self.backing_off(now) {
+            return Err(e);
+        }
         let _fetching = self.fetching.lock().await;
-        // Another request may have fetched one while this one waited.
-        if let Some((token, _)) = self.valid((self.clock)()) {
+        // Another request may have fetched one (or failed to) while this one waited.
+        let now = (self.clock)();
+        if let Some((token, _)) = self.valid(now) {
             return Ok(token);
+        }
+        if let Some(e) = self.backing_off(now) {
+            return Err(e);
         }
         self.fetch().await
     }
 
+    /// Forgets the token in hand (the provider refused it: revoked, or its key disabled), so the next
+    /// request fetches another.
+    pub fn forget(&self) {
+        let dropped = self.current.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = dropped {
+            *self.previous.lock().unwrap_or_else(|p| p.into_inner()) = Some(t.value);
+        }
+    }
+
+    /// One fetch, its failure remembered for the backoff.
     async fn fetch(&self) -> Result<Secret, ProviderError> {
+        let result = self.exchange().await;
+        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        match &result {
+            Ok(_) => *failure = None,
+            Err(e) => {
+                let count = failure.as_ref().map_or(1, |(_, n, _)| n + 1);
+                *failure = Some(((self.clock)(), count, e.clone()));
+            }
+        }
+        result
+    }
+
+    async fn exchange(&self) -> Result<Secret, ProviderError> {
         let now = (self.clock)();
-        let assertion = self.account.assertion(&self.token_uri, now.div_euclid(1000))?;
+        // The assertion's times are the wall clock's (Google checks them against its own), a little in
+        // the past so a clock slightly ahead of Google's is not refused.
+        let wall_s = crate::clock::now_ms().div_euclid(1000) - 10;
+        let assertion = self.account.assertion(&self.token_uri, wall_s)?;
         let form = serde_urlencoded::to_string([
             ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
             ("assertion", assertion.as_str()),
         ])
         .map_err(|_| ProviderError::new(ErrorKind::Authentication, "the token request could not be encoded"))?;
-        let failed = |what: String| {
-            let mut e =
-                ProviderError::new(ErrorKind::Authentication, format!("Google did not issue an access token: {what}"));
-            e.status = Some(401);
+        let failed = |kind: ErrorKind, what: &str| {
+            let mut e = ProviderError::new(kind, format!("Google did not issue an access token: {what}"));
+            e.status = Some(if kind == ErrorKind::Authentication { 401 } else { 502 });
             e
         };
-        let uri: http::Uri = self.token_uri.parse().map_err(|_| failed("the token URI is not valid".into()))?;
+        let uri: http::Uri =
+            self.token_uri.parse().map_err(|_| failed(ErrorKind::Authentication, "the token URI is not valid"))?;
         let mut request = http::Request::post(uri);
         if let Some(h) = request.headers_mut() {
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
@@ -221,21 +278,21 @@ impl GoogleTokens {
         }
         let request = request
             .body(http_body_util::Full::new(Bytes::from(form)))
-            .map_err(|_| failed("the token request could not be built".into()))?;
+            .map_err(|_| failed(ErrorKind::Authentication, "the token request could not be built"))?;
         let exchange = async {
             let resp = self
                 .clients
                 .get()
                 .request(request)
                 .await
-                .map_err(|_| "Google's token endpoint could not be reached".to_owned())?;
+                .map_err(|_| failed(ErrorKind::Connection, "its token endpoint could not be reached"))?;
             let status = resp.status();
             let mut body = http_body_util::BodyDataStream::new(resp.into_body());
             let mut bytes = Vec::new();
             while let Some(piece) = body.next().await {
-                let piece = piece.map_err(|_| "the token response was cut off".to_owned())?;
+                let piece = piece.map_err(|_| failed(ErrorKind::Connection, "the token response was cut off"))?;
                 if bytes.len() + piece.len() > MAX_TOKEN_RESPONSE {
-                    return Err("the token response is too large".to_owned());
+                    return Err(failed(ErrorKind::InvalidResponse, "the token response is too large"));
                 }
                 bytes.extend_from_slice(&piece);
             }
@@ -243,26 +300,40 @@ impl GoogleTokens {
         };
         let (status, body) = tokio::time::timeout(FETCH_TIMEOUT, exchange)
             .await
-            .map_err(|_| failed("the token endpoint did not answer in time".into()))?
-            .map_err(failed)?;
+            .map_err(|_| ProviderError::timeout(crate::protocols::TimeoutPhase::Total))??;
         if !status.is_success() {
+            // Google's own words go to the log; the caller learns what kind of failure it was.
             let e: TokenError = serde_json::from_slice(&body).unwrap_or_default();
-            let why = e.error_description.or(e.error).unwrap_or_else(|| format!("HTTP {status}"));
-            return Err(failed(why));
+            let why = e.error_description.or(e.error).unwrap_or_default();
+            tracing::warn!(token_uri = %self.token_uri, %status, reason = %why, "Google refused to issue an access token");
+            let kind = match status.as_u16() {
+                429 => ErrorKind::RateLimited,
+                500..=599 => ErrorKind::ServerError,
+                _ => ErrorKind::Authentication,
+            };
+            return Err(failed(kind, &format!("the token endpoint answered HTTP {}", status.as_u16())));
         }
-        let token: TokenResponse =
-            serde_json::from_slice(&body).map_err(|_| failed("the token response is not readable".into()))?;
+        let token: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|_| failed(ErrorKind::InvalidResponse, "the token response is not readable"))?;
         let value = Secret::new(token.access_token);
         let lifetime_ms = token.expires_in.unwrap_or(3600).clamp(0, 24 * 3600) * 1000;
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(Token { value: value.clone(), expires_at_ms: now + lifetime_ms });
+        let replaced = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(Token { value: value.clone(), expires_at_ms: now + lifetime_ms });
+        if let Some(old) = replaced {
+            *self.previous.lock().unwrap_or_else(|p| p.into_inner()) = Some(old.value);
+        }
         self.fetched.fetch_add(1, Ordering::Relaxed);
         Ok(value)
     }
 
-    /// The current token, for redaction.
-    pub fn current_secret(&self) -> Option<Secret> {
-        self.current.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|t| t.value.clone())
+    /// The tokens that may be in flight (the current one and the one before), for redaction.
+    pub fn secrets(&self) -> Vec<Secret> {
+        let current = self.current.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|t| t.value.clone());
+        let previous = self.previous.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        current.into_iter().chain(previous).collect()
     }
 }
 

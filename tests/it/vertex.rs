@@ -215,3 +215,57 @@ async fn vertex_embeddings_report_their_token_counts() {
     assert_eq!(sent["instances"], json!([{"content": "one two"}, {"content": "three four five six"}]));
     assert_eq!(sent["parameters"]["outputDimensionality"], 16);
 }
+
+#[tokio::test]
+async fn requests_that_all_need_a_token_at_once_share_one_fetch() {
+    let h = harness().await;
+    let calls = (0..8).map(|_| h.chat(hello("gemini-on-vertex")));
+    let answers = futures_util::future::join_all(calls).await;
+    assert!(answers.iter().all(|r| r.status() == 200));
+    assert_eq!(tokens_issued(&h), 1);
+    assert_eq!(h.upstream.state.stats.token_requests.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn an_outage_of_the_token_endpoint_is_not_hammered_and_a_refused_token_is_replaced() {
+    let offset = Arc::new(AtomicI64::new(0));
+    let h = harness_at(offset.clone()).await;
+    let token_requests = || h.upstream.state.stats.token_requests.load(Ordering::Relaxed);
+    h.upstream.state.fail_token_requests(1);
+    let (status, body) = crate::support::error_of(h.chat(hello("gemini-on-vertex")).await).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("HTTP 503"), "{body}");
+    // Within the backoff the endpoint is not asked again: the error comes at once.
+    for _ in 0..3 {
+        assert_eq!(h.chat(hello("gemini-on-vertex")).await.status(), 502);
+    }
+    assert_eq!(token_requests(), 1);
+    // After it, the next request fetches, and gets through.
+    offset.store(2_000, Ordering::Relaxed);
+    assert_eq!(h.chat(hello("gemini-on-vertex")).await.status(), 200);
+    assert_eq!(token_requests(), 2);
+
+    // Vertex stops taking the token (its key disabled): that request fails, the token is forgotten, and
+    // the next request has a new one.
+    h.upstream.state.revoke_tokens();
+    assert_eq!(h.chat(hello("gemini-on-vertex")).await.status(), 502);
+    assert_eq!(h.chat(hello("gemini-on-vertex")).await.status(), 200);
+    assert_eq!(tokens_issued(&h), 2);
+}
+
+#[tokio::test]
+async fn claude_on_vertex_is_not_sent_an_image_by_url() {
+    let h = harness().await;
+    let body = json!({"model": "claude-on-vertex", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]});
+    let before = h.upstream.state.requests().len();
+    let (status, err) = crate::support::error_of(h.chat(body).await).await;
+    assert_eq!((status, err["error"]["param"].as_str()), (400, Some("messages[0].content[1].image_url")), "{err}");
+    assert_eq!(h.upstream.state.requests().len(), before);
+    // As base64 it goes.
+    let inline = json!({"model": "claude-on-vertex", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]});
+    assert_eq!(h.chat(inline).await.status(), 200);
+}
