@@ -329,6 +329,8 @@ pub enum ProviderKind {
     Bedrock,
     /// Google Vertex AI: Gemini and Anthropic models, with a service account's OAuth tokens.
     Vertex,
+    /// Cohere's own v2 API (chat, embed, rerank).
+    Cohere,
     /// The built-in fake model server, answered in process.
     Fake,
 }
@@ -342,6 +344,7 @@ impl ProviderKind {
             ProviderKind::Azure => "azure",
             ProviderKind::Bedrock => "bedrock",
             ProviderKind::Vertex => "vertex",
+            ProviderKind::Cohere => "cohere",
             ProviderKind::Fake => "fake",
         }
     }
@@ -481,6 +484,7 @@ impl ProviderConfig {
             // Without a configured region, the region comes from the environment when the provider is built.
             ProviderKind::Bedrock => self.aws.as_ref().and_then(|a| a.region.as_deref()).map(bedrock_base_url),
             ProviderKind::Vertex => self.vertex.as_ref().map(VertexConfig::base_url),
+            ProviderKind::Cohere => Some("https://api.cohere.com".to_owned()),
             ProviderKind::Openai | ProviderKind::Azure | ProviderKind::Fake => None,
         }
     }

@@ -30,6 +30,7 @@ use crate::sse::{DONE_FRAME, data_frame, named_frame};
 
 mod anthropic;
 pub mod bedrock;
+mod cohere;
 mod completions;
 mod gemini;
 pub mod media;
@@ -154,6 +155,8 @@ pub fn router(state: Arc<FakeState>) -> Router {
         .route("/v1/audio/speech", post(media::speech))
         .route("/v1/rerank", post(rerank_compatible))
         .route("/v2/rerank", post(rerank_cohere))
+        .route("/v2/chat", post(cohere::chat))
+        .route("/v2/embed", post(cohere::embed))
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/responses", post(responses::responses))
         .route("/v1/completions", post(completions::completions))
@@ -244,6 +247,8 @@ pub(crate) enum Dialect {
     Gemini,
     /// AWS Bedrock: `{"message"}` with the exception's name in `x-amzn-ErrorType`; event-stream frames.
     Bedrock,
+    /// Cohere's v2: `{"message"}`.
+    Cohere,
 }
 
 impl Dialect {
@@ -266,7 +271,7 @@ impl Dialect {
                 let name = code.unwrap_or(gemini::errors::status_name(status.as_u16()));
                 serde_json::to_vec(&gemini::errors::body(status.as_u16(), name, message)).unwrap_or_default()
             }
-            Dialect::Bedrock => serde_json::to_vec(&json!({"message": message})).unwrap_or_default(),
+            Dialect::Bedrock | Dialect::Cohere => serde_json::to_vec(&json!({"message": message})).unwrap_or_default(),
         };
         let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
         if let Dialect::Bedrock = self {
@@ -293,7 +298,7 @@ impl Dialect {
     /// The in-band error event this protocol uses inside a 200 stream.
     fn mid_stream_error(self) -> Bytes {
         let reply = match self {
-            Dialect::OpenAi | Dialect::Gemini | Dialect::Responses | Dialect::Bedrock => ErrorReply {
+            Dialect::OpenAi | Dialect::Gemini | Dialect::Responses | Dialect::Bedrock | Dialect::Cohere => ErrorReply {
                 status: 500,
                 kind: "server_error",
                 code: Some("server_error"),
@@ -309,6 +314,7 @@ impl Dialect {
             Dialect::Anthropic => named_frame("error", &crate::protocols::anthropic::errors::render(&reply)),
             Dialect::Gemini => data_frame(&crate::protocols::gemini::errors::render(&reply)),
             Dialect::Bedrock => bedrock::mid_stream_exception(),
+            Dialect::Cohere => cohere::mid_stream_error(),
             Dialect::Responses => {
                 let failed = serde_json::json!({"type": "response.failed", "sequence_number": 999, "response": {
                     "id": "resp_fake", "object": "response", "status": "failed",

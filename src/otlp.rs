@@ -517,6 +517,7 @@ fn system_of(kind: ProviderKind, provider: &str) -> String {
         ProviderKind::Azure => "azure.ai.openai".to_owned(),
         ProviderKind::Bedrock => "aws.bedrock".to_owned(),
         ProviderKind::Vertex => "gcp.vertex_ai".to_owned(),
+        ProviderKind::Cohere => "cohere".to_owned(),
         ProviderKind::Openai | ProviderKind::Fake => provider.to_owned(),
     }
 }

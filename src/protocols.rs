@@ -13,6 +13,7 @@
 pub mod anthropic;
 pub mod azure;
 pub mod bedrock;
+pub mod cohere;
 pub mod completions;
 pub mod continuation;
 pub mod error;

@@ -21,7 +21,7 @@ use crate::config::{ProviderConfig, ProviderKind, Timeouts};
 pub use crate::protocols::{
     Adapter, Endpoint, ErrorKind, ProviderError, StreamMapper, StreamStep, TimeoutPhase, UpstreamRequest,
 };
-use crate::protocols::{anthropic, azure, bedrock, gemini, openai, vertex};
+use crate::protocols::{anthropic, azure, bedrock, cohere, gemini, openai, vertex};
 use crate::secret::Secret;
 
 /// How long a key the provider refused is left out of rotation.
@@ -249,6 +249,7 @@ impl Provider {
                 inner: openai::OpenAiAdapter { quirks },
             }),
             ProviderKind::Bedrock => Box::new(bedrock::BedrockAdapter),
+            ProviderKind::Cohere => Box::new(cohere::CohereAdapter::default()),
             ProviderKind::Vertex => {
                 let v = cfg.vertex.clone().unwrap_or_default();
                 Box::new(vertex::VertexAdapter::new(&v.project, &v.location))

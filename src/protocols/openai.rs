@@ -234,7 +234,7 @@ pub(super) fn auth_headers(
     Ok(headers)
 }
 
-fn bearer_headers(endpoint: &Endpoint<'_>) -> Result<HeaderMap, ProviderError> {
+pub fn bearer_headers(endpoint: &Endpoint<'_>) -> Result<HeaderMap, ProviderError> {
     auth_headers(endpoint, None)
 }
 

@@ -13,6 +13,7 @@ mod browser;
 mod cache;
 mod chains;
 mod chat;
+mod cohere;
 mod completions;
 mod continuation;
 mod crash;
