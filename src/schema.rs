@@ -273,6 +273,25 @@ impl Delta {
 }
 
 impl ChatChunk {
+    /// A chunk of the one choice a translated stream has (index 0): `delta`, and the finish reason when
+    /// it ends.
+    pub fn single(id: &str, created: u64, model: &str, delta: Delta, finish: Option<&str>) -> ChatChunk {
+        ChatChunk {
+            id: id.to_owned(),
+            object: "chat.completion.chunk".to_owned(),
+            created,
+            model: model.to_owned(),
+            choices: vec![ChunkChoice {
+                index: 0,
+                delta,
+                finish_reason: finish.map(str::to_owned),
+                extra: Extra::new(),
+            }],
+            usage: None,
+            extra: Extra::new(),
+        }
+    }
+
     /// A chunk with nothing to show: only a role, or an empty first delta.
     pub fn is_preamble(&self) -> bool {
         self.usage.is_none() && self.choices.iter().all(|c| c.finish_reason.is_none() && c.delta.is_empty())

@@ -28,7 +28,7 @@ use crate::protocols::error::{ErrorKind, ProviderError, TimeoutPhase, retry_afte
 use crate::protocols::openai::{self, OpenAiAdapter};
 use crate::protocols::{Adapter, Endpoint, StreamMapper, StreamStep, UpstreamRequest, bad_request};
 use crate::schema::{
-    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Delta, Embedding, EmbeddingRequest, EmbeddingResponse,
+    ChatChunk, ChatRequest, ChatResponse, Choice, Delta, Embedding, EmbeddingRequest, EmbeddingResponse,
     EmbeddingUsage, EmbeddingVector, FunctionCallDelta, RerankRequest, ResponseMessage, Stop, ToolCall, ToolCallDelta,
     ToolChoice, ToolChoiceMode, Usage,
 };
@@ -341,15 +341,7 @@ struct CohereStream {
 
 impl CohereStream {
     fn chunk(&self, delta: Delta, finish: Option<&str>) -> ChatChunk {
-        ChatChunk {
-            id: self.id.clone(),
-            object: "chat.completion.chunk".to_owned(),
-            created: self.created,
-            model: self.model.clone(),
-            choices: vec![ChunkChoice { index: 0, delta, finish_reason: finish.map(str::to_owned), extra: Map::new() }],
-            usage: None,
-            extra: Map::new(),
-        }
+        ChatChunk::single(&self.id, self.created, &self.model, delta, finish)
     }
 }
 

@@ -218,14 +218,14 @@ pub async fn call(
     call_whole(provider, timeouts, build, deadline).await
 }
 
-/// Sends a call built by `build` and returns the body of a 2xx answer as it arrives, unparsed (speech),
-/// with the answer's `content-type`.
-pub async fn open_raw(
+/// Sends a call built by `build` and returns the answer once it is a 2xx one, its body unread. A key the
+/// provider rejected is set aside.
+async fn open(
     provider: &Provider,
     timeouts: &Timeouts,
     build: impl FnOnce(&Endpoint<'_>) -> Result<UpstreamRequest, ProviderError>,
     deadline: Instant,
-) -> Result<RawStream, ProviderError> {
+) -> Result<UpstreamResponse, ProviderError> {
     let endpoint = provider.endpoint()?;
     let key = endpoint.key_index;
     let mut upstream = build(&endpoint)?;
@@ -236,6 +236,18 @@ pub async fn open_raw(
     }
     .await;
     let resp = opened.inspect_err(|e| provider.note_failure(key, e))?;
+    Ok(resp)
+}
+
+/// Sends a call built by `build` and returns the body of a 2xx answer as it arrives, unparsed (speech),
+/// with the answer's `content-type`.
+pub async fn open_raw(
+    provider: &Provider,
+    timeouts: &Timeouts,
+    build: impl FnOnce(&Endpoint<'_>) -> Result<UpstreamRequest, ProviderError>,
+    deadline: Instant,
+) -> Result<RawStream, ProviderError> {
+    let resp = open(provider, timeouts, build, deadline).await?;
     Ok(RawStream {
         content_type: resp.headers.get(http::header::CONTENT_TYPE).cloned(),
         body: resp.body,
@@ -288,16 +300,7 @@ pub async fn open_stream_with<I: StreamItem>(
     mapper: Box<dyn StreamMapper<I>>,
     deadline: Instant,
 ) -> Result<ChunkStream<I>, ProviderError> {
-    let endpoint = provider.endpoint()?;
-    let key = endpoint.key_index;
-    let mut upstream = build(&endpoint)?;
-    authorize(provider, &mut upstream, deadline).await?;
-    let opened = async {
-        let resp = send(provider, timeouts, upstream, deadline).await?;
-        reject_error_status(provider, timeouts, resp, deadline).await
-    }
-    .await;
-    let resp = opened.inspect_err(|e| provider.note_failure(key, e))?;
+    let resp = open(provider, timeouts, build, deadline).await?;
     Ok(ChunkStream {
         body: resp.body,
         decoder: Decoder::new(provider.adapter().framing()),

@@ -14,7 +14,7 @@ use super::wire::{
 use crate::protocols::error::{ErrorKind, ProviderError, retry_after};
 use crate::protocols::{Adapter, Endpoint, Native, NativeCall, StreamMapper, StreamStep, UpstreamRequest, bad_request};
 use crate::schema::{
-    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, CompletionTokensDetails, Content, Delta, FunctionCall,
+    ChatChunk, ChatRequest, ChatResponse, Choice, CompletionTokensDetails, Content, Delta, FunctionCall,
     FunctionCallDelta, Message, PromptTokensDetails, ResponseMessage, Role, Stop, ToolCall, ToolCallDelta, ToolChoice,
     ToolChoiceMode, Usage, inline_image,
 };
@@ -400,15 +400,7 @@ struct AnthropicStream {
 
 impl AnthropicStream {
     fn chunk(&self, delta: Delta, finish: Option<&str>) -> ChatChunk {
-        ChatChunk {
-            id: self.id.clone(),
-            object: "chat.completion.chunk".to_owned(),
-            created: self.created,
-            model: self.model.clone(),
-            choices: vec![ChunkChoice { index: 0, delta, finish_reason: finish.map(str::to_owned), extra: Map::new() }],
-            usage: None,
-            extra: Map::new(),
-        }
+        ChatChunk::single(&self.id, self.created, &self.model, delta, finish)
     }
 }
 

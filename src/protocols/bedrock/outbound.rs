@@ -16,9 +16,9 @@ use crate::eventstream::EXCEPTION_PREFIX;
 use crate::protocols::error::{ErrorKind, ProviderError, retry_after};
 use crate::protocols::{Adapter, Endpoint, Framing, StreamMapper, StreamStep, UpstreamRequest, bad_request};
 use crate::schema::{
-    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, Delta, Embedding, EmbeddingRequest,
-    EmbeddingResponse, EmbeddingUsage, EmbeddingVector, FunctionCall, FunctionCallDelta, PromptTokensDetails,
-    ResponseMessage, Role, Stop, ToolCall, ToolCallDelta, ToolChoice, ToolChoiceMode, Usage, inline_image,
+    ChatChunk, ChatRequest, ChatResponse, Choice, Content, Delta, Embedding, EmbeddingRequest, EmbeddingResponse,
+    EmbeddingUsage, EmbeddingVector, FunctionCall, FunctionCallDelta, PromptTokensDetails, ResponseMessage, Role, Stop,
+    ToolCall, ToolCallDelta, ToolChoice, ToolChoiceMode, Usage, inline_image,
 };
 use crate::sse::SseEvent;
 
@@ -504,15 +504,7 @@ struct BedrockStream {
 
 impl BedrockStream {
     fn chunk(&self, delta: Delta, finish: Option<&str>) -> ChatChunk {
-        ChatChunk {
-            id: self.id.clone(),
-            object: "chat.completion.chunk".to_owned(),
-            created: self.created,
-            model: self.model.clone(),
-            choices: vec![ChunkChoice { index: 0, delta, finish_reason: finish.map(str::to_owned), extra: Map::new() }],
-            usage: None,
-            extra: Map::new(),
-        }
+        ChatChunk::single(&self.id, self.created, &self.model, delta, finish)
     }
 
     fn start(&mut self, out: &mut Vec<ChatChunk>) {
