@@ -7,7 +7,10 @@
 //!   image prices are not turned into a guess).
 //! - `POST /v1/audio/speech`: the audio streamed back piece by piece as the provider sends it, with the
 //!   provider's `content-type` (`audio/mpeg`, `audio/wav`, …, or `text/event-stream` for
-//!   `stream_format: "sse"`). Speech reports no usage; the row records the request.
+//!   `stream_format: "sse"`), committed only once its first piece arrived (until then a failure falls
+//!   back). Speech reports no usage; the row records the request.
+//!
+//! Both use one of the key's prompts; an image request holds its budget for each of its `n` images.
 //!
 //! Bad input is refused before any provider is asked, naming the field.
 
@@ -32,8 +35,9 @@ use crate::routing::{ModelEntry, RequestFeatures};
 use crate::schema::Usage;
 use crate::tenancy::ActiveKey;
 
-/// OpenAI's default image model when a request names none.
+/// OpenAI's default image model when a request names none, and the one its gpt-image-only fields imply.
 const DEFAULT_IMAGE_MODEL: &str = "dall-e-2";
+const GPT_IMAGE_MODEL: &str = "gpt-image-1";
 /// The longest text OpenAI's speech endpoint takes, in characters.
 const MAX_SPEECH_INPUT: usize = 4096;
 
@@ -71,12 +75,16 @@ pub async fn create_image(
     let started = Instant::now();
     let req: Map<String, Value> = body::read_json(&headers, body, state.live().body_limits).await?;
     let prompt = required(&req, "prompt")?;
-    let model = string_field(&req, "model")?.unwrap_or(DEFAULT_IMAGE_MODEL).to_owned();
-    match req.get("n") {
-        None | Some(Value::Null) => {}
-        Some(n) if n.as_u64().is_some_and(|n| (1..=10).contains(&n)) => {}
+    // As OpenAI does: dall-e-2 unless a field only gpt-image takes says otherwise.
+    let gpt_image_fields = ["background", "output_format", "output_compression", "moderation", "partial_images"];
+    let default =
+        if gpt_image_fields.iter().any(|f| req.contains_key(*f)) { GPT_IMAGE_MODEL } else { DEFAULT_IMAGE_MODEL };
+    let model = string_field(&req, "model")?.unwrap_or(default).to_owned();
+    let n = match req.get("n") {
+        None | Some(Value::Null) => 1,
+        Some(n) if n.as_u64().is_some_and(|n| (1..=10).contains(&n)) => n.as_u64().unwrap_or(1) as u32,
         Some(_) => return Err(GatewayError::invalid_value("'n' must be an integer from 1 to 10.", "n")),
-    }
+    };
     if req.get("stream").and_then(Value::as_bool) == Some(true) {
         return Err(GatewayError::invalid_value(
             "Streamed image generation is not supported; leave 'stream' out.",
@@ -85,7 +93,9 @@ pub async fn create_image(
     }
     let pipeline = {
         let features = RequestFeatures::for_work(vec![prompt], Capability::ImageGeneration);
-        let intake = Intake::uncounted(&model, &features, started, "image_generation");
+        // A prompt of the key's quota, and each of the `n` images held at the worst case.
+        let intake =
+            Intake { prompts: 1, choices: n, ..Intake::uncounted(&model, &features, started, "image_generation") };
         Pipeline::admit(&state, &request_id, key.as_deref(), &headers, intake).await?
     };
     let mut served = pipeline.run(&mut Generate(&req)).await?;
@@ -159,7 +169,7 @@ pub async fn create_speech(
     }
     let pipeline = {
         let features = RequestFeatures::for_work(vec![input], Capability::Speech);
-        let intake = Intake::uncounted(&model, &features, started, "speech");
+        let intake = Intake { prompts: 1, ..Intake::uncounted(&model, &features, started, "speech") };
         Pipeline::admit(&state, &request_id, key.as_deref(), &headers, intake).await?
     };
     let served = pipeline.run(&mut Speak(&req)).await?;
@@ -175,12 +185,16 @@ impl Call for Speak<'_> {
     async fn call(&mut self, target: &ModelEntry, deadline: Instant) -> Result<exec::RawStream, ProviderError> {
         let body = with_model(self.0, target)?;
         let adapter = target.provider.adapter();
-        exec::open_raw(
+        let mut audio = exec::open_raw(
             &target.provider,
             &target.timeouts,
             |ep| adapter.media_request("audio/speech", body, ep),
             deadline,
         )
-        .await
+        .await?;
+        // Nothing is committed to the caller before the first piece: a provider that answers 200 and then
+        // stalls, breaks or sends nothing fails this attempt, and the next target may answer.
+        audio.prime().await?;
+        Ok(audio)
     }
 }

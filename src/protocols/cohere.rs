@@ -81,6 +81,12 @@ pub fn translate_request(req: &ChatRequest) -> Result<Value, ProviderError> {
                 }
                 _ => {}
             }
+            // An assistant's reasoning before its calls goes back as its tool plan.
+            if let Some(plan) = fields.remove("reasoning_content").filter(|p| p.is_string())
+                && fields.get("tool_calls").is_some_and(|c| c.as_array().is_some_and(|c| !c.is_empty()))
+            {
+                fields.insert("tool_plan".into(), plan);
+            }
             // Only what v2 reads is sent; it refuses unknown fields.
             fields
                 .retain(|k, _| matches!(k.as_str(), "role" | "content" | "tool_calls" | "tool_call_id" | "tool_plan"));
@@ -112,7 +118,23 @@ pub fn translate_request(req: &ChatRequest) -> Result<Value, ProviderError> {
             _ => None,
         },
     );
-    let mut tools: Vec<Value> = req.tools.iter().flatten().filter_map(|t| serde_json::to_value(t).ok()).collect();
+    // v2's tool shape: only the function's name, description and parameters.
+    let mut tools: Vec<Value> = req
+        .tools
+        .iter()
+        .flatten()
+        .filter_map(|t| t.function.as_ref())
+        .map(|f| {
+            let mut function = json!({"name": f.name});
+            if let Some(d) = &f.description {
+                function["description"] = json!(d);
+            }
+            if let Some(p) = &f.parameters {
+                function["parameters"] = p.clone();
+            }
+            json!({"type": "function", "function": function})
+        })
+        .collect();
     match req.tool_choice.as_ref().map(ToolChoice::mode).transpose() {
         Err(why) => return Err(bad_request(why, "tool_choice")),
         Ok(None | Some(ToolChoiceMode::Auto)) => {}
@@ -270,16 +292,13 @@ impl Adapter for CohereAdapter {
         let input_type = match req.extra.get("input_type") {
             None => "search_document",
             Some(Value::String(t))
-                if matches!(
-                    t.as_str(),
-                    "search_document" | "search_query" | "classification" | "clustering" | "image"
-                ) =>
+                if matches!(t.as_str(), "search_document" | "search_query" | "classification" | "clustering") =>
             {
                 t
             }
             Some(_) => {
                 return Err(bad_request(
-                    "input_type must be search_document, search_query, classification, clustering or image.",
+                    "input_type must be search_document, search_query, classification or clustering.",
                     "input_type",
                 ));
             }

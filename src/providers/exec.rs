@@ -251,6 +251,7 @@ pub async fn open_raw(
     Ok(RawStream {
         content_type: resp.headers.get(http::header::CONTENT_TYPE).cloned(),
         body: resp.body,
+        held: None,
         idle: timeouts.idle,
         deadline,
     })
@@ -260,13 +261,33 @@ pub async fn open_raw(
 pub struct RawStream {
     pub content_type: Option<http::HeaderValue>,
     body: BodyStream,
+    /// A piece read ahead by [`prime`](RawStream::prime), handed out first.
+    held: Option<Bytes>,
     idle: Duration,
     deadline: Instant,
 }
 
 impl RawStream {
+    /// Reads the first non-empty piece ahead (under the same deadlines); an answer that ends before it
+    /// is an invalid one.
+    pub async fn prime(&mut self) -> Result<(), ProviderError> {
+        loop {
+            match self.next().await? {
+                Some(piece) if piece.is_empty() => continue,
+                Some(piece) => {
+                    self.held = Some(piece);
+                    return Ok(());
+                }
+                None => return Err(ProviderError::new(ErrorKind::InvalidResponse, "the provider's answer was empty")),
+            }
+        }
+    }
+
     /// The next piece; `Ok(None)` at the end of the body.
     pub async fn next(&mut self) -> Result<Option<Bytes>, ProviderError> {
+        if let Some(piece) = self.held.take() {
+            return Ok(Some(piece));
+        }
         let (at, phase) = next_deadline(self.idle, self.deadline);
         match timeout_at(at, self.body.next()).await {
             Err(_) => Err(ProviderError::timeout(phase)),

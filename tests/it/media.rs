@@ -35,9 +35,19 @@ provider = "upstream"
 upstream = "tts-1"
 capabilities = ["speech"]
 
+[[models]]
+name = "voice-model-hd"
+provider = "upstream"
+upstream = "tts-1-hd"
+capabilities = ["speech"]
+
 [[aliases]]
 name = "any-image"
 targets = ["dead-image", "image-model"]
+
+[[aliases]]
+name = "any-voice"
+targets = ["voice-model", "voice-model-hd"]
 "#;
 
 async fn harness() -> Harness {
@@ -188,4 +198,32 @@ async fn bad_speech_requests_are_refused_by_field_and_a_cut_is_recorded() {
     assert!(broke, "a cut upstream cuts the caller's body instead of ending it as if whole");
     let row = ledger_row(&h, &request_id).await;
     assert_eq!(row["outcome"], "interrupted", "{row}");
+}
+
+#[tokio::test]
+async fn speech_that_breaks_before_its_first_byte_falls_back_and_a_chat_model_speaks_none() {
+    let h = harness().await;
+    // The provider answers 200, then cuts the body before any audio: nothing was committed, so the next
+    // speech model answers.
+    h.upstream.state.push_fault(Some("tts-1"), Fault::CutMidStream { after_chunks: 0 });
+    let resp = h
+        .post("/v1/audio/speech")
+        .json(&json!({"model": "any-voice", "input": "hello there", "voice": "alloy"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-switchyard-model"), "voice-model-hd");
+    let audio = resp.bytes().await.unwrap();
+    assert_eq!(audio.as_ref(), switchyard::fake::media::audio_for("hello there").as_slice());
+    let (status, err) = error_of(
+        h.post("/v1/audio/speech")
+            .json(&json!({"model": "test-model", "input": "hi", "voice": "alloy"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400, "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("speech"), "{err}");
 }
