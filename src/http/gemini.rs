@@ -224,7 +224,12 @@ async fn count_tokens(
 
 /// A model in Google's shape.
 fn model_object(m: &ModelEntry) -> Value {
-    let methods: &[&str] = if m.has(Capability::Embeddings) && !m.has(Capability::Tools) {
+    let dedicated =
+        m.capabilities.as_ref().is_some_and(|c| c.iter().any(|c| c.is_dedicated()) && !c.contains(&Capability::Tools));
+    let methods: &[&str] = if dedicated {
+        // A rerank, image or speech model generates no content: none of Gemini's methods serve it.
+        &[]
+    } else if m.has(Capability::Embeddings) && !m.has(Capability::Tools) {
         &["embedContent", "batchEmbedContents"]
     } else {
         &["generateContent", "streamGenerateContent", "countTokens"]

@@ -227,3 +227,15 @@ async fn speech_that_breaks_before_its_first_byte_falls_back_and_a_chat_model_sp
     assert_eq!(status, 400, "{err}");
     assert!(err["error"]["message"].as_str().unwrap().contains("speech"), "{err}");
 }
+
+#[tokio::test]
+async fn gemini_s_model_list_offers_no_generation_method_for_image_or_speech_models() {
+    let h = harness().await;
+    let list = h.get_json("/v1beta/models").await;
+    let find = |name: &str| {
+        list["models"].as_array().unwrap().iter().find(|m| m["name"] == format!("models/{name}")).cloned().unwrap()
+    };
+    assert_eq!(find("image-model")["supportedGenerationMethods"], json!([]));
+    assert_eq!(find("voice-model")["supportedGenerationMethods"], json!([]));
+    assert!(find("test-model")["supportedGenerationMethods"].as_array().unwrap().contains(&json!("generateContent")));
+}
