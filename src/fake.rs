@@ -493,7 +493,7 @@ async fn rerank(state: Arc<FakeState>, headers: HeaderMap, body: Bytes, cohere: 
 }
 
 /// A deterministic unit-length vector for `text`.
-pub(crate) fn fake_vector(text: &str, dims: usize) -> Vec<f32> {
+pub fn fake_vector(text: &str, dims: usize) -> Vec<f32> {
     let seed = text.bytes().fold(17u64, |h, b| h.wrapping_mul(131).wrapping_add(u64::from(b)));
     let raw: Vec<f32> =
         (0..dims.max(1)).map(|i| (((seed.wrapping_add(i as u64 * 7919)) % 2001) as f32 / 1000.0) - 1.0).collect();

@@ -20,6 +20,7 @@ pub mod error;
 pub mod gemini;
 pub mod openai;
 pub mod responses;
+pub mod tool_blocks;
 pub mod vertex;
 
 use bytes::Bytes;
@@ -29,10 +30,16 @@ pub use error::{ErrorKind, ProviderError, TimeoutPhase};
 
 use crate::schema::{
     ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, ModerationRequest, RerankRequest,
-    RerankResponse,
 };
 use crate::secret::Secret;
 use crate::sse::SseEvent;
+
+/// A request body as JSON bytes.
+pub fn encode(body: &impl serde::Serialize) -> Result<Bytes, ProviderError> {
+    serde_json::to_vec(body)
+        .map(Bytes::from)
+        .map_err(|e| ProviderError::new(ErrorKind::BadRequest, format!("cannot encode the request: {e}")))
+}
 
 /// Where and how to reach a provider for one attempt.
 pub struct Endpoint<'a> {
@@ -148,15 +155,10 @@ pub trait Adapter: Send + Sync {
         Err(bad_request("This model's provider does not offer moderations.", "model"))
     }
 
-    /// Whether the provider has a rerank API at all.
-    fn reranks(&self) -> bool {
-        false
-    }
-
     /// Whether the provider has an API for this dedicated work (a rerank, images, speech), for models
     /// passed through by `provider/model`.
-    fn offers(&self, work: crate::config::Capability) -> bool {
-        work == crate::config::Capability::Rerank && self.reranks()
+    fn offers(&self, _work: crate::config::Capability) -> bool {
+        false
     }
 
     /// Builds a call of one of OpenAI's JSON endpoints beyond chat (`images/generations`,
@@ -175,16 +177,6 @@ pub trait Adapter: Send + Sync {
     /// the router moves on to the next target.
     fn rerank_request(&self, _req: &RerankRequest, _endpoint: &Endpoint<'_>) -> Result<UpstreamRequest, ProviderError> {
         Err(ProviderError::new(ErrorKind::Untranslatable, "this model's provider does not offer reranking"))
-    }
-
-    /// Called with the body of a successful rerank response.
-    fn parse_rerank(&self, body: &[u8]) -> Result<RerankResponse, ProviderError> {
-        serde_json::from_slice(body).map_err(|e| {
-            ProviderError::new(
-                ErrorKind::InvalidResponse,
-                format!("the provider's response is not a rerank result: {e}"),
-            )
-        })
     }
 }
 

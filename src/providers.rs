@@ -367,14 +367,6 @@ impl Provider {
         }
     }
 
-    /// How many access tokens this provider has fetched (service-account credentials only).
-    pub fn tokens_fetched(&self) -> Option<u64> {
-        match &self.credentials {
-            Credentials::Google(tokens) => Some(tokens.fetched.load(Ordering::Relaxed)),
-            _ => None,
-        }
-    }
-
     /// Removes any of this provider's credentials from text that may reach a client or a log.
     pub fn redact(&self, text: String) -> String {
         let mut secrets: Vec<Secret> = self.keys.clone();

@@ -292,6 +292,14 @@ impl ChatChunk {
         }
     }
 
+    /// The last chunk of a stream that reports usage: no choices, only the usage.
+    pub fn usage_only(id: &str, created: u64, model: &str, usage: Usage) -> ChatChunk {
+        let mut chunk = ChatChunk::single(id, created, model, Delta::default(), None);
+        chunk.choices.clear();
+        chunk.usage = Some(usage);
+        chunk
+    }
+
     /// A chunk with nothing to show: only a role, or an empty first delta.
     pub fn is_preamble(&self) -> bool {
         self.usage.is_none() && self.choices.iter().all(|c| c.finish_reason.is_none() && c.delta.is_empty())
@@ -699,6 +707,28 @@ pub struct EmbeddingResponse {
     pub usage: Option<EmbeddingUsage>,
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+impl EmbeddingResponse {
+    /// A list of float vectors, in input order, for `model`, with the input's token count.
+    pub fn floats(model: &str, vectors: impl IntoIterator<Item = Vec<f64>>, tokens: u64) -> EmbeddingResponse {
+        EmbeddingResponse {
+            object: list_object(),
+            data: vectors
+                .into_iter()
+                .enumerate()
+                .map(|(i, values)| Embedding {
+                    object: embedding_object(),
+                    index: i as u32,
+                    embedding: EmbeddingVector::Float(values),
+                    extra: Extra::new(),
+                })
+                .collect(),
+            model: model.to_owned(),
+            usage: Some(EmbeddingUsage { prompt_tokens: tokens, total_tokens: tokens, extra: Extra::new() }),
+            extra: Extra::new(),
+        }
+    }
 }
 
 fn list_object() -> String {

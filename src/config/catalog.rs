@@ -53,8 +53,20 @@ impl Capability {
     /// nothing else unless it also declares tools).
     pub const DEDICATED: [Capability; 3] = [Capability::Rerank, Capability::ImageGeneration, Capability::Speech];
 
-    pub fn is_dedicated(self) -> bool {
-        Self::DEDICATED.contains(&self)
+    /// The dedicated work a model with these capabilities does and nothing else (it declares one of
+    /// [`Capability::DEDICATED`] and not tools), if any.
+    pub fn dedicated_in(caps: &[Capability]) -> Option<Capability> {
+        if caps.contains(&Capability::Tools) {
+            return None;
+        }
+        Self::DEDICATED.into_iter().find(|c| caps.contains(c))
+    }
+
+    /// [`Capability::noun`] with its article: "a rerank", "an image generation".
+    pub fn a_noun(self) -> String {
+        let noun = self.noun();
+        let article = if noun.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+        format!("{article} {noun}")
     }
 
     /// What a model doing this work is called, for refusals ("is not a speech model").

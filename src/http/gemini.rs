@@ -224,9 +224,7 @@ async fn count_tokens(
 
 /// A model in Google's shape.
 fn model_object(m: &ModelEntry) -> Value {
-    let dedicated =
-        m.capabilities.as_ref().is_some_and(|c| c.iter().any(|c| c.is_dedicated()) && !c.contains(&Capability::Tools));
-    let methods: &[&str] = if dedicated {
+    let methods: &[&str] = if m.dedicated_work().is_some() {
         // A rerank, image or speech model generates no content: none of Gemini's methods serve it.
         &[]
     } else if m.has(Capability::Embeddings) && !m.has(Capability::Tools) {

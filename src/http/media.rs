@@ -60,9 +60,7 @@ fn required<'a>(req: &'a Map<String, Value>, field: &str) -> Result<&'a str, Gat
 fn with_model(req: &Map<String, Value>, target: &ModelEntry) -> Result<Bytes, ProviderError> {
     let mut body = req.clone();
     body.insert("model".to_owned(), Value::String(target.upstream.clone()));
-    serde_json::to_vec(&body)
-        .map(Bytes::from)
-        .map_err(|e| ProviderError::new(ErrorKind::BadRequest, format!("cannot encode the request: {e}")))
+    crate::protocols::encode(&body)
 }
 
 pub async fn create_image(

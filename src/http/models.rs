@@ -85,14 +85,13 @@ fn mode(m: &ModelEntry) -> &'static str {
         "embedding"
     } else if only(Capability::Moderation) {
         "moderation"
-    } else if caps.contains(&Capability::Rerank) {
-        "rerank"
-    } else if caps.contains(&Capability::ImageGeneration) {
-        "image_generation"
-    } else if caps.contains(&Capability::Speech) {
-        "audio_speech"
     } else {
-        "chat"
+        match m.dedicated_work() {
+            Some(Capability::Rerank) => "rerank",
+            Some(Capability::ImageGeneration) => "image_generation",
+            Some(Capability::Speech) => "audio_speech",
+            _ => "chat",
+        }
     }
 }
 

@@ -21,6 +21,7 @@ use super::observe::RequestId;
 use super::pipeline::{Call, Intake, Pipeline};
 use super::{GatewayError, body, input};
 use crate::app::AppState;
+use crate::config::Capability;
 use crate::providers::{ErrorKind, ProviderError, exec};
 use crate::routing::{ModelEntry, RequestFeatures};
 use crate::schema::{RerankRequest, RerankResponse, Usage};
@@ -58,7 +59,7 @@ pub async fn create_rerank(
     let pipeline = {
         let mut texts: Vec<&str> = vec![&req.query];
         texts.extend(req.documents.iter().filter_map(RerankRequest::text_of));
-        let features = RequestFeatures::for_rerank(texts);
+        let features = RequestFeatures::for_work(texts, Capability::Rerank);
         let intake = Intake::uncounted(&req.model, &features, started, "rerank");
         Pipeline::admit(&state, &request_id, key.as_deref(), &headers, intake).await?
     };

@@ -39,7 +39,7 @@ use crate::providers::ProviderError;
 use crate::providers::exec::{self, ChunkStream};
 use crate::routing::ModelEntry;
 use crate::routing::breaker::{BreakerConfig, Gate};
-use crate::schema::{ChatChunk, ChatRequest, ChunkChoice, Delta};
+use crate::schema::{ChatChunk, ChatRequest, Delta};
 use crate::sse::SseEvent;
 use crate::usage::{Prices, Segment, UsageGuard};
 
@@ -195,11 +195,11 @@ impl<E> Continued<E> {
                     held.push_str(&text);
                 }
                 // Anything else in the chunk (a finish, usage, a tool call) goes after the text before it.
-                if held.len() >= continuation::seam_window(&self.sent) || !is_empty(&c) {
+                if held.len() >= continuation::seam_window(&self.sent) || !c.is_preamble() {
                     self.release(out);
                 }
             }
-            if !is_empty(&c) {
+            if !c.is_preamble() {
                 self.to.chunk(&c, out);
             }
         }
@@ -213,26 +213,10 @@ impl<E> Continued<E> {
         if text.is_empty() {
             return;
         }
-        let chunk = ChatChunk {
-            id: String::new(),
-            object: "chat.completion.chunk".to_owned(),
-            created: 0,
-            model: String::new(),
-            choices: vec![ChunkChoice {
-                index: 0,
-                delta: Delta { content: Some(text.to_owned()), ..Delta::default() },
-                finish_reason: None,
-                extra: Default::default(),
-            }],
-            usage: None,
-            extra: Default::default(),
-        };
+        let delta = Delta { content: Some(text.to_owned()), ..Delta::default() };
+        let chunk = ChatChunk::single("", 0, "", delta, None);
         self.to.chunk(&chunk, out);
     }
-}
-
-fn is_empty(c: &ChatChunk) -> bool {
-    c.usage.is_none() && c.choices.iter().all(|ch| ch.finish_reason.is_none() && ch.delta.is_empty())
 }
 
 impl<E: crate::protocols::StreamItem> StreamMapper<E> for Continued<E> {

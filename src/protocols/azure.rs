@@ -7,8 +7,8 @@
 use http::{HeaderMap, StatusCode};
 
 use super::error::ProviderError;
-use super::openai::{OpenAiAdapter, auth_headers, encode};
-use super::{Adapter, Endpoint, Native, NativeCall, StreamMapper, UpstreamRequest};
+use super::openai::{OpenAiAdapter, auth_headers};
+use super::{Adapter, Endpoint, Native, NativeCall, StreamMapper, UpstreamRequest, encode};
 use crate::schema::{ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse};
 
 pub const DEFAULT_API_VERSION: &str = "2024-10-21";

@@ -20,17 +20,15 @@
 //! `embedding_types: ["float"]`, `output_dimension` from `dimensions`; tokens from `meta.billed_units`.
 //! Errors: `{"message"}` (or `{"error"}`) by status, 429 rate limited, 498/401 credentials.
 
-use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value, json};
 
 use crate::protocols::error::{ErrorKind, ProviderError, TimeoutPhase, retry_after};
 use crate::protocols::openai::{self, OpenAiAdapter};
-use crate::protocols::{Adapter, Endpoint, StreamMapper, StreamStep, UpstreamRequest, bad_request};
+use crate::protocols::{Adapter, Endpoint, StreamMapper, StreamStep, UpstreamRequest, bad_request, encode};
 use crate::schema::{
-    ChatChunk, ChatRequest, ChatResponse, Choice, Delta, Embedding, EmbeddingRequest, EmbeddingResponse,
-    EmbeddingUsage, EmbeddingVector, FunctionCallDelta, RerankRequest, ResponseMessage, Stop, ToolCall, ToolCallDelta,
-    ToolChoice, ToolChoiceMode, Usage,
+    ChatChunk, ChatRequest, ChatResponse, Choice, Delta, EmbeddingRequest, EmbeddingResponse, FunctionCallDelta,
+    RerankRequest, ResponseMessage, Stop, ToolCall, ToolCallDelta, ToolChoice, ToolChoiceMode, Usage,
 };
 use crate::sse::SseEvent;
 
@@ -49,16 +47,11 @@ impl Default for CohereAdapter {
     }
 }
 
-fn v2(endpoint: &Endpoint<'_>, path: &str) -> String {
+/// A URL of Cohere's v2 API, whichever of its versions' roots the base URL names.
+pub(crate) fn v2(endpoint: &Endpoint<'_>, path: &str) -> String {
     let base = endpoint.base_url.trim_end_matches('/');
     let root = ["/compatibility/v1", "/v1", "/v2"].iter().find_map(|s| base.strip_suffix(s)).unwrap_or(base);
     format!("{root}/v2/{path}")
-}
-
-fn encode(body: &Value) -> Result<Bytes, ProviderError> {
-    serde_json::to_vec(body)
-        .map(Bytes::from)
-        .map_err(|e| ProviderError::new(ErrorKind::BadRequest, format!("cannot encode the request: {e}")))
 }
 
 fn unreadable(what: &str, e: impl std::fmt::Display) -> ProviderError {
@@ -323,26 +316,11 @@ impl Adapter for CohereAdapter {
         let tokens = v.pointer("/meta/billed_units/input_tokens").and_then(Value::as_f64).ok_or_else(|| {
             ProviderError::new(ErrorKind::InvalidResponse, "Cohere embeddings without their token count")
         })? as u64;
-        Ok(EmbeddingResponse {
-            object: "list".to_owned(),
-            data: vectors
-                .into_iter()
-                .enumerate()
-                .map(|(i, values)| Embedding {
-                    object: "embedding".to_owned(),
-                    index: i as u32,
-                    embedding: EmbeddingVector::Float(values),
-                    extra: Map::new(),
-                })
-                .collect(),
-            model: req.model.clone(),
-            usage: Some(EmbeddingUsage { prompt_tokens: tokens, total_tokens: tokens, extra: Map::new() }),
-            extra: Map::new(),
-        })
+        Ok(EmbeddingResponse::floats(&req.model, vectors, tokens))
     }
 
-    fn reranks(&self) -> bool {
-        true
+    fn offers(&self, work: crate::config::Capability) -> bool {
+        work == crate::config::Capability::Rerank
     }
 
     fn rerank_request(&self, req: &RerankRequest, endpoint: &Endpoint<'_>) -> Result<UpstreamRequest, ProviderError> {
@@ -415,10 +393,7 @@ impl StreamMapper for CohereStream {
                 let finish = finish_reason(v["delta"]["finish_reason"].as_str())?;
                 out.push(self.chunk(Delta::default(), Some(finish)));
                 if let Some(usage) = usage_of(&v["delta"]["usage"]) {
-                    let mut last = self.chunk(Delta::default(), None);
-                    last.choices.clear();
-                    last.usage = Some(usage);
-                    out.push(last);
+                    out.push(ChatChunk::usage_only(&self.id, self.created, &self.model, usage));
                 }
                 return Ok(StreamStep::Done);
             }

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::error::{ErrorKind, ProviderError, retry_after};
 use super::{
     Adapter, Dialect, Endpoint, ErrorReply, Native, NativeCall, StreamEncoder, StreamMapper, StreamStep,
-    UpstreamRequest, bad_request,
+    UpstreamRequest, bad_request, encode,
 };
 use crate::config::presets::{Quirks, Rerank, STRICT_EXTRA_FIELDS, is_reasoning_model};
 use crate::schema::{
@@ -143,14 +143,10 @@ impl Adapter for OpenAiAdapter {
         })
     }
 
-    fn reranks(&self) -> bool {
-        self.quirks.rerank != Rerank::None
-    }
-
     fn offers(&self, work: crate::config::Capability) -> bool {
         use crate::config::Capability;
         match work {
-            Capability::Rerank => self.reranks(),
+            Capability::Rerank => self.quirks.rerank != Rerank::None,
             Capability::ImageGeneration | Capability::Speech => true,
             _ => false,
         }
@@ -176,12 +172,7 @@ impl Adapter for OpenAiAdapter {
                 ));
             }
             Rerank::Compatible => url(endpoint, "rerank"),
-            Rerank::CohereV2 => {
-                let base = endpoint.base_url.trim_end_matches('/');
-                let root =
-                    ["/compatibility/v1", "/v1", "/v2"].iter().find_map(|s| base.strip_suffix(s)).unwrap_or(base);
-                format!("{root}/v2/rerank")
-            }
+            Rerank::CohereV2 => crate::protocols::cohere::v2(endpoint, "rerank"),
         };
         let documents: Vec<serde_json::Value> = req
             .documents
@@ -202,12 +193,6 @@ impl Adapter for OpenAiAdapter {
 
 fn url(endpoint: &Endpoint<'_>, path: &str) -> String {
     format!("{}/{path}", endpoint.base_url.trim_end_matches('/'))
-}
-
-pub(super) fn encode(body: &impl serde::Serialize) -> Result<Bytes, ProviderError> {
-    serde_json::to_vec(body)
-        .map(Bytes::from)
-        .map_err(|e| ProviderError::new(ErrorKind::BadRequest, format!("cannot encode the request: {e}")))
 }
 
 /// JSON content type plus the key as `Authorization: Bearer`, or in `header_name` when given (Azure).

@@ -19,21 +19,18 @@
 //! The doors' native pass-through is not offered (one provider serves both protocols): Messages and
 //! generateContent requests reach Vertex through the canonical chat request.
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::protocols::anthropic::AnthropicAdapter;
 use crate::protocols::error::{ErrorKind, ProviderError, retry_after};
 use crate::protocols::gemini::GeminiAdapter;
 use crate::protocols::gemini::wire::ErrorEnvelope;
 use crate::protocols::{
-    Adapter, Endpoint, StreamMapper, UpstreamRequest, anthropic, bad_request, gemini, path_segment,
+    Adapter, Endpoint, StreamMapper, UpstreamRequest, anthropic, bad_request, encode, gemini, path_segment,
 };
-use crate::schema::{
-    ChatRequest, ChatResponse, Embedding, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage, EmbeddingVector,
-};
+use crate::schema::{ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse};
 
 /// The `anthropic_version` Vertex's Anthropic models take in the body.
 pub const ANTHROPIC_VERSION: &str = "vertex-2023-10-16";
@@ -74,12 +71,6 @@ fn json_headers(endpoint: &Endpoint<'_>) -> HeaderMap {
     let mut headers = endpoint.headers.clone();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers
-}
-
-fn encode(body: &impl Serialize) -> Result<Bytes, ProviderError> {
-    serde_json::to_vec(body)
-        .map(Bytes::from)
-        .map_err(|e| ProviderError::new(ErrorKind::BadRequest, format!("cannot encode the request: {e}")))
 }
 
 #[derive(Serialize)]
@@ -217,26 +208,15 @@ impl Adapter for VertexAdapter {
             ProviderError::new(ErrorKind::InvalidResponse, format!("unreadable Vertex embeddings: {e}"))
         })?;
         let mut tokens = 0u64;
-        let mut data = Vec::with_capacity(resp.predictions.len());
-        for (i, p) in resp.predictions.into_iter().enumerate() {
+        let mut vectors = Vec::with_capacity(resp.predictions.len());
+        for p in resp.predictions {
             let count = p.embeddings.statistics.and_then(|s| s.token_count).ok_or_else(|| {
                 ProviderError::new(ErrorKind::InvalidResponse, "a Vertex embedding without its token count")
             })?;
             tokens += count.max(0.0) as u64;
-            data.push(Embedding {
-                object: "embedding".to_owned(),
-                index: i as u32,
-                embedding: EmbeddingVector::Float(p.embeddings.values),
-                extra: Map::new(),
-            });
+            vectors.push(p.embeddings.values);
         }
-        Ok(EmbeddingResponse {
-            object: "list".to_owned(),
-            data,
-            model: req.model.clone(),
-            usage: Some(EmbeddingUsage { prompt_tokens: tokens, total_tokens: tokens, extra: Map::new() }),
-            extra: Map::new(),
-        })
+        Ok(EmbeddingResponse::floats(&req.model, vectors, tokens))
     }
 }
 

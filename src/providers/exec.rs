@@ -81,20 +81,10 @@ async fn call_whole(
     build: impl FnOnce(&Endpoint<'_>) -> Result<UpstreamRequest, ProviderError>,
     deadline: Instant,
 ) -> Result<Bytes, ProviderError> {
-    let endpoint = provider.endpoint()?;
-    let key = endpoint.key_index;
-    let mut upstream = build(&endpoint)?;
-    authorize(provider, &mut upstream, deadline).await?;
-    let result = async {
-        let resp = send(provider, timeouts, upstream, deadline).await?;
-        let resp = reject_error_status(provider, timeouts, resp, deadline).await?;
-        read_body(resp.body, MAX_RESPONSE_BYTES, provider, timeouts, deadline).await
-    }
-    .await;
-    if let Err(e) = &result {
-        provider.note_failure(key, e);
-    }
-    result
+    let (resp, key) = open(provider, timeouts, build, deadline).await?;
+    read_body(resp.body, MAX_RESPONSE_BYTES, provider, timeouts, deadline)
+        .await
+        .inspect_err(|e| provider.note_failure(key, e))
 }
 
 /// Sends a non-streamed chat request and returns the parsed response.
@@ -123,6 +113,9 @@ pub async fn embed(
     let Some(texts) = req.input.texts() else {
         return Err(crate::protocols::bad_request("This model's embeddings take text input, not token ids.", "input"));
     };
+    if texts.len() <= per_call {
+        return embed_one(provider, timeouts, req, deadline).await;
+    }
     let parts: Vec<EmbeddingRequest> = texts
         .chunks(per_call)
         .map(|group| EmbeddingRequest {
@@ -192,7 +185,9 @@ pub async fn rerank(
     deadline: Instant,
 ) -> Result<RerankResponse, ProviderError> {
     let body = call_whole(provider, timeouts, |ep| provider.adapter().rerank_request(req, ep), deadline).await?;
-    provider.adapter().parse_rerank(&body)
+    serde_json::from_slice(&body).map_err(|e| {
+        ProviderError::new(ErrorKind::InvalidResponse, format!("the provider's response is not a rerank result: {e}"))
+    })
 }
 
 /// Sends a moderations request and returns the provider's JSON answer as it is.
@@ -218,14 +213,14 @@ pub async fn call(
     call_whole(provider, timeouts, build, deadline).await
 }
 
-/// Sends a call built by `build` and returns the answer once it is a 2xx one, its body unread. A key the
-/// provider rejected is set aside.
+/// Sends a call built by `build` and returns the answer once it is a 2xx one, its body unread, with the
+/// index of the key it used. A key the provider rejected is set aside.
 async fn open(
     provider: &Provider,
     timeouts: &Timeouts,
     build: impl FnOnce(&Endpoint<'_>) -> Result<UpstreamRequest, ProviderError>,
     deadline: Instant,
-) -> Result<UpstreamResponse, ProviderError> {
+) -> Result<(UpstreamResponse, Option<usize>), ProviderError> {
     let endpoint = provider.endpoint()?;
     let key = endpoint.key_index;
     let mut upstream = build(&endpoint)?;
@@ -236,7 +231,7 @@ async fn open(
     }
     .await;
     let resp = opened.inspect_err(|e| provider.note_failure(key, e))?;
-    Ok(resp)
+    Ok((resp, key))
 }
 
 /// Sends a call built by `build` and returns the body of a 2xx answer as it arrives, unparsed (speech),
@@ -247,7 +242,7 @@ pub async fn open_raw(
     build: impl FnOnce(&Endpoint<'_>) -> Result<UpstreamRequest, ProviderError>,
     deadline: Instant,
 ) -> Result<RawStream, ProviderError> {
-    let resp = open(provider, timeouts, build, deadline).await?;
+    let (resp, _) = open(provider, timeouts, build, deadline).await?;
     Ok(RawStream {
         content_type: resp.headers.get(http::header::CONTENT_TYPE).cloned(),
         body: resp.body,
@@ -321,7 +316,7 @@ pub async fn open_stream_with<I: StreamItem>(
     mapper: Box<dyn StreamMapper<I>>,
     deadline: Instant,
 ) -> Result<ChunkStream<I>, ProviderError> {
-    let resp = open(provider, timeouts, build, deadline).await?;
+    let (resp, _) = open(provider, timeouts, build, deadline).await?;
     Ok(ChunkStream {
         body: resp.body,
         decoder: Decoder::new(provider.adapter().framing()),

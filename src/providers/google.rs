@@ -14,7 +14,7 @@
 //! get Google's words about a refusal (they go to the log).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use aws_lc_rs::rand::SystemRandom;
@@ -138,8 +138,6 @@ pub struct GoogleTokens {
     /// has passed no request fetches again; each gets this error at once.
     failure: std::sync::Mutex<Option<(i64, u32, ProviderError)>>,
     background: AtomicBool,
-    /// Tokens fetched so far (a test and an operator can see refreshes happen).
-    pub fetched: AtomicU64,
 }
 
 impl std::fmt::Debug for GoogleTokens {
@@ -177,7 +175,6 @@ impl GoogleTokens {
             fetching: tokio::sync::Mutex::new(()),
             failure: std::sync::Mutex::new(None),
             background: AtomicBool::new(false),
-            fetched: AtomicU64::new(0),
         }
     }
 
@@ -325,7 +322,6 @@ impl GoogleTokens {
         if let Some(old) = replaced {
             *self.previous.lock().unwrap_or_else(|p| p.into_inner()) = Some(old.value);
         }
-        self.fetched.fetch_add(1, Ordering::Relaxed);
         Ok(value)
     }
 

@@ -47,6 +47,11 @@ impl ModelEntry {
         self.capabilities.as_ref().is_none_or(|c| c.contains(&capability))
     }
 
+    /// The dedicated work (a rerank, images, speech) this model does and nothing else, if any.
+    pub fn dedicated_work(&self) -> Option<Capability> {
+        self.capabilities.as_deref().and_then(Capability::dedicated_in)
+    }
+
     /// Input plus output price, for ordering by cost; unpriced models sort last.
     pub fn blended_price(&self) -> f64 {
         match (self.input_per_mtok, self.output_per_mtok) {
@@ -150,10 +155,10 @@ impl Catalog {
             // A model the catalog does not price takes its provider's default prices, if any, whole; a
             // model of dedicated work does not (reranks are billed by search, images by the picture, speech
             // by the character: not guessed).
-            let reranks = m.capabilities.as_ref().is_some_and(|c| c.iter().any(|c| c.is_dedicated()));
+            let dedicated = m.capabilities.as_deref().and_then(Capability::dedicated_in).is_some();
             let (input_per_mtok, output_per_mtok, cached_input_per_mtok) =
                 match (m.input_per_mtok, provider.default_prices) {
-                    (None, Some(d)) if !reranks => {
+                    (None, Some(d)) if !dedicated => {
                         (Some(d.input_per_mtok), Some(d.output_per_mtok), d.cached_input_per_mtok)
                     }
                     _ => (m.input_per_mtok, m.output_per_mtok, m.cached_input_per_mtok),

@@ -80,10 +80,9 @@ pub fn lab(m: &ModelEntry) -> &str {
 /// A model that answers conversations (not an embedding or moderation model).
 fn conversational(m: &ModelEntry) -> bool {
     m.tier != ModelTier::Embedding
+        && m.dedicated_work().is_none()
         && !m.capabilities.as_ref().is_some_and(|c| {
-            (c.contains(&Capability::Embeddings)
-                || c.contains(&Capability::Moderation)
-                || c.iter().any(|c| c.is_dedicated()))
+            (c.contains(&Capability::Embeddings) || c.contains(&Capability::Moderation))
                 && !c.contains(&Capability::Tools)
         })
 }

@@ -194,11 +194,6 @@ impl<'a> RequestFeatures<'a> {
         }
     }
 
-    /// For a rerank: the query and the documents are the prompt; the model must rerank.
-    pub fn for_rerank(texts: Vec<&'a str>) -> Self {
-        Self::for_work(texts, Capability::Rerank)
-    }
-
     /// For work only a model that declares it does (`work` is one of [`Capability::DEDICATED`]): `texts`
     /// are the prompt.
     pub fn for_work(texts: Vec<&'a str>, work: Capability) -> Self {
@@ -657,19 +652,15 @@ impl Catalog {
             && !declares(work)
             && !(m.ad_hoc && m.provider.adapter().offers(work))
         {
-            return Some(format!(
-                "is not a{} {} model",
-                if work.noun().starts_with('i') { "n" } else { "" },
-                work.noun()
-            ));
+            return Some(format!("is not {} model", work.a_noun()));
         }
-        // A model that only does dedicated work serves nothing else.
-        let serves_this_too = declares(Capability::Tools) || (f.embeddings && declares(Capability::Embeddings));
-        if let Some(its) = Capability::DEDICATED.into_iter().find(|c| declares(*c))
+        // A model that only does dedicated work serves nothing else (an embedding model that also
+        // reranks still embeds).
+        if let Some(its) = m.dedicated_work()
             && f.dedicated.is_none_or(|w| !declares(w))
-            && !serves_this_too
+            && !(f.embeddings && declares(Capability::Embeddings))
         {
-            return Some(format!("is a{} {} model", if its.noun().starts_with('i') { "n" } else { "" }, its.noun()));
+            return Some(format!("is {} model", its.a_noun()));
         }
         if f.moderation {
             return None;

@@ -7,22 +7,11 @@ use serde_json::{Value, json};
 use switchyard::fake::Fault;
 
 use crate::support::{
-    AWS_WRONG_SECRET, Harness, PROVIDER_KEY, Setup, error_of, header, hello, ledger_row, payloads, sse_events,
+    AWS_WRONG_SECRET, Harness, PROVIDER_KEY, Setup, bedrock_provider, error_of, header, hello, ledger_row, payloads,
+    sse_events,
 };
 
 const MODELS: &str = r#"
-[[providers]]
-name = "bedrock"
-kind = "bedrock"
-base_url = "{root}"
-aws = { region = "us-east-1", access_key_id_env = "TEST_AWS_ACCESS_KEY_ID", secret_access_key_env = "TEST_AWS_SECRET_ACCESS_KEY" }
-
-[[providers]]
-name = "bedrock-wrong-key"
-kind = "bedrock"
-base_url = "{root}"
-aws = { region = "us-west-2", access_key_id_env = "TEST_AWS_ACCESS_KEY_ID", secret_access_key_env = "TEST_AWS_WRONG_SECRET" }
-
 [[providers]]
 name = "bedrock-api-key"
 kind = "bedrock"
@@ -65,7 +54,13 @@ targets = ["bedrock-refused", "claude-on-bedrock"]
 "#;
 
 async fn harness() -> Harness {
-    Harness::with(Setup { extra: MODELS.to_owned(), ..Setup::default() }).await
+    let extra = [
+        bedrock_provider("bedrock", "us-east-1", "TEST_AWS_SECRET_ACCESS_KEY"),
+        bedrock_provider("bedrock-wrong-key", "us-west-2", "TEST_AWS_WRONG_SECRET"),
+        MODELS.to_owned(),
+    ]
+    .concat();
+    Harness::with(Setup { extra, ..Setup::default() }).await
 }
 
 /// The authorization header of the fake's last request.

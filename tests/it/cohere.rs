@@ -145,5 +145,38 @@ async fn embeddings_and_reranks_on_cohere_v2() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["results"].as_array().unwrap().len(), 2);
+    let indexes: Vec<u64> = body["results"].as_array().unwrap().iter().map(|r| r["index"].as_u64().unwrap()).collect();
+    assert_eq!(indexes, [0, 1], "the document about the capital first: {body}");
+    assert_eq!(h.upstream.last_request().body["documents"], json!(["Paris is the capital", "Berlin"]));
+}
+
+#[tokio::test]
+async fn more_texts_than_cohere_takes_in_a_call_go_in_several_calls_joined_in_order() {
+    let h = harness().await;
+    let texts: Vec<String> = (0..97).map(|i| format!("text number {i}")).collect();
+    let before = h.upstream.state.requests().len();
+    let resp = h
+        .post("/v1/embeddings")
+        .json(&json!({"model": "cohere-embed", "input": texts, "dimensions": 4}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    let data = body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 97);
+    let sent = &h.upstream.state.requests()[before..];
+    let mut sizes: Vec<usize> = sent.iter().map(|r| r.body["texts"].as_array().unwrap().len()).collect();
+    sizes.sort_unstable();
+    assert_eq!(sizes, [1, 96], "Cohere takes 96 texts a call");
+    // Each vector is its own text's, in the caller's order, and the token counts are summed.
+    let vector = |text: &str| -> Value {
+        json!(switchyard::fake::fake_vector(text, 4).into_iter().map(f64::from).collect::<Vec<f64>>())
+    };
+    for i in [0, 95, 96] {
+        assert_eq!(data[i]["index"], i, "{}", data[i]);
+        assert_eq!(data[i]["embedding"], vector(&texts[i]), "vector {i}");
+    }
+    let tokens: usize = texts.iter().map(|t| t.len().div_ceil(4)).sum();
+    assert_eq!(body["usage"]["prompt_tokens"], tokens);
 }

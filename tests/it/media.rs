@@ -123,6 +123,7 @@ async fn images_fall_back_between_image_models_and_refuse_what_cannot_make_them(
     assert!(err["error"]["message"].as_str().unwrap().contains("image generation"), "{err}");
     let (status, err) = error_of(h.chat(hello("image-model")).await).await;
     assert_eq!(status, 400, "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("is an image generation model"), "{err}");
     assert_eq!(h.upstream.state.requests().len(), before, "nothing refused reached the provider");
 }
 
@@ -159,7 +160,9 @@ async fn speech_is_streamed_back_as_the_provider_sends_it() {
         .send()
         .await
         .unwrap();
+    assert_eq!(resp.status(), 200);
     assert_eq!(header(&resp, "content-type"), "audio/wav");
+    assert_eq!(resp.bytes().await.unwrap(), switchyard::fake::media::audio_for("hi"));
 }
 
 #[tokio::test]

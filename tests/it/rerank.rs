@@ -119,7 +119,14 @@ async fn documents_are_ranked_in_cohere_shape_with_the_callers_own_documents() {
     // One ledger row each, billed on the provider's count at the model's price.
     let records = h.usage.wait_for(2).await;
     let row = records.iter().find(|r| r.requested_model == "rerank-fake").unwrap();
-    let tokens = answer["usage"]["total_tokens"].as_u64().unwrap();
+    // The fake counts a token per four characters of the query and of each document.
+    let texts = ["capital of France", "Paris is the capital of France", "Berlin is in Germany"];
+    let tokens: u64 = texts
+        .iter()
+        .chain(["France has a capital: Paris, its largest city"].iter())
+        .map(|t| t.len().div_ceil(4) as u64)
+        .sum();
+    assert_eq!(answer["usage"]["total_tokens"], tokens, "{answer}");
     assert_eq!(row.prompt_tokens, tokens);
     assert_eq!(row.completion_tokens, 0);
     assert_eq!(row.usage_source, switchyard::usage::UsageSource::Provider);

@@ -58,34 +58,10 @@ async fn provider_credentials_are_not_echoed_to_callers() {
 /// answer carries them, whether the call succeeded, was refused or fell over.
 #[tokio::test]
 async fn cloud_credentials_never_reach_logs_or_callers() {
-    use crate::support::{AWS_WRONG_SECRET, Setup};
+    use crate::support::{AWS_WRONG_SECRET, Setup, bedrock_provider, vertex_provider};
     use switchyard::fake::bedrock::SECRET_ACCESS_KEY;
     capture_logs();
-    let extra = r#"
-[[providers]]
-name = "bedrock"
-kind = "bedrock"
-base_url = "{root}"
-aws = { region = "us-east-1", access_key_id_env = "TEST_AWS_ACCESS_KEY_ID", secret_access_key_env = "TEST_AWS_SECRET_ACCESS_KEY" }
-
-[[providers]]
-name = "bedrock-wrong"
-kind = "bedrock"
-base_url = "{root}"
-aws = { region = "us-east-1", access_key_id_env = "TEST_AWS_ACCESS_KEY_ID", secret_access_key_env = "TEST_AWS_WRONG_SECRET" }
-
-[[providers]]
-name = "vertex"
-kind = "vertex"
-base_url = "{root}"
-vertex = { project = "p", location = "us-east5", credentials_env = "TEST_GOOGLE_CREDENTIALS", token_uri = "{root}/token" }
-
-[[providers]]
-name = "vertex-untrusted"
-kind = "vertex"
-base_url = "{root}"
-vertex = { project = "p", location = "us-east5", credentials_env = "TEST_GOOGLE_UNTRUSTED", token_uri = "{root}/token" }
-
+    let models = r#"
 [[models]]
 name = "on-bedrock"
 provider = "bedrock"
@@ -106,7 +82,15 @@ name = "on-vertex-untrusted"
 provider = "vertex-untrusted"
 upstream = "gemini-2.5-flash"
 "#;
-    let h = Harness::with(Setup { extra: extra.to_owned(), ..Setup::default() }).await;
+    let extra = [
+        bedrock_provider("bedrock", "us-east-1", "TEST_AWS_SECRET_ACCESS_KEY"),
+        bedrock_provider("bedrock-wrong", "us-east-1", "TEST_AWS_WRONG_SECRET"),
+        vertex_provider("vertex", "TEST_GOOGLE_CREDENTIALS"),
+        vertex_provider("vertex-untrusted", "TEST_GOOGLE_UNTRUSTED"),
+        models.to_owned(),
+    ]
+    .concat();
+    let h = Harness::with(Setup { extra, ..Setup::default() }).await;
     let mut answers = String::new();
     for model in ["on-bedrock", "on-bedrock-wrong", "on-vertex", "on-vertex-untrusted"] {
         answers.push_str(&h.chat(hello(model)).await.text().await.unwrap());

@@ -8,21 +8,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use serde_json::{Value, json};
 
-use crate::support::{Harness, Setup, eventually, header, hello, ledger_row, payloads, sse_events};
+use crate::support::{Harness, Setup, eventually, header, hello, ledger_row, payloads, sse_events, vertex_provider};
 
 const MODELS: &str = r#"
-[[providers]]
-name = "vertex"
-kind = "vertex"
-base_url = "{root}"
-vertex = { project = "switchyard-test", location = "us-east5", credentials_env = "TEST_GOOGLE_CREDENTIALS", token_uri = "{root}/token" }
-
-[[providers]]
-name = "vertex-untrusted"
-kind = "vertex"
-base_url = "{root}"
-vertex = { project = "switchyard-test", location = "us-east5", credentials_env = "TEST_GOOGLE_UNTRUSTED", token_uri = "{root}/token" }
-
 [[providers]]
 name = "vertex-not-a-key"
 kind = "vertex"
@@ -71,7 +59,13 @@ targets = ["vertex-untrusted-model", "gemini-on-vertex"]
 async fn harness_at(offset: Arc<AtomicI64>) -> Harness {
     let clock: switchyard::clock::Clock =
         Arc::new(move || switchyard::clock::now_ms() + offset.load(Ordering::Relaxed));
-    Harness::with(Setup { extra: MODELS.to_owned(), clock: Some(clock), ..Setup::default() }).await
+    let extra = [
+        vertex_provider("vertex", "TEST_GOOGLE_CREDENTIALS"),
+        vertex_provider("vertex-untrusted", "TEST_GOOGLE_UNTRUSTED"),
+        MODELS.to_owned(),
+    ]
+    .concat();
+    Harness::with(Setup { extra, clock: Some(clock), ..Setup::default() }).await
 }
 
 async fn harness() -> Harness {
@@ -146,6 +140,12 @@ async fn vertex_ai_prefixed_models_pass_through() {
     assert_eq!(header(&resp, "x-switchyard-provider"), "vertex");
     let resp = h.chat(hello("vertex/claude-haiku-4-5@20251001")).await;
     assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-switchyard-provider"), "vertex");
+    // A Claude model goes to Anthropic's publisher (the fake checks its `anthropic_version` and hands on
+    // the Messages body), not Gemini's.
+    let sent = h.upstream.last_request().body;
+    assert_eq!(sent["model"], "claude-haiku-4-5@20251001", "{sent}");
+    assert_eq!(sent["messages"][0]["content"][0]["type"], "text", "{sent}");
 }
 
 #[tokio::test]

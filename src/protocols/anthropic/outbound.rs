@@ -1,7 +1,6 @@
 //! The Anthropic adapter: canonical chat requests as Messages requests, and Messages answers and stream
 //! events back as canonical responses and chunks. What is mapped and dropped is in the protocol's header.
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Map, Value, json};
 
@@ -12,11 +11,11 @@ use super::wire::{
     Usage as WireUsage,
 };
 use crate::protocols::error::{ErrorKind, ProviderError, retry_after};
+use crate::protocols::tool_blocks::{ToolBlocks, json_tool_name, json_tool_schema};
 use crate::protocols::{Adapter, Endpoint, Native, NativeCall, StreamMapper, StreamStep, UpstreamRequest, bad_request};
 use crate::schema::{
-    ChatChunk, ChatRequest, ChatResponse, Choice, CompletionTokensDetails, Content, Delta, FunctionCall,
-    FunctionCallDelta, Message, PromptTokensDetails, ResponseMessage, Role, Stop, ToolCall, ToolCallDelta, ToolChoice,
-    ToolChoiceMode, Usage, inline_image,
+    ChatChunk, ChatRequest, ChatResponse, Choice, CompletionTokensDetails, Content, Delta, FunctionCall, Message,
+    PromptTokensDetails, ResponseMessage, Role, Stop, ToolCall, ToolChoice, ToolChoiceMode, Usage, inline_image,
 };
 use crate::sse::SseEvent;
 
@@ -27,14 +26,6 @@ const DEFAULT_MAX_TOKENS: u32 = 4096;
 pub struct AnthropicAdapter {
     /// The `anthropic-version` header sent unless the operator's headers set one.
     pub version: String,
-}
-
-/// The forced tool that carries a JSON answer (`json_schema` or `json_object`), when one was requested:
-/// Anthropic has no JSON mode, but a tool's input is always valid JSON.
-fn json_tool_name(req: &ChatRequest) -> Option<String> {
-    let format = req.response_format.as_ref().filter(|f| matches!(f.kind.as_str(), "json_schema" | "json_object"))?;
-    let name = format.extra.get("json_schema").and_then(|s| s.get("name")).and_then(Value::as_str);
-    Some(name.unwrap_or("json_response").to_owned())
 }
 
 impl AnthropicAdapter {
@@ -73,13 +64,8 @@ fn messages_url(endpoint: &Endpoint<'_>) -> String {
 impl Adapter for AnthropicAdapter {
     fn chat_request(&self, req: &ChatRequest, endpoint: &Endpoint<'_>) -> Result<UpstreamRequest, ProviderError> {
         let body = translate_request(req)?;
-        let body = serde_json::to_vec(&body)
-            .map_err(|e| ProviderError::new(ErrorKind::BadRequest, format!("cannot encode the request: {e}")))?;
-        Ok(UpstreamRequest {
-            url: messages_url(endpoint),
-            headers: self.headers(endpoint, &HeaderMap::new())?,
-            body: Bytes::from(body),
-        })
+        let body = crate::protocols::encode(&body)?;
+        Ok(UpstreamRequest { url: messages_url(endpoint), headers: self.headers(endpoint, &HeaderMap::new())?, body })
     }
 
     fn speaks(&self, protocol: Native) -> bool {
@@ -148,7 +134,7 @@ impl Adapter for AnthropicAdapter {
     }
 
     fn stream_mapper(&self, req: &ChatRequest) -> Box<dyn StreamMapper> {
-        Box::new(AnthropicStream { json_tool: json_tool_name(req), ..AnthropicStream::default() })
+        Box::new(AnthropicStream { tools: ToolBlocks::for_request(req), ..AnthropicStream::default() })
     }
 
     /// A final assistant turn is a prefill: the model continues it.
@@ -241,17 +227,10 @@ pub fn translate_request(req: &ChatRequest) -> Result<MessagesRequest, ProviderE
         Ok(Some(ToolChoiceMode::Function(name))) => Some(choice("tool", Some(name))),
     };
     if let Some(name) = json_tool_name(req) {
-        let schema = req
-            .response_format
-            .as_ref()
-            .and_then(|f| f.extra.get("json_schema"))
-            .and_then(|s| s.get("schema"))
-            .cloned()
-            .unwrap_or_else(|| json!({"type": "object"}));
         tools.push(ToolDef {
             name: name.clone(),
             description: Some("Respond with the final answer as this tool's input.".into()),
-            input_schema: Some(schema),
+            input_schema: Some(json_tool_schema(req)),
             ..ToolDef::default()
         });
         tool_choice = Some(choice("tool", Some(&name)));
@@ -391,11 +370,7 @@ struct AnthropicStream {
     model: String,
     created: u64,
     usage: WireUsage,
-    /// Content block index → tool-call index in the OpenAI stream.
-    tool_blocks: Vec<(u32, u32)>,
-    tool_calls: u32,
-    json_tool: Option<String>,
-    json_block: Option<u32>,
+    tools: ToolBlocks,
 }
 
 impl AnthropicStream {
@@ -425,27 +400,10 @@ impl StreamMapper for AnthropicStream {
             }
             "content_block_start" => {
                 let (Some(index), Some(block)) = (ev.index, ev.content_block) else { return Ok(StreamStep::Continue) };
-                if block.kind == "tool_use" {
-                    let name = block.name.unwrap_or_default();
-                    if Some(&name) == self.json_tool.as_ref() {
-                        self.json_block = Some(index);
-                        return Ok(StreamStep::Continue);
-                    }
-                    let call = self.tool_calls;
-                    self.tool_calls += 1;
-                    self.tool_blocks.push((index, call));
-                    let delta = ToolCallDelta {
-                        index: call,
-                        id: block.id,
-                        kind: Some("function".to_owned()),
-                        function: Some(FunctionCallDelta {
-                            name: Some(name),
-                            arguments: Some(String::new()),
-                            extra: Map::new(),
-                        }),
-                        extra: Map::new(),
-                    };
-                    out.push(self.chunk(Delta { tool_calls: Some(vec![delta]), ..Delta::default() }, None));
+                if block.kind == "tool_use"
+                    && let Some(delta) = self.tools.open(index, block.id, block.name.unwrap_or_default())
+                {
+                    out.push(self.chunk(delta, None));
                 }
             }
             "content_block_delta" => {
@@ -453,24 +411,11 @@ impl StreamMapper for AnthropicStream {
                 let d = match delta.kind.as_deref() {
                     Some("text_delta") => Delta { content: delta.text, ..Delta::default() },
                     Some("thinking_delta") => Delta { reasoning_content: delta.thinking, ..Delta::default() },
-                    Some("input_json_delta") if self.json_block == Some(index) => {
-                        Delta { content: delta.partial_json, ..Delta::default() }
-                    }
                     Some("input_json_delta") => {
-                        let Some(&(_, call)) = self.tool_blocks.iter().find(|(b, _)| *b == index) else {
+                        let Some(d) = self.tools.input(index, delta.partial_json) else {
                             return Ok(StreamStep::Continue);
                         };
-                        let args = FunctionCallDelta { name: None, arguments: delta.partial_json, extra: Map::new() };
-                        Delta {
-                            tool_calls: Some(vec![ToolCallDelta {
-                                index: call,
-                                id: None,
-                                kind: None,
-                                function: Some(args),
-                                extra: Map::new(),
-                            }]),
-                            ..Delta::default()
-                        }
+                        d
                     }
                     _ => return Ok(StreamStep::Continue), // signature deltas and future types carry nothing to show
                 };
@@ -486,14 +431,11 @@ impl StreamMapper for AnthropicStream {
                     }
                 }
                 let stop = ev.delta.and_then(|d| d.stop_reason).flatten();
-                let finish = finish_reason(stop.as_deref(), self.json_tool.is_some());
+                let finish = finish_reason(stop.as_deref(), self.tools.json_mode());
                 out.push(self.chunk(Delta::default(), Some(finish)));
             }
             "message_stop" => {
-                let mut last = self.chunk(Delta::default(), None);
-                last.choices.clear();
-                last.usage = Some(to_canonical(&self.usage));
-                out.push(last);
+                out.push(ChatChunk::usage_only(&self.id, self.created, &self.model, to_canonical(&self.usage)));
                 return Ok(StreamStep::Done);
             }
             "error" => return Err(in_stream(&ev.error.unwrap_or_default())),

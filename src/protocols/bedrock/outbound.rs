@@ -2,7 +2,6 @@
 //! back as canonical responses and chunks, and Titan embeddings through InvokeModel. What is mapped and
 //! dropped is in the protocol's header.
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Map, Value, json};
 
@@ -14,23 +13,16 @@ use super::wire::{
 };
 use crate::eventstream::EXCEPTION_PREFIX;
 use crate::protocols::error::{ErrorKind, ProviderError, retry_after};
-use crate::protocols::{Adapter, Endpoint, Framing, StreamMapper, StreamStep, UpstreamRequest, bad_request};
+use crate::protocols::tool_blocks::{ToolBlocks, json_tool_name, json_tool_schema};
+use crate::protocols::{Adapter, Endpoint, Framing, StreamMapper, StreamStep, UpstreamRequest, bad_request, encode};
 use crate::schema::{
-    ChatChunk, ChatRequest, ChatResponse, Choice, Content, Delta, Embedding, EmbeddingRequest, EmbeddingResponse,
-    EmbeddingUsage, EmbeddingVector, FunctionCall, FunctionCallDelta, PromptTokensDetails, ResponseMessage, Role, Stop,
-    ToolCall, ToolCallDelta, ToolChoice, ToolChoiceMode, Usage, inline_image,
+    ChatChunk, ChatRequest, ChatResponse, Choice, Content, Delta, EmbeddingRequest, EmbeddingResponse, FunctionCall,
+    PromptTokensDetails, ResponseMessage, Role, Stop, ToolCall, ToolChoice, ToolChoiceMode, Usage, inline_image,
 };
 use crate::sse::SseEvent;
 
 #[derive(Debug, Default)]
 pub struct BedrockAdapter;
-
-/// The forced tool that carries a JSON answer, as for Anthropic: a tool's input is always JSON.
-fn json_tool_name(req: &ChatRequest) -> Option<String> {
-    let format = req.response_format.as_ref().filter(|f| matches!(f.kind.as_str(), "json_schema" | "json_object"))?;
-    let name = format.extra.get("json_schema").and_then(|s| s.get("name")).and_then(Value::as_str);
-    Some(name.unwrap_or("json_response").to_owned())
-}
 
 /// JSON, plus the Bedrock API key as a bearer token when the provider has one (otherwise the executor
 /// signs the request with SigV4 after it is built).
@@ -51,12 +43,6 @@ fn headers(endpoint: &Endpoint<'_>) -> Result<HeaderMap, ProviderError> {
 fn model_url(endpoint: &Endpoint<'_>, model: &str, action: &str) -> String {
     let model = crate::protocols::path_segment(model);
     format!("{}/model/{model}/{action}", endpoint.base_url.trim_end_matches('/'))
-}
-
-fn encode(body: &impl serde::Serialize) -> Result<Bytes, ProviderError> {
-    serde_json::to_vec(body)
-        .map(Bytes::from)
-        .map_err(|e| ProviderError::new(ErrorKind::BadRequest, format!("cannot encode the request: {e}")))
 }
 
 fn is_titan_embedding(model: &str) -> bool {
@@ -126,7 +112,7 @@ impl Adapter for BedrockAdapter {
             id: response_id(),
             model: req.model.clone(),
             created: crate::protocols::unix_now(),
-            json_tool: json_tool_name(req),
+            tools: ToolBlocks::for_request(req),
             ..BedrockStream::default()
         })
     }
@@ -192,18 +178,8 @@ impl Adapter for BedrockAdapter {
         let tokens = resp.input_text_token_count.ok_or_else(|| {
             ProviderError::new(ErrorKind::InvalidResponse, "a Titan embedding without its token count")
         })?;
-        Ok(EmbeddingResponse {
-            object: "list".to_owned(),
-            data: vec![Embedding {
-                object: "embedding".to_owned(),
-                index: 0,
-                embedding: EmbeddingVector::Float(resp.embedding.into_iter().map(f64::from).collect()),
-                extra: Map::new(),
-            }],
-            model: req.model.clone(),
-            usage: Some(EmbeddingUsage { prompt_tokens: tokens, total_tokens: tokens, extra: Map::new() }),
-            extra: Map::new(),
-        })
+        let vector = resp.embedding.into_iter().map(f64::from).collect();
+        Ok(EmbeddingResponse::floats(&req.model, [vector], tokens))
     }
 }
 
@@ -300,13 +276,7 @@ pub fn translate_request(req: &ChatRequest) -> Result<ConverseRequest, ProviderE
         ));
     }
     if let Some(name) = json_tool_name(req) {
-        let schema = req
-            .response_format
-            .as_ref()
-            .and_then(|f| f.extra.get("json_schema"))
-            .and_then(|s| s.get("schema"))
-            .cloned()
-            .unwrap_or_else(|| json!({"type": "object"}));
+        let schema = json_tool_schema(req);
         if !forces_tools(&req.model) {
             return Err(bad_request(
                 "This Bedrock model cannot be held to a JSON schema (Converse forces a tool only for Claude and Nova).",
@@ -495,11 +465,7 @@ struct BedrockStream {
     model: String,
     created: u64,
     started: bool,
-    /// Content block index → tool-call index in the OpenAI stream.
-    tool_blocks: Vec<(u32, u32)>,
-    tool_calls: u32,
-    json_tool: Option<String>,
-    json_block: Option<u32>,
+    tools: ToolBlocks,
 }
 
 impl BedrockStream {
@@ -535,25 +501,9 @@ impl StreamMapper for BedrockStream {
                 self.start(out);
                 let start: BlockStart = parse(event)?;
                 let Some(tool) = start.start.tool_use else { return Ok(StreamStep::Continue) };
-                if Some(&tool.name) == self.json_tool.as_ref() {
-                    self.json_block = Some(start.content_block_index);
-                    return Ok(StreamStep::Continue);
+                if let Some(delta) = self.tools.open(start.content_block_index, Some(tool.tool_use_id), tool.name) {
+                    out.push(self.chunk(delta, None));
                 }
-                let call = self.tool_calls;
-                self.tool_calls += 1;
-                self.tool_blocks.push((start.content_block_index, call));
-                let delta = ToolCallDelta {
-                    index: call,
-                    id: Some(tool.tool_use_id),
-                    kind: Some("function".to_owned()),
-                    function: Some(FunctionCallDelta {
-                        name: Some(tool.name),
-                        arguments: Some(String::new()),
-                        extra: Map::new(),
-                    }),
-                    extra: Map::new(),
-                };
-                out.push(self.chunk(Delta { tool_calls: Some(vec![delta]), ..Delta::default() }, None));
             }
             "contentBlockDelta" => {
                 self.start(out);
@@ -561,27 +511,8 @@ impl StreamMapper for BedrockStream {
                 let d = if let Some(text) = delta.text {
                     Delta { content: Some(text), ..Delta::default() }
                 } else if let Some(tool) = delta.tool_use {
-                    if self.json_block == Some(index) {
-                        Delta { content: Some(tool.input), ..Delta::default() }
-                    } else {
-                        let Some(&(_, call)) = self.tool_blocks.iter().find(|(b, _)| *b == index) else {
-                            return Ok(StreamStep::Continue);
-                        };
-                        Delta {
-                            tool_calls: Some(vec![ToolCallDelta {
-                                index: call,
-                                id: None,
-                                kind: None,
-                                function: Some(FunctionCallDelta {
-                                    name: None,
-                                    arguments: Some(tool.input),
-                                    extra: Map::new(),
-                                }),
-                                extra: Map::new(),
-                            }]),
-                            ..Delta::default()
-                        }
-                    }
+                    let Some(d) = self.tools.input(index, Some(tool.input)) else { return Ok(StreamStep::Continue) };
+                    d
                 } else if let Some(text) =
                     delta.reasoning_content.as_ref().and_then(|r| r.get("text")).and_then(Value::as_str)
                 {
@@ -597,16 +528,13 @@ impl StreamMapper for BedrockStream {
             "messageStop" => {
                 self.start(out);
                 let stop: MessageStop = parse(event)?;
-                let finish = finish_reason(stop.stop_reason.as_deref(), self.json_tool.is_some());
+                let finish = finish_reason(stop.stop_reason.as_deref(), self.tools.json_mode());
                 out.push(self.chunk(Delta::default(), Some(finish)));
             }
             "metadata" => {
                 let meta: StreamMetadata = parse(event)?;
                 if let Some(usage) = &meta.usage {
-                    let mut last = self.chunk(Delta::default(), None);
-                    last.choices.clear();
-                    last.usage = Some(to_canonical(usage));
-                    out.push(last);
+                    out.push(ChatChunk::usage_only(&self.id, self.created, &self.model, to_canonical(usage)));
                 }
                 return Ok(StreamStep::Done);
             }

@@ -2,7 +2,6 @@
 //! stream frames back as canonical responses and chunks. What is mapped and dropped is in the
 //! protocol's header.
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Map, Value, json};
 
@@ -13,12 +12,13 @@ use super::wire::{
     Part, ThinkingConfig, Tool as WireTool, ToolConfig, UsageMetadata,
 };
 use crate::protocols::error::{ErrorKind, ProviderError, retry_after};
-use crate::protocols::{Adapter, Endpoint, Native, NativeCall, StreamMapper, StreamStep, UpstreamRequest, bad_request};
+use crate::protocols::{
+    Adapter, Endpoint, Native, NativeCall, StreamMapper, StreamStep, UpstreamRequest, bad_request, encode,
+};
 use crate::schema::{
-    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, CompletionTokensDetails, Content, Delta, Embedding,
-    EmbeddingRequest, EmbeddingResponse, EmbeddingUsage, EmbeddingVector, FunctionCall, FunctionCallDelta,
-    PromptTokensDetails, ResponseMessage, Role, Stop, ToolCall, ToolCallDelta, ToolChoice, ToolChoiceMode, Usage,
-    inline_image,
+    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, CompletionTokensDetails, Content, Delta,
+    EmbeddingRequest, EmbeddingResponse, FunctionCall, FunctionCallDelta, PromptTokensDetails, ResponseMessage, Role,
+    Stop, ToolCall, ToolCallDelta, ToolChoice, ToolChoiceMode, Usage, inline_image,
 };
 use crate::sse::SseEvent;
 
@@ -41,12 +41,6 @@ fn auth_headers(endpoint: &Endpoint<'_>) -> Result<HeaderMap, ProviderError> {
 fn model_url(endpoint: &Endpoint<'_>, model: &str, action: &str) -> String {
     let model = crate::protocols::path_segment(model.strip_prefix("models/").unwrap_or(model));
     format!("{}/v1beta/models/{model}:{action}", endpoint.base_url.trim_end_matches('/'))
-}
-
-fn encode(body: &impl serde::Serialize) -> Result<Bytes, ProviderError> {
-    serde_json::to_vec(body)
-        .map(Bytes::from)
-        .map_err(|e| ProviderError::new(ErrorKind::BadRequest, format!("cannot encode the request: {e}")))
 }
 
 impl Adapter for GeminiAdapter {
@@ -188,23 +182,7 @@ impl Adapter for GeminiAdapter {
         })?;
         // Gemini reports no token count for embeddings; estimate it the way the gateway does elsewhere.
         let tokens: u64 = req.input.texts().unwrap_or_default().iter().map(|t| t.len().div_ceil(4) as u64).sum();
-        Ok(EmbeddingResponse {
-            object: "list".to_owned(),
-            data: batch
-                .embeddings
-                .into_iter()
-                .enumerate()
-                .map(|(i, e)| Embedding {
-                    object: "embedding".to_owned(),
-                    index: i as u32,
-                    embedding: EmbeddingVector::Float(e.values),
-                    extra: Map::new(),
-                })
-                .collect(),
-            model: req.model.clone(),
-            usage: Some(EmbeddingUsage { prompt_tokens: tokens, total_tokens: tokens, extra: Map::new() }),
-            extra: Map::new(),
-        })
+        Ok(EmbeddingResponse::floats(&req.model, batch.embeddings.into_iter().map(|e| e.values), tokens))
     }
 }
 
@@ -529,13 +507,8 @@ impl StreamMapper for GeminiStream {
                 out.push(self.chunk(index, Delta::default(), Some(finish)));
             }
         }
-        if finished {
-            let mut last = self.chunk(0, Delta::default(), None);
-            last.choices.clear();
-            last.usage = self.usage.as_ref().map(to_canonical);
-            if last.usage.is_some() {
-                out.push(last);
-            }
+        if finished && let Some(usage) = &self.usage {
+            out.push(ChatChunk::usage_only(&self.id, self.created, &self.model, to_canonical(usage)));
         }
         Ok(StreamStep::Continue)
     }

@@ -18,6 +18,34 @@ pub const PROVIDER_KEY: &str = "sk-upstream-canary-5f3a9c";
 /// An AWS secret the fake Bedrock does not accept (a canary for the secret-leak checks too).
 pub const AWS_WRONG_SECRET: &str = "wrong/aws+secret-canary-7d1e";
 
+/// A Bedrock provider on the fake signing with the test access key and the secret in `secret_env`
+/// (`TEST_AWS_SECRET_ACCESS_KEY`, the one the fake checks against, or `TEST_AWS_WRONG_SECRET`).
+pub fn bedrock_provider(name: &str, region: &str, secret_env: &str) -> String {
+    format!(
+        r#"
+[[providers]]
+name = "{name}"
+kind = "bedrock"
+base_url = "{{root}}"
+aws = {{ region = "{region}", access_key_id_env = "TEST_AWS_ACCESS_KEY_ID", secret_access_key_env = "{secret_env}" }}
+"#
+    )
+}
+
+/// A Vertex provider on the fake whose service account is in `credentials_env`
+/// (`TEST_GOOGLE_CREDENTIALS`, trusted by the fake's token endpoint, or `TEST_GOOGLE_UNTRUSTED`).
+pub fn vertex_provider(name: &str, credentials_env: &str) -> String {
+    format!(
+        r#"
+[[providers]]
+name = "{name}"
+kind = "vertex"
+base_url = "{{root}}"
+vertex = {{ project = "switchyard-test", location = "us-east5", credentials_env = "{credentials_env}", token_uri = "{{root}}/token" }}
+"#
+    )
+}
+
 /// The fake provider, served over HTTP on a random port.
 pub struct FakeUpstream {
     pub state: Arc<FakeState>,
