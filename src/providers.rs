@@ -319,7 +319,9 @@ impl Provider {
     /// Called after a failed attempt: a key the provider refused (credentials, exhausted quota) is not
     /// used again for a while. The log names the provider and the key's position, never the key.
     pub fn note_failure(&self, key_index: Option<usize>, e: &ProviderError) {
-        if let (Credentials::Google(tokens), ErrorKind::Authentication) = (&self.credentials, e.kind) {
+        // A 401 refuses the token itself; a 403 refuses this caller one model or action (not enabled,
+        // not allowed) and the token stays good for the rest.
+        if let (Credentials::Google(tokens), Some(401)) = (&self.credentials, e.status) {
             tokens.forget();
         }
         let Some(i) = key_index else { return };

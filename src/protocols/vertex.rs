@@ -30,7 +30,7 @@ use crate::protocols::gemini::wire::ErrorEnvelope;
 use crate::protocols::{
     Adapter, Endpoint, StreamMapper, UpstreamRequest, anthropic, bad_request, encode, gemini, path_segment,
 };
-use crate::schema::{ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse};
+use crate::schema::{ChatRequest, ChatResponse, Content, EmbeddingRequest, EmbeddingResponse, inline_image};
 
 /// The `anthropic_version` Vertex's Anthropic models take in the body.
 pub const ANTHROPIC_VERSION: &str = "vertex-2023-10-16";
@@ -108,27 +108,27 @@ struct EmbeddingStatistics {
     token_count: Option<f64>,
 }
 
+/// The first image the caller gave by URL rather than inline, as `messages[i].content[j].image_url`.
+fn image_by_url(req: &ChatRequest) -> Option<String> {
+    req.messages.iter().enumerate().find_map(|(i, m)| {
+        let Some(Content::Parts(parts)) = &m.content else { return None };
+        let j = parts.iter().position(|p| p.image_url.as_ref().is_some_and(|img| inline_image(&img.url).is_none()))?;
+        Some(format!("messages[{i}].content[{j}].image_url"))
+    })
+}
+
 impl Adapter for VertexAdapter {
     fn chat_request(&self, req: &ChatRequest, endpoint: &Endpoint<'_>) -> Result<UpstreamRequest, ProviderError> {
         let stream = req.is_streaming();
         if is_anthropic(&req.model) {
+            // Claude on Vertex takes images as base64 only (an image by URL is refused there, and the
+            // gateway never fetches a caller's URL): another target may take the request. Looked for in
+            // the caller's messages, so the field named is the caller's.
+            if let Some(param) = image_by_url(req) {
+                return Err(bad_request("Claude on Vertex AI takes images as base64 data: URLs, not by URL.", &param));
+            }
             let mut body = serde_json::to_value(anthropic::outbound::translate_request(req)?)
                 .map_err(|e| ProviderError::new(ErrorKind::BadRequest, format!("cannot encode the request: {e}")))?;
-            // Claude on Vertex takes images as base64 only (an image by URL is refused there, and the
-            // gateway never fetches a caller's URL): another target may take the request.
-            let by_url = body["messages"].as_array().into_iter().flatten().enumerate().find_map(|(i, m)| {
-                let blocks = m["content"].as_array()?;
-                blocks
-                    .iter()
-                    .position(|b| b.pointer("/source/type").and_then(Value::as_str) == Some("url"))
-                    .map(|j| (i, j))
-            });
-            if let Some((i, j)) = by_url {
-                return Err(bad_request(
-                    "Claude on Vertex AI takes images as base64 data: URLs, not by URL.",
-                    &format!("messages[{i}].content[{j}].image_url"),
-                ));
-            }
             if let Some(fields) = body.as_object_mut() {
                 fields.remove("model");
                 fields.insert("anthropic_version".into(), json!(ANTHROPIC_VERSION));

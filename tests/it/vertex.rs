@@ -251,17 +251,25 @@ async fn an_outage_of_the_token_endpoint_is_not_hammered_and_a_refused_token_is_
     assert_eq!(h.chat(hello("gemini-on-vertex")).await.status(), 502);
     assert_eq!(h.chat(hello("gemini-on-vertex")).await.status(), 200);
     assert_eq!(tokens_issued(&h), 2);
+    // A 403 refuses one model, not the token: the token is kept.
+    h.upstream.state.push_fault(Some("gemini-2.5-pro"), switchyard::fake::Fault::status(403));
+    assert_ne!(h.chat(hello("gemini-on-vertex")).await.status(), 200);
+    assert_eq!(h.chat(hello("gemini-on-vertex")).await.status(), 200);
+    assert_eq!(tokens_issued(&h), 2, "no new token for a 403");
 }
 
 #[tokio::test]
 async fn claude_on_vertex_is_not_sent_an_image_by_url() {
     let h = harness().await;
-    let body = json!({"model": "claude-on-vertex", "messages": [{"role": "user", "content": [
-        {"type": "text", "text": "What is this?"},
-        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]});
+    // The field named is the caller's, though the system message leaves the list Anthropic is sent.
+    let body = json!({"model": "claude-on-vertex", "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [
+            {"type": "text", "text": "What is this?"},
+            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]});
     let before = h.upstream.state.requests().len();
     let (status, err) = crate::support::error_of(h.chat(body).await).await;
-    assert_eq!((status, err["error"]["param"].as_str()), (400, Some("messages[0].content[1].image_url")), "{err}");
+    assert_eq!((status, err["error"]["param"].as_str()), (400, Some("messages[1].content[1].image_url")), "{err}");
     assert_eq!(h.upstream.state.requests().len(), before);
     // As base64 it goes.
     let inline = json!({"model": "claude-on-vertex", "messages": [{"role": "user", "content": [
