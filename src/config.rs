@@ -245,6 +245,9 @@ pub struct ServerConfig {
     pub listen: Option<String>,
     /// Largest request body accepted; larger ones get 413.
     pub body_limit_bytes: usize,
+    /// Largest multipart upload accepted (audio to transcribe, images to edit, files); larger ones get
+    /// 413. Uploads are spooled to temporary files, not held in memory.
+    pub upload_limit_bytes: u64,
     /// The most choices (`n`) one request may ask for; each may cost a whole answer.
     pub max_choices: u32,
     /// How long a client may take to send the request line and headers.
@@ -268,6 +271,7 @@ impl Default for ServerConfig {
         Self {
             listen: None,
             body_limit_bytes: 32 * 1024 * 1024,
+            upload_limit_bytes: 512 * 1024 * 1024,
             max_choices: 16,
             header_read_timeout_ms: 10_000,
             max_header_bytes: 16 * 1024,
@@ -689,6 +693,9 @@ impl Config {
         }
         if !(1024..=1 << 30).contains(&s.body_limit_bytes) {
             bad("server.body_limit_bytes".into(), "must be between 1024 and 1073741824".into());
+        }
+        if !(1024..=1 << 34).contains(&s.upload_limit_bytes) {
+            bad("server.upload_limit_bytes".into(), "must be between 1024 and 17179869184".into());
         }
         for (name, v) in
             [("header_read_timeout_ms", s.header_read_timeout_ms), ("body_read_timeout_ms", s.body_read_timeout_ms)]

@@ -29,6 +29,7 @@ pub mod relay;
 pub mod rerank;
 pub mod responses;
 mod resume;
+pub mod upload;
 
 use std::sync::Arc;
 
@@ -57,7 +58,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/moderations", post(embeddings::create_moderation))
         .route("/v1/rerank", post(rerank::create_rerank))
         .route("/v1/images/generations", post(media::create_image))
+        .route("/v1/images/edits", post(media::edit_image))
         .route("/v1/audio/speech", post(media::create_speech))
+        .route("/v1/audio/transcriptions", post(media::create_transcription))
+        .route("/v1/audio/translations", post(media::create_translation))
         .route("/v2/rerank", post(rerank::create_rerank))
         .route("/v1/models", get(models::list_models))
         .route("/v1/models/{*id}", get(models::retrieve_model))

@@ -623,7 +623,7 @@ impl Export {
         if let Some(h) = request.headers_mut() {
             h.clone_from(&self.headers);
         }
-        let request = request.body(http_body_util::Full::new(body)).map_err(|e| (false, e.to_string()))?;
+        let request = request.body(crate::providers::client::whole(body)).map_err(|e| (false, e.to_string()))?;
         let response = match tokio::time::timeout(self.timeout, self.client.request(request)).await {
             Err(_) => return Err((true, "timed out".to_owned())),
             Ok(Err(e)) => return Err((true, format!("cannot reach the collector: {e}"))),

@@ -59,6 +59,34 @@ pub struct UpstreamRequest {
     pub body: Bytes,
 }
 
+/// A call that is not a POST of one JSON document, for the endpoints passed to OpenAI-compatible providers
+/// as they are: an upload streamed from the gateway's spool, or no body at all (a GET, a DELETE).
+pub struct ForwardRequest {
+    pub method: http::Method,
+    pub url: String,
+    pub headers: HeaderMap,
+    pub body: ForwardBody,
+}
+
+/// A forwarded call's body.
+pub enum ForwardBody {
+    Empty,
+    Whole(Bytes),
+    /// Read as it is sent (a multipart upload); it cannot be sent twice.
+    Streamed(std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send>>),
+}
+
+impl From<UpstreamRequest> for ForwardRequest {
+    fn from(req: UpstreamRequest) -> Self {
+        ForwardRequest {
+            method: http::Method::POST,
+            url: req.url,
+            headers: req.headers,
+            body: ForwardBody::Whole(req.body),
+        }
+    }
+}
+
 /// How a provider frames the events of a streamed answer; the executor decodes each into [`SseEvent`]s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Framing {
@@ -170,6 +198,21 @@ pub trait Adapter: Send + Sync {
         _body: Bytes,
         _endpoint: &Endpoint<'_>,
     ) -> Result<UpstreamRequest, ProviderError> {
+        Err(ProviderError::new(ErrorKind::Untranslatable, "this model's provider does not offer this endpoint"))
+    }
+
+    /// Builds a call of one of OpenAI's endpoints passed through as they are (`audio/transcriptions`,
+    /// `images/edits`, `files`, `batches`): `path` under the provider's base URL, `body` as the caller
+    /// sent it (a multipart upload with its `model` already the upstream id) in `content_type`. Only
+    /// OpenAI-compatible providers have them.
+    fn forward_request(
+        &self,
+        _method: http::Method,
+        _path: &str,
+        _content_type: Option<http::HeaderValue>,
+        _body: ForwardBody,
+        _endpoint: &Endpoint<'_>,
+    ) -> Result<ForwardRequest, ProviderError> {
         Err(ProviderError::new(ErrorKind::Untranslatable, "this model's provider does not offer this endpoint"))
     }
 

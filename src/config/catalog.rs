@@ -46,12 +46,15 @@ pub enum Capability {
     ImageGeneration,
     /// Speaks text (`POST /v1/audio/speech`).
     Speech,
+    /// Writes down speech (`POST /v1/audio/transcriptions` and `/v1/audio/translations`).
+    Transcription,
 }
 
 impl Capability {
     /// Work that is not a conversation, done only by a model that declares it (and such a model does
     /// nothing else unless it also declares tools).
-    pub const DEDICATED: [Capability; 3] = [Capability::Rerank, Capability::ImageGeneration, Capability::Speech];
+    pub const DEDICATED: [Capability; 4] =
+        [Capability::Rerank, Capability::ImageGeneration, Capability::Speech, Capability::Transcription];
 
     /// The dedicated work a model with these capabilities does and nothing else (it declares one of
     /// [`Capability::DEDICATED`] and not tools), if any.
@@ -81,6 +84,7 @@ impl Capability {
             Capability::Rerank => "rerank",
             Capability::ImageGeneration => "image generation",
             Capability::Speech => "speech",
+            Capability::Transcription => "transcription",
         }
     }
 }

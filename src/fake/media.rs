@@ -114,3 +114,107 @@ pub(super) async fn speech(State(state): State<Arc<FakeState>>, headers: HeaderM
         .body(Body::from_stream(body))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
+
+/// A multipart body read whole (the fake may hold it): text fields as strings, files as
+/// `{"filename", "content_type", "bytes", "sum"}` (`sum`: the bytes added up, so a test can tell the file
+/// arrived intact), in one JSON object recorded like any request.
+async fn read_form(headers: &HeaderMap, body: Body) -> Result<Value, Response> {
+    let bad = |m: String| Dialect::OpenAi.error_response(400, None, None, &m);
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let boundary = multer::parse_boundary(content_type).map_err(|e| bad(format!("not multipart: {e}")))?;
+    let mut form = multer::Multipart::new(body.into_data_stream(), boundary);
+    let mut fields = serde_json::Map::new();
+    while let Some(field) = form.next_field().await.map_err(|e| bad(format!("unreadable multipart: {e}")))? {
+        let name = field.name().unwrap_or_default().to_owned();
+        let filename = field.file_name().map(str::to_owned);
+        let content_type = field.content_type().map(ToString::to_string);
+        let data = field.bytes().await.map_err(|e| bad(format!("unreadable field {name}: {e}")))?;
+        let value = match filename {
+            Some(filename) => json!({"filename": filename, "content_type": content_type, "bytes": data.len(),
+                "sum": data.iter().map(|b| u64::from(*b)).sum::<u64>()}),
+            None => json!(String::from_utf8_lossy(&data)),
+        };
+        if fields.contains_key(&name) {
+            return Err(bad(format!("{name}: given twice")));
+        }
+        fields.insert(name, value);
+    }
+    Ok(Value::Object(fields))
+}
+
+/// `audio/transcriptions` and `audio/translations`: "heard" text naming the file's size, in the format
+/// asked for; gpt-4o models report token usage, whisper the duration.
+pub(super) async fn transcribe(State(state): State<Arc<FakeState>>, headers: HeaderMap, body: Body) -> Response {
+    hear(state, headers, body, false).await
+}
+
+pub(super) async fn translate(State(state): State<Arc<FakeState>>, headers: HeaderMap, body: Body) -> Response {
+    hear(state, headers, body, true).await
+}
+
+async fn hear(state: Arc<FakeState>, headers: HeaderMap, body: Body, translate: bool) -> Response {
+    let form = match read_form(&headers, body).await {
+        Ok(f) => f,
+        Err(resp) => return resp,
+    };
+    let model = form["model"].as_str().unwrap_or_default().to_owned();
+    if model.is_empty() || form["file"]["bytes"].as_u64().is_none() {
+        return Dialect::OpenAi.error_response(400, None, None, "'file' and 'model' are required");
+    }
+    if let Err(resp) = intake(&state, Dialect::OpenAi, headers, &form, &model).await {
+        return resp;
+    }
+    let bytes = form["file"]["bytes"].as_u64().unwrap_or(0);
+    let verb = if translate { "Translated" } else { "Heard" };
+    let text = format!("{verb} {bytes} bytes of {}.", form["file"]["filename"].as_str().unwrap_or("audio"));
+    let usage = if model.starts_with("gpt-4o") {
+        let output = text.split_whitespace().count() as u64;
+        let input = bytes.div_ceil(1000);
+        json!({"type": "tokens", "input_tokens": input, "output_tokens": output, "total_tokens": input + output,
+               "input_token_details": {"text_tokens": 0, "audio_tokens": input}})
+    } else {
+        json!({"type": "duration", "seconds": bytes.div_ceil(16_000)})
+    };
+    let seconds = bytes as f64 / 16_000.0;
+    match form["response_format"].as_str().unwrap_or("json") {
+        "text" => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{text}\n")).into_response(),
+        "srt" => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("1\n00:00:00,000 --> 00:00:01,000\n{text}\n\n"),
+        )
+            .into_response(),
+        "vtt" => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("WEBVTT\n\n00:00:00.000 --> 00:00:01.000\n{text}\n\n"),
+        )
+            .into_response(),
+        "verbose_json" => json_response(&json!({"task": if translate { "translate" } else { "transcribe" },
+            "language": "english", "duration": seconds, "text": text, "segments": [], "usage": usage})),
+        _ => json_response(&json!({"text": text, "usage": usage})),
+    }
+}
+
+/// `images/edits`: the images of `images/generations`, for an uploaded image and a prompt.
+pub(super) async fn edit_images(State(state): State<Arc<FakeState>>, headers: HeaderMap, body: Body) -> Response {
+    let form = match read_form(&headers, body).await {
+        Ok(f) => f,
+        Err(resp) => return resp,
+    };
+    if !(form["image"].is_object() || form["image[]"].is_object()) || form["prompt"].as_str().is_none() {
+        return Dialect::OpenAi.error_response(400, None, None, "'image' and 'prompt' are required");
+    }
+    let model = form["model"].as_str().unwrap_or("dall-e-2").to_owned();
+    if let Err(resp) = intake(&state, Dialect::OpenAi, headers, &form, &model).await {
+        return resp;
+    }
+    let n = form["n"].as_str().and_then(|n| n.parse::<u64>().ok()).unwrap_or(1).clamp(1, 10);
+    let data: Vec<Value> =
+        (0..n).map(|_| json!({"b64_json": base64::engine::general_purpose::STANDARD.encode(PNG)})).collect();
+    let mut answer = json!({"created": crate::protocols::unix_now(), "data": data});
+    if model.starts_with("gpt-image") {
+        let input = form["prompt"].as_str().unwrap_or_default().len().div_ceil(4) as u64 + 194;
+        let output = 272 * n;
+        answer["usage"] = json!({"input_tokens": input, "output_tokens": output, "total_tokens": input + output});
+    }
+    json_response(&answer)
+}

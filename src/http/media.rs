@@ -10,7 +10,13 @@
 //!   `stream_format: "sse"`), committed only once its first piece arrived (until then a failure falls
 //!   back). Speech reports no usage; the row records the request.
 //!
-//! Both use one of the key's prompts; an image request holds its budget for each of its `n` images.
+//! - `POST /v1/audio/transcriptions`, `/v1/audio/translations` and `/v1/images/edits`: multipart
+//!   uploads, spooled by `http::upload` and sent again to each target with its upstream id as `model`.
+//!   A JSON answer is read whole (so a failure falls back) and its token usage, when it reports one, is
+//!   the row's; any other answer (`text`, `srt`, `vtt`, a `stream` of events) is relayed as it arrives,
+//!   committed once its first piece came.
+//!
+//! Each uses one of the key's prompts; an image request holds its budget for each of its `n` images.
 //!
 //! Bad input is refused before any provider is asked, naming the field.
 
@@ -38,6 +44,8 @@ use crate::tenancy::ActiveKey;
 /// OpenAI's default image model when a request names none, and the one its gpt-image-only fields imply.
 const DEFAULT_IMAGE_MODEL: &str = "dall-e-2";
 const GPT_IMAGE_MODEL: &str = "gpt-image-1";
+/// The largest JSON answer to an upload read whole (edited images come back as base64).
+const MAX_UPLOAD_ANSWER: usize = 64 * 1024 * 1024;
 /// The longest text OpenAI's speech endpoint takes, in characters.
 const MAX_SPEECH_INPUT: usize = 4096;
 
@@ -194,5 +202,185 @@ impl Call for Speak<'_> {
         // stalls, breaks or sends nothing fails this attempt, and the next target may answer.
         audio.prime().await?;
         Ok(audio)
+    }
+}
+
+/// One of the multipart doors: where it goes upstream and what it needs.
+struct UploadDoor {
+    path: &'static str,
+    work: Capability,
+    operation: &'static str,
+    /// The field the file comes in (`file`, or `image` / `image[]` for edits).
+    file: &'static str,
+    /// The model when the caller names none (OpenAI's own default), if there is one.
+    default_model: Option<&'static str>,
+    /// Whether `prompt` is required.
+    needs_prompt: bool,
+}
+
+pub async fn create_transcription(
+    State(state): State<Arc<AppState>>,
+    Extension(request_id): Extension<RequestId>,
+    key: Option<Extension<Arc<ActiveKey>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, GatewayError> {
+    let door = UploadDoor {
+        path: "audio/transcriptions",
+        work: Capability::Transcription,
+        operation: "transcription",
+        file: "file",
+        default_model: None,
+        needs_prompt: false,
+    };
+    upload_door(&state, &request_id, key.as_deref(), &headers, body, door).await
+}
+
+pub async fn create_translation(
+    State(state): State<Arc<AppState>>,
+    Extension(request_id): Extension<RequestId>,
+    key: Option<Extension<Arc<ActiveKey>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, GatewayError> {
+    let door = UploadDoor {
+        path: "audio/translations",
+        work: Capability::Transcription,
+        operation: "translation",
+        file: "file",
+        default_model: None,
+        needs_prompt: false,
+    };
+    upload_door(&state, &request_id, key.as_deref(), &headers, body, door).await
+}
+
+pub async fn edit_image(
+    State(state): State<Arc<AppState>>,
+    Extension(request_id): Extension<RequestId>,
+    key: Option<Extension<Arc<ActiveKey>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, GatewayError> {
+    let door = UploadDoor {
+        path: "images/edits",
+        work: Capability::ImageGeneration,
+        operation: "image_edit",
+        file: "image",
+        default_model: Some(DEFAULT_IMAGE_MODEL),
+        needs_prompt: true,
+    };
+    upload_door(&state, &request_id, key.as_deref(), &headers, body, door).await
+}
+
+async fn upload_door(
+    state: &AppState,
+    request_id: &RequestId,
+    key: Option<&Arc<ActiveKey>>,
+    headers: &HeaderMap,
+    body: Body,
+    door: UploadDoor,
+) -> Result<Response, GatewayError> {
+    let started = Instant::now();
+    let (limit, idle) = {
+        let live = state.live();
+        (live.config.server.upload_limit_bytes, live.body_limits.read_timeout)
+    };
+    let upload = super::upload::read(headers, body, limit, idle).await?;
+    if !upload.has_file(door.file) {
+        return Err(GatewayError::invalid_value(format!("'{}' is required: the file to send.", door.file), door.file));
+    }
+    let model = match upload.text("model").filter(|m| !m.trim().is_empty()) {
+        Some(m) => m.to_owned(),
+        None => door
+            .default_model
+            .ok_or_else(|| GatewayError::invalid_value("'model' is required and must not be empty.", "model"))?
+            .to_owned(),
+    };
+    let prompt = upload.text("prompt").unwrap_or_default();
+    if door.needs_prompt && prompt.trim().is_empty() {
+        return Err(GatewayError::invalid_value("'prompt' is required and must not be empty.", "prompt"));
+    }
+    let n = match upload.text("n") {
+        None => 1,
+        Some(n) => n
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=10).contains(n))
+            .ok_or_else(|| GatewayError::invalid_value("'n' must be an integer from 1 to 10.", "n"))?,
+    };
+    let pipeline = {
+        let features = RequestFeatures::for_work(vec![prompt], door.work);
+        let intake = Intake { prompts: 1, choices: n, ..Intake::uncounted(&model, &features, started, door.operation) };
+        Pipeline::admit(state, request_id, key, headers, intake).await?
+    };
+    let mut served = pipeline.run(&mut Forward { upload: &upload, path: door.path }).await?;
+    match std::mem::replace(&mut served.value, Answer::Taken) {
+        Answer::Whole { content_type, body } => {
+            if let Some(usage) = reported_usage(&body) {
+                served.usage.provider_usage(&usage);
+            }
+            let mut response = served.json(body.to_vec());
+            response.headers_mut().insert(http::header::CONTENT_TYPE, content_type);
+            Ok(response)
+        }
+        Answer::Raw(raw) => {
+            let super::pipeline::Served { usage, headers, target, rest, deadline, .. } = served;
+            Ok(super::pipeline::Served { value: raw, usage, headers, target, rest, deadline }.relay_raw())
+        }
+        Answer::Taken => Err(GatewayError::internal()),
+    }
+}
+
+/// Token usage as OpenAI's transcription and image answers report it (`input_tokens`/`output_tokens`);
+/// whisper's `{"type": "duration"}` and dall-e's answers report none to bill by.
+fn reported_usage(body: &[u8]) -> Option<Usage> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let u = v.get("usage").filter(|u| u.get("input_tokens").is_some())?;
+    let count = |f: &str| u.get(f).and_then(Value::as_u64).unwrap_or(0);
+    let (input, output) = (count("input_tokens"), count("output_tokens"));
+    Some(Usage { prompt_tokens: input, completion_tokens: output, total_tokens: input + output, ..Usage::default() })
+}
+
+/// An upload's answer: JSON read whole, anything else as it arrives.
+enum Answer {
+    Whole { content_type: http::HeaderValue, body: Bytes },
+    Raw(exec::RawStream),
+    Taken,
+}
+
+/// The upload sent to one target, from the spool, with its upstream id as `model`.
+struct Forward<'u> {
+    upload: &'u super::upload::Upload,
+    path: &'static str,
+}
+
+impl Call for Forward<'_> {
+    type Output = Answer;
+
+    async fn call(&mut self, target: &ModelEntry, deadline: Instant) -> Result<Answer, ProviderError> {
+        let (content_type, len, body) = self.upload.body(Some(&target.upstream)).map_err(|e| {
+            tracing::error!(error = %e, "a spooled upload could not be read back");
+            ProviderError::new(ErrorKind::ServerError, "the upload could not be read back")
+        })?;
+        let adapter = target.provider.adapter();
+        let mut raw = exec::forward(
+            &target.provider,
+            &target.timeouts,
+            |ep| {
+                let mut req = adapter.forward_request(http::Method::POST, self.path, Some(content_type), body, ep)?;
+                req.headers.insert(http::header::CONTENT_LENGTH, len.into());
+                Ok(req)
+            },
+            deadline,
+        )
+        .await?;
+        if raw.is_json() {
+            let content_type =
+                raw.content_type.clone().unwrap_or_else(|| http::HeaderValue::from_static("application/json"));
+            return Ok(Answer::Whole { content_type, body: raw.read_all(MAX_UPLOAD_ANSWER).await? });
+        }
+        raw.prime().await?;
+        Ok(Answer::Raw(raw))
     }
 }

@@ -90,6 +90,7 @@ fn mode(m: &ModelEntry) -> &'static str {
             Some(Capability::Rerank) => "rerank",
             Some(Capability::ImageGeneration) => "image_generation",
             Some(Capability::Speech) => "audio_speech",
+            Some(Capability::Transcription) => "audio_transcription",
             _ => "chat",
         }
     }

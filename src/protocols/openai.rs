@@ -14,8 +14,8 @@ use serde::Deserialize;
 
 use super::error::{ErrorKind, ProviderError, retry_after};
 use super::{
-    Adapter, Dialect, Endpoint, ErrorReply, Native, NativeCall, StreamEncoder, StreamMapper, StreamStep,
-    UpstreamRequest, bad_request, encode,
+    Adapter, Dialect, Endpoint, ErrorReply, ForwardBody, ForwardRequest, Native, NativeCall, StreamEncoder,
+    StreamMapper, StreamStep, UpstreamRequest, bad_request, encode,
 };
 use crate::config::presets::{Quirks, Rerank, STRICT_EXTRA_FIELDS, is_reasoning_model};
 use crate::schema::{
@@ -147,7 +147,7 @@ impl Adapter for OpenAiAdapter {
         use crate::config::Capability;
         match work {
             Capability::Rerank => self.quirks.rerank != Rerank::None,
-            Capability::ImageGeneration | Capability::Speech => true,
+            Capability::ImageGeneration | Capability::Speech | Capability::Transcription => true,
             _ => false,
         }
     }
@@ -159,6 +159,22 @@ impl Adapter for OpenAiAdapter {
         endpoint: &Endpoint<'_>,
     ) -> Result<UpstreamRequest, ProviderError> {
         Ok(UpstreamRequest { url: url(endpoint, path), headers: bearer_headers(endpoint)?, body })
+    }
+
+    fn forward_request(
+        &self,
+        method: http::Method,
+        path: &str,
+        content_type: Option<HeaderValue>,
+        body: ForwardBody,
+        endpoint: &Endpoint<'_>,
+    ) -> Result<ForwardRequest, ProviderError> {
+        let mut headers = bearer_headers(endpoint)?;
+        match content_type {
+            Some(t) => headers.insert(header::CONTENT_TYPE, t),
+            None => headers.remove(header::CONTENT_TYPE),
+        };
+        Ok(ForwardRequest { method, url: url(endpoint, path), headers, body })
     }
 
     /// Documents go as strings (Cohere's v2 takes nothing else; the others take them too); the gateway

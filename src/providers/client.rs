@@ -34,7 +34,15 @@ use tower::Service;
 type BoxError = Box<dyn StdError + Send + Sync>;
 type Tcp = MaybeHttpsStream<TokioIo<TcpStream>>;
 
-pub type UpstreamClient = Client<Connector, Full<Bytes>>;
+/// A request body: whole (a JSON document), or streamed (an upload read from the gateway's spool).
+pub type OutBody = http_body_util::Either<Full<Bytes>, http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>>;
+
+/// A whole request body.
+pub fn whole(body: Bytes) -> OutBody {
+    http_body_util::Either::Left(Full::new(body))
+}
+
+pub type UpstreamClient = Client<Connector, OutBody>;
 
 /// How one provider's connections are made.
 enum Route {

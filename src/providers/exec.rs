@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use crate::config::Timeouts;
 use crate::eventstream::EventStreamDecoder;
-use crate::protocols::Framing;
+use crate::protocols::{ForwardBody, ForwardRequest, Framing};
 use crate::schema::{
     ChatChunk, ChatRequest, ChatResponse, EmbeddingInput, EmbeddingRequest, EmbeddingResponse, ModerationRequest,
     RerankRequest, RerankResponse,
@@ -226,12 +226,45 @@ async fn open(
     let mut upstream = build(&endpoint)?;
     authorize(provider, &mut upstream, deadline).await?;
     let opened = async {
-        let resp = send(provider, timeouts, upstream, deadline).await?;
+        let resp = send(provider, timeouts, upstream.into(), deadline).await?;
         reject_error_status(provider, timeouts, resp, deadline).await
     }
     .await;
     let resp = opened.inspect_err(|e| provider.note_failure(key, e))?;
     Ok((resp, key))
+}
+
+/// Sends a forwarded call (an upload, a GET, a DELETE: see [`ForwardRequest`]) and returns the body of a
+/// 2xx answer as it arrives, with its `content-type`. Providers that sign or mint their credentials take
+/// none (the endpoints are OpenAI's).
+pub async fn forward(
+    provider: &Provider,
+    timeouts: &Timeouts,
+    build: impl FnOnce(&Endpoint<'_>) -> Result<ForwardRequest, ProviderError>,
+    deadline: Instant,
+) -> Result<RawStream, ProviderError> {
+    if provider.signs() {
+        return Err(ProviderError::new(
+            ErrorKind::Untranslatable,
+            "this model's provider does not offer this endpoint",
+        ));
+    }
+    let endpoint = provider.endpoint()?;
+    let key = endpoint.key_index;
+    let upstream = build(&endpoint)?;
+    let opened = async {
+        let resp = send(provider, timeouts, upstream, deadline).await?;
+        reject_error_status(provider, timeouts, resp, deadline).await
+    }
+    .await;
+    let resp = opened.inspect_err(|e| provider.note_failure(key, e))?;
+    Ok(RawStream {
+        content_type: resp.headers.get(http::header::CONTENT_TYPE).cloned(),
+        body: resp.body,
+        held: None,
+        idle: timeouts.idle,
+        deadline,
+    })
 }
 
 /// Sends a call built by `build` and returns the body of a 2xx answer as it arrives, unparsed (speech),
@@ -276,6 +309,23 @@ impl RawStream {
                 None => return Err(ProviderError::new(ErrorKind::InvalidResponse, "the provider's answer was empty")),
             }
         }
+    }
+
+    /// Whether the answer says it is JSON.
+    pub fn is_json(&self) -> bool {
+        self.content_type.as_ref().and_then(|t| t.to_str().ok()).is_some_and(|t| t.contains("json"))
+    }
+
+    /// The rest of the body, whole, at most `limit` bytes.
+    pub async fn read_all(mut self, limit: usize) -> Result<Bytes, ProviderError> {
+        let mut buf = BytesMut::new();
+        while let Some(piece) = self.next().await? {
+            if buf.len() + piece.len() > limit {
+                return Err(ProviderError::new(ErrorKind::InvalidResponse, "the provider's response is too large"));
+            }
+            buf.extend_from_slice(&piece);
+        }
+        Ok(buf.freeze())
     }
 
     /// The next piece; `Ok(None)` at the end of the body.
@@ -346,19 +396,23 @@ async fn authorize(provider: &Provider, req: &mut UpstreamRequest, deadline: Ins
 async fn send(
     provider: &Provider,
     timeouts: &Timeouts,
-    req: UpstreamRequest,
+    req: ForwardRequest,
     deadline: Instant,
 ) -> Result<UpstreamResponse, ProviderError> {
+    // An upload is sent before the provider can answer: only the whole deadline bounds it.
     let first_byte = Instant::now() + timeouts.first_byte;
-    let (limit, phase) =
-        if first_byte < deadline { (first_byte, TimeoutPhase::FirstByte) } else { (deadline, TimeoutPhase::Total) };
+    let (limit, phase) = if first_byte < deadline && !matches!(req.body, ForwardBody::Streamed(_)) {
+        (first_byte, TimeoutPhase::FirstByte)
+    } else {
+        (deadline, TimeoutPhase::Total)
+    };
     match &provider.transport {
         Transport::Http(clients) => {
             let uri: http::Uri = req
                 .url
                 .try_into()
                 .map_err(|_| ProviderError::new(ErrorKind::BadRequest, "the provider's URL is not valid"))?;
-            let mut builder = http::Request::post(uri);
+            let mut builder = http::Request::builder().method(req.method).uri(uri);
             if let Some(h) = builder.headers_mut() {
                 *h = req.headers;
                 super::propagation::insert_upstream(h);
@@ -366,9 +420,16 @@ async fn send(
                     h.insert(http::header::PROXY_AUTHORIZATION, auth.clone());
                 }
             }
-            let request = builder
-                .body(http_body_util::Full::new(req.body))
-                .map_err(|e| ProviderError::new(ErrorKind::BadRequest, e.to_string()))?;
+            let body = match req.body {
+                ForwardBody::Empty => super::client::whole(Bytes::new()),
+                ForwardBody::Whole(b) => super::client::whole(b),
+                ForwardBody::Streamed(s) => {
+                    use http_body_util::BodyExt;
+                    let frames = s.map_ok(hyper::body::Frame::data).map_err(|e| Box::new(e) as _);
+                    http_body_util::Either::Right(http_body_util::StreamBody::new(frames).boxed_unsync())
+                }
+            };
+            let request = builder.body(body).map_err(|e| ProviderError::new(ErrorKind::BadRequest, e.to_string()))?;
             let resp = match timeout_at(limit, clients.get().request(request)).await {
                 Err(_) => return Err(ProviderError::timeout(phase)),
                 Ok(Err(e)) => return Err(transport_error(provider, &e)),
@@ -380,14 +441,17 @@ async fn send(
         }
         Transport::InProcess(router) => {
             let path = req.url.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap_or_default();
-            let mut builder = http::Request::post(path);
+            let mut builder = http::Request::builder().method(req.method).uri(path);
             if let Some(h) = builder.headers_mut() {
                 *h = req.headers;
                 super::propagation::insert_upstream(h);
             }
-            let request = builder
-                .body(axum::body::Body::from(req.body))
-                .map_err(|e| ProviderError::new(ErrorKind::BadRequest, e.to_string()))?;
+            let body = match req.body {
+                ForwardBody::Empty => axum::body::Body::empty(),
+                ForwardBody::Whole(b) => axum::body::Body::from(b),
+                ForwardBody::Streamed(s) => axum::body::Body::from_stream(s),
+            };
+            let request = builder.body(body).map_err(|e| ProviderError::new(ErrorKind::BadRequest, e.to_string()))?;
             let resp = match timeout_at(limit, router.clone().oneshot(request)).await {
                 Err(_) => return Err(ProviderError::timeout(phase)),
                 Ok(Ok(resp)) => resp,

@@ -274,7 +274,7 @@ impl GoogleTokens {
             }
         }
         let request = request
-            .body(http_body_util::Full::new(Bytes::from(form)))
+            .body(super::client::whole(Bytes::from(form)))
             .map_err(|_| failed(ErrorKind::Authentication, "the token request could not be built"))?;
         let exchange = async {
             let resp = self

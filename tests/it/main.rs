@@ -38,4 +38,5 @@ mod secrets;
 mod streaming;
 mod tenancy;
 mod traces;
+mod uploads;
 mod vertex;

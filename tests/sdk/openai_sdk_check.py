@@ -189,9 +189,28 @@ def run_checks(base):
         whole = client.audio.speech.create(model="fake-tts", voice="alloy", input="Hello from the SDK")
         assert whole.content == audio
 
+    def audio_transcriptions():
+        audio = bytes(range(256)) * 200
+        r = client.audio.transcriptions.create(model="fake-whisper", file=("hello.wav", audio, "audio/wav"))
+        assert r.text == f"Heard {len(audio)} bytes of hello.wav.", r
+        text = client.audio.transcriptions.create(
+            model="fake-whisper", file=("hello.wav", audio, "audio/wav"), response_format="text"
+        )
+        assert text.strip() == r.text, text
+        t = client.audio.translations.create(model="fake-whisper", file=("hallo.wav", audio, "audio/wav"))
+        assert t.text == f"Translated {len(audio)} bytes of hallo.wav.", t
+
+    def images_edit():
+        png = b"\x89PNG\r\n\x1a\n" + bytes(64)
+        r = client.images.edit(model="fake-image", image=("in.png", png, "image/png"), prompt="add a hat")
+        assert len(r.data) == 1 and r.data[0].b64_json, r
+        assert r.usage is not None and r.usage.output_tokens > 0, r.usage
+
     for name, fn in [
         ("plain chat", plain_chat),
         ("images.generate", images_generate),
+        ("images.edit (multipart)", images_edit),
+        ("audio.transcriptions and translations (multipart)", audio_transcriptions),
         ("audio.speech.create, streamed and whole", audio_speech),
         ("streamed chat", streamed_chat),
         ("streamed chat with usage", streamed_with_usage),
