@@ -54,6 +54,23 @@ pub struct Config {
     pub ledger: LedgerConfig,
     #[serde(default)]
     pub traces: TracesConfig,
+    #[serde(default)]
+    pub files: FilesConfig,
+}
+
+/// `/v1/files` and `/v1/batches`: passed to one OpenAI-compatible provider, each file and batch owned by
+/// the organisation that made it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesConfig {
+    /// The provider that keeps files and runs batches.
+    pub provider: String,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        Self { provider: "openai".to_owned() }
+    }
 }
 
 /// OTLP export of request traces (HTTP/protobuf), off unless `endpoint` is set.

@@ -32,6 +32,7 @@ mod anthropic;
 pub mod bedrock;
 mod cohere;
 mod completions;
+mod files;
 mod gemini;
 pub mod media;
 mod responses;
@@ -90,6 +91,8 @@ pub struct FakeState {
     google_tokens: Mutex<std::collections::HashSet<String>>,
     /// How many token requests in a row are still to fail with 503 ([`FakeState::fail_token_requests`]).
     token_outage: std::sync::atomic::AtomicU32,
+    /// Files and batches of the one account every caller shares.
+    objects: files::Shared,
 }
 
 const RECORDED_REQUESTS: usize = 256;
@@ -104,6 +107,7 @@ impl FakeState {
             stats: FakeStats::default(),
             google_tokens: Mutex::default(),
             token_outage: std::sync::atomic::AtomicU32::new(0),
+            objects: files::Shared::default(),
         }
     }
 
@@ -156,6 +160,12 @@ pub fn router(state: Arc<FakeState>) -> Router {
         .route("/v1/audio/transcriptions", post(media::transcribe))
         .route("/v1/audio/translations", post(media::translate))
         .route("/v1/images/edits", post(media::edit_images))
+        .route("/v1/files", post(files::upload).get(files::list_files))
+        .route("/v1/files/{id}", get(files::file).delete(files::delete))
+        .route("/v1/files/{id}/content", get(files::content))
+        .route("/v1/batches", post(files::create_batch))
+        .route("/v1/batches/{id}", get(files::batch))
+        .route("/v1/batches/{id}/cancel", post(files::cancel))
         .route("/v1/rerank", post(rerank_compatible))
         .route("/v2/rerank", post(rerank_cohere))
         .route("/v2/chat", post(cohere::chat))

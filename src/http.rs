@@ -15,6 +15,7 @@ pub mod completions;
 pub mod dashboard;
 pub mod embeddings;
 pub mod error;
+pub mod files;
 pub mod framing;
 pub mod gemini;
 pub mod health;
@@ -63,6 +64,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/audio/transcriptions", post(media::create_transcription))
         .route("/v1/audio/translations", post(media::create_translation))
         .route("/v2/rerank", post(rerank::create_rerank))
+        .route("/v1/files", post(files::upload_file).get(files::list_files))
+        .route("/v1/files/{id}", get(files::retrieve_file).delete(files::delete_file))
+        .route("/v1/files/{id}/content", get(files::file_content))
+        .route("/v1/batches", post(files::create_batch).get(files::list_batches))
+        .route("/v1/batches/{id}", get(files::retrieve_batch))
+        .route("/v1/batches/{id}/cancel", post(files::cancel_batch))
         .route("/v1/models", get(models::list_models))
         .route("/v1/models/{*id}", get(models::retrieve_model))
         .route("/v1/route/explain", post(models::explain_route))

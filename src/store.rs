@@ -139,6 +139,7 @@ macro_rules! on_pool {
 pub mod accounts;
 pub mod idempotency;
 pub mod ledger;
+pub mod objects;
 pub mod responses;
 
 pub use ledger::{LedgerTotals, UsageRow};

@@ -46,7 +46,7 @@ impl GatewayError {
         }
     }
 
-    fn with_param(mut self, param: Option<String>) -> Self {
+    pub fn with_param(mut self, param: Option<String>) -> Self {
         self.param = param.map(String::into_boxed_str);
         self
     }

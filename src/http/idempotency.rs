@@ -11,7 +11,9 @@
 //! runs without the replay (inference does not depend on the database); an admin one is refused. Claims live in the database (`store::idempotency`), so every replica agrees: the first to
 //! insert the key wins. A claim still `running` after [`ABANDONED_AFTER_MS`] (its replica died) is
 //! taken over; each claim carries its request's token, so a late first request cannot keep or free the
-//! claim of the one that took over. Nothing here runs for a request without the header.
+//! claim of the one that took over. Nothing here runs for a request without the header, nor for a
+//! multipart upload (it is spooled as it arrives, never read whole, so it is neither fingerprinted nor
+//! kept).
 //!
 //! A key's secret is never kept: a replay of `POST /admin/v1/keys` (or of a regeneration, by an admin
 //! or by the key itself) returns the key without it.
@@ -54,6 +56,16 @@ pub async fn idempotent(State(state): State<Arc<AppState>>, req: Request, next: 
     let Some(value) = req.headers().get("idempotency-key") else {
         return next.run(req).await;
     };
+    // An upload is spooled as it arrives, never read into memory, so it is not fingerprinted or kept:
+    // the key is not honoured for it.
+    let multipart = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.trim_start().get(..10).is_some_and(|p| p.eq_ignore_ascii_case("multipart/")));
+    if multipart {
+        return next.run(req).await;
+    }
     let key = match value.to_str().ok().map(str::trim).filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN) {
         Some(k) => k.to_owned(),
         None => {

@@ -19,6 +19,7 @@ mod continuation;
 mod crash;
 mod egress;
 mod errors;
+mod files;
 mod fixtures;
 mod gemini_door;
 mod hardening;

@@ -279,3 +279,26 @@ async fn bad_uploads_are_refused_by_field_before_any_provider_is_asked() {
     assert_eq!(resp.status(), 400);
     assert_eq!(h.upstream.state.requests().len(), before, "nothing refused reached the provider");
 }
+
+#[tokio::test]
+async fn an_upload_with_an_idempotency_key_runs_each_time_and_is_not_kept() {
+    // Keeping it would mean reading the upload whole into memory to fingerprint it: it goes through the
+    // spool each time instead.
+    let h = harness().await;
+    let file = audio(1_500_000);
+    let (content_type, body) = form(&[("model", None, b"whisper"), ("file", Some(("a.wav", "audio/wav")), &file)]);
+    for _ in 0..2 {
+        let resp = h
+            .client
+            .post(h.url("/v1/audio/transcriptions"))
+            .bearer_auth(MASTER_KEY)
+            .header("content-type", &content_type)
+            .header("idempotency-key", "upload-1")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(resp.headers().get("idempotent-replayed").is_none(), "an upload is not replayed");
+    }
+}

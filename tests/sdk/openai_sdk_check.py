@@ -206,8 +206,28 @@ def run_checks(base):
         assert len(r.data) == 1 and r.data[0].b64_json, r
         assert r.usage is not None and r.usage.output_tokens > 0, r.usage
 
+    def files_and_batches():
+        import json as _json
+        lines = "".join(
+            _json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
+                         "body": {"model": "fake-chat", "messages": [{"role": "user", "content": "hi"}]}}) + "\n"
+            for i in range(2)
+        )
+        f = client.files.create(file=("requests.jsonl", lines.encode(), "application/jsonl"), purpose="batch")
+        assert f.id and f.bytes == len(lines.encode()), f
+        assert client.files.content(f.id).content == lines.encode()
+        assert f.id in [x.id for x in client.files.list()]
+        b = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+        done = client.batches.retrieve(b.id)
+        assert done.status == "completed" and done.output_file_id, done
+        out = client.files.content(done.output_file_id).text.splitlines()
+        assert len(out) == 2 and "Batch answer for r1" in out[1], out
+        assert b.id in [x.id for x in client.batches.list()]
+        assert client.files.delete(f.id).deleted
+
     for name, fn in [
         ("plain chat", plain_chat),
+        ("files and batches round trip", files_and_batches),
         ("images.generate", images_generate),
         ("images.edit (multipart)", images_edit),
         ("audio.transcriptions and translations (multipart)", audio_transcriptions),

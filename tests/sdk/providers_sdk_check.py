@@ -1,10 +1,12 @@
-"""AWS Bedrock and Google Vertex AI through the official OpenAI Python SDK, against a real Switchyard binary
+"""AWS Bedrock, Google Vertex AI and Cohere through the official OpenAI Python SDK, against a real Switchyard binary
 with the built-in catalog and `switchyard fake-upstream` playing both clouds: Bedrock's Converse (SigV4
 checked against the fake's test identity, ConverseStream in AWS event-stream frames) and Vertex (a service
 account's JWT exchanged for a token at the fake's token endpoint, Gemini and Claude publishers).
 
-- chat, plain, streamed and with tools, on `bedrock/…`, `vertex_ai/gemini-…` and `vertex_ai/claude-…`;
-- `embed-titan` (Titan on Bedrock);
+- chat, plain, streamed and with tools, on `bedrock/…`, `vertex_ai/gemini-…`, `vertex_ai/claude-…` and
+  `cohere/…` (Cohere's own v2 API);
+- `embed-titan` (Titan on Bedrock), a rerank on Cohere's v2 (`client.post`, the SDK has no rerank
+  method), a transcription (multipart), and a files + batches round trip;
 - each call leaves its ledger row, read back through the admin API.
 
 Called by openai_sdk_check.py: run(binary, check, free_port, wait_ready).
@@ -34,12 +36,34 @@ name = "vertex"
 kind = "vertex"
 base_url = "http://127.0.0.1:{fake}"
 vertex = {{ project = "switchyard-test", location = "us-east5", credentials_env = "SDK_GOOGLE_CREDENTIALS", token_uri = "http://127.0.0.1:{fake}/token" }}
+
+[[providers]]
+name = "cohere"
+kind = "cohere"
+base_url = "http://127.0.0.1:{fake}"
+api_key_env = "SDK_UPSTREAM_KEY"
+
+[[providers]]
+name = "openai-like"
+kind = "openai"
+base_url = "http://127.0.0.1:{fake}/v1"
+api_key_env = "SDK_UPSTREAM_KEY"
+
+[[models]]
+name = "sdk-whisper"
+provider = "openai-like"
+upstream = "whisper-1"
+capabilities = ["transcription"]
+
+[files]
+provider = "openai-like"
 """
 
 MODELS = [
     "bedrock/us.anthropic.claude-sonnet-4-6-v1:0",
     "vertex_ai/gemini-2.5-flash",
     "vertex_ai/claude-sonnet-4-5@20250929",
+    "cohere/command-a-03-2025",
 ]
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
@@ -126,3 +150,55 @@ def checks(base, check):
         assert row["prompt_tokens"] == e.usage.prompt_tokens and row["outcome"] == "completed", row
 
     check("providers: embed-titan on Bedrock", embed_titan)
+
+    def rerank():
+        import httpx
+
+        resp = client.post(
+            "/rerank",
+            cast_to=httpx.Response,
+            body={"model": "rerank-v3.5", "query": "capital of France",
+                  "documents": ["Berlin is in Germany", "Paris is the capital of France"], "top_n": 1},
+        )
+        answer = resp.json()
+        assert [r["index"] for r in answer["results"]] == [1], answer
+        assert resp.headers["x-switchyard-provider"] == "cohere", resp.headers
+        row = ledger_row(base, resp.headers["x-request-id"])
+        assert row["outcome"] == "completed" and row["served_model"] == "rerank-v3.5", row
+
+    check("providers: rerank on Cohere's v2", rerank)
+
+    def transcription():
+        audio = bytes(range(256)) * 100
+        raw = client.audio.transcriptions.with_raw_response.create(
+            model="sdk-whisper", file=("hello.wav", audio, "audio/wav")
+        )
+        assert raw.parse().text == f"Heard {len(audio)} bytes of hello.wav.", raw.parse()
+        row = ledger_row(base, raw.headers["x-request-id"])
+        assert row["outcome"] == "completed" and row["served_model"] == "sdk-whisper", row
+
+    check("providers: audio.transcriptions (multipart)", transcription)
+
+    def files_and_batches():
+        lines = "".join(
+            json.dumps({"custom_id": f"q{i}", "method": "POST", "url": "/v1/chat/completions",
+                        "body": {"model": "gpt-4o-mini", "messages": MESSAGES}}) + "\n"
+            for i in range(3)
+        ).encode()
+        raw = client.files.with_raw_response.create(file=("batch.jsonl", lines, "application/jsonl"), purpose="batch")
+        f = raw.parse()
+        assert ledger_row(base, raw.headers["x-request-id"])["outcome"] == "completed"
+        assert client.files.retrieve(f.id).bytes == len(lines)
+        raw = client.batches.with_raw_response.create(
+            input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        b = raw.parse()
+        assert ledger_row(base, raw.headers["x-request-id"])["outcome"] == "completed"
+        done = client.batches.retrieve(b.id)
+        assert done.status == "completed" and done.request_counts.completed == 3, done
+        out = [json.loads(line) for line in client.files.content(done.output_file_id).text.splitlines()]
+        assert [o["custom_id"] for o in out] == ["q0", "q1", "q2"], out
+        assert {x.id for x in client.files.list()} == {f.id, done.output_file_id}
+        assert [x.id for x in client.batches.list()] == [b.id]
+
+    check("providers: files + batches round trip", files_and_batches)
