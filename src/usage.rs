@@ -267,6 +267,12 @@ impl UsageGuard {
         self.provider_usage.as_ref()
     }
 
+    /// The answer carried no count to bill by (an upload's answer in `text`, `srt` or a stream): the
+    /// cost is unknown, not an estimate of tokens the provider prices differently.
+    pub fn cost_unknown(&mut self) {
+        self.prices = Prices::default();
+    }
+
     /// The provider's final count of the request's tokens.
     pub fn provider_usage(&mut self, usage: &Usage) {
         self.provider_usage = Some(usage.clone());

@@ -11,6 +11,8 @@ CREATE TABLE upstream_objects (
     key_id TEXT NOT NULL,
     created_at BIGINT NOT NULL,
     object TEXT NOT NULL,
+    -- A file's purpose (`batch`, `batch_output`, …), '' for a batch: lists filter on it.
+    purpose TEXT NOT NULL,
     PRIMARY KEY (kind, provider, id)
 );
 CREATE INDEX upstream_objects_scope ON upstream_objects (scope, kind, created_at);

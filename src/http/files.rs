@@ -13,16 +13,17 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, Method};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
 use super::GatewayError;
+use super::body::Query;
 use super::observe::RequestId;
 use crate::app::AppState;
 use crate::protocols::ForwardBody;
@@ -34,6 +35,8 @@ use crate::usage::{Outcome, Prices, UsageGuard};
 
 /// The largest JSON answer read whole (a list of batches, a file's object).
 const MAX_ANSWER: usize = 16 * 1024 * 1024;
+/// The longest a file's download may run.
+const DOWNLOAD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
 /// Batches read from the provider at once when listing.
 const READS_AT_ONCE: usize = 8;
 
@@ -52,6 +55,28 @@ fn not_found(kind: ObjectKind, id: &str) -> GatewayError {
     GatewayError::not_found(format!("No such {what} object: {id}"))
 }
 
+/// The caller's organisation may not send its data to `provider` (blocked providers, allowed regions).
+fn permitted(key: &Option<Extension<Arc<ActiveKey>>>, provider: &Provider) -> Result<(), GatewayError> {
+    let Some(k) = key.as_deref() else { return Ok(()) };
+    if k.caller.blocked_providers.contains(&provider.name) {
+        return Err(GatewayError::forbidden(format!(
+            "Files and batches go to provider \"{}\", which your organization blocks.",
+            provider.name
+        )));
+    }
+    // A provider that names no region is global, as its models are (`routing::catalog`).
+    let region = provider.region.as_deref().unwrap_or(crate::config::GLOBAL_REGION);
+    if let Some(allowed) = &k.caller.allowed_regions
+        && !allowed.iter().any(|r| r == region)
+    {
+        return Err(GatewayError::forbidden(format!(
+            "Files and batches go to provider \"{}\", outside the regions your organization allows.",
+            provider.name
+        )));
+    }
+    Ok(())
+}
+
 fn provider(state: &AppState, name: Option<&str>) -> Result<Arc<Provider>, GatewayError> {
     let live = state.live();
     let name = name.unwrap_or(&live.config.files.provider);
@@ -62,14 +87,16 @@ fn provider(state: &AppState, name: Option<&str>) -> Result<Arc<Provider>, Gatew
     })
 }
 
-/// One call to the provider; its 2xx answer as it arrives.
+/// One call to the provider; its 2xx answer as it arrives. A download (a batch's output may be large)
+/// is bounded by the idle timeout between its pieces, not the provider's total.
 async fn call(
     provider: &Provider,
     method: Method,
     path: &str,
     content: Option<(HeaderValue, Option<u64>, ForwardBody)>,
 ) -> Result<exec::RawStream, GatewayError> {
-    let deadline = Instant::now() + provider.timeouts.total;
+    let total = if path.ends_with("/content") { DOWNLOAD_DEADLINE } else { provider.timeouts.total };
+    let deadline = Instant::now() + total;
     let (content_type, len, body) = match content {
         Some((t, len, body)) => (Some(t), len, body),
         None => (None, None, ForwardBody::Empty),
@@ -128,15 +155,84 @@ fn ledger(state: &AppState, request_id: &RequestId, key: &Option<Extension<Arc<A
     usage
 }
 
-/// The id of an object the provider made, and its JSON as text.
-fn made(v: &Value) -> Result<(&str, String), GatewayError> {
-    let id = v.get("id").and_then(Value::as_str).filter(|id| !id.is_empty()).ok_or_else(|| {
-        GatewayError::from_provider(&crate::providers::ProviderError::new(
-            crate::providers::ErrorKind::InvalidResponse,
-            "the provider's answer names no id",
-        ))
-    })?;
-    Ok((id, v.to_string()))
+/// Makes an object upstream and records its owner, carried to the end even if the caller leaves (an
+/// object nobody owns could be neither read nor deleted by anyone); the ledger row says how it went.
+/// When the owner cannot be recorded, the object is deleted (a file) or cancelled (a batch) again.
+#[allow(clippy::too_many_arguments)]
+async fn make(
+    state: Arc<AppState>,
+    provider: Arc<Provider>,
+    kind: ObjectKind,
+    path: &'static str,
+    content: (HeaderValue, Option<u64>, ForwardBody),
+    scope: String,
+    key_id: String,
+    usage: UsageGuard,
+) -> Result<Value, GatewayError> {
+    let task = tokio::spawn(async move {
+        let answer = match call_json(&provider, Method::POST, path, Some(content)).await {
+            Ok(a) => a,
+            Err(e) => {
+                usage.finish(Outcome::Failed, e.status.as_u16(), e.code.as_deref().map(str::to_owned));
+                return Err(e);
+            }
+        };
+        let Some(id) = answer.get("id").and_then(Value::as_str).filter(|id| !id.is_empty()) else {
+            usage.finish(Outcome::Failed, 502, Some("invalid_response".into()));
+            return Err(GatewayError::from_provider(&crate::providers::ProviderError::new(
+                crate::providers::ErrorKind::InvalidResponse,
+                "the provider's answer names no id",
+            )));
+        };
+        let recorded = state
+            .store
+            .record_object(
+                kind,
+                &provider.name,
+                id,
+                &scope,
+                &key_id,
+                crate::clock::now_ms(),
+                &answer.to_string(),
+                purpose_of(&answer),
+            )
+            .await;
+        if let Err(e) = recorded {
+            usage.finish(Outcome::Failed, 503, Some("database_unavailable".into()));
+            let undo = match kind {
+                ObjectKind::File => call_json(&provider, Method::DELETE, &format!("files/{}", segment(id)), None).await,
+                ObjectKind::Batch => {
+                    let path = format!("batches/{}/cancel", segment(id));
+                    call_json(&provider, Method::POST, &path, Some(json_body(Bytes::from_static(b"{}")))).await
+                }
+            };
+            if undo.is_err() {
+                tracing::error!(provider = %provider.name, id, "an object whose owner could not be recorded is left upstream");
+            }
+            return Err(store_failed(e));
+        }
+        usage.finish(Outcome::Completed, 200, None);
+        Ok(answer)
+    });
+    task.await.map_err(|_| GatewayError::internal())?
+}
+
+/// A file's purpose as its object says ('' for a batch).
+fn purpose_of(object: &Value) -> &str {
+    object.get("purpose").and_then(Value::as_str).unwrap_or_default()
+}
+
+/// `after` must name one of the caller's own objects of this kind.
+async fn check_after(state: &AppState, kind: ObjectKind, after: Option<&str>, scope: &str) -> Result<(), GatewayError> {
+    let Some(after) = after else { return Ok(()) };
+    match state.store.owned_object(kind, after, scope).await.map_err(store_failed)? {
+        Some(_) => Ok(()),
+        None => Err(GatewayError::invalid_value(format!("'after' names no object of yours: {after}"), "after")),
+    }
+}
+
+fn json_body(body: Bytes) -> (HeaderValue, Option<u64>, ForwardBody) {
+    (HeaderValue::from_static("application/json"), None, ForwardBody::Whole(body))
 }
 
 /// The provider of `scope`'s object `id`, or the 404 a stranger gets.
@@ -174,28 +270,17 @@ pub async fn upload_file(
         return Err(GatewayError::invalid_value("'purpose' is required (batch, fine-tune, assistants, …).", "purpose"));
     }
     let provider = provider(&state, None)?;
-    let mut usage = ledger(&state, &request_id, &key, "files");
-    usage.set_served("", &provider.name, Prices::default());
+    permitted(&key, &provider)?;
     let (content_type, len, body) = upload.body(None).map_err(|e| {
         tracing::error!(error = %e, "a spooled upload could not be read back");
         GatewayError::internal()
     })?;
-    let answer = match call_json(&provider, Method::POST, "files", Some((content_type, Some(len), body))).await {
-        Ok(a) => a,
-        Err(e) => {
-            usage.finish(Outcome::Failed, e.status.as_u16(), e.code.as_deref().map(str::to_owned));
-            return Err(e);
-        }
-    };
+    let mut usage = ledger(&state, &request_id, &key, "files");
+    usage.set_served("", &provider.name, Prices::default());
     let (scope, key_id) = owner(&key);
-    let (id, object) = made(&answer)?;
-    let now = crate::clock::now_ms();
-    state
-        .store
-        .record_object(ObjectKind::File, &provider.name, id, scope, key_id, now, &object)
-        .await
-        .map_err(store_failed)?;
-    usage.finish(Outcome::Completed, 200, None);
+    let content = (content_type, Some(len), body);
+    let answer =
+        make(state.clone(), provider, ObjectKind::File, "files", content, scope.into(), key_id.into(), usage).await?;
     Ok(json_response(&answer))
 }
 
@@ -217,18 +302,15 @@ pub async fn list_files(
         return Err(GatewayError::invalid_value("'limit' must be from 1 to 10000.", "limit"));
     }
     let (scope, _) = owner(&key);
+    check_after(&state, ObjectKind::File, q.after.as_deref(), scope).await?;
     let rows = state
         .store
-        .owned_objects(ObjectKind::File, scope, q.after.as_deref(), limit + 1)
+        .owned_objects(ObjectKind::File, scope, q.after.as_deref(), q.purpose.as_deref(), limit + 1)
         .await
         .map_err(store_failed)?;
     let has_more = rows.len() as i64 > limit;
-    let data: Vec<Value> = rows
-        .iter()
-        .take(limit as usize)
-        .filter_map(|r| serde_json::from_str::<Value>(&r.object).ok())
-        .filter(|f| q.purpose.as_deref().is_none_or(|p| f.get("purpose").and_then(Value::as_str) == Some(p)))
-        .collect();
+    let data: Vec<Value> =
+        rows.iter().take(limit as usize).filter_map(|r| serde_json::from_str::<Value>(&r.object).ok()).collect();
     Ok(json_response(&page(data, has_more)))
 }
 
@@ -273,7 +355,14 @@ pub async fn delete_file(
 ) -> Result<Response, GatewayError> {
     let scope = owner(&key).0;
     let provider = owned(&state, ObjectKind::File, &id, scope).await?;
-    let answer = call_json(&provider, Method::DELETE, &format!("files/{}", segment(&id)), None).await?;
+    let answer = match call_json(&provider, Method::DELETE, &format!("files/{}", segment(&id)), None).await {
+        // Gone upstream already (expired): gone here too.
+        Err(e) if e.status == http::StatusCode::NOT_FOUND => {
+            state.store.forget_object(ObjectKind::File, &id, scope).await.map_err(store_failed)?;
+            return Err(e);
+        }
+        other => other?,
+    };
     if answer.get("deleted").and_then(Value::as_bool) == Some(true) {
         state.store.forget_object(ObjectKind::File, &id, scope).await.map_err(store_failed)?;
     }
@@ -308,25 +397,23 @@ pub async fn create_batch(
                 .with_param(Some("input_file_id".into())));
         }
     };
+    permitted(&key, &provider)?;
+    // A batch's requests run upstream, out of the gateway's sight: a key the gateway holds to a list of
+    // models or to a budget could not be held to them there.
+    if let Some(k) = key.as_deref()
+        && (k.caller.allowed_models.is_some() || k.limits.budget_micros.is_some())
+    {
+        return Err(GatewayError::forbidden(
+            "This key is limited to some models or to a budget, which a batch's requests (run by the \
+             provider, not the gateway) could not be held to; use a key without those limits.",
+        ));
+    }
     let mut usage = ledger(&state, &request_id, &key, "batches");
     usage.set_served(endpoint, &provider.name, Prices::default());
-    let body = ForwardBody::Whole(Bytes::from(Value::Object(req.clone()).to_string()));
-    let content = Some((HeaderValue::from_static("application/json"), None, body));
-    let answer = match call_json(&provider, Method::POST, "batches", content).await {
-        Ok(a) => a,
-        Err(e) => {
-            usage.finish(Outcome::Failed, e.status.as_u16(), e.code.as_deref().map(str::to_owned));
-            return Err(e);
-        }
-    };
-    let (id, object) = made(&answer)?;
-    let now = crate::clock::now_ms();
-    state
-        .store
-        .record_object(ObjectKind::Batch, &provider.name, id, scope, key_id, now, &object)
-        .await
-        .map_err(store_failed)?;
-    usage.finish(Outcome::Completed, 200, None);
+    let content = json_body(Bytes::from(Value::Object(req.clone()).to_string()));
+    let answer =
+        make(state.clone(), provider, ObjectKind::Batch, "batches", content, scope.into(), key_id.into(), usage)
+            .await?;
     Ok(json_response(&answer))
 }
 
@@ -362,7 +449,16 @@ async fn adopt(
         let object = call_json(provider, Method::GET, &format!("files/{}", segment(file)), None).await?;
         let now = crate::clock::now_ms();
         store
-            .record_object(ObjectKind::File, &provider.name, file, scope, key_id, now, &object.to_string())
+            .record_object(
+                ObjectKind::File,
+                &provider.name,
+                file,
+                scope,
+                key_id,
+                now,
+                &object.to_string(),
+                purpose_of(&object),
+            )
             .await
             .map_err(store_failed)?;
     }
@@ -388,8 +484,7 @@ pub async fn cancel_batch(
 ) -> Result<Response, GatewayError> {
     let (scope, key_id) = owner(&key);
     let provider = owned(&state, ObjectKind::Batch, &id, scope).await?;
-    let content =
-        Some((HeaderValue::from_static("application/json"), None, ForwardBody::Whole(Bytes::from_static(b"{}"))));
+    let content = Some(json_body(Bytes::from_static(b"{}")));
     let batch = call_json(&provider, Method::POST, &format!("batches/{}/cancel", segment(&id)), content).await?;
     adopt(&state, &provider, &batch, scope, key_id).await?;
     Ok(json_response(&batch))
@@ -407,20 +502,25 @@ pub async fn list_batches(
         return Err(GatewayError::invalid_value("'limit' must be from 1 to 100.", "limit"));
     }
     let (scope, key_id) = owner(&key);
+    check_after(&state, ObjectKind::Batch, q.after.as_deref(), scope).await?;
     let rows = state
         .store
-        .owned_objects(ObjectKind::Batch, scope, q.after.as_deref(), limit + 1)
+        .owned_objects(ObjectKind::Batch, scope, q.after.as_deref(), None, limit + 1)
         .await
         .map_err(store_failed)?;
     let has_more = rows.len() as i64 > limit;
     let state = &state;
     let data: Vec<Value> = futures_util::stream::iter(rows.into_iter().take(limit as usize))
         .map(|row| async move {
-            let provider = provider(state, Some(&row.provider))?;
-            read_batch(state, &provider, &row.id, scope, key_id).await
+            // A batch the provider cannot tell about right now is listed as it was last seen.
+            let fresh = match provider(state, Some(&row.provider)) {
+                Ok(p) => read_batch(state, &p, &row.id, scope, key_id).await.ok(),
+                Err(_) => None,
+            };
+            fresh.unwrap_or_else(|| serde_json::from_str(&row.object).unwrap_or(Value::Null))
         })
         .buffered(READS_AT_ONCE)
-        .try_collect()
-        .await?;
+        .collect()
+        .await;
     Ok(json_response(&page(data, has_more)))
 }

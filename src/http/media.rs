@@ -317,15 +317,17 @@ async fn upload_door(
     let mut served = pipeline.run(&mut Forward { upload: &upload, path: door.path }).await?;
     match std::mem::replace(&mut served.value, Answer::Taken) {
         Answer::Whole { content_type, body } => {
-            if let Some(usage) = reported_usage(&body) {
-                served.usage.provider_usage(&usage);
+            match reported_usage(&body) {
+                Some(usage) => served.usage.provider_usage(&usage),
+                None => served.usage.cost_unknown(),
             }
             let mut response = served.json(body.to_vec());
             response.headers_mut().insert(http::header::CONTENT_TYPE, content_type);
             Ok(response)
         }
         Answer::Raw(raw) => {
-            let super::pipeline::Served { usage, headers, target, rest, deadline, .. } = served;
+            let super::pipeline::Served { mut usage, headers, target, rest, deadline, .. } = served;
+            usage.cost_unknown();
             Ok(super::pipeline::Served { value: raw, usage, headers, target, rest, deadline }.relay_raw())
         }
         Answer::Taken => Err(GatewayError::internal()),

@@ -4,7 +4,7 @@
 //! attempt sends a fresh multipart body streamed from the spool, its `model` the target's upstream id: a
 //! fallback re-sends what the caller sent, and `model` may come after the file, as the Node SDK sends it.
 
-use std::io::{Seek, SeekFrom};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -38,7 +38,37 @@ struct Part {
 #[derive(Debug)]
 enum PartBody {
     Text(String),
-    File { file: std::fs::File, len: u64 },
+    /// Shared by every attempt's body, each reading at its own offsets (never the file's cursor, which a
+    /// late read of an abandoned attempt could move).
+    File {
+        file: Arc<std::fs::File>,
+        len: u64,
+    },
+}
+
+/// How much of a spooled file one read takes.
+const READ_BYTES: usize = 64 * 1024;
+
+/// `len` bytes of `file` from the start, read at their own offsets.
+fn read_spool(file: Arc<std::fs::File>, len: u64) -> BoxStream<'static, Result<Bytes, std::io::Error>> {
+    futures_util::stream::try_unfold(0u64, move |offset| {
+        let file = file.clone();
+        async move {
+            if offset >= len {
+                return Ok(None);
+            }
+            let want = READ_BYTES.min((len - offset) as usize);
+            let chunk = tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0; want];
+                file.read_exact_at(&mut buf, offset).map(|()| buf)
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            Ok(Some((Bytes::from(chunk), offset + want as u64)))
+        }
+    })
+    .boxed()
 }
 
 fn unreadable(e: multer::Error, limit: u64) -> GatewayError {
@@ -107,7 +137,10 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: u64, idle: Duration) -
                 }
             }
             spool.flush().await.map_err(spool_failed)?;
-            PartBody::File { file: spool.into_std().await, len }
+            if name == "model" {
+                return Err(GatewayError::invalid_value("'model' must be a text field, not a file.", "model"));
+            }
+            PartBody::File { file: Arc::new(spool.into_std().await), len }
         } else {
             let mut text = Vec::new();
             loop {
@@ -128,6 +161,11 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: u64, idle: Duration) -
             }
             let text = String::from_utf8(text)
                 .map_err(|_| GatewayError::invalid_value(format!("'{name}' is not UTF-8 text."), &name))?;
+            // A field given twice would be read one way here and perhaps another upstream (lists of
+            // files come as `name[]`).
+            if !name.ends_with("[]") && parts.iter().any(|p: &Part| p.name == name) {
+                return Err(GatewayError::invalid_value(format!("'{name}' is given more than once."), &name));
+            }
             PartBody::Text(text)
         };
         parts.push(Part { name, filename, content_type, body });
@@ -171,7 +209,6 @@ impl Upload {
         let mut files = 0u64;
         for p in &self.parts {
             let text = match &p.body {
-                PartBody::Text(_) if p.name == "model" && model.is_some() && model_sent => continue,
                 PartBody::Text(_) if p.name == "model" && model.is_some() => {
                     model_sent = true;
                     model.map(str::to_owned)
@@ -192,10 +229,8 @@ impl Upload {
             match (&p.body, text) {
                 (_, Some(text)) => bytes(&mut pieces, Bytes::from(text)),
                 (PartBody::File { file, len: n }, None) => {
-                    let mut file = file.try_clone()?;
-                    file.seek(SeekFrom::Start(0))?;
                     files += n;
-                    pieces.push(tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file)).boxed());
+                    pieces.push(read_spool(file.clone(), *n));
                 }
                 (PartBody::Text(_), None) => {}
             }
@@ -261,12 +296,15 @@ mod tests {
         for p in &again.parts {
             out.extend_from_slice(p.name.as_bytes());
             out.push(0);
+            if let Some(f) = &p.filename {
+                out.extend_from_slice(format!("{f}|{}", p.content_type.as_deref().unwrap_or_default()).as_bytes());
+                out.push(0);
+            }
             match &p.body {
                 PartBody::Text(t) => out.extend_from_slice(t.as_bytes()),
-                PartBody::File { file, .. } => {
-                    let mut f = file.try_clone().unwrap();
-                    f.seek(SeekFrom::Start(0)).unwrap();
-                    std::io::Read::read_to_end(&mut f, &mut out).unwrap();
+                PartBody::File { file, len } => {
+                    let chunks: Vec<Bytes> = read_spool(file.clone(), *len).try_collect().await.unwrap();
+                    out.extend_from_slice(&chunks.concat());
                 }
             }
             out.push(0);
@@ -290,7 +328,7 @@ mod tests {
                 let mut parts: Vec<(String, Option<String>, Vec<u8>)> = files
                     .iter()
                     .enumerate()
-                    .map(|(i, f)| (format!("file{i}"), Some(format!("f\"{i}.bin")), f.clone()))
+                    .map(|(i, f)| (format!("file{i}"), Some(format!("f {i} é.bin")), f.clone()))
                     .collect();
                 parts.extend(texts.iter().enumerate().map(|(i, t)| (format!("text{i}"), None, t.as_bytes().to_vec())));
                 let model = ("model".to_owned(), None, b"callers-model".to_vec());
@@ -302,9 +340,13 @@ mod tests {
                 prop_assert_eq!(upload.text("model"), Some("callers-model"));
                 prop_assert_eq!(upload.file_bytes(), files.iter().map(|f| f.len() as u64).sum::<u64>());
                 let mut expected = Vec::new();
-                for (name, _, data) in &parts {
+                for (name, filename, data) in &parts {
                     expected.extend_from_slice(name.as_bytes());
                     expected.push(0);
+                    if let Some(f) = filename {
+                        expected.extend_from_slice(format!("{f}|application/octet-stream").as_bytes());
+                        expected.push(0);
+                    }
                     expected.extend_from_slice(if name == "model" { b"upstream-id" } else { data });
                     expected.push(0);
                 }
@@ -322,6 +364,6 @@ mod tests {
                 .await
                 .unwrap();
         let out = sent(&upload, Some("m")).await;
-        assert_eq!(out, b"file\0\x01\x02\0model\0m\0");
+        assert_eq!(out, b"file\0a|application/octet-stream\0\x01\x02\0model\0m\0");
     }
 }

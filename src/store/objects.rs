@@ -42,9 +42,11 @@ impl Store {
         key_id: &str,
         now: i64,
         object: &str,
+        purpose: &str,
     ) -> Result<(), StoreError> {
-        const SQL: &str = "INSERT INTO upstream_objects (kind, provider, id, scope, key_id, created_at, object) \
-                           VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (kind, provider, id) DO NOTHING";
+        const SQL: &str = "INSERT INTO upstream_objects (kind, provider, id, scope, key_id, created_at, object, \
+                           purpose) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                           ON CONFLICT (kind, provider, id) DO NOTHING";
         on_pool!(
             self,
             |pool, sql| sqlx::query(sql)
@@ -55,6 +57,7 @@ impl Store {
                 .bind(key_id)
                 .bind(now)
                 .bind(object)
+                .bind(purpose)
                 .execute(pool)
                 .await
                 .map(|_| ()),
@@ -75,15 +78,18 @@ impl Store {
         Ok(row.map(|(p,)| p))
     }
 
-    /// `scope`'s objects, newest first, after the one called `after` when given, at most `limit`.
+    /// `scope`'s objects, newest first, after the one called `after` when given, with `purpose` when
+    /// given, at most `limit`.
     pub async fn owned_objects(
         &self,
         kind: ObjectKind,
         scope: &str,
         after: Option<&str>,
+        purpose: Option<&str>,
         limit: i64,
     ) -> Result<Vec<ObjectRow>, StoreError> {
-        const SQL: &str = "SELECT provider, id, created_at, object FROM upstream_objects WHERE kind = $1 AND scope = $2 \
+        const SQL: &str = "SELECT provider, id, created_at, object FROM upstream_objects WHERE kind = $1 \
+                           AND scope = $2 AND ($5 = '' OR purpose = $5) \
                            AND ($3 = '' OR (created_at, id) < (SELECT created_at, id FROM upstream_objects \
                            WHERE kind = $1 AND scope = $2 AND id = $3 LIMIT 1)) \
                            ORDER BY created_at DESC, id DESC LIMIT $4";
@@ -94,6 +100,7 @@ impl Store {
                 .bind(scope)
                 .bind(after.unwrap_or_default())
                 .bind(limit)
+                .bind(purpose.unwrap_or_default())
                 .fetch_all(pool)
                 .await,
             SQL

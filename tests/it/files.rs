@@ -82,7 +82,9 @@ async fn a_file_and_a_batch_make_a_round_trip_and_belong_to_their_organisation()
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[2]["response"]["body"]["choices"][0]["message"]["content"], "Batch answer for req-2");
 
-    // Bob sees none of it: each of Alice's ids is a 404 to him, and his lists are empty.
+    // Bob sees none of it: each of Alice's ids is a 404 to him, none of his tries reaches the provider,
+    // and his lists are empty.
+    let before = h.upstream.state.requests().len();
     for (method, path) in [
         ("GET", format!("/v1/files/{file_id}")),
         ("GET", format!("/v1/files/{file_id}/content")),
@@ -100,6 +102,10 @@ async fn a_file_and_a_batch_make_a_round_trip_and_belong_to_their_organisation()
     let (status, err) =
         error_of(h.client.post(h.url("/v1/batches")).bearer_auth(&bob).json(&theirs).send().await.unwrap()).await;
     assert_eq!((status, err["error"]["param"].as_str()), (404, Some("input_file_id")), "{err}");
+    assert_eq!(h.upstream.state.requests().len(), before, "nothing Bob tried reached the provider");
+    let still = h.client.get(h.url(&format!("/v1/files/{file_id}/content"))).bearer_auth(&alice).send().await.unwrap();
+    assert_eq!(still.status(), 200, "Alice's file is still there");
+    assert_eq!(h.get_json_as(&alice, &format!("/v1/batches/{batch_id}")).await["status"], "completed");
     assert_eq!(h.get_json_as(&bob, "/v1/files").await["data"], json!([]));
     assert_eq!(h.get_json_as(&bob, "/v1/batches").await["data"], json!([]));
 
@@ -114,6 +120,12 @@ async fn a_file_and_a_batch_make_a_round_trip_and_belong_to_their_organisation()
     assert_eq!((page["data"].as_array().unwrap().len(), page["has_more"].as_bool()), (1, Some(true)));
     let next = h.get_json_as(&alice, &format!("/v1/files?limit=1&after={output_id}")).await;
     assert_eq!(next["data"][0]["id"], file_id.as_str());
+    let outputs = h.get_json_as(&alice, "/v1/files?purpose=batch_output").await;
+    assert_eq!(outputs["data"].as_array().unwrap().len(), 1, "{outputs}");
+    assert_eq!(outputs["data"][0]["id"], output_id.as_str());
+    // A cursor must be one of the caller's own.
+    let resp = h.client.get(h.url(&format!("/v1/files?after={output_id}"))).bearer_auth(&bob).send().await.unwrap();
+    assert_eq!(resp.status(), 400);
 
     // Bob's own upload is his, and Alice cannot delete it.
     let his: Value = upload(&h, &bob, "b.jsonl", "batch", b"{}\n").await.json().await.unwrap();
@@ -127,9 +139,15 @@ async fn a_file_and_a_batch_make_a_round_trip_and_belong_to_their_organisation()
 
     // One row for each upload and for the batch, under the organisation that made it.
     let records = h.usage.wait_for(3).await;
-    let models: Vec<&str> = records.iter().map(|r| r.requested_model.as_str()).collect();
-    assert_eq!(models.iter().filter(|m| **m == "files").count(), 2, "{models:?}");
-    assert_eq!(models.iter().filter(|m| **m == "batches").count(), 1, "{models:?}");
+    let rows: Vec<(&str, &str)> = records
+        .iter()
+        .map(|r| (r.requested_model.as_str(), r.organization_id.as_deref().unwrap_or_default()))
+        .collect();
+    let alice_org = records.iter().find(|r| r.requested_model == "batches").unwrap().organization_id.clone();
+    assert_eq!(rows.iter().filter(|(m, _)| *m == "files").count(), 2, "{rows:?}");
+    assert!(records.iter().all(|r| r.outcome == switchyard::usage::Outcome::Completed), "{rows:?}");
+    let alices = records.iter().filter(|r| r.organization_id == alice_org).count();
+    assert_eq!(alices, 2, "Alice's upload and batch are hers: {rows:?}");
 }
 
 #[tokio::test]
@@ -155,4 +173,25 @@ async fn bad_file_and_batch_requests_are_refused_by_field() {
     let (status, err) = error_of(upload(&plain, crate::support::MASTER_KEY, "a.jsonl", "batch", b"{}").await).await;
     assert_eq!(status, 503, "{err}");
     assert!(err["error"]["message"].as_str().unwrap().contains("[files] provider"), "{err}");
+}
+
+#[tokio::test]
+async fn a_key_held_to_models_or_a_budget_starts_no_batch_and_a_blocked_provider_takes_no_file() {
+    let h = harness().await;
+    let org = h.new_org(json!({"name": "Careful"})).await;
+    let (_, listed) = h.new_key(&org, json!({"models": ["test-model"]})).await;
+    let (_, budgeted) = h.new_key(&org, json!({"budget_usd": 5.0})).await;
+    let (_, free) = h.new_key(&org, json!({})).await;
+    let file: Value = upload(&h, &free, "r.jsonl", "batch", requests().as_bytes()).await.json().await.unwrap();
+    let batch = json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"});
+    for key in [&listed, &budgeted] {
+        let (status, err) =
+            error_of(h.client.post(h.url("/v1/batches")).bearer_auth(key).json(&batch).send().await.unwrap()).await;
+        assert_eq!(status, 403, "{err}");
+    }
+    let blocked = h.new_org(json!({"name": "Blocks it", "blocked_providers": ["upstream"]})).await;
+    let (_, key) = h.new_key(&blocked, json!({})).await;
+    let (status, err) = error_of(upload(&h, &key, "r.jsonl", "batch", b"{}").await).await;
+    assert_eq!(status, 403, "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("blocks"), "{err}");
 }

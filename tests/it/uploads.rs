@@ -143,6 +143,24 @@ async fn other_formats_are_relayed_as_they_are_and_translations_work_the_same_wa
     assert!(header(&resp, "content-type").starts_with("text/plain"));
     assert_eq!(resp.text().await.unwrap(), "1\n00:00:00,000 --> 00:00:01,000\nHeard 32000 bytes of a.mp3.\n\n");
 
+    // A token-priced model's answer in a format without its count is not billed by a guess.
+    let resp = send(
+        &h,
+        "/v1/audio/transcriptions",
+        &[
+            ("model", None, b"transcriber"),
+            ("file", Some(("a.mp3", "audio/mpeg")), &file),
+            ("response_format", None, b"text"),
+        ],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let request_id = header(&resp, "x-request-id");
+    assert_eq!(resp.text().await.unwrap(), "Heard 32000 bytes of a.mp3.\n");
+    let records = h.usage.wait_for(2).await;
+    let row = records.iter().find(|r| r.request_id == request_id).unwrap();
+    assert_eq!(row.cost_micros, None, "unknown, not estimated: {row:?}");
+
     let resp = send(
         &h,
         "/v1/audio/translations",
@@ -219,6 +237,22 @@ async fn bad_uploads_are_refused_by_field_before_any_provider_is_asked() {
         (vec![("model", None, &b"whisper"[..])], "file"),
         (vec![("file", Some(("a.wav", "audio/wav")), &file[..])], "model"),
         (vec![("model", None, &b" "[..]), ("file", Some(("a.wav", "audio/wav")), &file[..])], "model"),
+        // A field read one way here and perhaps another upstream, and a model sent as a file.
+        (
+            vec![
+                ("model", None, &b"whisper"[..]),
+                ("model", None, &b"transcriber"[..]),
+                ("file", Some(("a.wav", "audio/wav")), &file[..]),
+            ],
+            "model",
+        ),
+        (
+            vec![
+                ("model", Some(("m.txt", "text/plain")), &b"whisper"[..]),
+                ("file", Some(("a.wav", "audio/wav")), &file[..]),
+            ],
+            "model",
+        ),
     ] {
         let (status, err) = error_of(send(&h, "/v1/audio/transcriptions", &parts).await).await;
         assert_eq!((status, err["error"]["param"].as_str()), (400, Some(param)), "{err}");
@@ -301,4 +335,6 @@ async fn an_upload_with_an_idempotency_key_runs_each_time_and_is_not_kept() {
         assert_eq!(resp.status(), 200);
         assert!(resp.headers().get("idempotent-replayed").is_none(), "an upload is not replayed");
     }
+    let heard = h.upstream.state.requests().iter().filter(|r| r.body["file"]["bytes"] == 1_500_000).count();
+    assert_eq!(heard, 2, "each upload reached the provider");
 }
