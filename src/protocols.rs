@@ -140,8 +140,14 @@ pub trait Adapter: Send + Sync {
         None
     }
 
-    /// Called with the body of a successful embeddings response to `req`.
-    fn parse_embeddings(&self, _req: &EmbeddingRequest, _body: &[u8]) -> Result<EmbeddingResponse, ProviderError> {
+    /// Called with a successful embeddings response to `req`: its headers (Bedrock counts tokens there
+    /// for some models) and body.
+    fn parse_embeddings(
+        &self,
+        _req: &EmbeddingRequest,
+        _headers: &HeaderMap,
+        _body: &[u8],
+    ) -> Result<EmbeddingResponse, ProviderError> {
         Err(bad_request("This model's provider does not offer embeddings.", "model"))
     }
 

@@ -1,5 +1,5 @@
 //! The fake speaking AWS Bedrock: `POST /model/{modelId}/converse`, `/converse-stream` (AWS event-stream
-//! frames) and `/invoke` (Titan embeddings).
+//! frames) and `/invoke` (Titan embeddings, and Cohere's on Bedrock with the token count in a header).
 //!
 //! It checks every request's SigV4 signature with its own implementation of the canonical request
 //! (written apart from the `aws-sigv4` signer the gateway uses, so a mistake on one side cannot pass on
@@ -85,6 +85,22 @@ pub(super) async fn dispatch(
             let dims = req.dimensions.unwrap_or(8) as usize;
             let vector: Vec<f64> = fake_vector(&req.input_text, dims).into_iter().map(f64::from).collect();
             json_response(&json!({"embedding": vector, "inputTextTokenCount": req.input_text.len().div_ceil(4)}))
+        }
+        "invoke" if model.contains("cohere.embed") => {
+            // Cohere's own embed request, the token count in a header as InvokeModel reports it.
+            let texts: Vec<&str> = raw["texts"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            if texts.is_empty() || texts.len() > 96 || raw["input_type"].as_str().is_none() {
+                let why = "Malformed input request: texts (1 to 96) and input_type are required";
+                return Dialect::Bedrock.error_response(400, None, Some("ValidationException"), why);
+            }
+            let dims = raw["output_dimension"].as_u64().unwrap_or(8) as usize;
+            let vectors: Vec<Vec<f64>> =
+                texts.iter().map(|t| fake_vector(t, dims).into_iter().map(f64::from).collect()).collect();
+            let tokens: usize = texts.iter().map(|t| t.len().div_ceil(4)).sum();
+            let mut resp = json_response(&json!({"id": state.next_id("embed"), "response_type": "embeddings_by_type",
+                "embeddings": {"float": vectors}, "texts": texts}));
+            resp.headers_mut().insert("x-amzn-bedrock-input-token-count", tokens.into());
+            resp
         }
         _ => Dialect::Bedrock.error_response(404, None, Some("ResourceNotFoundException"), "Unknown operation."),
     }

@@ -85,7 +85,12 @@ impl Adapter for AzureAdapter {
         })
     }
 
-    fn parse_embeddings(&self, req: &EmbeddingRequest, body: &[u8]) -> Result<EmbeddingResponse, ProviderError> {
-        self.inner.parse_embeddings(req, body)
+    fn parse_embeddings(
+        &self,
+        req: &EmbeddingRequest,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<EmbeddingResponse, ProviderError> {
+        self.inner.parse_embeddings(req, headers, body)
     }
 }

@@ -47,6 +47,38 @@ impl Default for CohereAdapter {
     }
 }
 
+/// Cohere's embed body for `req`'s texts, without `model` (Cohere's v2 and Cohere's models on Bedrock
+/// take the same): `input_type` the caller's or `search_document`, float vectors, `output_dimension`.
+pub(crate) fn embed_body(req: &EmbeddingRequest) -> Result<Value, ProviderError> {
+    let texts =
+        req.input.texts().ok_or_else(|| bad_request("Cohere embeddings take text input, not token ids.", "input"))?;
+    let input_type = match req.extra.get("input_type") {
+        None => "search_document",
+        Some(Value::String(t))
+            if matches!(t.as_str(), "search_document" | "search_query" | "classification" | "clustering") =>
+        {
+            t
+        }
+        Some(_) => {
+            return Err(bad_request(
+                "input_type must be search_document, search_query, classification or clustering.",
+                "input_type",
+            ));
+        }
+    };
+    let mut body = json!({"texts": texts, "input_type": input_type, "embedding_types": ["float"]});
+    if let Some(d) = req.dimensions {
+        body["output_dimension"] = json!(d);
+    }
+    Ok(body)
+}
+
+/// The float vectors of a Cohere embed answer (asked for with `embedding_types: ["float"]`).
+pub(crate) fn embed_vectors(v: &Value) -> Result<Vec<Vec<f64>>, ProviderError> {
+    serde_json::from_value(v.pointer("/embeddings/float").cloned().unwrap_or_default())
+        .map_err(|e| unreadable("embeddings", e))
+}
+
 /// A URL of Cohere's v2 API, whichever of its versions' roots the base URL names.
 pub(crate) fn v2(endpoint: &Endpoint<'_>, path: &str) -> String {
     let base = endpoint.base_url.trim_end_matches('/');
@@ -278,29 +310,8 @@ impl Adapter for CohereAdapter {
         req: &EmbeddingRequest,
         endpoint: &Endpoint<'_>,
     ) -> Result<UpstreamRequest, ProviderError> {
-        let texts = req
-            .input
-            .texts()
-            .ok_or_else(|| bad_request("Cohere embeddings take text input, not token ids.", "input"))?;
-        let input_type = match req.extra.get("input_type") {
-            None => "search_document",
-            Some(Value::String(t))
-                if matches!(t.as_str(), "search_document" | "search_query" | "classification" | "clustering") =>
-            {
-                t
-            }
-            Some(_) => {
-                return Err(bad_request(
-                    "input_type must be search_document, search_query, classification or clustering.",
-                    "input_type",
-                ));
-            }
-        };
-        let mut body =
-            json!({"model": req.model, "texts": texts, "input_type": input_type, "embedding_types": ["float"]});
-        if let Some(d) = req.dimensions {
-            body["output_dimension"] = json!(d);
-        }
+        let mut body = embed_body(req)?;
+        body["model"] = json!(req.model);
         Ok(UpstreamRequest {
             url: v2(endpoint, "embed"),
             headers: openai::bearer_headers(endpoint)?,
@@ -308,11 +319,14 @@ impl Adapter for CohereAdapter {
         })
     }
 
-    fn parse_embeddings(&self, req: &EmbeddingRequest, body: &[u8]) -> Result<EmbeddingResponse, ProviderError> {
+    fn parse_embeddings(
+        &self,
+        req: &EmbeddingRequest,
+        _headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<EmbeddingResponse, ProviderError> {
         let v: Value = serde_json::from_slice(body).map_err(|e| unreadable("embeddings", e))?;
-        let vectors: Vec<Vec<f64>> =
-            serde_json::from_value(v.pointer("/embeddings/float").cloned().unwrap_or_default())
-                .map_err(|e| unreadable("embeddings", e))?;
+        let vectors = embed_vectors(&v)?;
         let tokens = v.pointer("/meta/billed_units/input_tokens").and_then(Value::as_f64).ok_or_else(|| {
             ProviderError::new(ErrorKind::InvalidResponse, "Cohere embeddings without their token count")
         })? as u64;

@@ -98,7 +98,12 @@ impl Adapter for OpenAiAdapter {
         Ok(UpstreamRequest { url: url(endpoint, "embeddings"), headers: bearer_headers(endpoint)?, body: encode(req)? })
     }
 
-    fn parse_embeddings(&self, _req: &EmbeddingRequest, body: &[u8]) -> Result<EmbeddingResponse, ProviderError> {
+    fn parse_embeddings(
+        &self,
+        _req: &EmbeddingRequest,
+        _headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<EmbeddingResponse, ProviderError> {
         serde_json::from_slice(body).map_err(|e| {
             ProviderError::new(
                 ErrorKind::InvalidResponse,

@@ -203,7 +203,12 @@ impl Adapter for VertexAdapter {
         })
     }
 
-    fn parse_embeddings(&self, req: &EmbeddingRequest, body: &[u8]) -> Result<EmbeddingResponse, ProviderError> {
+    fn parse_embeddings(
+        &self,
+        req: &EmbeddingRequest,
+        _headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<EmbeddingResponse, ProviderError> {
         let resp: PredictResponse = serde_json::from_slice(body).map_err(|e| {
             ProviderError::new(ErrorKind::InvalidResponse, format!("unreadable Vertex embeddings: {e}"))
         })?;

@@ -73,18 +73,19 @@ struct UpstreamResponse {
     body: BodyStream,
 }
 
-/// Sends one call built by `build` and returns the whole body of a 2xx answer. A key the provider
-/// rejected is set aside.
+/// Sends one call built by `build` and returns the headers and whole body of a 2xx answer. A key the
+/// provider rejected is set aside.
 async fn call_whole(
     provider: &Provider,
     timeouts: &Timeouts,
     build: impl FnOnce(&Endpoint<'_>) -> Result<UpstreamRequest, ProviderError>,
     deadline: Instant,
-) -> Result<Bytes, ProviderError> {
+) -> Result<(HeaderMap, Bytes), ProviderError> {
     let (resp, key) = open(provider, timeouts, build, deadline).await?;
-    read_body(resp.body, MAX_RESPONSE_BYTES, provider, timeouts, deadline)
+    let body = read_body(resp.body, MAX_RESPONSE_BYTES, provider, timeouts, deadline)
         .await
-        .inspect_err(|e| provider.note_failure(key, e))
+        .inspect_err(|e| provider.note_failure(key, e))?;
+    Ok((resp.headers, body))
 }
 
 /// Sends a non-streamed chat request and returns the parsed response.
@@ -94,7 +95,7 @@ pub async fn complete(
     req: &ChatRequest,
     deadline: Instant,
 ) -> Result<ChatResponse, ProviderError> {
-    let body = call_whole(provider, timeouts, |ep| provider.adapter().chat_request(req, ep), deadline).await?;
+    let (_, body) = call_whole(provider, timeouts, |ep| provider.adapter().chat_request(req, ep), deadline).await?;
     provider.adapter().parse_chat_response(req, &body)
 }
 
@@ -169,8 +170,9 @@ async fn embed_one(
     req: &EmbeddingRequest,
     deadline: Instant,
 ) -> Result<EmbeddingResponse, ProviderError> {
-    let body = call_whole(provider, timeouts, |ep| provider.adapter().embeddings_request(req, ep), deadline).await?;
-    provider.adapter().parse_embeddings(req, &body)
+    let (headers, body) =
+        call_whole(provider, timeouts, |ep| provider.adapter().embeddings_request(req, ep), deadline).await?;
+    provider.adapter().parse_embeddings(req, &headers, &body)
 }
 
 /// How many of one request's embeddings calls are in flight at once, for providers that take few inputs
@@ -184,7 +186,7 @@ pub async fn rerank(
     req: &RerankRequest,
     deadline: Instant,
 ) -> Result<RerankResponse, ProviderError> {
-    let body = call_whole(provider, timeouts, |ep| provider.adapter().rerank_request(req, ep), deadline).await?;
+    let (_, body) = call_whole(provider, timeouts, |ep| provider.adapter().rerank_request(req, ep), deadline).await?;
     serde_json::from_slice(&body).map_err(|e| {
         ProviderError::new(ErrorKind::InvalidResponse, format!("the provider's response is not a rerank result: {e}"))
     })
@@ -197,7 +199,8 @@ pub async fn moderate(
     req: &ModerationRequest,
     deadline: Instant,
 ) -> Result<Value, ProviderError> {
-    let body = call_whole(provider, timeouts, |ep| provider.adapter().moderation_request(req, ep), deadline).await?;
+    let (_, body) =
+        call_whole(provider, timeouts, |ep| provider.adapter().moderation_request(req, ep), deadline).await?;
     serde_json::from_slice(&body)
         .map_err(|e| ProviderError::new(ErrorKind::InvalidResponse, format!("unreadable moderation result: {e}")))
 }
@@ -210,7 +213,7 @@ pub async fn call(
     build: impl FnOnce(&Endpoint<'_>) -> Result<UpstreamRequest, ProviderError>,
     deadline: Instant,
 ) -> Result<Bytes, ProviderError> {
-    call_whole(provider, timeouts, build, deadline).await
+    call_whole(provider, timeouts, build, deadline).await.map(|(_, body)| body)
 }
 
 /// Sends a call built by `build` and returns the answer once it is a 2xx one, its body unread, with the

@@ -44,6 +44,13 @@ upstream = "amazon.titan-embed-text-v2:0"
 input_per_mtok = 0.02
 capabilities = ["embeddings"]
 
+[[models]]
+name = "cohere-on-bedrock"
+provider = "bedrock"
+upstream = "cohere.embed-english-v3"
+input_per_mtok = 0.1
+capabilities = ["embeddings"]
+
 [[aliases]]
 name = "bedrock-then-openai"
 targets = ["claude-on-bedrock", "test-model"]
@@ -380,4 +387,36 @@ async fn many_titan_inputs_keep_their_order_and_one_failed_call_fails_the_reques
     let resp = h.post("/v1/embeddings").json(&json!({"model": "titan-v2", "input": inputs})).send().await.unwrap();
     let (status, body) = error_of(resp).await;
     assert_eq!(status, 502, "{body}");
+}
+
+#[tokio::test]
+async fn cohere_embeddings_on_bedrock_are_billed_by_the_header_count_and_split_past_96() {
+    let h = harness().await;
+    let texts: Vec<String> = (0..100).map(|i| format!("document number {i}")).collect();
+    let before = h.upstream.state.requests().len();
+    let resp = h
+        .post("/v1/embeddings")
+        .json(&json!({"model": "cohere-on-bedrock", "input": texts, "input_type": "search_query"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let request_id = header(&resp, "x-request-id");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["data"].as_array().unwrap().len(), 100);
+    let got: Vec<f64> = body["data"][99]["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    let want: Vec<f64> = switchyard::fake::fake_vector(&texts[99], 8).into_iter().map(f64::from).collect();
+    assert_eq!(got.len(), want.len());
+    assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-9), "the last text's own vector, in its place");
+    let sent = &h.upstream.state.requests()[before..];
+    let mut sizes: Vec<usize> = sent.iter().map(|r| r.body["texts"].as_array().unwrap().len()).collect();
+    sizes.sort_unstable();
+    assert_eq!(sizes, [4, 96]);
+    assert!(sent.iter().all(|r| r.body["input_type"] == "search_query" && r.body.get("model").is_none()));
+    // The fake reports a token per four characters in its header; the row bills that.
+    let tokens: u64 = texts.iter().map(|t| t.len().div_ceil(4) as u64).sum();
+    assert_eq!(body["usage"]["prompt_tokens"], tokens);
+    let row = ledger_row(&h, &request_id).await;
+    assert_eq!(row["prompt_tokens"], tokens);
+    assert_eq!(row["usage_source"], "provider");
 }

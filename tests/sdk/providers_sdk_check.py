@@ -152,7 +152,10 @@ def checks(base, check):
     check("providers: embed-titan on Bedrock", embed_titan)
 
     def rerank():
-        import httpx
+        try:  # the SDK's HTTP client: httpx2 in newer releases, httpx before
+            import httpx2 as httpx
+        except ImportError:
+            import httpx
 
         resp = client.post(
             "/rerank",

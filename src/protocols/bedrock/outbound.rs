@@ -50,6 +50,15 @@ fn is_titan_embedding(model: &str) -> bool {
     model.contains("amazon.titan-embed-text")
 }
 
+/// Cohere's embed models on Bedrock (`cohere.embed-english-v3`, `cohere.embed-v4:0`, …): Cohere's own
+/// request and answer through InvokeModel, 96 texts a call, the token count in a response header.
+fn is_cohere_embedding(model: &str) -> bool {
+    model.contains("cohere.embed")
+}
+
+/// Where InvokeModel reports the input's token count for models whose answers do not.
+const INPUT_TOKENS_HEADER: &str = "x-amzn-bedrock-input-token-count";
+
 impl Adapter for BedrockAdapter {
     fn chat_request(&self, req: &ChatRequest, endpoint: &Endpoint<'_>) -> Result<UpstreamRequest, ProviderError> {
         let body = translate_request(req)?;
@@ -137,7 +146,7 @@ impl Adapter for BedrockAdapter {
     }
 
     fn embeddings_per_call(&self, model: &str) -> Option<usize> {
-        is_titan_embedding(model).then_some(1)
+        if is_cohere_embedding(model) { Some(96) } else { is_titan_embedding(model).then_some(1) }
     }
 
     fn embeddings_request(
@@ -145,8 +154,15 @@ impl Adapter for BedrockAdapter {
         req: &EmbeddingRequest,
         endpoint: &Endpoint<'_>,
     ) -> Result<UpstreamRequest, ProviderError> {
+        if is_cohere_embedding(&req.model) {
+            return Ok(UpstreamRequest {
+                url: model_url(endpoint, &req.model, "invoke"),
+                headers: headers(endpoint)?,
+                body: encode(&crate::protocols::cohere::embed_body(req)?)?,
+            });
+        }
         if !is_titan_embedding(&req.model) {
-            return Err(bad_request("Bedrock embeddings are offered for Amazon Titan models.", "model"));
+            return Err(bad_request("Bedrock embeddings are offered for Amazon Titan and Cohere models.", "model"));
         }
         let texts = req
             .input
@@ -172,7 +188,28 @@ impl Adapter for BedrockAdapter {
         })
     }
 
-    fn parse_embeddings(&self, req: &EmbeddingRequest, body: &[u8]) -> Result<EmbeddingResponse, ProviderError> {
+    fn parse_embeddings(
+        &self,
+        req: &EmbeddingRequest,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<EmbeddingResponse, ProviderError> {
+        if is_cohere_embedding(&req.model) {
+            let v: Value = serde_json::from_slice(body).map_err(|e| {
+                ProviderError::new(ErrorKind::InvalidResponse, format!("unreadable Cohere embedding on Bedrock: {e}"))
+            })?;
+            let tokens = headers
+                .get(INPUT_TOKENS_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ProviderError::new(
+                        ErrorKind::InvalidResponse,
+                        "Cohere embeddings on Bedrock without their token count",
+                    )
+                })?;
+            return Ok(EmbeddingResponse::floats(&req.model, crate::protocols::cohere::embed_vectors(&v)?, tokens));
+        }
         let resp: TitanEmbedResponse = serde_json::from_slice(body)
             .map_err(|e| ProviderError::new(ErrorKind::InvalidResponse, format!("unreadable Titan embedding: {e}")))?;
         let tokens = resp.input_text_token_count.ok_or_else(|| {
@@ -756,8 +793,9 @@ mod tests {
         assert!(call.url.ends_with("/model/amazon.titan-embed-text-v2%3A0/invoke"), "{}", call.url);
         let body: Value = serde_json::from_slice(&call.body).unwrap();
         assert_eq!(body, json!({"inputText": "hello", "dimensions": 256, "normalize": true}));
-        let resp =
-            BedrockAdapter.parse_embeddings(&req, br#"{"embedding": [0.5, -0.25], "inputTextTokenCount": 2}"#).unwrap();
+        let resp = BedrockAdapter
+            .parse_embeddings(&req, &HeaderMap::new(), br#"{"embedding": [0.5, -0.25], "inputTextTokenCount": 2}"#)
+            .unwrap();
         assert_eq!(resp.usage.unwrap().prompt_tokens, 2);
         assert_eq!(BedrockAdapter.embeddings_per_call(&req.model), Some(1));
     }

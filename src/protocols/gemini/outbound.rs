@@ -176,7 +176,12 @@ impl Adapter for GeminiAdapter {
         })
     }
 
-    fn parse_embeddings(&self, req: &EmbeddingRequest, body: &[u8]) -> Result<EmbeddingResponse, ProviderError> {
+    fn parse_embeddings(
+        &self,
+        req: &EmbeddingRequest,
+        _headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<EmbeddingResponse, ProviderError> {
         let batch: BatchEmbedResponse = serde_json::from_slice(body).map_err(|e| {
             ProviderError::new(ErrorKind::InvalidResponse, format!("unreadable Gemini embeddings: {e}"))
         })?;
