@@ -263,8 +263,11 @@ pub struct ServerConfig {
     /// Largest request body accepted; larger ones get 413.
     pub body_limit_bytes: usize,
     /// Largest multipart upload accepted (audio to transcribe, images to edit, files); larger ones get
-    /// 413. Uploads are spooled to temporary files, not held in memory.
+    /// 413. Uploads are spooled to temporary files (in `TMPDIR`), not held in memory.
     pub upload_limit_bytes: u64,
+    /// How long a client may take to send a whole upload (each piece must also come within
+    /// `body_read_timeout_ms` of the last).
+    pub upload_timeout_ms: u64,
     /// The most choices (`n`) one request may ask for; each may cost a whole answer.
     pub max_choices: u32,
     /// How long a client may take to send the request line and headers.
@@ -289,6 +292,7 @@ impl Default for ServerConfig {
             listen: None,
             body_limit_bytes: 32 * 1024 * 1024,
             upload_limit_bytes: 512 * 1024 * 1024,
+            upload_timeout_ms: 600_000,
             max_choices: 16,
             header_read_timeout_ms: 10_000,
             max_header_bytes: 16 * 1024,
@@ -713,6 +717,9 @@ impl Config {
         }
         if !(1024..=1 << 34).contains(&s.upload_limit_bytes) {
             bad("server.upload_limit_bytes".into(), "must be between 1024 and 17179869184".into());
+        }
+        if s.upload_timeout_ms == 0 {
+            bad("server.upload_timeout_ms".into(), "must be at least 1".into());
         }
         for (name, v) in
             [("header_read_timeout_ms", s.header_read_timeout_ms), ("body_read_timeout_ms", s.body_read_timeout_ms)]

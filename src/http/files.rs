@@ -258,11 +258,7 @@ pub async fn upload_file(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, GatewayError> {
-    let (limit, idle) = {
-        let live = state.live();
-        (live.config.server.upload_limit_bytes, live.body_limits.read_timeout)
-    };
-    let upload = super::upload::read(&headers, body, limit, idle).await?;
+    let upload = super::upload::read(&headers, body, super::upload::Limits::of(&state)).await?;
     if !upload.has_file("file") {
         return Err(GatewayError::invalid_value("'file' is required: the file to upload.", "file"));
     }

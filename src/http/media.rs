@@ -281,11 +281,7 @@ async fn upload_door(
     door: UploadDoor,
 ) -> Result<Response, GatewayError> {
     let started = Instant::now();
-    let (limit, idle) = {
-        let live = state.live();
-        (live.config.server.upload_limit_bytes, live.body_limits.read_timeout)
-    };
-    let upload = super::upload::read(headers, body, limit, idle).await?;
+    let upload = super::upload::read(headers, body, super::upload::Limits::of(state)).await?;
     if !upload.has_file(door.file) {
         return Err(GatewayError::invalid_value(format!("'{}' is required: the file to send.", door.file), door.file));
     }

@@ -85,8 +85,33 @@ fn spool_failed(e: std::io::Error) -> GatewayError {
     GatewayError::internal()
 }
 
-/// Reads a `multipart/form-data` body within `limit` bytes, waiting at most `idle` for each piece.
-pub async fn read(headers: &HeaderMap, body: Body, limit: u64, idle: Duration) -> Result<Upload, GatewayError> {
+/// How an upload is read: at most `bytes`, each piece within `idle` of the last, the whole within `total`.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub bytes: u64,
+    pub idle: Duration,
+    pub total: Duration,
+}
+
+impl Limits {
+    pub fn of(state: &crate::app::AppState) -> Limits {
+        let live = state.live();
+        Limits {
+            bytes: live.config.server.upload_limit_bytes,
+            idle: live.body_limits.read_timeout,
+            total: Duration::from_millis(live.config.server.upload_timeout_ms),
+        }
+    }
+}
+
+/// Reads a `multipart/form-data` body within `limits`.
+pub async fn read(headers: &HeaderMap, body: Body, limits: Limits) -> Result<Upload, GatewayError> {
+    tokio::time::timeout(limits.total, read_within(headers, body, limits.bytes, limits.idle))
+        .await
+        .unwrap_or_else(|_| Err(GatewayError::body_timeout()))
+}
+
+async fn read_within(headers: &HeaderMap, body: Body, limit: u64, idle: Duration) -> Result<Upload, GatewayError> {
     let content_type = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let boundary = multer::parse_boundary(content_type).map_err(|_| {
         GatewayError::invalid_body("This endpoint takes a multipart/form-data body (with its boundary).", None)
@@ -282,7 +307,8 @@ mod tests {
     async fn read_bytes(content_type: &str, body: Vec<u8>) -> Result<Upload, GatewayError> {
         let mut headers = HeaderMap::new();
         headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap());
-        read(&headers, Body::from(body), 1 << 20, Duration::from_secs(5)).await
+        let limits = Limits { bytes: 1 << 20, idle: Duration::from_secs(5), total: Duration::from_secs(10) };
+        read(&headers, Body::from(body), limits).await
     }
 
     async fn sent(upload: &Upload, model: Option<&str>) -> Vec<u8> {

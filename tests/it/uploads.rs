@@ -4,6 +4,7 @@
 //! token usage, other formats relayed as they are, refusals named by field, the upload limit, one ledger
 //! row each. Bodies are written by hand so the order of the parts is what is tested.
 
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use switchyard::fake::Fault;
 
@@ -337,4 +338,38 @@ async fn an_upload_with_an_idempotency_key_runs_each_time_and_is_not_kept() {
     }
     let heard = h.upstream.state.requests().iter().filter(|r| r.body["file"]["bytes"] == 1_500_000).count();
     assert_eq!(heard, 2, "each upload reached the provider");
+}
+
+#[tokio::test]
+async fn an_upload_that_trickles_in_is_cut_at_its_deadline() {
+    let h = Harness::with(Setup {
+        extra: MODELS.to_owned(),
+        server_extra: "upload_timeout_ms = 600".to_owned(),
+        ..Setup::default()
+    })
+    .await;
+    let before = h.upstream.state.requests().len();
+    let (content_type, body) =
+        form(&[("model", None, b"whisper"), ("file", Some(("a.wav", "audio/wav")), &audio(40_000))]);
+    // A piece every 100 ms: never idle for long, but the whole takes 4 s.
+    let pieces: Vec<Vec<u8>> = body.chunks(1000).map(<[u8]>::to_vec).collect();
+    let slow = futures_util::stream::iter(pieces).then(|piece| async move {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        Ok::<_, std::io::Error>(piece)
+    });
+    let started = std::time::Instant::now();
+    let resp = h
+        .client
+        .post(h.url("/v1/audio/transcriptions"))
+        .bearer_auth(MASTER_KEY)
+        .header("content-type", content_type)
+        .body(reqwest::Body::wrap_stream(slow))
+        .send()
+        .await;
+    // The gateway answers 408 (or closes the connection) well before the body could have ended.
+    if let Ok(resp) = resp {
+        assert_eq!(resp.status(), 408);
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "{:?}", started.elapsed());
+    assert_eq!(h.upstream.state.requests().len(), before);
 }
