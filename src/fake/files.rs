@@ -1,7 +1,8 @@
 //! The fake's OpenAI files and batches, kept in memory for one account shared by every caller (as a
-//! real provider account is: the gateway, not the provider, keeps organisations apart). A batch is
-//! `validating` when made and `completed` when next read, its output file holding one answer per input
-//! line (`"Batch answer for <custom_id>"`); a cancelled one is `cancelled`.
+//! real provider account is: the gateway, not the provider, keeps organisations apart). Their ids are
+//! random, as a real provider's are (so two fakes never hand out the same one). A batch is `validating`
+//! when made and `completed` when next read, its output file holding one answer per input line
+//! (`"Batch answer for <custom_id>"`); a cancelled one is `cancelled`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,7 +31,7 @@ fn store(state: &FakeState) -> std::sync::MutexGuard<'_, Objects> {
 }
 
 fn new_file(state: &FakeState, filename: &str, purpose: &str, data: Bytes) -> Value {
-    let id = state.next_id("file");
+    let id = format!("file-{}", uuid::Uuid::new_v4().simple());
     let object = json!({"id": id, "object": "file", "bytes": data.len(), "created_at": crate::protocols::unix_now(),
         "filename": filename, "purpose": purpose, "status": "processed"});
     store(state).files.insert(id, (object.clone(), data));
@@ -126,7 +127,7 @@ pub(super) async fn create_batch(State(state): State<Arc<FakeState>>, headers: H
     if !store(&state).files.contains_key(&input) {
         return Dialect::OpenAi.error_response(400, None, None, &format!("input file {input} does not exist"));
     }
-    let id = state.next_id("batch");
+    let id = format!("batch_{}", uuid::Uuid::new_v4().simple());
     let batch = json!({"id": id, "object": "batch", "endpoint": body["endpoint"], "input_file_id": input,
         "completion_window": body["completion_window"], "status": "validating", "output_file_id": null,
         "error_file_id": null, "created_at": crate::protocols::unix_now(), "metadata": body.get("metadata"),
