@@ -287,26 +287,38 @@ pub struct ListQuery {
     purpose: Option<String>,
 }
 
+/// One page of `scope`'s objects (`limit` from 1 to `max`, `default` when not given; `after` one of
+/// theirs), and whether more follow.
+async fn owned_page(
+    state: &AppState,
+    kind: ObjectKind,
+    scope: &str,
+    q: &ListQuery,
+    default: i64,
+    max: i64,
+) -> Result<(Vec<crate::store::objects::ObjectRow>, bool), GatewayError> {
+    let limit = q.limit.unwrap_or(default);
+    if !(1..=max).contains(&limit) {
+        return Err(GatewayError::invalid_value(format!("'limit' must be from 1 to {max}."), "limit"));
+    }
+    check_after(state, kind, q.after.as_deref(), scope).await?;
+    let purpose = q.purpose.as_deref().filter(|_| kind == ObjectKind::File);
+    let mut rows =
+        state.store.owned_objects(kind, scope, q.after.as_deref(), purpose, limit + 1).await.map_err(store_failed)?;
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    Ok((rows, has_more))
+}
+
 /// `GET /v1/files`: the caller's files, newest first (`limit` 1-10000, default 10000; `after` an id).
 pub async fn list_files(
     State(state): State<Arc<AppState>>,
     key: Option<Extension<Arc<ActiveKey>>>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, GatewayError> {
-    let limit = q.limit.unwrap_or(10_000);
-    if !(1..=10_000).contains(&limit) {
-        return Err(GatewayError::invalid_value("'limit' must be from 1 to 10000.", "limit"));
-    }
     let (scope, _) = owner(&key);
-    check_after(&state, ObjectKind::File, q.after.as_deref(), scope).await?;
-    let rows = state
-        .store
-        .owned_objects(ObjectKind::File, scope, q.after.as_deref(), q.purpose.as_deref(), limit + 1)
-        .await
-        .map_err(store_failed)?;
-    let has_more = rows.len() as i64 > limit;
-    let data: Vec<Value> =
-        rows.iter().take(limit as usize).filter_map(|r| serde_json::from_str::<Value>(&r.object).ok()).collect();
+    let (rows, has_more) = owned_page(&state, ObjectKind::File, scope, &q, 10_000, 10_000).await?;
+    let data: Vec<Value> = rows.iter().filter_map(|r| serde_json::from_str::<Value>(&r.object).ok()).collect();
     Ok(json_response(&page(data, has_more)))
 }
 
@@ -493,20 +505,10 @@ pub async fn list_batches(
     key: Option<Extension<Arc<ActiveKey>>>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, GatewayError> {
-    let limit = q.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(GatewayError::invalid_value("'limit' must be from 1 to 100.", "limit"));
-    }
     let (scope, key_id) = owner(&key);
-    check_after(&state, ObjectKind::Batch, q.after.as_deref(), scope).await?;
-    let rows = state
-        .store
-        .owned_objects(ObjectKind::Batch, scope, q.after.as_deref(), None, limit + 1)
-        .await
-        .map_err(store_failed)?;
-    let has_more = rows.len() as i64 > limit;
+    let (rows, has_more) = owned_page(&state, ObjectKind::Batch, scope, &q, 20, 100).await?;
     let state = &state;
-    let data: Vec<Value> = futures_util::stream::iter(rows.into_iter().take(limit as usize))
+    let data: Vec<Value> = futures_util::stream::iter(rows)
         .map(|row| async move {
             // A batch the provider cannot tell about right now is listed as it was last seen.
             let fresh = match provider(state, Some(&row.provider)) {

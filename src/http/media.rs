@@ -218,6 +218,26 @@ struct UploadDoor {
     needs_prompt: bool,
 }
 
+const TRANSCRIPTION: UploadDoor = UploadDoor {
+    path: "audio/transcriptions",
+    work: Capability::Transcription,
+    operation: "transcription",
+    file: "file",
+    default_model: None,
+    needs_prompt: false,
+};
+
+const TRANSLATION: UploadDoor = UploadDoor { path: "audio/translations", operation: "translation", ..TRANSCRIPTION };
+
+const IMAGE_EDIT: UploadDoor = UploadDoor {
+    path: "images/edits",
+    work: Capability::ImageGeneration,
+    operation: "image_edit",
+    file: "image",
+    default_model: Some(DEFAULT_IMAGE_MODEL),
+    needs_prompt: true,
+};
+
 pub async fn create_transcription(
     State(state): State<Arc<AppState>>,
     Extension(request_id): Extension<RequestId>,
@@ -225,15 +245,7 @@ pub async fn create_transcription(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, GatewayError> {
-    let door = UploadDoor {
-        path: "audio/transcriptions",
-        work: Capability::Transcription,
-        operation: "transcription",
-        file: "file",
-        default_model: None,
-        needs_prompt: false,
-    };
-    upload_door(&state, &request_id, key.as_deref(), &headers, body, door).await
+    upload_door(&state, &request_id, key.as_deref(), &headers, body, &TRANSCRIPTION).await
 }
 
 pub async fn create_translation(
@@ -243,15 +255,7 @@ pub async fn create_translation(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, GatewayError> {
-    let door = UploadDoor {
-        path: "audio/translations",
-        work: Capability::Transcription,
-        operation: "translation",
-        file: "file",
-        default_model: None,
-        needs_prompt: false,
-    };
-    upload_door(&state, &request_id, key.as_deref(), &headers, body, door).await
+    upload_door(&state, &request_id, key.as_deref(), &headers, body, &TRANSLATION).await
 }
 
 pub async fn edit_image(
@@ -261,15 +265,7 @@ pub async fn edit_image(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, GatewayError> {
-    let door = UploadDoor {
-        path: "images/edits",
-        work: Capability::ImageGeneration,
-        operation: "image_edit",
-        file: "image",
-        default_model: Some(DEFAULT_IMAGE_MODEL),
-        needs_prompt: true,
-    };
-    upload_door(&state, &request_id, key.as_deref(), &headers, body, door).await
+    upload_door(&state, &request_id, key.as_deref(), &headers, body, &IMAGE_EDIT).await
 }
 
 async fn upload_door(
@@ -278,7 +274,7 @@ async fn upload_door(
     key: Option<&Arc<ActiveKey>>,
     headers: &HeaderMap,
     body: Body,
-    door: UploadDoor,
+    door: &UploadDoor,
 ) -> Result<Response, GatewayError> {
     let started = Instant::now();
     let upload = super::upload::read(headers, body, super::upload::Limits::of(state)).await?;
