@@ -3,8 +3,9 @@
 //! It enforces every upstream deadline (connect in the client, first byte here, idle between body pieces,
 //! and the attempt's total deadline), decodes the stream's framing (SSE, or AWS event-stream, as the
 //! adapter names it), signs what the provider's credentials require, and hands bodies and events to the
-//! adapter. Errors leave
-//! here classified; credentials and request URLs never appear in their messages.
+//! adapter. Calls that are not one JSON POST (an upload streamed from the gateway's spool, a GET or
+//! DELETE of a file or batch) go through [`forward`]. Errors leave here classified; credentials and
+//! request URLs never appear in their messages.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
