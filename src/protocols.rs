@@ -72,8 +72,12 @@ pub struct ForwardRequest {
 pub enum ForwardBody {
     Empty,
     Whole(Bytes),
-    /// Read as it is sent (a multipart upload); it cannot be sent twice.
-    Streamed(std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send>>),
+    /// Read as it is sent (a multipart upload), `len` bytes in all (sent as its `content-length`); it
+    /// cannot be sent twice.
+    Streamed {
+        stream: std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send>>,
+        len: u64,
+    },
 }
 
 impl From<UpstreamRequest> for ForwardRequest {

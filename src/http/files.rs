@@ -26,7 +26,7 @@ use super::GatewayError;
 use super::body::Query;
 use super::observe::RequestId;
 use crate::app::AppState;
-use crate::protocols::ForwardBody;
+use crate::protocols::{ForwardBody, path_segment};
 use crate::providers::{Provider, exec};
 use crate::store::StoreError;
 use crate::store::objects::ObjectKind;
@@ -58,23 +58,14 @@ fn not_found(kind: ObjectKind, id: &str) -> GatewayError {
 /// The caller's organisation may not send its data to `provider` (blocked providers, allowed regions).
 fn permitted(key: &Option<Extension<Arc<ActiveKey>>>, provider: &Provider) -> Result<(), GatewayError> {
     let Some(k) = key.as_deref() else { return Ok(()) };
-    if k.caller.blocked_providers.contains(&provider.name) {
-        return Err(GatewayError::forbidden(format!(
-            "Files and batches go to provider \"{}\", which your organization blocks.",
-            provider.name
-        )));
-    }
     // A provider that names no region is global, as its models are (`routing::catalog`).
     let region = provider.region.as_deref().unwrap_or(crate::config::GLOBAL_REGION);
-    if let Some(allowed) = &k.caller.allowed_regions
-        && !allowed.iter().any(|r| r == region)
-    {
-        return Err(GatewayError::forbidden(format!(
-            "Files and batches go to provider \"{}\", outside the regions your organization allows.",
-            provider.name
-        )));
+    match k.caller.excludes_provider(&provider.name, region) {
+        Some(why) => {
+            Err(GatewayError::forbidden(format!("Files and batches go to provider \"{}\": {why}.", provider.name)))
+        }
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn provider(state: &AppState, name: Option<&str>) -> Result<Arc<Provider>, GatewayError> {
@@ -87,30 +78,20 @@ fn provider(state: &AppState, name: Option<&str>) -> Result<Arc<Provider>, Gatew
     })
 }
 
-/// One call to the provider; its 2xx answer as it arrives. A download (a batch's output may be large)
-/// is bounded by the idle timeout between its pieces, not the provider's total.
+/// One call to the provider, within `total`; its 2xx answer as it arrives.
 async fn call(
     provider: &Provider,
     method: Method,
     path: &str,
-    content: Option<(HeaderValue, Option<u64>, ForwardBody)>,
+    content: Option<(HeaderValue, ForwardBody)>,
+    total: std::time::Duration,
 ) -> Result<exec::RawStream, GatewayError> {
-    let total = if path.ends_with("/content") { DOWNLOAD_DEADLINE } else { provider.timeouts.total };
     let deadline = Instant::now() + total;
-    let (content_type, len, body) = match content {
-        Some((t, len, body)) => (Some(t), len, body),
-        None => (None, None, ForwardBody::Empty),
-    };
+    let (content_type, body) = content.map_or((None, ForwardBody::Empty), |(t, body)| (Some(t), body));
     exec::forward(
         provider,
         &provider.timeouts,
-        |ep| {
-            let mut req = provider.adapter().forward_request(method, path, content_type, body, ep)?;
-            if let Some(len) = len {
-                req.headers.insert(http::header::CONTENT_LENGTH, len.into());
-            }
-            Ok(req)
-        },
+        |ep| provider.adapter().forward_request(method, path, content_type, body, ep),
         deadline,
     )
     .await
@@ -122,9 +103,9 @@ async fn call_json(
     provider: &Provider,
     method: Method,
     path: &str,
-    content: Option<(HeaderValue, Option<u64>, ForwardBody)>,
+    content: Option<(HeaderValue, ForwardBody)>,
 ) -> Result<Value, GatewayError> {
-    let body = call(provider, method, path, content).await?;
+    let body = call(provider, method, path, content, provider.timeouts.total).await?;
     let body = body.read_all(MAX_ANSWER).await.map_err(|e| GatewayError::from_provider(&e))?;
     serde_json::from_slice::<Value>(&body).ok().filter(Value::is_object).ok_or_else(|| {
         GatewayError::from_provider(&crate::providers::ProviderError::new(
@@ -164,7 +145,7 @@ async fn make(
     provider: Arc<Provider>,
     kind: ObjectKind,
     path: &'static str,
-    content: (HeaderValue, Option<u64>, ForwardBody),
+    content: (HeaderValue, ForwardBody),
     scope: String,
     key_id: String,
     usage: UsageGuard,
@@ -200,11 +181,8 @@ async fn make(
         if let Err(e) = recorded {
             usage.finish(Outcome::Failed, 503, Some("database_unavailable".into()));
             let undo = match kind {
-                ObjectKind::File => call_json(&provider, Method::DELETE, &format!("files/{}", segment(id)), None).await,
-                ObjectKind::Batch => {
-                    let path = format!("batches/{}/cancel", segment(id));
-                    call_json(&provider, Method::POST, &path, Some(json_body(Bytes::from_static(b"{}")))).await
-                }
+                ObjectKind::File => delete_upstream(&provider, id).await,
+                ObjectKind::Batch => cancel_upstream(&provider, id).await,
             };
             if undo.is_err() {
                 tracing::error!(provider = %provider.name, id, "an object whose owner could not be recorded is left upstream");
@@ -231,8 +209,19 @@ async fn check_after(state: &AppState, kind: ObjectKind, after: Option<&str>, sc
     }
 }
 
-fn json_body(body: Bytes) -> (HeaderValue, Option<u64>, ForwardBody) {
-    (HeaderValue::from_static("application/json"), None, ForwardBody::Whole(body))
+/// `DELETE files/{id}` at the provider.
+async fn delete_upstream(provider: &Provider, id: &str) -> Result<Value, GatewayError> {
+    call_json(provider, Method::DELETE, &format!("files/{}", path_segment(id)), None).await
+}
+
+/// `POST batches/{id}/cancel` at the provider.
+async fn cancel_upstream(provider: &Provider, id: &str) -> Result<Value, GatewayError> {
+    let path = format!("batches/{}/cancel", path_segment(id));
+    call_json(provider, Method::POST, &path, Some(json_body(Bytes::from_static(b"{}")))).await
+}
+
+fn json_body(body: Bytes) -> (HeaderValue, ForwardBody) {
+    (HeaderValue::from_static("application/json"), ForwardBody::Whole(body))
 }
 
 /// The provider of `scope`'s object `id`, or the 404 a stranger gets.
@@ -241,11 +230,6 @@ async fn owned(state: &AppState, kind: ObjectKind, id: &str, scope: &str) -> Res
         Some(name) => provider(state, Some(&name)),
         None => Err(not_found(kind, id)),
     }
-}
-
-/// A path segment from a caller's id (ids go into the provider's URL).
-fn segment(id: &str) -> String {
-    crate::protocols::path_segment(id)
 }
 
 // --- files ---
@@ -267,14 +251,14 @@ pub async fn upload_file(
     }
     let provider = provider(&state, None)?;
     permitted(&key, &provider)?;
-    let (content_type, len, body) = upload.body(None).map_err(|e| {
+    let (content_type, body) = upload.body(None).map_err(|e| {
         tracing::error!(error = %e, "a spooled upload could not be read back");
         GatewayError::internal()
     })?;
     let mut usage = ledger(&state, &request_id, &key, "files");
     usage.set_served("", &provider.name, Prices::default());
     let (scope, key_id) = owner(&key);
-    let content = (content_type, Some(len), body);
+    let content = (content_type, body);
     let answer =
         make(state.clone(), provider, ObjectKind::File, "files", content, scope.into(), key_id.into(), usage).await?;
     Ok(json_response(&answer))
@@ -334,7 +318,7 @@ pub async fn retrieve_file(
     Path(id): Path<String>,
 ) -> Result<Response, GatewayError> {
     let provider = owned(&state, ObjectKind::File, &id, owner(&key).0).await?;
-    let answer = call_json(&provider, Method::GET, &format!("files/{}", segment(&id)), None).await?;
+    let answer = call_json(&provider, Method::GET, &format!("files/{}", path_segment(&id)), None).await?;
     Ok(json_response(&answer))
 }
 
@@ -345,7 +329,9 @@ pub async fn file_content(
     Path(id): Path<String>,
 ) -> Result<Response, GatewayError> {
     let provider = owned(&state, ObjectKind::File, &id, owner(&key).0).await?;
-    let raw = call(&provider, Method::GET, &format!("files/{}/content", segment(&id)), None).await?;
+    // A batch's output may be large: bounded by the idle timeout between pieces, not the provider's total.
+    let path = format!("files/{}/content", path_segment(&id));
+    let raw = call(&provider, Method::GET, &path, None, DOWNLOAD_DEADLINE).await?;
     let content_type = raw.content_type.clone().unwrap_or_else(|| HeaderValue::from_static("application/octet-stream"));
     let pieces = futures_util::stream::try_unfold(raw, |mut raw| async move {
         Ok::<_, std::io::Error>(raw.next().await.map_err(|e| std::io::Error::other(e.message))?.map(|p| (p, raw)))
@@ -363,7 +349,7 @@ pub async fn delete_file(
 ) -> Result<Response, GatewayError> {
     let scope = owner(&key).0;
     let provider = owned(&state, ObjectKind::File, &id, scope).await?;
-    let answer = match call_json(&provider, Method::DELETE, &format!("files/{}", segment(&id)), None).await {
+    let answer = match delete_upstream(&provider, &id).await {
         // Gone upstream already (expired): gone here too.
         Err(e) if e.status == http::StatusCode::NOT_FOUND => {
             state.store.forget_object(ObjectKind::File, &id, scope).await.map_err(store_failed)?;
@@ -398,13 +384,10 @@ pub async fn create_batch(
     let endpoint = text("endpoint")?;
     text("completion_window")?;
     let (scope, key_id) = owner(&key);
-    let provider = match state.store.owned_object(ObjectKind::File, input, scope).await.map_err(store_failed)? {
-        Some(name) => provider(&state, Some(&name))?,
-        None => {
-            return Err(GatewayError::not_found(format!("No such File object: {input}"))
-                .with_param(Some("input_file_id".into())));
-        }
-    };
+    let provider = owned(&state, ObjectKind::File, input, scope).await.map_err(|e| match e.status {
+        http::StatusCode::NOT_FOUND => e.with_param(Some("input_file_id".into())),
+        _ => e,
+    })?;
     permitted(&key, &provider)?;
     // A batch's requests run upstream, out of the gateway's sight: a key the gateway holds to a list of
     // models or to a budget could not be held to them there.
@@ -433,7 +416,7 @@ async fn read_batch(
     scope: &str,
     key_id: &str,
 ) -> Result<Value, GatewayError> {
-    let batch = call_json(provider, Method::GET, &format!("batches/{}", segment(id)), None).await?;
+    let batch = call_json(provider, Method::GET, &format!("batches/{}", path_segment(id)), None).await?;
     adopt(state, provider, &batch, scope, key_id).await?;
     Ok(batch)
 }
@@ -454,7 +437,7 @@ async fn adopt(
         if store.owned_object(ObjectKind::File, file, scope).await.map_err(store_failed)?.is_some() {
             continue;
         }
-        let object = call_json(provider, Method::GET, &format!("files/{}", segment(file)), None).await?;
+        let object = call_json(provider, Method::GET, &format!("files/{}", path_segment(file)), None).await?;
         let now = crate::clock::now_ms();
         store
             .record_object(
@@ -492,8 +475,7 @@ pub async fn cancel_batch(
 ) -> Result<Response, GatewayError> {
     let (scope, key_id) = owner(&key);
     let provider = owned(&state, ObjectKind::Batch, &id, scope).await?;
-    let content = Some(json_body(Bytes::from_static(b"{}")));
-    let batch = call_json(&provider, Method::POST, &format!("batches/{}/cancel", segment(&id)), content).await?;
+    let batch = cancel_upstream(&provider, &id).await?;
     adopt(&state, &provider, &batch, scope, key_id).await?;
     Ok(json_response(&batch))
 }

@@ -107,14 +107,7 @@ pub async fn create_image(
     let mut served = pipeline.run(&mut Generate(&req)).await?;
     // gpt-image models count tokens (text in, image out); dall-e models do not.
     if let Some(u) = served.value.get("usage").filter(|u| u.is_object()) {
-        let count = |f: &str| u.get(f).and_then(Value::as_u64).unwrap_or(0);
-        let (input, output) = (count("input_tokens"), count("output_tokens"));
-        served.usage.provider_usage(&Usage {
-            prompt_tokens: input,
-            completion_tokens: output,
-            total_tokens: input + output,
-            ..Usage::default()
-        });
+        served.usage.provider_usage(&token_usage(u));
     }
     let body = served.value.to_string().into_bytes();
     Ok(served.json(body))
@@ -306,41 +299,39 @@ async fn upload_door(
         let intake = Intake { prompts: 1, choices: n, ..Intake::uncounted(&model, &features, started, door.operation) };
         Pipeline::admit(state, request_id, key, headers, intake).await?
     };
-    let mut served = pipeline.run(&mut Forward { upload: &upload, path: door.path }).await?;
-    match std::mem::replace(&mut served.value, Answer::Taken) {
-        Answer::Whole { content_type, body } => {
-            match reported_usage(&body) {
-                Some(usage) => served.usage.provider_usage(&usage),
+    let served = pipeline.run(&mut Forward { upload: &upload, path: door.path }).await?;
+    match served.replace(()) {
+        (Answer::Whole { content_type, body }, mut served) => {
+            // Whisper's `{"type": "duration"}` reports nothing to bill by tokens.
+            let answer = serde_json::from_slice::<Value>(&body).unwrap_or_default();
+            match answer.get("usage").filter(|u| u.get("input_tokens").is_some()) {
+                Some(u) => served.usage.provider_usage(&token_usage(u)),
                 None => served.usage.cost_unknown(),
             }
             let mut response = served.json(body.to_vec());
             response.headers_mut().insert(http::header::CONTENT_TYPE, content_type);
             Ok(response)
         }
-        Answer::Raw(raw) => {
-            let super::pipeline::Served { mut usage, headers, target, rest, deadline, .. } = served;
-            usage.cost_unknown();
-            Ok(super::pipeline::Served { value: raw, usage, headers, target, rest, deadline }.relay_raw())
+        (Answer::Raw(raw), served) => {
+            let (_, mut served) = served.replace(raw);
+            served.usage.cost_unknown();
+            Ok(served.relay_raw())
         }
-        Answer::Taken => Err(GatewayError::internal()),
     }
 }
 
-/// Token usage as OpenAI's transcription and image answers report it (`input_tokens`/`output_tokens`);
-/// whisper's `{"type": "duration"}` and dall-e's answers report none to bill by.
-fn reported_usage(body: &[u8]) -> Option<Usage> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    let u = v.get("usage").filter(|u| u.get("input_tokens").is_some())?;
+/// The token counts of a `usage` object as OpenAI's image and transcription answers write it
+/// (`input_tokens`, `output_tokens`).
+fn token_usage(u: &Value) -> Usage {
     let count = |f: &str| u.get(f).and_then(Value::as_u64).unwrap_or(0);
     let (input, output) = (count("input_tokens"), count("output_tokens"));
-    Some(Usage { prompt_tokens: input, completion_tokens: output, total_tokens: input + output, ..Usage::default() })
+    Usage { prompt_tokens: input, completion_tokens: output, total_tokens: input + output, ..Usage::default() }
 }
 
 /// An upload's answer: JSON read whole, anything else as it arrives.
 enum Answer {
     Whole { content_type: http::HeaderValue, body: Bytes },
     Raw(exec::RawStream),
-    Taken,
 }
 
 /// The upload sent to one target, from the spool, with its upstream id as `model`.
@@ -353,7 +344,7 @@ impl Call for Forward<'_> {
     type Output = Answer;
 
     async fn call(&mut self, target: &ModelEntry, deadline: Instant) -> Result<Answer, ProviderError> {
-        let (content_type, len, body) = self.upload.body(Some(&target.upstream)).map_err(|e| {
+        let (content_type, body) = self.upload.body(Some(&target.upstream)).map_err(|e| {
             tracing::error!(error = %e, "a spooled upload could not be read back");
             ProviderError::new(ErrorKind::ServerError, "the upload could not be read back")
         })?;
@@ -361,11 +352,7 @@ impl Call for Forward<'_> {
         let mut raw = exec::forward(
             &target.provider,
             &target.timeouts,
-            |ep| {
-                let mut req = adapter.forward_request(http::Method::POST, self.path, Some(content_type), body, ep)?;
-                req.headers.insert(http::header::CONTENT_LENGTH, len.into());
-                Ok(req)
-            },
+            |ep| adapter.forward_request(http::Method::POST, self.path, Some(content_type), body, ep),
             deadline,
         )
         .await?;

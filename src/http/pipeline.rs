@@ -214,6 +214,13 @@ impl Pipeline {
 }
 
 impl<T> Served<T> {
+    /// The door's value, and what answered around `value` in its place (for a door whose answer takes
+    /// one of several forms).
+    pub fn replace<U>(self, value: U) -> (T, Served<U>) {
+        let Served { value: old, target, usage, headers, rest, deadline } = self;
+        (old, Served { value, target, usage, headers, rest, deadline })
+    }
+
     /// A whole JSON answer: the usage record is finished as completed and the headers are set.
     pub fn json(self, body: Vec<u8>) -> axum::response::Response {
         use axum::response::IntoResponse;

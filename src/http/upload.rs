@@ -80,6 +80,18 @@ fn unreadable(e: multer::Error, limit: u64) -> GatewayError {
     }
 }
 
+/// One step of reading the form, within `idle`; its error in the caller's terms.
+async fn within<T>(
+    idle: Duration,
+    limit: u64,
+    step: impl Future<Output = Result<T, multer::Error>>,
+) -> Result<T, GatewayError> {
+    match tokio::time::timeout(idle, step).await {
+        Err(_) => Err(GatewayError::body_timeout()),
+        Ok(r) => r.map_err(|e| unreadable(e, limit)),
+    }
+}
+
 fn spool_failed(e: std::io::Error) -> GatewayError {
     tracing::error!(error = %e, "an upload could not be spooled");
     GatewayError::internal()
@@ -130,59 +142,39 @@ async fn read_within(headers: &HeaderMap, body: Body, limit: u64, idle: Duration
     let mut multipart = multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
     let mut parts = Vec::new();
     loop {
-        let field = match tokio::time::timeout(idle, multipart.next_field()).await {
-            Err(_) => return Err(GatewayError::body_timeout()),
-            Ok(Err(e)) => return Err(unreadable(e, limit)),
-            Ok(Ok(None)) => break,
-            Ok(Ok(Some(field))) => field,
-        };
+        let Some(mut field) = within(idle, limit, multipart.next_field()).await? else { break };
         if parts.len() == MAX_FIELDS {
             return Err(GatewayError::invalid_body(format!("An upload has at most {MAX_FIELDS} fields."), None));
         }
         let name = field.name().unwrap_or_default().to_owned();
         let filename = field.file_name().map(str::to_owned);
         let content_type = field.content_type().map(ToString::to_string);
-        let mut field = field;
         let body = if filename.is_some() {
+            if name == "model" {
+                return Err(GatewayError::invalid_value("'model' must be a text field, not a file.", "model"));
+            }
             let file = tokio::task::spawn_blocking(tempfile::tempfile)
                 .await
                 .map_err(|_| GatewayError::internal())?
                 .map_err(spool_failed)?;
             let mut spool = tokio::fs::File::from_std(file);
             let mut len = 0u64;
-            loop {
-                match tokio::time::timeout(idle, field.chunk()).await {
-                    Err(_) => return Err(GatewayError::body_timeout()),
-                    Ok(Err(e)) => return Err(unreadable(e, limit)),
-                    Ok(Ok(None)) => break,
-                    Ok(Ok(Some(chunk))) => {
-                        len += chunk.len() as u64;
-                        spool.write_all(&chunk).await.map_err(spool_failed)?;
-                    }
-                }
+            while let Some(chunk) = within(idle, limit, field.chunk()).await? {
+                len += chunk.len() as u64;
+                spool.write_all(&chunk).await.map_err(spool_failed)?;
             }
             spool.flush().await.map_err(spool_failed)?;
-            if name == "model" {
-                return Err(GatewayError::invalid_value("'model' must be a text field, not a file.", "model"));
-            }
             PartBody::File { file: Arc::new(spool.into_std().await), len }
         } else {
             let mut text = Vec::new();
-            loop {
-                match tokio::time::timeout(idle, field.chunk()).await {
-                    Err(_) => return Err(GatewayError::body_timeout()),
-                    Ok(Err(e)) => return Err(unreadable(e, limit)),
-                    Ok(Ok(None)) => break,
-                    Ok(Ok(Some(chunk))) => {
-                        if text.len() + chunk.len() > MAX_TEXT_BYTES {
-                            return Err(GatewayError::invalid_value(
-                                format!("'{name}' is longer than {MAX_TEXT_BYTES} bytes."),
-                                &name,
-                            ));
-                        }
-                        text.extend_from_slice(&chunk);
-                    }
+            while let Some(chunk) = within(idle, limit, field.chunk()).await? {
+                if text.len() + chunk.len() > MAX_TEXT_BYTES {
+                    return Err(GatewayError::invalid_value(
+                        format!("'{name}' is longer than {MAX_TEXT_BYTES} bytes."),
+                        &name,
+                    ));
                 }
+                text.extend_from_slice(&chunk);
             }
             let text = String::from_utf8(text)
                 .map_err(|_| GatewayError::invalid_value(format!("'{name}' is not UTF-8 text."), &name))?;
@@ -216,31 +208,23 @@ impl Upload {
     }
 
     /// The bytes of all files.
-    pub fn file_bytes(&self) -> u64 {
+    #[cfg(test)]
+    fn file_bytes(&self) -> u64 {
         self.parts.iter().map(|p| if let PartBody::File { len, .. } = p.body { len } else { 0 }).sum()
     }
 
     /// The upload as a new multipart body, with `model` (when given) in place of the caller's: its
     /// `content-type`, its length, and the body, streamed from the spool.
-    pub fn body(&self, model: Option<&str>) -> std::io::Result<(HeaderValue, u64, ForwardBody)> {
+    pub fn body(&self, model: Option<&str>) -> std::io::Result<(HeaderValue, ForwardBody)> {
         let boundary = format!("switchyard-{}", uuid::Uuid::new_v4().simple());
         let mut pieces: Vec<BoxStream<'static, Result<Bytes, std::io::Error>>> = Vec::new();
         let mut len = 0u64;
-        let mut bytes = |pieces: &mut Vec<_>, b: Bytes| {
-            len += b.len() as u64;
-            pieces.push(futures_util::stream::once(async move { Ok(b) }).boxed());
+        let mut push = |(piece, n): (BoxStream<'static, _>, u64)| {
+            len += n;
+            pieces.push(piece);
         };
         let mut model_sent = false;
-        let mut files = 0u64;
         for p in &self.parts {
-            let text = match &p.body {
-                PartBody::Text(_) if p.name == "model" && model.is_some() => {
-                    model_sent = true;
-                    model.map(str::to_owned)
-                }
-                PartBody::Text(t) => Some(t.clone()),
-                PartBody::File { .. } => None,
-            };
             let mut head = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"", quoted(&p.name));
             if let Some(f) = &p.filename {
                 head.push_str(&format!("; filename=\"{}\"", quoted(f)));
@@ -250,27 +234,33 @@ impl Upload {
                 head.push_str(&format!("Content-Type: {}\r\n", t.replace(['\r', '\n'], "")));
             }
             head.push_str("\r\n");
-            bytes(&mut pieces, Bytes::from(head));
-            match (&p.body, text) {
-                (_, Some(text)) => bytes(&mut pieces, Bytes::from(text)),
-                (PartBody::File { file, len: n }, None) => {
-                    files += n;
-                    pieces.push(read_spool(file.clone(), *n));
+            push(once(Bytes::from(head)));
+            push(match (&p.body, model) {
+                (PartBody::Text(_), Some(model)) if p.name == "model" => {
+                    model_sent = true;
+                    once(Bytes::from(model.to_owned()))
                 }
-                (PartBody::Text(_), None) => {}
-            }
-            bytes(&mut pieces, Bytes::from_static(b"\r\n"));
+                (PartBody::Text(t), _) => once(Bytes::from(t.clone())),
+                (PartBody::File { file, len }, _) => (read_spool(file.clone(), *len), *len),
+            });
+            push(once(Bytes::from_static(b"\r\n")));
         }
         if let (false, Some(model)) = (model_sent, model) {
             let part = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n{model}\r\n");
-            bytes(&mut pieces, Bytes::from(part));
+            push(once(Bytes::from(part)));
         }
-        bytes(&mut pieces, Bytes::from(format!("--{boundary}--\r\n")));
+        push(once(Bytes::from(format!("--{boundary}--\r\n"))));
         let content_type = HeaderValue::from_str(&format!("multipart/form-data; boundary={boundary}"))
             .map_err(std::io::Error::other)?;
         let stream = futures_util::stream::iter(pieces).flatten();
-        Ok((content_type, len + files, ForwardBody::Streamed(Box::pin(stream))))
+        Ok((content_type, ForwardBody::Streamed { stream: Box::pin(stream), len }))
     }
+}
+
+/// A piece of a body already in memory, and its length.
+fn once(b: Bytes) -> (BoxStream<'static, Result<Bytes, std::io::Error>>, u64) {
+    let n = b.len() as u64;
+    (futures_util::stream::once(async move { Ok(b) }).boxed(), n)
 }
 
 /// A name or file name as a quoted string of a part's header (quotes and line breaks escaped).
@@ -312,7 +302,7 @@ mod tests {
     }
 
     async fn sent(upload: &Upload, model: Option<&str>) -> Vec<u8> {
-        let (content_type, len, ForwardBody::Streamed(stream)) = upload.body(model).unwrap() else { panic!() };
+        let (content_type, ForwardBody::Streamed { stream, len }) = upload.body(model).unwrap() else { panic!() };
         let bytes: Vec<Bytes> = stream.try_collect().await.unwrap();
         let bytes = bytes.concat();
         assert_eq!(bytes.len() as u64, len, "the declared length is the body's");

@@ -229,13 +229,24 @@ async fn open(
     let key = endpoint.key_index;
     let mut upstream = build(&endpoint)?;
     authorize(provider, &mut upstream, deadline).await?;
+    Ok((send_checked(provider, timeouts, key, upstream.into(), deadline).await?, key))
+}
+
+/// Sends a built call and returns the answer once it is a 2xx one; a failure is noted against the key
+/// (`key`) it used.
+async fn send_checked(
+    provider: &Provider,
+    timeouts: &Timeouts,
+    key: Option<usize>,
+    upstream: ForwardRequest,
+    deadline: Instant,
+) -> Result<UpstreamResponse, ProviderError> {
     let opened = async {
-        let resp = send(provider, timeouts, upstream.into(), deadline).await?;
+        let resp = send(provider, timeouts, upstream, deadline).await?;
         reject_error_status(provider, timeouts, resp, deadline).await
     }
     .await;
-    let resp = opened.inspect_err(|e| provider.note_failure(key, e))?;
-    Ok((resp, key))
+    opened.inspect_err(|e| provider.note_failure(key, e))
 }
 
 /// Sends a forwarded call (an upload, a GET, a DELETE: see [`ForwardRequest`]) and returns the body of a
@@ -256,19 +267,8 @@ pub async fn forward(
     let endpoint = provider.endpoint()?;
     let key = endpoint.key_index;
     let upstream = build(&endpoint)?;
-    let opened = async {
-        let resp = send(provider, timeouts, upstream, deadline).await?;
-        reject_error_status(provider, timeouts, resp, deadline).await
-    }
-    .await;
-    let resp = opened.inspect_err(|e| provider.note_failure(key, e))?;
-    Ok(RawStream {
-        content_type: resp.headers.get(http::header::CONTENT_TYPE).cloned(),
-        body: resp.body,
-        held: None,
-        idle: timeouts.idle,
-        deadline,
-    })
+    let resp = send_checked(provider, timeouts, key, upstream, deadline).await?;
+    Ok(RawStream::new(resp, timeouts, deadline))
 }
 
 /// Sends a call built by `build` and returns the body of a 2xx answer as it arrives, unparsed (speech),
@@ -280,13 +280,7 @@ pub async fn open_raw(
     deadline: Instant,
 ) -> Result<RawStream, ProviderError> {
     let (resp, _) = open(provider, timeouts, build, deadline).await?;
-    Ok(RawStream {
-        content_type: resp.headers.get(http::header::CONTENT_TYPE).cloned(),
-        body: resp.body,
-        held: None,
-        idle: timeouts.idle,
-        deadline,
-    })
+    Ok(RawStream::new(resp, timeouts, deadline))
 }
 
 /// A 2xx answer's body, piece by piece, under the idle and total deadlines.
@@ -300,6 +294,16 @@ pub struct RawStream {
 }
 
 impl RawStream {
+    fn new(resp: UpstreamResponse, timeouts: &Timeouts, deadline: Instant) -> RawStream {
+        RawStream {
+            content_type: resp.headers.get(http::header::CONTENT_TYPE).cloned(),
+            body: resp.body,
+            held: None,
+            idle: timeouts.idle,
+            deadline,
+        }
+    }
+
     /// Reads the first non-empty piece ahead (under the same deadlines); an answer that ends before it
     /// is an invalid one.
     pub async fn prime(&mut self) -> Result<(), ProviderError> {
@@ -400,12 +404,15 @@ async fn authorize(provider: &Provider, req: &mut UpstreamRequest, deadline: Ins
 async fn send(
     provider: &Provider,
     timeouts: &Timeouts,
-    req: ForwardRequest,
+    mut req: ForwardRequest,
     deadline: Instant,
 ) -> Result<UpstreamResponse, ProviderError> {
+    if let ForwardBody::Streamed { len, .. } = &req.body {
+        req.headers.insert(http::header::CONTENT_LENGTH, (*len).into());
+    }
     // An upload is sent before the provider can answer: only the whole deadline bounds it.
     let first_byte = Instant::now() + timeouts.first_byte;
-    let (limit, phase) = if first_byte < deadline && !matches!(req.body, ForwardBody::Streamed(_)) {
+    let (limit, phase) = if first_byte < deadline && !matches!(req.body, ForwardBody::Streamed { .. }) {
         (first_byte, TimeoutPhase::FirstByte)
     } else {
         (deadline, TimeoutPhase::Total)
@@ -427,9 +434,9 @@ async fn send(
             let body = match req.body {
                 ForwardBody::Empty => super::client::whole(Bytes::new()),
                 ForwardBody::Whole(b) => super::client::whole(b),
-                ForwardBody::Streamed(s) => {
+                ForwardBody::Streamed { stream, .. } => {
                     use http_body_util::BodyExt;
-                    let frames = s.map_ok(hyper::body::Frame::data).map_err(|e| Box::new(e) as _);
+                    let frames = stream.map_ok(hyper::body::Frame::data).map_err(|e| Box::new(e) as _);
                     http_body_util::Either::Right(http_body_util::StreamBody::new(frames).boxed_unsync())
                 }
             };
@@ -453,7 +460,7 @@ async fn send(
             let body = match req.body {
                 ForwardBody::Empty => axum::body::Body::empty(),
                 ForwardBody::Whole(b) => axum::body::Body::from(b),
-                ForwardBody::Streamed(s) => axum::body::Body::from_stream(s),
+                ForwardBody::Streamed { stream, .. } => axum::body::Body::from_stream(stream),
             };
             let request = builder.body(body).map_err(|e| ProviderError::new(ErrorKind::BadRequest, e.to_string()))?;
             let resp = match timeout_at(limit, router.clone().oneshot(request)).await {

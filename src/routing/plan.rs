@@ -51,13 +51,17 @@ impl Caller {
     /// Why the caller's organisation keeps its traffic away from `m`, if it does: its provider is
     /// blocked, or it is served from a region the organisation does not allow.
     pub fn excludes(&self, m: &ModelEntry) -> Option<String> {
-        if self.blocked_providers.contains(&m.provider.name) {
-            return Some(format!("provider {} is blocked for this organization", m.provider.name));
+        self.excludes_provider(&m.provider.name, &m.region)
+    }
+
+    /// Why the caller's organisation keeps its traffic away from `provider`, serving from `region`.
+    pub fn excludes_provider(&self, provider: &str, region: &str) -> Option<String> {
+        if self.blocked_providers.iter().any(|p| p == provider) {
+            return Some(format!("provider {provider} is blocked for this organization"));
         }
         match &self.allowed_regions {
-            Some(regions) if !regions.contains(&m.region) => Some(format!(
-                "served from region {}, which this organization does not allow (allowed: {})",
-                m.region,
+            Some(regions) if !regions.iter().any(|r| r == region) => Some(format!(
+                "served from region {region}, which this organization does not allow (allowed: {})",
                 regions.join(", ")
             )),
             _ => None,

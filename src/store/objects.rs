@@ -24,7 +24,6 @@ impl ObjectKind {
 pub struct ObjectRow {
     pub provider: String,
     pub id: String,
-    pub created_at: i64,
     /// The provider's JSON for it as last seen.
     pub object: String,
 }
@@ -88,7 +87,7 @@ impl Store {
         purpose: Option<&str>,
         limit: i64,
     ) -> Result<Vec<ObjectRow>, StoreError> {
-        const SQL: &str = "SELECT provider, id, created_at, object FROM upstream_objects WHERE kind = $1 \
+        const SQL: &str = "SELECT provider, id, object FROM upstream_objects WHERE kind = $1 \
                            AND scope = $2 AND ($5 = '' OR purpose = $5) \
                            AND ($3 = '' OR (created_at, id) < (SELECT created_at, id FROM upstream_objects \
                            WHERE kind = $1 AND scope = $2 AND id = $3 LIMIT 1)) \
